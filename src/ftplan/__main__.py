@@ -1,0 +1,3 @@
+from ftplan.cli.app import main
+
+main()

@@ -1,0 +1,50 @@
+"""The `ftplan` command: global options and error handling (one line, exit 1, no traceback)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ftplan.cli import catalog_cmd, memory_cmd
+from ftplan.errors import FtplanError
+
+app = typer.Typer(
+    name="ftplan",
+    help="Plan LLM fine-tuning: memory per GPU, layouts, and where to run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(catalog_cmd.app, name="catalog")
+app.command("memory")(memory_cmd.memory)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    _state["debug"] = debug
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app(standalone_mode=False)
+    except FtplanError as exc:
+        if _state["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,113 @@
+"""`ftplan memory`: will this job fit, and where does the memory go?"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ftplan.catalog import load_catalog
+from ftplan.cli.common import Format, emit
+from ftplan.io import read_yaml
+from ftplan.job import estimate_job, resolve_job
+from ftplan.report.tables import memory_table
+from ftplan.schema.job import parse_job
+
+_LAYOUT_KEYS = ("dp", "tp", "zero", "offload", "recompute")
+
+
+def memory(
+    job: Path | None = typer.Argument(None, help="Job YAML (see README); flags override its fields."),
+    model: str | None = typer.Option(None, "--model", help="Catalog model id."),
+    method: str | None = typer.Option(None, "--method", help="full | lora | qlora"),
+    gpu: str | None = typer.Option(None, "--gpu", help="Catalog GPU id or alias."),
+    seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per sequence."),
+    micro_batch: int | None = typer.Option(None, "--micro-batch", help="Sequences per GPU per micro-step."),
+    grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-steps per optimizer step."),
+    precision: str | None = typer.Option(None, "--precision", help="fp32 | fp16-mixed | bf16-mixed | bf16-pure"),
+    optimizer: str | None = typer.Option(
+        None, "--optimizer", help="adamw | adamw-8bit | sgd | adafactor | paged-adamw | paged-adamw-8bit"
+    ),
+    dp: int | None = typer.Option(None, "--dp", help="Data-parallel degree."),
+    tp: int | None = typer.Option(None, "--tp", help="Tensor-parallel degree."),
+    zero: str | None = typer.Option(None, "--zero", help="ZeRO stage 0-3 or FSDP name (full_shard, ...)."),
+    offload: str | None = typer.Option(None, "--offload", help="none | optimizer | optimizer+params"),
+    recompute: str | None = typer.Option(None, "--recompute", help="none | selective | full"),
+    attention: str | None = typer.Option(None, "--attention", help="sdpa | eager"),
+    loss: str | None = typer.Option(None, "--loss", help="standard | chunked | fused"),
+    lora_rank: int | None = typer.Option(None, "--lora-rank", help="LoRA rank."),
+    lora_targets: str | None = typer.Option(None, "--lora-targets", help="Comma-separated modules or all-linear."),
+    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="GPUs sharing one host."),
+    format: Format = typer.Option(Format.TABLE, "--format", help="table | json"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """Per-GPU memory breakdown of one fine-tuning job, with a fits / does-not-fit verdict."""
+    data: dict[str, Any] = {}
+    source = "command line"
+    if job is not None:
+        loaded = read_yaml(job)
+        if not isinstance(loaded, dict):
+            from ftplan.errors import JobError
+
+            raise JobError(f"{job}: expected a mapping of job fields.")
+        data, source = dict(loaded), str(job)
+    flags = dict(
+        model=model, method=method, gpu=gpu, seq_len=seq_len, micro_batch=micro_batch, grad_accum=grad_accum,
+        precision=precision, optimizer=optimizer, attention=attention, loss=loss, gpus_per_node=gpus_per_node,
+    )  # fmt: skip
+    for key, value in flags.items():
+        if value is not None:
+            data[key] = value
+    if model is not None:
+        data.pop("architecture", None)
+    layout = dict(data.get("layout") or {})
+    for key, value in zip(_LAYOUT_KEYS, (dp, tp, zero, offload, recompute), strict=True):
+        if value is not None:
+            layout[key] = value
+    if layout:
+        data["layout"] = layout
+    if lora_rank is not None or lora_targets is not None:
+        lora = dict(data.get("lora") or {})
+        if lora_rank is not None:
+            lora["rank"] = lora_rank
+        if lora_targets is not None:
+            lora["target_modules"] = "all-linear" if lora_targets == "all-linear" else lora_targets.split(",")
+        data["lora"] = lora
+    spec = parse_job(data, source)
+    resolved = resolve_job(spec, load_catalog(), source)
+    est = estimate_job(resolved)
+    if format is Format.JSON:
+        emit(
+            json.dumps(estimate_to_dict(est, resolved.name, resolved.gpu.id if resolved.gpu else None), indent=2),
+            output,
+        )
+        return
+    t, lay = resolved.training, resolved.layout
+    title = (
+        f"{resolved.name} · {t.method.value} · {t.precision.value} · {t.optimizer.value} · "
+        f"seq {t.seq_len} × micro-batch {lay.micro_batch} · dp {lay.dp} tp {lay.tp} zero {int(lay.zero)} "
+        f"offload {lay.offload.value} recompute {lay.recompute.value}"
+        + (f" · {resolved.gpu.id}" if resolved.gpu else "")
+    )
+    emit(memory_table(est, title), output)
+
+
+def estimate_to_dict(est: Any, model: str, gpu: str | None) -> dict[str, Any]:
+    """The JSON form of a memory estimate (keys are part of the interface)."""
+    return {
+        "model": model,
+        "gpu": gpu,
+        "peak_allocated_bytes": est.peak_allocated_bytes,
+        "peak_reserved_bytes": est.peak_reserved_bytes,
+        "device_total_bytes": est.device_total_bytes,
+        "host_bytes_per_node": est.host_bytes_per_node,
+        "gpu_memory_bytes": est.gpu_memory_bytes,
+        "fits": est.fits,
+        "headroom_bytes": est.headroom_bytes,
+        "peak_phase": est.peak_phase,
+        "breakdown": est.gpu_terms,
+        "host_breakdown": est.host_terms,
+        "notes": list(est.notes),
+    }

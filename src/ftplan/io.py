@@ -1,0 +1,56 @@
+"""File input and output in one place: safe YAML, one-line validation errors, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ftplan.errors import FtplanError
+
+
+def read_yaml(path: Path) -> Any:
+    """Load a YAML file with ``yaml.safe_load``; errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FtplanError(f"{path}: file not found.") from None
+    except OSError as exc:
+        raise FtplanError(f"{path}: cannot read ({exc.strerror}).") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise FtplanError(f"{path}: not valid YAML{where}.") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line for a pydantic error: ': field 'a.b': message (and N more problems)'."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field (remove it or check its spelling)"
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f": field '{loc}': {msg}{more}"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

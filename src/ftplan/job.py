@@ -1,0 +1,86 @@
+"""Resolve a job file against the catalogs and run the memory model on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ftplan.arch import Architecture, architecture_from_hf
+from ftplan.catalog import Catalog
+from ftplan.memory import (
+    Layout,
+    LoraSetup,
+    MemoryEstimate,
+    Method,
+    Overheads,
+    Training,
+    ZeroStage,
+    estimate_memory,
+)
+from ftplan.schema.catalog import Gpu
+from ftplan.schema.job import JobSpec, LoraSpec
+from ftplan.units import MIB
+
+
+@dataclass(frozen=True)
+class ResolvedJob:
+    """A job with its architecture, GPU, training recipe and layout looked up and typed."""
+
+    name: str
+    arch: Architecture
+    training: Training
+    layout: Layout
+    gpu: Gpu | None
+    overheads: Overheads
+
+
+def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> ResolvedJob:
+    if spec.model is not None:
+        arch = catalog.architecture(spec.model, f"{source}: model")
+        name = spec.model
+    else:
+        arch = architecture_from_hf(spec.architecture or {}, f"{source}: architecture")
+        name = f"inline {arch.model_type} ({arch.total_params / 1e9:.2f}B)"
+    gpu = catalog.gpu(spec.gpu, f"{source}: gpu") if spec.gpu else None
+    lora = None
+    if spec.method is not Method.FULL:
+        ls = spec.lora or LoraSpec()
+        if ls.target_modules is None:  # the model's attention projections
+            attn = [x.name for x in next(iter(arch.block_linears.values())) if x.role in ("q", "k", "v", "qkv", "o")]
+            targets = tuple(dict.fromkeys(attn))
+        elif ls.target_modules == "all-linear":
+            targets = ("all-linear",)
+        else:
+            targets = tuple(ls.target_modules)
+        lora = LoraSetup(
+            rank=ls.rank, alpha=int(ls.alpha), dropout=ls.dropout, target_modules=targets,
+            modules_to_save=tuple(ls.modules_to_save), double_quant=ls.double_quant,
+        )  # fmt: skip
+    training = Training(
+        method=spec.method, precision=spec.precision, optimizer=spec.optimizer, seq_len=spec.seq_len,
+        target_len=spec.target_len or 0, attention=spec.attention, loss=spec.loss, dropout=spec.dropout,
+        lora=lora,
+    )  # fmt: skip
+    per_node = spec.gpus_per_node or (gpu.max_gpus_per_node if gpu else 8)
+    lay = spec.layout
+    layout = Layout(
+        dp=lay.dp, tp=lay.tp, zero=ZeroStage(lay.zero), offload=lay.offload, recompute=lay.recompute,
+        micro_batch=spec.micro_batch, grad_accum=spec.grad_accum, gpus_per_node=per_node,
+    )  # fmt: skip
+    o, overheads = spec.overheads, Overheads()
+    if o.cuda_context_mib is not None:
+        overheads = replace(overheads, cuda_context_bytes=int(o.cuda_context_mib * MIB))
+    if o.allocator_fraction is not None:
+        overheads = replace(overheads, allocator_fraction=o.allocator_fraction)
+    return ResolvedJob(name, arch, training, layout, gpu, overheads)
+
+
+def estimate_job(job: ResolvedJob) -> MemoryEstimate:
+    """Run the memory model on a resolved job (GPU memory and arch from the catalog)."""
+    return estimate_memory(
+        job.arch,
+        job.training,
+        job.layout,
+        gpu_memory_bytes=job.gpu.memory_bytes if job.gpu else None,
+        gpu_arch=job.gpu.arch if job.gpu else "",
+        overheads=job.overheads,
+    )

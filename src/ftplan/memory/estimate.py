@@ -1,0 +1,323 @@
+"""Per-GPU and per-node memory of one fine-tuning job: the peak over a training step.
+
+Model states follow the ZeRO paper (Rajbhandari et al. 2020, §3, Fig. 1): with mixed precision
+and ZeRO ≥ 1 each trainable parameter holds 2 bytes of 16-bit weight, 2 of gradient and
+``K`` = 12 of fp32 master weight and Adam moments; ZeRO-1 shards the ``K`` bytes over the
+data-parallel group, ZeRO-2 also the gradients, ZeRO-3 also the weights (FSDP ``SHARD_GRAD_OP``
+≈ ZeRO-2, ``FULL_SHARD`` ≈ ZeRO-3). Without ZeRO, mixed precision is PyTorch autocast over fp32
+parameters (4 + 4 + 8 bytes), which also keeps a 16-bit copy of every weight it casts from the
+forward pass to the backward pass. ``bf16-pure`` keeps everything in bf16 (2 + 2 + 4).
+
+The peak is the largest of three moments of a step, not a sum of maxima:
+
+1. forward → backward: states, gradients kept across accumulation micro-steps, every layer's
+   saved activations, and the larger of the loss's peak and one layer's backward working set;
+2. end of backward: states and all gradients (plus the ZeRO-2 reduce buffer);
+3. optimizer step: states, gradients and the optimizer's temporaries.
+
+Peak reserved adds the caching allocator's overhead; the device total adds memory outside
+PyTorch's allocator (CUDA context, NCCL buffers). Paged optimizer states live in CUDA managed
+memory that PyTorch's counters do not see and the driver can evict to host memory: they are
+reported apart and counted on the host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ftplan.arch import Architecture, Kind
+from ftplan.errors import JobError
+from ftplan.memory import activations as act
+from ftplan.memory.overheads import Overheads, cublas_workspace_bytes, nccl_bytes
+from ftplan.memory.params import ParamSplit, split_params
+from ftplan.memory.setup import (
+    Attention,
+    Layout,
+    Method,
+    Offload,
+    Optimizer,
+    Precision,
+    Recompute,
+    Training,
+    ZeroStage,
+)
+
+# bitsandbytes 8-bit optimizers: blockwise quantisation with 256 values per block and one fp32
+# absmax per block and state (bnb.functional blocksize 256); tensors under 4096 elements keep
+# 32-bit states (``min_8bit_size=4096``).
+_BNB_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Memory of one job per GPU (``gpu_terms``) and per node (``host_terms``), in bytes."""
+
+    gpu_terms: dict[str, int]
+    host_terms: dict[str, int]
+    peak_allocated_bytes: int
+    peak_reserved_bytes: int
+    device_total_bytes: int
+    host_bytes_per_node: int
+    peak_phase: str
+    peak_terms: frozenset[str] = frozenset()  # terms that add up to the peak (the rest come and go)
+    gpu_memory_bytes: int | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def fits(self) -> bool | None:
+        if self.gpu_memory_bytes is None:
+            return None
+        return self.device_total_bytes <= self.gpu_memory_bytes
+
+    @property
+    def headroom_bytes(self) -> int | None:
+        if self.gpu_memory_bytes is None:
+            return None
+        return self.gpu_memory_bytes - self.device_total_bytes
+
+
+def check_layout(arch: Architecture, training: Training, layout: Layout) -> None:
+    """Raise :class:`JobError` for layouts the frameworks cannot run."""
+    for name in ("dp", "tp", "micro_batch", "grad_accum", "gpus_per_node"):
+        value = getattr(layout, name)
+        if value < 1:
+            raise JobError(f"layout.{name} must be ≥ 1, got {value}.")
+    t = layout.tp
+    if t > 1 and layout.gpus_per_node > 1 and t > layout.gpus_per_node:
+        raise JobError(
+            f"layout.tp {t} is larger than a node ({layout.gpus_per_node} GPUs). "
+            "To fix: keep tensor parallelism inside one node."
+        )
+    if arch.heads % t or arch.kv_heads % t:
+        raise JobError(
+            f"layout.tp {t} must divide the attention heads ({arch.heads}) and key/value heads "
+            f"({arch.kv_heads}). To fix: use tp in "
+            f"{[d for d in range(1, arch.kv_heads + 1) if arch.kv_heads % d == 0 and arch.heads % d == 0]}."
+        )
+    if layout.offload is Offload.OPTIMIZER_PARAMS and layout.zero != ZeroStage.PARAMETERS:
+        raise JobError("layout.offload optimizer+params needs zero: 3. To fix: set zero: 3.")
+    if layout.offload is not Offload.NONE and layout.zero == ZeroStage.NONE:
+        raise JobError("layout.offload needs ZeRO (stage 1–3): offload is a ZeRO/FSDP feature. To fix: set zero.")
+    if layout.offload is not Offload.NONE and training.optimizer.paged:
+        raise JobError(
+            "paged optimizers and CPU offload both move optimizer states to the host. To fix: use one of them."
+        )
+    if training.method is Method.QLORA:
+        if training.precision is Precision.FP32:
+            raise JobError(
+                "QLoRA computes in 16 bits over NF4 weights. To fix: use precision bf16-mixed, fp16-mixed or bf16-pure."
+            )
+        if t > 1:
+            raise JobError(
+                "QLoRA with tensor parallelism is not supported (4-bit weights are not TP-sharded). "
+                "To fix: use tp: 1 with data parallelism or ZeRO-3."
+            )
+    if training.seq_len < 1:
+        raise JobError(f"seq_len must be ≥ 1, got {training.seq_len}.")
+
+
+@dataclass(frozen=True, slots=True)
+class _Bytes:
+    """Bytes per trainable parameter: weight, gradient, optimizer state element, fp32 master."""
+
+    weight: int
+    grad: int
+    state: int
+    master: int
+
+
+def _recipe(training: Training, layout: Layout) -> _Bytes:
+    p = training.precision
+    if p is Precision.FP32:
+        return _Bytes(4, 4, 4, 0)
+    if p is Precision.BF16_PURE:
+        return _Bytes(2, 2, 2, 0)
+    if layout.zero == ZeroStage.NONE:
+        return _Bytes(4, 4, 4, 0)  # autocast over fp32 parameters
+    return _Bytes(2, 2, 4, 4)  # ZeRO/FSDP mixed precision: 16-bit params, fp32 master shard
+
+
+def _optimizer_state_bytes(opt: Optimizer, ps: ParamSplit, t_local: float, rb: _Bytes, tp: int) -> float:
+    """Optimizer state bytes (without the fp32 master) for this GPU's trainable parameters."""
+    share = t_local / ps.trainable if ps.trainable else 0.0
+    if opt in (Optimizer.ADAMW, Optimizer.PAGED_ADAMW):
+        return 2 * rb.state * t_local
+    if opt.eight_bit:
+        big = (ps.trainable_matrix + ps.trainable_embed) * share
+        small = ps.trainable_vector * share
+        return big * (2 + 2 * 4 / _BNB_BLOCK) + small * 8
+    if opt is Optimizer.SGD:
+        return rb.state * t_local
+    # Adafactor (no first moment): factored second moment for matrices, full for vectors.
+    return rb.state * (ps.trainable_factored / tp + ps.trainable_vector)
+
+
+def _local(matrix: float, vector: float, embed: float, tp: int) -> float:
+    """Per-GPU share under tensor parallelism: matrices and (vocab-parallel) embeddings split."""
+    return (matrix + embed) / tp + vector
+
+
+def estimate_memory(
+    arch: Architecture,
+    training: Training,
+    layout: Layout,
+    gpu_memory_bytes: int | None = None,
+    gpu_arch: str = "",
+    overheads: Overheads = Overheads(),
+) -> MemoryEstimate:
+    """Estimate the per-GPU peak and per-node host memory of one training step."""
+    check_layout(arch, training, layout)
+    notes: list[str] = []
+    n, t, z = layout.dp, layout.tp, layout.zero
+    ps = split_params(arch, training)
+    rb = _recipe(training, layout)
+    c = training.precision.compute_bytes
+    amp = training.precision.mixed and z == ZeroStage.NONE and training.method is Method.FULL
+    r = 4 if (training.precision is Precision.FP32 or amp) else 2
+    frozen_bytes = 4 if training.precision is Precision.FP32 else 2
+
+    # ---- model states ------------------------------------------------------------------------
+    t_local = _local(ps.trainable_matrix, ps.trainable_vector, ps.trainable_embed, t)
+    w_train = rb.weight * t_local
+    frozen_q = ps.frozen_matrix / t * (ps.quant_bits_per_weight / 8 if ps.quant_bits_per_weight else frozen_bytes)
+    w_frozen = frozen_q + _local(0, ps.frozen_vector, ps.frozen_embed, t) * frozen_bytes
+    grads = rb.grad * t_local
+    opt_states = _optimizer_state_bytes(training.optimizer, ps, t_local, rb, t) + rb.master * t_local
+    if z >= ZeroStage.OPTIMIZER:
+        opt_states /= n
+    if z >= ZeroStage.GRADIENTS:
+        grads /= n
+    if z >= ZeroStage.PARAMETERS:
+        w_train /= n
+        w_frozen /= n
+
+    host: dict[str, float] = {}
+    on_node = min(layout.gpus, layout.gpus_per_node)
+    paged = 0.0
+    if training.optimizer.paged:
+        paged, opt_states = opt_states, 0.0
+        host["optimizer_paged"] = paged * on_node
+        notes.append("paged optimizer states live in CUDA managed memory, invisible to PyTorch counters")
+    if layout.offload is not Offload.NONE:
+        host["optimizer_states_offloaded"] = opt_states * on_node
+        host["fp32_gradients_offloaded"] = 4 * t_local / n * on_node
+        opt_states = 0.0
+    if layout.offload is Offload.OPTIMIZER_PARAMS:
+        host["weights_offloaded"] = (w_train + w_frozen) * on_node
+        w_train = w_frozen = 0.0
+
+    # ---- activations -------------------------------------------------------------------------
+    attention = training.attention
+    if arch.model_type in ("t5", "mt5") and attention is Attention.SDPA:
+        attention = Attention.EAGER
+        notes.append("T5 attention (relative position bias) runs eager: attention set to eager")
+    dropout = training.dropout
+    if dropout is None:
+        dropout = arch.hidden_dropout > 0 or arch.attention_dropout > 0
+    dt = act.Dtypes(c=c, r=r)
+    mb, s = layout.micro_batch, training.seq_len
+    enc_len = s
+    dec_len = training.target_len or s
+    stacks = {"main": mb * s} if arch.kind is not Kind.ENCODER_DECODER else {
+        "encoder": mb * enc_len, "decoder": mb * dec_len}  # fmt: skip
+    per_layer: dict[str, float] = {}
+    for stack, tokens in stacks.items():
+        seq = dec_len if stack == "decoder" else s
+        per_tok = act.layer_bytes_per_token(arch, stack, dt, attention, seq, enc_len, dropout, layout.recompute)
+        per_layer[stack] = per_tok * tokens / t
+    cross_kv = act.cross_kv_bytes_per_sequence(arch, dt, enc_len) * mb / t if arch.kind is Kind.ENCODER_DECODER else 0.0
+    if layout.recompute is Recompute.FULL:
+        saved_layers = sum(arch.layers_of(st) * r * arch.hidden * tok / t for st, tok in stacks.items())
+        recompute_ws = max(per_layer[st] + (cross_kv if st == "decoder" else 0) for st in per_layer)
+    else:
+        saved_layers = sum(arch.layers_of(st) * per_layer[st] for st in per_layer)
+        saved_layers += cross_kv * arch.decoder_layers
+        recompute_ws = 0.0
+    out_tokens = stacks.get("decoder", stacks.get("main", 0))
+    head = act.head_bytes_per_token(arch, dt, dropout) * out_tokens / t
+    if arch.kind is Kind.ENCODER_DECODER:
+        head += act.head_bytes_per_token(arch, dt, dropout) * stacks["encoder"] / t
+    loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, out_tokens) * out_tokens / t
+    widest = max(arch.ffn * max(arch.experts_per_token, 1), arch.hidden)
+    bwd_ws = 2 * c * widest * max(stacks.values()) / t  # gradient of the widest tensor + its input
+    after_loss = c * arch.hidden * out_tokens / t  # gradient of the last hidden state
+    act_phase_extra = max(loss_peak, after_loss + recompute_ws + bwd_ws)
+    activations = saved_layers + head
+
+    # ---- working buffers ---------------------------------------------------------------------
+    block = max(arch.layer_matrix_params[st] / t + arch.layer_vector_params[st] for st in arch.block_linears)
+    cast_copies = 2.0 * _local(arch.matrix_params, 0, arch.lm_head_params, t) if amp else 0.0
+    gathered = 0.0
+    if z >= ZeroStage.PARAMETERS:
+        w16 = (
+            (ps.quant_bits_per_weight / 8)
+            if ps.quant_bits_per_weight
+            else (4 if training.precision is Precision.FP32 else 2)
+        )
+        gathered = 2 * block * w16 + (block * rb.grad if training.method is Method.FULL else 0)
+    reduce_buffer = block * rb.grad if (z == ZeroStage.GRADIENTS and training.method is Method.FULL) else 0.0
+    dequant = 2.0 * arch.largest_linear_params if training.method is Method.QLORA else 0.0
+    step_tmp = 0.0
+    if layout.offload is Offload.NONE and not training.optimizer.paged:
+        if training.optimizer is Optimizer.ADAMW:  # torch foreach AdamW: sqrt(v) for all params
+            step_tmp = rb.state * t_local / (n if z >= ZeroStage.OPTIMIZER else 1)
+        elif training.optimizer is Optimizer.ADAFACTOR:  # fp32 grad², update, rms per tensor
+            step_tmp = 3 * 4 * ps.largest_trainable / t
+    grads_held = grads if layout.grad_accum > 1 else 0.0
+    cublas = cublas_workspace_bytes(gpu_arch)
+
+    gpu_terms = {
+        "weights_trainable": w_train,
+        "weights_frozen": w_frozen,
+        "gradients": grads,
+        "optimizer_states": opt_states,
+        "activations": activations,
+        "logits_loss": loss_peak,
+        "backward_workspace": bwd_ws + recompute_ws,
+        "autocast_weight_copies": cast_copies,
+        "zero3_gathered_params": gathered,
+        "grad_reduce_buffer": reduce_buffer,
+        "dequant_workspace": dequant,
+        "optimizer_step_temporaries": step_tmp,
+        "cublas_workspace": cublas,
+    }
+    base = ("weights_trainable", "weights_frozen", "optimizer_states", "cublas_workspace")
+    phase_terms = {
+        "forward/backward": (*base, "activations", "autocast_weight_copies", "zero3_gathered_params",
+                             "dequant_workspace"),
+        "end of backward": (*base, "gradients", "zero3_gathered_params", "grad_reduce_buffer", "dequant_workspace"),
+        "optimizer step": (*base, "gradients", "optimizer_step_temporaries"),
+    }  # fmt: skip
+    phases = {k: sum(gpu_terms[x] for x in v) for k, v in phase_terms.items()}
+    phases["forward/backward"] += grads_held + act_phase_extra
+    phase = max(phases, key=lambda k: phases[k])
+    peak_alloc = int(phases[phase])
+    reserved = int(peak_alloc * (1 + overheads.allocator_fraction))
+    nccl = 0
+    if overheads.include_nccl:
+        nccl = nccl_bytes(n) + nccl_bytes(t)
+    device_total = reserved + overheads.cuda_context_bytes + nccl
+
+    gpu_terms.update(
+        allocator_cache=reserved - peak_alloc,
+        cuda_context=overheads.cuda_context_bytes,
+        nccl_buffers=nccl,
+        optimizer_paged=paged,
+    )
+    at_peak = set(phase_terms[phase]) | {"allocator_cache", "cuda_context", "nccl_buffers"}
+    if phase == "forward/backward":
+        at_peak |= {"logits_loss"} if loss_peak >= after_loss + recompute_ws + bwd_ws else {"backward_workspace"}
+        if grads_held:
+            at_peak.add("gradients")
+    return MemoryEstimate(
+        gpu_terms={k: int(v) for k, v in gpu_terms.items()},
+        host_terms={k: int(v) for k, v in host.items()},
+        peak_allocated_bytes=peak_alloc,
+        peak_reserved_bytes=reserved,
+        device_total_bytes=device_total,
+        host_bytes_per_node=int(sum(host.values())),
+        peak_phase=phase,
+        peak_terms=frozenset(k for k in at_peak if gpu_terms[k]),
+        gpu_memory_bytes=gpu_memory_bytes,
+        notes=tuple(notes),
+    )

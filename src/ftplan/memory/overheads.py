@@ -1,0 +1,49 @@
+"""Runtime memory outside the model's tensors, with the measurements they come from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ftplan.units import MIB
+
+# CUDA context with lazy module loading (default since PyTorch 1.13 / CUDA 11.7): 426 MiB seen
+# by nvidia-smi after the first CUDA call on an RTX 6000 Ada, PyTorch 2.10 + CUDA 13.0
+# (unslothai/unsloth-zoo PR #1053); "around 400MB" per PyTorch maintainers (pytorch#109888).
+# Not visible to torch.cuda.memory_allocated / memory_reserved.
+CUDA_CONTEXT_BYTES = 426 * MIB
+
+# cuBLAS workspace PyTorch allocates through its caching allocator: ":4096:2:16:8"
+# (2×4 MiB + 8×16 KiB) by default, 32 MiB on Hopper (aten CublasHandlePool.cpp, pytorch#89027).
+CUBLAS_WORKSPACE_BYTES = {"hopper": 32 * MIB}
+CUBLAS_WORKSPACE_DEFAULT_BYTES = 8 * MIB + 128 * 1024
+
+# NCCL buffers per communicator (outside PyTorch's allocator): 544 MiB for a 2-GPU group and
+# 688 MiB for larger groups, measured on 4×A100 NVLink with a 4 MB all-reduce (NVIDIA/nccl#964).
+NCCL_TWO_RANK_BYTES = 544 * MIB
+NCCL_MULTI_RANK_BYTES = 688 * MIB
+
+# Caching-allocator overhead (reserved − allocated) as a fraction of peak allocated:
+# 10.22 GiB reserved vs 9.16 GiB allocated (+11.6%) in the Answer.AI fsdp_qlora benchmark of
+# Llama-2-7B LoRA, FSDP on 2×RTX 3090 (case aa-l2-7b-lora-ctx2048-bs1 of the published
+# measurements). One run; override per job with `overheads.allocator_fraction`.
+ALLOCATOR_FRACTION = (10.22 - 9.16) / 9.16
+
+
+@dataclass(frozen=True, slots=True)
+class Overheads:
+    """Runtime overheads applied on top of the tensors a job allocates."""
+
+    cuda_context_bytes: int = CUDA_CONTEXT_BYTES
+    allocator_fraction: float = ALLOCATOR_FRACTION
+    include_nccl: bool = True
+
+
+def cublas_workspace_bytes(arch: str) -> int:
+    return CUBLAS_WORKSPACE_BYTES.get(arch.lower(), CUBLAS_WORKSPACE_DEFAULT_BYTES)
+
+
+def nccl_bytes(group_size: int) -> int:
+    """NCCL buffer memory of one communicator of ``group_size`` GPUs."""
+    if group_size <= 1:
+        return 0
+    return NCCL_TWO_RANK_BYTES if group_size == 2 else NCCL_MULTI_RANK_BYTES

@@ -1,0 +1,109 @@
+"""Which parameters a method trains, which it freezes, and how they are stored.
+
+LoRA (Hu et al. 2021) adds ``r·(d_in + d_out)`` trainable parameters to each targeted linear
+layer; ``modules_to_save`` makes trainable copies of whole modules (PEFT keeps the original
+too). QLoRA (Dettmers et al. 2023) stores the frozen linear weights of the blocks in NF4:
+4 bits per weight plus one fp32 absmax per block of 64 (0.5 bit a weight), or with double
+quantisation an 8-bit absmax per block plus one fp32 constant per 256 blocks
+(8/64 + 32/(64·256) ≈ 0.127 bit a weight). Embeddings, the LM head and norms stay 16-bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ftplan.arch import Architecture
+from ftplan.errors import JobError
+from ftplan.memory.setup import LoraSetup, Method, Training
+
+ALL_LINEAR = "all-linear"
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSplit:
+    """Parameter counts by role. ``*_matrix`` are weight matrices (TP-split, 8-bit-optimizable),
+    ``*_vector`` biases and norms (replicated under TP), ``*_embed`` embeddings and LM head."""
+
+    trainable_matrix: int
+    trainable_vector: int
+    trainable_embed: int
+    frozen_matrix: int  # block linear weights (NF4 under QLoRA)
+    frozen_vector: int
+    frozen_embed: int
+    quant_bits_per_weight: float  # storage bits of frozen_matrix under QLoRA (0: not quantised)
+    trainable_factored: int  # sum of rows + columns of trainable matrices (Adafactor)
+    largest_trainable: int  # elements of the largest trainable tensor
+
+    @property
+    def trainable(self) -> int:
+        return self.trainable_matrix + self.trainable_vector + self.trainable_embed
+
+    @property
+    def frozen(self) -> int:
+        return self.frozen_matrix + self.frozen_vector + self.frozen_embed
+
+
+def nf4_bits_per_weight(lora: LoraSetup) -> float:
+    """Storage bits of one NF4 weight with its quantisation constants (bitsandbytes layout)."""
+    block = lora.quant_block
+    if lora.double_quant:
+        return 4 + 8 / block + 32 / (block * 256)
+    return 4 + 32 / block
+
+
+def _targets(arch: Architecture, lora: LoraSetup) -> set[str]:
+    names = arch.linear_names
+    if ALL_LINEAR in lora.target_modules:
+        return {n for n in names if n != arch.names.get("router")}
+    unknown = [t for t in lora.target_modules if t not in names]
+    if unknown:
+        raise JobError(
+            f"lora.target_modules: {', '.join(unknown)} not in a {arch.model_type} block. "
+            f"To fix: use some of {', '.join(sorted(names))} or '{ALL_LINEAR}'."
+        )
+    return set(lora.target_modules)
+
+
+def split_params(arch: Architecture, training: Training) -> ParamSplit:
+    """Count trainable and frozen parameters for the job's method."""
+    return _split(arch, training.method, training.lora)
+
+
+@lru_cache(maxsize=4096)
+def _split(arch: Architecture, method: Method, lora_setup: LoraSetup | None) -> ParamSplit:
+    embed = arch.embedding_params + arch.lm_head_params
+    vector = arch.total_params - arch.matrix_params - embed
+    matrices = [(x, arch.layers_of(stack)) for stack, xs in arch.block_linears.items() for x in xs]
+    if method is Method.FULL:
+        largest = max(arch.largest_linear_params, arch.vocab * arch.hidden)
+        factored = sum((x.d_in + x.d_out) * x.count * n for x, n in matrices)
+        return ParamSplit(arch.matrix_params, vector, embed, 0, 0, 0, 0.0, factored, largest)
+    lora = lora_setup or LoraSetup()
+    targets = _targets(arch, lora)
+    adapters = 0
+    factored = 0
+    largest = 0
+    for x, n in matrices:
+        if x.name in targets:
+            if lora.rank > min(x.d_in, x.d_out):
+                raise JobError(
+                    f"lora.rank {lora.rank} exceeds the width of {x.name} "
+                    f"({x.d_in}×{x.d_out}). To fix: use a rank ≤ {min(x.d_in, x.d_out)}."
+                )
+            adapters += lora.rank * (x.d_in + x.d_out) * x.count * n
+            factored += (lora.rank + x.d_in + x.d_out + lora.rank) * x.count * n
+            largest = max(largest, lora.rank * max(x.d_in, x.d_out))
+    saved_embed = 0
+    for m in lora.modules_to_save:
+        if m in ("embed_tokens", "wte", "word_embeddings", "shared", "embed_in") or m in ("lm_head", "embed_out"):
+            saved_embed += arch.vocab * arch.hidden
+        else:
+            raise JobError(f"lora.modules_to_save: {m!r} is not supported. To fix: use embed_tokens or lm_head.")
+    largest = max(largest, arch.vocab * arch.hidden if saved_embed else 0)
+    bits = nf4_bits_per_weight(lora) if method is Method.QLORA else 0.0
+    return ParamSplit(
+        trainable_matrix=adapters, trainable_vector=0, trainable_embed=saved_embed,
+        frozen_matrix=arch.matrix_params, frozen_vector=vector, frozen_embed=embed,
+        quant_bits_per_weight=bits, trainable_factored=factored, largest_trainable=largest,
+    )  # fmt: skip

@@ -1,0 +1,143 @@
+"""Typed inputs of the memory model: the training recipe and the parallel layout.
+
+These are plain frozen dataclasses (no validation cost) so the layout search can build
+thousands per second; ``ftplan.schema.job`` validates user input and builds them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+
+class Method(StrEnum):
+    FULL = "full"
+    LORA = "lora"
+    QLORA = "qlora"
+
+
+class Precision(StrEnum):
+    """Precision recipes.
+
+    * ``fp32``: fp32 weights, grads, optimizer states and compute.
+    * ``bf16-mixed`` / ``fp16-mixed``: fp32 master weights, 16-bit compute (autocast, or the
+      ZeRO/FSDP mixed-precision wrappers); frozen LoRA bases are loaded in 16 bits.
+    * ``bf16-pure``: everything in bf16, no fp32 master copy (torchtune, lit-gpt ``bf16-true``).
+    """
+
+    FP32 = "fp32"
+    FP16_MIXED = "fp16-mixed"
+    BF16_MIXED = "bf16-mixed"
+    BF16_PURE = "bf16-pure"
+
+    @property
+    def compute_bytes(self) -> int:
+        return 4 if self is Precision.FP32 else 2
+
+    @property
+    def mixed(self) -> bool:
+        return self in (Precision.FP16_MIXED, Precision.BF16_MIXED)
+
+
+class Optimizer(StrEnum):
+    ADAMW = "adamw"
+    ADAMW_8BIT = "adamw-8bit"
+    SGD = "sgd"
+    ADAFACTOR = "adafactor"
+    PAGED_ADAMW = "paged-adamw"
+    PAGED_ADAMW_8BIT = "paged-adamw-8bit"
+
+    @property
+    def paged(self) -> bool:
+        return self.value.startswith("paged")
+
+    @property
+    def eight_bit(self) -> bool:
+        return self.value.endswith("8bit")
+
+
+class ZeroStage(IntEnum):
+    """ZeRO stages; FSDP names map onto them (see ``ZERO_ALIASES``)."""
+
+    NONE = 0
+    OPTIMIZER = 1
+    GRADIENTS = 2
+    PARAMETERS = 3
+
+
+ZERO_ALIASES = {
+    "no_shard": 0, "ddp": 0, "shard_grad_op": 2, "full_shard": 3, "hybrid_shard": 3,
+}  # fmt: skip
+
+
+class Offload(StrEnum):
+    NONE = "none"
+    OPTIMIZER = "optimizer"
+    OPTIMIZER_PARAMS = "optimizer+params"
+
+
+class Recompute(StrEnum):
+    NONE = "none"
+    SELECTIVE = "selective"
+    FULL = "full"
+
+
+class Attention(StrEnum):
+    SDPA = "sdpa"  # also flash attention: saves q, k, v, output and log-sum-exp
+    EAGER = "eager"  # materialises the attention probabilities
+
+
+class Loss(StrEnum):
+    STANDARD = "standard"  # logits for every token, upcast to fp32 when the model does
+    CHUNKED = "chunked"  # logits upcast and cross-entropy per chunk of tokens (torchtune)
+    FUSED = "fused"  # fused linear + cross-entropy: logits never materialised (Liger-Kernel)
+
+
+@dataclass(frozen=True, slots=True)
+class LoraSetup:
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    modules_to_save: tuple[str, ...] = ()
+    double_quant: bool = True  # QLoRA only
+    quant_block: int = 64  # QLoRA NF4 block size (bitsandbytes default)
+
+
+@dataclass(frozen=True, slots=True)
+class Training:
+    """What is trained and how: independent of how it is laid out on GPUs."""
+
+    method: Method = Method.FULL
+    precision: Precision = Precision.BF16_MIXED
+    optimizer: Optimizer = Optimizer.ADAMW
+    seq_len: int = 2048
+    target_len: int = 0  # decoder length for encoder-decoder models (0: same as seq_len)
+    attention: Attention = Attention.SDPA
+    loss: Loss = Loss.STANDARD
+    dropout: bool | None = None  # None: as the model's config says
+    lora: LoraSetup | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How one job is laid out: degrees of parallelism, sharding, offload, batch.
+
+    ``dp`` data-parallel degree (ZeRO shards over it), ``tp`` tensor-parallel degree (with
+    sequence parallelism), ``zero`` ZeRO stage, ``offload`` CPU offload, ``recompute``
+    activation recomputation, ``micro_batch`` sequences per GPU per micro-step,
+    ``grad_accum`` micro-steps per optimizer step, ``gpus_per_node`` GPUs sharing one host.
+    """
+
+    dp: int = 1
+    tp: int = 1
+    zero: ZeroStage = ZeroStage.NONE
+    offload: Offload = Offload.NONE
+    recompute: Recompute = Recompute.NONE
+    micro_batch: int = 1
+    grad_accum: int = 1
+    gpus_per_node: int = 1
+
+    @property
+    def gpus(self) -> int:
+        return self.dp * self.tp

@@ -1,0 +1,1 @@
+"""Rendering results as tables and documents (derived from the typed results)."""

@@ -1,0 +1,79 @@
+"""Plain-text tables for the terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ftplan.memory import MemoryEstimate
+from ftplan.units import GIB
+
+TERM_LABELS = {
+    "weights_trainable": "weights (trainable)",
+    "weights_frozen": "weights (frozen base)",
+    "gradients": "gradients",
+    "optimizer_states": "optimizer states",
+    "activations": "activations (saved for backward)",
+    "logits_loss": "logits + loss (peak)",
+    "backward_workspace": "backward working set",
+    "autocast_weight_copies": "autocast 16-bit weight copies",
+    "zero3_gathered_params": "ZeRO-3 gathered parameters",
+    "grad_reduce_buffer": "gradient reduce buffer",
+    "dequant_workspace": "NF4 dequantisation buffer",
+    "optimizer_step_temporaries": "optimizer-step temporaries",
+    "cublas_workspace": "cuBLAS workspace",
+    "allocator_cache": "allocator cache (reserved − allocated)",
+    "cuda_context": "CUDA context (outside PyTorch)",
+    "nccl_buffers": "NCCL buffers (outside PyTorch)",
+    "optimizer_paged": "paged optimizer states (managed memory)",
+    "optimizer_states_offloaded": "optimizer states (offloaded)",
+    "fp32_gradients_offloaded": "fp32 gradients (offloaded)",
+    "weights_offloaded": "weights (offloaded)",
+}
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None) -> str:
+    """Columns padded to their widest cell; ``right`` holds indices of right-aligned columns."""
+    right = right or set()
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            str(c).rjust(w) if i in right else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.2f}"
+
+
+def memory_table(est: MemoryEstimate, title: str) -> str:
+    """The `ftplan memory` breakdown: per-GPU terms, the three statistics, host memory, verdict."""
+    rows = [
+        [TERM_LABELS.get(k, k), _gib(v), "yes" if k in est.peak_terms else ""] for k, v in est.gpu_terms.items() if v
+    ]
+    out = [title, "", render_table(["per GPU", "GiB", "at peak"], rows, right={1}), ""]
+    stats = [
+        ["peak allocated (torch max_memory_allocated)", _gib(est.peak_allocated_bytes)],
+        ["peak reserved (torch max_memory_reserved)", _gib(est.peak_reserved_bytes)],
+        ["device total (nvidia-smi)", _gib(est.device_total_bytes)],
+    ]
+    out.append(render_table(["statistic", "GiB"], stats, right={1}))
+    out.append(f"peak reached at: {est.peak_phase}")
+    if est.host_terms:
+        host = [[TERM_LABELS.get(k, k), _gib(v)] for k, v in est.host_terms.items()]
+        out += ["", render_table(["host memory per node", "GiB"], host, right={1})]
+    for note in est.notes:
+        out.append(f"note: {note}")
+    if est.gpu_memory_bytes is not None:
+        head = est.headroom_bytes or 0
+        verdict = "FITS" if est.fits else "DOES NOT FIT"
+        out += [
+            "",
+            f"{verdict}: {_gib(est.device_total_bytes)} GiB of {_gib(est.gpu_memory_bytes)} GiB "
+            f"({'headroom' if head >= 0 else 'short by'} {_gib(abs(head))} GiB)",
+        ]
+    return "\n".join(out)

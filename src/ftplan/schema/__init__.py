@@ -1,0 +1,1 @@
+"""Pydantic models of everything ftplan reads from files (catalogs, jobs)."""

@@ -1,0 +1,113 @@
+"""The job file that `ftplan memory` reads (and, later, each job of a scenario)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ftplan.memory.setup import (
+    ZERO_ALIASES,
+    Attention,
+    Loss,
+    Method,
+    Offload,
+    Optimizer,
+    Precision,
+    Recompute,
+)
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraSpec(BaseModel):
+    model_config = _STRICT
+    rank: int = Field(16, gt=0, description="LoRA rank r")
+    alpha: float = Field(32, gt=0, description="LoRA alpha (scaling = alpha / rank)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None,
+        description="module names as in the Hugging Face implementation, 'all-linear', "
+        "or none for the model's attention projections",
+    )
+    modules_to_save: list[str] = Field(default_factory=list, description="e.g. [embed_tokens, lm_head]")
+    double_quant: bool = Field(True, description="QLoRA: quantise the quantisation constants")
+
+
+class LayoutSpec(BaseModel):
+    model_config = _STRICT
+    dp: int = Field(1, gt=0, description="data-parallel degree")
+    tp: int = Field(1, gt=0, description="tensor-parallel degree (with sequence parallelism)")
+    zero: int = Field(0, ge=0, le=3, description="ZeRO stage 0-3, or an FSDP sharding strategy name")
+    offload: Offload = Field(Offload.NONE, description="none | optimizer | optimizer+params")
+    recompute: Recompute = Field(Recompute.NONE, description="none | selective | full")
+
+    @field_validator("zero", mode="before")
+    @classmethod
+    def _fsdp_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            key = value.strip().lower().replace("-", "_")
+            if key in ZERO_ALIASES:
+                return ZERO_ALIASES[key]
+            if key.isdigit():
+                return int(key)
+            raise ValueError(f"unknown sharding {value!r}: use 0-3 or one of {', '.join(ZERO_ALIASES)}")
+        return value
+
+
+class OverheadSpec(BaseModel):
+    model_config = _STRICT
+    allocator_fraction: float | None = Field(None, ge=0, le=2, description="reserved/allocated − 1")
+    cuda_context_mib: float | None = Field(None, ge=0, description="CUDA context outside PyTorch (MiB)")
+
+
+class JobSpec(BaseModel):
+    """One fine-tuning job: model, method, recipe, shapes, GPU and layout."""
+
+    model_config = _STRICT
+    schema_version: int = Field(1, description="job file format version")
+    model: str | None = Field(None, description="catalog model id")
+    architecture: dict[str, Any] | None = Field(None, description="inline config.json fields")
+    method: Method = Method.FULL
+    lora: LoraSpec | None = None
+    precision: Precision = Precision.BF16_MIXED
+    optimizer: Optimizer = Optimizer.ADAMW
+    seq_len: int = Field(gt=0, description="tokens per sequence (encoder length for encoder-decoder)")
+    target_len: int | None = Field(None, gt=0, description="decoder tokens per sequence (encoder-decoder)")
+    micro_batch: int = Field(1, gt=0, description="sequences per GPU per micro-step")
+    grad_accum: int = Field(1, gt=0, description="micro-steps per optimizer step")
+    attention: Attention = Attention.SDPA
+    loss: Loss = Loss.STANDARD
+    dropout: bool | None = Field(None, description="override the model config's dropout")
+    gpu: str | None = Field(None, description="catalog GPU id or alias")
+    gpus_per_node: int | None = Field(None, gt=0, description="GPUs per node (default: the GPU's usual server)")
+    layout: LayoutSpec = Field(default_factory=LayoutSpec)
+    overheads: OverheadSpec = Field(default_factory=OverheadSpec)
+
+    @model_validator(mode="after")
+    def _one_model(self) -> JobSpec:
+        if (self.model is None) == (self.architecture is None):
+            raise ValueError("give exactly one of 'model' (a catalog id) or 'architecture' (config fields)")
+        if self.schema_version != 1:
+            raise ValueError(f"schema_version {self.schema_version} is not supported (this ftplan reads 1)")
+        return self
+
+
+def parse_job(data: Any, source: str) -> JobSpec:
+    """Validate a mapping as a job; errors are one line naming ``source`` and the field."""
+    from ftplan.errors import JobError
+    from ftplan.io import describe_validation_error
+
+    if not isinstance(data, dict):
+        raise JobError(f"{source}: expected a mapping of job fields.")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise JobError(f"{source}{describe_validation_error(exc)}") from None
+
+
+def load_job(path: Path) -> JobSpec:
+    from ftplan.io import read_yaml
+
+    return parse_job(read_yaml(path), str(path))

@@ -1,0 +1,45 @@
+"""Units and conversions, in one place. Inside ftplan bytes are integers; GiB/GB only at the edges."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+KIB = 1024
+MIB = 1024**2
+GIB = 1024**3
+GB = 10**9
+
+
+class Dtype(StrEnum):
+    """Storage types of tensors, with their width in bits."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    INT8 = "int8"
+    NF4 = "nf4"
+
+    @property
+    def bits(self) -> int:
+        return {"fp32": 32, "bf16": 16, "fp16": 16, "int8": 8, "nf4": 4}[self.value]
+
+    @property
+    def bytes(self) -> int:
+        """Whole bytes per element; sub-byte types raise (count them in bits)."""
+        if self.bits % 8:
+            raise ValueError(f"{self.value} is {self.bits} bits per element: count it in bits")
+        return self.bits // 8
+
+
+def bits_to_bytes(total_bits: float) -> int:
+    """Round a bit count up to whole bytes (sub-byte formats such as NF4 are counted in bits)."""
+    return int(-(-total_bits // 8))
+
+
+def to_gib(n_bytes: float) -> float:
+    return n_bytes / GIB
+
+
+def fmt_gib(n_bytes: float) -> str:
+    """Human form used in tables and messages, e.g. '79.62 GiB'."""
+    return f"{n_bytes / GIB:.2f} GiB"

@@ -1,0 +1,135 @@
+"""The CLI as a user runs it: tables, JSON, one-line errors with exit 1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ftplan.cli.app import app
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def ftplan(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ftplan", *args], capture_output=True, text=True, cwd=cwd or ROOT, check=False
+    )
+
+
+def test_memory_from_job_file_json():
+    res = runner.invoke(app, ["memory", str(ROOT / "scenarios/llama-8b-lora-h100.yaml"), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    for key in ("peak_allocated_bytes", "peak_reserved_bytes", "device_total_bytes", "host_bytes_per_node",
+                "fits", "breakdown"):  # fmt: skip
+        assert key in out
+    assert out["fits"] is True
+    assert out["peak_allocated_bytes"] < out["peak_reserved_bytes"] < out["device_total_bytes"]
+    assert out["breakdown"]["weights_frozen"] == 8_030_261_248 * 2
+
+
+def test_memory_flags_override_and_table():
+    res = runner.invoke(
+        app, ["memory", "--model", "llama-3.1-70b", "--method", "full", "--gpu", "a100-80gb", "--seq-len", "4096"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "DOES NOT FIT" in res.output and "short by" in res.output
+    assert "peak allocated" in res.output
+
+
+def test_inline_architecture(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "architecture: {model_type: qwen2, hidden_size: 896, num_hidden_layers: 24, num_attention_heads: 14,\n"
+        "  num_key_value_heads: 2, intermediate_size: 4864, vocab_size: 151936, tie_word_embeddings: true}\n"
+        "seq_len: 1024\nmethod: qlora\nprecision: bf16-mixed\ngpu: t4\n"
+    )
+    res = runner.invoke(app, ["memory", str(job), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["fits"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["memory", "--model", "llama-3.1-8x", "--seq-len", "512"], "Did you mean: llama-3.1-8b"),
+        (["memory", "--model", "llama-3.1-8b", "--seq-len", "512", "--gpu", "h10"], "unknown GPU"),
+        (["memory", "--model", "llama-2-70b", "--seq-len", "512", "--tp", "3"], "must divide"),
+        (["memory", "--model", "llama-2-70b", "--seq-len", "512", "--tp", "16", "--gpu", "h100"], "larger than a node"),
+        (["memory", "--model", "llama-3.1-8b", "--seq-len", "0"], "seq_len"),
+        (
+            ["memory", "--model", "llama-3.1-8b", "--seq-len", "512", "--method", "lora", "--lora-rank", "9000"],
+            "exceeds the width",
+        ),
+        (
+            ["memory", "--model", "llama-3.1-8b", "--seq-len", "512", "--method", "qlora", "--precision", "fp32"],
+            "QLoRA computes in 16 bits",
+        ),
+        (["memory", "--model", "llama-3.1-8b", "--seq-len", "512", "--offload", "optimizer"], "needs ZeRO"),
+    ],
+)
+def test_bad_input_is_one_line_exit_1(args, needle):
+    res = ftplan(*args)
+    assert res.returncode == 1
+    assert needle in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_yaml_key_rejected(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("model: llama-3.1-8b\nseq_len: 512\nmicro_bach: 2\n")
+    res = ftplan("memory", str(job))
+    assert res.returncode == 1
+    assert "micro_bach" in res.stderr and "unknown field" in res.stderr and str(job) in res.stderr
+
+
+def test_malformed_yaml(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("model: [unclosed\n")
+    res = ftplan("memory", str(job))
+    assert res.returncode == 1 and "not valid YAML" in res.stderr
+
+
+@pytest.mark.parametrize("what", ["gpus", "models", "instances"])
+def test_catalog_listings(what):
+    res = runner.invoke(app, ["catalog", what, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert len(rows) >= {"gpus": 14, "models": 25, "instances": 90}[what]
+
+
+def test_catalog_filter_and_csv():
+    res = runner.invoke(app, ["catalog", "instances", "--filter", "h100", "--format", "csv"])
+    assert res.exit_code == 0
+    lines = res.output.strip().splitlines()
+    assert lines[0].startswith("instance,") and all("h100" in line.lower() for line in lines[1:])
+
+
+def test_import_hf_then_use(tmp_path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({
+        "model_type": "mistral", "hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8,
+        "num_key_value_heads": 2, "intermediate_size": 1024, "vocab_size": 8000, "torch_dtype": "bfloat16",
+        "rope_scaling": {"type": "linear"},
+    }))  # fmt: skip
+    res = ftplan("catalog", "import-hf", str(cfg), "--id", "my-mistral", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "ftplan.models.yaml").exists()
+    res = ftplan("memory", "--model", "my-mistral", "--seq-len", "256", "--format", "json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["model"] == "my-mistral"
+
+
+def test_output_file_written(tmp_path):
+    out = tmp_path / "m.json"
+    res = runner.invoke(
+        app, ["memory", "--model", "qwen2.5-0.5b", "--seq-len", "512", "--format", "json", "-o", str(out)]
+    )
+    assert res.exit_code == 0
+    assert json.loads(out.read_text())["model"] == "qwen2.5-0.5b"
