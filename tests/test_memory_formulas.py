@@ -18,7 +18,7 @@ from ftplan.memory import (
     ZeroStage,
     estimate_memory,
 )
-from ftplan.memory.activations import Dtypes, layer_bytes_per_token, loss_bytes_per_token
+from ftplan.memory.activations import Dtypes, Grads, layer_bytes_per_token, loss_bytes_per_token
 from ftplan.memory.params import nf4_bits_per_weight, split_params
 from ftplan.memory.setup import Attention
 
@@ -38,6 +38,25 @@ def test_llama_layer_bf16_sdpa_matches_saved_tensors():
     arch = architecture_from_hf(TINY)
     got = layer_bytes_per_token(arch, "main", Dtypes(c=2, r=2), Attention.SDPA, 128, 128, False, Recompute.NONE)
     assert got == 2 * 2052 + 1312 + 5632 == 11048
+
+
+def test_lora_layer_saves_only_what_trainable_weights_need():
+    # Same model, LoRA r=16 on q,k,v,o with fp32 adapters over a bf16 base (PEFT under autocast):
+    #   norm before attention: 4h upcast + 4 rsqrt (frozen weight: no normalised tensor);
+    #     q, k, v adapters each cast their input (3 × 2h) and keep their A output (3 × 2·16)
+    #   attention core as full fine-tuning 1312; o adapter: own input copy 2·256 + A output 2·16
+    #   norm before the MLP: 4h + 4 (gate/up are frozen: their input is not kept)
+    #   MLP: silu input, silu output and up output (the frozen down projection keeps no product)
+    # = 1028 + 1632 + 1312 + 544 + 1028 + 4224 = 9768; the first layer, whose input needs no
+    # gradient, keeps no norm upcast: 8740. Both are what `ftplan measure` counted.
+    arch = architecture_from_hf(TINY)
+    g = Grads(full=False, targets=frozenset({"q_proj", "k_proj", "v_proj", "o_proj"}), rank=16, adapter_cast=True)
+    args = (arch, "main", Dtypes(c=2, r=2), Attention.SDPA, 128, 128, False, Recompute.NONE)
+    assert layer_bytes_per_token(*args, g) == 1028 + 1632 + 1312 + 544 + 1028 + 4224 == 9768
+    assert layer_bytes_per_token(*args, g.first_layer()) == 9768 - 1028
+    # bf16 adapters (bf16-pure) share one input copy between q, k and v and read o's input in place
+    shared = Grads(full=False, targets=g.targets, rank=16, adapter_cast=False)
+    assert layer_bytes_per_token(*args, shared) == 9768 - 2 * 512 - 512
 
 
 def test_llama_layer_fp32_and_eager():

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ftplan.arch import Architecture, architecture_from_hf
 from ftplan.catalog import Catalog
@@ -31,14 +32,17 @@ class ResolvedJob:
     layout: Layout
     gpu: Gpu | None
     overheads: Overheads
+    hf_config: dict[str, Any] = field(default_factory=dict)  # the model's Hugging Face config fields
 
 
 def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> ResolvedJob:
     if spec.model is not None:
         arch = catalog.architecture(spec.model, f"{source}: model")
         name = spec.model
+        hf_config = dict(catalog.model(spec.model).config)
     else:
-        arch = architecture_from_hf(spec.architecture or {}, f"{source}: architecture")
+        hf_config = dict(spec.architecture or {})
+        arch = architecture_from_hf(hf_config, f"{source}: architecture")
         name = f"inline {arch.model_type} ({arch.total_params / 1e9:.2f}B)"
     gpu = catalog.gpu(spec.gpu, f"{source}: gpu") if spec.gpu else None
     lora = None
@@ -71,7 +75,7 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         overheads = replace(overheads, cuda_context_bytes=int(o.cuda_context_mib * MIB))
     if o.allocator_fraction is not None:
         overheads = replace(overheads, allocator_fraction=o.allocator_fraction)
-    return ResolvedJob(name, arch, training, layout, gpu, overheads)
+    return ResolvedJob(name, arch, training, layout, gpu, overheads, hf_config)
 
 
 def estimate_job(job: ResolvedJob) -> MemoryEstimate:

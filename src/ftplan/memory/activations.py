@@ -42,24 +42,75 @@ class Dtypes:
     r: int
 
 
-def _norm(arch: Architecture, dt: Dtypes, consumers: int) -> float:
+@dataclass(frozen=True, slots=True)
+class Grads:
+    """Which weights train. Autograd saves a tensor only for a gradient it must compute, so a
+    frozen linear keeps nothing of its input and a frozen norm keeps no normalised tensor.
+
+    ``full``: every weight trains. ``targets``: LoRA-adapted module names. ``rank``: LoRA rank.
+    ``adapter_cast``: fp32 adapters over a 16-bit base (PEFT's default under mixed precision):
+    each adapter casts its input to fp32 and autocast back, so each keeps its own 16-bit copy.
+    ``input_grad``: the layer's input requires grad (not so for the first layer of a model whose
+    embeddings are frozen).
+    """
+
+    full: bool = True
+    targets: frozenset[str] = frozenset()
+    rank: int = 0
+    adapter_cast: bool = False
+    input_grad: bool = True
+
+    def first_layer(self) -> Grads:
+        return self if self.full else Grads(False, self.targets, self.rank, self.adapter_cast, False)
+
+
+FULL = Grads()
+
+
+def _consumers(dt: Dtypes, d_in: int, names: list[str], g: Grads) -> float:
+    """Bytes a token saved for the input shared by the linears ``names`` (and their adapters)."""
+    if not names:
+        return 0.0
+    if g.full:
+        return dt.r * d_in if dt.r == dt.c else len(names) * dt.c * d_in
+    adapted = [x for x in names if x in g.targets]
+    if not adapted:
+        return 0.0
+    inputs = len(adapted) if g.adapter_cast else 1
+    return inputs * dt.c * d_in + len(adapted) * dt.c * g.rank  # inputs and the LoRA A outputs
+
+
+def _norm(arch: Architecture, dt: Dtypes, consumers: list[str], g: Grads, input_grad: bool | None = None) -> float:
     """Bytes a token saved by one norm and by its consumers' inputs."""
     h = arch.hidden
-    out = dt.r * h if dt.r == dt.c else consumers * dt.c * h
+    grad_in = g.input_grad if input_grad is None else input_grad
+    own = 0.0
     if arch.norm == "rmsnorm":
-        return 4 * h + 4 + dt.r * h + out
-    return dt.r * h + 8 + out  # LayerNorm: input, mean and rstd (fp32), output
+        own = (4 * h + 4 if grad_in or g.full else 0) + (dt.r * h if g.full else 0)
+    elif grad_in or g.full:
+        own = dt.r * h + 8  # LayerNorm: input, mean and rstd (fp32)
+    return own + _consumers(dt, h, consumers, g)
 
 
-def _attention(arch: Architecture, dt: Dtypes, attention: Attention, kv_len: int, dropout: bool) -> float:
-    """Bytes a query token saved by one attention core (projections' outputs included)."""
+def _attention(arch: Architecture, dt: Dtypes, attention: Attention, kv_len: int, dropout: bool, g: Grads) -> float:
+    """Bytes a query token saved by one attention core and by the output projection's input."""
     c, q, kv = dt.c, arch.q_dim, arch.kv_dim
     a = arch.heads
+    blk = arch.block_linears[next(iter(arch.block_linears))]
+    roles = {x.role: x.name for x in blk}
+    qkv_names = [roles[r] for r in ("q", "k", "v", "qkv") if r in roles]
+    o = [roles["o"]]
+    if not (g.full or g.input_grad or any(x in g.targets for x in qkv_names)):
+        return _consumers(dt, q, o, g)  # nothing upstream trains: only o's adapter saves
     if attention is Attention.SDPA:
         v_store = c * (q + 2 * kv) if arch.fused_qkv else c * kv  # v is a view when fused
-        return 2 * c * q + c * kv + v_store + 4 * a  # q, k, v, output, log-sum-exp
-    # Eager: q, k and v expanded to all heads, probabilities, contiguous output copy.
-    return 3 * c * q + _probs(dt, a, kv_len, dropout) + c * q
+        saved = c * q + c * kv + v_store + 4 * a + c * q  # q, k, v, log-sum-exp, output (= o_proj's input)
+        if not g.full and o[0] in g.targets:  # the adapter's A output, and an fp32 adapter's own input copy
+            saved += c * g.rank + (c * q if g.adapter_cast else 0)
+        return saved
+    # Eager: q, k and v expanded to all heads, probabilities, then a contiguous output copy
+    # that only o_proj (or its adapter) saves.
+    return 3 * c * q + _probs(dt, a, kv_len, dropout) + (c * q if g.full else _consumers(dt, q, o, g))
 
 
 def _probs(dt: Dtypes, heads: int, kv_len: int, dropout: bool) -> float:
@@ -72,20 +123,31 @@ def _probs(dt: Dtypes, heads: int, kv_len: int, dropout: bool) -> float:
     return n
 
 
-def _mlp(arch: Architecture, dt: Dtypes, act: str, dropout: bool) -> float:
+def _mlp(arch: Architecture, dt: Dtypes, act: str, dropout: bool, g: Grads, input_grad: bool) -> float:
+    """Bytes a token saved inside the feed-forward block (its input's saves are the norm's)."""
     c, h, f = dt.c, arch.hidden, arch.ffn
+    roles = {x.role: x.name for x in arch.block_linears[next(iter(arch.block_linears))]}
     inner = _ACT_SAVES.get(act, 1) * c * f
+    down = _consumers(dt, f, [roles["down"]], g)
     if arch.is_moe:
         k = arch.experts_per_token
-        # router: fp32 softmax over experts, top-k indices; per routed token: the gathered
-        # input, gate/up/act/product of the expert, and the expert output (weighted sum).
-        return 4 * arch.experts + 8 * k + k * (2 * c * h + inner + 3 * c * f)
+        experts = g.full or any(roles[r] in g.targets for r in ("gate", "up", "gate_up") if r in roles)
+        # Router: fp32 softmax over experts, int64 top-k indices, the renormalised top-k weights
+        # (sum and clone), the sort permutations and their inverse (4 + 32·k bytes). Per routed
+        # token: the gathered input (if the experts train), the gate/up output and the activation
+        # output (the product's operands), the product (if the down projection trains or is
+        # adapted) and the expert output, which the routing-weight multiply keeps.
+        router = 4 * arch.experts + 8 * k + 4 + 32 * k
+        per_routed = (c * h if experts else 0) + inner + 2 * c * f + c * h
+        return router + k * (per_routed + (c * f if g.full else down))
+    if not (input_grad or g.full):  # nothing upstream trains: only adapters save
+        return down
     if arch.gated_mlp:
-        saved = inner + 3 * c * f  # act input(s), act output, up output, product
+        saved = inner + 2 * c * f + down  # act input(s), act output and up output (the product's operands)
     elif act == "relu":
-        saved = c * f  # relu saves its output, which is also the down projection's input
+        saved = c * f + (0 if g.full else down)  # relu saves its output, which is the down projection's input
     else:
-        saved = inner + c * f
+        saved = inner + down
     if dropout and arch.kind is Kind.ENCODER_DECODER:
         saved += f + c * f  # T5 dropout inside the feed-forward: mask and output (saved by wo)
     return saved
@@ -108,26 +170,32 @@ def layer_bytes_per_token(
     enc_len: int,
     dropout: bool,
     recompute: Recompute,
+    grads: Grads = FULL,
 ) -> float:
     """Bytes one token saves in one layer of ``stack`` with no recomputation (or selective)."""
     h = arch.hidden
+    g = grads
     att = attention
     if recompute is Recompute.SELECTIVE:
         att = Attention.SDPA  # selective recomputation keeps only the core-attention inputs
-    fused = arch.fused_qkv
-    attn_consumers = 1 if fused else 3
-    mlp_consumers = (1 if arch.fused_gate_up else 2) if arch.gated_mlp else 1
+    blk = arch.block_linears[stack if stack in arch.block_linears else next(iter(arch.block_linears))]
+    attn_in = [x.name for x in blk if x.role in ("q", "k", "v", "qkv") and x.stack != "cross"]
+    mlp_in = [x.name for x in blk if x.role in ("gate", "up", "gate_up", "router")]
     if arch.is_moe:
-        mlp_consumers = 1
-    total = _norm(arch, dt, attn_consumers)
-    total += _attention(arch, dt, att, seq_len, dropout)
+        mlp_in = mlp_in[:1]  # the router; experts gather their own inputs
+    o_names = [x.name for x in blk if x.role == "o"]
+    attn_trains = g.full or g.input_grad or any(x in g.targets for x in attn_in + o_names)
+    total = _norm(arch, dt, attn_in, g)
+    total += _attention(arch, dt, att, seq_len, dropout, g)
     if stack == "decoder":  # cross-attention: q, output and probabilities over the encoder
-        total += _norm(arch, dt, 1) + 2 * dt.c * arch.q_dim
-        total += _probs(dt, arch.heads, enc_len, dropout) if att is Attention.EAGER else 4 * arch.heads
+        total += _norm(arch, dt, [x.name for x in blk if x.stack == "cross" and x.role == "q"], g, attn_trains)
+        total += 2 * dt.c * arch.q_dim if attn_trains else 0
+        if attn_trains:
+            total += _probs(dt, arch.heads, enc_len, dropout) if att is Attention.EAGER else 4 * arch.heads
     if arch.model_type == "gemma2":  # post-attention and post-feedforward norms
-        total += 2 * _norm(arch, dt, 1)
-    total += _norm(arch, dt, mlp_consumers)
-    total += _mlp(arch, dt, _act_name(arch), dropout)
+        total += 2 * _norm(arch, dt, [], g, attn_trains) + (2 * dt.r * h if g.full else 0)
+    total += _norm(arch, dt, mlp_in, g, attn_trains)
+    total += _mlp(arch, dt, _act_name(arch), dropout, g, attn_trains)
     if dropout and arch.hidden_dropout > 0:
         total += 2 * h  # residual dropout masks after attention and MLP
     return total
@@ -138,14 +206,38 @@ def cross_kv_bytes_per_sequence(arch: Architecture, dt: Dtypes, enc_len: int) ->
     return 2 * dt.c * arch.kv_dim * enc_len
 
 
-def head_bytes_per_token(arch: Architecture, dt: Dtypes, dropout: bool) -> float:
-    """Embedding-side and final-norm saves (token ids, embedding norm/dropout, final norm)."""
-    n = 8.0  # int64 token ids saved by the embedding
+def head_bytes_per_token(
+    arch: Architecture,
+    dt: Dtypes,
+    dropout: bool,
+    g: Grads = FULL,
+    embed_trains: bool = True,
+    lm_head_trains: bool = True,
+) -> float:
+    """Embedding-side and final-norm saves (token ids, embedding norm/dropout, final norm).
+
+    The embedding keeps its int64 token ids only when it trains; the final norm's output is
+    kept only when the lm_head trains.
+    """
+    n = 8.0 if embed_trains else 0.0
     if arch.kind is Kind.ENCODER:
-        n += _norm(arch, dt, 3) + (arch.hidden if dropout else 0)
+        attn_in = [x.name for x in arch.block_linears["main"] if x.role in ("q", "k", "v", "qkv")]
+        n += _norm(arch, dt, attn_in, g, embed_trains) + (arch.hidden if dropout else 0)
     if arch.final_norm:
-        n += _norm(arch, dt, 1)
+        n += _norm(arch, dt, [], g, True)
+        if lm_head_trains and arch.kind is not Kind.ENCODER:
+            n += dt.r * arch.hidden if dt.r == dt.c else dt.c * arch.hidden
     return n
+
+
+# Model types whose attention applies rotary embeddings: one cos and one sin table of
+# ``seq × head_dim`` in the residual dtype, computed once and shared by every layer.
+_ROTARY = {"llama", "mistral", "mixtral", "qwen2", "gemma", "gemma2", "phi3", "phi", "gpt_neox"}
+
+
+def rotary_bytes(arch: Architecture, dt: Dtypes, seq_len: int) -> float:
+    """Bytes of the rotary cos/sin tables the attention layers save (once per step)."""
+    return 2.0 * seq_len * arch.head_dim * dt.r if arch.model_type in _ROTARY else 0.0
 
 
 # torchtune CEWithChunkedOutputLoss: the model emits its logits in 8 chunks (num_output_chunks).
@@ -179,3 +271,20 @@ def loss_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, tokens: int
     u = 4 if arch.loss_upcast else c
     forward = c * v + (u * v if u != c else 0) + u * v
     return max(forward, 3 * u * v)
+
+
+def loss_saved_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss) -> float:
+    """Bytes a token keeps saved for backward around the loss (part of :func:`loss_bytes_per_token`).
+
+    Standard cross-entropy saves the log-softmax output (in the loss dtype) and the int64 target;
+    the chunked loss keeps every chunk's fp32 log-softmax; the fused loss keeps the gradient of
+    the hidden states it computed in forward.
+    """
+    if arch.kind is Kind.ENCODER:
+        return 0.0
+    if loss is Loss.FUSED:
+        return dt.c * arch.hidden + 8
+    if loss is Loss.CHUNKED:
+        return 4 * arch.vocab + 8
+    u = 4 if arch.loss_upcast else dt.c
+    return u * arch.vocab + 8

@@ -29,7 +29,7 @@ from ftplan.arch import Architecture, Kind
 from ftplan.errors import JobError
 from ftplan.memory import activations as act
 from ftplan.memory.overheads import Overheads, cublas_workspace_bytes, nccl_bytes
-from ftplan.memory.params import ParamSplit, split_params
+from ftplan.memory.params import ParamSplit, lora_targets, split_params
 from ftplan.memory.setup import (
     Attention,
     Layout,
@@ -62,6 +62,9 @@ class MemoryEstimate:
     peak_terms: frozenset[str] = frozenset()  # terms that add up to the peak (the rest come and go)
     gpu_memory_bytes: int | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Saved-for-backward detail: ``layer:<stack>`` (one layer), ``layers``, ``head`` and
+    # ``loss_saved`` (what the logits/loss saves; ``logits_loss`` is its transient peak).
+    activation_terms: dict[str, int] = field(default_factory=dict)
 
     @property
     def fits(self) -> bool | None:
@@ -152,6 +155,40 @@ def _optimizer_state_bytes(opt: Optimizer, ps: ParamSplit, t_local: float, rb: _
     return rb.state * (ps.trainable_factored / tp + ps.trainable_vector)
 
 
+_EMBEDDING_NAMES = ("embed_tokens", "wte", "word_embeddings", "shared", "embed_in")
+
+
+def _grads(arch: Architecture, training: Training) -> tuple[act.Grads, bool, bool]:
+    """What trains: the activation model's :class:`~ftplan.memory.activations.Grads`, and whether
+    the token embedding and the lm_head train (full fine-tuning or LoRA ``modules_to_save``)."""
+    if training.method is Method.FULL or training.lora is None:
+        return act.FULL, True, True
+    lora = training.lora
+    saved = set(lora.modules_to_save)
+    embed = any(m in saved for m in _EMBEDDING_NAMES)
+    head = "lm_head" in saved or (arch.tied and embed)
+    grads = act.Grads(
+        full=False,
+        targets=frozenset(lora_targets(arch, lora)),
+        rank=lora.rank,
+        adapter_cast=training.precision.mixed,
+    )
+    return grads, embed, head
+
+
+def _adapter_cast_params(arch: Architecture, saves: act.Grads, embed_trains: bool) -> int:
+    """Adapter weights whose 16-bit casts backward needs: all of them, except the A matrices
+    reading the first layer's input when nothing before them trains (no input gradient)."""
+    total = 0
+    for stack, linears in arch.block_linears.items():
+        for x in linears:
+            if x.name in saves.targets:
+                total += saves.rank * (x.d_in + x.d_out) * x.count * arch.layers_of(stack)
+                if not embed_trains and x.role in ("q", "k", "v", "qkv") and x.stack != "cross":
+                    total -= saves.rank * x.d_in * x.count
+    return total
+
+
 def _local(matrix: float, vector: float, embed: float, tp: int) -> float:
     """Per-GPU share under tensor parallelism: matrices and (vocab-parallel) embeddings split."""
     return (matrix + embed) / tp + vector
@@ -220,24 +257,31 @@ def estimate_memory(
     dec_len = training.target_len or s
     stacks = {"main": mb * s} if arch.kind is not Kind.ENCODER_DECODER else {
         "encoder": mb * enc_len, "decoder": mb * dec_len}  # fmt: skip
+    saves, embed_trains, lm_head_trains = _grads(arch, training)
     per_layer: dict[str, float] = {}
+    layer_mean: dict[str, float] = {}  # the first layer saves less when the embeddings are frozen
     for stack, tokens in stacks.items():
         seq = dec_len if stack == "decoder" else s
-        per_tok = act.layer_bytes_per_token(arch, stack, dt, attention, seq, enc_len, dropout, layout.recompute)
-        per_layer[stack] = per_tok * tokens / t
+        args = (arch, stack, dt, attention, seq, enc_len, dropout, layout.recompute)
+        per_layer[stack] = act.layer_bytes_per_token(*args, saves) * tokens / t
+        first = act.layer_bytes_per_token(*args, saves.first_layer() if not embed_trains else saves) * tokens / t
+        n_layers = arch.layers_of(stack)
+        layer_mean[stack] = (per_layer[stack] * (n_layers - 1) + first) / n_layers
     cross_kv = act.cross_kv_bytes_per_sequence(arch, dt, enc_len) * mb / t if arch.kind is Kind.ENCODER_DECODER else 0.0
     if layout.recompute is Recompute.FULL:
         saved_layers = sum(arch.layers_of(st) * r * arch.hidden * tok / t for st, tok in stacks.items())
         recompute_ws = max(per_layer[st] + (cross_kv if st == "decoder" else 0) for st in per_layer)
     else:
-        saved_layers = sum(arch.layers_of(st) * per_layer[st] for st in per_layer)
+        saved_layers = sum(arch.layers_of(st) * layer_mean[st] for st in per_layer)
         saved_layers += cross_kv * arch.decoder_layers
         recompute_ws = 0.0
     out_tokens = stacks.get("decoder", stacks.get("main", 0))
-    head = act.head_bytes_per_token(arch, dt, dropout) * out_tokens / t
+    head_tok = act.head_bytes_per_token(arch, dt, dropout, saves, embed_trains, lm_head_trains)
+    head = head_tok * out_tokens / t + act.rotary_bytes(arch, dt, s) / t
     if arch.kind is Kind.ENCODER_DECODER:
-        head += act.head_bytes_per_token(arch, dt, dropout) * stacks["encoder"] / t
+        head += head_tok * stacks["encoder"] / t
     loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, out_tokens) * out_tokens / t
+    loss_saved = act.loss_saved_bytes_per_token(arch, dt, training.loss) * out_tokens / t
     widest = max(arch.ffn * max(arch.experts_per_token, 1), arch.hidden)
     bwd_ws = 2 * c * widest * max(stacks.values()) / t  # gradient of the widest tensor + its input
     after_loss = c * arch.hidden * out_tokens / t  # gradient of the last hidden state
@@ -246,7 +290,12 @@ def estimate_memory(
 
     # ---- working buffers ---------------------------------------------------------------------
     block = max(arch.layer_matrix_params[st] / t + arch.layer_vector_params[st] for st in arch.block_linears)
-    cast_copies = 2.0 * _local(arch.matrix_params, 0, arch.lm_head_params, t) if amp else 0.0
+    lm_head_matrix = 0 if arch.kind is Kind.ENCODER else arch.vocab * arch.hidden  # tied or not, it is cast
+    cast_copies = 2.0 * _local(arch.matrix_params, 0, lm_head_matrix, t) if amp else 0.0
+    if saves.adapter_cast:  # autocast's 16-bit copies of the fp32 adapters, kept for backward
+        cast_copies = 2.0 * _adapter_cast_params(arch, saves, embed_trains) / t
+    if layout.recompute is Recompute.FULL:  # checkpointed layers keep no casts; the lm_head's stays
+        cast_copies = 2.0 * _local(0, 0, lm_head_matrix, t) if amp else 0.0
     gathered = 0.0
     if z >= ZeroStage.PARAMETERS:
         w16 = (
@@ -320,4 +369,16 @@ def estimate_memory(
         peak_terms=frozenset(k for k in at_peak if gpu_terms[k]),
         gpu_memory_bytes=gpu_memory_bytes,
         notes=tuple(notes),
+        activation_terms={
+            **{
+                f"layer:{st}": int(
+                    (r * arch.hidden * stacks[st] / t if layout.recompute is Recompute.FULL else layer_mean[st])
+                    + (cross_kv if st == "decoder" and layout.recompute is not Recompute.FULL else 0)
+                )
+                for st in per_layer
+            },
+            "layers": int(saved_layers),
+            "head": int(head),
+            "loss_saved": int(loss_saved),
+        },
     )

@@ -37,8 +37,15 @@ class Overheads:
     allocator_fraction: float = ALLOCATOR_FRACTION
     include_nccl: bool = True
 
+    @classmethod
+    def host(cls) -> Overheads:
+        """No GPU runtime: a CPU run has no CUDA context, NCCL buffers or caching allocator."""
+        return cls(cuda_context_bytes=0, allocator_fraction=0.0, include_nccl=False)
+
 
 def cublas_workspace_bytes(arch: str) -> int:
+    if arch.lower() == "cpu":
+        return 0
     return CUBLAS_WORKSPACE_BYTES.get(arch.lower(), CUBLAS_WORKSPACE_DEFAULT_BYTES)
 
 

@@ -52,7 +52,7 @@ def nf4_bits_per_weight(lora: LoraSetup) -> float:
     return 4 + 32 / block
 
 
-def _targets(arch: Architecture, lora: LoraSetup) -> set[str]:
+def lora_targets(arch: Architecture, lora: LoraSetup) -> set[str]:
     names = arch.linear_names
     if ALL_LINEAR in lora.target_modules:
         return {n for n in names if n != arch.names.get("router")}
@@ -80,7 +80,7 @@ def _split(arch: Architecture, method: Method, lora_setup: LoraSetup | None) -> 
         factored = sum((x.d_in + x.d_out) * x.count * n for x, n in matrices)
         return ParamSplit(arch.matrix_params, vector, embed, 0, 0, 0, 0.0, factored, largest)
     lora = lora_setup or LoraSetup()
-    targets = _targets(arch, lora)
+    targets = lora_targets(arch, lora)
     adapters = 0
     factored = 0
     largest = 0

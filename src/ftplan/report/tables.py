@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ftplan.memory import MemoryEstimate
 from ftplan.units import GIB
@@ -76,4 +77,33 @@ def memory_table(est: MemoryEstimate, title: str) -> str:
             f"{verdict}: {_gib(est.device_total_bytes)} GiB of {_gib(est.gpu_memory_bytes)} GiB "
             f"({'headroom' if head >= 0 else 'short by'} {_gib(abs(head))} GiB)",
         ]
+    return "\n".join(out)
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.2f}"
+
+
+def _err(e: float | None) -> str:
+    if e is None:
+        return "—"
+    return "inf" if e == float("inf") else f"{100 * e:+.1f}%"
+
+
+def measure_table(c: Any) -> str:
+    """The `ftplan measure` comparison: estimate and measurement, term by term, in MiB."""
+    m = c.measurement
+    t, lay = c.job.training, c.job.layout
+    title = (
+        f"{c.job.name} · {t.method.value} · {t.precision.value} · {t.optimizer.value} · "
+        f"seq {t.seq_len} × micro-batch {lay.micro_batch} · recompute {lay.recompute.value} · "
+        f"attention {t.attention.value} · measured on {m.device}, {m.steps} step(s) after a warm-up"
+    )
+    rows = [[r.term, _mib(r.estimate), _mib(r.measured), _err(r.rel_error)] for r in c.rows]
+    out = [title, "", render_table(["term", "estimate MiB", "measured MiB", "error"], rows, right={1, 2, 3})]
+    if m.peak_categories:
+        cats = ", ".join(f"{k} {_mib(v)}" for k, v in sorted(m.peak_categories.items(), key=lambda kv: -kv[1]))
+        out.append(f"\nprofiler categories at the peak (MiB): {cats}")
+    if m.device == "cpu":
+        out.append("note: a CPU has no CUDA context, NCCL buffers or caching allocator; the estimate leaves them out.")
     return "\n".join(out)

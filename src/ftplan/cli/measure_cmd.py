@@ -1,0 +1,61 @@
+"""`ftplan measure`: run a real training step of a job and compare it with the estimate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ftplan.catalog import load_catalog
+from ftplan.cli.common import Format, emit
+from ftplan.errors import JobError
+from ftplan.io import read_yaml
+from ftplan.job import resolve_job
+from ftplan.report.tables import measure_table
+from ftplan.schema.job import parse_job
+
+
+def measure(
+    job: Path = typer.Argument(..., help="Job YAML (as for `ftplan memory`)."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    steps: int = typer.Option(1, "--steps", help="Measured steps after one warm-up step."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random weights and tokens."),
+    format: Format = typer.Option(Format.TABLE, "--format", help="table | json"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """Build the job's model from its config (random weights), train a step, and hold the estimate to it."""
+    from ftplan.measure import measure_job
+
+    data = read_yaml(job)
+    if not isinstance(data, dict):
+        raise JobError(f"{job}: expected a mapping of job fields.")
+    spec = parse_job(data, str(job))
+    resolved = resolve_job(spec, load_catalog(), str(job))
+    comparison = measure_job(resolved, device=device, steps=steps, seed=seed)
+    if format is Format.JSON:
+        emit(json.dumps(comparison_to_dict(comparison), indent=2), output)
+        return
+    emit(measure_table(comparison), output)
+
+
+def comparison_to_dict(c: Any) -> dict[str, Any]:
+    """The JSON form of a measurement beside its estimate (keys are part of the interface)."""
+    m = c.measurement
+    return {
+        "model": c.job.name,
+        "device": m.device,
+        "steps": m.steps,
+        "terms": [
+            {
+                "term": r.term,
+                "estimate_bytes": int(r.estimate),
+                "measured_bytes": int(r.measured),
+                "rel_error": r.rel_error,
+            }
+            for r in c.rows
+        ],
+        "saved_by_layer": m.saved_by_layer,
+        "peak_categories": m.peak_categories,
+    }

@@ -1,0 +1,178 @@
+"""Build a job's model with Hugging Face transformers, randomly initialised from its config.
+
+Nothing is downloaded: the config comes from the catalog (or the job's inline architecture) and
+``AutoModelFor*.from_config`` initialises the weights. The method and precision recipe are applied
+the way the training frameworks the memory model follows apply them:
+
+* ``fp32``: fp32 parameters and compute.
+* ``bf16-mixed`` / ``fp16-mixed``: fp32 trainable parameters under ``torch.autocast``; frozen LoRA
+  bases are loaded in 16 bits and the adapters kept in fp32 (PEFT's default adapter upcast).
+* ``bf16-pure``: every parameter in bf16.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ftplan.arch import Kind
+from ftplan.errors import MeasureError
+from ftplan.job import ResolvedJob
+from ftplan.memory import Method, Optimizer, Precision, Recompute
+
+# Config fields that switch dropout on, per model family (Hugging Face config classes).
+_DROPOUT_FIELDS = (
+    "attention_dropout", "hidden_dropout", "dropout_rate", "hidden_dropout_prob",
+    "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attention_dropout_prob",
+)  # fmt: skip
+
+
+def require_torch() -> Any:
+    """Import torch, transformers and peft, or explain how to install them."""
+    missing = [m for m in ("torch", "transformers", "peft") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MeasureError(
+            f"ftplan measure needs {', '.join(missing)}. To fix: pip install 'ftplan[measure]' "
+            "(a CPU build of torch is enough)."
+        )
+    import torch
+
+    return torch
+
+
+def check_measurable(job: ResolvedJob, device: str) -> None:
+    """Refuse what one process on one device cannot run, with the reason."""
+    lay, tr = job.layout, job.training
+    if lay.dp != 1 or lay.tp != 1 or int(lay.zero) != 0 or lay.offload.value != "none":
+        raise MeasureError(
+            "ftplan measure runs one process on one device: layout dp, tp, zero and offload must be 1, 1, 0 and none. "
+            "To fix: measure the single-device job; the model scales the sharded terms."
+        )
+    if lay.recompute is Recompute.SELECTIVE:
+        raise MeasureError(
+            "selective recomputation is a Megatron feature Hugging Face models do not have. "
+            "To fix: measure recompute none or full."
+        )
+    if tr.loss.value != "standard":
+        raise MeasureError(
+            f"loss {tr.loss.value!r} is not what Hugging Face models compute. To fix: measure loss standard."
+        )
+    if tr.method is Method.QLORA:
+        raise MeasureError(
+            "QLoRA is not measurable by ftplan measure: NF4 weights cannot be built from a config without "
+            "a quantised checkpoint. To fix: measure method lora (the estimate's NF4 arithmetic is exact)."
+        )
+    if (tr.optimizer.eight_bit or tr.optimizer.paged) and (
+        device != "cuda" or importlib.util.find_spec("bitsandbytes") is None
+    ):
+        raise MeasureError(
+            f"optimizer {tr.optimizer.value} is not measurable here: it needs bitsandbytes on a CUDA device. "
+            "To fix: run with --device cuda where bitsandbytes is installed, or measure optimizer adamw."
+        )
+    if job.arch.kind is Kind.ENCODER:
+        raise MeasureError(
+            "encoder-only models have no language-model loss to train here. To fix: measure a decoder "
+            "or encoder-decoder model."
+        )
+
+
+def hf_config(job: ResolvedJob) -> Any:
+    """The transformers config object of the job's model, with dropout and attention applied."""
+    from transformers import AutoConfig
+
+    fields = dict(job.hf_config)
+    model_type = fields.pop("model_type")
+    for key in ("architectures", "torch_dtype", "dtype", "transformers_version", "_name_or_path", "auto_map"):
+        fields.pop(key, None)
+    if job.training.dropout is False:
+        for key in _DROPOUT_FIELDS:
+            if key in fields or key in ("attention_dropout", "dropout_rate", "hidden_dropout_prob"):
+                fields[key] = 0.0
+    if model_type in ("t5", "mt5"):  # T5 starts decoding from the pad token (id 0)
+        fields.setdefault("decoder_start_token_id", fields.get("pad_token_id", 0))
+        fields.setdefault("pad_token_id", 0)
+    cfg = AutoConfig.for_model(model_type, **fields)
+    if job.training.dropout is False:
+        for key in _DROPOUT_FIELDS:
+            if hasattr(cfg, key):
+                setattr(cfg, key, 0.0)
+    cfg.use_cache = False
+    return cfg
+
+
+def _dtype(torch: Any, precision: Precision) -> Any:
+    return {
+        Precision.FP32: torch.float32,
+        Precision.BF16_MIXED: torch.bfloat16,
+        Precision.BF16_PURE: torch.bfloat16,
+        Precision.FP16_MIXED: torch.float16,
+    }[precision]
+
+
+def build_model(job: ResolvedJob, device: str, seed: int = 0) -> Any:
+    """The job's model on ``device``, method applied, in training mode."""
+    torch = require_torch()
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    tr = job.training
+    cfg = hf_config(job)
+    torch.manual_seed(seed)
+    auto = AutoModelForSeq2SeqLM if job.arch.kind is Kind.ENCODER_DECODER else AutoModelForCausalLM
+    attn = "eager" if job.arch.model_type in ("t5", "mt5") else tr.attention.value
+    model = auto.from_config(cfg, attn_implementation=attn)
+    low = _dtype(torch, tr.precision)
+    if tr.precision is Precision.BF16_PURE or (tr.precision.mixed and tr.method is not Method.FULL):
+        model = model.to(low)
+    model = model.to(device)
+    if job.layout.recompute is Recompute.FULL:
+        kwargs = {"use_reentrant": False}  # the non-reentrant checkpoint PyTorch recommends
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.20
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if tr.method is not Method.FULL:
+        from peft import LoraConfig, get_peft_model
+
+        lora = tr.lora
+        assert lora is not None
+        targets: Any = "all-linear" if lora.target_modules == ("all-linear",) else list(lora.target_modules)
+        config = LoraConfig(
+            r=lora.rank,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=targets,
+            modules_to_save=list(lora.modules_to_save) or None,
+            task_type="SEQ_2_SEQ_LM" if job.arch.kind is Kind.ENCODER_DECODER else "CAUSAL_LM",
+        )
+        model = get_peft_model(model, config, autocast_adapter_dtype=tr.precision is not Precision.BF16_PURE)
+        if job.layout.recompute is Recompute.FULL:
+            model.enable_input_require_grads()
+    model.train()
+    return model
+
+
+def build_optimizer(job: ResolvedJob, params: list[Any]) -> Any:
+    """The job's optimizer with the multi-tensor (``foreach``) implementation CUDA uses by default."""
+    torch = require_torch()
+    opt = job.training.optimizer
+    if opt is Optimizer.ADAMW:
+        return torch.optim.AdamW(params, lr=1e-4, foreach=True)
+    if opt is Optimizer.SGD:
+        return torch.optim.SGD(params, lr=1e-4, momentum=0.9, foreach=True)
+    if opt is Optimizer.ADAFACTOR:
+        return torch.optim.Adafactor(params, lr=1e-4, foreach=False)
+    import bitsandbytes as bnb
+
+    cls = {
+        Optimizer.ADAMW_8BIT: bnb.optim.AdamW8bit,
+        Optimizer.PAGED_ADAMW: bnb.optim.PagedAdamW,
+        Optimizer.PAGED_ADAMW_8BIT: bnb.optim.PagedAdamW8bit,
+    }[opt]
+    return cls(params, lr=1e-4)
+
+
+def autocast_context(job: ResolvedJob, device: str) -> Any:
+    """``torch.autocast`` for the mixed recipes, a no-op context otherwise."""
+    torch = require_torch()
+    tr = job.training
+    return torch.autocast(device_type=device, dtype=_dtype(torch, tr.precision), enabled=tr.precision.mixed)

@@ -1,0 +1,348 @@
+"""Run real training steps of a job and measure its memory, term by term.
+
+What is measured, and how:
+
+* weights, gradients and optimizer states: bytes of the tensors themselves (exact);
+* bytes saved for backward: every tensor autograd saves during the first measured forward pass
+  (``torch.autograd.graph.saved_tensors_hooks``), counted once per storage and attributed to the
+  region the forward pass is in — one transformer layer, the head (embeddings, final norm) or the
+  logits/loss. Parameters are not activations and 16-bit casts of parameters made by autocast are
+  reported apart. Under full recomputation the checkpointed layers save nothing; what they keep is
+  their input, which is counted for the layer instead;
+* peak memory: ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved`` on a GPU; on a CPU
+  the peak of the PyTorch memory profiler's timeline (``torch.profiler`` with
+  ``profile_memory=True``), with its categories at the peak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftplan.arch import Kind
+from ftplan.errors import MeasureError
+from ftplan.job import ResolvedJob
+from ftplan.measure import build
+from ftplan.memory import MemoryEstimate, Overheads, Recompute, estimate_memory
+from ftplan.units import GIB
+
+# Host memory a measurement may use, as a fraction of what the OS reports available: the rest
+# covers the Python process, the libraries and the profiler's own records.
+HOST_MEMORY_FRACTION = 0.8
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Bytes measured in one run of a job (see module docstring)."""
+
+    device: str
+    steps: int
+    weights_trainable: int
+    weights_frozen: int
+    gradients: int
+    optimizer_states: int
+    saved_by_layer: dict[str, int]  # "<stack>.<index>" → bytes
+    saved_head: int
+    saved_loss: int
+    weight_casts: int
+    peak_allocated: int
+    peak_reserved: int | None = None
+    peak_categories: dict[str, int] = field(default_factory=dict)
+
+    def saved_layer_mean(self, stack: str) -> float:
+        values = [v for k, v in self.saved_by_layer.items() if k.split(".", 1)[0] == stack]
+        return sum(values) / len(values) if values else 0.0
+
+    @property
+    def saved_layers(self) -> int:
+        return sum(self.saved_by_layer.values())
+
+
+@dataclass(frozen=True)
+class Row:
+    term: str
+    estimate: float
+    measured: float
+
+    @property
+    def rel_error(self) -> float | None:
+        if self.measured == 0:
+            return None if self.estimate == 0 else float("inf")
+        return (self.estimate - self.measured) / self.measured
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A measurement beside the estimate of the same job on the same device."""
+
+    job: ResolvedJob
+    estimate: MemoryEstimate
+    measurement: Measurement
+
+    @property
+    def rows(self) -> list[Row]:
+        e, m = self.estimate, self.measurement
+        g, a = e.gpu_terms, e.activation_terms
+        rows = [
+            Row("weights_trainable", g["weights_trainable"], m.weights_trainable),
+            Row("weights_frozen", g["weights_frozen"], m.weights_frozen),
+            Row("gradients", g["gradients"], m.gradients),
+            Row("optimizer_states", g["optimizer_states"] + g["optimizer_paged"], m.optimizer_states),
+            Row("autocast_weight_copies", g["autocast_weight_copies"], m.weight_casts),
+        ]
+        for key in sorted(k for k in a if k.startswith("layer:")):
+            stack = key.split(":", 1)[1]
+            rows.append(Row(f"saved per layer ({stack})", a[key], m.saved_layer_mean(stack)))
+        rows += [
+            Row("saved: head", a["head"], m.saved_head),
+            Row("activations (layers + head)", g["activations"], m.saved_layers + m.saved_head),
+            Row("saved: logits/loss", a["loss_saved"], m.saved_loss),
+            Row("peak allocated", e.peak_allocated_bytes, m.peak_allocated),
+        ]
+        if m.peak_reserved is not None:
+            rows.append(Row("peak reserved", e.peak_reserved_bytes, m.peak_reserved))
+        return rows
+
+    def row(self, term: str) -> Row:
+        return next(r for r in self.rows if r.term == term)
+
+
+def estimate_for_device(job: ResolvedJob, device: str, gpu_arch: str = "") -> MemoryEstimate:
+    """The estimate a measurement on ``device`` is held to (no GPU runtime on a CPU)."""
+    if device == "cpu":
+        return estimate_memory(job.arch, job.training, job.layout, gpu_arch="cpu", overheads=Overheads.host())
+    return estimate_memory(job.arch, job.training, job.layout, gpu_arch=gpu_arch, overheads=job.overheads)
+
+
+def available_host_bytes() -> int:
+    """Memory the OS reports available (``MemAvailable``), or physical pages free."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+class _SavedTracker:
+    """Attribute the storages autograd saves to the region of the model running at the time."""
+
+    def __init__(self, model: Any, layer_lists: dict[str, Any], checkpointed: bool) -> None:
+        self.region = "head"
+        self.active = False
+        self.checkpointed = checkpointed
+        self.seen: set[int] = set()
+        self.bytes: dict[str, int] = defaultdict(int)
+        params = list(model.parameters())
+        self.param_ptrs = {p.untyped_storage().data_ptr() for p in params}
+        self.handles: list[Any] = []
+        for stack, layers in layer_lists.items():
+            for i, layer in enumerate(layers):
+                self.handles.append(layer.register_forward_pre_hook(self._enter(f"{stack}.{i}"), with_kwargs=True))
+                self.handles.append(layer.register_forward_hook(self._leave))
+        out = model.get_output_embeddings()
+        if out is not None:  # the lm_head's saved input belongs to the head, its output to the loss
+            self.handles.append(out.register_forward_hook(self._enter_loss))
+        for name, module in model.named_modules():
+            if name.endswith("rotary_emb"):  # cos/sin shared by every layer: part of the head
+                self.handles.append(module.register_forward_hook(self._shared))
+
+    def _enter(self, region: str) -> Any:
+        def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if not self.active:
+                return
+            self.region = region
+            if self.checkpointed:  # the checkpoint keeps the layer's input alive until backward
+                hidden = args[0] if args else kwargs.get("hidden_states")
+                if hidden is not None:
+                    self.add(hidden)
+
+        return hook
+
+    def _leave(self, module: Any, args: Any, output: Any) -> None:
+        if self.active:
+            self.region = "head"
+
+    def _enter_loss(self, module: Any, args: Any, output: Any) -> None:
+        if self.active:
+            self.region = "loss"
+
+    def _shared(self, module: Any, args: Any, output: Any) -> None:
+        if self.active:
+            region, self.region = self.region, "head"
+            for t in output if isinstance(output, tuple) else (output,):
+                self.add(t)
+            self.region = region
+
+    def add(self, t: Any) -> None:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr == 0 or ptr in self.param_ptrs or ptr in self.seen:
+            return
+        self.seen.add(ptr)
+        region = "weight_casts" if self._is_weight_cast(t) else self.region
+        self.bytes[region] += storage.nbytes()
+
+    def _is_weight_cast(self, t: Any) -> bool:
+        """Whether ``t`` is (a view of) a cast of a parameter, as autocast makes for every matmul."""
+        fn, cast = t.grad_fn, False
+        for _ in range(4):
+            if fn is None:
+                return False
+            name = type(fn).__name__
+            if name == "AccumulateGrad":
+                return cast and fn.variable.untyped_storage().data_ptr() in self.param_ptrs
+            if name not in _VIEW_OR_CAST or len(fn.next_functions) != 1:
+                return False
+            cast = cast or name == "ToCopyBackward0"
+            fn = fn.next_functions[0][0]
+        return False
+
+    def pack(self, t: Any) -> Any:
+        if self.active:
+            self.add(t)
+        return t
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+_VIEW_OR_CAST = {"ToCopyBackward0", "TBackward0", "TransposeBackward0", "PermuteBackward0", "ViewBackward0"}
+
+
+def _layer_lists(model: Any) -> dict[str, Any]:
+    """The model's stacks of transformer layers, by stack name (main, encoder, decoder)."""
+    import torch
+
+    found: dict[str, Any] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.ModuleList) or not len(module):
+            continue
+        if name.rsplit(".", 1)[-1] not in ("layers", "block", "layer", "h"):
+            continue
+        stack = "decoder" if "decoder." in name + "." and "encoder" not in name else "main"
+        if "encoder" in name:
+            stack = "encoder"
+        found.setdefault(stack, module)
+    return found
+
+
+def _batch(job: ResolvedJob, device: str, seed: int) -> dict[str, Any]:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    mb, s = job.layout.micro_batch, job.training.seq_len
+    vocab = job.arch.vocab
+    ids = torch.randint(0, vocab, (mb, s), generator=gen).to(device)
+    if job.arch.kind is Kind.ENCODER_DECODER:
+        t = job.training.target_len or s
+        return {"input_ids": ids, "labels": torch.randint(0, vocab, (mb, t), generator=gen).to(device)}
+    return {"input_ids": ids, "labels": ids.clone()}
+
+
+def _tensor_bytes(tensors: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int = 0) -> Comparison:
+    """Build the job's model, run warm-up plus ``steps`` measured steps, compare with the estimate."""
+    if device not in ("cpu", "cuda"):
+        raise MeasureError(f"--device must be cpu or cuda, got {device!r}.")
+    if steps < 1:
+        raise MeasureError(f"--steps must be ≥ 1, got {steps}.")
+    build.check_measurable(job, device)
+    torch = build.require_torch()
+    gpu_arch = ""
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise MeasureError("--device cuda: no CUDA device is visible to torch. To fix: use --device cpu.")
+        gpu_arch = "hopper" if torch.cuda.get_device_capability()[0] == 9 else ""
+    est = estimate_for_device(job, device, gpu_arch)
+    need = est.peak_allocated_bytes
+    on_cpu = device == "cpu"
+    have = int(available_host_bytes() * HOST_MEMORY_FRACTION) if on_cpu else int(torch.cuda.mem_get_info()[0])
+    if need > have:
+        raise MeasureError(
+            f"the job needs about {need / GIB:.1f} GiB on {device} and {have / GIB:.1f} GiB is available. "
+            "To fix: measure a smaller model, sequence length or micro-batch."
+        )
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    model = build.build_model(job, device, seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = build.build_optimizer(job, params)
+    batch = _batch(job, device, seed)
+    accum = job.layout.grad_accum
+    tracker = _SavedTracker(model, _layer_lists(model), job.layout.recompute is Recompute.FULL)
+    sizes: dict[str, int] = {}
+
+    def step(track: bool) -> None:
+        for i in range(accum):
+            tracker.active = track and i == 0
+            tracker.region = "head"
+            with (
+                torch.autograd.graph.saved_tensors_hooks(tracker.pack, lambda t: t),
+                build.autocast_context(job, device),
+            ):
+                loss = model(**batch).loss / accum
+            tracker.active = False
+            loss.backward()
+            del loss
+        sizes["gradients"] = _tensor_bytes(p.grad for p in params if p.grad is not None)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    try:
+        step(track=False)  # warm-up: creates the optimizer states
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            for i in range(steps):
+                step(track=i == 0)
+            torch.cuda.synchronize()
+            peak, reserved, categories = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved(), {}
+        else:
+            peak, categories = _profile_cpu(torch, lambda: [step(track=i == 0) for i in range(steps)])
+            reserved = None
+    finally:
+        tracker.close()
+    state_tensors = [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
+    all_params = list(model.parameters())
+    measurement = Measurement(
+        device=device,
+        steps=steps,
+        weights_trainable=_tensor_bytes(params),
+        weights_frozen=_tensor_bytes(p for p in all_params if not p.requires_grad),
+        gradients=sizes["gradients"],
+        optimizer_states=_tensor_bytes(state_tensors),
+        saved_by_layer={k: v for k, v in tracker.bytes.items() if k not in ("head", "loss", "weight_casts")},
+        saved_head=tracker.bytes.get("head", 0),
+        saved_loss=tracker.bytes.get("loss", 0),
+        weight_casts=tracker.bytes.get("weight_casts", 0),
+        peak_allocated=int(peak),
+        peak_reserved=None if reserved is None else int(reserved),
+        peak_categories=categories,
+    )
+    return Comparison(job, est, measurement)
+
+
+def _profile_cpu(torch: Any, run: Any) -> tuple[int, dict[str, int]]:
+    """Peak of the memory profiler's CPU timeline over ``run()``, and its categories there."""
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        from torch.profiler._memory_profiler import Category, MemoryProfileTimeline
+    except ImportError as exc:  # the timeline is a private torch API
+        msg = f"this torch has no memory profiler timeline ({exc}). To fix: install 'ftplan[measure]'."
+        raise MeasureError(msg) from exc
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        run()
+    timeline = MemoryProfileTimeline(prof._memory_profile())
+    _, sizes = timeline._coalesce_timeline(torch.device("cpu"))
+    totals = [sum(row) for row in sizes]
+    at = max(range(len(totals)), key=totals.__getitem__)
+    names = ["unknown", *(c.name.lower() for c in Category)]
+    return int(totals[at]), {n: int(v) for n, v in zip(names, sizes[at], strict=False) if v}

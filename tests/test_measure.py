@@ -1,0 +1,125 @@
+"""`ftplan measure` on tiny models built from configs: the estimate held to real PyTorch.
+
+Every case of ``benchmarks/measured_grid.yaml`` is built with transformers (random weights),
+trained for a warm-up and a measured step on the CPU, and compared term by term.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ftplan.errors import MeasureError
+from ftplan.io import read_yaml
+from ftplan.job import resolve_job
+from ftplan.schema.job import parse_job
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from ftplan.measure import measure_job
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = read_yaml(ROOT / "benchmarks/measured_grid.yaml")["cases"]
+
+
+def _job(data: dict, catalog, name: str = "case"):
+    return resolve_job(parse_job(dict(data, dropout=False), name), catalog, name)
+
+
+@pytest.fixture(scope="module", params=GRID, ids=[c["case"] for c in GRID])
+def comparison(request, catalog):
+    return measure_job(_job(request.param["job"], catalog, request.param["case"]))
+
+
+def test_grid_is_varied_enough():
+    jobs = [c["job"] for c in GRID]
+    assert len(jobs) >= 16
+    types = {j["architecture"]["model_type"] for j in jobs}
+    assert {"llama", "qwen2", "mistral", "mixtral"} <= types
+    for key, values in {
+        "method": {"full", "lora"},
+        "precision": {"fp32", "bf16-pure", "bf16-mixed"},
+        "attention": {"sdpa", "eager"},
+    }.items():
+        assert {j.get(key, "sdpa") for j in jobs} >= values
+    assert {j.get("layout", {}).get("recompute", "none") for j in jobs} == {"none", "full"}
+    assert {j["architecture"].get("tie_word_embeddings", False) for j in jobs} == {True, False}
+
+
+def test_model_states_are_exact(comparison):
+    for term in ("weights_trainable", "weights_frozen", "gradients", "optimizer_states"):
+        row = comparison.row(term)
+        # optimizer states carry one 4-byte step counter per parameter tensor
+        assert row.estimate == pytest.approx(row.measured, rel=1e-3, abs=1024), term
+
+
+def test_saved_activations_within_5_percent(comparison):
+    row = comparison.row("activations (layers + head)")
+    assert row.estimate == pytest.approx(row.measured, rel=0.05)
+    loss = comparison.row("saved: logits/loss")
+    assert loss.estimate == pytest.approx(loss.measured, rel=0.05)
+
+
+def test_peak_allocated_within_5_percent(comparison):
+    row = comparison.row("peak allocated")
+    assert row.estimate == pytest.approx(row.measured, rel=0.05)
+
+
+def test_frozen_first_layer_saves_less_under_lora(catalog):
+    """With frozen embeddings nothing before the first layer's adapters needs a gradient."""
+    c = measure_job(_job(GRID[3]["job"], catalog))
+    layers = c.measurement.saved_by_layer
+    assert layers["main.0"] < layers["main.1"]
+    assert c.measurement.saved_head < measure_job(_job(GRID[2]["job"], catalog)).measurement.saved_head
+
+
+def test_unmeasurable_jobs_are_refused(catalog):
+    base = GRID[0]["job"]
+    with pytest.raises(MeasureError, match="one process on one device"):
+        measure_job(_job(dict(base, layout={"dp": 2}), catalog))
+    with pytest.raises(MeasureError, match="QLoRA is not measurable"):
+        measure_job(_job(dict(base, method="qlora", precision="bf16-mixed"), catalog))
+    with pytest.raises(MeasureError, match="needs bitsandbytes on a CUDA device"):
+        measure_job(_job(dict(base, optimizer="adamw-8bit"), catalog))
+    with pytest.raises(MeasureError, match="selective"):
+        measure_job(_job(dict(base, layout={"recompute": "selective"}), catalog))
+
+
+def test_too_large_for_host_is_refused_before_allocating(catalog):
+    job = _job({"model": "llama-3.1-70b", "method": "full", "precision": "bf16-mixed", "seq_len": 4096}, catalog)
+    with pytest.raises(MeasureError, match=r"needs about \d+\.\d GiB on cpu"):
+        measure_job(job)
+
+
+def test_missing_extra_is_explained(catalog, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real(name, *a))
+    with pytest.raises(MeasureError, match=r"pip install 'ftplan\[measure\]'"):
+        measure_job(_job(GRID[0]["job"], catalog))
+
+
+def test_cli_measure_json_and_errors(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text(json.dumps(dict(GRID[10]["job"], dropout=False)))
+    res = subprocess.run(
+        [sys.executable, "-m", "ftplan", "measure", str(job), "--format", "json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    peak = next(t for t in out["terms"] if t["term"] == "peak allocated")
+    assert abs(peak["rel_error"]) < 0.05
+    assert out["saved_by_layer"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "ftplan", "measure", str(job), "--device", "tpu"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == "error: --device must be cpu or cuda, got 'tpu'."
