@@ -91,6 +91,42 @@ def _price_per_gpu(entry: dict) -> tuple[float | None, str | None, str | None]:
     return best if best else (None, None, None)
 
 
+# Achieved fraction of dense bf16 peak (MFU) the time model starts from, per GPU, with its source.
+# Medians of the llm-foundry BF16 FSDP benchmark tables (shared/data/time_model_notes.md §3):
+# A100 1-30B on 8-128 GPUs, seq 2k-8k: 54.5%; H100 1-70B on 8-512 GPUs: 41%. H200 has the H100's
+# compute (same notes, §1.4). Other GPUs have no published fine-tuning MFU in the team's data.
+EFFICIENCY = {
+    "a100-sxm-80gb": (0.545, "llm-foundry A100 BF16 FSDP median MFU (time_model_notes §3)"),
+    "a100-sxm-40gb": (0.545, "llm-foundry A100 BF16 FSDP median MFU (time_model_notes §3)"),
+    "h100-sxm-80gb": (0.41, "llm-foundry H100 BF16 FSDP median MFU (time_model_notes §3)"),
+    "h200-sxm-141gb": (0.41, "H100 median (llm-foundry); H200 has the H100's compute (time_model_notes §1.4)"),
+}
+
+# Scale-out network per node (Gbps) of the instance types the source data names
+# (shared/data/gpus.yaml `inter_node_typical`). Instances not listed have no published
+# multi-node network in the team's data: ftplan keeps jobs on them within one node.
+NETWORK_GBPS = {
+    ("aws", "p5.48xlarge"): (3200, "EFA v2 32x100 Gbps"),
+    ("aws", "p5e.48xlarge"): (3200, "EFA v2 32x100 Gbps"),
+    ("aws", "p5en.48xlarge"): (3200, "EFA v3 16x200 Gbps"),
+    ("aws", "p4d.24xlarge"): (400, "EFA 4x100 Gbps"),
+    ("aws", "p4de.24xlarge"): (400, "EFA 4x100 Gbps"),
+    ("aws", "p6-b200.48xlarge"): (3200, "EFA 8x400 Gbps"),
+    ("aws", "g6e.48xlarge"): (400, "up to 400 Gbps EFA (AWS product page)"),
+    ("aws", "g5.48xlarge"): (100, "100 Gbps EFA"),
+    ("aws", "g4dn.12xlarge"): (50, "50-100 Gbps (lower bound)"),
+    ("aws", "p3.16xlarge"): (25, "25 Gbps"),
+    ("aws", "p3dn.24xlarge"): (100, "100 Gbps EFA"),
+    ("azure", "Standard_ND96isr_H100_v5"): (3200, "8x400 Gbps NDR InfiniBand"),
+    ("azure", "Standard_ND96isr_H200_v5"): (3200, "8x400 Gbps NDR InfiniBand"),
+    ("azure", "Standard_ND96amsr_A100_v4"): (1600, "8x200 Gbps HDR InfiniBand"),
+    ("azure", "Standard_ND96asr_v4"): (1600, "8x200 Gbps HDR InfiniBand"),
+    ("azure", "Standard_ND96isr_MI300X_v5"): (3200, "8x400 Gbps InfiniBand (Azure docs)"),
+    ("gcp", "a3-highgpu-8g"): (800, "GPUDirect-TCPX 4x200 Gbps GPU fabric"),
+    ("gcp", "a3-megagpu-8g"): (1600, "GPUDirect-TCPXO 8x200 Gbps"),
+}
+
+
 def build_gpus(src: Path) -> dict:
     data = yaml.safe_load((src / "gpus.yaml").read_text())
     out = []
@@ -120,6 +156,8 @@ def build_gpus(src: Path) -> dict:
             "hbm_gbs": g.get("hbm_bw_gbs"),
             "intra_node_gbs": intra.get("bw_gbs_unidir"),
             "intra_node_link": intra.get("type"),
+            "efficiency": EFFICIENCY.get(gid, (None, None))[0],
+            "efficiency_source": EFFICIENCY.get(gid, (None, None))[1],
             "host_link_gbs": HOST_LINK_GBS.get(arch.lower(), 31.5),
             "max_gpus_per_node": node_gpus,
             "bf16": tf.get("bf16") is not None,
@@ -148,6 +186,8 @@ def build_instances(src: Path) -> list[dict]:
                 "gpu": gpu, "gpus_per_node": int(r["accelerator_count"]), "vcpus": float(r["vcpus"]),
                 "host_memory_gib": host, "on_demand_usd_per_h": r["price_usd_hr"],
                 "spot_usd_per_h": r["spot_price_usd_hr"], "source": src_text, "as_of": as_of,
+                "network_gbps": NETWORK_GBPS.get(key, ("", ""))[0],
+                "network_source": NETWORK_GBPS.get(key, ("", ""))[1],
                 "notes": re.sub(r"\s+", " ", r["notes"]).strip(),
             })
     return rows

@@ -130,6 +130,7 @@ def load_catalog(catalog_dir: Path | None = None, user_models: Path | None = Non
     for i, row in enumerate(frame.to_dict("records")):
         clean = {k: (None if v == "" else v) for k, v in row.items()}
         clean["notes"] = clean.get("notes") or ""
+        clean["network_source"] = clean.get("network_source") or ""
         try:
             inst = Instance.model_validate(clean)
         except ValidationError as exc:

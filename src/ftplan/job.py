@@ -33,6 +33,8 @@ class ResolvedJob:
     gpu: Gpu | None
     overheads: Overheads
     hf_config: dict[str, Any] = field(default_factory=dict)  # the model's Hugging Face config fields
+    tokens: float | None = None  # tokens to train on, all epochs together
+    global_batch: int = 1  # sequences per optimizer step
 
 
 def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> ResolvedJob:
@@ -75,7 +77,13 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         overheads = replace(overheads, cuda_context_bytes=int(o.cuda_context_mib * MIB))
     if o.allocator_fraction is not None:
         overheads = replace(overheads, allocator_fraction=o.allocator_fraction)
-    return ResolvedJob(name, arch, training, layout, gpu, overheads, hf_config)
+    tokens = None
+    if spec.tokens is not None:
+        tokens = spec.tokens * spec.epochs
+    elif spec.samples is not None:
+        tokens = spec.samples * spec.seq_len * spec.epochs
+    global_batch = spec.global_batch or spec.micro_batch * spec.grad_accum * lay.dp
+    return ResolvedJob(name, arch, training, layout, gpu, overheads, hf_config, tokens, global_batch)
 
 
 def estimate_job(job: ResolvedJob) -> MemoryEstimate:

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from ftplan.cli import catalog_cmd, measure_cmd, memory_cmd
+from ftplan.cli import catalog_cmd, fit_cmd, measure_cmd, memory_cmd
 from ftplan.errors import FtplanError
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.add_typer(catalog_cmd.app, name="catalog")
 app.command("memory")(memory_cmd.memory)
 app.command("measure")(measure_cmd.measure)
+app.command("fit")(fit_cmd.fit)
 
 _state = {"debug": False}
 

@@ -65,6 +65,7 @@ class MemoryEstimate:
     # Saved-for-backward detail: ``layer:<stack>`` (one layer), ``layers``, ``head`` and
     # ``loss_saved`` (what the logits/loss saves; ``logits_loss`` is its transient peak).
     activation_terms: dict[str, int] = field(default_factory=dict)
+    phase_bytes: dict[str, int] = field(default_factory=dict)  # allocated bytes at each moment of the step
 
     @property
     def fits(self) -> bool | None:
@@ -369,6 +370,7 @@ def estimate_memory(
         peak_terms=frozenset(k for k in at_peak if gpu_terms[k]),
         gpu_memory_bytes=gpu_memory_bytes,
         notes=tuple(notes),
+        phase_bytes={k: int(v) for k, v in phases.items()},
         activation_terms={
             **{
                 f"layer:{st}": int(

@@ -107,3 +107,32 @@ def measure_table(c: Any) -> str:
     if m.device == "cpu":
         out.append("note: a CPU has no CUDA context, NCCL buffers or caching allocator; the estimate leaves them out.")
     return "\n".join(out)
+
+
+def fit_table(result: Any, best: Any, by: str) -> str:
+    """The `ftplan fit` ranking: one row per layout, then the pools and the excluded families."""
+    job = result.job
+    t = job.training
+    title = (
+        f"{job.name} · {t.method.value} · {t.precision.value} · seq {t.seq_len} · global batch "
+        f"{job.global_batch} · {job.tokens / 1e9:.3g}B tokens · ranked by {by}"
+    )
+    rows = [
+        [
+            r.pool, str(r.gpus), str(r.tp), f"Z{r.zero}", r.offload, r.recompute, f"{r.micro_batch}×{r.grad_accum}",
+            f"{r.device_bytes / GIB:.1f}", f"{r.tokens_per_s:,.0f}", f"{r.step_s:.2f}", f"{100 * r.mfu:.0f}%",
+            f"{r.hours:,.1f}", "—" if r.usd != r.usd else f"{r.usd:,.0f}",
+        ]
+        for r in best.itertuples()
+    ]  # fmt: skip
+    headers = ["pool", "GPUs", "tp", "ZeRO", "offload", "recompute", "mb×acc", "GiB/GPU", "tokens/s", "step s",
+               "MFU", "hours", "USD"]  # fmt: skip
+    out = [title, ""]
+    out.append(render_table(headers, rows, right=set(range(1, 13)) - {3, 4, 5}) if rows else "no layout fits")
+    out.append(f"\n{len(result.layouts):,} of {result.evaluated:,} layouts fit.")
+    for pool in result.pools:
+        out.append(f"pool {pool.name}: {pool.hardware_note}; {pool.price_note or 'no price'}")
+    if result.excluded:
+        out.append("\nexcluded:")
+        out += [f"  {line}" for line in result.excluded]
+    return "\n".join(out)

@@ -32,6 +32,8 @@ class Gpu(_Row):
     intra_node_gbs: float | None = Field(None, description="per-GPU GPU-to-GPU bandwidth, unidirectional (GB/s)")
     intra_node_link: str | None = None
     host_link_gbs: float | None = Field(None, description="host link (PCIe x16) unidirectional (GB/s)")
+    efficiency: float | None = Field(None, gt=0, le=1, description="achieved fraction of dense peak (MFU)")
+    efficiency_source: str | None = None
     max_gpus_per_node: int = Field(8, gt=0, description="GPUs in the largest common server")
     bf16: bool = Field(True, description="whether the GPU computes in bf16")
     purchase_usd_per_gpu: float | None = Field(None, description="approximate purchase price per GPU (USD)")
@@ -66,6 +68,8 @@ class Instance(_Row):
     spot_usd_per_h: float | None = Field(None, description="spot price per instance-hour (USD)")
     source: str
     as_of: str
+    network_gbps: float | None = Field(None, gt=0, description="scale-out network per node (Gbps); empty: one node")
+    network_source: str = ""
     notes: str = ""
 
     @property

@@ -84,6 +84,12 @@ class JobSpec(BaseModel):
     gpus_per_node: int | None = Field(None, gt=0, description="GPUs per node (default: the GPU's usual server)")
     layout: LayoutSpec = Field(default_factory=LayoutSpec)
     overheads: OverheadSpec = Field(default_factory=OverheadSpec)
+    tokens: int | None = Field(None, gt=0, description="training tokens per epoch (for time and cost)")
+    samples: int | None = Field(None, gt=0, description="sequences per epoch (tokens = samples × seq_len)")
+    epochs: float = Field(1.0, gt=0, description="passes over the data")
+    global_batch: int | None = Field(
+        None, gt=0, description="sequences per optimizer step (default: micro_batch × grad_accum × dp)"
+    )
 
     @model_validator(mode="after")
     def _one_model(self) -> JobSpec:

@@ -1,0 +1,84 @@
+"""`ftplan fit`: the fastest or cheapest layouts of one job on GPUs or cloud instances."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ftplan.catalog import load_catalog
+from ftplan.cli.common import Format, emit
+from ftplan.errors import FtplanError, JobError
+from ftplan.fit import FitResult, fit_job, gpu_pool, instance_pool, rank
+from ftplan.io import read_yaml
+from ftplan.job import resolve_job
+from ftplan.report.tables import fit_table
+from ftplan.schema.job import parse_job
+
+COLUMNS = [
+    "pool", "gpus", "nodes", "dp", "tp", "zero", "offload", "recompute", "micro_batch", "grad_accum",
+    "device_bytes", "headroom_bytes", "step_s", "compute_s", "comm_s", "offload_s", "other_s", "tokens_per_s",
+    "mfu", "hours", "gpu_hours", "usd",
+]  # fmt: skip
+
+
+def fit(
+    job: Path = typer.Argument(..., help="Job YAML with tokens (or samples) and a global batch."),
+    gpu: list[str] = typer.Option([], "--gpu", help="GPU type (repeatable)."),
+    gpus: int | None = typer.Option(None, "--gpus", help="Most GPUs of each --gpu pool (default: one node)."),
+    gpu_price: float | None = typer.Option(None, "--gpu-price", help="USD per GPU-hour for --gpu pools."),
+    network_gbps: float | None = typer.Option(None, "--network-gbps", help="Network per node for --gpu pools."),
+    instance: list[str] = typer.Option([], "--instance", help="Cloud instance CLOUD/TYPE (repeatable)."),
+    nodes: int = typer.Option(1, "--nodes", help="Most nodes of each --instance pool."),
+    spot: bool = typer.Option(False, "--spot", help="Price instances at spot instead of on-demand."),
+    by: str = typer.Option("time", "--by", help="time | cost"),
+    top: int = typer.Option(10, "--top", help="How many layouts to show."),
+    efficiency: float | None = typer.Option(None, "--efficiency", help="Override the GPUs' fraction of peak."),
+    format: Format = typer.Option(Format.TABLE, "--format", help="table | json | csv"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """Rank the layouts of one job that fit, by time or cost, and say why the others do not."""
+    if by not in ("time", "cost"):
+        raise FtplanError(f"--by must be time or cost, got {by!r}.")
+    if efficiency is not None and not 0 < efficiency <= 1:
+        raise FtplanError(f"--efficiency must be in (0, 1], got {efficiency}.")
+    if nodes < 1:
+        raise FtplanError(f"--nodes must be ≥ 1, got {nodes}.")
+    data = read_yaml(job)
+    if not isinstance(data, dict):
+        raise JobError(f"{job}: expected a mapping of job fields.")
+    spec = parse_job(data, str(job))
+    catalog = load_catalog()
+    resolved = resolve_job(spec, catalog, str(job))
+    pools = [gpu_pool(catalog, g, gpus, gpu_price, network_gbps) for g in gpu]
+    pools += [instance_pool(catalog, i, nodes, spot) for i in instance]
+    if not pools:
+        if resolved.gpu is None:
+            raise FtplanError(
+                "no pool to fit on. To fix: give --gpu NAME or --instance CLOUD/TYPE (or gpu: in the job)."
+            )
+        pools = [gpu_pool(catalog, resolved.gpu.id, gpus, gpu_price, network_gbps)]
+    result = fit_job(resolved, pools, efficiency)
+    best = rank(result, by, top)
+    if format is Format.JSON:
+        payload = {
+            "job": resolved.name,
+            "by": by,
+            "evaluated": result.evaluated,
+            "fitting": len(result.layouts),
+            "layouts": json.loads(best[COLUMNS].to_json(orient="records")) if not best.empty else [],
+            "excluded": result.excluded,
+        }
+        emit(json.dumps(payload, indent=2), output)
+    elif format is Format.CSV:
+        emit(best[COLUMNS].to_csv(index=False) if not best.empty else ",".join(COLUMNS), output)
+    else:
+        emit(fit_table(result, best, by), output)
+    if best.empty:
+        raise FtplanError(_nothing_fits(result))
+
+
+def _nothing_fits(result: FitResult) -> str:
+    closest = result.closest or (result.excluded[0] if result.excluded else "no layout was possible")
+    return f"no layout of {result.job.name} fits on the pools given. Closest: {closest}"

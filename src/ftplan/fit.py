@@ -1,0 +1,290 @@
+"""Layouts of one job on one or more pools: which fit in memory, how fast, at what cost.
+
+A *pool* is one GPU type in nodes of a fixed size, with a price: a cloud instance type from the
+catalog, or a GPU type (owned or hypothetical). For every GPU count the pool offers (1, 2, 4, …
+GPUs inside one node; whole nodes beyond one), every tensor-parallel degree that divides the
+attention heads, every ZeRO stage, offload and recomputation (a *family*), the memory model runs
+three times (micro-batch 1 and 2, accumulation 1 and 2): the forward/backward moment of a step grows
+linearly with the micro-batch and by the held gradients under accumulation, the other moments do
+not. Every micro-batch that divides the job's global batch is then checked and timed as arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ftplan.catalog import Catalog
+from ftplan.errors import FtplanError, JobError
+from ftplan.job import ResolvedJob
+from ftplan.memory import Layout, Offload, Recompute, ZeroStage, estimate_memory
+from ftplan.memory.setup import Method
+from ftplan.schema.catalog import Gpu
+from ftplan.timing import model as tm
+from ftplan.units import GIB
+
+ZERO_NAMES = {0: "ZeRO-0", 1: "ZeRO-1", 2: "ZeRO-2", 3: "ZeRO-3"}
+
+
+@dataclass(frozen=True)
+class Pool:
+    """One GPU type in nodes of ``gpus_per_node``, at most ``max_nodes`` nodes, with a price."""
+
+    name: str
+    gpu: Gpu
+    gpus_per_node: int
+    max_nodes: int
+    network_gbps: float | None
+    usd_per_node_hour: float | None
+    price_note: str = ""
+
+    @property
+    def hardware_note(self) -> str:
+        net = f", {self.network_gbps:g} Gbps/node" if self.network_gbps else ", one node (no network)"
+        return f"{self.gpu.id} ×{self.gpus_per_node}/node{net}"
+
+
+def instance_pool(catalog: Catalog, key: str, nodes: int = 1, spot: bool = False) -> Pool:
+    inst = catalog.instance(key, "--instance")
+    gpu = catalog.gpus[inst.gpu]
+    price = inst.spot_usd_per_h if spot else inst.on_demand_usd_per_h
+    if price is None:
+        raise FtplanError(
+            f"--instance {inst.key}: no {'spot' if spot else 'on-demand'} price in the catalog. "
+            "To fix: choose another instance or price type."
+        )
+    if nodes > 1 and inst.network_gbps is None:
+        raise FtplanError(
+            f"--instance {inst.key}: the catalog has no network bandwidth for this instance type, so it "
+            "is planned as one node. To fix: use --nodes 1 or an instance with a listed network."
+        )
+    kind = "spot" if spot else "on-demand"
+    return Pool(inst.key, gpu, inst.gpus_per_node, nodes, inst.network_gbps, float(price), f"{kind} ${price}/h")
+
+
+def gpu_pool(
+    catalog: Catalog, name: str, gpus: int | None = None, usd_per_gpu_hour: float | None = None,
+    network_gbps: float | None = None,
+) -> Pool:  # fmt: skip
+    """A pool of one GPU type; priced at ``usd_per_gpu_hour`` or the catalog's cheapest on-demand GPU-hour."""
+    gpu = catalog.gpu(name, "--gpu")
+    per_node = gpu.max_gpus_per_node
+    if gpus is not None and gpus < 1:
+        raise FtplanError(f"--gpus must be ≥ 1, got {gpus}.")
+    total = gpus or per_node
+    nodes = math.ceil(total / per_node)
+    if nodes > 1 and network_gbps is None:
+        raise FtplanError(
+            f"--gpus {total} needs {nodes} nodes of {per_node} {gpu.id}: give their network with --network-gbps."
+        )
+    note = ""
+    if usd_per_gpu_hour is None:
+        prices = [
+            (i.on_demand_usd_per_h / i.gpus_per_node, i.key)
+            for i in catalog.instances.values()
+            if i.gpu == gpu.id and i.on_demand_usd_per_h
+        ]
+        if prices:
+            usd_per_gpu_hour, key = min(prices)
+            note = f"${usd_per_gpu_hour:.2f}/GPU-h (cheapest on-demand: {key})"
+    else:
+        note = f"${usd_per_gpu_hour:.2f}/GPU-h (given)"
+    node_price = usd_per_gpu_hour * min(per_node, total) if usd_per_gpu_hour is not None else None
+    return Pool(f"gpu:{gpu.id}", gpu, min(per_node, total), nodes, network_gbps, node_price, note)
+
+
+def gpu_counts(pool: Pool, limit: int | None = None) -> list[int]:
+    """GPU counts a job may use: powers of two inside one node, the full node, then whole nodes."""
+    per = pool.gpus_per_node
+    counts = {1 << k for k in range(per.bit_length()) if 1 << k <= per} | {per}
+    counts |= {n * per for n in range(2, pool.max_nodes + 1)}
+    return sorted(c for c in counts if limit is None or c <= limit)
+
+
+@dataclass
+class FitResult:
+    """Ranked layouts that fit, and why the other families did not."""
+
+    job: ResolvedJob
+    layouts: pd.DataFrame
+    excluded: list[str] = field(default_factory=list)
+    evaluated: int = 0
+    pools: list[Pool] = field(default_factory=list)
+    closest: str = ""  # the family that came closest to fitting, when none fits
+
+
+_FAMILY_COLUMNS = ("gpus", "nodes", "dp", "tp", "zero", "offload", "recompute")
+
+
+def _families(job: ResolvedJob, pool: Pool) -> list[tuple[int, int, int, int, int, str, str]]:
+    arch, tr = job.arch, job.training
+    heads = math.gcd(arch.heads, arch.kv_heads)
+    out = []
+    for g in gpu_counts(pool):
+        nodes = math.ceil(g / pool.gpus_per_node)
+        for tp in range(1, min(g, pool.gpus_per_node) + 1):
+            if g % tp or heads % tp or (tp > 1 and tr.method is Method.QLORA):
+                continue
+            dp = g // tp
+            if job.global_batch % dp:
+                continue
+            for zero in (0, 1, 2, 3):
+                for offload in ("none", "optimizer", "optimizer+params"):
+                    if offload != "none" and (zero == 0 or tr.optimizer.paged):
+                        continue
+                    if offload == "optimizer+params" and zero != 3:
+                        continue
+                    if zero > 0 and dp == 1 and offload == "none":
+                        continue  # nothing to shard over
+                    for rec in ("none", "selective", "full"):
+                        out.append((g, nodes, dp, tp, zero, offload, rec))
+    return out
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None) -> FitResult:
+    """Every layout of ``job`` on ``pools`` that fits, with its time and cost (unsorted)."""
+    if job.tokens is None:
+        raise JobError("the job has no tokens. To fix: add `tokens:` (or `samples:`) and optionally `epochs:`.")
+    arch, tr = job.arch, job.training
+    flops = tm.job_flops(arch, tr)
+    frames, excluded, evaluated = [], [], 0
+    closest: tuple[float, str] = (math.inf, "")
+    for pool in pools:
+        gpu = pool.gpu
+        families = _families(job, pool)
+        if not families:
+            excluded.append(
+                f"{pool.name}: no GPU count divides the global batch of {job.global_batch} sequences. "
+                "To fix: choose a global batch divisible by 2, 4 or 8."
+            )
+            continue
+        rows: dict[str, list] = {k: [] for k in (*_FAMILY_COLUMNS, "micro_batch", "grad_accum", "device_bytes")}
+        best_miss: dict[tuple[int, str], tuple[float, str]] = {}
+        for g, nodes, dp, tp, zero, offload, rec in families:
+            base = Layout(dp=dp, tp=tp, zero=ZeroStage(zero), offload=Offload(offload), recompute=Recompute(rec),
+                          micro_batch=1, grad_accum=1, gpus_per_node=pool.gpus_per_node)  # fmt: skip
+            kw = dict(gpu_memory_bytes=gpu.memory_bytes, gpu_arch=gpu.arch, overheads=job.overheads)
+            try:
+                e11 = estimate_memory(arch, tr, base, **kw)
+            except FtplanError as exc:
+                excluded.append(f"{pool.name} {g} GPUs tp {tp} {ZERO_NAMES[zero]} offload {offload}: {exc}")
+                continue
+            e21 = estimate_memory(arch, tr, _with(base, micro_batch=2), **kw)
+            e12 = estimate_memory(arch, tr, _with(base, grad_accum=2), **kw)
+            per_dp = job.global_batch // dp
+            mbs = np.array(_divisors(per_dp), dtype=float)
+            accum = per_dp / mbs
+            fb11 = e11.phase_bytes["forward/backward"]
+            slope = e21.phase_bytes["forward/backward"] - fb11
+            held = e12.phase_bytes["forward/backward"] - fb11
+            others = max(v for k, v in e11.phase_bytes.items() if k != "forward/backward")
+            fb = fb11 + (mbs - 1) * slope + np.where(accum > 1, held, 0)
+            peak = np.maximum(fb, others)
+            outside = e11.device_total_bytes - e11.peak_reserved_bytes
+            device = np.floor(peak * (1 + job.overheads.allocator_fraction)) + outside
+            ok = device <= gpu.memory_bytes
+            evaluated += len(mbs)
+            if not ok.any():
+                key = (zero, offload)
+                need = float(device.min())
+                if key not in best_miss or need < best_miss[key][0]:
+                    best_miss[key] = (need, f"best: {g} GPUs tp {tp} recompute {rec} micro-batch 1")
+                continue
+            n_ok = int(ok.sum())
+            for col, val in zip(_FAMILY_COLUMNS, (g, nodes, dp, tp, zero, offload, rec), strict=True):
+                rows[col].extend([val] * n_ok)
+            rows["micro_batch"].extend(mbs[ok].astype(int).tolist())
+            rows["grad_accum"].extend(accum[ok].astype(int).tolist())
+            rows["device_bytes"].extend(device[ok].tolist())
+        fitted_families = {(z, o) for z, o in zip(rows["zero"], rows["offload"], strict=True)}
+        for (zero, offload), (need, where) in sorted(best_miss.items()):
+            if (zero, offload) in fitted_families:
+                continue
+            line = (
+                f"{pool.name}: {ZERO_NAMES[zero]} offload {offload}: {need / GIB:.1f} GiB > "
+                f"{gpu.memory_bytes / GIB:.1f} GiB ({where})"
+            )
+            excluded.append(line)
+            short = need - gpu.memory_bytes
+            if short < closest[0]:
+                closest = (short, line)
+        if not rows["gpus"]:
+            continue
+        frame = pd.DataFrame(rows)
+        frame.insert(0, "pool", pool.name)
+        frames.append(_time_and_cost(frame, job, flops, pool, efficiency))
+    layouts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return FitResult(
+        job=job, layouts=layouts, excluded=excluded, evaluated=evaluated, pools=list(pools), closest=closest[1]
+    )
+
+
+def _with(layout: Layout, **changes: int) -> Layout:
+    from dataclasses import replace
+
+    return replace(layout, **changes)
+
+
+def hardware(pool: Pool, job: ResolvedJob, efficiency: float | None = None) -> tm.Hardware:
+    gpu = pool.gpu
+    return tm.Hardware(
+        peak_tflops=tm.peak_tflops(gpu.tflops.model_dump(), job.training.precision),
+        efficiency=efficiency or gpu.efficiency or tm.DEFAULT_EFFICIENCY,
+        hbm_gbs=gpu.hbm_gbs or 1000.0,
+        intra_node_gbs=gpu.intra_node_gbs or gpu.host_link_gbs or 16.0,
+        host_link_gbs=gpu.host_link_gbs or 16.0,
+        gpus_per_node=pool.gpus_per_node,
+        network_gbps=pool.network_gbps,
+    )
+
+
+def _time_and_cost(
+    frame: pd.DataFrame, job: ResolvedJob, flops: tm.JobFlops, pool: Pool, efficiency: float | None
+) -> pd.DataFrame:
+    hw = hardware(pool, job, efficiency)
+    t = tm.step_times(
+        flops, job.arch, job.training, hw,
+        frame["dp"].to_numpy(), frame["tp"].to_numpy(), frame["zero"].to_numpy(),
+        frame["offload"].map(tm.OFFLOAD).to_numpy(), frame["recompute"].map(tm.RECOMPUTE).to_numpy(),
+        frame["micro_batch"].to_numpy(), frame["grad_accum"].to_numpy(),
+    )  # fmt: skip
+    tokens_step = job.global_batch * job.training.seq_len
+    steps = math.ceil(job.tokens / tokens_step)
+    frame["step_s"] = t.total
+    frame["compute_s"] = t.compute
+    frame["comm_s"] = t.communication
+    frame["offload_s"] = t.offload
+    frame["other_s"] = t.other
+    frame["tokens_per_s"] = tokens_step / t.total
+    frame["mfu"] = frame["tokens_per_s"] * flops.model / (frame["gpus"] * hw.peak_tflops * 1e12)
+    frame["hours"] = steps * t.total / 3600
+    frame["gpu_hours"] = frame["hours"] * frame["gpus"]
+    nodes_paid = np.ceil(frame["gpus"] / pool.gpus_per_node)
+    if pool.usd_per_node_hour is None:
+        frame["usd"] = np.nan
+    elif pool.name.startswith("gpu:"):
+        frame["usd"] = frame["gpu_hours"] * pool.usd_per_node_hour / pool.gpus_per_node
+    else:  # a cloud instance is paid whole, however many of its GPUs the job uses
+        frame["usd"] = frame["hours"] * nodes_paid * pool.usd_per_node_hour
+    frame["headroom_bytes"] = pool.gpu.memory_bytes - frame["device_bytes"]
+    return frame
+
+
+def rank(result: FitResult, by: str = "time", top: int = 10) -> pd.DataFrame:
+    """The ``top`` layouts by ``time`` (job hours, then cost) or ``cost`` (dollars, then hours)."""
+    frame = result.layouts
+    if frame.empty:
+        return frame
+    keys = ["hours", "usd"] if by == "time" else ["usd", "hours"]
+    order = [*keys, "pool", "gpus", "tp", "zero", "offload", "recompute", "micro_batch"]
+    ranked = frame.sort_values(order, kind="mergesort", na_position="last")
+    # one row per family (its best micro-batch): the rest differ only in memory
+    ranked = ranked.drop_duplicates(subset=["pool", "gpus", "tp", "zero", "offload", "recompute"])
+    return ranked.head(top).reset_index(drop=True)

@@ -1,0 +1,236 @@
+"""Step time of one fine-tuning job: compute, exposed communication, offload and other time.
+
+All functions take numpy arrays of layouts (one element per layout) so the layout search can
+evaluate tens of thousands per call; :func:`step_time` wraps one layout.
+
+FLOPs (``shared/data/time_model_notes.md`` §1):
+
+* every weight matmul runs forward, activation gradient and weight gradient: ``6·N`` FLOPs a token
+  for ``N`` parameters in matmuls (Kaplan et al. 2020; EleutherAI "Transformer Math 101"), the
+  lm_head included; MoE counts the routed experts only;
+* frozen weights (LoRA, QLoRA) need no weight gradient: ``4·N`` (NeMo books LoRA at 2/3 of full
+  fine-tuning), plus ``6·r·(d_in + d_out)`` per adapter;
+* causal attention: ``6·L·s·d_q`` a token (Megatron-LM ``num_floating_point_operations``, causal
+  halving); full recomputation repeats the forward (``+2·N + 2·L·s·d_q``), selective the
+  attention core (``+2·L·s·d_q``; Korthikanti et al. 2022); SDPA/flash attention recomputes the
+  scores in its backward (``+2·L·s·d_q`` of hardware FLOPs, not counted in MFU).
+
+Time: compute at ``peak × efficiency`` per GPU; collectives cost ``factor · bytes / busbw``
+(nccl-tests ``PERFORMANCE.md``: all-reduce ``2(n−1)/n``, all-gather and reduce-scatter ``(n−1)/n``),
+hidden behind compute where frameworks overlap them; offload moves bytes over the GPU's host link
+and runs the optimizer on the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ftplan.arch import Architecture, Kind
+from ftplan.memory.params import split_params
+from ftplan.memory.setup import Attention, Method, Precision, Training
+
+# Fraction of dense peak used where the catalog has no measurement for a GPU: the median MFU of
+# llm-foundry's H100 BF16 FSDP benchmarks (time_model_notes §3), the lower of the two medians.
+DEFAULT_EFFICIENCY = 0.41
+
+# NVLink/NVSwitch ring collectives reach ~370 GB/s of the 450 GB/s unidirectional line rate on
+# 8×H100 (NVIDIA/nccl-tests#212): the same protocol efficiency is applied to every intra-node link.
+INTRA_NODE_EFFICIENCY = 370 / 450
+
+# Measured bus bandwidth (GB/s, median, 256 MB messages) against node count on one cluster of
+# 8×H100 nodes with 3200 Gbps (400 GB/s) of network per node (Ultra-Scale Playbook
+# ``pp_comm_bandwidth`` data). Inter-node bandwidth is this curve scaled by the pool's network.
+_REF_NODE_GBS = 400.0
+_NODES = np.array([2, 4, 8, 16, 32, 64], dtype=float)
+_ALLREDUCE = np.array([362, 160, 99.6, 84.7, 64.9, 32.9])
+_ALLGATHER = np.array([185, 119, 69, 55, 28, 11])
+
+# DeepSpeed CPU-Adam: 0.22 s per optimizer step of 10⁹ parameters on a 2×24-core Xeon host
+# (Ren et al. 2021, "ZeRO-Offload", Table 3; 5–7× PyTorch's CPU Adam, DeepSpeed tutorial).
+CPU_ADAM_S_PER_GPARAM = 0.22
+
+# Fixed time per optimizer step outside the model's kernels (launches, clipping, scheduler,
+# logging) is not separately measured in the team's data; the efficiency factor absorbs it.
+
+RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
+OFFLOAD = {"none": 0, "optimizer": 1, "optimizer+params": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Hardware:
+    """What the time model needs of a pool: one GPU type in nodes of ``gpus_per_node``."""
+
+    peak_tflops: float  # dense peak in the job's compute dtype
+    efficiency: float
+    hbm_gbs: float
+    intra_node_gbs: float  # unidirectional per-GPU link inside a node
+    host_link_gbs: float  # per-GPU link to the host (PCIe)
+    gpus_per_node: int
+    network_gbps: float | None  # scale-out network per node; None: one node only
+
+
+@dataclass(frozen=True, slots=True)
+class JobFlops:
+    """FLOPs per token of a job (model FLOPs exclude recomputation; hardware FLOPs add it)."""
+
+    linear: float  # weight matmuls: 6N (full) or 4N + adapters (LoRA)
+    forward: float  # the forward pass alone (2N + attention forward)
+    attention: float  # causal attention core, training
+    recompute_full: float  # extra forward under full recomputation
+    recompute_selective: float  # extra attention-core forward under selective recomputation
+    trainable: int  # trainable parameters (gradient and optimizer traffic)
+    weights: int  # all parameters (ZeRO-3 gathers)
+    frozen_matrix: int  # frozen matrix weights (QLoRA dequantisation)
+    flash_recompute: float = 0.0  # SDPA/flash backward recomputes the attention scores
+
+    @property
+    def model(self) -> float:
+        return self.linear + self.attention
+
+
+def job_flops(arch: Architecture, training: Training) -> JobFlops:
+    """FLOPs per token of the job (see module docstring)."""
+    n_matrix = arch.matrix_params
+    if arch.is_moe:  # routed experts only
+        n_matrix = arch.matrix_params - (arch.total_params - arch.active_params)
+    lm_head = 0 if arch.kind is Kind.ENCODER else arch.vocab * arch.hidden
+    n = n_matrix + lm_head
+    s_enc = training.seq_len
+    s_dec = training.target_len or training.seq_len
+    attn_fwd = 2.0 * arch.q_dim * (arch.layers * s_enc + arch.decoder_layers * s_dec) / 2  # causal half
+    if arch.kind is Kind.ENCODER:
+        attn_fwd *= 2  # bidirectional: no causal halving
+    ps = split_params(arch, training)
+    linear = 6.0 * n if training.method is Method.FULL else 4.0 * n + 6.0 * ps.trainable
+    return JobFlops(
+        linear=linear,
+        forward=2.0 * n + attn_fwd,
+        attention=3 * attn_fwd,
+        recompute_full=2.0 * n + attn_fwd,
+        recompute_selective=attn_fwd,
+        trainable=ps.trainable,
+        weights=arch.total_params,
+        frozen_matrix=ps.frozen_matrix,
+        # FlashAttention's backward recomputes QKᵀ and the softmax (llm-foundry notes: the attention
+        # multiplier for hardware FLOPs is 4, not 3): one more attention forward.
+        flash_recompute=attn_fwd if training.attention is Attention.SDPA else 0.0,
+    )
+
+
+def _interp_nodes(curve: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """Bus bandwidth at ``nodes`` (log-linear between the measured points, flat beyond)."""
+    return np.interp(np.log2(np.maximum(nodes, 2)), np.log2(_NODES), curve)
+
+
+def bus_bandwidth(hw: Hardware, group: np.ndarray, kind: str) -> np.ndarray:
+    """Bus bandwidth (GB/s) of a collective over ``group`` GPUs packed into nodes of the pool."""
+    group = np.asarray(group, dtype=float)
+    intra = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY
+    nodes = np.ceil(group / hw.gpus_per_node)
+    if hw.network_gbps is None:
+        return np.full_like(group, intra)
+    curve = _ALLREDUCE if kind == "all-reduce" else _ALLGATHER
+    inter = _interp_nodes(curve, nodes) * (hw.network_gbps / 8) / _REF_NODE_GBS
+    return np.where(nodes > 1, np.minimum(inter, intra), intra)
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """Seconds per optimizer step, split into parts, for arrays of layouts."""
+
+    compute: np.ndarray
+    communication: np.ndarray  # exposed (not hidden behind compute)
+    offload: np.ndarray  # exposed host traffic and CPU optimizer
+    other: np.ndarray  # QLoRA dequantisation
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.compute + self.communication + self.offload + self.other
+
+
+def step_times(
+    flops: JobFlops,
+    arch: Architecture,
+    training: Training,
+    hw: Hardware,
+    dp: np.ndarray,
+    tp: np.ndarray,
+    zero: np.ndarray,
+    offload: np.ndarray,
+    recompute: np.ndarray,
+    micro_batch: np.ndarray,
+    grad_accum: np.ndarray,
+) -> StepTimes:
+    """Step time of each layout (arrays broadcast together; codes as in RECOMPUTE / OFFLOAD)."""
+    dp, tp, zero, offload, recompute, mb, accum = (
+        np.asarray(x, dtype=float) for x in (dp, tp, zero, offload, recompute, micro_batch, grad_accum)
+    )
+    s = training.seq_len
+    c = training.precision.compute_bytes
+    tokens_micro = mb * s  # tokens per GPU-group per micro-step
+    hw_flops = (
+        flops.model
+        + flops.flash_recompute
+        + np.where(recompute == 2, flops.recompute_full, np.where(recompute == 1, flops.recompute_selective, 0.0))
+    )
+    rate = hw.peak_tflops * 1e12 * hw.efficiency
+    t_micro = tokens_micro * hw_flops / tp / rate
+    compute = t_micro * accum
+    backward_share = 1 - flops.forward / flops.model  # gradients are ready only during the backward
+
+    # ---- data parallel / ZeRO ------------------------------------------------------------------
+    grad_bytes = 4.0 if (training.precision is Precision.FP32 or training.precision.mixed) else 2.0
+    g_bytes = flops.trainable * grad_bytes / tp
+    w_bytes = flops.weights * (4.0 if training.precision is Precision.FP32 else 2.0) / tp
+    frac = np.where(dp > 1, (dp - 1) / dp, 0.0)
+    group = dp * tp
+    bw_ar = bus_bandwidth(hw, group, "all-reduce") * 1e9
+    bw_ag = bus_bandwidth(hw, group, "all-gather") * 1e9
+    # ZeRO 0: gradient all-reduce; ZeRO 1/2: reduce-scatter + all-gather of the update (same
+    # volume, DeepSpeed 2020-03); both overlap the last micro-step's backward.
+    t_dp = np.where(zero == 0, 2 * frac * g_bytes / bw_ar, frac * (g_bytes + g_bytes * c / grad_bytes) / bw_ag)
+    exposed_dp = np.maximum(0.0, t_dp - t_micro * backward_share)
+    # ZeRO 3: parameters gathered in forward and again in backward, gradients reduce-scattered,
+    # every micro-step; prefetching hides them behind that micro-step's compute.
+    t_z3 = frac * (2 * w_bytes + g_bytes) / bw_ag
+    exposed_z3 = np.maximum(0.0, t_z3 - t_micro) * accum
+    comm = np.where(zero == 3, exposed_z3, exposed_dp)
+
+    # ---- tensor parallel (with sequence parallelism): 4 collectives of b·s·h per layer, 6 with
+    # full recomputation, on the critical path (Korthikanti et al. 2022).
+    tp_frac = np.where(tp > 1, 2 * (tp - 1) / tp, 0.0)
+    n_coll = np.where(recompute == 2, 6.0, 4.0) * arch.total_layers
+    bw_tp = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY * 1e9
+    comm = comm + n_coll * tp_frac * (tokens_micro * arch.hidden * c) / bw_tp * accum
+
+    # ---- offload: PCIe traffic per step (≈4Ψ/n optimizer, ≈6Ψ/n with parameters; ZeRO-Offload,
+    # ZeRO-Infinity) and CPU Adam over this node's shards, overlapping nothing in the worst case.
+    shard = flops.trainable / (dp * tp)
+    pcie = np.where(offload == 1, 4 * shard, np.where(offload == 2, 6 * flops.weights / (dp * tp) + 2 * shard, 0.0))
+    t_pcie = pcie / (hw.host_link_gbs * 1e9)
+    t_cpu = np.where(offload > 0, CPU_ADAM_S_PER_GPARAM * shard * np.minimum(group, hw.gpus_per_node) / 1e9, 0.0)
+    offload_t = np.where(offload > 0, t_pcie + t_cpu, 0.0)
+
+    # ---- QLoRA: NF4 weights dequantised to 16 bits before every use (forward, backward, and the
+    # recomputed forward): read 0.5 B and write 2 B a weight through HBM (Dettmers et al. 2023).
+    other = np.zeros_like(compute)
+    if training.method is Method.QLORA:
+        passes = 2 + (recompute == 2)
+        other = passes * flops.frozen_matrix / tp * 2.5 / (hw.hbm_gbs * 1e9) * accum
+    return StepTimes(compute=compute, communication=comm, offload=offload_t, other=other)
+
+
+def peak_tflops(gpu_tflops: dict[str, float | None], precision: Precision) -> float:
+    """Dense peak for the precision's matmuls: fp32 runs on CUDA cores (PyTorch's default)."""
+    key = {
+        Precision.FP32: "fp32",
+        Precision.BF16_MIXED: "bf16",
+        Precision.BF16_PURE: "bf16",
+        Precision.FP16_MIXED: "fp16",
+    }[precision]
+    value = gpu_tflops.get(key) or gpu_tflops.get("fp16") or gpu_tflops.get("bf16")
+    if not value:
+        raise ValueError(f"no {key} peak for this GPU")
+    return float(value)

@@ -1,0 +1,168 @@
+"""Time model arithmetic, its invariants, and `ftplan fit`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ftplan.arch import architecture_from_hf
+from ftplan.errors import FtplanError, JobError
+from ftplan.fit import fit_job, gpu_pool, instance_pool, rank
+from ftplan.job import resolve_job
+from ftplan.memory import Layout, Training, ZeroStage, estimate_memory
+from ftplan.memory.setup import Attention, LoraSetup, Method, Precision
+from ftplan.schema.job import parse_job
+from ftplan.timing import model as tm
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "model_type": "llama", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 8,
+    "num_key_value_heads": 2, "intermediate_size": 704, "vocab_size": 1000, "tie_word_embeddings": False,
+}  # fmt: skip
+HW = tm.Hardware(peak_tflops=100.0, efficiency=0.5, hbm_gbs=1000.0, intra_node_gbs=450.0, host_link_gbs=32.0,
+                 gpus_per_node=8, network_gbps=3200.0)  # fmt: skip
+
+
+def _times(training: Training, **layout: float) -> tm.StepTimes:
+    arch = architecture_from_hf(TINY)
+    lay = {"dp": 1, "tp": 1, "zero": 0, "offload": 0, "recompute": 0, "micro_batch": 1, "grad_accum": 1} | layout
+    return tm.step_times(tm.job_flops(arch, training), arch, training, HW, *(np.array([lay[k]]) for k in lay))
+
+
+def test_flops_per_token_by_method():
+    arch = architecture_from_hf(TINY)
+    # matrices per layer: q 256² + k,v 2·256·64 + o 256² + MLP 3·256·704 = 704,512; lm_head 256,000
+    n = 2 * 704_512 + 256_000
+    attn_fwd = 2 * 256 * 2 * 128 / 2  # causal: 2·d_q·L·s/2 per token, s = 128
+    full = tm.job_flops(arch, Training(seq_len=128, attention=Attention.EAGER))
+    assert full.linear == 6 * n
+    assert full.attention == 3 * attn_fwd
+    assert full.recompute_full == 2 * n + attn_fwd
+    assert full.flash_recompute == 0
+    lora = tm.job_flops(arch, Training(method=Method.LORA, seq_len=128, lora=LoraSetup(rank=8)))
+    # q, k, v, o adapters: 8·(256+256) + 2·8·(256+64) + 8·(256+256) per layer
+    adapters = 2 * (8 * 512 * 2 + 2 * 8 * 320)
+    assert lora.linear == 4 * n + 6 * adapters
+    assert lora.flash_recompute == attn_fwd
+
+
+def test_compute_time_and_data_parallel_all_reduce():
+    tr = Training(seq_len=128, precision=Precision.BF16_PURE, attention=Attention.EAGER)
+    flops = tm.job_flops(architecture_from_hf(TINY), tr)
+    t = _times(tr, dp=2)
+    assert t.compute[0] == pytest.approx(128 * flops.model / (100e12 * 0.5))
+    # 2 GPUs in one node: all-reduce of 2-byte gradients, 2·(n−1)/n, at 450·370/450 GB/s, overlapped
+    # with the backward (2/3 of a full fine-tuning micro-step here minus the attention forward share)
+    t_ar = 2 * 0.5 * flops.trainable * 2 / (370e9)
+    window = t.compute[0] * (1 - flops.forward / flops.model)
+    assert t.communication[0] == pytest.approx(max(0.0, t_ar - window))
+
+
+def test_zero3_gathers_every_micro_step_and_tp_is_on_the_critical_path():
+    tr = Training(seq_len=128, precision=Precision.BF16_PURE)
+    one = _times(tr, dp=8, zero=3, micro_batch=1, grad_accum=1)
+    four = _times(tr, dp=8, zero=3, micro_batch=1, grad_accum=4)
+    assert four.communication[0] == pytest.approx(4 * one.communication[0])
+    tp2 = _times(tr, tp=2)
+    # 4 collectives × 2 layers × 2(t−1)/t × (128 tokens · 256 · 2 bytes) / 370 GB/s
+    assert tp2.communication[0] == pytest.approx(8 * 1.0 * 128 * 256 * 2 / 370e9)
+
+
+def test_bus_bandwidth_falls_with_nodes():
+    bw = tm.bus_bandwidth(HW, np.array([8, 16, 32, 64, 512]), "all-reduce")
+    assert bw[0] == pytest.approx(370.0)
+    assert list(bw[1:]) == sorted(bw[1:], reverse=True)
+    assert bw[1] == pytest.approx(362.0)  # 2 nodes of 3200 Gbps: the measured curve itself
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dp=st.sampled_from([1, 2, 4, 8]), zero=st.sampled_from([0, 1, 2, 3]), mb=st.integers(1, 4),
+    accum=st.integers(1, 4), method=st.sampled_from([Method.FULL, Method.LORA]),
+)  # fmt: skip
+def test_recomputation_never_lowers_step_time(dp, zero, mb, accum, method):
+    tr = Training(method=method, seq_len=256, lora=LoraSetup() if method is Method.LORA else None)
+    times = [_times(tr, dp=dp, zero=zero, recompute=r, micro_batch=mb, grad_accum=accum).total[0] for r in (0, 1, 2)]
+    assert times[0] <= times[1] + 1e-12 <= times[2] + 2e-12
+
+
+@settings(max_examples=30, deadline=None)
+@given(zero=st.sampled_from([1, 2, 3]), small=st.sampled_from([1, 2, 4]), factor=st.sampled_from([2, 4]))
+def test_more_gpus_never_raise_sharded_states(zero, small, factor):
+    arch = architecture_from_hf(TINY)
+    tr = Training(seq_len=64)
+    terms = ("weights_trainable", "gradients", "optimizer_states")
+
+    def states(dp):
+        est = estimate_memory(arch, tr, Layout(dp=dp, zero=ZeroStage(zero)))
+        return [est.gpu_terms[k] for k in terms]
+
+    for a, b in zip(states(small * factor), states(small), strict=True):
+        assert a <= b
+
+
+def _job(catalog, **fields):
+    data = {"model": "llama-3.1-8b", "method": "lora", "seq_len": 2048, "tokens": 10_000_000, "global_batch": 32}
+    return resolve_job(parse_job(data | fields, "job"), catalog, "job")
+
+
+def test_fit_ranks_and_explains(catalog):
+    job = _job(catalog, method="full")
+    result = fit_job(job, [gpu_pool(catalog, "a100-sxm-40gb", gpus=1), instance_pool(catalog, "aws/p5.48xlarge")])
+    best = rank(result, "time", 5)
+    assert not best.empty
+    assert (best["device_bytes"] <= best["pool"].map(lambda p: 40 * 2**30 if "a100" in p else 80 * 2**30)).all()
+    assert list(best["hours"]) == sorted(best["hours"])
+    assert any("ZeRO-0 offload none" in line and "GiB >" in line for line in result.excluded)
+    cheapest = rank(result, "cost", 3)
+    assert list(cheapest["usd"]) == sorted(cheapest["usd"])
+    # dollars: whole instances per hour
+    row = cheapest.iloc[0]
+    if row["pool"] == "aws/p5.48xlarge":
+        assert row["usd"] == pytest.approx(row["hours"] * np.ceil(row["gpus"] / 8) * 55.04)
+    # batch arithmetic holds for every layout
+    frame = result.layouts
+    assert (frame["dp"] * frame["micro_batch"] * frame["grad_accum"] == 32).all()
+    assert (frame["dp"] * frame["tp"] == frame["gpus"]).all()
+
+
+def test_fit_bad_input(catalog):
+    with pytest.raises(JobError, match="no tokens"):
+        fit_job(resolve_job(parse_job({"model": "llama-3.1-8b", "seq_len": 512}, "j"), catalog, "j"),
+                [gpu_pool(catalog, "h100")])  # fmt: skip
+    with pytest.raises(FtplanError, match="Did you mean"):
+        instance_pool(catalog, "aws/p5.48xlarg")
+    # a prime global batch leaves only data-parallel degree 1 (tensor parallelism still divides)
+    result = fit_job(_job(catalog, global_batch=7), [gpu_pool(catalog, "h100")])
+    assert set(result.layouts["dp"]) == {1}
+
+
+def test_fit_cli(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "ftplan", "fit", str(ROOT / "scenarios/llama-8b-lora-fit.yaml"), "--gpu", "h100",
+         "--instance", "aws/g6e.12xlarge", "--by", "cost", "--format", "json", "--top", "3"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert len(data["layouts"]) == 3 and data["evaluated"] >= data["fitting"] > 0
+    usd = [x["usd"] for x in data["layouts"]]
+    assert usd == sorted(usd)
+    bad = subprocess.run(
+        [sys.executable, "-m", "ftplan", "fit", str(ROOT / "scenarios/llama-8b-lora-fit.yaml"), "--instance", "aws/p5"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("error: --instance: unknown instance 'aws/p5'.") and "Traceback" not in bad.stderr
+    tiny = tmp_path / "big.yaml"
+    tiny.write_text("model: llama-3.1-70b\nmethod: full\nseq_len: 8192\ntokens: 1000000\nglobal_batch: 8\n")
+    none = subprocess.run([sys.executable, "-m", "ftplan", "fit", str(tiny), "--gpu", "t4"],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert none.returncode == 1 and "no layout of llama-3.1-70b fits" in none.stderr and "Closest" in none.stderr
