@@ -166,3 +166,18 @@ def test_fit_cli(tmp_path):
     none = subprocess.run([sys.executable, "-m", "ftplan", "fit", str(tiny), "--gpu", "t4"],
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert none.returncode == 1 and "no layout of llama-3.1-70b fits" in none.stderr and "Closest" in none.stderr
+
+
+def test_vectorised_memory_equals_the_memory_model(catalog):
+    """Every fitting layout's memory, extended from two estimates per family, is the model's own."""
+    from ftplan.memory import Offload, Recompute
+
+    job = _job(catalog, method="full", global_batch=16)
+    pool = gpu_pool(catalog, "h100")
+    frame = fit_job(job, [pool]).layouts
+    for row in frame.iloc[:: max(1, len(frame) // 40)].itertuples():
+        layout = Layout(dp=row.dp, tp=row.tp, zero=ZeroStage(row.zero), offload=Offload(row.offload),
+                        recompute=Recompute(row.recompute), micro_batch=row.micro_batch, grad_accum=row.grad_accum,
+                        gpus_per_node=8)  # fmt: skip
+        est = estimate_memory(job.arch, job.training, layout, gpu_arch=pool.gpu.arch, overheads=job.overheads)
+        assert row.device_bytes == pytest.approx(est.device_total_bytes, abs=2)

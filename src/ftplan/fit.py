@@ -4,9 +4,9 @@ A *pool* is one GPU type in nodes of a fixed size, with a price: a cloud instanc
 catalog, or a GPU type (owned or hypothetical). For every GPU count the pool offers (1, 2, 4, …
 GPUs inside one node; whole nodes beyond one), every tensor-parallel degree that divides the
 attention heads, every ZeRO stage, offload and recomputation (a *family*), the memory model runs
-three times (micro-batch 1 and 2, accumulation 1 and 2): the forward/backward moment of a step grows
-linearly with the micro-batch and by the held gradients under accumulation, the other moments do
-not. Every micro-batch that divides the job's global batch is then checked and timed as arrays.
+twice (micro-batch 1 and 2): the forward/backward moment of a step grows linearly with the
+micro-batch and by the gradients held across accumulation, the other moments do not. Every
+micro-batch that divides the job's global batch is then checked and timed as arrays.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pandas as pd
 from ftplan.catalog import Catalog
 from ftplan.errors import FtplanError, JobError
 from ftplan.job import ResolvedJob
-from ftplan.memory import Layout, Offload, Recompute, ZeroStage, estimate_memory
+from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, ZeroStage, estimate_memory
 from ftplan.memory.setup import Method
 from ftplan.schema.catalog import Gpu
 from ftplan.timing import model as tm
@@ -155,6 +155,15 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
     arch, tr = job.arch, job.training
     flops = tm.job_flops(arch, tr)
     frames, excluded, evaluated = [], [], 0
+    cache: dict[tuple[Layout, str], MemoryEstimate] = {}
+
+    def estimate(layout: Layout, gpu_arch: str) -> MemoryEstimate:
+        """The memory model, shared by pools of the same node size and GPU architecture."""
+        key = (layout, gpu_arch)
+        if key not in cache:
+            cache[key] = estimate_memory(arch, tr, layout, gpu_arch=gpu_arch, overheads=job.overheads)
+        return cache[key]
+
     closest: tuple[float, str] = (math.inf, "")
     for pool in pools:
         gpu = pool.gpu
@@ -165,44 +174,52 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
                 "To fix: choose a global batch divisible by 2, 4 or 8."
             )
             continue
-        rows: dict[str, list] = {k: [] for k in (*_FAMILY_COLUMNS, "micro_batch", "grad_accum", "device_bytes")}
-        best_miss: dict[tuple[int, str], tuple[float, str]] = {}
-        for g, nodes, dp, tp, zero, offload, rec in families:
+        fams: list[tuple] = []
+        scal: list[tuple[float, float, float, float, float]] = []  # fb at mb 1, slope, held grads, others, outside
+        for fam in families:
+            g, _, dp, tp, zero, offload, rec = fam
             base = Layout(dp=dp, tp=tp, zero=ZeroStage(zero), offload=Offload(offload), recompute=Recompute(rec),
                           micro_batch=1, grad_accum=1, gpus_per_node=pool.gpus_per_node)  # fmt: skip
-            kw = dict(gpu_memory_bytes=gpu.memory_bytes, gpu_arch=gpu.arch, overheads=job.overheads)
             try:
-                e11 = estimate_memory(arch, tr, base, **kw)
+                e11 = estimate(base, gpu.arch)
             except FtplanError as exc:
                 excluded.append(f"{pool.name} {g} GPUs tp {tp} {ZERO_NAMES[zero]} offload {offload}: {exc}")
                 continue
-            e21 = estimate_memory(arch, tr, _with(base, micro_batch=2), **kw)
-            e12 = estimate_memory(arch, tr, _with(base, grad_accum=2), **kw)
-            per_dp = job.global_batch // dp
-            mbs = np.array(_divisors(per_dp), dtype=float)
-            accum = per_dp / mbs
             fb11 = e11.phase_bytes["forward/backward"]
-            slope = e21.phase_bytes["forward/backward"] - fb11
-            held = e12.phase_bytes["forward/backward"] - fb11
+            slope = estimate(_with(base, micro_batch=2), gpu.arch).phase_bytes["forward/backward"] - fb11
+            held = e11.gpu_terms["gradients"]  # kept across accumulation micro-steps (estimate.py)
             others = max(v for k, v in e11.phase_bytes.items() if k != "forward/backward")
-            fb = fb11 + (mbs - 1) * slope + np.where(accum > 1, held, 0)
-            peak = np.maximum(fb, others)
-            outside = e11.device_total_bytes - e11.peak_reserved_bytes
-            device = np.floor(peak * (1 + job.overheads.allocator_fraction)) + outside
-            ok = device <= gpu.memory_bytes
-            evaluated += len(mbs)
-            if not ok.any():
-                key = (zero, offload)
-                need = float(device.min())
-                if key not in best_miss or need < best_miss[key][0]:
-                    best_miss[key] = (need, f"best: {g} GPUs tp {tp} recompute {rec} micro-batch 1")
-                continue
-            n_ok = int(ok.sum())
-            for col, val in zip(_FAMILY_COLUMNS, (g, nodes, dp, tp, zero, offload, rec), strict=True):
-                rows[col].extend([val] * n_ok)
-            rows["micro_batch"].extend(mbs[ok].astype(int).tolist())
-            rows["grad_accum"].extend(accum[ok].astype(int).tolist())
-            rows["device_bytes"].extend(device[ok].tolist())
+            fams.append(fam)
+            scal.append((fb11, slope, held, others, e11.device_total_bytes - e11.peak_reserved_bytes))
+        if not fams:
+            continue
+        # every micro-batch dividing each family's per-replica batch, as one set of arrays
+        divs = [_divisors(job.global_batch // f[2]) for f in fams]
+        counts = np.array([len(d) for d in divs])
+        idx = np.repeat(np.arange(len(fams)), counts)
+        mbs = np.concatenate([np.array(d, dtype=float) for d in divs])
+        per_dp = np.array([job.global_batch // f[2] for f in fams], dtype=float)[idx]
+        accum = per_dp / mbs
+        sc = np.array(scal, dtype=float)
+        fb = sc[idx, 0] + (mbs - 1) * sc[idx, 1] + np.where(accum > 1, sc[idx, 2], 0.0)
+        peak = np.maximum(fb, sc[idx, 3])
+        device = np.floor(peak * (1 + job.overheads.allocator_fraction)) + sc[idx, 4]
+        ok = device <= gpu.memory_bytes
+        evaluated += len(mbs)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        fam_ok = np.logical_or.reduceat(ok, starts)
+        fam_min = np.minimum.reduceat(device, starts)
+        best_miss: dict[tuple[int, str], tuple[float, str]] = {}
+        for i in np.flatnonzero(~fam_ok):
+            g, _, _, tp, zero, offload, rec = fams[i]
+            key, need = (zero, offload), float(fam_min[i])
+            if key not in best_miss or need < best_miss[key][0]:
+                best_miss[key] = (need, f"best: {g} GPUs tp {tp} recompute {rec} micro-batch 1")
+        fam_arr = np.array(fams, dtype=object)[idx[ok]]
+        rows = {col: fam_arr[:, j].tolist() for j, col in enumerate(_FAMILY_COLUMNS)}
+        rows["micro_batch"] = mbs[ok].astype(int)
+        rows["grad_accum"] = accum[ok].astype(int)
+        rows["device_bytes"] = device[ok]
         fitted_families = {(z, o) for z, o in zip(rows["zero"], rows["offload"], strict=True)}
         for (zero, offload), (need, where) in sorted(best_miss.items()):
             if (zero, offload) in fitted_families:
@@ -215,9 +232,11 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
             short = need - gpu.memory_bytes
             if short < closest[0]:
                 closest = (short, line)
-        if not rows["gpus"]:
+        if not ok.any():
             continue
         frame = pd.DataFrame(rows)
+        for col in ("gpus", "nodes", "dp", "tp", "zero"):
+            frame[col] = frame[col].astype(int)
         frame.insert(0, "pool", pool.name)
         frames.append(_time_and_cost(frame, job, flops, pool, efficiency))
     layouts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
