@@ -59,7 +59,7 @@ def test_public_api():
     for name in ftplan.__all__:
         assert getattr(ftplan, name) is not None
     job = ftplan.load_job(
-        __import__("pathlib").Path(__file__).resolve().parents[1] / "scenarios/llama-8b-lora-h100.yaml"
+        __import__("pathlib").Path(__file__).resolve().parents[1] / "scenarios/jobs/llama-8b-lora-h100.yaml"
     )
     est = ftplan.estimate_job(ftplan.resolve_job(job, ftplan.load_catalog(user_models=None)))
     assert est.fits is True

@@ -23,7 +23,7 @@ def ftplan(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def test_memory_from_job_file_json():
-    res = runner.invoke(app, ["memory", str(ROOT / "scenarios/llama-8b-lora-h100.yaml"), "--format", "json"])
+    res = runner.invoke(app, ["memory", str(ROOT / "scenarios/jobs/llama-8b-lora-h100.yaml"), "--format", "json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     for key in ("peak_allocated_bytes", "peak_reserved_bytes", "device_total_bytes", "host_bytes_per_node",

@@ -146,7 +146,7 @@ def test_fit_bad_input(catalog):
 
 def test_fit_cli(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "ftplan", "fit", str(ROOT / "scenarios/llama-8b-lora-fit.yaml"), "--gpu", "h100",
+        [sys.executable, "-m", "ftplan", "fit", str(ROOT / "scenarios/jobs/llama-8b-lora-fit.yaml"), "--gpu", "h100",
          "--instance", "aws/g6e.12xlarge", "--by", "cost", "--format", "json", "--top", "3"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -155,8 +155,9 @@ def test_fit_cli(tmp_path):
     assert len(data["layouts"]) == 3 and data["evaluated"] >= data["fitting"] > 0
     usd = [x["usd"] for x in data["layouts"]]
     assert usd == sorted(usd)
+    job = str(ROOT / "scenarios/jobs/llama-8b-lora-fit.yaml")
     bad = subprocess.run(
-        [sys.executable, "-m", "ftplan", "fit", str(ROOT / "scenarios/llama-8b-lora-fit.yaml"), "--instance", "aws/p5"],
+        [sys.executable, "-m", "ftplan", "fit", job, "--instance", "aws/p5"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert bad.returncode == 1

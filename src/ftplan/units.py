@@ -43,3 +43,18 @@ def to_gib(n_bytes: float) -> float:
 def fmt_gib(n_bytes: float) -> str:
     """Human form used in tables and messages, e.g. '79.62 GiB'."""
     return f"{n_bytes / GIB:.2f} GiB"
+
+
+# ---- the planner's integer units (CP-SAT works in integers) ------------------------------------
+MINUTES_PER_HOUR = 60  # time in whole minutes
+MONEY_UNITS_PER_USD = 10_000  # money in hundredths of a cent: rounding stays below $0.0001 a run
+
+
+def hours_to_minutes(hours: float) -> int:
+    """Whole minutes, rounded up so a planned interval never undercuts the job."""
+    return max(1, int(-(-round(hours * MINUTES_PER_HOUR, 6) // 1)))
+
+
+def usd_to_units(usd: float) -> int:
+    """Whole money units (hundredths of a cent), rounded up."""
+    return int(-(-round(usd * MONEY_UNITS_PER_USD, 6) // 1))

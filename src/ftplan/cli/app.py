@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from ftplan.cli import catalog_cmd, fit_cmd, measure_cmd, memory_cmd
+from ftplan.cli import catalog_cmd, fit_cmd, measure_cmd, memory_cmd, plan_cmd
 from ftplan.errors import FtplanError
 
 app = typer.Typer(
@@ -20,6 +20,9 @@ app.add_typer(catalog_cmd.app, name="catalog")
 app.command("memory")(memory_cmd.memory)
 app.command("measure")(measure_cmd.measure)
 app.command("fit")(fit_cmd.fit)
+app.command("plan")(plan_cmd.plan)
+app.command("check")(plan_cmd.check)
+app.command("schema")(plan_cmd.schema)
 
 _state = {"debug": False}
 

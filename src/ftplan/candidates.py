@@ -1,0 +1,150 @@
+"""Candidate layouts of each job on each pool: the table the solver chooses from.
+
+For a job and a pool, ``ftplan fit``'s search gives every layout that fits (for each optimizer the
+job allows); the job's ``allow:`` choices filter it; then, per GPU count, the fastest layout is
+kept (for a fixed GPU count, GPU-hours and cost grow with the duration), and across GPU counts the
+Pareto set of (duration, GPU-hours, cost). Durations become whole minutes and costs whole money units
+here, in one place (``ftplan.units``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pandas as pd
+
+from ftplan.fit import fit_job
+from ftplan.job import ResolvedJob
+from ftplan.scenario import Campaign, PoolSpec
+from ftplan.schema.scenario import ScenarioJob
+from ftplan.units import hours_to_minutes, usd_to_units
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run a job: a pool, a GPU count and a layout, with its duration and cost."""
+
+    job_id: str
+    pool_id: str
+    gpus: int
+    nodes: int  # nodes spanned (1 for a job inside one node)
+    whole_nodes: bool  # a multi-node job takes its nodes whole
+    dp: int
+    tp: int
+    zero: int
+    offload: str
+    recompute: str
+    micro_batch: int
+    grad_accum: int
+    optimizer: str
+    device_bytes: int
+    headroom_bytes: int
+    tokens_per_s: float
+    hours: float
+    usd: float
+    minutes: int
+    cost_units: int  # cost in the solver's money units (ftplan.units)
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.hours * self.gpus
+
+
+@dataclass
+class CandidateTable:
+    by_job: dict[str, list[Candidate]]
+    excluded: dict[str, list[str]]  # job id → why pools or families were excluded
+    closest: dict[str, str]  # job id → the nearest miss when nothing fits
+
+
+def run_cost_usd(pool: PoolSpec, gpus: int, hours: float) -> float:
+    """What one run costs on a pool: cloud instances are paid whole; owned and bought nodes by share."""
+    per = pool.gpus_per_node
+    if pool.kind == "cloud":
+        return hours * -(-gpus // per) * pool.usd_per_node_h
+    return hours * pool.usd_per_node_h * gpus / per
+
+
+def _pareto(frame: pd.DataFrame) -> pd.DataFrame:
+    keep = []
+    rows = frame[["hours", "gpu_hours", "usd_run"]].to_numpy()
+    for i, r in enumerate(rows):
+        dominated = ((rows <= r).all(axis=1) & (rows < r).any(axis=1)).any()
+        if not dominated:
+            keep.append(i)
+    return frame.iloc[keep]
+
+
+def build_candidates(campaign: Campaign, max_per_pool: int = 6) -> CandidateTable:
+    """Candidates of every job of the campaign on every pool (see module docstring)."""
+    by_job: dict[str, list[Candidate]] = {}
+    excluded: dict[str, list[str]] = {}
+    closest: dict[str, str] = {}
+    memo: dict[str, tuple[list[Candidate], list[str], str]] = {}  # identical jobs share their search
+    for job_id, job in campaign.jobs.items():
+        spec = next(j for j in campaign.scenario.jobs if j.id == job_id)
+        key = spec.model_dump_json(exclude={"id", "count", "deadline_h", "depends_on", "priority"})
+        if key not in memo:
+            memo[key] = _search(campaign, job, spec, max_per_pool)
+        cands, why, near = memo[key]
+        by_job[job_id] = [replace(c, job_id=job_id) for c in cands]
+        excluded[job_id] = list(why)
+        if near:
+            closest[job_id] = near
+    return CandidateTable(by_job, excluded, closest)
+
+
+def _search(
+    campaign: Campaign, job: ResolvedJob, spec: ScenarioJob, max_per_pool: int
+) -> tuple[list[Candidate], list[str], str]:
+    """Candidates of one job on every pool, why the rest were excluded, and the nearest miss."""
+    allow = spec.allow
+    excluded: list[str] = []
+    closest = ""
+    frames = []
+    for opt in allow.optimizers or [job.training.optimizer]:
+        variant = replace(job, training=replace(job.training, optimizer=opt))
+        for pool in campaign.pools:
+            result = fit_job(variant, [pool.pool])
+            excluded.extend(result.excluded)
+            closest = closest or result.closest
+            frame = result.layouts
+            if frame.empty:
+                continue
+            frame = frame.assign(optimizer=opt.value, pool_id=pool.id)
+            frame["usd_run"] = [run_cost_usd(pool, g, h) for g, h in zip(frame["gpus"], frame["hours"], strict=True)]
+            frames.append(frame)
+    if not frames:
+        return [], excluded, closest
+    frame = pd.concat(frames, ignore_index=True)
+    if allow.recompute:
+        frame = frame[frame["recompute"].isin([r.value for r in allow.recompute])]
+    if allow.zero:
+        frame = frame[frame["zero"].isin(allow.zero)]
+    if not allow.offload:
+        frame = frame[frame["offload"] == "none"]
+    if allow.max_gpus:
+        frame = frame[frame["gpus"] <= allow.max_gpus]
+    # on equal time and cost prefer the simpler layout: less sharding, no offload, no recomputation
+    frame = frame.assign(rec_rank=frame["recompute"].map({"none": 0, "selective": 1, "full": 2}))
+    order = ["hours", "usd_run", "zero", "offload", "rec_rank", "tp", "device_bytes", "micro_batch", "optimizer"]
+    cands: list[Candidate] = []
+    for pool_id, group in frame.groupby("pool_id", sort=False):
+        pool = next(p for p in campaign.pools if p.id == pool_id)
+        fastest = group.sort_values(order, kind="mergesort").drop_duplicates("gpus")
+        front = _pareto(fastest.reset_index(drop=True)).sort_values(["hours", "gpus"]).head(max_per_pool)
+        cands += [_candidate(spec.id, pool, r) for r in front.itertuples()]
+    return cands, excluded, closest
+
+
+def _candidate(job_id: str, pool: PoolSpec, r) -> Candidate:
+    gpus = int(r.gpus)
+    nodes = -(-gpus // pool.gpus_per_node)
+    return Candidate(
+        job_id=job_id, pool_id=pool.id, gpus=gpus, nodes=nodes, whole_nodes=gpus > pool.gpus_per_node,
+        dp=int(r.dp), tp=int(r.tp), zero=int(r.zero), offload=str(r.offload), recompute=str(r.recompute),
+        micro_batch=int(r.micro_batch), grad_accum=int(r.grad_accum), optimizer=str(r.optimizer),
+        device_bytes=int(r.device_bytes), headroom_bytes=int(r.headroom_bytes), tokens_per_s=float(r.tokens_per_s),
+        hours=float(r.hours), usd=float(r.usd_run), minutes=hours_to_minutes(float(r.hours)),
+        cost_units=usd_to_units(float(r.usd_run)),
+    )  # fmt: skip

@@ -1,0 +1,169 @@
+"""Turn a solution into a plan: node ids, GPU indices, times, layouts, costs and totals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ortools
+import yaml
+
+from ftplan.candidates import Candidate
+from ftplan.io import write_text_atomic
+from ftplan.scenario import Campaign, PoolSpec, purchase_charge
+from ftplan.schema.plan import Plan, PlanLayout, PlanRun, PlanSolver, PlanTotals, PoolUse
+from ftplan.solver.greedy import Placement
+from ftplan.solver.solve import Solution
+from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD
+
+
+def node_id(pool: PoolSpec, k: int) -> str:
+    return f"{pool.id}/{'node' if pool.placed else 'i'}{k}"
+
+
+def _assign(intervals: list[tuple[int, int, str, int]], slots: int) -> dict[str, list[int]]:
+    """Give each (start, end, key, demand) interval ``demand`` of ``slots`` indices, none shared in time."""
+    busy: list[tuple[int, int]] = []  # (end, index)
+    out: dict[str, list[int]] = {}
+    for start, end, key, demand in sorted(intervals):
+        busy = [(e, i) for e, i in busy if e > start]
+        taken = {i for _, i in busy}
+        free = [i for i in range(slots) if i not in taken][:demand]
+        if len(free) < demand:
+            raise AssertionError(f"capacity exceeded at minute {start}")
+        out[key] = free
+        busy += [(end, i) for i in free]
+    return out
+
+
+def build_plan(campaign: Campaign, sol: Solution) -> Plan:
+    chosen: dict[str, Candidate] = {
+        rid: sol.table.by_job[_job(campaign, rid)][p.cand] for rid, p in sol.placements.items()
+    }
+    gpu_idx: dict[tuple[str, str], list[int]] = {}  # (run, node id) → GPU indices
+    run_nodes: dict[str, list[str]] = {}
+    for pool in campaign.pools:
+        runs = [rid for rid, c in chosen.items() if c.pool_id == pool.id]
+        if pool.placed:
+            for k in range(pool.nodes):
+                items = []
+                for rid in runs:
+                    place, c = sol.placements[rid], chosen[rid]
+                    if k in place.nodes:
+                        demand = pool.gpus_per_node if c.whole_nodes else c.gpus
+                        items.append((place.start, place.start + c.minutes, rid, demand))
+                nid = node_id(pool, k)
+                for rid, idx in _assign(items, pool.gpus_per_node).items():
+                    gpu_idx[rid, nid] = idx
+                    run_nodes.setdefault(rid, []).append(nid)
+        else:
+            items = [
+                (sol.placements[r].start, sol.placements[r].start + chosen[r].minutes, r, chosen[r].nodes) for r in runs
+            ]
+            for rid, slots in _assign(items, pool.nodes).items():
+                c = chosen[rid]
+                for k in slots:
+                    nid = node_id(pool, k)
+                    run_nodes.setdefault(rid, []).append(nid)
+                    gpu_idx[rid, nid] = list(range(min(c.gpus, pool.gpus_per_node)))
+    runs_out = []
+    for run in campaign.runs:
+        c, place = chosen[run.id], sol.placements[run.id]
+        nodes = run_nodes[run.id]
+        runs_out.append(
+            PlanRun(
+                run=run.id, job=run.job_id, pool=c.pool_id, nodes=nodes,
+                gpus={n: gpu_idx[run.id, n] for n in nodes}, gpu_count=c.gpus,
+                start_h=place.start / MINUTES_PER_HOUR, end_h=(place.start + c.minutes) / MINUTES_PER_HOUR,
+                layout=PlanLayout(dp=c.dp, tp=c.tp, zero=c.zero, offload=c.offload, recompute=c.recompute,
+                                  micro_batch=c.micro_batch, grad_accum=c.grad_accum, optimizer=c.optimizer,
+                                  precision=run.job.training.precision.value),
+                memory_per_gpu_bytes=c.device_bytes, headroom_bytes=c.headroom_bytes,
+                tokens_per_s=c.tokens_per_s, hours=c.hours, usd=c.usd,
+            )
+        )  # fmt: skip
+    totals = plan_totals(campaign, runs_out, sol.bought)
+    greedy_cost = greedy_span = None
+    if sol.greedy is not None:
+        greedy_cost, greedy_span = greedy_summary(campaign, sol)
+    return Plan(
+        scenario=campaign.scenario.name or campaign.source,
+        runs=runs_out,
+        totals=totals,
+        solver=PlanSolver(
+            status=sol.status,
+            objective=sol.objective,
+            objective_value=_scale(sol, sol.objective_value),
+            bound=_scale(sol, sol.bound),
+            gap=sol.gap,
+            wall_s=round(sol.wall_s, 3),
+            seed=sol.seed,
+            workers=sol.workers,
+            ortools_version=ortools.__version__,
+            greedy_cost_usd=greedy_cost,
+            greedy_makespan_h=greedy_span,
+            stopped_early=sol.stopped,
+        ),
+    )
+
+
+def _scale(sol: Solution, value: float) -> float:
+    """Solver units to the plan's: USD for cost, hours for time."""
+    return value / (MONEY_UNITS_PER_USD if sol.objective == "cost" else MINUTES_PER_HOUR)
+
+
+def _job(campaign: Campaign, rid: str) -> str:
+    return next(r.job_id for r in campaign.runs if r.id == rid)
+
+
+def plan_totals(campaign: Campaign, runs: list[PlanRun], bought: dict[str, int]) -> PlanTotals:
+    """Campaign totals, computed from the runs alone (the verifier recomputes them the same way)."""
+    makespan = max((r.end_h for r in runs), default=0.0)
+    deadline = campaign.scenario.objective.deadline_h
+    uses = []
+    cost = sum(r.usd for r in runs)
+    for p in campaign.pools:
+        used = sum(r.hours * r.gpu_count for r in runs if r.pool == p.id)
+        nodes = bought.get(p.id, 0) if p.kind == "purchase" else p.nodes
+        available = nodes * p.gpus_per_node * makespan
+        purchase = bought.get(p.id, 0) * purchase_charge(p, deadline) if p.kind == "purchase" else 0.0
+        cost += purchase
+        uses.append(
+            PoolUse(
+                pool=p.id, gpu_hours_used=used, gpu_hours_available=available,
+                utilisation=used / available if available else 0.0,
+                nodes_bought=bought.get(p.id, 0), purchase_usd=purchase,
+            )
+        )  # fmt: skip
+    return PlanTotals(
+        cost_usd=cost, makespan_h=makespan, gpu_hours=sum(r.hours * r.gpu_count for r in runs), pools=uses
+    )
+
+
+def greedy_summary(campaign: Campaign, sol: Solution) -> tuple[float, float]:
+    """Cost and makespan of the greedy warm start (what first-fit list scheduling gives)."""
+    assert sol.greedy is not None
+    pools = {p.id: p for p in campaign.pools}
+    cost, span, bought = 0.0, 0, {}
+    for rid, place in sol.greedy.items():
+        c = sol.table.by_job[_job(campaign, rid)][place.cand]
+        cost += c.usd
+        span = max(span, place.start + c.minutes)
+        if pools[c.pool_id].kind == "purchase" and place.nodes:
+            bought[c.pool_id] = max(bought.get(c.pool_id, 0), max(place.nodes) + 1)
+    deadline = campaign.scenario.objective.deadline_h
+    cost += sum(n * purchase_charge(pools[p], deadline) for p, n in bought.items())
+    return cost, span / MINUTES_PER_HOUR
+
+
+def write_plan(plan: Plan, path: Path) -> None:
+    """Write a plan as YAML (``.yaml``/``.yml``) or JSON, atomically."""
+    data = plan.model_dump(mode="json")
+    if Path(path).suffix in (".yaml", ".yml"):
+        text = yaml.safe_dump(data, sort_keys=False)
+    else:
+        text = json.dumps(data, indent=2)
+    write_text_atomic(Path(path), text)
+
+
+__all__ = ["Placement", "build_plan", "plan_totals", "write_plan"]

@@ -1,0 +1,41 @@
+"""The plan as a terminal table: one row per run, then totals, pools and solver quality."""
+
+from __future__ import annotations
+
+from ftplan.report.tables import render_table
+from ftplan.schema.plan import Plan
+from ftplan.units import GIB
+
+
+def plan_table(plan: Plan) -> str:
+    rows = []
+    for r in plan.runs:
+        lay = r.layout
+        nodes = ",".join(n.split("/", 1)[1] for n in r.nodes)
+        rows.append([
+            r.run, r.pool, nodes, str(r.gpu_count), f"{r.start_h:.2f}", f"{r.end_h:.2f}",
+            f"dp{lay.dp} tp{lay.tp} Z{lay.zero}" + (f" off:{lay.offload}" if lay.offload != "none" else ""),
+            lay.recompute, f"{lay.micro_batch}×{lay.grad_accum}", lay.optimizer,
+            f"{r.memory_per_gpu_bytes / GIB:.1f}", f"{r.tokens_per_s:,.0f}", f"{r.usd:,.2f}",
+        ])  # fmt: skip
+    headers = ["run", "pool", "nodes", "GPUs", "start h", "end h", "layout", "recompute", "mb×acc", "optimizer",
+               "GiB/GPU", "tokens/s", "USD"]  # fmt: skip
+    out = [f"plan for {plan.scenario}", "", render_table(headers, rows, right={3, 4, 5, 10, 11, 12})]
+    t = plan.totals
+    out.append(f"\ncost ${t.cost_usd:,.2f} · makespan {t.makespan_h:.2f} h · {t.gpu_hours:,.1f} GPU-hours")
+    pools = [
+        [u.pool, f"{u.gpu_hours_used:,.1f}", f"{100 * u.utilisation:.0f}%",
+         str(u.nodes_bought) if u.nodes_bought else "", f"{u.purchase_usd:,.0f}" if u.purchase_usd else ""]
+        for u in t.pools
+    ]  # fmt: skip
+    out.append(render_table(["pool", "GPU-hours", "utilisation", "bought", "purchase USD"], pools, right={1, 2, 3, 4}))
+    s = plan.solver
+    fmt = (lambda v: f"${v:,.2f}") if s.objective == "cost" else (lambda v: f"{v:,.2f} h")
+    line = (f"\nsolver: {s.status} · {s.objective} {fmt(s.objective_value)} · bound {fmt(s.bound)} · "
+            f"gap {100 * s.gap:.2f}% · {s.wall_s:.2f} s · seed {s.seed} · {s.workers} worker(s)")  # fmt: skip
+    if s.greedy_cost_usd is not None:
+        line += f"\ngreedy first-fit: ${s.greedy_cost_usd:,.2f}, makespan {s.greedy_makespan_h:.2f} h"
+    if s.stopped_early:
+        line += "\nstopped by Ctrl-C: the best plan found so far"
+    out.append(line)
+    return "\n".join(out)

@@ -1,0 +1,146 @@
+"""Load a scenario file and resolve it against the catalogs: runs, pools, options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ftplan.catalog import Catalog
+from ftplan.errors import FtplanError, did_you_mean
+from ftplan.fit import Pool, instance_pool
+from ftplan.io import describe_validation_error, read_yaml
+from ftplan.job import ResolvedJob, resolve_job
+from ftplan.schema.scenario import CloudPool, OwnedPool, PurchasePool, Scenario, ScenarioJob
+
+
+class ScenarioError(FtplanError):
+    """A scenario file is malformed or inconsistent."""
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """A pool of the inventory, resolved: hardware, how many nodes, what they cost."""
+
+    id: str
+    kind: str  # owned | cloud | purchase
+    pool: Pool  # hardware and node shape (``pool.max_nodes`` = nodes owned, quota or most to buy)
+    usd_per_node_h: float  # cloud: instance price; owned/purchase: running cost
+    purchase_usd_per_node: float = 0.0  # price of one node
+    amortisation_h: float | None = None  # the price is spread over this many hours of use
+    placed: bool = True  # owned/purchase: jobs are placed on named nodes; cloud: instances are rented
+
+    @property
+    def nodes(self) -> int:
+        return self.pool.max_nodes
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.pool.gpus_per_node
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of a job (a job with ``count: 3`` has three runs)."""
+
+    id: str
+    job_id: str
+    job: ResolvedJob
+    spec: ScenarioJob
+    deadline_h: float | None
+    depends_on: tuple[str, ...]  # run ids
+
+
+@dataclass(frozen=True)
+class Campaign:
+    scenario: Scenario
+    source: str
+    runs: list[Run]
+    pools: list[PoolSpec]
+    jobs: dict[str, ResolvedJob]  # one resolved job per scenario job id
+
+
+def load_scenario(path: Path) -> Scenario:
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: expected a mapping with jobs, pools, objective and solver.")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(f"{path}{describe_validation_error(exc)}") from None
+
+
+def _pool_spec(p: OwnedPool | CloudPool | PurchasePool, catalog: Catalog, where: str) -> PoolSpec:
+    if isinstance(p, CloudPool):
+        fp = instance_pool(catalog, p.instance, nodes=1, spot=p.pricing == "spot")
+        fp = replace(fp, max_nodes=p.quota_nodes if fp.network_gbps else 1, name=p.id)
+        assert fp.usd_per_node_hour is not None
+        # beyond one node needs the instance's network; quota still bounds concurrent instances
+        return PoolSpec(p.id, "cloud", fp, fp.usd_per_node_hour, placed=False)
+    gpu = catalog.gpu(p.gpu, f"{where}.gpu")
+    per_node = p.gpus_per_node or gpu.max_gpus_per_node
+    nodes = p.nodes if isinstance(p, OwnedPool) else p.max_nodes
+    fp = Pool(p.id, gpu, per_node, nodes, p.network_gbps, p.usd_per_node_h)
+    if isinstance(p, OwnedPool):
+        return PoolSpec(p.id, "owned", fp, p.usd_per_node_h)
+    price = p.usd_per_node_h
+    per_node_usd = p.usd_per_node or (gpu.purchase_usd_per_gpu or 0.0) * per_node
+    if not per_node_usd:
+        raise ScenarioError(f"{where}.usd_per_node: the catalog has no purchase price for {gpu.id}. To fix: give one.")
+    return PoolSpec(p.id, "purchase", fp, price, purchase_usd_per_node=per_node_usd, amortisation_h=p.amortisation_h)
+
+
+def purchase_charge(pool: PoolSpec, horizon_h: float | None) -> float:
+    """What one bought node costs the campaign: its price, or, with an amortisation period and a
+    campaign deadline, the share of the price that the deadline's hours use up."""
+    if pool.amortisation_h is None or horizon_h is None:
+        return pool.purchase_usd_per_node
+    return pool.purchase_usd_per_node * min(1.0, horizon_h / pool.amortisation_h)
+
+
+def resolve_scenario(scenario: Scenario, catalog: Catalog, source: str = "scenario") -> Campaign:
+    """Resolve models, GPUs and instances; expand counts into runs; check dependencies."""
+    jobs: dict[str, ResolvedJob] = {}
+    for i, j in enumerate(scenario.jobs):
+        where = f"{source}: jobs[{i}] ({j.id})"
+        jobs[j.id] = resolve_job(j, catalog, where)
+    ids = list(jobs)
+    for i, j in enumerate(scenario.jobs):
+        for dep in j.depends_on:
+            if dep not in jobs:
+                raise ScenarioError(f"{source}: jobs[{i}].depends_on: unknown job {dep!r}.{did_you_mean(dep, ids)}")
+            if dep == j.id:
+                raise ScenarioError(f"{source}: jobs[{i}].depends_on: job {j.id!r} depends on itself.")
+    _check_cycles(scenario, source)
+    runs: list[Run] = []
+    by_job: dict[str, list[str]] = {}
+    for j in scenario.jobs:
+        by_job[j.id] = [j.id if j.count == 1 else f"{j.id}#{k + 1}" for k in range(j.count)]
+    for j in scenario.jobs:
+        deps = tuple(r for d in j.depends_on for r in by_job[d])
+        for rid in by_job[j.id]:
+            runs.append(Run(rid, j.id, jobs[j.id], j, j.deadline_h, deps))
+    pools = []
+    for i, p in enumerate(scenario.pools):
+        pools.append(_pool_spec(p, catalog, f"{source}: pools[{i}] ({p.id})"))
+    return Campaign(scenario, source, runs, pools, jobs)
+
+
+def _check_cycles(scenario: Scenario, source: str) -> None:
+    deps = {j.id: list(j.depends_on) for j in scenario.jobs}
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        if state.get(node) == 2:
+            return
+        if state.get(node) == 1:
+            cycle = [*path[path.index(node) :], node]
+            raise ScenarioError(f"{source}: jobs depends_on has a cycle: {' → '.join(cycle)}. To fix: remove one edge.")
+        state[node] = 1
+        for d in deps[node]:
+            visit(d, [*path, node])
+        state[node] = 2
+
+    for j in deps:
+        visit(j, [])

@@ -1,0 +1,192 @@
+"""CP-SAT model of a campaign: choose one candidate per run, place it on nodes, schedule it.
+
+Sets
+  R runs (a job with ``count: k`` has k runs); C_r candidates of run r (pool, GPU count, layout,
+  duration d_c minutes, cost k_c money units); P pools; N_p nodes of pool p (owned nodes, the most
+  nodes one may buy) — cloud pools are not placed on named nodes: their instances are rented.
+
+Variables
+  x_c ∈ {0,1}: run r uses candidate c;  s_r, e_r ∈ [0, H]: start and end of run r (minutes);
+  a_{c,k} ∈ {0,1}: candidate c occupies node k of its (owned or purchase) pool;
+  b_{p,k} ∈ {0,1}: node k of purchase pool p is bought; B_p = Σ_k b_{p,k};  M: makespan.
+
+Constraints
+  choice       Σ_{c∈C_r} x_c = 1
+  duration     x_c ⇒ e_r = s_r + d_c
+  placement    single-node c: Σ_k a_{c,k} = x_c;  multi-node c: Σ_k a_{c,k} = n_c·x_c
+  capacity     per node k: cumulative of intervals [s_r, s_r + d_c) present when a_{c,k}, demand
+               g_c (single-node) or the whole node (multi-node) ≤ GPUs per node
+  quota        per cloud pool: cumulative of intervals present when x_c, demand n_c (instances)
+               ≤ quota
+  purchase     b_{p,k} ≥ b_{p,k+1};  a_{c,k} ≤ b_{p,k}
+  deadlines    e_r ≤ D_r;  e_r ≤ D (campaign deadline)
+  dependencies s_r ≥ e_q for every q that r depends on
+  makespan     M ≥ e_r
+  budget       cost ≤ budget (money units)
+  energy       per pool, Σ x_c·g_c·d_c ≤ GPUs of the pool × H (bought nodes for purchase pools;
+               instances × H for cloud pools): implied by capacity, it tightens the LP bound
+
+Objective
+  cost = Σ x_c·k_c + Σ_p B_p·purchase_p (money units), or time = M, or one then the other
+  (lexicographic: the first optimum becomes a constraint of the second solve).
+
+Time is in whole minutes and money in hundredths of a cent (``ftplan.units``). The horizon H is the
+campaign deadline, or the sum of every run's slowest candidate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ortools.sat.python import cp_model
+
+from ftplan.candidates import Candidate, CandidateTable
+from ftplan.scenario import Campaign, PoolSpec, purchase_charge
+from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, usd_to_units
+
+
+@dataclass
+class Model:
+    """The CP-SAT model and its variables (a container the constraints and the plan read)."""
+
+    cp: cp_model.CpModel
+    campaign: Campaign
+    cands: dict[str, list[Candidate]]  # run id → candidates
+    x: dict[tuple[str, int], cp_model.IntVar] = field(default_factory=dict)
+    start: dict[str, cp_model.IntVar] = field(default_factory=dict)
+    end: dict[str, cp_model.IntVar] = field(default_factory=dict)
+    place: dict[tuple[str, int, int], cp_model.IntVar] = field(default_factory=dict)  # (run, cand, node)
+    bought: dict[tuple[str, int], cp_model.IntVar] = field(default_factory=dict)  # (pool, node)
+    makespan: cp_model.IntVar | None = None
+    cost: cp_model.LinearExpr | None = None
+    horizon: int = 0
+    purchase_units: dict[str, int] = field(default_factory=dict)
+
+    def pool(self, pool_id: str) -> PoolSpec:
+        return next(p for p in self.campaign.pools if p.id == pool_id)
+
+
+def horizon_minutes(campaign: Campaign, cands: dict[str, list[Candidate]]) -> int:
+    deadline = campaign.scenario.objective.deadline_h
+    serial = sum(max(c.minutes for c in cs) for cs in cands.values())
+    if deadline is not None:
+        return min(serial, int(deadline * MINUTES_PER_HOUR))
+    return serial
+
+
+def build_model(campaign: Campaign, table: CandidateTable) -> Model:
+    cp = cp_model.CpModel()
+    cands = {r.id: table.by_job[r.job_id] for r in campaign.runs}
+    m = Model(cp=cp, campaign=campaign, cands=cands)
+    m.horizon = horizon_minutes(campaign, cands)
+    h = m.horizon
+    for run in campaign.runs:
+        m.start[run.id] = cp.new_int_var(0, h, f"s[{run.id}]")
+        m.end[run.id] = cp.new_int_var(0, h, f"e[{run.id}]")
+        for i, _ in enumerate(cands[run.id]):
+            m.x[run.id, i] = cp.new_bool_var(f"x[{run.id},{i}]")
+    for p in campaign.pools:
+        if p.kind == "purchase":
+            m.purchase_units[p.id] = usd_to_units(purchase_charge(p, campaign.scenario.objective.deadline_h))
+            for k in range(p.nodes):
+                m.bought[p.id, k] = cp.new_bool_var(f"b[{p.id},{k}]")
+    _choice_and_duration(m)
+    _placement_and_capacity(m)
+    _quota(m)
+    _purchase(m)
+    _deadlines_and_dependencies(m)
+    _energy(m)
+    _objective_terms(m)
+    return m
+
+
+def _choice_and_duration(m: Model) -> None:
+    for rid, cs in m.cands.items():
+        m.cp.add_exactly_one(m.x[rid, i] for i in range(len(cs)))
+        for i, c in enumerate(cs):
+            m.cp.add(m.end[rid] == m.start[rid] + c.minutes).only_enforce_if(m.x[rid, i])
+
+
+def _placement_and_capacity(m: Model) -> None:
+    per_node: dict[tuple[str, int], list[tuple[cp_model.IntervalVar, int]]] = {}
+    for rid, cs in m.cands.items():
+        for i, c in enumerate(cs):
+            pool = m.pool(c.pool_id)
+            if not pool.placed:
+                continue
+            lits = []
+            for k in range(pool.nodes):
+                lit = m.cp.new_bool_var(f"a[{rid},{i},{k}]")
+                m.place[rid, i, k] = lit
+                lits.append(lit)
+                iv = m.cp.new_optional_fixed_size_interval_var(m.start[rid], c.minutes, lit, f"iv[{rid},{i},{k}]")
+                demand = pool.gpus_per_node if c.whole_nodes else c.gpus
+                per_node.setdefault((pool.id, k), []).append((iv, demand))
+            m.cp.add(sum(lits) == (c.nodes if c.whole_nodes else 1) * m.x[rid, i])
+    for (pool_id, _), items in per_node.items():
+        cap = m.pool(pool_id).gpus_per_node
+        m.cp.add_cumulative([iv for iv, _ in items], [d for _, d in items], cap)
+
+
+def _quota(m: Model) -> None:
+    per_pool: dict[str, list[tuple[cp_model.IntervalVar, int]]] = {}
+    for rid, cs in m.cands.items():
+        for i, c in enumerate(cs):
+            pool = m.pool(c.pool_id)
+            if pool.placed:
+                continue
+            iv = m.cp.new_optional_fixed_size_interval_var(m.start[rid], c.minutes, m.x[rid, i], f"q[{rid},{i}]")
+            per_pool.setdefault(pool.id, []).append((iv, c.nodes))
+    for pool_id, items in per_pool.items():
+        m.cp.add_cumulative([iv for iv, _ in items], [d for _, d in items], m.pool(pool_id).nodes)
+
+
+def _purchase(m: Model) -> None:
+    for p in m.campaign.pools:
+        if p.kind != "purchase":
+            continue
+        for k in range(p.nodes - 1):
+            m.cp.add_implication(m.bought[p.id, k + 1], m.bought[p.id, k])
+    for (rid, i, k), lit in m.place.items():
+        pool = m.pool(m.cands[rid][i].pool_id)
+        if pool.kind == "purchase":
+            m.cp.add_implication(lit, m.bought[pool.id, k])
+
+
+def _deadlines_and_dependencies(m: Model) -> None:
+    obj = m.campaign.scenario.objective
+    for run in m.campaign.runs:
+        if run.deadline_h is not None:
+            m.cp.add(m.end[run.id] <= int(run.deadline_h * MINUTES_PER_HOUR))
+        if obj.deadline_h is not None:
+            m.cp.add(m.end[run.id] <= int(obj.deadline_h * MINUTES_PER_HOUR))
+        for dep in run.depends_on:
+            m.cp.add(m.start[run.id] >= m.end[dep])
+
+
+def _energy(m: Model) -> None:
+    for p in m.campaign.pools:
+        terms = []
+        for rid, cs in m.cands.items():
+            for i, c in enumerate(cs):
+                if c.pool_id == p.id:
+                    terms.append((c.nodes if not p.placed else c.gpus) * c.minutes * m.x[rid, i])
+        if not terms:
+            continue
+        if p.kind == "purchase":
+            bought = sum(m.bought[p.id, k] for k in range(p.nodes))
+            m.cp.add(sum(terms) <= p.gpus_per_node * m.horizon * bought)
+        else:
+            unit = p.gpus_per_node if p.placed else 1
+            m.cp.add(sum(terms) <= unit * p.nodes * m.horizon)
+
+
+def _objective_terms(m: Model) -> None:
+    m.makespan = m.cp.new_int_var(0, m.horizon, "makespan")
+    m.cp.add_max_equality(m.makespan, list(m.end.values()))
+    terms = [c.cost_units * m.x[rid, i] for rid, cs in m.cands.items() for i, c in enumerate(cs)]
+    terms += [m.purchase_units[p] * b for (p, _), b in m.bought.items()]
+    m.cost = sum(terms)
+    budget = m.campaign.scenario.objective.budget_usd
+    if budget is not None:
+        m.cp.add(m.cost <= int(budget * MONEY_UNITS_PER_USD))

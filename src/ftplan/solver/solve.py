@@ -1,0 +1,276 @@
+"""Solve a campaign: explain what cannot work, build the CP-SAT model, warm-start it, solve."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ortools.sat.python import cp_model
+
+from ftplan.candidates import CandidateTable, build_candidates
+from ftplan.errors import FtplanError
+from ftplan.scenario import Campaign
+from ftplan.solver.greedy import Placement, greedy_plan
+from ftplan.solver.model import Model, build_model
+from ftplan.units import MINUTES_PER_HOUR
+
+
+class InfeasibleError(FtplanError):
+    """The campaign cannot be planned; the message says which job and why."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    objective: float
+    bound: float
+    elapsed_s: float
+
+    @property
+    def gap(self) -> float:
+        return abs(self.objective - self.bound) / max(abs(self.objective), 1e-9)
+
+
+@dataclass
+class Solution:
+    """What the solver chose, with its status and quality."""
+
+    status: str  # OPTIMAL | FEASIBLE
+    objective: str
+    objective_value: float  # money units (cost) or minutes (time) of the primary objective
+    bound: float
+    gap: float
+    wall_s: float
+    seed: int
+    workers: int
+    placements: dict[str, Placement]
+    ends: dict[str, int]
+    bought: dict[str, int]  # purchase pool → nodes bought
+    greedy: dict[str, Placement] | None
+    table: CandidateTable
+    stopped: bool = False
+    greedy_objective: float | None = None  # the warm start's primary objective, same units
+
+
+def explain_infeasible(campaign: Campaign, table: CandidateTable) -> None:
+    """Raise with the first reason found before solving: a job fitting nowhere, deadlines, budget."""
+    for job_id, cands in table.by_job.items():
+        if not cands:
+            near = table.closest.get(job_id) or next(iter(table.excluded.get(job_id, [])), "no layout was possible")
+            raise InfeasibleError(
+                f"job {job_id!r} fits on no pool. Closest: {near}. To fix: add larger GPUs, more nodes, or "
+                "allow ZeRO-3/offload/recomputation."
+            )
+    deadline = campaign.scenario.objective.deadline_h
+    for run in campaign.runs:
+        fastest = min(c.minutes for c in table.by_job[run.job_id])
+        chain = _critical_path(campaign, table)
+        for limit, what in (
+            (run.deadline_h, f"its deadline of {run.deadline_h} h"),
+            (deadline, f"the campaign deadline of {deadline} h"),
+        ):
+            if limit is None:
+                continue
+            if fastest > limit * MINUTES_PER_HOUR:
+                raise InfeasibleError(
+                    f"job {run.id!r} takes at least {fastest / 60:.2f} h on the fastest option, beyond {what}. "
+                    "To fix: move the deadline or add faster pools."
+                )
+            if chain[run.id] > limit * MINUTES_PER_HOUR:
+                raise InfeasibleError(
+                    f"job {run.id!r} cannot end before {chain[run.id] / 60:.2f} h (its dependencies run first), beyond "
+                    f"{what}. To fix: move the deadline or add faster pools."
+                )
+    if deadline is not None:
+        work = sum(min(c.gpu_hours for c in table.by_job[r.job_id]) for r in campaign.runs)
+        gpus = sum(p.nodes * p.gpus_per_node for p in campaign.pools)
+        if work / gpus > deadline:
+            raise InfeasibleError(
+                f"the campaign needs at least {work:,.0f} GPU-hours; the inventory's {gpus} GPUs give "
+                f"{gpus * deadline:,.0f} by the deadline of {deadline} h (makespan lower bound "
+                f"{work / gpus:.1f} h). To fix: move the deadline, raise quotas or add pools."
+            )
+
+
+def _critical_path(campaign: Campaign, table: CandidateTable) -> dict[str, int]:
+    fastest = {r.id: min(c.minutes for c in table.by_job[r.job_id]) for r in campaign.runs}
+    runs = {r.id: r for r in campaign.runs}
+    memo: dict[str, int] = {}
+
+    def finish(rid: str) -> int:
+        if rid not in memo:
+            memo[rid] = fastest[rid] + max((finish(d) for d in runs[rid].depends_on), default=0)
+        return memo[rid]
+
+    return {rid: finish(rid) for rid in runs}
+
+
+class _Callback(cp_model.CpSolverSolutionCallback):
+    def __init__(self, report: Callable[[Progress], None] | None) -> None:
+        super().__init__()
+        self.report = report
+        self.t0 = time.monotonic()
+
+    def on_solution_callback(self) -> None:
+        if self.report is not None:
+            self.report(Progress(self.objective_value, self.best_objective_bound, time.monotonic() - self.t0))
+
+
+def solve_campaign(
+    campaign: Campaign,
+    table: CandidateTable | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> Solution:
+    """Plan the campaign (see ``ftplan.solver.model`` for the formulation)."""
+    table = table or build_candidates(campaign)
+    explain_infeasible(campaign, table)
+    m = build_model(campaign, table)
+    obj = campaign.scenario.objective
+    opts = campaign.scenario.solver
+    greedy = _best_greedy(m, campaign, obj.minimise)
+    if greedy is not None:
+        _hint(m, greedy)
+    order = [obj.minimise] + ([obj.then] if obj.then and obj.then != obj.minimise else [])
+    t0 = time.monotonic()
+    result = None
+    stopped = False
+    first_bound, first_status = 0.0, cp_model.UNKNOWN
+    for stage, goal in enumerate(order):
+        expr = m.cost if goal == "cost" else m.makespan
+        m.cp.minimize(expr)
+        solver = cp_model.CpSolver()
+        remaining = opts.time_limit_s - (time.monotonic() - t0)
+        solver.parameters.max_time_in_seconds = max(0.1, remaining if stage else opts.time_limit_s)
+        solver.parameters.random_seed = opts.seed
+        solver.parameters.num_workers = opts.workers
+        solver.parameters.relative_gap_limit = opts.relative_gap
+        with _stop_on_interrupt(solver) as interrupted:
+            status = solver.solve(m.cp, _Callback(progress))
+        stopped = stopped or interrupted()
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            if stage == 0:
+                raise InfeasibleError(_no_solution(status, campaign))
+            break
+        result = (solver, status, goal, _read(m, solver))
+        if stage == 0:
+            first_bound, first_status = solver.best_objective_bound, status
+        if stage + 1 < len(order):
+            m.cp.add(expr <= round(solver.objective_value))
+            m.cp.clear_hints()
+            _hint(m, result[3][0])
+    assert result is not None
+    solver, status, goal, (placements, ends, bought) = result
+    first = order[0]
+    value = solver.value(m.cost if first == "cost" else m.makespan)
+    bound = first_bound  # the first objective's bound (a second stage keeps its value ≤ the first optimum)
+    status = first_status
+    gap = abs(value - bound) / max(abs(value), 1e-9)
+    # CP-SAT says OPTIMAL once the relative-gap limit is met; call it optimal only when proven
+    name = "OPTIMAL" if status == cp_model.OPTIMAL and gap <= 1e-9 else "FEASIBLE"
+    return Solution(
+        status=name, objective=first, objective_value=float(value), bound=float(bound),
+        gap=gap, wall_s=time.monotonic() - t0, seed=opts.seed,
+        workers=opts.workers, placements=placements, ends=ends, bought=bought, greedy=greedy, table=table,
+        stopped=stopped, greedy_objective=_greedy_objective(m, greedy, first),
+    )  # fmt: skip
+
+
+def _best_greedy(m: Model, campaign: Campaign, minimise: str) -> dict[str, Placement] | None:
+    """The best complete greedy plan: cheapest-first (or earliest-end) at full and tightened
+    deadlines; earliest-end as the last resort."""
+    tries = [(minimise, s) for s in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)] if _has_deadline(campaign) else [(minimise, 1.0)]
+    plans = [p for key, s in [*tries, ("time", 1.0)] if (p := greedy_plan(campaign, m.cands, key, s)) is not None]
+    return min(plans, key=lambda p: _greedy_objective(m, p, minimise), default=None)
+
+
+def _has_deadline(campaign: Campaign) -> bool:
+    return campaign.scenario.objective.deadline_h is not None or any(r.deadline_h for r in campaign.runs)
+
+
+def _greedy_objective(m: Model, greedy: dict[str, Placement] | None, goal: str) -> float | None:
+    if greedy is None:
+        return None
+    if goal == "time":
+        return float(max(p.start + m.cands[r][p.cand].minutes for r, p in greedy.items()))
+    cost = sum(m.cands[r][p.cand].cost_units for r, p in greedy.items())
+    used: dict[str, int] = {}
+    for r, p in greedy.items():
+        pool = m.pool(m.cands[r][p.cand].pool_id)
+        if pool.kind == "purchase" and p.nodes:
+            used[pool.id] = max(used.get(pool.id, 0), max(p.nodes) + 1)
+    return float(cost + sum(n * m.purchase_units[pid] for pid, n in used.items()))
+
+
+def _no_solution(status: int, campaign: Campaign) -> str:
+    if status == cp_model.INFEASIBLE:
+        obj = campaign.scenario.objective
+        parts = [
+            f"deadline {obj.deadline_h} h" if obj.deadline_h else "",
+            f"budget ${obj.budget_usd:,.0f}" if obj.budget_usd else "",
+        ]
+        limits = " and ".join(p for p in parts if p) or "node capacity, quotas and job deadlines"
+        return (
+            f"no plan meets the {limits} with this inventory (each job fits alone, but not all together). "
+            "To fix: relax the limits, raise quotas or add pools."
+        )
+    return (
+        f"the solver found no plan within {campaign.scenario.solver.time_limit_s:g} s (status "
+        f"{cp_model.CpSolver().status_name(status)}). To fix: raise --time-limit."
+    )
+
+
+def _read(m: Model, solver: cp_model.CpSolver) -> tuple[dict[str, Placement], dict[str, int], dict[str, int]]:
+    placements, ends = {}, {}
+    for rid, cs in m.cands.items():
+        i = next(i for i in range(len(cs)) if solver.value(m.x[rid, i]))
+        nodes = tuple(
+            k for k in range(m.pool(cs[i].pool_id).nodes) if (rid, i, k) in m.place and solver.value(m.place[rid, i, k])
+        )
+        placements[rid] = Placement(i, solver.value(m.start[rid]), nodes)
+        ends[rid] = solver.value(m.end[rid])
+    bought: dict[str, int] = {}
+    for (p, _), b in m.bought.items():
+        bought[p] = bought.get(p, 0) + int(solver.value(b))
+    return placements, ends, bought
+
+
+def _hint(m: Model, plan: dict[str, Placement]) -> None:
+    used: dict[str, int] = {}
+    for rid, place in plan.items():
+        cs = m.cands[rid]
+        for i in range(len(cs)):
+            m.cp.add_hint(m.x[rid, i], i == place.cand)
+        m.cp.add_hint(m.start[rid], place.start)
+        m.cp.add_hint(m.end[rid], place.start + cs[place.cand].minutes)
+        for (r, i, k), lit in m.place.items():
+            if r == rid:
+                m.cp.add_hint(lit, i == place.cand and k in place.nodes)
+        pool = m.pool(cs[place.cand].pool_id)
+        if pool.kind == "purchase" and place.nodes:
+            used[pool.id] = max(used.get(pool.id, 0), max(place.nodes) + 1)
+    for (p, k), b in m.bought.items():
+        m.cp.add_hint(b, k < used.get(p, 0))
+
+
+class _stop_on_interrupt:
+    """Ctrl-C stops the search and keeps the best plan found (main thread only)."""
+
+    def __init__(self, solver: cp_model.CpSolver) -> None:
+        self.solver = solver
+        self.hit = False
+        self.previous = None
+
+    def __enter__(self) -> Callable[[], bool]:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return lambda: self.hit
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.hit = True
+        self.solver.stop_search()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)

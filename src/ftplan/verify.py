@@ -1,0 +1,188 @@
+"""Check a plan against its scenario without the solver: every rule recomputed in plain Python.
+
+Memory and durations are recomputed with the memory and time models; capacity is checked minute
+by minute as events (a GPU index is never used by two overlapping runs; cloud instances in use
+never exceed the quota); whole-node and single-node rules, deadlines, dependencies, the budget,
+batch arithmetic and the cost totals are checked. Returns every violation, not the first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from ftplan.fit import hardware
+from ftplan.memory import Layout, Offload, Recompute, ZeroStage, estimate_memory
+from ftplan.memory.setup import Optimizer
+from ftplan.scenario import Campaign, purchase_charge
+from ftplan.schema.plan import Plan
+from ftplan.timing import model as tm
+
+REL_TOL = 1e-6  # plans store floats; recomputed values must agree to this relative tolerance
+TIME_TOL_H = 1 / 60 / 2  # half a minute: intervals are whole minutes
+
+
+def verify_plan(campaign: Campaign, plan: Plan) -> list[str]:
+    """Every violation of the scenario's rules by ``plan`` (empty when the plan is valid)."""
+    errors: list[str] = []
+    pools = {p.id: p for p in campaign.pools}
+    runs = {r.id: r for r in campaign.runs}
+    seen: set[str] = set()
+    for r in plan.runs:
+        if r.run not in runs:
+            errors.append(f"run {r.run!r} is not in the scenario")
+            continue
+        if r.run in seen:
+            errors.append(f"run {r.run!r} is placed twice")
+        seen.add(r.run)
+    errors += [f"run {rid!r} is not placed" for rid in runs if rid not in seen]
+    bought = {u.pool: u.nodes_bought for u in plan.totals.pools}
+    for r in plan.runs:
+        if r.run not in runs:
+            continue
+        run = runs[r.run]
+        pool = pools.get(r.pool)
+        if pool is None:
+            errors.append(f"{r.run}: unknown pool {r.pool!r}")
+            continue
+        errors += _check_run(r, run, pool, bought.get(pool.id, 0), campaign)
+    if errors:
+        return errors
+    errors += _capacity(plan, campaign)
+    errors += _timing(plan, campaign)
+    errors += _totals(plan, campaign)
+    return errors
+
+
+def _check_run(r, run, pool, bought: int, campaign: Campaign) -> list[str]:
+    errs: list[str] = []
+    lay, job = r.layout, run.job
+    if lay.dp * lay.tp != r.gpu_count:
+        errs.append(f"{r.run}: dp {lay.dp} × tp {lay.tp} ≠ {r.gpu_count} GPUs")
+    if lay.dp * lay.micro_batch * lay.grad_accum != job.global_batch:
+        errs.append(
+            f"{r.run}: dp {lay.dp} × micro-batch {lay.micro_batch} × accumulation {lay.grad_accum} ≠ global batch "
+            f"{job.global_batch}"
+        )
+    per = pool.gpus_per_node
+    used = sum(len(v) for v in r.gpus.values())
+    if used != r.gpu_count or any(len(set(v)) != len(v) or not all(0 <= i < per for i in v) for v in r.gpus.values()):
+        errs.append(f"{r.run}: GPU indices {r.gpus} do not give {r.gpu_count} distinct GPUs of {per}-GPU nodes")
+    if r.gpu_count > per and any(len(v) != per for v in r.gpus.values()):
+        errs.append(f"{r.run}: a multi-node run must take its nodes whole")
+    if r.gpu_count <= per and len(r.nodes) != 1:
+        errs.append(f"{r.run}: a run of {r.gpu_count} GPUs must stay inside one node")
+    if set(r.gpus) != set(r.nodes):
+        errs.append(f"{r.run}: GPU indices name nodes {sorted(r.gpus)} but the run is on {r.nodes}")
+    for n in r.nodes:
+        prefix = f"{pool.id}/{'node' if pool.placed else 'i'}"
+        k = int(n[len(prefix) :]) if n.startswith(prefix) and n[len(prefix) :].isdigit() else -1
+        limit = bought if pool.kind == "purchase" else pool.nodes
+        if not 0 <= k < limit:
+            errs.append(f"{r.run}: node {n!r} is not one of the pool's {limit} nodes")
+    if errs:
+        return errs
+    training = replace(job.training, optimizer=Optimizer(lay.optimizer))
+    layout = Layout(dp=lay.dp, tp=lay.tp, zero=ZeroStage(lay.zero), offload=Offload(lay.offload),
+                    recompute=Recompute(lay.recompute), micro_batch=lay.micro_batch, grad_accum=lay.grad_accum,
+                    gpus_per_node=per)  # fmt: skip
+    gpu = pool.pool.gpu
+    try:
+        est = estimate_memory(job.arch, training, layout, gpu_memory_bytes=gpu.memory_bytes, gpu_arch=gpu.arch,
+                              overheads=job.overheads)  # fmt: skip
+    except Exception as exc:  # an impossible layout is a violation, not a crash
+        return [f"{r.run}: layout is not valid: {exc}"]
+    if not est.fits:
+        errs.append(f"{r.run}: needs {est.device_total_bytes / 2**30:.2f} GiB per GPU, {gpu.id} has "
+                    f"{gpu.memory_bytes / 2**30:.2f} GiB")  # fmt: skip
+    if abs(est.device_total_bytes - r.memory_per_gpu_bytes) > 2:
+        errs.append(f"{r.run}: memory {r.memory_per_gpu_bytes} bytes stated, {est.device_total_bytes} recomputed")
+    hw = hardware(pool.pool, replace(job, training=training))
+    flops = tm.job_flops(job.arch, training)
+    t = tm.step_times(flops, job.arch, training, hw, *(np.array([v]) for v in (
+        lay.dp, lay.tp, lay.zero, tm.OFFLOAD[lay.offload], tm.RECOMPUTE[lay.recompute], lay.micro_batch,
+        lay.grad_accum)))  # fmt: skip
+    steps = math.ceil(job.tokens / (job.global_batch * job.training.seq_len))
+    hours = steps * float(t.total[0]) / 3600
+    if not math.isclose(hours, r.hours, rel_tol=REL_TOL):
+        errs.append(f"{r.run}: {r.hours:.4f} h stated, {hours:.4f} h recomputed")
+    if r.end_h - r.start_h < hours - TIME_TOL_H:
+        errs.append(f"{r.run}: interval {r.end_h - r.start_h:.3f} h is shorter than its {hours:.3f} h")
+    nodes_paid = math.ceil(r.gpu_count / per)
+    usd = hours * (
+        nodes_paid * pool.usd_per_node_h if pool.kind == "cloud" else pool.usd_per_node_h * r.gpu_count / per
+    )
+    if not math.isclose(usd, r.usd, rel_tol=1e-6, abs_tol=1e-6):
+        errs.append(f"{r.run}: ${r.usd:.2f} stated, ${usd:.2f} recomputed")
+    return errs
+
+
+def _capacity(plan: Plan, campaign: Campaign) -> list[str]:
+    errs: list[str] = []
+    use: dict[tuple[str, int], list[tuple[float, float, str]]] = {}
+    cloud: dict[str, list[tuple[float, float, str]]] = {}
+    pools = {p.id: p for p in campaign.pools}
+    for r in plan.runs:
+        for n, idx in r.gpus.items():
+            for i in idx:
+                use.setdefault((n, i), []).append((r.start_h, r.end_h, r.run))
+        if not pools[r.pool].placed:
+            cloud.setdefault(r.pool, []).extend((r.start_h, r.end_h, n) for n in r.nodes)
+    for (n, i), spans in sorted(use.items()):
+        spans.sort()
+        for (_, e1, a), (s2, _, b) in itertools.pairwise(spans):
+            if s2 < e1 - 1e-9:
+                errs.append(f"{n} GPU {i}: runs {a} and {b} overlap ({s2:.2f} h < {e1:.2f} h)")
+    for pool_id, spans in cloud.items():
+        quota = pools[pool_id].nodes
+        events = sorted([(s, 1) for s, _, _ in spans] + [(e, -1) for _, e, _ in spans], key=lambda x: (x[0], x[1]))
+        level = 0
+        for t, d in events:
+            level += d
+            if level > quota:
+                errs.append(f"{pool_id}: {level} instances at {t:.2f} h, quota {quota}")
+                break
+    return errs
+
+
+def _timing(plan: Plan, campaign: Campaign) -> list[str]:
+    errs: list[str] = []
+    by_run = {r.run: r for r in plan.runs}
+    deadline = campaign.scenario.objective.deadline_h
+    for run in campaign.runs:
+        r = by_run[run.id]
+        if run.deadline_h is not None and r.end_h > run.deadline_h + 1e-9:
+            errs.append(f"{run.id}: ends at {r.end_h:.2f} h, after its deadline of {run.deadline_h} h")
+        if deadline is not None and r.end_h > deadline + 1e-9:
+            errs.append(f"{run.id}: ends at {r.end_h:.2f} h, after the campaign deadline of {deadline} h")
+        for dep in run.depends_on:
+            if r.start_h < by_run[dep].end_h - 1e-9:
+                errs.append(f"{run.id}: starts at {r.start_h:.2f} h, before {dep} ends at {by_run[dep].end_h:.2f} h")
+    return errs
+
+
+def _totals(plan: Plan, campaign: Campaign) -> list[str]:
+    errs: list[str] = []
+    deadline = campaign.scenario.objective.deadline_h
+    cost = sum(r.usd for r in plan.runs)
+    for u in plan.totals.pools:
+        pool = next((p for p in campaign.pools if p.id == u.pool), None)
+        if pool is None:
+            errs.append(f"totals: unknown pool {u.pool!r}")
+            continue
+        if pool.kind == "purchase":
+            if u.nodes_bought > pool.nodes:
+                errs.append(f"{pool.id}: {u.nodes_bought} nodes bought, at most {pool.nodes}")
+            cost += u.nodes_bought * purchase_charge(pool, deadline)
+    if not math.isclose(cost, plan.totals.cost_usd, rel_tol=1e-9, abs_tol=1e-6):
+        errs.append(f"totals: cost ${plan.totals.cost_usd:,.2f} stated, ${cost:,.2f} recomputed")
+    makespan = max((r.end_h for r in plan.runs), default=0.0)
+    if not math.isclose(makespan, plan.totals.makespan_h, rel_tol=1e-9, abs_tol=1e-9):
+        errs.append(f"totals: makespan {plan.totals.makespan_h:.2f} h stated, {makespan:.2f} h recomputed")
+    budget = campaign.scenario.objective.budget_usd
+    if budget is not None and cost > budget + 1e-6:
+        errs.append(f"totals: cost ${cost:,.2f} is over the budget of ${budget:,.2f}")
+    return errs

@@ -1,0 +1,252 @@
+"""The campaign planner: each constraint feasible and infeasible, optimality, verification, determinism."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ftplan.candidates import build_candidates
+from ftplan.plan import build_plan
+from ftplan.scenario import ScenarioError, load_scenario, resolve_scenario
+from ftplan.schema.plan import Plan
+from ftplan.schema.scenario import Scenario
+from ftplan.solver import InfeasibleError, solve_campaign
+from ftplan.verify import verify_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"model": "qwen2.5-0.5b", "seq_len": 2048, "global_batch": 32}
+LAB = {"id": "lab", "kind": "owned", "gpu": "a100-sxm-80gb", "nodes": 1, "usd_per_node_h": 4.0}
+CLOUD = {"id": "cloud", "kind": "cloud", "instance": "aws/p4de.24xlarge", "quota_nodes": 1}
+
+
+def scenario(jobs, pools, objective=None, **solver):
+    data = {"jobs": jobs, "pools": pools, "objective": objective or {"minimise": "cost"},
+            "solver": {"time_limit_s": 10, "seed": 0, "workers": 1} | solver}  # fmt: skip
+    return Scenario.model_validate(data)
+
+
+def job(i, **kw):
+    return SMALL | {"id": f"j{i}", "method": "full", "tokens": 200_000_000} | kw
+
+
+def solve(sc, catalog):
+    campaign = resolve_scenario(sc, catalog, "test")
+    sol = solve_campaign(campaign)
+    plan = build_plan(campaign, sol)
+    assert verify_plan(campaign, plan) == []
+    return campaign, sol, plan
+
+
+def test_capacity_one_node_serialises(catalog):
+    # two jobs that each want the whole node run one after the other
+    sc = scenario([job(1, allow={"max_gpus": 8}), job(2)], [LAB], {"minimise": "time"})
+    _, sol, plan = solve(sc, catalog)
+    a, b = sorted(plan.runs, key=lambda r: r.start_h)
+    assert sol.status == "OPTIMAL"
+    if a.gpu_count + b.gpu_count > 8:
+        assert b.start_h >= a.end_h
+    # infeasible: a deadline below the two jobs back to back, with no other pool
+    fastest = min(r.end_h - r.start_h for r in plan.runs)
+    tight = scenario([job(1, allow={"max_gpus": 8}), job(2, allow={"max_gpus": 8})], [LAB],
+                     {"minimise": "cost", "deadline_h": round(fastest * 1.5, 3)})  # fmt: skip
+    with pytest.raises(InfeasibleError):
+        solve(tight, catalog)
+
+
+def test_quota_bounds_concurrent_instances(catalog):
+    two = [job(1), job(2)]
+    _, _, plan = solve(scenario(two, [CLOUD | {"quota_nodes": 2}], {"minimise": "time"}), catalog)
+    assert all(r.start_h == 0 for r in plan.runs)  # two instances at once
+    _, _, plan1 = solve(scenario(two, [CLOUD], {"minimise": "time"}), catalog)
+    a, b = sorted(plan1.runs, key=lambda r: r.start_h)
+    assert b.start_h >= a.end_h  # quota 1: one after the other
+    with pytest.raises(InfeasibleError):
+        solve(scenario(two, [CLOUD], {"minimise": "cost", "deadline_h": round(a.end_h * 1.2, 3)}), catalog)
+
+
+def test_purchase_buys_what_the_deadline_needs(catalog):
+    buy = {"id": "buy", "kind": "purchase", "gpu": "a100-sxm-80gb", "max_nodes": 2, "usd_per_node": 100_000,
+           "amortisation_h": 10_000, "usd_per_node_h": 1.0}  # fmt: skip
+    jobs = [job(1, allow={"max_gpus": 8}), job(2, allow={"max_gpus": 8})]
+    _, _, relaxed = solve(scenario(jobs, [buy], {"minimise": "cost", "deadline_h": 100}), catalog)
+    assert next(u for u in relaxed.totals.pools if u.pool == "buy").nodes_bought == 1
+    serial = sum(r.end_h - r.start_h for r in relaxed.runs)
+    _, _, tight = solve(scenario(jobs, [buy], {"minimise": "cost", "deadline_h": round(serial * 0.75, 3)}), catalog)
+    assert next(u for u in tight.totals.pools if u.pool == "buy").nodes_bought == 2
+    with pytest.raises(InfeasibleError):
+        solve(scenario(jobs, [buy | {"max_nodes": 1}], {"minimise": "cost", "deadline_h": round(serial * 0.75, 3)}),
+              catalog)  # fmt: skip
+
+
+def test_dependencies_and_job_deadlines(catalog):
+    jobs = [job(1), job(2, depends_on=["j1"])]
+    _, _, plan = solve(scenario(jobs, [LAB, CLOUD | {"quota_nodes": 2}], {"minimise": "time"}), catalog)
+    runs = {r.run: r for r in plan.runs}
+    assert runs["j2"].start_h >= runs["j1"].end_h
+    with pytest.raises(InfeasibleError, match=r"j1.*fastest option"):
+        solve(scenario([job(1, deadline_h=0.01)], [LAB]), catalog)
+    with pytest.raises(InfeasibleError, match="dependencies run first"):
+        d1, d2 = (runs[j].end_h - runs[j].start_h for j in ("j1", "j2"))
+        limit = round(d2 + 0.5 * d1, 3)  # j2 alone fits, j1 then j2 does not
+        pools = [LAB, CLOUD | {"quota_nodes": 2}]
+        solve(scenario([job(1), job(2, depends_on=["j1"], deadline_h=limit)], pools), catalog)
+
+
+def test_budget(catalog):
+    jobs = [job(1), job(2)]
+    _, _, cheap = solve(scenario(jobs, [LAB, CLOUD]), catalog)
+    with pytest.raises(InfeasibleError, match="budget"):
+        solve(scenario(jobs, [LAB, CLOUD], {"minimise": "time", "budget_usd": cheap.totals.cost_usd * 0.5}), catalog)
+    _, _, fast = solve(scenario(jobs, [LAB, CLOUD], {"minimise": "time", "budget_usd": cheap.totals.cost_usd * 3}),
+                       catalog)  # fmt: skip
+    assert fast.totals.cost_usd <= cheap.totals.cost_usd * 3 + 1e-6
+    assert fast.totals.makespan_h <= cheap.totals.makespan_h + 1e-9
+
+
+def test_job_that_fits_nowhere_is_explained(catalog):
+    big = {"id": "big", "model": "llama-3.1-70b", "method": "full", "seq_len": 8192, "tokens": 10**8, "global_batch": 8}
+    t4 = {"id": "t4", "kind": "owned", "gpu": "t4", "nodes": 1}
+    with pytest.raises(InfeasibleError, match=r"job 'big' fits on no pool. Closest: t4: .* GiB > 15\.0 GiB"):
+        solve(scenario([big], [t4]), catalog)
+
+
+def test_campaign_deadline_lower_bound_is_explained(catalog):
+    jobs = [job(i) for i in range(4)]
+    with pytest.raises(InfeasibleError, match="makespan lower bound"):
+        solve(scenario(jobs, [LAB], {"minimise": "cost", "deadline_h": 0.2}), catalog)
+
+
+def _brute_force(campaign, cands, minimise):
+    """Best objective over every candidate choice and every run order (serial schedule generation)."""
+    from ftplan.solver.greedy import _earliest
+
+    pools = {p.id: p for p in campaign.pools}
+    runs = campaign.runs
+    best = None
+    for choice in itertools.product(*(range(len(cands[r.id])) for r in runs)):
+        cost = sum(cands[r.id][i].cost_units for r, i in zip(runs, choice, strict=True))
+        span_best = None
+        for order in itertools.permutations(range(len(runs))):
+            node_use, cloud_use, span = {}, {}, 0
+            for j in order:
+                c = cands[runs[j].id][choice[j]]
+                pool = pools[c.pool_id]
+                start, nodes = _earliest(c, pool, 0, node_use, cloud_use)
+                end = start + c.minutes
+                if pool.placed:
+                    for k in nodes:
+                        node_use.setdefault((pool.id, k), []).append((start, end, 8 if c.whole_nodes else c.gpus))
+                else:
+                    cloud_use.setdefault(pool.id, []).append((start, end, c.nodes))
+                span = max(span, end)
+            span_best = span if span_best is None else min(span_best, span)
+        key = cost if minimise == "cost" else span_best
+        best = key if best is None else min(best, key)
+    return best
+
+
+@pytest.mark.parametrize("minimise", ["cost", "time"])
+def test_optimum_matches_brute_force(catalog, minimise):
+    jobs = [job(1, tokens=300_000_000), job(2, method="lora"), job(3, tokens=100_000_000),
+            job(4, method="lora", tokens=50_000_000)]  # fmt: skip
+    pools = [LAB, CLOUD | {"quota_nodes": 1}, {"id": "h100", "kind": "owned", "gpu": "h100", "nodes": 1,
+                                                 "usd_per_node_h": 9.0}]  # fmt: skip
+    sc = scenario(jobs, pools, {"minimise": minimise})
+    campaign = resolve_scenario(sc, catalog, "bf")
+    table = build_candidates(campaign, max_per_pool=1)
+    sol = solve_campaign(campaign, table)
+    cands = {r.id: table.by_job[r.job_id] for r in campaign.runs}
+    assert sol.status == "OPTIMAL"
+    assert sol.objective_value == _brute_force(campaign, cands, minimise)
+    assert verify_plan(campaign, build_plan(campaign, sol)) == []
+
+
+def test_deterministic(catalog):
+    sc = scenario([job(1), job(2, method="lora"), job(3, count=3)], [LAB, CLOUD], {"minimise": "cost", "then": "time"})
+    plans = [solve(sc, catalog)[2].model_dump(exclude={"solver": {"wall_s"}}) for _ in range(2)]
+    assert plans[0] == plans[1]
+
+
+def test_verifier_catches_tampering(catalog):
+    campaign, _, plan = solve(scenario([job(1), job(2)], [LAB], {"minimise": "cost"}), catalog)
+    data = plan.model_dump()
+    a, b = data["runs"]
+    # overlap on the same GPUs
+    bad = dict(data, runs=[a, dict(b, start_h=a["start_h"], end_h=a["start_h"] + b["end_h"] - b["start_h"])])
+    assert any("overlap" in v for v in verify_plan(campaign, Plan.model_validate(bad)))
+    bad = dict(data, runs=[dict(a, layout=dict(a["layout"], micro_batch=a["layout"]["micro_batch"] * 2)), b])
+    assert any("global batch" in v for v in verify_plan(campaign, Plan.model_validate(bad)))
+    bad = dict(data, runs=[a])
+    assert any("not placed" in v for v in verify_plan(campaign, Plan.model_validate(bad)))
+    bad = dict(data, totals=dict(data["totals"], cost_usd=data["totals"]["cost_usd"] + 5))
+    assert any("cost" in v for v in verify_plan(campaign, Plan.model_validate(bad)))
+    bad = dict(data, runs=[dict(a, nodes=["lab/node7"], gpus={"lab/node7": a["gpus"]["lab/node0"]}), b])
+    assert any("not one of the pool" in v for v in verify_plan(campaign, Plan.model_validate(bad)))
+    bad = dict(data, runs=[dict(a, end_h=a["start_h"] + 0.001), b])
+    assert any("shorter" in v for v in verify_plan(campaign, Plan.model_validate(bad)))
+
+
+def test_bad_scenarios(catalog, tmp_path):
+    cases = {
+        "jobs: [}": "not valid YAML",
+        "jobs: []\npools: []": "field 'jobs'",
+        "schema_version: 1\nfoo: 1\njobs: [{id: a, model: qwen2.5-0.5b, seq_len: 8, tokens: 1, global_batch: 1}]\n"
+        "pools: [{id: p, kind: owned, gpu: h100, nodes: 1}]": "field 'foo': unknown field",
+        "jobs: [{id: a, model: qwen2.5-0.5b, seq_len: 8, tokens: 1, global_batch: 1, count: -1}]\n"
+        "pools: [{id: p, kind: owned, gpu: h100, nodes: 1}]": "field 'jobs.0.count'",
+        "jobs: [{id: a, model: qwen2.5-0.5b, seq_len: 8, tokens: 1, global_batch: 1, deadline_h: -2}]\n"
+        "pools: [{id: p, kind: owned, gpu: h100, nodes: 1}]": "field 'jobs.0.deadline_h'",
+    }
+    for i, (text, expected) in enumerate(cases.items()):
+        path = tmp_path / f"s{i}.yaml"
+        path.write_text(text)
+        with pytest.raises(Exception, match=expected) as info:
+            load_scenario(path)
+        assert str(path) in str(info.value)
+    cyc = scenario([job(1, depends_on=["j2"]), job(2, depends_on=["j1"])], [LAB])
+    with pytest.raises(ScenarioError, match="cycle: j1 → j2 → j1"):
+        resolve_scenario(cyc, catalog, "s.yaml")
+    with pytest.raises(ScenarioError, match=r"unknown job 'j3'\. Did you mean: j1"):
+        resolve_scenario(scenario([job(1, depends_on=["j3"])], [LAB]), catalog, "s.yaml")
+    with pytest.raises(Exception, match=r"unknown instance 'aws/p4de\.24xlarg'"):
+        resolve_scenario(scenario([job(1)], [CLOUD | {"instance": "aws/p4de.24xlarg"}]), catalog, "s.yaml")
+    with pytest.raises(Exception, match="the planner chooses these"):
+        scenario([job(1, layout={"dp": 2})], [LAB])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_scenario_solves_and_verifies(catalog, path):
+    sc = load_scenario(path)
+    if not sc.pools or not hasattr(sc, "jobs"):
+        pytest.skip("not a campaign")
+    campaign = resolve_scenario(sc, catalog, str(path))
+    sol = solve_campaign(campaign)
+    plan = build_plan(campaign, sol)
+    assert verify_plan(campaign, plan) == []
+    assert sol.status == "OPTIMAL"
+    assert plan.solver.greedy_cost_usd is None or plan.totals.cost_usd <= plan.solver.greedy_cost_usd + 1e-6 or \
+        sol.objective == "time"  # fmt: skip
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n=st.integers(1, 4), methods=st.lists(st.sampled_from(["full", "lora"]), min_size=4, max_size=4),
+    tokens=st.lists(st.sampled_from([5e7, 2e8, 5e8]), min_size=4, max_size=4),
+    deps=st.lists(st.booleans(), min_size=4, max_size=4), quota=st.integers(1, 2),
+    minimise=st.sampled_from(["cost", "time"]), deadline=st.sampled_from([None, 2.0, 8.0]),
+)  # fmt: skip
+def test_random_campaigns_verify(catalog, n, methods, tokens, deps, quota, minimise, deadline):
+    jobs = [job(i, method=methods[i], tokens=int(tokens[i]), depends_on=[f"j{i - 1}"] if i and deps[i] else [])
+            for i in range(n)]  # fmt: skip
+    sc = scenario(jobs, [LAB, CLOUD | {"quota_nodes": quota}], {"minimise": minimise, "deadline_h": deadline},
+                  time_limit_s=5)  # fmt: skip
+    campaign = resolve_scenario(sc, catalog, "random")
+    try:
+        sol = solve_campaign(campaign)
+    except InfeasibleError:
+        return
+    assert verify_plan(campaign, build_plan(campaign, sol)) == []
