@@ -169,11 +169,12 @@ def test_fit_cli(tmp_path):
     assert none.returncode == 1 and "no layout of llama-3.1-70b fits" in none.stderr and "Closest" in none.stderr
 
 
-def test_vectorised_memory_equals_the_memory_model(catalog):
-    """Every fitting layout's memory, extended from two estimates per family, is the model's own."""
+@pytest.mark.parametrize(("method", "loss"), [("full", "standard"), ("lora", "chunked"), ("qlora", "fused")])
+def test_vectorised_memory_equals_the_memory_model(catalog, method, loss):
+    """Every fitting layout's memory, extended from one estimate per family, is the model's own."""
     from ftplan.memory import Offload, Recompute
 
-    job = _job(catalog, method="full", global_batch=16)
+    job = _job(catalog, method=method, loss=loss, global_batch=16)
     pool = gpu_pool(catalog, "h100")
     frame = fit_job(job, [pool]).layouts
     for row in frame.iloc[:: max(1, len(frame) // 40)].itertuples():

@@ -4,8 +4,9 @@ A *pool* is one GPU type in nodes of a fixed size, with a price: a cloud instanc
 catalog, or a GPU type (owned or hypothetical). For every GPU count the pool offers (1, 2, 4, …
 GPUs inside one node; whole nodes beyond one), every tensor-parallel degree that divides the
 attention heads, every ZeRO stage, offload and recomputation (a *family*), the memory model runs
-twice (micro-batch 1 and 2): the forward/backward moment of a step grows linearly with the
-micro-batch and by the gradients held across accumulation, the other moments do not. Every
+once, at micro-batch 1: the forward/backward moment of a step grows linearly with the micro-batch
+(``MemoryEstimate.per_sequence_bytes``) and by the gradients held across accumulation, the other
+moments do not. Every
 micro-batch that divides the job's global batch is then checked and timed as arrays.
 """
 
@@ -186,7 +187,9 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
                 excluded.append(f"{pool.name} {g} GPUs tp {tp} {ZERO_NAMES[zero]} offload {offload}: {exc}")
                 continue
             fb11 = e11.phase_bytes["forward/backward"]
-            slope = estimate(_with(base, micro_batch=2), gpu.arch).phase_bytes["forward/backward"] - fb11
+            slope = e11.per_sequence_bytes
+            if slope is None:  # not exactly linear in the micro-batch: measure the step from 1 to 2
+                slope = estimate(_with(base, micro_batch=2), gpu.arch).phase_bytes["forward/backward"] - fb11
             held = e11.gpu_terms["gradients"]  # kept across accumulation micro-steps (estimate.py)
             others = max(v for k, v in e11.phase_bytes.items() if k != "forward/backward")
             fams.append(fam)

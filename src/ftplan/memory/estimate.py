@@ -33,6 +33,7 @@ from ftplan.memory.params import ParamSplit, lora_targets, split_params
 from ftplan.memory.setup import (
     Attention,
     Layout,
+    Loss,
     Method,
     Offload,
     Optimizer,
@@ -66,6 +67,10 @@ class MemoryEstimate:
     # ``loss_saved`` (what the logits/loss saves; ``logits_loss`` is its transient peak).
     activation_terms: dict[str, int] = field(default_factory=dict)
     phase_bytes: dict[str, int] = field(default_factory=dict)  # allocated bytes at each moment of the step
+    # Growth of the forward/backward moment per sequence of micro-batch: every activation term is
+    # proportional to the micro-batch except the rotary tables; None where it is not exactly linear
+    # (the fused loss's chunking).
+    per_sequence_bytes: float | None = None
 
     @property
     def fits(self) -> bool | None:
@@ -371,6 +376,11 @@ def estimate_memory(
         gpu_memory_bytes=gpu_memory_bytes,
         notes=tuple(notes),
         phase_bytes={k: int(v) for k, v in phases.items()},
+        per_sequence_bytes=(
+            None
+            if training.loss is Loss.FUSED
+            else (activations - act.rotary_bytes(arch, dt, s) / t + act_phase_extra) / layout.micro_batch
+        ),
         activation_terms={
             **{
                 f"layer:{st}": int(
