@@ -24,6 +24,7 @@ reported apart and counted on the host.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from ftplan.arch import Architecture, Kind
 from ftplan.errors import JobError
@@ -164,6 +165,7 @@ def _optimizer_state_bytes(opt: Optimizer, ps: ParamSplit, t_local: float, rb: _
 _EMBEDDING_NAMES = ("embed_tokens", "wte", "word_embeddings", "shared", "embed_in")
 
 
+@lru_cache(maxsize=1024)
 def _grads(arch: Architecture, training: Training) -> tuple[act.Grads, bool, bool]:
     """What trains: the activation model's :class:`~ftplan.memory.activations.Grads`, and whether
     the token embedding and the lm_head train (full fine-tuning or LoRA ``modules_to_save``)."""
@@ -182,6 +184,7 @@ def _grads(arch: Architecture, training: Training) -> tuple[act.Grads, bool, boo
     return grads, embed, head
 
 
+@lru_cache(maxsize=1024)
 def _adapter_cast_params(arch: Architecture, saves: act.Grads, embed_trains: bool) -> int:
     """Adapter weights whose 16-bit casts backward needs: all of them, except the A matrices
     reading the first layer's input when nothing before them trains (no input gradient)."""
