@@ -218,18 +218,47 @@ def test_bad_scenarios(catalog, tmp_path):
         scenario([job(1, layout={"dp": 2})], [LAB])
 
 
+GOLDEN = __import__("yaml").safe_load((ROOT / "tests/golden/scenario_plans.yaml").read_text())
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_scenario_solves_and_verifies(catalog, path):
-    sc = load_scenario(path)
-    if not sc.pools or not hasattr(sc, "jobs"):
-        pytest.skip("not a campaign")
-    campaign = resolve_scenario(sc, catalog, str(path))
+def test_every_scenario_matches_its_golden_plan(catalog, path):
+    campaign = resolve_scenario(load_scenario(path), catalog, str(path))
     sol = solve_campaign(campaign)
     plan = build_plan(campaign, sol)
     assert verify_plan(campaign, plan) == []
-    assert sol.status == "OPTIMAL"
-    assert plan.solver.greedy_cost_usd is None or plan.totals.cost_usd <= plan.solver.greedy_cost_usd + 1e-6 or \
-        sol.objective == "time"  # fmt: skip
+    golden = GOLDEN[path.stem]
+    assert (plan.solver.status, plan.solver.objective) == (golden["status"], golden["objective"])
+    assert plan.solver.objective_value == pytest.approx(golden["value"], rel=max(sol.gap, 1e-6))
+    assert plan.totals.makespan_h == pytest.approx(golden["makespan_h"], abs=1e-3) or sol.objective == "cost"
+    if sol.greedy_objective is not None:  # never worse than the greedy warm start
+        assert sol.objective_value <= sol.greedy_objective
+
+
+def test_cli_plan_check_schema(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "plan.json"
+    quick = str(ROOT / "scenarios/quickstart.yaml")
+    args = ["plan", quick, "-o", str(out), "--gantt", str(tmp_path / "g.png"), "-q"]
+    run = subprocess.run([sys.executable, "-m", "ftplan", *args], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "solver: OPTIMAL" in run.stdout and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+    ok = subprocess.run([sys.executable, "-m", "ftplan", "check", str(ROOT / "scenarios/quickstart.yaml"), str(out)],
+                        capture_output=True, text=True)  # fmt: skip
+    assert ok.returncode == 0 and "valid" in ok.stdout
+    other = subprocess.run([sys.executable, "-m", "ftplan", "check", str(ROOT / "scenarios/deadline-sweep.yaml"),
+                            str(out)], capture_output=True, text=True)  # fmt: skip
+    assert other.returncode == 1
+    assert "violation: run 'llama8b-lora' is not in the scenario" in other.stderr
+    assert other.stderr.strip().splitlines()[-1].startswith("error: ")
+    schema = subprocess.run([sys.executable, "-m", "ftplan", "schema"], capture_output=True, text=True)
+    assert "ScenarioJob" in json.loads(schema.stdout)["$defs"]
+    late = subprocess.run([sys.executable, "-m", "ftplan", "plan", str(ROOT / "scenarios/quickstart.yaml"),
+                           "--deadline", "1", "-q"], capture_output=True, text=True)  # fmt: skip
+    assert late.returncode == 1 and "fastest option" in late.stderr and "Traceback" not in late.stderr
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
