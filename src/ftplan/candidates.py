@@ -112,6 +112,8 @@ def _search(
             if frame.empty:
                 continue
             frame = frame.assign(optimizer=opt.value, pool_id=pool.id)
+            frame["hours"] = frame["hours"] * pool.time_factor
+            frame["gpu_hours"] = frame["hours"] * frame["gpus"]
             frame["usd_run"] = [run_cost_usd(pool, g, h) for g, h in zip(frame["gpus"], frame["hours"], strict=True)]
             frames.append(frame)
     if not frames:

@@ -30,6 +30,7 @@ class PoolSpec:
     purchase_usd_per_node: float = 0.0  # price of one node
     amortisation_h: float | None = None  # the price is spread over this many hours of use
     placed: bool = True  # owned/purchase: jobs are placed on named nodes; cloud: instances are rented
+    time_factor: float = 1.0  # expected wall time per hour of training (spot: interruptions and restarts)
 
     @property
     def nodes(self) -> int:

@@ -106,7 +106,7 @@ def _check_run(r, run, pool, bought: int, campaign: Campaign) -> list[str]:
         lay.dp, lay.tp, lay.zero, tm.OFFLOAD[lay.offload], tm.RECOMPUTE[lay.recompute], lay.micro_batch,
         lay.grad_accum)))  # fmt: skip
     steps = math.ceil(job.tokens / (job.global_batch * job.training.seq_len))
-    hours = steps * float(t.total[0]) / 3600
+    hours = steps * float(t.total[0]) / 3600 * pool.time_factor
     if not math.isclose(hours, r.hours, rel_tol=REL_TOL):
         errs.append(f"{r.run}: {r.hours:.4f} h stated, {hours:.4f} h recomputed")
     if r.end_h - r.start_h < hours - TIME_TOL_H:

@@ -1,0 +1,65 @@
+"""`ftplan compare`: the campaign on each inventory choice, spot with its restart overhead, the frontier."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ftplan.catalog import load_catalog
+from ftplan.cli.common import Format, emit
+from ftplan.compare import SpotModel, compare_choices, frontier
+from ftplan.errors import FtplanError
+from ftplan.io import write_bytes_atomic
+from ftplan.report.compare_report import compare_table, frontier_png, frontier_table
+from ftplan.scenario import load_scenario, resolve_scenario
+
+
+def compare(
+    scenario: Path = typer.Argument(..., help="Scenario YAML."),
+    instances: str | None = typer.Option(None, "--instances", help="Comma-separated pool ids to compare."),
+    spot_rate: float | None = typer.Option(
+        None, "--spot-interruptions-per-hour", help="Compare spot prices too, with this interruption rate."
+    ),
+    spot_checkpoint_h: float = typer.Option(1.0, "--spot-checkpoint-h", help="Hours between checkpoints on spot."),
+    spot_restart_h: float = typer.Option(0.25, "--spot-restart-h", help="Hours to restart after an interruption."),
+    pareto: int = typer.Option(0, "--pareto", help="Also sweep this many deadlines: the cost–time frontier."),
+    plot: Path | None = typer.Option(None, "--plot", help="Draw the frontier to this PNG (with --pareto)."),
+    format: Format = typer.Option(Format.TABLE, "--format", help="table | json"),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """Solve the campaign once per inventory choice and compare cost, makespan and utilisation."""
+    if spot_rate is not None and (spot_rate < 0 or spot_checkpoint_h <= 0 or spot_restart_h < 0):
+        raise FtplanError("spot: the interruption rate and restart time must be ≥ 0 and the checkpoint interval > 0.")
+    if plot is not None and pareto < 2:
+        raise FtplanError("--plot draws the frontier: give --pareto N with N ≥ 2.")
+    catalog = load_catalog()
+    campaign = resolve_scenario(load_scenario(scenario), catalog, str(scenario))
+    only = [x.strip() for x in instances.split(",")] if instances else None
+    spot = SpotModel(spot_rate, spot_checkpoint_h, spot_restart_h) if spot_rate is not None else None
+    results = compare_choices(campaign, catalog, only, spot)
+    points = frontier(campaign, pareto) if pareto >= 2 else []
+    if plot is not None:
+        write_bytes_atomic(plot, frontier_png(points, f"{campaign.scenario.name or scenario}: cost–time frontier"))
+        typer.echo(f"wrote {plot}", err=True)
+    if format is Format.JSON:
+        data = {
+            "choices": [
+                {"choice": r.choice, "pools": r.pools, "status": r.status, "cost_usd": r.cost_usd,
+                 "makespan_h": r.makespan_h, "gpu_hours": r.gpu_hours, "utilisation": r.utilisation,
+                 "left_out": r.left_out, "reason": r.reason}
+                for r in results
+            ],
+            "frontier": [{"deadline_h": d, "cost_usd": c, "makespan_h": m} for d, c, m in points],
+        }  # fmt: skip
+        emit(json.dumps(data, indent=2), output)
+        return
+    text = compare_table(results)
+    if spot is None:
+        text += "\n\nspot prices not compared: give --spot-interruptions-per-hour (and the checkpoint/restart hours)."
+    else:
+        text += f"\n\nspot: each training hour takes {spot.time_factor:.3f} h (interruptions, lost work, restarts)."
+    if points:
+        text += "\n\ncost–time frontier (all pools):\n" + frontier_table(points)
+    emit(text, output)
