@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def test_frontier_is_monotone(catalog):
     points = frontier(campaign(catalog, [POOLS[1], POOLS[2]]), points=5)
     assert len(points) >= 2
     costs = [c for _, c, _ in points]
-    assert all(later <= earlier + 1e-9 for earlier, later in zip(costs, costs[1:], strict=False))
+    assert all(later <= earlier + 1e-9 for earlier, later in itertools.pairwise(costs))
     assert all(m <= d + 1e-9 for d, _, m in points)
 
 
