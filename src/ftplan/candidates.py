@@ -3,8 +3,9 @@
 For a job and a pool, ``ftplan fit``'s search gives every layout that fits (for each optimizer the
 job allows); the job's ``allow:`` choices filter it; then, per GPU count, the fastest layout is
 kept (for a fixed GPU count, GPU-hours and cost grow with the duration), and across GPU counts the
-Pareto set of (duration, GPU-hours, cost). Durations become whole minutes and costs whole money units
-here, in one place (``ftplan.units``).
+Pareto set of (duration, GPUs, cost): more GPUs only where they are faster or cheaper, since every
+GPU a run holds is capacity (or a node to buy) that other runs cannot use. Durations become whole
+minutes and costs whole money units here, in one place (``ftplan.units``).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def run_cost_usd(pool: PoolSpec, gpus: int, hours: float) -> float:
 
 def _pareto(frame: pd.DataFrame) -> pd.DataFrame:
     keep = []
-    rows = frame[["hours", "gpu_hours", "usd_run"]].to_numpy()
+    rows = frame[["hours", "gpus", "usd_run"]].to_numpy()
     for i, r in enumerate(rows):
         dominated = ((rows <= r).all(axis=1) & (rows < r).any(axis=1)).any()
         if not dominated:

@@ -29,6 +29,7 @@ class PoolSpec:
     usd_per_node_h: float  # cloud: instance price; owned/purchase: running cost
     purchase_usd_per_node: float = 0.0  # price of one node
     amortisation_h: float | None = None  # the price is spread over this many hours of use
+    resale_fraction: float = 0.0  # share of the price recovered by reselling the node
     placed: bool = True  # owned/purchase: jobs are placed on named nodes; cloud: instances are rented
     time_factor: float = 1.0  # expected wall time per hour of training (spot: interruptions and restarts)
 
@@ -89,15 +90,19 @@ def _pool_spec(p: OwnedPool | CloudPool | PurchasePool, catalog: Catalog, where:
     per_node_usd = p.usd_per_node or (gpu.purchase_usd_per_gpu or 0.0) * per_node
     if not per_node_usd:
         raise ScenarioError(f"{where}.usd_per_node: the catalog has no purchase price for {gpu.id}. To fix: give one.")
-    return PoolSpec(p.id, "purchase", fp, price, purchase_usd_per_node=per_node_usd, amortisation_h=p.amortisation_h)
+    return PoolSpec(
+        p.id, "purchase", fp, price, purchase_usd_per_node=per_node_usd, amortisation_h=p.amortisation_h,
+        resale_fraction=p.resale_fraction,
+    )  # fmt: skip
 
 
 def purchase_charge(pool: PoolSpec, horizon_h: float | None) -> float:
-    """What one bought node costs the campaign: its price, or, with an amortisation period and a
-    campaign deadline, the share of the price that the deadline's hours use up."""
+    """What one bought node costs the campaign: its price less what reselling it recovers, or, with
+    an amortisation period and a campaign deadline, the share of that the deadline's hours use up."""
+    net = pool.purchase_usd_per_node * (1.0 - pool.resale_fraction)
     if pool.amortisation_h is None or horizon_h is None:
-        return pool.purchase_usd_per_node
-    return pool.purchase_usd_per_node * min(1.0, horizon_h / pool.amortisation_h)
+        return net
+    return net * min(1.0, horizon_h / pool.amortisation_h)
 
 
 def resolve_scenario(scenario: Scenario, catalog: Catalog, source: str = "scenario") -> Campaign:

@@ -185,4 +185,10 @@ def _totals(plan: Plan, campaign: Campaign) -> list[str]:
     budget = campaign.scenario.objective.budget_usd
     if budget is not None and cost > budget + 1e-6:
         errs.append(f"totals: cost ${cost:,.2f} is over the budget of ${budget:,.2f}")
+    capex = campaign.scenario.objective.capex_usd
+    if capex is not None:
+        pools = {p.id: p for p in campaign.pools}
+        spent = sum(u.nodes_bought * pools[u.pool].purchase_usd_per_node for u in plan.totals.pools if u.pool in pools)
+        if spent > capex + 1e-6:
+            errs.append(f"totals: purchases of ${spent:,.2f} exceed the capital budget of ${capex:,.2f}")
     return errs

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from ftplan.cli import catalog_cmd, compare_cmd, fit_cmd, measure_cmd, memory_cmd, plan_cmd
+from ftplan.cli import budget_cmd, catalog_cmd, compare_cmd, fit_cmd, measure_cmd, memory_cmd, plan_cmd
 from ftplan.errors import FtplanError
 
 app = typer.Typer(
@@ -24,6 +24,7 @@ app.command("plan")(plan_cmd.plan)
 app.command("check")(plan_cmd.check)
 app.command("schema")(plan_cmd.schema)
 app.command("compare")(compare_cmd.compare)
+app.command("budget")(budget_cmd.budget)
 
 _state = {"debug": False}
 

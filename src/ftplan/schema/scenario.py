@@ -78,6 +78,7 @@ class PurchasePool(_Strict):
         None, gt=0, description="hours over which the price is spread; empty: the campaign pays it whole"
     )
     usd_per_node_h: float = Field(0.0, ge=0, description="running cost per node-hour once bought, USD")
+    resale_fraction: float = Field(0.0, ge=0, lt=1, description="share of the price recovered by reselling")
     network_gbps: float | None = Field(None, gt=0)
 
 
@@ -89,6 +90,7 @@ class Objective(_Strict):
     then: Literal["cost", "time"] | None = Field(None, description="second objective (lexicographic)")
     deadline_h: float | None = Field(None, gt=0, description="every job ends by this many hours")
     budget_usd: float | None = Field(None, gt=0, description="the campaign costs at most this")
+    capex_usd: float | None = Field(None, gt=0, description="purchases (list price) cost at most this")
 
 
 class SolverOptions(_Strict):

@@ -64,6 +64,7 @@ def greedy_plan(
     ends: dict[str, int] = {}
     plan: dict[str, Placement] = {}
     campaign_deadline = campaign.scenario.objective.deadline_h
+    capex = campaign.scenario.objective.capex_usd
     for run in _order(campaign, cands):
         ready = max((ends[d] for d in run.depends_on), default=0)
         limits = [x * MINUTES_PER_HOUR for x in (run.deadline_h, campaign_deadline) if x is not None]
@@ -79,8 +80,11 @@ def greedy_plan(
                 continue
             extra = 0
             if pool.kind == "purchase":
-                new = max(nodes) + 1 - bought.get(pool.id, 0) if nodes else 0
-                extra = max(0, new) * usd_to_units(purchase_charge(pool, campaign_deadline))
+                new = max(0, max(nodes) + 1 - bought.get(pool.id, 0) if nodes else 0)
+                extra = new * usd_to_units(purchase_charge(pool, campaign_deadline))
+                spent = sum(n * pools[p].purchase_usd_per_node for p, n in bought.items())
+                if capex is not None and spent + new * pool.purchase_usd_per_node > capex:
+                    continue  # buying these nodes would exceed the capital budget
             key = (
                 (c.cost_units + extra, start + c.minutes, i)
                 if minimise == "cost"

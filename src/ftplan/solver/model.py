@@ -23,6 +23,7 @@ Constraints
   dependencies s_r ≥ e_q for every q that r depends on
   makespan     M ≥ e_r
   budget       cost ≤ budget (money units)
+  capex        Σ_p B_p·price_p ≤ capex (list prices of the nodes bought)
   energy       per pool, Σ x_c·g_c·d_c ≤ GPUs of the pool × H (bought nodes for purchase pools;
                instances × H for cloud pools): implied by capacity, it tightens the LP bound
 
@@ -187,6 +188,13 @@ def _objective_terms(m: Model) -> None:
     terms = [c.cost_units * m.x[rid, i] for rid, cs in m.cands.items() for i, c in enumerate(cs)]
     terms += [m.purchase_units[p] * b for (p, _), b in m.bought.items()]
     m.cost = sum(terms)
+    capex = m.campaign.scenario.objective.capex_usd
+    if capex is not None:  # list prices of the nodes bought
+        spend = [
+            usd_to_units(p.purchase_usd_per_node) * m.bought[p.id, k]
+            for p in m.campaign.pools if p.kind == "purchase" for k in range(p.nodes)
+        ]  # fmt: skip
+        m.cp.add(sum(spend) <= int(capex * MONEY_UNITS_PER_USD))
     budget = m.campaign.scenario.objective.budget_usd
     if budget is not None:
         m.cp.add(m.cost <= int(budget * MONEY_UNITS_PER_USD))
