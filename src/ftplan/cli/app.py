@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from ftplan.cli import budget_cmd, catalog_cmd, compare_cmd, fit_cmd, measure_cmd, memory_cmd, plan_cmd
+from ftplan.cli import budget_cmd, catalog_cmd, compare_cmd, fit_cmd, measure_cmd, memory_cmd, plan_cmd, report_cmd
 from ftplan.errors import FtplanError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.command("check")(plan_cmd.check)
 app.command("schema")(plan_cmd.schema)
 app.command("compare")(compare_cmd.compare)
 app.command("budget")(budget_cmd.budget)
+app.command("report")(report_cmd.report)
 
 _state = {"debug": False}
 
