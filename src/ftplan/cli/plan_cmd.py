@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -62,13 +63,16 @@ def plan(
     sc = _override(load_scenario(scenario), objective, deadline, budget, time_limit)
     campaign = resolve_scenario(sc, load_catalog(), str(scenario))
 
+    live = not quiet and sys.stderr.isatty()
+
     def progress(p: Progress) -> None:
-        if not quiet:
-            typer.echo(f"\r  incumbent {p.objective:,.0f}  bound {p.bound:,.0f}  gap {100 * p.gap:5.2f}%  "
-                       f"{p.elapsed_s:6.1f} s", err=True, nl=False)  # fmt: skip
+        if live:
+            value = (lambda v: f"${v:,.2f}") if p.goal == "cost" else (lambda v: f"{v:,.2f} h")
+            line = f"{p.goal}: incumbent {value(p.objective)}  bound {value(p.bound)}  gap {100 * p.gap:5.2f}%"
+            typer.echo(f"\r  {line}  {p.elapsed_s:6.1f} s   ", err=True, nl=False)
 
     solution = solve_campaign(campaign, progress=progress)
-    if not quiet:
+    if live:
         typer.echo("", err=True)
     result = build_plan(campaign, solution)
     violations = verify_plan(campaign, result)

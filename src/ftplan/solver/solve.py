@@ -15,7 +15,7 @@ from ftplan.errors import FtplanError
 from ftplan.scenario import Campaign
 from ftplan.solver.greedy import Placement, greedy_plan
 from ftplan.solver.model import Model, build_model
-from ftplan.units import MINUTES_PER_HOUR
+from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD
 
 
 class InfeasibleError(FtplanError):
@@ -24,6 +24,9 @@ class InfeasibleError(FtplanError):
 
 @dataclass(frozen=True)
 class Progress:
+    """A new incumbent: objective and bound in USD (goal ``cost``) or hours (goal ``time``)."""
+
+    goal: str
     objective: float
     bound: float
     elapsed_s: float
@@ -108,14 +111,17 @@ def _critical_path(campaign: Campaign, table: CandidateTable) -> dict[str, int]:
 
 
 class _Callback(cp_model.CpSolverSolutionCallback):
-    def __init__(self, report: Callable[[Progress], None] | None) -> None:
+    def __init__(self, report: Callable[[Progress], None] | None, goal: str) -> None:
         super().__init__()
         self.report = report
+        self.goal = goal
+        self.scale = MONEY_UNITS_PER_USD if goal == "cost" else MINUTES_PER_HOUR
         self.t0 = time.monotonic()
 
     def on_solution_callback(self) -> None:
         if self.report is not None:
-            self.report(Progress(self.objective_value, self.best_objective_bound, time.monotonic() - self.t0))
+            self.report(Progress(self.goal, self.objective_value / self.scale, self.best_objective_bound / self.scale,
+                                 time.monotonic() - self.t0))  # fmt: skip
 
 
 def solve_campaign(
@@ -147,7 +153,7 @@ def solve_campaign(
         solver.parameters.num_workers = opts.workers
         solver.parameters.relative_gap_limit = opts.relative_gap
         with _stop_on_interrupt(solver) as interrupted:
-            status = solver.solve(m.cp, _Callback(progress))
+            status = solver.solve(m.cp, _Callback(progress, goal))
         stopped = stopped or interrupted()
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             if stage == 0:
