@@ -279,3 +279,10 @@ def test_random_campaigns_verify(catalog, n, methods, tokens, deps, quota, minim
     except InfeasibleError:
         return
     assert verify_plan(campaign, build_plan(campaign, sol)) == []
+
+
+def test_pool_efficiency_overrides_the_catalog(catalog):
+    slow = LAB | {"efficiency": 0.2}
+    _, _, base = solve(scenario([job(1)], [LAB], {"minimise": "time"}), catalog)
+    _, _, halved = solve(scenario([job(1)], [slow], {"minimise": "time"}), catalog)
+    assert halved.runs[0].hours > base.runs[0].hours * 2  # A100 catalog efficiency 0.545 → 0.2

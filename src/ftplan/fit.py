@@ -41,6 +41,7 @@ class Pool:
     network_gbps: float | None
     usd_per_node_hour: float | None
     price_note: str = ""
+    efficiency: float | None = None  # fraction of peak for this pool (default: the GPU's catalog value)
 
     @property
     def hardware_note(self) -> str:
@@ -258,7 +259,7 @@ def hardware(pool: Pool, job: ResolvedJob, efficiency: float | None = None) -> t
     gpu = pool.gpu
     return tm.Hardware(
         peak_tflops=tm.peak_tflops(gpu.tflops.model_dump(), job.training.precision),
-        efficiency=efficiency or gpu.efficiency or tm.DEFAULT_EFFICIENCY,
+        efficiency=efficiency or pool.efficiency or gpu.efficiency or tm.DEFAULT_EFFICIENCY,
         hbm_gbs=gpu.hbm_gbs or 1000.0,
         intra_node_gbs=gpu.intra_node_gbs or gpu.host_link_gbs or 16.0,
         host_link_gbs=gpu.host_link_gbs or 16.0,

@@ -76,14 +76,14 @@ def load_scenario(path: Path) -> Scenario:
 def _pool_spec(p: OwnedPool | CloudPool | PurchasePool, catalog: Catalog, where: str) -> PoolSpec:
     if isinstance(p, CloudPool):
         fp = instance_pool(catalog, p.instance, nodes=1, spot=p.pricing == "spot")
-        fp = replace(fp, max_nodes=p.quota_nodes if fp.network_gbps else 1, name=p.id)
+        fp = replace(fp, max_nodes=p.quota_nodes if fp.network_gbps else 1, name=p.id, efficiency=p.efficiency)
         assert fp.usd_per_node_hour is not None
         # beyond one node needs the instance's network; quota still bounds concurrent instances
         return PoolSpec(p.id, "cloud", fp, fp.usd_per_node_hour, placed=False)
     gpu = catalog.gpu(p.gpu, f"{where}.gpu")
     per_node = p.gpus_per_node or gpu.max_gpus_per_node
     nodes = p.nodes if isinstance(p, OwnedPool) else p.max_nodes
-    fp = Pool(p.id, gpu, per_node, nodes, p.network_gbps, p.usd_per_node_h)
+    fp = Pool(p.id, gpu, per_node, nodes, p.network_gbps, p.usd_per_node_h, efficiency=p.efficiency)
     if isinstance(p, OwnedPool):
         return PoolSpec(p.id, "owned", fp, p.usd_per_node_h)
     price = p.usd_per_node_h

@@ -44,6 +44,9 @@ def main() -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)

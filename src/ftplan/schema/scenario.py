@@ -57,6 +57,7 @@ class OwnedPool(_Strict):
     nodes: int = Field(gt=0, description="nodes owned")
     usd_per_node_h: float = Field(0.0, ge=0, description="running cost per node-hour (power, hosting), USD")
     network_gbps: float | None = Field(None, gt=0, description="network per node (Gbps); empty: jobs stay in a node")
+    efficiency: float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
 
 
 class CloudPool(_Strict):
@@ -65,6 +66,7 @@ class CloudPool(_Strict):
     instance: str = Field(description="catalog instance CLOUD/TYPE")
     pricing: Literal["on-demand", "spot"] = "on-demand"
     quota_nodes: int = Field(gt=0, description="most instances running at once")
+    efficiency: float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
 
 
 class PurchasePool(_Strict):
@@ -80,6 +82,7 @@ class PurchasePool(_Strict):
     usd_per_node_h: float = Field(0.0, ge=0, description="running cost per node-hour once bought, USD")
     resale_fraction: float = Field(0.0, ge=0, lt=1, description="share of the price recovered by reselling")
     network_gbps: float | None = Field(None, gt=0)
+    efficiency: float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
 
 
 Pool = OwnedPool | CloudPool | PurchasePool
