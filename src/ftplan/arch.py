@@ -90,6 +90,14 @@ class Architecture:
     loss_upcast: bool = True  # causal-LM loss upcasts logits to fp32 before cross-entropy
     names: dict[str, str] = field(default_factory=dict, compare=False)
 
+    # ---- hashing: the memory model caches per architecture, so hash once ---------------------
+    @cached_property
+    def _hash(self) -> int:
+        return hash(tuple(getattr(self, f) for f in self.__dataclass_fields__ if f != "names"))
+
+    def __hash__(self) -> int:
+        return self._hash
+
     # ---- derived sizes -------------------------------------------------------------------
     @property
     def q_dim(self) -> int:

@@ -62,9 +62,13 @@ def explain_infeasible(campaign: Campaign, table: CandidateTable) -> None:
     for job_id, cands in table.by_job.items():
         if not cands:
             near = table.closest.get(job_id) or next(iter(table.excluded.get(job_id, [])), "no layout was possible")
+            largest = max(campaign.pools, key=lambda p: (p.nodes * p.gpus_per_node, p.pool.gpu.memory_mib))
+            limit = "quota" if largest.kind == "cloud" else "nodes"
             raise InfeasibleError(
-                f"job {job_id!r} fits on no pool. Closest: {near}. To fix: add larger GPUs, more nodes, or "
-                "allow ZeRO-3/offload/recomputation."
+                f"job {job_id!r} fits on no pool. Closest: {near}. Largest option: {largest.id}, "
+                f"{largest.nodes} {'instance' if largest.kind == 'cloud' else 'node'}(s) ({limit}) × "
+                f"{largest.gpus_per_node} {largest.pool.gpu.id}. To fix: add larger GPUs, more nodes or quota, "
+                "or allow ZeRO-3/offload/recomputation."
             )
     deadline = campaign.scenario.objective.deadline_h
     for run in campaign.runs:
