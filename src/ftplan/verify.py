@@ -15,10 +15,10 @@ from dataclasses import replace
 import numpy as np
 
 from ftplan.fit import hardware
-from ftplan.memory import Layout, Offload, Recompute, ZeroStage, estimate_memory
+from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, ZeroStage, estimate_memory
 from ftplan.memory.setup import Optimizer
-from ftplan.scenario import Campaign, purchase_charge
-from ftplan.schema.plan import Plan
+from ftplan.scenario import Campaign, PoolSpec, Run, purchase_charge
+from ftplan.schema.plan import Plan, PlanRun
 from ftplan.timing import model as tm
 
 REL_TOL = 1e-6  # plans store floats; recomputed values must agree to this relative tolerance
@@ -57,6 +57,17 @@ def verify_plan(campaign: Campaign, plan: Plan) -> list[str]:
     return errors
 
 
+def run_memory(run: Run, r: PlanRun, pool: PoolSpec) -> MemoryEstimate:
+    """The memory model on a planned run's layout and pool (what the plan states per GPU)."""
+    lay, job, gpu = r.layout, run.job, pool.pool.gpu
+    training = replace(job.training, optimizer=Optimizer(lay.optimizer))
+    layout = Layout(dp=lay.dp, tp=lay.tp, zero=ZeroStage(lay.zero), offload=Offload(lay.offload),
+                    recompute=Recompute(lay.recompute), micro_batch=lay.micro_batch, grad_accum=lay.grad_accum,
+                    gpus_per_node=pool.gpus_per_node)  # fmt: skip
+    return estimate_memory(job.arch, training, layout, gpu_memory_bytes=gpu.memory_bytes, gpu_arch=gpu.arch,
+                           overheads=job.overheads)  # fmt: skip
+
+
 def _check_run(r, run, pool, bought: int, campaign: Campaign) -> list[str]:
     errs: list[str] = []
     lay, job = r.layout, run.job
@@ -86,13 +97,9 @@ def _check_run(r, run, pool, bought: int, campaign: Campaign) -> list[str]:
     if errs:
         return errs
     training = replace(job.training, optimizer=Optimizer(lay.optimizer))
-    layout = Layout(dp=lay.dp, tp=lay.tp, zero=ZeroStage(lay.zero), offload=Offload(lay.offload),
-                    recompute=Recompute(lay.recompute), micro_batch=lay.micro_batch, grad_accum=lay.grad_accum,
-                    gpus_per_node=per)  # fmt: skip
     gpu = pool.pool.gpu
     try:
-        est = estimate_memory(job.arch, training, layout, gpu_memory_bytes=gpu.memory_bytes, gpu_arch=gpu.arch,
-                              overheads=job.overheads)  # fmt: skip
+        est = run_memory(run, r, pool)
     except Exception as exc:  # an impossible layout is a violation, not a crash
         return [f"{r.run}: layout is not valid: {exc}"]
     if not est.fits:

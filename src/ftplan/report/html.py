@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import replace
 
 from ftplan.compare import ChoiceResult
-from ftplan.memory import Layout, Offload, Recompute, ZeroStage, estimate_memory
-from ftplan.memory.setup import Optimizer
 from ftplan.report.compare_report import frontier_png
 from ftplan.report.gantt import gantt_png
 from ftplan.report.tables import TERM_LABELS
 from ftplan.scenario import Campaign
 from ftplan.schema.plan import Plan
 from ftplan.units import GIB
+from ftplan.verify import run_memory
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
@@ -61,13 +59,8 @@ def memory_terms(campaign: Campaign, plan: Plan) -> dict[str, dict[str, int]]:
     runs = {r.id: r for r in campaign.runs}
     out = {}
     for r in plan.runs:
-        job, lay, gpu = runs[r.run].job, r.layout, pools[r.pool].pool.gpu
-        training = replace(job.training, optimizer=Optimizer(lay.optimizer))
-        layout = Layout(dp=lay.dp, tp=lay.tp, zero=ZeroStage(lay.zero), offload=Offload(lay.offload),
-                        recompute=Recompute(lay.recompute), micro_batch=lay.micro_batch, grad_accum=lay.grad_accum,
-                        gpus_per_node=pools[r.pool].gpus_per_node)  # fmt: skip
-        est = estimate_memory(job.arch, training, layout, gpu_memory_bytes=gpu.memory_bytes, gpu_arch=gpu.arch,
-                              overheads=job.overheads)  # fmt: skip
+        gpu = pools[r.pool].pool.gpu
+        est = run_memory(runs[r.run], r, pools[r.pool])
         terms = {k: v for k, v in est.gpu_terms.items() if k in est.peak_terms and v > 0}
         out[r.run] = terms | {"_capacity": gpu.memory_bytes}
     return out
