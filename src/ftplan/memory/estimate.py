@@ -86,12 +86,24 @@ class MemoryEstimate:
         return self.gpu_memory_bytes - self.device_total_bytes
 
 
+_STATES = ("weights_trainable", "weights_frozen", "optimizer_states", "cublas_workspace")
+# The terms each moment of a step holds (forward/backward adds the held gradients and the larger
+# of the loss peak and the backward working set).
+_PHASE_TERMS = {
+    "forward/backward": (*_STATES, "activations", "autocast_weight_copies", "zero3_gathered_params",
+                         "dequant_workspace"),
+    "end of backward": (*_STATES, "gradients", "zero3_gathered_params", "grad_reduce_buffer", "dequant_workspace"),
+    "optimizer step": (*_STATES, "gradients", "optimizer_step_temporaries"),
+}  # fmt: skip
+
+
 def check_layout(arch: Architecture, training: Training, layout: Layout) -> None:
     """Raise :class:`JobError` for layouts the frameworks cannot run."""
-    for name in ("dp", "tp", "micro_batch", "grad_accum", "gpus_per_node"):
-        value = getattr(layout, name)
-        if value < 1:
-            raise JobError(f"layout.{name} must be ≥ 1, got {value}.")
+    if min(layout.dp, layout.tp, layout.micro_batch, layout.grad_accum, layout.gpus_per_node) < 1:
+        for name in ("dp", "tp", "micro_batch", "grad_accum", "gpus_per_node"):
+            value = getattr(layout, name)
+            if value < 1:
+                raise JobError(f"layout.{name} must be ≥ 1, got {value}.")
     t = layout.tp
     if t > 1 and layout.gpus_per_node > 1 and t > layout.gpus_per_node:
         raise JobError(
@@ -182,6 +194,12 @@ def _grads(arch: Architecture, training: Training) -> tuple[act.Grads, bool, boo
         adapter_cast=training.precision.mixed,
     )
     return grads, embed, head
+
+
+@lru_cache(maxsize=1024)
+def _largest_block(arch: Architecture, t: int) -> float:
+    """Parameters of the largest transformer block on one GPU (what ZeRO-3 gathers at a time)."""
+    return max(arch.layer_matrix_params[st] / t + arch.layer_vector_params[st] for st in arch.block_linears)
 
 
 @lru_cache(maxsize=1024)
@@ -298,7 +316,7 @@ def estimate_memory(
     activations = saved_layers + head
 
     # ---- working buffers ---------------------------------------------------------------------
-    block = max(arch.layer_matrix_params[st] / t + arch.layer_vector_params[st] for st in arch.block_linears)
+    block = _largest_block(arch, t)
     lm_head_matrix = 0 if arch.kind is Kind.ENCODER else arch.vocab * arch.hidden  # tied or not, it is cast
     cast_copies = 2.0 * _local(arch.matrix_params, 0, lm_head_matrix, t) if amp else 0.0
     if saves.adapter_cast:  # autocast's 16-bit copies of the fp32 adapters, kept for backward
@@ -339,15 +357,12 @@ def estimate_memory(
         "optimizer_step_temporaries": step_tmp,
         "cublas_workspace": cublas,
     }
-    base = ("weights_trainable", "weights_frozen", "optimizer_states", "cublas_workspace")
-    phase_terms = {
-        "forward/backward": (*base, "activations", "autocast_weight_copies", "zero3_gathered_params",
-                             "dequant_workspace"),
-        "end of backward": (*base, "gradients", "zero3_gathered_params", "grad_reduce_buffer", "dequant_workspace"),
-        "optimizer step": (*base, "gradients", "optimizer_step_temporaries"),
-    }  # fmt: skip
-    phases = {k: sum(gpu_terms[x] for x in v) for k, v in phase_terms.items()}
-    phases["forward/backward"] += grads_held + act_phase_extra
+    states = w_train + w_frozen + opt_states + cublas  # present at every moment (see _PHASE_TERMS)
+    phases = {
+        "forward/backward": states + activations + cast_copies + gathered + dequant + grads_held + act_phase_extra,
+        "end of backward": states + grads + gathered + reduce_buffer + dequant,
+        "optimizer step": states + grads + step_tmp,
+    }
     phase = max(phases, key=lambda k: phases[k])
     peak_alloc = int(phases[phase])
     reserved = int(peak_alloc * (1 + overheads.allocator_fraction))
@@ -362,7 +377,7 @@ def estimate_memory(
         nccl_buffers=nccl,
         optimizer_paged=paged,
     )
-    at_peak = set(phase_terms[phase]) | {"allocator_cache", "cuda_context", "nccl_buffers"}
+    at_peak = set(_PHASE_TERMS[phase]) | {"allocator_cache", "cuda_context", "nccl_buffers"}
     if phase == "forward/backward":
         at_peak |= {"logits_loss"} if loss_peak >= after_loss + recompute_ws + bwd_ws else {"backward_workspace"}
         if grads_held:
@@ -384,7 +399,7 @@ def estimate_memory(
             if training.loss is Loss.FUSED
             else (activations - act.rotary_bytes(arch, dt, s) / t + act_phase_extra) / layout.micro_batch
         ),
-        activation_terms={
+        activation_terms={  # for `ftplan measure` and the tests
             **{
                 f"layer:{st}": int(
                     (r * arch.hidden * stacks[st] / t if layout.recompute is Recompute.FULL else layer_mean[st])

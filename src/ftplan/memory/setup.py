@@ -49,11 +49,15 @@ class Optimizer(StrEnum):
 
     @property
     def paged(self) -> bool:
-        return self.value.startswith("paged")
+        return self in _PAGED
 
     @property
     def eight_bit(self) -> bool:
-        return self.value.endswith("8bit")
+        return self in _EIGHT_BIT
+
+
+_PAGED = frozenset({Optimizer.PAGED_ADAMW, Optimizer.PAGED_ADAMW_8BIT})
+_EIGHT_BIT = frozenset({Optimizer.ADAMW_8BIT, Optimizer.PAGED_ADAMW_8BIT})
 
 
 class ZeroStage(IntEnum):
