@@ -117,12 +117,15 @@ def _critical_path(campaign: Campaign, table: CandidateTable) -> dict[str, int]:
 class _Callback(cp_model.CpSolverSolutionCallback):
     def __init__(self, report: Callable[[Progress], None] | None, goal: str) -> None:
         super().__init__()
+        self.interrupted = False  # set by the Ctrl-C handler; the search stops at the next solution
         self.report = report
         self.goal = goal
         self.scale = MONEY_UNITS_PER_USD if goal == "cost" else MINUTES_PER_HOUR
         self.t0 = time.monotonic()
 
     def on_solution_callback(self) -> None:
+        if self.interrupted:
+            self.stop_search()
         if self.report is not None:
             self.report(Progress(self.goal, self.objective_value / self.scale, self.best_objective_bound / self.scale,
                                  time.monotonic() - self.t0))  # fmt: skip
@@ -156,8 +159,9 @@ def solve_campaign(
         solver.parameters.random_seed = opts.seed
         solver.parameters.num_workers = opts.workers
         solver.parameters.relative_gap_limit = opts.relative_gap
-        with _stop_on_interrupt(solver) as interrupted:
-            status = solver.solve(m.cp, _Callback(progress, goal))
+        callback = _Callback(progress, goal)
+        with _stop_on_interrupt(callback) as interrupted:
+            status = solver.solve(m.cp, callback)
         stopped = stopped or interrupted()
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             if stage == 0:
@@ -265,10 +269,14 @@ def _hint(m: Model, plan: dict[str, Placement]) -> None:
 
 
 class _stop_on_interrupt:
-    """Ctrl-C stops the search and keeps the best plan found (main thread only)."""
+    """Ctrl-C stops the search at its next solution and keeps the best plan found (main thread only).
 
-    def __init__(self, solver: cp_model.CpSolver) -> None:
-        self.solver = solver
+    CP-SAT runs in C++; Python runs the signal handler when the search next calls back into Python
+    (a new incumbent), so the stop takes effect there, or at the time limit.
+    """
+
+    def __init__(self, callback: _Callback) -> None:
+        self.callback = callback
         self.hit = False
         self.previous = None
 
@@ -279,7 +287,7 @@ class _stop_on_interrupt:
 
     def _handle(self, signum: int, frame: object) -> None:
         self.hit = True
-        self.solver.stop_search()
+        self.callback.interrupted = True
 
     def __exit__(self, *exc: object) -> None:
         if self.previous is not None:
