@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ftplan.errors import FtplanError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def read_yaml(path: Path) -> Any:
@@ -40,6 +42,17 @@ def describe_validation_error(exc: ValidationError) -> str:
         msg = "unknown field (remove it or check its spelling)"
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return f": field '{loc}': {msg}{more}"
+
+
+def load_validated(path: Path, model: type[M], error: type[FtplanError] = FtplanError, what: str = "fields") -> M:
+    """Read a YAML (or JSON) file and validate it as ``model``; errors are one line naming the file and field."""
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a mapping of {what}.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise error(f"{path}{describe_validation_error(exc)}") from None
 
 
 def write_text_atomic(path: Path, text: str) -> None:

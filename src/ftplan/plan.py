@@ -9,10 +9,9 @@ import ortools
 import yaml
 
 from ftplan.candidates import Candidate
-from ftplan.io import write_text_atomic
+from ftplan.io import load_validated, write_text_atomic
 from ftplan.scenario import Campaign, PoolSpec, purchase_charge
 from ftplan.schema.plan import Plan, PlanLayout, PlanRun, PlanSolver, PlanTotals, PoolUse
-from ftplan.solver.greedy import Placement
 from ftplan.solver.solve import Solution
 from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD
 
@@ -156,6 +155,11 @@ def greedy_summary(campaign: Campaign, sol: Solution) -> tuple[float, float]:
     return cost, span / MINUTES_PER_HOUR
 
 
+def load_plan(path: Path) -> Plan:
+    """Read a plan file (YAML or JSON)."""
+    return load_validated(path, Plan, what="plan fields")
+
+
 def write_plan(plan: Plan, path: Path) -> None:
     """Write a plan as YAML (``.yaml``/``.yml``) or JSON, atomically."""
     data = plan.model_dump(mode="json")
@@ -166,4 +170,4 @@ def write_plan(plan: Plan, path: Path) -> None:
     write_text_atomic(Path(path), text)
 
 
-__all__ = ["Placement", "build_plan", "plan_totals", "write_plan"]
+__all__ = ["build_plan", "load_plan", "plan_totals", "write_plan"]

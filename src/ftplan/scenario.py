@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pydantic import ValidationError
-
 from ftplan.catalog import Catalog
 from ftplan.errors import FtplanError, did_you_mean
 from ftplan.fit import Pool, instance_pool
-from ftplan.io import describe_validation_error, read_yaml
+from ftplan.io import load_validated
 from ftplan.job import ResolvedJob, resolve_job
 from ftplan.schema.scenario import CloudPool, OwnedPool, PurchasePool, Scenario, ScenarioJob
 
@@ -64,13 +62,7 @@ class Campaign:
 
 
 def load_scenario(path: Path) -> Scenario:
-    data = read_yaml(path)
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: expected a mapping with jobs, pools, objective and solver.")
-    try:
-        return Scenario.model_validate(data)
-    except ValidationError as exc:
-        raise ScenarioError(f"{path}{describe_validation_error(exc)}") from None
+    return load_validated(path, Scenario, ScenarioError, "jobs, pools, objective and solver")
 
 
 def _pool_spec(p: OwnedPool | CloudPool | PurchasePool, catalog: Catalog, where: str) -> PoolSpec:

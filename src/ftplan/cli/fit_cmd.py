@@ -9,12 +9,11 @@ import typer
 
 from ftplan.catalog import load_catalog
 from ftplan.cli.common import Format, emit
-from ftplan.errors import FtplanError, JobError
+from ftplan.errors import FtplanError
 from ftplan.fit import FitResult, fit_job, gpu_pool, instance_pool, rank
-from ftplan.io import read_yaml
 from ftplan.job import resolve_job
 from ftplan.report.tables import fit_table
-from ftplan.schema.job import parse_job
+from ftplan.schema.job import load_job
 
 COLUMNS = [
     "pool", "gpus", "nodes", "dp", "tp", "zero", "offload", "recompute", "micro_batch", "grad_accum",
@@ -45,10 +44,7 @@ def fit(
         raise FtplanError(f"--efficiency must be in (0, 1], got {efficiency}.")
     if nodes < 1:
         raise FtplanError(f"--nodes must be ≥ 1, got {nodes}.")
-    data = read_yaml(job)
-    if not isinstance(data, dict):
-        raise JobError(f"{job}: expected a mapping of job fields.")
-    spec = parse_job(data, str(job))
+    spec = load_job(job)
     catalog = load_catalog()
     resolved = resolve_job(spec, catalog, str(job))
     pools = [gpu_pool(catalog, g, gpus, gpu_price, network_gbps) for g in gpu]

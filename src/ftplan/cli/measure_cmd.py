@@ -10,11 +10,9 @@ import typer
 
 from ftplan.catalog import load_catalog
 from ftplan.cli.common import Format, emit
-from ftplan.errors import JobError
-from ftplan.io import read_yaml
 from ftplan.job import resolve_job
 from ftplan.report.tables import measure_table
-from ftplan.schema.job import parse_job
+from ftplan.schema.job import load_job
 
 
 def measure(
@@ -28,10 +26,7 @@ def measure(
     """Build the job's model from its config (random weights), train a step, and hold the estimate to it."""
     from ftplan.measure import measure_job
 
-    data = read_yaml(job)
-    if not isinstance(data, dict):
-        raise JobError(f"{job}: expected a mapping of job fields.")
-    spec = parse_job(data, str(job))
+    spec = load_job(job)
     resolved = resolve_job(spec, load_catalog(), str(job))
     comparison = measure_job(resolved, device=device, steps=steps, seed=seed)
     if format is Format.JSON:

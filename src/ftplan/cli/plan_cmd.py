@@ -8,16 +8,13 @@ from pathlib import Path
 
 import typer
 import yaml
-from pydantic import ValidationError
 
 from ftplan.catalog import load_catalog
 from ftplan.cli.common import Format, emit
 from ftplan.errors import FtplanError
-from ftplan.io import describe_validation_error, read_yaml
-from ftplan.plan import build_plan, write_plan
+from ftplan.plan import build_plan, load_plan, write_plan
 from ftplan.report.plan_table import plan_table
 from ftplan.scenario import load_scenario, resolve_scenario
-from ftplan.schema.plan import Plan
 from ftplan.schema.scenario import Scenario, scenario_json_schema
 from ftplan.solver import Progress, solve_campaign
 from ftplan.verify import verify_plan
@@ -101,11 +98,7 @@ def check(
 ) -> None:
     """Verify a plan against its scenario without the solver; exit 1 listing every violation."""
     campaign = resolve_scenario(load_scenario(scenario), load_catalog(), str(scenario))
-    data = read_yaml(plan_file)  # JSON is YAML
-    try:
-        parsed = Plan.model_validate(data)
-    except ValidationError as exc:
-        raise FtplanError(f"{plan_file}{describe_validation_error(exc)}") from None
+    parsed = load_plan(plan_file)
     violations = verify_plan(campaign, parsed)
     if violations:
         for v in violations:

@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from pydantic import ValidationError
 
 from ftplan.catalog import load_catalog
 from ftplan.compare import compare_choices, frontier
 from ftplan.errors import FtplanError
-from ftplan.io import describe_validation_error, read_yaml, write_text_atomic
+from ftplan.io import write_text_atomic
+from ftplan.plan import load_plan
 from ftplan.report.html import render_html
 from ftplan.scenario import load_scenario, resolve_scenario
-from ftplan.schema.plan import Plan
 from ftplan.verify import verify_plan
 
 
@@ -27,10 +26,7 @@ def report(
     """Write the plan, its schedule, memory per GPU and (optionally) the comparison as one HTML page."""
     catalog = load_catalog()
     campaign = resolve_scenario(load_scenario(scenario), catalog, str(scenario))
-    try:
-        plan = Plan.model_validate(read_yaml(plan_file))
-    except ValidationError as exc:
-        raise FtplanError(f"{plan_file}{describe_validation_error(exc)}") from None
+    plan = load_plan(plan_file)
     violations = verify_plan(campaign, plan)
     if violations and any("not in the scenario" in v for v in violations):
         raise FtplanError(f"{plan_file}: the plan is not for {scenario} ({violations[0]}).")
