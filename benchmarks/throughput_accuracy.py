@@ -17,6 +17,7 @@ import numpy as np
 
 from ftplan.arch import architecture_from_hf
 from ftplan.catalog import load_catalog
+from ftplan.fit import Pool, hardware
 from ftplan.io import read_yaml
 from ftplan.memory.setup import LoraSetup, Method, Precision, Training
 from ftplan.report.tables import render_table
@@ -97,12 +98,8 @@ def translate(case: dict) -> dict | None:
 
 def predict(c: dict, catalog) -> float:
     gpu = catalog.gpus[c["gpu"]]
-    hw = tm.Hardware(
-        peak_tflops=tm.peak_tflops(gpu.tflops.model_dump(), c["training"].precision),
-        efficiency=gpu.efficiency or tm.DEFAULT_EFFICIENCY, hbm_gbs=gpu.hbm_gbs or 1000.0,
-        intra_node_gbs=gpu.intra_node_gbs or 16.0, host_link_gbs=gpu.host_link_gbs or 16.0,
-        gpus_per_node=8, network_gbps=NETWORK[c["gpu"]],
-    )  # fmt: skip
+    pool = Pool(c["gpu"], gpu, gpus_per_node=8, max_nodes=1, network_gbps=NETWORK[c["gpu"]], usd_per_node_hour=None)
+    hw = hardware(pool, c["training"].precision)
     flops = tm.job_flops(c["arch"], c["training"])
     t = tm.step_times(
         flops, c["arch"], c["training"], hw, np.array([c["dp"]]), np.array([c["tp"]]), np.array([c["zero"]]),

@@ -13,16 +13,16 @@ micro-batch that divides the job's global batch is then checked and timed as arr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from ftplan.catalog import Catalog
-from ftplan.errors import FtplanError, JobError
+from ftplan.errors import CatalogError, FtplanError, JobError
 from ftplan.job import ResolvedJob
 from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, ZeroStage, estimate_memory
-from ftplan.memory.setup import Method
+from ftplan.memory.setup import Method, Precision
 from ftplan.schema.catalog import Gpu
 from ftplan.timing import model as tm
 from ftplan.units import GIB
@@ -190,7 +190,7 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
             fb11 = e11.phase_bytes["forward/backward"]
             slope = e11.per_sequence_bytes
             if slope is None:  # not exactly linear in the micro-batch: measure the step from 1 to 2
-                slope = estimate(_with(base, micro_batch=2), gpu.arch).phase_bytes["forward/backward"] - fb11
+                slope = estimate(replace(base, micro_batch=2), gpu.arch).phase_bytes["forward/backward"] - fb11
             held = e11.gpu_terms["gradients"]  # kept across accumulation micro-steps (estimate.py)
             others = max(v for k, v in e11.phase_bytes.items() if k != "forward/backward")
             fams.append(fam)
@@ -249,20 +249,18 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
     )
 
 
-def _with(layout: Layout, **changes: int) -> Layout:
-    from dataclasses import replace
-
-    return replace(layout, **changes)
-
-
-def hardware(pool: Pool, job: ResolvedJob, efficiency: float | None = None) -> tm.Hardware:
+def hardware(pool: Pool, precision: Precision, efficiency: float | None = None) -> tm.Hardware:
+    """The time model's view of a pool; every bandwidth comes from the GPU catalog."""
     gpu = pool.gpu
+    missing = [k for k in ("hbm_gbs", "intra_node_gbs", "host_link_gbs") if getattr(gpu, k) is None]
+    if missing:
+        raise CatalogError(f"gpu {gpu.id}: no {', '.join(missing)} in the catalog. To fix: add them to gpus.yaml.")
     return tm.Hardware(
-        peak_tflops=tm.peak_tflops(gpu.tflops.model_dump(), job.training.precision),
+        peak_tflops=tm.peak_tflops(gpu.tflops.model_dump(), precision),
         efficiency=efficiency or pool.efficiency or gpu.efficiency or tm.DEFAULT_EFFICIENCY,
-        hbm_gbs=gpu.hbm_gbs or 1000.0,
-        intra_node_gbs=gpu.intra_node_gbs or gpu.host_link_gbs or 16.0,
-        host_link_gbs=gpu.host_link_gbs or 16.0,
+        hbm_gbs=gpu.hbm_gbs,
+        intra_node_gbs=gpu.intra_node_gbs,
+        host_link_gbs=gpu.host_link_gbs,
         gpus_per_node=pool.gpus_per_node,
         network_gbps=pool.network_gbps,
     )
@@ -271,7 +269,7 @@ def hardware(pool: Pool, job: ResolvedJob, efficiency: float | None = None) -> t
 def _time_and_cost(
     frame: pd.DataFrame, job: ResolvedJob, flops: tm.JobFlops, pool: Pool, efficiency: float | None
 ) -> pd.DataFrame:
-    hw = hardware(pool, job, efficiency)
+    hw = hardware(pool, job.training.precision, efficiency)
     t = tm.step_times(
         flops, job.arch, job.training, hw,
         frame["dp"].to_numpy(), frame["tp"].to_numpy(), frame["zero"].to_numpy(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 
 KIB = 1024
@@ -52,9 +53,9 @@ MONEY_UNITS_PER_USD = 10_000  # money in hundredths of a cent: rounding stays be
 
 def hours_to_minutes(hours: float) -> int:
     """Whole minutes, rounded up so a planned interval never undercuts the job."""
-    return max(1, int(-(-round(hours * MINUTES_PER_HOUR, 6) // 1)))
+    return max(1, math.ceil(round(hours * MINUTES_PER_HOUR, 6)))
 
 
 def usd_to_units(usd: float) -> int:
     """Whole money units (hundredths of a cent), rounded up."""
-    return int(-(-round(usd * MONEY_UNITS_PER_USD, 6) // 1))
+    return math.ceil(round(usd * MONEY_UNITS_PER_USD, 6))

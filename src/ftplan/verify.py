@@ -107,7 +107,7 @@ def _check_run(r, run, pool, bought: int, campaign: Campaign) -> list[str]:
                     f"{gpu.memory_bytes / 2**30:.2f} GiB")  # fmt: skip
     if abs(est.device_total_bytes - r.memory_per_gpu_bytes) > 2:
         errs.append(f"{r.run}: memory {r.memory_per_gpu_bytes} bytes stated, {est.device_total_bytes} recomputed")
-    hw = hardware(pool.pool, replace(job, training=training))
+    hw = hardware(pool.pool, training.precision)
     flops = tm.job_flops(job.arch, training)
     t = tm.step_times(flops, job.arch, training, hw, *(np.array([v]) for v in (
         lay.dp, lay.tp, lay.zero, tm.OFFLOAD[lay.offload], tm.RECOMPUTE[lay.recompute], lay.micro_batch,

@@ -77,22 +77,18 @@ def check_measurable(job: ResolvedJob, device: str) -> None:
 
 
 def hf_config(job: ResolvedJob) -> Any:
-    """The transformers config object of the job's model, with dropout and attention applied."""
+    """The transformers config object of the job's model, with the job's dropout setting applied."""
     from transformers import AutoConfig
 
     fields = dict(job.hf_config)
     model_type = fields.pop("model_type")
     for key in ("architectures", "torch_dtype", "dtype", "transformers_version", "_name_or_path", "auto_map"):
         fields.pop(key, None)
-    if job.training.dropout is False:
-        for key in _DROPOUT_FIELDS:
-            if key in fields or key in ("attention_dropout", "dropout_rate", "hidden_dropout_prob"):
-                fields[key] = 0.0
     if model_type in ("t5", "mt5"):  # T5 starts decoding from the pad token (id 0)
         fields.setdefault("decoder_start_token_id", fields.get("pad_token_id", 0))
         fields.setdefault("pad_token_id", 0)
     cfg = AutoConfig.for_model(model_type, **fields)
-    if job.training.dropout is False:
+    if job.training.dropout is False:  # after construction, so the config class's defaults are covered too
         for key in _DROPOUT_FIELDS:
             if hasattr(cfg, key):
                 setattr(cfg, key, 0.0)

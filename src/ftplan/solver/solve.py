@@ -71,9 +71,9 @@ def explain_infeasible(campaign: Campaign, table: CandidateTable) -> None:
                 "or allow ZeRO-3/offload/recomputation."
             )
     deadline = campaign.scenario.objective.deadline_h
+    chain = _critical_path(campaign, table)
     for run in campaign.runs:
         fastest = min(c.minutes for c in table.by_job[run.job_id])
-        chain = _critical_path(campaign, table)
         for limit, what in (
             (run.deadline_h, f"its deadline of {run.deadline_h} h"),
             (deadline, f"the campaign deadline of {deadline} h"),
