@@ -18,11 +18,10 @@ from dataclasses import dataclass, replace
 
 from ftplan.compare import ChoiceResult, compare_choices
 from ftplan.errors import FtplanError
-from ftplan.plan import build_plan
+from ftplan.plan import verified_plan
 from ftplan.scenario import Campaign
 from ftplan.schema.plan import Plan
 from ftplan.solver import solve_campaign
-from ftplan.verify import verify_plan
 
 
 @dataclass
@@ -59,10 +58,7 @@ def plan_purchase(campaign: Campaign, catalog, capex_usd: float | None = None) -
         objective = obj.model_copy(update={"minimise": "cost", "then": "time"})
     sub = replace(campaign, scenario=campaign.scenario.model_copy(update={"objective": objective}))
     sol = solve_campaign(sub)
-    plan = build_plan(sub, sol)
-    problems = verify_plan(sub, plan)
-    if problems:
-        raise FtplanError(f"internal error: the purchase plan fails verification: {problems[0]}")
+    plan = verified_plan(sub, sol)
     bought = {u.pool: u.nodes_bought for u in plan.totals.pools if u.nodes_bought}
     pools = {p.id: p for p in campaign.pools}
     capex = sum(n * pools[p].purchase_usd_per_node for p, n in bought.items())

@@ -21,12 +21,11 @@ import numpy as np
 from ftplan.candidates import CandidateTable, build_candidates
 from ftplan.errors import FtplanError
 from ftplan.fit import instance_pool
-from ftplan.plan import build_plan
+from ftplan.plan import build_plan, verified_plan
 from ftplan.scenario import Campaign, PoolSpec
 from ftplan.schema.plan import Plan
 from ftplan.solver import InfeasibleError, solve_campaign
 from ftplan.units import MINUTES_PER_HOUR
-from ftplan.verify import verify_plan
 
 
 @dataclass(frozen=True)
@@ -122,11 +121,7 @@ def _solve(name: str, campaign: Campaign, pools: list[PoolSpec], table: Candidat
     except InfeasibleError as exc:
         result.status, result.reason = "INFEASIBLE", str(exc)
         return result
-    plan = build_plan(sub, sol)
-    problems = verify_plan(sub, plan)
-    if problems:  # never report a plan that does not verify
-        raise FtplanError(f"internal error: the plan for {name} fails verification: {problems[0]}")
-    result.status, result.plan = sol.status, plan
+    result.status, result.plan = sol.status, verified_plan(sub, sol)
     return result
 
 

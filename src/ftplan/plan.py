@@ -9,11 +9,13 @@ import ortools
 import yaml
 
 from ftplan.candidates import Candidate
+from ftplan.errors import FtplanError
 from ftplan.io import load_validated, write_text_atomic
 from ftplan.scenario import Campaign, PoolSpec, purchase_charge
 from ftplan.schema.plan import Plan, PlanLayout, PlanRun, PlanSolver, PlanTotals, PoolUse
 from ftplan.solver.solve import Solution
 from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD
+from ftplan.verify import verify_plan
 
 
 def node_id(pool: PoolSpec, k: int) -> str:
@@ -155,6 +157,15 @@ def greedy_summary(campaign: Campaign, sol: Solution) -> tuple[float, float]:
     return cost, span / MINUTES_PER_HOUR
 
 
+def verified_plan(campaign: Campaign, sol: Solution) -> Plan:
+    """The plan of a solution, checked by the verifier: a plan that fails it is never handed out."""
+    plan = build_plan(campaign, sol)
+    problems = verify_plan(campaign, plan)
+    if problems:
+        raise FtplanError(f"internal error: the solved plan fails verification: {problems[0]}")
+    return plan
+
+
 def load_plan(path: Path) -> Plan:
     """Read a plan file (YAML or JSON)."""
     return load_validated(path, Plan, what="plan fields")
@@ -170,4 +181,4 @@ def write_plan(plan: Plan, path: Path) -> None:
     write_text_atomic(Path(path), text)
 
 
-__all__ = ["build_plan", "load_plan", "plan_totals", "write_plan"]
+__all__ = ["build_plan", "load_plan", "plan_totals", "verified_plan", "write_plan"]

@@ -12,7 +12,7 @@ import yaml
 from ftplan.catalog import load_catalog
 from ftplan.cli.common import Format, emit
 from ftplan.errors import FtplanError
-from ftplan.plan import build_plan, load_plan, write_plan
+from ftplan.plan import load_plan, verified_plan, write_plan
 from ftplan.report.plan_table import plan_table
 from ftplan.scenario import load_scenario, resolve_scenario
 from ftplan.schema.scenario import Scenario, scenario_json_schema
@@ -71,10 +71,7 @@ def plan(
     solution = solve_campaign(campaign, progress=progress)
     if live:
         typer.echo("", err=True)
-    result = build_plan(campaign, solution)
-    violations = verify_plan(campaign, result)
-    if violations:  # never hand out a plan that does not verify
-        raise FtplanError(f"internal error: the solved plan fails verification: {violations[0]}")
+    result = verified_plan(campaign, solution)
     if output is not None:
         write_plan(result, output)
         typer.echo(f"wrote {output}", err=True)
