@@ -33,8 +33,8 @@ class SpotModel:
     """Expected overhead of running on spot instances (see module docstring)."""
 
     interruptions_per_hour: float
-    checkpoint_interval_h: float = 1.0
-    restart_h: float = 0.25
+    checkpoint_interval_h: float
+    restart_h: float
 
     @property
     def time_factor(self) -> float:

@@ -22,22 +22,30 @@ def compare(
     spot_rate: float | None = typer.Option(
         None, "--spot-interruptions-per-hour", help="Compare spot prices too, with this interruption rate."
     ),
-    spot_checkpoint_h: float = typer.Option(1.0, "--spot-checkpoint-h", help="Hours between checkpoints on spot."),
-    spot_restart_h: float = typer.Option(0.25, "--spot-restart-h", help="Hours to restart after an interruption."),
+    spot_checkpoint_h: float | None = typer.Option(None, "--spot-checkpoint-h", help="Hours between checkpoints."),
+    spot_restart_h: float | None = typer.Option(
+        None, "--spot-restart-h", help="Hours to restart after an interruption."
+    ),
     pareto: int = typer.Option(0, "--pareto", help="Also sweep this many deadlines: the cost–time frontier."),
     plot: Path | None = typer.Option(None, "--plot", help="Draw the frontier to this PNG (with --pareto)."),
     format: Format = typer.Option(Format.TABLE, "--format", help="table | json"),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """Solve the campaign once per inventory choice and compare cost, makespan and utilisation."""
-    if spot_rate is not None and (spot_rate < 0 or spot_checkpoint_h <= 0 or spot_restart_h < 0):
-        raise FtplanError("spot: the interruption rate and restart time must be ≥ 0 and the checkpoint interval > 0.")
+    if spot_rate is not None:
+        if spot_checkpoint_h is None or spot_restart_h is None:
+            raise FtplanError(
+                "spot: give --spot-checkpoint-h and --spot-restart-h with --spot-interruptions-per-hour "
+                "(they are your training setup's, the catalogs have no default for them)."
+            )
+        if spot_rate < 0 or spot_checkpoint_h <= 0 or spot_restart_h < 0:
+            raise FtplanError("spot: the interruption rate and restart time must be ≥ 0, the checkpoint interval > 0.")
     if plot is not None and pareto < 2:
         raise FtplanError("--plot draws the frontier: give --pareto N with N ≥ 2.")
     catalog = load_catalog()
     campaign = resolve_scenario(load_scenario(scenario), catalog, str(scenario))
     only = [x.strip() for x in instances.split(",")] if instances else None
-    spot = SpotModel(spot_rate, spot_checkpoint_h, spot_restart_h) if spot_rate is not None else None
+    spot = SpotModel(spot_rate, spot_checkpoint_h, spot_restart_h) if spot_rate is not None else None  # type: ignore[arg-type]
     results = compare_choices(campaign, catalog, only, spot)
     points = frontier(campaign, pareto) if pareto >= 2 else []
     if plot is not None:
@@ -57,7 +65,7 @@ def compare(
         return
     text = compare_table(results)
     if spot is None:
-        text += "\n\nspot prices not compared: give --spot-interruptions-per-hour (and the checkpoint/restart hours)."
+        text += "\n\nspot prices not compared: give --spot-interruptions-per-hour, --spot-checkpoint-h, --spot-restart-h."
     else:
         text += f"\n\nspot: each training hour takes {spot.time_factor:.3f} h (interruptions, lost work, restarts)."
     if points:
