@@ -65,7 +65,7 @@ def compare(
         return
     text = compare_table(results)
     if spot is None:
-        text += "\n\nspot prices not compared: give --spot-interruptions-per-hour, --spot-checkpoint-h, --spot-restart-h."
+        text += "\n\nspot not compared: give --spot-interruptions-per-hour, --spot-checkpoint-h, --spot-restart-h."
     else:
         text += f"\n\nspot: each training hour takes {spot.time_factor:.3f} h (interruptions, lost work, restarts)."
     if points:
