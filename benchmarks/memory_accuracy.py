@@ -9,16 +9,18 @@ from pathlib import Path
 
 from ftplan.catalog import load_catalog
 from ftplan.report.tables import render_table
-from ftplan.validation import run_cases, summarise
+from ftplan.validation import not_usable, run_cases, run_out_of_scope, summarise
 
 CASES = Path(__file__).with_name("memory_cases.yaml")
 
 
 def main() -> None:
-    results = run_cases(CASES, load_catalog())
+    catalog = load_catalog()
+    results = run_cases(CASES, catalog)
     rows = [
         [r.case, r.metric, f"{r.measured_gib:.2f}", f"{r.estimate_gib:.2f}", f"{r.rel_error:+.1%}"] for r in results
     ]
+    print("Graded cases")
     print(render_table(["case", "metric", "measured GiB", "estimate GiB", "error"], rows, right={2, 3, 4}))
     print()
     by_source: dict[str, list] = {}
@@ -29,6 +31,16 @@ def main() -> None:
         s = summarise(rs)
         summary.append([name, str(s["n"]), f"{s['median']:.1%}", f"{s['p90']:.1%}", f"{s['worst']:.1%}"])
     print(render_table(["source", "cases", "median |err|", "p90 |err|", "worst |err|"], summary, right={1, 2, 3, 4}))
+    print()
+    out = run_out_of_scope(CASES, catalog)
+    rows = [[r.case, r.reason, f"{r.measured_gib:.2f}", f"{r.estimate_gib:.2f}", f"{r.rel_error:+.1%}"] for r in out]
+    print("Out of scope (estimated, not graded)")
+    print(render_table(["case", "why", "measured GiB", "estimate GiB", "error"], rows, right={2, 3, 4}))
+    s = summarise([*results, *out])
+    print(f"graded and out of scope together: {s['n']} cases, median |err| {s['median']:.1%}, p90 {s['p90']:.1%}")
+    print()
+    print("Not usable")
+    print(render_table(["case", "why"], [list(row) for row in not_usable(CASES)]))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ftplan.arch import architecture_from_hf
+from ftplan.errors import JobError
 from ftplan.memory import (
     Layout,
     LoraSetup,
@@ -151,3 +152,91 @@ def test_offload_moves_states_to_host(catalog):
     assert off.gpu_terms["optimizer_states"] == 0 and off.gpu_terms["weights_trainable"] == 0
     moved = off.host_terms["optimizer_states_offloaded"] + off.host_terms["weights_offloaded"]
     assert moved == pytest.approx(4 * (on.gpu_terms["optimizer_states"] + on.gpu_terms["weights_trainable"]), abs=8)
+
+
+PHI = {
+    "model_type": "phi", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 8,
+    "intermediate_size": 1024, "vocab_size": 1000, "partial_rotary_factor": 0.5, "tie_word_embeddings": False,
+}  # fmt: skip
+NEOX = {
+    "model_type": "gpt_neox", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 8,
+    "intermediate_size": 1024, "vocab_size": 1000, "rotary_pct": 0.25, "tie_word_embeddings": False,
+}  # fmt: skip
+
+
+def test_parallel_residual_layers_share_the_layer_input():
+    # phi, LoRA r=8 on q and v, bf16, SDPA (h=256, f=1024, a=8), per token:
+    #   one LayerNorm feeding attention and MLP: input 2h + mean/rstd 8, its output once for both
+    #     adapters 2h, their A outputs 2 × 2·8
+    #   attention: q, k, v, output 4 × 2h, log-sum-exp 4·8
+    #   MLP: gelu_new keeps 4 tensors of 2f; the frozen fc2 keeps nothing
+    # = 520 + 544 + 2080 + 8192 = 11336 (what saved_tensors_hooks counted, within the CPU's
+    # bf16 mean/rstd). The first layer, whose input needs no gradient, keeps neither the norm's
+    # input nor anything of the MLP: 544 + 2080 = 2624.
+    arch = architecture_from_hf(PHI)
+    assert arch.parallel_residual and arch.rotary_dim == 16
+    g = Grads(full=False, targets=frozenset({"q_proj", "v_proj"}), rank=8)
+    args = (arch, "main", Dtypes(c=2, r=2), Attention.SDPA, 64, 64, False, Recompute.NONE)
+    assert layer_bytes_per_token(*args, g) == 520 + 544 + 2080 + 8192
+    assert layer_bytes_per_token(*args, g.first_layer()) == 544 + 2080
+    # GPT-NeoX: two norms read the same input, saved once; each has its own mean/rstd
+    neox = architecture_from_hf(NEOX)
+    assert neox.parallel_residual and neox.rotary_dim == 8
+    g = Grads(full=False, targets=frozenset({"query_key_value"}), rank=8)
+    args = (neox, "main", Dtypes(c=2, r=2), Attention.SDPA, 64, 64, False, Recompute.NONE)
+    # norm 520 + qkv adapter input 512 and A output 16; attention q, k 2·2h, the fused qkv
+    # storage v is a view of 6h, lse 32, output 2h; second norm 8; gelu input 2f
+    assert layer_bytes_per_token(*args, g) == 520 + 528 + (1024 + 1536 + 32 + 512) + 8 + 2048
+    sequential = architecture_from_hf({**NEOX, "use_parallel_residual": False})
+    assert not sequential.parallel_residual
+
+
+def test_rotary_tables_cover_the_rotated_dimensions_only():
+    from ftplan.memory.activations import rotary_bytes
+
+    # transformers 5 configs nest the fraction in rope_parameters
+    nested = architecture_from_hf({**{k: v for k, v in PHI.items() if k != "partial_rotary_factor"},
+                                   "rope_parameters": {"partial_rotary_factor": 0.25}})  # fmt: skip
+    assert nested.rotary_dim == 8
+    assert rotary_bytes(architecture_from_hf(PHI), Dtypes(2, 2), 64) == 2 * 64 * 16 * 2
+    assert rotary_bytes(architecture_from_hf(TINY), Dtypes(2, 2), 64) == 2 * 64 * 32 * 2
+
+
+def test_adamw_implementations_differ_only_in_step_temporaries(catalog):
+    arch = architecture_from_hf(TINY)
+    psi = arch.total_params
+    largest = 1000 * 256  # the lm_head (or embedding) matrix
+    est = {
+        opt: estimate_memory(arch, Training(precision=Precision.FP32, optimizer=opt, seq_len=16), Layout())
+        for opt in (Optimizer.ADAMW, Optimizer.ADAMW_FUSED, Optimizer.ADAMW_FORLOOP)
+    }
+    states = {opt: e.gpu_terms["optimizer_states"] for opt, e in est.items()}
+    assert set(states.values()) == {8 * psi}
+    step = {opt: e.gpu_terms["optimizer_step_temporaries"] for opt, e in est.items()}
+    assert step[Optimizer.ADAMW] == 4 * psi  # sqrt(v) of every parameter at once
+    assert step[Optimizer.ADAMW_FUSED] == 0
+    assert step[Optimizer.ADAMW_FORLOOP] == 2 * 4 * largest  # two temporaries of the largest tensor
+    # ZeRO-1 shards what the foreach and for-loop kernels see
+    z = estimate_memory(
+        arch, Training(precision=Precision.FP32, optimizer=Optimizer.ADAMW_FORLOOP, seq_len=16),
+        Layout(dp=4, zero=ZeroStage(1), gpus_per_node=4),
+    )  # fmt: skip
+    assert z.gpu_terms["optimizer_step_temporaries"] == 2 * 4 * largest // 4
+
+
+def test_lora_over_fp32_base_weights():
+    arch = architecture_from_hf(TINY)
+    lora = LoraSetup(rank=8, target_modules=("q_proj", "v_proj"), base_fp32=True)
+    tr = Training(method=Method.LORA, precision=Precision.BF16_MIXED, lora=lora, seq_len=64)
+    est = estimate_memory(arch, tr, Layout(micro_batch=2), gpu_arch="cpu")  # no cuBLAS workspace
+    ps = split_params(arch, tr)
+    assert est.gpu_terms["weights_frozen"] == 4 * ps.frozen
+    # 16-bit casts kept for backward: every block linear but the first layer's q, k, v (the
+    # embeddings are frozen), the lm_head, and the fp32 adapters' own casts
+    blocks = 2 * (256 * 256 * 2 + 256 * 64 * 2 + 3 * 256 * 704) - (256 * 256 + 2 * 256 * 64)
+    adapters = 2 * (8 * (256 + 256) + 8 * (256 + 64)) - 2 * 8 * 256  # less the first layer's A matrices
+    assert est.gpu_terms["autocast_weight_copies"] == 2 * (blocks + 1000 * 256) + 2 * adapters
+    # (ftplan measure: 3.01 MiB of casts and a 14.09 MiB peak for micro-batch 2 × 64 tokens)
+    assert est.peak_allocated_bytes == pytest.approx(14.09 * 2**20, rel=0.005)
+    with pytest.raises(JobError, match="base_fp32"):
+        estimate_memory(arch, Training(method=Method.LORA, precision=Precision.BF16_PURE, lora=lora), Layout())

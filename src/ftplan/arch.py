@@ -88,6 +88,8 @@ class Architecture:
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
     loss_upcast: bool = True  # causal-LM loss upcasts logits to fp32 before cross-entropy
+    parallel_residual: bool = False  # attention and MLP both read the layer input (phi, GPT-NeoX)
+    rotary_dim: int = 0  # head dimensions rotary embeddings apply to (0: all of head_dim)
     names: dict[str, str] = field(default_factory=dict, compare=False)
 
     # ---- hashing: the memory model caches per architecture, so hash once ---------------------
@@ -321,15 +323,26 @@ def _decoder(cfg: dict[str, Any], where: str) -> Architecture:
     if mt == "phi":
         return Architecture(
             **common, gated_mlp=False, norm="layernorm", norms_per_layer=1, qkv_bias=True,
-            o_bias=True, mlp_bias=True, lm_head_bias=True, names=_NAMES_PHI,
+            o_bias=True, mlp_bias=True, lm_head_bias=True, names=_NAMES_PHI, parallel_residual=True,
+            rotary_dim=int(head_dim * _rotary_fraction(cfg, "partial_rotary_factor", 0.5)),
             hidden_dropout=float(cfg.get("resid_pdrop", 0.0) or 0.0),
         )  # fmt: skip
     # gpt_neox
     return Architecture(
         **common, gated_mlp=False, norm="layernorm", norms_per_layer=2, fused_qkv=True,
         qkv_bias=True, o_bias=True, mlp_bias=True, names=_NAMES_NEOX,
+        parallel_residual=bool(cfg.get("use_parallel_residual", True)),
+        rotary_dim=int(head_dim * _rotary_fraction(cfg, "rotary_pct", 0.25)),
         hidden_dropout=float(cfg.get("hidden_dropout", 0.0) or 0.0),
     )  # fmt: skip
+
+
+def _rotary_fraction(cfg: dict[str, Any], key: str, default: float) -> float:
+    """The fraction of each head rotary embeddings rotate: ``key`` in transformers 4 configs,
+    ``rope_parameters.partial_rotary_factor`` in transformers 5 ones."""
+    nested = (cfg.get("rope_parameters") or {}).get("partial_rotary_factor")
+    value = cfg.get(key, nested if nested is not None else default)
+    return float(value)
 
 
 def _t5(cfg: dict[str, Any], where: str) -> Architecture:

@@ -23,6 +23,7 @@ class CaseResult:
     metric: str
     measured_gib: float
     estimate_gib: float
+    reason: str = ""  # why an out-of-scope case is not graded
 
     @property
     def rel_error(self) -> float:
@@ -40,10 +41,9 @@ def statistic(est: MemoryEstimate, metric: str) -> int:
     raise ValueError(f"unknown metric {metric!r}; use one of {METRICS}")
 
 
-def run_cases(path: Path, catalog: Catalog) -> list[CaseResult]:
-    data = read_yaml(path)
+def _run(rows: list[dict], path: Path, catalog: Catalog) -> list[CaseResult]:
     out = []
-    for row in data["cases"]:
+    for row in rows:
         spec = parse_job(row["job"], f"{path}: {row['case']}")
         est = estimate_job(resolve_job(spec, catalog, row["case"]))
         out.append(
@@ -53,9 +53,25 @@ def run_cases(path: Path, catalog: Catalog) -> list[CaseResult]:
                 metric=row["metric"],
                 measured_gib=float(row["measured_gib"]),
                 estimate_gib=statistic(est, row["metric"]) / GIB,
+                reason=row.get("reason", ""),
             )
         )
     return out
+
+
+def run_cases(path: Path, catalog: Catalog) -> list[CaseResult]:
+    """The graded cases of a case file (``cases:``), estimated."""
+    return _run(read_yaml(path)["cases"], path, catalog)
+
+
+def run_out_of_scope(path: Path, catalog: Catalog) -> list[CaseResult]:
+    """Cases translated but not graded (``out_of_scope:``), estimated, each with its reason."""
+    return _run(read_yaml(path).get("out_of_scope", []), path, catalog)
+
+
+def not_usable(path: Path) -> list[tuple[str, str]]:
+    """Published cases that cannot be translated into a job, with the reason."""
+    return [(row["case"], row["reason"]) for row in read_yaml(path).get("not_usable", [])]
 
 
 def summarise(results: list[CaseResult]) -> dict[str, float]:

@@ -28,7 +28,9 @@ def memory(
     grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-steps per optimizer step."),
     precision: str | None = typer.Option(None, "--precision", help="fp32 | fp16-mixed | bf16-mixed | bf16-pure"),
     optimizer: str | None = typer.Option(
-        None, "--optimizer", help="adamw | adamw-8bit | sgd | adafactor | paged-adamw | paged-adamw-8bit"
+        None,
+        "--optimizer",
+        help="adamw | adamw-fused | adamw-forloop | adamw-8bit | sgd | adafactor | paged-adamw | paged-adamw-8bit",
     ),
     dp: int | None = typer.Option(None, "--dp", help="Data-parallel degree."),
     tp: int | None = typer.Option(None, "--tp", help="Tensor-parallel degree."),

@@ -117,7 +117,8 @@ def build_model(job: ResolvedJob, device: str, seed: int = 0) -> Any:
     attn = "eager" if job.arch.model_type in ("t5", "mt5") else tr.attention.value
     model = auto.from_config(cfg, attn_implementation=attn)
     low = _dtype(torch, tr.precision)
-    if tr.precision is Precision.BF16_PURE or (tr.precision.mixed and tr.method is not Method.FULL):
+    base_fp32 = tr.lora is not None and tr.lora.base_fp32
+    if tr.precision is Precision.BF16_PURE or (tr.precision.mixed and tr.method is not Method.FULL and not base_fp32):
         model = model.to(low)
     model = model.to(device)
     if job.layout.recompute is Recompute.FULL:
@@ -148,11 +149,15 @@ def build_model(job: ResolvedJob, device: str, seed: int = 0) -> Any:
 
 
 def build_optimizer(job: ResolvedJob, params: list[Any]) -> Any:
-    """The job's optimizer with the multi-tensor (``foreach``) implementation CUDA uses by default."""
+    """The job's optimizer; ``adamw`` is the multi-tensor (``foreach``) one CUDA uses by default."""
     torch = require_torch()
     opt = job.training.optimizer
     if opt is Optimizer.ADAMW:
         return torch.optim.AdamW(params, lr=1e-4, foreach=True)
+    if opt is Optimizer.ADAMW_FUSED:
+        return torch.optim.AdamW(params, lr=1e-4, fused=True)
+    if opt is Optimizer.ADAMW_FORLOOP:
+        return torch.optim.AdamW(params, lr=1e-4, foreach=False)
     if opt is Optimizer.SGD:
         return torch.optim.SGD(params, lr=1e-4, momentum=0.9, foreach=True)
     if opt is Optimizer.ADAFACTOR:

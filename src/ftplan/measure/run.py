@@ -138,6 +138,10 @@ class _SavedTracker:
         self.bytes: dict[str, int] = defaultdict(int)
         params = list(model.parameters())
         self.param_ptrs = {p.untyped_storage().data_ptr() for p in params}
+        self.frozen: dict[tuple[int, ...], list[Any]] = defaultdict(list)  # by shape, for casts
+        for p in params:
+            if not p.requires_grad and p.dim() == 2:
+                self.frozen[tuple(p.shape)].append(p)
         self.handles: list[Any] = []
         for stack, layers in layer_lists.items():
             for i, layer in enumerate(layers):
@@ -187,7 +191,17 @@ class _SavedTracker:
         self.bytes[region] += storage.nbytes()
 
     def _is_weight_cast(self, t: Any) -> bool:
-        """Whether ``t`` is (a view of) a cast of a parameter, as autocast makes for every matmul."""
+        """Whether ``t`` is (a view of) a cast of a parameter, as autocast makes for every matmul.
+
+        A trainable parameter's cast leads back to it through autograd; a frozen one's has no
+        autograd history and is recognised by its shape and values.
+        """
+        if t.grad_fn is None and t.dim() == 2:
+            for view in (t, t.t()):  # linears save the weight transposed
+                for p in self.frozen.get(tuple(view.shape), ()):
+                    if p.dtype != t.dtype and p.to(t.dtype).equal(view):
+                        return True
+            return False
         fn, cast = t.grad_fn, False
         for _ in range(4):
             if fn is None:

@@ -187,7 +187,10 @@ def layer_bytes_per_token(
         mlp_in = mlp_in[:1]  # the router; experts gather their own inputs
     o_names = [x.name for x in blk if x.role == "o"]
     attn_trains = g.full or g.input_grad or any(x in g.targets for x in attn_in + o_names)
-    total = _norm(arch, dt, attn_in, g)
+    if arch.parallel_residual and arch.norms_per_layer == 1:  # phi: one norm feeds attention and MLP
+        total = _norm(arch, dt, attn_in + mlp_in, g)
+    else:
+        total = _norm(arch, dt, attn_in, g)
     total += _attention(arch, dt, att, seq_len, dropout, g)
     if stack == "decoder":  # cross-attention: q, output and probabilities over the encoder
         total += _norm(arch, dt, [x.name for x in blk if x.stack == "cross" and x.role == "q"], g, attn_trains)
@@ -196,8 +199,17 @@ def layer_bytes_per_token(
             total += _probs(dt, arch.heads, enc_len, dropout) if att is Attention.EAGER else 4 * arch.heads
     if arch.model_type == "gemma2":  # post-attention and post-feedforward norms
         total += 2 * _norm(arch, dt, [], g, attn_trains) + (2 * dt.r * h if g.full else 0)
-    total += _norm(arch, dt, mlp_in, g, attn_trains)
-    total += _mlp(arch, dt, _act_name(arch), dropout, g, attn_trains)
+    if not arch.parallel_residual:  # the MLP reads the attention block's output
+        total += _norm(arch, dt, mlp_in, g, attn_trains)
+        total += _mlp(arch, dt, _act_name(arch), dropout, g, attn_trains)
+    else:
+        # Parallel residual: the MLP reads the layer input, so it needs gradients only when that
+        # input does. GPT-NeoX's second norm shares the first one's saved input; it adds its own
+        # mean and rstd and its output (saved by its consumers).
+        mlp_grad = g.full or g.input_grad
+        if arch.norms_per_layer > 1:
+            total += _norm(arch, dt, mlp_in, g) - (dt.r * h if mlp_grad else 0)
+        total += _mlp(arch, dt, _act_name(arch), dropout, g, mlp_grad)
     if dropout and arch.hidden_dropout > 0:
         total += 2 * h  # residual dropout masks after attention and MLP
     return total
@@ -233,13 +245,14 @@ def head_bytes_per_token(
 
 
 # Model types whose attention applies rotary embeddings: one cos and one sin table of
-# ``seq × head_dim`` in the residual dtype, computed once and shared by every layer.
+# ``seq × rotary_dim`` in the residual dtype, computed once and shared by every layer (phi and
+# GPT-NeoX rotate part of each head: partial_rotary_factor, rotary_pct).
 _ROTARY = {"llama", "mistral", "mixtral", "qwen2", "gemma", "gemma2", "phi3", "phi", "gpt_neox"}
 
 
 def rotary_bytes(arch: Architecture, dt: Dtypes, seq_len: int) -> float:
     """Bytes of the rotary cos/sin tables the attention layers save (once per step)."""
-    return 2.0 * seq_len * arch.head_dim * dt.r if arch.model_type in _ROTARY else 0.0
+    return 2.0 * seq_len * (arch.rotary_dim or arch.head_dim) * dt.r if arch.model_type in _ROTARY else 0.0
 
 
 # torchtune CEWithChunkedOutputLoss: the model emits its logits in 8 chunks (num_output_chunks).

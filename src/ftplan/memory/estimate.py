@@ -134,6 +134,15 @@ def check_layout(arch: Architecture, training: Training, layout: Layout) -> None
                 "QLoRA with tensor parallelism is not supported (4-bit weights are not TP-sharded). "
                 "To fix: use tp: 1 with data parallelism or ZeRO-3."
             )
+    if (
+        training.lora is not None
+        and training.lora.base_fp32
+        and (training.method is not Method.LORA or not training.precision.mixed)
+    ):
+        raise JobError(
+            "lora.base_fp32 describes LoRA under bf16-mixed or fp16-mixed over fp32 base weights. "
+            "To fix: use method lora with a mixed precision, or drop base_fp32."
+        )
     if training.seq_len < 1:
         raise JobError(f"seq_len must be ≥ 1, got {training.seq_len}.")
 
@@ -162,7 +171,7 @@ def _recipe(training: Training, layout: Layout) -> _Bytes:
 def _optimizer_state_bytes(opt: Optimizer, ps: ParamSplit, t_local: float, rb: _Bytes, tp: int) -> float:
     """Optimizer state bytes (without the fp32 master) for this GPU's trainable parameters."""
     share = t_local / ps.trainable if ps.trainable else 0.0
-    if opt in (Optimizer.ADAMW, Optimizer.PAGED_ADAMW):
+    if opt in (Optimizer.ADAMW, Optimizer.ADAMW_FUSED, Optimizer.ADAMW_FORLOOP, Optimizer.PAGED_ADAMW):
         return 2 * rb.state * t_local
     if opt.eight_bit:
         big = (ps.trainable_matrix + ps.trainable_embed) * share
@@ -196,6 +205,62 @@ def _grads(arch: Architecture, training: Training) -> tuple[act.Grads, bool, boo
     return grads, embed, head
 
 
+@dataclass(frozen=True, slots=True)
+class _PerSequence:
+    """Activation terms of one sequence (bytes on one GPU), which grow linearly with the micro-batch."""
+
+    dt: act.Dtypes
+    saves: act.Grads
+    embed_trains: bool
+    t5_eager: bool  # T5 was asked for SDPA and runs eager
+    seq: dict[str, int]  # tokens of one sequence in each stack
+    layer: dict[str, float]  # one layer's saves, per stack
+    mean: dict[str, float]  # the mean over a stack's layers (its first layer may save less)
+    cross_kv: float  # encoder keys/values each decoder layer projects
+    head: float  # embedding-side and final-norm saves
+    rotary: float  # the rotary tables (once per step, not per sequence)
+    loss_saved: float
+    bwd_ws: float  # the widest tensor's gradient and input in backward
+
+
+@lru_cache(maxsize=4096)
+def _per_sequence(arch: Architecture, training: Training, r: int, t: int, recompute: Recompute) -> _PerSequence:
+    """The activation model for one sequence; the layout only scales it (cached: a layout search
+    asks for the same job under many data-parallel, ZeRO and micro-batch choices)."""
+    attention = training.attention
+    t5_eager = arch.model_type in ("t5", "mt5") and attention is Attention.SDPA
+    if t5_eager:
+        attention = Attention.EAGER
+    dropout = training.dropout
+    if dropout is None:
+        dropout = arch.hidden_dropout > 0 or arch.attention_dropout > 0
+    c = training.precision.compute_bytes
+    dt = act.Dtypes(c=c, r=r)
+    s = training.seq_len
+    dec_len = training.target_len or s
+    seq = {"main": s} if arch.kind is not Kind.ENCODER_DECODER else {"encoder": s, "decoder": dec_len}
+    saves, embed_trains, lm_head_trains = _grads(arch, training)
+    layer: dict[str, float] = {}
+    mean: dict[str, float] = {}
+    for stack, tokens in seq.items():
+        args = (arch, stack, dt, attention, dec_len if stack == "decoder" else s, s, dropout, recompute)
+        layer[stack] = act.layer_bytes_per_token(*args, saves) * tokens / t
+        first = act.layer_bytes_per_token(*args, saves.first_layer() if not embed_trains else saves) * tokens / t
+        n_layers = arch.layers_of(stack)
+        mean[stack] = (layer[stack] * (n_layers - 1) + first) / n_layers
+    cross_kv = act.cross_kv_bytes_per_sequence(arch, dt, s) / t if arch.kind is Kind.ENCODER_DECODER else 0.0
+    out_tokens = seq.get("decoder", seq.get("main", 0))
+    head_tok = act.head_bytes_per_token(arch, dt, dropout, saves, embed_trains, lm_head_trains)
+    head = head_tok * out_tokens / t + (head_tok * seq["encoder"] / t if arch.kind is Kind.ENCODER_DECODER else 0)
+    widest = max(arch.ffn * max(arch.experts_per_token, 1), arch.hidden)
+    return _PerSequence(
+        dt=dt, saves=saves, embed_trains=embed_trains, t5_eager=t5_eager, seq=seq, layer=layer, mean=mean,
+        cross_kv=cross_kv, head=head, rotary=act.rotary_bytes(arch, dt, s) / t,
+        loss_saved=act.loss_saved_bytes_per_token(arch, dt, training.loss) * out_tokens / t,
+        bwd_ws=2 * c * widest * max(seq.values()) / t,
+    )  # fmt: skip
+
+
 @lru_cache(maxsize=1024)
 def _largest_block(arch: Architecture, t: int) -> float:
     """Parameters of the largest transformer block on one GPU (what ZeRO-3 gathers at a time)."""
@@ -213,6 +278,21 @@ def _adapter_cast_params(arch: Architecture, saves: act.Grads, embed_trains: boo
                 total += saves.rank * (x.d_in + x.d_out) * x.count * arch.layers_of(stack)
                 if not embed_trains and x.role in ("q", "k", "v", "qkv") and x.stack != "cross":
                     total -= saves.rank * x.d_in * x.count
+    return total
+
+
+@lru_cache(maxsize=1024)
+def _frozen_cast_params(arch: Architecture, embed_trains: bool) -> int:
+    """Block weights whose autocast casts a frozen fp32 base keeps for backward: every linear
+    whose input needs a gradient, so not those reading the first layer's input when the
+    embeddings are frozen."""
+    first = {"q", "k", "v", "qkv"} | ({"gate", "up", "gate_up", "router"} if arch.parallel_residual else set())
+    total = 0
+    for stack, linears in arch.block_linears.items():
+        for x in linears:
+            total += x.weight_params * arch.layers_of(stack)
+            if not embed_trains and x.role in first and x.stack != "cross":
+                total -= x.weight_params
     return total
 
 
@@ -237,8 +317,9 @@ def estimate_memory(
     rb = _recipe(training, layout)
     c = training.precision.compute_bytes
     amp = training.precision.mixed and z == ZeroStage.NONE and training.method is Method.FULL
-    r = 4 if (training.precision is Precision.FP32 or amp) else 2
-    frozen_bytes = 4 if training.precision is Precision.FP32 else 2
+    fp32_base = training.lora is not None and training.lora.base_fp32  # (LoRA, mixed: check_layout)
+    r = 4 if (training.precision is Precision.FP32 or amp or fp32_base) else 2
+    frozen_bytes = 4 if (training.precision is Precision.FP32 or fp32_base) else 2
 
     # ---- model states ------------------------------------------------------------------------
     t_local = _local(ps.trainable_matrix, ps.trainable_vector, ps.trainable_embed, t)
@@ -271,30 +352,15 @@ def estimate_memory(
         w_train = w_frozen = 0.0
 
     # ---- activations -------------------------------------------------------------------------
-    attention = training.attention
-    if arch.model_type in ("t5", "mt5") and attention is Attention.SDPA:
-        attention = Attention.EAGER
+    pa = _per_sequence(arch, training, r, t, layout.recompute)
+    if pa.t5_eager:
         notes.append("T5 attention (relative position bias) runs eager: attention set to eager")
-    dropout = training.dropout
-    if dropout is None:
-        dropout = arch.hidden_dropout > 0 or arch.attention_dropout > 0
-    dt = act.Dtypes(c=c, r=r)
-    mb, s = layout.micro_batch, training.seq_len
-    enc_len = s
-    dec_len = training.target_len or s
-    stacks = {"main": mb * s} if arch.kind is not Kind.ENCODER_DECODER else {
-        "encoder": mb * enc_len, "decoder": mb * dec_len}  # fmt: skip
-    saves, embed_trains, lm_head_trains = _grads(arch, training)
-    per_layer: dict[str, float] = {}
-    layer_mean: dict[str, float] = {}  # the first layer saves less when the embeddings are frozen
-    for stack, tokens in stacks.items():
-        seq = dec_len if stack == "decoder" else s
-        args = (arch, stack, dt, attention, seq, enc_len, dropout, layout.recompute)
-        per_layer[stack] = act.layer_bytes_per_token(*args, saves) * tokens / t
-        first = act.layer_bytes_per_token(*args, saves.first_layer() if not embed_trains else saves) * tokens / t
-        n_layers = arch.layers_of(stack)
-        layer_mean[stack] = (per_layer[stack] * (n_layers - 1) + first) / n_layers
-    cross_kv = act.cross_kv_bytes_per_sequence(arch, dt, enc_len) * mb / t if arch.kind is Kind.ENCODER_DECODER else 0.0
+    dt, saves, embed_trains = pa.dt, pa.saves, pa.embed_trains
+    mb = layout.micro_batch
+    stacks = {st: mb * seq for st, seq in pa.seq.items()}  # tokens per micro-batch in each stack
+    per_layer = {st: v * mb for st, v in pa.layer.items()}
+    layer_mean = {st: v * mb for st, v in pa.mean.items()}  # the first layer saves less when embeddings are frozen
+    cross_kv = pa.cross_kv * mb
     if layout.recompute is Recompute.FULL:
         saved_layers = sum(arch.layers_of(st) * r * arch.hidden * tok / t for st, tok in stacks.items())
         recompute_ws = max(per_layer[st] + (cross_kv if st == "decoder" else 0) for st in per_layer)
@@ -303,14 +369,10 @@ def estimate_memory(
         saved_layers += cross_kv * arch.decoder_layers
         recompute_ws = 0.0
     out_tokens = stacks.get("decoder", stacks.get("main", 0))
-    head_tok = act.head_bytes_per_token(arch, dt, dropout, saves, embed_trains, lm_head_trains)
-    head = head_tok * out_tokens / t + act.rotary_bytes(arch, dt, s) / t
-    if arch.kind is Kind.ENCODER_DECODER:
-        head += head_tok * stacks["encoder"] / t
+    head = pa.head * mb + pa.rotary
     loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, out_tokens) * out_tokens / t
-    loss_saved = act.loss_saved_bytes_per_token(arch, dt, training.loss) * out_tokens / t
-    widest = max(arch.ffn * max(arch.experts_per_token, 1), arch.hidden)
-    bwd_ws = 2 * c * widest * max(stacks.values()) / t  # gradient of the widest tensor + its input
+    loss_saved = pa.loss_saved * mb
+    bwd_ws = pa.bwd_ws * mb  # gradient of the widest tensor + its input
     after_loss = c * arch.hidden * out_tokens / t  # gradient of the last hidden state
     act_phase_extra = max(loss_peak, after_loss + recompute_ws + bwd_ws)
     activations = saved_layers + head
@@ -321,8 +383,14 @@ def estimate_memory(
     cast_copies = 2.0 * _local(arch.matrix_params, 0, lm_head_matrix, t) if amp else 0.0
     if saves.adapter_cast:  # autocast's 16-bit copies of the fp32 adapters, kept for backward
         cast_copies = 2.0 * _adapter_cast_params(arch, saves, embed_trains) / t
-    if layout.recompute is Recompute.FULL:  # checkpointed layers keep no casts; the lm_head's stays
-        cast_copies = 2.0 * _local(0, 0, lm_head_matrix, t) if amp else 0.0
+    if fp32_base:  # and of the fp32 base weights, which backward needs for the input gradients
+        cast_copies += 2.0 * _local(_frozen_cast_params(arch, embed_trains), 0, lm_head_matrix, t)
+    if layout.recompute is Recompute.FULL:
+        # Checkpointed layers keep no casts. Alive are the lm_head's (until its backward) or,
+        # later, those of the one block being recomputed (until its backward): the larger.
+        cast_copies = 0.0
+        if amp or fp32_base:
+            cast_copies = 2.0 * max(_local(0, 0, lm_head_matrix, t), _largest_block(arch, t))
     gathered = 0.0
     if z >= ZeroStage.PARAMETERS:
         w16 = (
@@ -335,8 +403,15 @@ def estimate_memory(
     dequant = 2.0 * arch.largest_linear_params if training.method is Method.QLORA else 0.0
     step_tmp = 0.0
     if layout.offload is Offload.NONE and not training.optimizer.paged:
-        if training.optimizer is Optimizer.ADAMW:  # torch foreach AdamW: sqrt(v) for all params
+        if training.optimizer is Optimizer.ADAMW:
+            # foreach AdamW (torch/optim/adamw.py, _multi_tensor_adamw) computes sqrt(v) for every
+            # parameter at once with _foreach_sqrt; the fused kernel (adamw-fused) updates in place.
             step_tmp = rb.state * t_local / (n if z >= ZeroStage.OPTIMIZER else 1)
+        elif training.optimizer is Optimizer.ADAMW_FORLOOP:
+            # the for-loop kernel (_single_tensor_adam) holds sqrt(v) and sqrt(v)/bias_correction
+            # of one tensor at a time: twice the largest tensor this GPU updates
+            largest = min(ps.largest_trainable / t, t_local) / (n if z >= ZeroStage.OPTIMIZER else 1)
+            step_tmp = 2 * rb.state * largest
         elif training.optimizer is Optimizer.ADAFACTOR:  # fp32 grad², update, rms per tensor
             step_tmp = 3 * 4 * ps.largest_trainable / t
     grads_held = grads if layout.grad_accum > 1 else 0.0
@@ -397,7 +472,7 @@ def estimate_memory(
         per_sequence_bytes=(
             None
             if training.loss is Loss.FUSED
-            else (activations - act.rotary_bytes(arch, dt, s) / t + act_phase_extra) / layout.micro_batch
+            else (activations - pa.rotary + act_phase_extra) / layout.micro_batch
         ),
         activation_terms={  # for `ftplan measure` and the tests
             **{

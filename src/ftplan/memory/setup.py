@@ -40,7 +40,9 @@ class Precision(StrEnum):
 
 
 class Optimizer(StrEnum):
-    ADAMW = "adamw"
+    ADAMW = "adamw"  # torch.optim.AdamW, multi-tensor (foreach): PyTorch's default on CUDA
+    ADAMW_FUSED = "adamw-fused"  # torch.optim.AdamW(fused=True): one kernel, no step temporaries
+    ADAMW_FORLOOP = "adamw-forloop"  # torch.optim.AdamW(foreach=False), HF adamw_hf: one tensor at a time
     ADAMW_8BIT = "adamw-8bit"
     SGD = "sgd"
     ADAFACTOR = "adafactor"
@@ -106,6 +108,7 @@ class LoraSetup:
     modules_to_save: tuple[str, ...] = ()
     double_quant: bool = True  # QLoRA only
     quant_block: int = 64  # QLoRA NF4 block size (bitsandbytes default)
+    base_fp32: bool = False  # LoRA under a mixed recipe: frozen base weights kept in fp32
 
 
 @dataclass(frozen=True, slots=True)

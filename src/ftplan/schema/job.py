@@ -33,6 +33,11 @@ class LoraSpec(BaseModel):
     )
     modules_to_save: list[str] = Field(default_factory=list, description="e.g. [embed_tokens, lm_head]")
     double_quant: bool = Field(True, description="QLoRA: quantise the quantisation constants")
+    base_fp32: bool = Field(
+        False,
+        description="LoRA under a mixed recipe: the frozen base weights stay in fp32 (a model loaded "
+        "without a 16-bit torch_dtype) and autocast casts them for every matmul",
+    )
 
 
 class LayoutSpec(BaseModel):

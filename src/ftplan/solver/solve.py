@@ -117,15 +117,12 @@ def _critical_path(campaign: Campaign, table: CandidateTable) -> dict[str, int]:
 class _Callback(cp_model.CpSolverSolutionCallback):
     def __init__(self, report: Callable[[Progress], None] | None, goal: str) -> None:
         super().__init__()
-        self.interrupted = False  # set by the Ctrl-C handler; the search stops at the next solution
         self.report = report
         self.goal = goal
         self.scale = MONEY_UNITS_PER_USD if goal == "cost" else MINUTES_PER_HOUR
         self.t0 = time.monotonic()
 
     def on_solution_callback(self) -> None:
-        if self.interrupted:
-            self.stop_search()
         if self.report is not None:
             self.report(Progress(self.goal, self.objective_value / self.scale, self.best_objective_bound / self.scale,
                                  time.monotonic() - self.t0))  # fmt: skip
@@ -150,30 +147,37 @@ def solve_campaign(
     result = None
     stopped = False
     first_bound, first_status = 0.0, cp_model.UNKNOWN
-    for stage, goal in enumerate(order):
-        expr = m.cost if goal == "cost" else m.makespan
-        m.cp.minimize(expr)
-        solver = cp_model.CpSolver()
-        remaining = opts.time_limit_s - (time.monotonic() - t0)
-        solver.parameters.max_time_in_seconds = max(0.1, remaining if stage else opts.time_limit_s)
-        solver.parameters.random_seed = opts.seed
-        solver.parameters.num_workers = opts.workers
-        solver.parameters.relative_gap_limit = opts.relative_gap
-        callback = _Callback(progress, goal)
-        with _stop_on_interrupt(callback) as interrupted:
-            status = solver.solve(m.cp, callback)
-        stopped = stopped or interrupted()
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    with _stop_on_interrupt() as interrupted:
+        for stage, goal in enumerate(order):
+            if interrupted():  # Ctrl-C between two searches: keep what the last one found
+                stopped = True
+                break
+            expr = m.cost if goal == "cost" else m.makespan
+            m.cp.minimize(expr)
+            solver = cp_model.CpSolver()
+            remaining = opts.time_limit_s - (time.monotonic() - t0)
+            limit = max(0.1, remaining if stage else opts.time_limit_s)
+            solver.parameters.max_time_in_seconds = limit
+            solver.parameters.random_seed = opts.seed
+            solver.parameters.num_workers = opts.workers
+            solver.parameters.relative_gap_limit = opts.relative_gap
+            status = solver.solve(m.cp, _Callback(progress, goal))
+            stopped = stopped or interrupted() or _cut_short(solver, status, limit)
+            if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+                if stage == 0:
+                    if stopped:
+                        raise KeyboardInterrupt  # before the first plan: nothing to keep
+                    raise InfeasibleError(_no_solution(status, campaign))
+                break
+            result = (solver, status, goal, _read(m, solver))
             if stage == 0:
-                raise InfeasibleError(_no_solution(status, campaign))
-            break
-        result = (solver, status, goal, _read(m, solver))
-        if stage == 0:
-            first_bound, first_status = solver.best_objective_bound, status
-        if stage + 1 < len(order):
-            m.cp.add(expr <= round(solver.objective_value))
-            m.cp.clear_hints()
-            _hint(m, result[3][0])
+                first_bound, first_status = solver.best_objective_bound, status
+            if stopped:  # Ctrl-C: no further stage
+                break
+            if stage + 1 < len(order):
+                m.cp.add(expr <= round(solver.objective_value))
+                m.cp.clear_hints()
+                _hint(m, result[3][0])
     assert result is not None
     solver, status, goal, (placements, ends, bought) = result
     first = order[0]
@@ -268,15 +272,20 @@ def _hint(m: Model, plan: dict[str, Placement]) -> None:
         m.cp.add_hint(b, k < used.get(p, 0))
 
 
-class _stop_on_interrupt:
-    """Ctrl-C stops the search at its next solution and keeps the best plan found (main thread only).
+def _cut_short(solver: cp_model.CpSolver, status: int, limit: float) -> bool:
+    """Whether CP-SAT stopped before its time limit without proving its result: Ctrl-C.
 
-    CP-SAT runs in C++; Python runs the signal handler when the search next calls back into Python
-    (a new incumbent), so the stop takes effect there, or at the time limit.
+    CP-SAT catches SIGINT itself while it searches (``catch_sigint_signal``, on by default) and
+    returns the best solution found, as at a time limit; the gap limit ends with OPTIMAL.
     """
+    return status in (cp_model.FEASIBLE, cp_model.UNKNOWN) and solver.wall_time < limit - 0.5
 
-    def __init__(self, callback: _Callback) -> None:
-        self.callback = callback
+
+class _stop_on_interrupt:
+    """Ctrl-C between two searches (while Python runs) marks the plan as stopped early (main
+    thread only); during a search CP-SAT's own handler stops it (see :func:`_cut_short`)."""
+
+    def __init__(self) -> None:
         self.hit = False
         self.previous = None
 
@@ -287,7 +296,6 @@ class _stop_on_interrupt:
 
     def _handle(self, signum: int, frame: object) -> None:
         self.hit = True
-        self.callback.interrupted = True
 
     def __exit__(self, *exc: object) -> None:
         if self.previous is not None:
