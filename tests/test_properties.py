@@ -84,3 +84,36 @@ def test_memory_grows_with_sequence_and_micro_batch(model, precision, recompute,
         arch, Training(precision=precision, seq_len=seq), Layout(micro_batch=mb + 1, recompute=recompute)
     ).peak_allocated_bytes
     assert longer >= est and bigger >= est
+
+
+@settings(max_examples=60, deadline=None)
+@given(models, st.sampled_from(list(Method)), precisions, recomputes, seqs, mbs, st.sampled_from([0, 1, 3]))
+def test_adamw_kernels_order_fused_forloop_foreach(model, method, precision, recompute, seq, mb, zero):
+    from ftplan.memory import Optimizer
+
+    arch = CATALOG.architecture(model)
+    lora = LoraSetup(rank=16, target_modules=("all-linear",)) if method is not Method.FULL else None
+    lay = Layout(dp=2 if zero else 1, zero=ZeroStage(zero), micro_batch=mb, recompute=recompute, gpus_per_node=8)
+    peaks = [
+        estimate_memory(arch, Training(method=method, precision=precision, optimizer=opt, seq_len=seq, lora=lora),
+                        lay).peak_allocated_bytes
+        for opt in (Optimizer.ADAMW_FUSED, Optimizer.ADAMW_FORLOOP, Optimizer.ADAMW)
+    ]  # fmt: skip
+    assert peaks == sorted(peaks)
+
+
+@settings(max_examples=60, deadline=None)
+@given(models, st.sampled_from([Precision.BF16_MIXED, Precision.FP16_MIXED]), recomputes, seqs, mbs)
+def test_an_fp32_base_never_needs_less(model, precision, recompute, seq, mb):
+    arch = CATALOG.architecture(model)
+    lay = Layout(micro_batch=mb, recompute=recompute)
+    peaks = [
+        estimate_memory(
+            arch,
+            Training(method=Method.LORA, precision=precision, seq_len=seq,
+                     lora=LoraSetup(rank=16, target_modules=("all-linear",), base_fp32=fp32)),
+            lay,
+        ).peak_allocated_bytes
+        for fp32 in (False, True)
+    ]  # fmt: skip
+    assert peaks[0] < peaks[1]

@@ -7,6 +7,7 @@ from typing import Any
 
 from ftplan.arch import Architecture, architecture_from_hf
 from ftplan.catalog import Catalog
+from ftplan.errors import JobError
 from ftplan.memory import (
     Layout,
     LoraSetup,
@@ -15,6 +16,7 @@ from ftplan.memory import (
     Overheads,
     Training,
     ZeroStage,
+    check_layout,
     estimate_memory,
 )
 from ftplan.schema.catalog import Gpu
@@ -83,6 +85,10 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
     elif spec.samples is not None:
         tokens = spec.samples * spec.seq_len * spec.epochs
     global_batch = spec.global_batch or spec.micro_batch * spec.grad_accum * lay.dp
+    try:
+        check_layout(arch, training, layout)
+    except JobError as exc:
+        raise JobError(f"{source}: {exc}") from None
     return ResolvedJob(name, arch, training, layout, gpu, overheads, hf_config, tokens, global_batch)
 
 

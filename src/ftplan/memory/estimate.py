@@ -470,9 +470,7 @@ def estimate_memory(
         notes=tuple(notes),
         phase_bytes={k: int(v) for k, v in phases.items()},
         per_sequence_bytes=(
-            None
-            if training.loss is Loss.FUSED
-            else (activations - pa.rotary + act_phase_extra) / layout.micro_batch
+            None if training.loss is Loss.FUSED else (activations - pa.rotary + act_phase_extra) / layout.micro_batch
         ),
         activation_terms={  # for `ftplan measure` and the tests
             **{
