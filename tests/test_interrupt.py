@@ -9,6 +9,7 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -77,3 +78,22 @@ def test_ctrl_c_keeps_the_best_plan(hard_scenario, tmp_path):
     check = subprocess.run([sys.executable, "-m", "ftplan", "check", str(hard_scenario), str(out)],
                            capture_output=True, text=True)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_ctrl_c_aborts_commands_that_compare_campaigns(hard_scenario, catalog):
+    from ftplan.scenario import load_scenario
+    from ftplan.solver import solve_campaign
+
+    campaign = resolve_scenario(load_scenario(hard_scenario), catalog, "interrupt")
+    table = build_candidates(campaign)
+    searching: list[float] = []
+
+    def progress(p) -> None:  # the first incumbent: CP-SAT is searching; interrupt it from outside
+        if not searching:
+            searching.append(p.elapsed_s)
+            threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        solve_campaign(campaign, table, progress=progress, keep_partial=False)
+    assert searching and time.monotonic() - t0 < 60  # stopped by the signal, not the 120 s limit

@@ -57,7 +57,7 @@ def plan_purchase(campaign: Campaign, catalog, capex_usd: float | None = None) -
     else:
         objective = obj.model_copy(update={"minimise": "cost", "then": "time"})
     sub = replace(campaign, scenario=campaign.scenario.model_copy(update={"objective": objective}))
-    sol = solve_campaign(sub)
+    sol = solve_campaign(sub, keep_partial=False)
     plan = verified_plan(sub, sol)
     bought = {u.pool: u.nodes_bought for u in plan.totals.pools if u.nodes_bought}
     pools = {p.id: p for p in campaign.pools}

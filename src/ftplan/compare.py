@@ -117,7 +117,7 @@ def _solve(name: str, campaign: Campaign, pools: list[PoolSpec], table: Candidat
         result.reason = "no job can run on this choice"
         return result
     try:
-        sol = solve_campaign(sub, sub_table)
+        sol = solve_campaign(sub, sub_table, keep_partial=False)
     except InfeasibleError as exc:
         result.status, result.reason = "INFEASIBLE", str(exc)
         return result
@@ -156,7 +156,7 @@ def frontier(campaign: Campaign, points: int = 6) -> list[tuple[float, float, fl
     def solve_with(**changes) -> Plan:
         sc = campaign.scenario.model_copy(update={"objective": obj.model_copy(update=changes)})
         sub = replace(campaign, scenario=sc)
-        return build_plan(sub, solve_campaign(sub, table))
+        return build_plan(sub, solve_campaign(sub, table, keep_partial=False))
 
     fastest = solve_with(minimise="time", then="cost", deadline_h=None, budget_usd=None).totals.makespan_h
     cheapest = solve_with(minimise="cost", then="time", deadline_h=None, budget_usd=None).totals.makespan_h

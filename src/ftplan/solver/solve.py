@@ -132,8 +132,14 @@ def solve_campaign(
     campaign: Campaign,
     table: CandidateTable | None = None,
     progress: Callable[[Progress], None] | None = None,
+    keep_partial: bool = True,
 ) -> Solution:
-    """Plan the campaign (see ``ftplan.solver.model`` for the formulation)."""
+    """Plan the campaign (see ``ftplan.solver.model`` for the formulation).
+
+    Ctrl-C stops the search: with ``keep_partial`` the best plan found so far is returned
+    (``Solution.stopped``); without it, as for commands that solve many campaigns and compare
+    them, :class:`KeyboardInterrupt` is raised.
+    """
     table = table or build_candidates(campaign)
     explain_infeasible(campaign, table)
     m = build_model(campaign, table)
@@ -179,6 +185,8 @@ def solve_campaign(
                 m.cp.clear_hints()
                 _hint(m, result[3][0])
     assert result is not None
+    if stopped and not keep_partial:
+        raise KeyboardInterrupt
     solver, status, goal, (placements, ends, bought) = result
     first = order[0]
     value = solver.value(m.cost if first == "cost" else m.makespan)
