@@ -133,3 +133,20 @@ def test_output_file_written(tmp_path):
     )
     assert res.exit_code == 0
     assert json.loads(out.read_text())["model"] == "qwen2.5-0.5b"
+
+
+def test_import_hf_keeps_nested_rope_parameters(tmp_path):
+    from ftplan.catalog import import_hf_config, load_catalog
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({
+        "model_type": "phi", "hidden_size": 2048, "num_hidden_layers": 24, "num_attention_heads": 32,
+        "intermediate_size": 8192, "vocab_size": 51200,
+        "rope_parameters": {"rope_theta": 10000.0, "partial_rotary_factor": 0.25, "rope_type": "default"},
+        "quantization_config": {"bits": 4, "nested": {"deep": 1}},  # not scalar-valued: left out
+    }))  # fmt: skip
+    out = tmp_path / "models.yaml"
+    entry = import_hf_config(cfg, "phi-quarter", out)
+    assert entry.config["rope_parameters"]["partial_rotary_factor"] == 0.25
+    assert "quantization_config" not in entry.config
+    assert load_catalog(user_models=out).architecture("phi-quarter").rotary_dim == 64 // 4

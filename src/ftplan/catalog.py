@@ -141,6 +141,10 @@ def load_catalog(catalog_dir: Path | None = None, user_models: Path | None = Non
     return Catalog(gpus=gpus, models=models, instances=instances)
 
 
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (int, float, str, bool))
+
+
 def import_hf_config(config_path: Path, model_id: str | None = None, output: Path | None = None) -> ModelEntry:
     """Turn a local Hugging Face ``config.json`` into a model entry appended to a user catalog."""
     try:
@@ -152,7 +156,7 @@ def import_hf_config(config_path: Path, model_id: str | None = None, output: Pat
     if not isinstance(config, dict):
         raise FtplanError(f"{config_path}: expected a JSON object.")
     arch = architecture_from_hf(config, str(config_path))
-    keep = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    keep = {k: v for k, v in config.items() if _scalar(v) or (isinstance(v, dict) and all(map(_scalar, v.values())))}
     keep = {k: v for k, v in keep.items() if not k.startswith("_") and k not in ("transformers_version",)}
     name = model_id or _norm(str(config.get("_name_or_path") or Path(config_path).parent.name or "model"))
     entry = ModelEntry(
