@@ -240,3 +240,5 @@ def test_lora_over_fp32_base_weights():
     assert est.peak_allocated_bytes == pytest.approx(14.09 * 2**20, rel=0.005)
     with pytest.raises(JobError, match="base_fp32"):
         estimate_memory(arch, Training(method=Method.LORA, precision=Precision.BF16_PURE, lora=lora), Layout())
+    with pytest.raises(JobError, match="zero 0"):  # ZeRO/FSDP mixed precision gathers 16-bit weights
+        estimate_memory(arch, tr, Layout(dp=2, zero=ZeroStage(3), gpus_per_node=2))

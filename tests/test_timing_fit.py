@@ -133,6 +133,15 @@ def test_fit_ranks_and_explains(catalog):
     assert (frame["dp"] * frame["tp"] == frame["gpus"]).all()
 
 
+def test_fit_groups_layouts_the_model_refuses(catalog):
+    # LoRA over an fp32 base is autocast without ZeRO: every ZeRO family is refused, in one line
+    job = _job(catalog, precision="bf16-mixed", lora={"rank": 8, "base_fp32": True})
+    result = fit_job(job, [gpu_pool(catalog, "h100", gpus=8)])
+    assert set(result.layouts["zero"]) == {0}
+    refused = [line for line in result.excluded if "base_fp32" in line]
+    assert len(refused) == 1 and " more: " in refused[0]
+
+
 def test_fit_bad_input(catalog):
     with pytest.raises(JobError, match="no tokens"):
         fit_job(resolve_job(parse_job({"model": "llama-3.1-8b", "seq_len": 512}, "j"), catalog, "j"),

@@ -178,6 +178,7 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
             continue
         fams: list[tuple] = []
         scal: list[tuple[float, float, float, float, float]] = []  # fb at mb 1, slope, held grads, others, outside
+        refused: dict[str, list[str]] = {}  # the model's reason → the layout families it refuses
         for fam in families:
             g, _, dp, tp, zero, offload, rec = fam
             base = Layout(dp=dp, tp=tp, zero=ZeroStage(zero), offload=Offload(offload), recompute=Recompute(rec),
@@ -185,7 +186,7 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
             try:
                 e11 = estimate(base, gpu.arch)
             except FtplanError as exc:
-                excluded.append(f"{pool.name} {g} GPUs tp {tp} {ZERO_NAMES[zero]} offload {offload}: {exc}")
+                refused.setdefault(str(exc), []).append(f"{g} GPUs tp {tp} {ZERO_NAMES[zero]} offload {offload}")
                 continue
             fb11 = e11.phase_bytes["forward/backward"]
             slope = e11.per_sequence_bytes
@@ -195,6 +196,10 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
             others = max(v for k, v in e11.phase_bytes.items() if k != "forward/backward")
             fams.append(fam)
             scal.append((fb11, slope, held, others, e11.device_total_bytes - e11.peak_reserved_bytes))
+        for reason, which in refused.items():
+            which = list(dict.fromkeys(which))  # recomputation variants share a description
+            more = f" and {len(which) - 1} more" if len(which) > 1 else ""
+            excluded.append(f"{pool.name} {which[0]}{more}: {reason}")
         if not fams:
             continue
         # every micro-batch dividing each family's per-replica batch, as one set of arrays

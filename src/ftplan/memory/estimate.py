@@ -143,6 +143,11 @@ def check_layout(arch: Architecture, training: Training, layout: Layout) -> None
             "lora.base_fp32 describes LoRA under bf16-mixed or fp16-mixed over fp32 base weights. "
             "To fix: use method lora with a mixed precision, or drop base_fp32."
         )
+    if training.lora is not None and training.lora.base_fp32 and layout.zero != ZeroStage.NONE:
+        raise JobError(
+            "lora.base_fp32 is autocast over fp32 base weights without ZeRO/FSDP (their mixed precision "
+            "gathers 16-bit weights instead). To fix: use zero 0, or drop base_fp32."
+        )
     if training.seq_len < 1:
         raise JobError(f"seq_len must be ≥ 1, got {training.seq_len}.")
 
