@@ -90,6 +90,8 @@ class Architecture:
     loss_upcast: bool = True  # causal-LM loss upcasts logits to fp32 before cross-entropy
     parallel_residual: bool = False  # attention and MLP both read the layer input (phi, GPT-NeoX)
     rotary_dim: int = 0  # head dimensions rotary embeddings apply to (0: all of head_dim)
+    softmax_upcast: bool = True  # eager attention computes softmax in fp32 (not T5, BERT, RoBERTa)
+    labels: int = 0  # encoders: classes of the sequence-classification head they train
     names: dict[str, str] = field(default_factory=dict, compare=False)
 
     # ---- hashing: the memory model caches per architecture, so hash once ---------------------
@@ -181,8 +183,9 @@ class Architecture:
 
     @cached_property
     def lm_head_params(self) -> int:
+        """The output layer: the LM head, or an encoder's classification head."""
         if self.kind is Kind.ENCODER:
-            return 0
+            return self.labels * self.hidden + self.labels
         n = 0 if self.tied else self.vocab * self.hidden
         return n + (self.vocab if self.lm_head_bias else 0)
 
@@ -354,7 +357,7 @@ def _t5(cfg: dict[str, Any], where: str) -> Architecture:
     names = dict(_NAMES_T5) if gated else dict(_NAMES_T5, up="wi")
     dropout = float(cfg.get("dropout_rate", 0.1))
     return Architecture(
-        model_type=cfg["model_type"], kind=Kind.ENCODER_DECODER, hidden=d, layers=layers,
+        model_type=cfg["model_type"], kind=Kind.ENCODER_DECODER, hidden=d, layers=layers, softmax_upcast=False,
         heads=heads, kv_heads=heads, head_dim=_positive(cfg.get("d_kv", d // heads), "d_kv", where),
         ffn=_positive(_req(cfg, "d_ff", where), "d_ff", where),
         vocab=_positive(_req(cfg, "vocab_size", where), "vocab_size", where),
@@ -370,7 +373,7 @@ def _bert(cfg: dict[str, Any], where: str) -> Architecture:
     h = _positive(_req(cfg, "hidden_size", where), "hidden_size", where)
     heads = _positive(_req(cfg, "num_attention_heads", where), "num_attention_heads", where)
     return Architecture(
-        model_type=cfg["model_type"], kind=Kind.ENCODER, hidden=h,
+        model_type=cfg["model_type"], kind=Kind.ENCODER, hidden=h, softmax_upcast=False,
         layers=_positive(_req(cfg, "num_hidden_layers", where), "num_hidden_layers", where),
         heads=heads, kv_heads=heads, head_dim=h // heads,
         ffn=_positive(_req(cfg, "intermediate_size", where), "intermediate_size", where),
@@ -378,6 +381,7 @@ def _bert(cfg: dict[str, Any], where: str) -> Architecture:
         gated_mlp=False, norm="layernorm", norms_per_layer=2, final_norm=False, qkv_bias=True,
         o_bias=True, mlp_bias=True, learned_positions=int(cfg.get("max_position_embeddings", 512)),
         token_types=int(cfg.get("type_vocab_size", 2)), pooler=True,
+        labels=int(cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2),
         hidden_dropout=float(cfg.get("hidden_dropout_prob", 0.1)),
         attention_dropout=float(cfg.get("attention_probs_dropout_prob", 0.1)), names=_NAMES_BERT,
     )  # fmt: skip

@@ -69,11 +69,6 @@ def check_measurable(job: ResolvedJob, device: str) -> None:
             f"optimizer {tr.optimizer.value} is not measurable here: it needs bitsandbytes on a CUDA device. "
             "To fix: run with --device cuda where bitsandbytes is installed, or measure optimizer adamw."
         )
-    if job.arch.kind is Kind.ENCODER:
-        raise MeasureError(
-            "encoder-only models have no language-model loss to train here. To fix: measure a decoder "
-            "or encoder-decoder model."
-        )
 
 
 def hf_config(job: ResolvedJob) -> Any:
@@ -108,12 +103,15 @@ def _dtype(torch: Any, precision: Precision) -> Any:
 def build_model(job: ResolvedJob, device: str, seed: int = 0) -> Any:
     """The job's model on ``device``, method applied, in training mode."""
     torch = require_torch()
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
     tr = job.training
     cfg = hf_config(job)
     torch.manual_seed(seed)
-    auto = AutoModelForSeq2SeqLM if job.arch.kind is Kind.ENCODER_DECODER else AutoModelForCausalLM
+    auto = {  # encoders train a sequence-classification head (config.num_labels classes)
+        Kind.ENCODER_DECODER: AutoModelForSeq2SeqLM,
+        Kind.ENCODER: AutoModelForSequenceClassification,
+    }.get(job.arch.kind, AutoModelForCausalLM)
     attn = "eager" if job.arch.model_type in ("t5", "mt5") else tr.attention.value
     model = auto.from_config(cfg, attn_implementation=attn)
     low = _dtype(torch, tr.precision)
@@ -139,7 +137,7 @@ def build_model(job: ResolvedJob, device: str, seed: int = 0) -> Any:
             lora_dropout=lora.dropout,
             target_modules=targets,
             modules_to_save=list(lora.modules_to_save) or None,
-            task_type="SEQ_2_SEQ_LM" if job.arch.kind is Kind.ENCODER_DECODER else "CAUSAL_LM",
+            task_type={Kind.ENCODER_DECODER: "SEQ_2_SEQ_LM", Kind.ENCODER: "SEQ_CLS"}.get(job.arch.kind, "CAUSAL_LM"),
         )
         model = get_peft_model(model, config, autocast_adapter_dtype=tr.precision is not Precision.BF16_PURE)
         if job.layout.recompute is Recompute.FULL:

@@ -37,10 +37,12 @@ _ACT_SAVES = {"gelu_new": 4}
 
 @dataclass(frozen=True, slots=True)
 class Dtypes:
-    """Bytes per element: ``c`` matmul inputs/outputs, ``r`` the residual stream."""
+    """Bytes per element: ``c`` matmul inputs/outputs, ``r`` the residual stream; ``autocast``:
+    a mixed recipe, under which softmax runs in fp32 whatever the model asks."""
 
     c: int
     r: int
+    autocast: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +113,17 @@ def _attention(arch: Architecture, dt: Dtypes, attention: Attention, kv_len: int
         return saved
     # Eager: q, k and v expanded to all heads, probabilities, then a contiguous output copy
     # that only o_proj (or its adapter) saves.
-    return 3 * c * q + _probs(dt, a, kv_len, dropout) + (c * q if g.full else _consumers(dt, q, o, g))
+    probs = _probs(dt, a, kv_len, dropout, arch.softmax_upcast)
+    return 3 * c * q + probs + (c * q if g.full else _consumers(dt, q, o, g))
 
 
-def _probs(dt: Dtypes, heads: int, kv_len: int, dropout: bool) -> float:
-    """Attention probabilities a query token saves: fp32 softmax, its cast, dropout mask."""
-    n = 4 * heads * kv_len
-    if dt.c != 4 or dropout:
+def _probs(dt: Dtypes, heads: int, kv_len: int, dropout: bool, upcast: bool = True) -> float:
+    """Attention probabilities a query token saves: the softmax output (fp32 where the model
+    upcasts, or under autocast; else in the compute dtype), the 16-bit cast or dropout output the
+    next matmul reads, and the dropout mask."""
+    fp32 = dt.c == 4 or upcast or dt.autocast
+    n = (4 if fp32 else dt.c) * heads * kv_len
+    if (fp32 and dt.c != 4) or dropout:
         n += dt.c * heads * kv_len
     if dropout:
         n += heads * kv_len
@@ -196,7 +202,8 @@ def layer_bytes_per_token(
         total += _norm(arch, dt, [x.name for x in blk if x.stack == "cross" and x.role == "q"], g, attn_trains)
         total += 2 * dt.c * arch.q_dim if attn_trains else 0
         if attn_trains:
-            total += _probs(dt, arch.heads, enc_len, dropout) if att is Attention.EAGER else 4 * arch.heads
+            probs = _probs(dt, arch.heads, enc_len, dropout, arch.softmax_upcast)
+            total += probs if att is Attention.EAGER else 4 * arch.heads
     if arch.model_type == "gemma2":  # post-attention and post-feedforward norms
         total += 2 * _norm(arch, dt, [], g, attn_trains) + (2 * dt.r * h if g.full else 0)
     if not arch.parallel_residual:  # the MLP reads the attention block's output
@@ -235,8 +242,11 @@ def head_bytes_per_token(
     """
     n = 8.0 if embed_trains else 0.0
     if arch.kind is Kind.ENCODER:
-        attn_in = [x.name for x in arch.block_linears["main"] if x.role in ("q", "k", "v", "qkv")]
-        n += _norm(arch, dt, attn_in, g, embed_trains) + (arch.hidden if dropout else 0)
+        # The embedding norm's own saves (the first layer's linears keep its output), and the
+        # pooler's [CLS] slice, a view that keeps the last layer's output when the pooler trains
+        # on it in place (under autocast it keeps only a 16-bit copy of the slice).
+        n += _norm(arch, dt, [], g, embed_trains) + (arch.hidden if dropout else 0)
+        n += dt.r * arch.hidden if g.full and dt.r == dt.c else 0
     if arch.final_norm:
         n += _norm(arch, dt, [], g, True)
         if lm_head_trains and arch.kind is not Kind.ENCODER:

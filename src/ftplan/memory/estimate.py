@@ -240,7 +240,7 @@ def _per_sequence(arch: Architecture, training: Training, r: int, t: int, recomp
     if dropout is None:
         dropout = arch.hidden_dropout > 0 or arch.attention_dropout > 0
     c = training.precision.compute_bytes
-    dt = act.Dtypes(c=c, r=r)
+    dt = act.Dtypes(c=c, r=r, autocast=training.precision.mixed)
     s = training.seq_len
     dec_len = training.target_len or s
     seq = {"main": s} if arch.kind is not Kind.ENCODER_DECODER else {"encoder": s, "decoder": dec_len}

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ftplan.arch import Architecture
+from ftplan.arch import Architecture, Kind
 from ftplan.errors import JobError
 from ftplan.memory.setup import LoraSetup, Method, Training
 
@@ -100,6 +100,8 @@ def _split(arch: Architecture, method: Method, lora_setup: LoraSetup | None) -> 
             saved_embed += arch.vocab * arch.hidden
         else:
             raise JobError(f"lora.modules_to_save: {m!r} is not supported. To fix: use embed_tokens or lm_head.")
+    if arch.kind is Kind.ENCODER:  # PEFT's sequence-classification task trains a copy of the head
+        saved_embed += arch.lm_head_params
     largest = max(largest, arch.vocab * arch.hidden if saved_embed else 0)
     bits = nf4_bits_per_weight(lora) if method is Method.QLORA else 0.0
     return ParamSplit(
