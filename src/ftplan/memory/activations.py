@@ -90,6 +90,8 @@ def _norm(arch: Architecture, dt: Dtypes, consumers: list[str], g: Grads, input_
     own = 0.0
     if arch.norm == "rmsnorm":
         own = (4 * h + 4 if grad_in or g.full else 0) + (dt.r * h if g.full else 0)
+        if arch.model_type in ("t5", "mt5") and dt.r != 4 and (grad_in or g.full):
+            own += dt.r * h  # T5LayerNorm scales the 16-bit input (not its fp32 upcast): that is kept too
     elif grad_in or g.full:
         own = dt.r * h + 8  # LayerNorm: input, mean and rstd (fp32)
     return own + _consumers(dt, h, consumers, g)
