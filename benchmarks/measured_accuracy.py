@@ -1,10 +1,16 @@
-"""Memory model vs `ftplan measure` on the CPU: every case of measured_grid.yaml, term by term.
+"""Memory model vs `ftplan measure`: every case of a grid, term by term.
 
-Usage: python benchmarks/measured_accuracy.py   (needs the measure extra: pip install -e ".[measure]")
+Usage: python benchmarks/measured_accuracy.py [--device cpu|cuda] [--grid FILE] [--keep-dropout]
+(needs the measure extra: pip install -e ".[measure]")
+
+On a CPU the grid runs with dropout off (a CPU saves fp32 dropout masks where CUDA saves bytes);
+on a GPU, `--grid benchmarks/measured_grid_cuda.yaml --keep-dropout` covers what only CUDA shows:
+one-byte dropout masks, fp32 softmax under autocast, and the caching allocator's reserved memory.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 from pathlib import Path
 
@@ -20,11 +26,17 @@ TERMS = ("activations (layers + head)", "saved: logits/loss", "peak allocated")
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--grid", type=Path, default=GRID)
+    ap.add_argument("--keep-dropout", action="store_true", help="keep each job's dropout (CUDA)")
+    args = ap.parse_args()
     catalog = load_catalog()
     rows, errors = [], {t: [] for t in TERMS}
-    for case in read_yaml(GRID)["cases"]:
-        job = resolve_job(parse_job(dict(case["job"], dropout=False), case["case"]), catalog, case["case"])
-        c = measure_job(job)
+    for case in read_yaml(args.grid)["cases"]:
+        data = case["job"] if args.keep_dropout else dict(case["job"], dropout=False)
+        job = resolve_job(parse_job(data, case["case"]), catalog, case["case"])
+        c = measure_job(job, device=args.device)
         cells = [case["case"]]
         for term in TERMS:
             r = c.row(term)

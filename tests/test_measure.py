@@ -16,7 +16,7 @@ import pytest
 
 from ftplan.errors import MeasureError
 from ftplan.io import read_yaml
-from ftplan.job import resolve_job
+from ftplan.job import estimate_job, resolve_job
 from ftplan.schema.job import parse_job
 
 pytest.importorskip("torch")
@@ -123,3 +123,13 @@ def test_cli_measure_json_and_errors(tmp_path):
     )  # fmt: skip
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines()[-1] == "error: --device must be cpu or cuda, got 'tpu'."
+
+
+def test_cuda_grid_is_estimable(catalog):
+    """The GPU grid (benchmarks/device_check.sh) holds valid jobs; a GPU session only has to run it."""
+    grid = read_yaml(ROOT / "benchmarks/measured_grid_cuda.yaml")["cases"]
+    for case in grid:
+        job = resolve_job(parse_job(case["job"], case["case"]), catalog, case["case"])
+        assert estimate_job(job).peak_reserved_bytes < 16 * 2**30  # fits any GPU the team might be lent
+    assert any(c["job"].get("lora", {}).get("dropout") for c in grid)
+    assert any(c["job"]["architecture"]["model_type"] == "bert" and c["job"]["precision"] == "bf16-mixed" for c in grid)

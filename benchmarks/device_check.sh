@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The memory model against a real GPU: run on a machine with a CUDA build of torch, transformers
+# and peft (pip install -e ".[measure]" where a CUDA wheel is available). Writes the tables to
+# $OUT (or benchmarks/results) with the GPU's name; about two minutes on an H100.
+set -euo pipefail
+out="${OUT:-benchmarks/results}"
+mkdir -p "$out"
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
+} | tee "$out/device.txt"
+python3 benchmarks/measured_accuracy.py --device cuda --keep-dropout --grid benchmarks/measured_grid_cuda.yaml \
+  | tee "$out/measured_accuracy_cuda.txt"
+python3 benchmarks/measured_accuracy.py --device cuda | tee "$out/measured_accuracy_cuda_cpu_grid.txt"
