@@ -44,15 +44,21 @@ def describe_validation_error(exc: ValidationError) -> str:
     return f": field '{loc}': {msg}{more}"
 
 
-def load_validated(path: Path, model: type[M], error: type[FtplanError] = FtplanError, what: str = "fields") -> M:
-    """Read a YAML (or JSON) file and validate it as ``model``; errors are one line naming the file and field."""
-    data = read_yaml(path)
+def validate_mapping(
+    data: Any, model: type[M], source: str, error: type[FtplanError] = FtplanError, what: str = "fields"
+) -> M:
+    """Validate ``data`` as ``model``; errors are one line naming ``source`` and the field."""
     if not isinstance(data, dict):
-        raise error(f"{path}: expected a mapping of {what}.")
+        raise error(f"{source}: expected a mapping of {what}.")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise error(f"{path}{describe_validation_error(exc)}") from None
+        raise error(f"{source}{describe_validation_error(exc)}") from None
+
+
+def load_validated(path: Path, model: type[M], error: type[FtplanError] = FtplanError, what: str = "fields") -> M:
+    """Read a YAML (or JSON) file and validate it as ``model``; errors are one line naming the file and field."""
+    return validate_mapping(read_yaml(path), model, str(path), error, what)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

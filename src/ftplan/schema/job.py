@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ftplan.memory.setup import (
     ZERO_ALIASES,
@@ -108,14 +108,9 @@ class JobSpec(BaseModel):
 def parse_job(data: Any, source: str) -> JobSpec:
     """Validate a mapping as a job; errors are one line naming ``source`` and the field."""
     from ftplan.errors import JobError
-    from ftplan.io import describe_validation_error
+    from ftplan.io import validate_mapping
 
-    if not isinstance(data, dict):
-        raise JobError(f"{source}: expected a mapping of job fields.")
-    try:
-        return JobSpec.model_validate(data)
-    except ValidationError as exc:
-        raise JobError(f"{source}{describe_validation_error(exc)}") from None
+    return validate_mapping(data, JobSpec, source, JobError, "job fields")
 
 
 def load_job(path: Path) -> JobSpec:
