@@ -24,7 +24,6 @@ layer's input plus one layer's working set (their §5).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from ftplan.arch import Architecture, Kind
 from ftplan.memory.setup import Attention, Loss, Recompute
@@ -170,7 +169,6 @@ def _act_name(arch: Architecture) -> str:
     return "silu"
 
 
-@lru_cache(maxsize=8192)
 def layer_bytes_per_token(
     arch: Architecture,
     stack: str,

@@ -134,20 +134,17 @@ def check_layout(arch: Architecture, training: Training, layout: Layout) -> None
                 "QLoRA with tensor parallelism is not supported (4-bit weights are not TP-sharded). "
                 "To fix: use tp: 1 with data parallelism or ZeRO-3."
             )
-    if (
-        training.lora is not None
-        and training.lora.base_fp32
-        and (training.method is not Method.LORA or not training.precision.mixed)
-    ):
-        raise JobError(
-            "lora.base_fp32 describes LoRA under bf16-mixed or fp16-mixed over fp32 base weights. "
-            "To fix: use method lora with a mixed precision, or drop base_fp32."
-        )
-    if training.lora is not None and training.lora.base_fp32 and layout.zero != ZeroStage.NONE:
-        raise JobError(
-            "lora.base_fp32 is autocast over fp32 base weights without ZeRO/FSDP (their mixed precision "
-            "gathers 16-bit weights instead). To fix: use zero 0, or drop base_fp32."
-        )
+    if training.lora is not None and training.lora.base_fp32:
+        if training.method is not Method.LORA or not training.precision.mixed:
+            raise JobError(
+                "lora.base_fp32 describes LoRA under bf16-mixed or fp16-mixed over fp32 base weights. "
+                "To fix: use method lora with a mixed precision, or drop base_fp32."
+            )
+        if layout.zero != ZeroStage.NONE:
+            raise JobError(
+                "lora.base_fp32 is autocast over fp32 base weights without ZeRO/FSDP (their mixed precision "
+                "gathers 16-bit weights instead). To fix: use zero 0, or drop base_fp32."
+            )
     if training.seq_len < 1:
         raise JobError(f"seq_len must be ≥ 1, got {training.seq_len}.")
 
@@ -191,7 +188,6 @@ def _optimizer_state_bytes(opt: Optimizer, ps: ParamSplit, t_local: float, rb: _
 _EMBEDDING_NAMES = ("embed_tokens", "wte", "word_embeddings", "shared", "embed_in")
 
 
-@lru_cache(maxsize=1024)
 def _grads(arch: Architecture, training: Training) -> tuple[act.Grads, bool, bool]:
     """What trains: the activation model's :class:`~ftplan.memory.activations.Grads`, and whether
     the token embedding and the lm_head train (full fine-tuning or LoRA ``modules_to_save``)."""
@@ -395,14 +391,10 @@ def estimate_memory(
         # later, those of the one block being recomputed (until its backward): the larger.
         cast_copies = 0.0
         if amp or fp32_base:
-            cast_copies = 2.0 * max(_local(0, 0, lm_head_matrix, t), _largest_block(arch, t))
+            cast_copies = 2.0 * max(_local(0, 0, lm_head_matrix, t), block)
     gathered = 0.0
     if z >= ZeroStage.PARAMETERS:
-        w16 = (
-            (ps.quant_bits_per_weight / 8)
-            if ps.quant_bits_per_weight
-            else (4 if training.precision is Precision.FP32 else 2)
-        )
+        w16 = ps.quant_bits_per_weight / 8 if ps.quant_bits_per_weight else frozen_bytes
         gathered = 2 * block * w16 + (block * rb.grad if training.method is Method.FULL else 0)
     reduce_buffer = block * rb.grad if (z == ZeroStage.GRADIENTS and training.method is Method.FULL) else 0.0
     dequant = 2.0 * arch.largest_linear_params if training.method is Method.QLORA else 0.0
