@@ -257,8 +257,8 @@ def _batch(job: ResolvedJob, device: str, seed: int) -> dict[str, Any]:
     if job.arch.kind is Kind.ENCODER_DECODER:
         t = job.training.target_len or s
         return {"input_ids": ids, "labels": torch.randint(0, vocab, (mb, t), generator=gen).to(device)}
-    if job.arch.kind is Kind.ENCODER:  # one class label a sequence (config.num_labels = 2)
-        return {"input_ids": ids, "labels": torch.randint(0, 2, (mb,), generator=gen).to(device)}
+    if job.arch.kind is Kind.ENCODER:  # one class label a sequence
+        return {"input_ids": ids, "labels": torch.randint(0, job.arch.labels, (mb,), generator=gen).to(device)}
     return {"input_ids": ids, "labels": ids.clone()}
 
 
