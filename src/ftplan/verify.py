@@ -20,9 +20,10 @@ from ftplan.memory.setup import Optimizer
 from ftplan.scenario import Campaign, PoolSpec, Run, purchase_charge
 from ftplan.schema.plan import Plan, PlanRun
 from ftplan.timing import model as tm
+from ftplan.units import MINUTES_PER_HOUR
 
 REL_TOL = 1e-6  # plans store floats; recomputed values must agree to this relative tolerance
-TIME_TOL_H = 1 / 60 / 2  # half a minute: intervals are whole minutes
+TIME_TOL_H = 0.5 / MINUTES_PER_HOUR  # half a minute: intervals are whole minutes
 
 
 def verify_plan(campaign: Campaign, plan: Plan) -> list[str]:

@@ -82,13 +82,14 @@ def explain_infeasible(campaign: Campaign, table: CandidateTable) -> None:
                 continue
             if fastest > limit * MINUTES_PER_HOUR:
                 raise InfeasibleError(
-                    f"job {run.id!r} takes at least {fastest / 60:.2f} h on the fastest option, beyond {what}. "
+                    f"job {run.id!r} takes at least {fastest / MINUTES_PER_HOUR:.2f} h on the fastest option, "
+                    f"beyond {what}. "
                     "To fix: move the deadline or add faster pools."
                 )
             if chain[run.id] > limit * MINUTES_PER_HOUR:
                 raise InfeasibleError(
-                    f"job {run.id!r} cannot end before {chain[run.id] / 60:.2f} h (its dependencies run first), beyond "
-                    f"{what}. To fix: move the deadline or add faster pools."
+                    f"job {run.id!r} cannot end before {chain[run.id] / MINUTES_PER_HOUR:.2f} h (its dependencies "
+                    f"run first), beyond {what}. To fix: move the deadline or add faster pools."
                 )
     if deadline is not None:
         work = sum(min(c.gpu_hours for c in table.by_job[r.job_id]) for r in campaign.runs)
@@ -284,7 +285,8 @@ def _cut_short(solver: cp_model.CpSolver, status: int, limit: float) -> bool:
     """Whether CP-SAT stopped before its time limit without proving its result: Ctrl-C.
 
     CP-SAT catches SIGINT itself while it searches (``catch_sigint_signal``, on by default) and
-    returns the best solution found, as at a time limit; the gap limit ends with OPTIMAL.
+    returns the best solution found, as at a time limit; the gap limit ends with OPTIMAL. A search
+    that ran to its limit ends within milliseconds of it: half a second keeps clear of that.
     """
     return status in (cp_model.FEASIBLE, cp_model.UNKNOWN) and solver.wall_time < limit - 0.5
 
