@@ -135,7 +135,7 @@ def _brute_force(campaign, cands, minimise):
             for j in order:
                 c = cands[runs[j].id][choice[j]]
                 pool = pools[c.pool_id]
-                start, nodes = _earliest(c, pool, 0, node_use, cloud_use)
+                start, nodes = _earliest(c, pool, pool.nodes, 0, node_use, cloud_use)
                 end = start + c.minutes
                 if pool.placed:
                     for k in nodes:

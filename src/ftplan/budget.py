@@ -14,8 +14,10 @@ than running the bought nodes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from ftplan.candidates import build_candidates
 from ftplan.compare import ChoiceResult, compare_choices
 from ftplan.errors import FtplanError
 from ftplan.plan import verified_plan
@@ -41,8 +43,11 @@ def break_even(capex_net_usd: float, run_usd: float, rent_usd: float) -> float:
     return math.inf if saving <= 0 else capex_net_usd / saving
 
 
-def plan_purchase(campaign: Campaign, catalog, capex_usd: float | None = None) -> BudgetResult:
-    """Buy to meet the deadline at the lowest TCO, or (with ``capex_usd``) the fastest campaign it buys."""
+def plan_purchase(
+    campaign: Campaign, catalog, capex_usd: float | None = None, status: Callable[[str], None] | None = None
+) -> BudgetResult:
+    """Buy to meet the deadline at the lowest TCO, or (with ``capex_usd``) the fastest campaign it buys;
+    ``status`` hears what is being solved."""
     obj = campaign.scenario.objective
     buys = [p for p in campaign.pools if p.kind == "purchase"]
     if not buys:
@@ -57,7 +62,11 @@ def plan_purchase(campaign: Campaign, catalog, capex_usd: float | None = None) -
     else:
         objective = obj.model_copy(update={"minimise": "cost", "then": "time"})
     sub = replace(campaign, scenario=campaign.scenario.model_copy(update={"objective": objective}))
-    sol = solve_campaign(sub, keep_partial=False)
+    table = build_candidates(sub, status=status)
+    if status is not None:
+        status("solving the purchase")
+    progress = None if status is None else (lambda p: status(f"purchase: {p.goal} incumbent {p.objective:,.2f}"))
+    sol = solve_campaign(sub, table, progress=progress, keep_partial=False)
     plan = verified_plan(sub, sol)
     bought = {u.pool: u.nodes_bought for u in plan.totals.pools if u.nodes_bought}
     pools = {p.id: p for p in campaign.pools}
@@ -67,7 +76,8 @@ def plan_purchase(campaign: Campaign, catalog, capex_usd: float | None = None) -
     clouds = [p.id for p in campaign.pools if p.kind == "cloud"]
     rent = None
     if clouds:
-        options = [r for r in compare_choices(campaign, catalog, only=clouds) if r.plan and not r.left_out]
+        choices = compare_choices(campaign, catalog, only=clouds, status=status)
+        options = [r for r in choices if r.plan and not r.left_out]
         rent = min(options, key=lambda r: r.cost_usd, default=None)
     even = break_even(capex_net, running, rent.cost_usd) if rent and rent.cost_usd is not None else None
     return BudgetResult(plan, bought, capex, capex_net, running, rent, even)

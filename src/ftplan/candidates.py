@@ -10,6 +10,7 @@ minutes and costs whole money units here, in one place (``ftplan.units``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import pandas as pd
@@ -76,14 +77,20 @@ def _pareto(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.iloc[keep]
 
 
-def build_candidates(campaign: Campaign, max_per_pool: int = 6) -> CandidateTable:
-    """Candidates of every job of the campaign on every pool (see module docstring)."""
+def build_candidates(
+    campaign: Campaign, max_per_pool: int = 6, status: Callable[[str], None] | None = None
+) -> CandidateTable:
+    """Candidates of every job of the campaign on every pool (see module docstring); ``status``
+    hears which job is being searched."""
     by_job: dict[str, list[Candidate]] = {}
     excluded: dict[str, list[str]] = {}
     closest: dict[str, str] = {}
     memo: dict[str, tuple[list[Candidate], list[str], str]] = {}  # identical jobs share their search
-    for job_id, job in campaign.jobs.items():
-        spec = next(j for j in campaign.scenario.jobs if j.id == job_id)
+    specs = {j.id: j for j in campaign.scenario.jobs}
+    for n, (job_id, job) in enumerate(campaign.jobs.items(), 1):
+        if status is not None:
+            status(f"candidates: job {n:,} of {len(campaign.jobs):,} ({job_id})")
+        spec = specs[job_id]
         key = spec.model_dump_json(exclude={"id", "count", "deadline_h", "depends_on", "priority"})
         if key not in memo:
             memo[key] = _search(campaign, job, spec, max_per_pool)

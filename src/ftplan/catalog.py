@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from ftplan.arch import Architecture, architecture_from_hf
 from ftplan.errors import CatalogError, FtplanError, did_you_mean
-from ftplan.io import describe_validation_error, read_yaml, write_text_atomic
+from ftplan.io import describe_validation_error, read_text, read_yaml, write_text_atomic
 from ftplan.schema.catalog import Gpu, Instance, ModelEntry
 
 USER_CATALOG_ENV = "FTPLAN_USER_CATALOG"
@@ -145,12 +145,16 @@ def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, (int, float, str, bool))
 
 
-def import_hf_config(config_path: Path, model_id: str | None = None, output: Path | None = None) -> ModelEntry:
-    """Turn a local Hugging Face ``config.json`` into a model entry appended to a user catalog."""
+def import_hf_config(
+    config_path: Path, model_id: str | None = None, output: Path | None = None, force: bool = False
+) -> ModelEntry:
+    """Turn a local Hugging Face ``config.json`` into a model entry appended to a user catalog.
+
+    An id that the bundled catalog or the user catalog already defines is refused unless ``force``:
+    estimates under an existing name must not silently change.
+    """
     try:
-        config: dict[str, Any] = json.loads(Path(config_path).read_text())
-    except FileNotFoundError:
-        raise FtplanError(f"{config_path}: file not found.") from None
+        config: dict[str, Any] = json.loads(read_text(Path(config_path)))
     except json.JSONDecodeError as exc:
         raise FtplanError(f"{config_path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
     if not isinstance(config, dict):
@@ -167,6 +171,23 @@ def import_hf_config(config_path: Path, model_id: str | None = None, output: Pat
     )
     out = Path(output) if output else default_user_catalog()
     existing: dict[str, Any] = read_yaml(out) if out.exists() else {"schema_version": 1, "models": []}
+    if not isinstance(existing, dict) or not isinstance(existing.get("models", []), list):
+        raise CatalogError(f"{out}: expected a top-level 'models:' list.")
+    if not force:
+        bundled: dict[str, ModelEntry] = {}
+        _load_models(default_catalog_dir() / "models.yaml", bundled)
+        where = (
+            "the bundled catalog"
+            if entry.id in bundled
+            else str(out)
+            if any(isinstance(r, dict) and r.get("id") == entry.id for r in existing.get("models", []))
+            else None
+        )
+        if where is not None:
+            raise CatalogError(
+                f"{config_path}: model id {entry.id!r} is already defined by {where}. "
+                "To fix: choose another --id, or give --force to replace it."
+            )
     rows = [r for r in existing.get("models", []) if r.get("id") != entry.id]
     rows.append(entry.model_dump(exclude_none=True))
     existing["models"] = rows

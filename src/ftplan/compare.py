@@ -14,6 +14,7 @@ checkpoint interval"). The rates are the user's: the team's data has no interrup
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -24,8 +25,11 @@ from ftplan.fit import instance_pool
 from ftplan.plan import build_plan, verified_plan
 from ftplan.scenario import Campaign, PoolSpec
 from ftplan.schema.plan import Plan
-from ftplan.solver import InfeasibleError, solve_campaign
+from ftplan.solver import InfeasibleError, Progress, solve_campaign
 from ftplan.units import MINUTES_PER_HOUR
+
+Status = Callable[[str], None] | None
+Progressor = Callable[[Progress], None] | None
 
 
 @dataclass(frozen=True)
@@ -110,14 +114,16 @@ def subset(campaign: Campaign, pools: list[PoolSpec], table: CandidateTable) -> 
     return sub, CandidateTable({j: by_job[j] for j in jobs}, table.excluded, table.closest), left
 
 
-def _solve(name: str, campaign: Campaign, pools: list[PoolSpec], table: CandidateTable) -> ChoiceResult:
+def _solve(
+    name: str, campaign: Campaign, pools: list[PoolSpec], table: CandidateTable, progress: Progressor = None
+) -> ChoiceResult:
     sub, sub_table, left = subset(campaign, pools, table)
     result = ChoiceResult(name, [p.id for p in pools], "NONE", left_out=left)
     if not sub.runs:
         result.reason = "no job can run on this choice"
         return result
     try:
-        sol = solve_campaign(sub, sub_table, keep_partial=False)
+        sol = solve_campaign(sub, sub_table, progress=progress, keep_partial=False)
     except InfeasibleError as exc:
         result.status, result.reason = "INFEASIBLE", str(exc)
         return result
@@ -126,9 +132,14 @@ def _solve(name: str, campaign: Campaign, pools: list[PoolSpec], table: Candidat
 
 
 def compare_choices(
-    campaign: Campaign, catalog, only: list[str] | None = None, spot: SpotModel | None = None
+    campaign: Campaign,
+    catalog,
+    only: list[str] | None = None,
+    spot: SpotModel | None = None,
+    status: Status = None,
 ) -> list[ChoiceResult]:
-    """Solve the campaign on each pool alone (and its spot variant) and on all pools together."""
+    """Solve the campaign on each pool alone (and its spot variant) and on all pools together;
+    ``status`` hears which choice is being solved and its incumbents."""
     pools = list(campaign.pools)
     if only:
         unknown = [o for o in only if o not in {p.id for p in pools}]
@@ -142,21 +153,38 @@ def compare_choices(
         pools = [p for p in pools if p.id in only]
     extra = spot_pools(replace(campaign, pools=pools), spot, catalog) if spot else []
     universe = replace(campaign, pools=pools + extra)
-    table = build_candidates(universe)
-    results = [_solve(p.id, campaign, [p], table) for p in pools + extra]
-    results.append(_solve("all pools", campaign, pools, table))
+    table = build_candidates(universe, status=status)
+    choices = [(p.id, [p]) for p in pools + extra] + [("all pools", pools)]
+    results = []
+    for n, (name, chosen) in enumerate(choices, 1):
+        where = f"choice {n} of {len(choices)} ({name})"
+        if status is not None:
+            status(where)
+        results.append(_solve(name, campaign, chosen, table, _incumbents(status, where)))
     return results
 
 
-def frontier(campaign: Campaign, points: int = 6) -> list[tuple[float, float, float]]:
+def _incumbents(status: Status, where: str) -> Progressor:
+    """Solver incumbents as status lines prefixed with ``where``."""
+    if status is None:
+        return None
+    return lambda p: status(f"{where}: {p.goal} incumbent {p.objective:,.2f}, gap {100 * p.gap:.1f}%")
+
+
+def frontier(campaign: Campaign, points: int = 6, status: Status = None) -> list[tuple[float, float, float]]:
     """(deadline h, cost USD, makespan h) from the fastest plan to the cheapest, on all pools."""
-    table = build_candidates(campaign)
+    table = build_candidates(campaign, status=status)
     obj = campaign.scenario.objective
+    solved = [0]
 
     def solve_with(**changes) -> Plan:
         sc = campaign.scenario.model_copy(update={"objective": obj.model_copy(update=changes)})
         sub = replace(campaign, scenario=sc)
-        return build_plan(sub, solve_campaign(sub, table, keep_partial=False))
+        solved[0] += 1
+        where = f"frontier: solve {solved[0]} of up to {points + 2}"
+        if status is not None:
+            status(where)
+        return build_plan(sub, solve_campaign(sub, table, progress=_incumbents(status, where), keep_partial=False))
 
     fastest = solve_with(minimise="time", then="cost", deadline_h=None, budget_usd=None).totals.makespan_h
     cheapest = solve_with(minimise="cost", then="time", deadline_h=None, budget_usd=None).totals.makespan_h

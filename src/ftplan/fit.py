@@ -21,6 +21,7 @@ import pandas as pd
 from ftplan.catalog import Catalog
 from ftplan.errors import CatalogError, FtplanError, JobError
 from ftplan.job import ResolvedJob
+from ftplan.limits import MAX_RUN_NODES
 from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, ZeroStage, estimate_memory
 from ftplan.memory.setup import Method, Precision
 from ftplan.schema.catalog import Gpu
@@ -44,23 +45,30 @@ class Pool:
     efficiency: float | None = None  # fraction of peak for this pool (default: the GPU's catalog value)
 
     @property
+    def max_run_nodes(self) -> int:
+        """Most nodes one run may span: a run crosses nodes only over a network the pool states
+        (without one, a run stays inside one node; ``max_nodes`` still bounds the runs at once)."""
+        return min(self.max_nodes, MAX_RUN_NODES) if self.network_gbps else 1
+
+    @property
     def hardware_note(self) -> str:
         net = f", {self.network_gbps:g} Gbps/node" if self.network_gbps else ", one node (no network)"
         return f"{self.gpu.id} ×{self.gpus_per_node}/node{net}"
 
 
-def instance_pool(catalog: Catalog, key: str, nodes: int = 1, spot: bool = False) -> Pool:
-    inst = catalog.instance(key, "--instance")
+def instance_pool(catalog: Catalog, key: str, nodes: int = 1, spot: bool = False, where: str = "--instance") -> Pool:
+    """A pool of cloud instances ``key`` (CLOUD/TYPE); ``where`` names the input in error messages."""
+    inst = catalog.instance(key, where)
     gpu = catalog.gpus[inst.gpu]
     price = inst.spot_usd_per_h if spot else inst.on_demand_usd_per_h
     if price is None:
         raise FtplanError(
-            f"--instance {inst.key}: no {'spot' if spot else 'on-demand'} price in the catalog. "
+            f"{where} {inst.key}: no {'spot' if spot else 'on-demand'} price in the catalog. "
             "To fix: choose another instance or price type."
         )
     if nodes > 1 and inst.network_gbps is None:
         raise FtplanError(
-            f"--instance {inst.key}: the catalog has no network bandwidth for this instance type, so it "
+            f"{where} {inst.key}: the catalog has no network bandwidth for this instance type, so it "
             "is planned as one node. To fix: use --nodes 1 or an instance with a listed network."
         )
     kind = "spot" if spot else "on-demand"
@@ -98,11 +106,21 @@ def gpu_pool(
     return Pool(f"gpu:{gpu.id}", gpu, min(per_node, total), nodes, network_gbps, node_price, note)
 
 
-def gpu_counts(pool: Pool, limit: int | None = None) -> list[int]:
-    """GPU counts a job may use: powers of two inside one node, the full node, then whole nodes."""
+def gpu_counts(pool: Pool, limit: int | None = None, global_batch: int | None = None) -> list[int]:
+    """GPU counts a job may use: powers of two inside one node, the full node, then whole nodes (up
+    to :attr:`Pool.max_run_nodes`). With ``global_batch``, only the whole-node counts some layout can
+    use: ``dp × tp`` GPUs with ``dp`` dividing the global batch and ``tp`` at most a node."""
     per = pool.gpus_per_node
     counts = {1 << k for k in range(per.bit_length()) if 1 << k <= per} | {per}
-    counts |= {n * per for n in range(2, pool.max_nodes + 1)}
+    most = pool.max_run_nodes
+    if global_batch is None:
+        counts |= {n * per for n in range(2, most + 1)}
+    else:
+        dps = [d for d in range(1, math.isqrt(global_batch) + 1) if global_batch % d == 0]
+        dps += [global_batch // d for d in dps]
+        counts |= {
+            dp * tp for dp in dps for tp in range(1, per + 1) if (dp * tp) % per == 0 and per < dp * tp <= most * per
+        }
     return sorted(c for c in counts if limit is None or c <= limit)
 
 
@@ -125,7 +143,7 @@ def _families(job: ResolvedJob, pool: Pool) -> list[tuple[int, int, int, int, in
     arch, tr = job.arch, job.training
     heads = math.gcd(arch.heads, arch.kv_heads)
     out = []
-    for g in gpu_counts(pool):
+    for g in gpu_counts(pool, global_batch=job.global_batch):
         nodes = math.ceil(g / pool.gpus_per_node)
         for tp in range(1, min(g, pool.gpus_per_node) + 1):
             if g % tp or heads % tp or (tp > 1 and tr.method is Method.QLORA):

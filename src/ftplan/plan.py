@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 from pathlib import Path
 
@@ -23,17 +24,24 @@ def node_id(pool: PoolSpec, k: int) -> str:
 
 
 def _assign(intervals: list[tuple[int, int, str, int]], slots: int) -> dict[str, list[int]]:
-    """Give each (start, end, key, demand) interval ``demand`` of ``slots`` indices, none shared in time."""
-    busy: list[tuple[int, int]] = []  # (end, index)
+    """Give each (start, end, key, demand) interval ``demand`` of ``slots`` indices, none shared in
+    time, lowest free indices first (time and memory grow with the intervals, not the slots)."""
+    busy: list[tuple[int, int]] = []  # heap of (end, index)
+    free: list[int] = []  # heap of released indices below ``fresh``
+    fresh = 0  # indices from here on were never used
     out: dict[str, list[int]] = {}
     for start, end, key, demand in sorted(intervals):
-        busy = [(e, i) for e, i in busy if e > start]
-        taken = {i for _, i in busy}
-        free = [i for i in range(slots) if i not in taken][:demand]
-        if len(free) < demand:
-            raise AssertionError(f"capacity exceeded at minute {start}")
-        out[key] = free
-        busy += [(end, i) for i in free]
+        while busy and busy[0][0] <= start:
+            heapq.heappush(free, heapq.heappop(busy)[1])
+        got = [heapq.heappop(free) for _ in range(min(demand, len(free)))]
+        while len(got) < demand and fresh < slots:
+            got.append(fresh)
+            fresh += 1
+        if len(got) < demand:
+            raise FtplanError(f"internal error: the plan needs more than {slots} slots at minute {start}")
+        out[key] = sorted(got)
+        for i in got:
+            heapq.heappush(busy, (end, i))
     return out
 
 
@@ -46,7 +54,7 @@ def build_plan(campaign: Campaign, sol: Solution) -> Plan:
     for pool in campaign.pools:
         runs = [rid for rid, c in chosen.items() if c.pool_id == pool.id]
         if pool.placed:
-            for k in range(pool.nodes):
+            for k in sorted({k for rid in runs for k in sol.placements[rid].nodes}):
                 items = []
                 for rid in runs:
                     place, c = sol.placements[rid], chosen[rid]
@@ -94,8 +102,8 @@ def build_plan(campaign: Campaign, sol: Solution) -> Plan:
         solver=PlanSolver(
             status=sol.status,
             objective=sol.objective,
-            objective_value=_scale(sol, sol.objective_value),
-            bound=_scale(sol, sol.bound),
+            objective_value=_scale(sol.objective, sol.objective_value),
+            bound=_scale(sol.objective, sol.bound),
             gap=sol.gap,
             wall_s=round(sol.wall_s, 3),
             seed=sol.seed,
@@ -104,13 +112,18 @@ def build_plan(campaign: Campaign, sol: Solution) -> Plan:
             greedy_cost_usd=greedy_cost,
             greedy_makespan_h=greedy_span,
             stopped_early=sol.stopped,
+            then=sol.then,
+            then_status=sol.then_status,
+            then_value=None if sol.then_value is None else _scale(sol.then, sol.then_value),
+            then_bound=None if sol.then_bound is None else _scale(sol.then, sol.then_bound),
+            then_gap=sol.then_gap,
         ),
     )
 
 
-def _scale(sol: Solution, value: float) -> float:
+def _scale(goal: str | None, value: float) -> float:
     """Solver units to the plan's: USD for cost, hours for time."""
-    return value / (MONEY_UNITS_PER_USD if sol.objective == "cost" else MINUTES_PER_HOUR)
+    return value / (MONEY_UNITS_PER_USD if goal == "cost" else MINUTES_PER_HOUR)
 
 
 def _job(campaign: Campaign, rid: str) -> str:

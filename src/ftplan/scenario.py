@@ -67,10 +67,10 @@ def load_scenario(path: Path) -> Scenario:
 
 def _pool_spec(p: OwnedPool | CloudPool | PurchasePool, catalog: Catalog, where: str) -> PoolSpec:
     if isinstance(p, CloudPool):
-        fp = instance_pool(catalog, p.instance, nodes=1, spot=p.pricing == "spot")
-        fp = replace(fp, max_nodes=p.quota_nodes if fp.network_gbps else 1, name=p.id, efficiency=p.efficiency)
+        fp = instance_pool(catalog, p.instance, nodes=1, spot=p.pricing == "spot", where=f"{where}.instance")
+        # the quota bounds the instances in use at once; one run spans several only over a listed network
+        fp = replace(fp, max_nodes=p.quota_nodes, name=p.id, efficiency=p.efficiency)
         assert fp.usd_per_node_hour is not None
-        # beyond one node needs the instance's network; quota still bounds concurrent instances
         return PoolSpec(p.id, "cloud", fp, fp.usd_per_node_hour, placed=False)
     gpu = catalog.gpu(p.gpu, f"{where}.gpu")
     per_node = p.gpus_per_node or gpu.max_gpus_per_node

@@ -59,3 +59,20 @@ def hours_to_minutes(hours: float) -> int:
 def usd_to_units(usd: float) -> int:
     """Whole money units (hundredths of a cent), rounded up."""
     return math.ceil(round(usd * MONEY_UNITS_PER_USD, 6))
+
+
+def deadline_minutes(hours: float) -> int:
+    """A deadline in whole minutes, rounded down: a plan that ends by it never ends after the
+    deadline the user wrote (2.05 h is 123 minutes; 2.051 h is 123 minutes too). The solver, the
+    greedy warm start and the verifier all compare ends with this one conversion."""
+    return math.floor(round(hours * MINUTES_PER_HOUR, 6))
+
+
+def end_minutes(hours: float) -> int:
+    """A plan's end time in whole minutes (plans store minutes / 60; rounded up if edited)."""
+    return math.ceil(round(hours * MINUTES_PER_HOUR, 6))
+
+
+def budget_units(usd: float) -> int:
+    """A budget in whole money units, rounded down: a plan within it is within the user's budget."""
+    return math.floor(round(usd * MONEY_UNITS_PER_USD, 6))

@@ -20,7 +20,7 @@ from ftplan.memory.setup import Optimizer
 from ftplan.scenario import Campaign, PoolSpec, Run, purchase_charge
 from ftplan.schema.plan import Plan, PlanRun
 from ftplan.timing import model as tm
-from ftplan.units import MINUTES_PER_HOUR
+from ftplan.units import MINUTES_PER_HOUR, deadline_minutes, end_minutes
 
 REL_TOL = 1e-6  # plans store floats; recomputed values must agree to this relative tolerance
 TIME_TOL_H = 0.5 / MINUTES_PER_HOUR  # half a minute: intervals are whole minutes
@@ -87,6 +87,14 @@ def _check_run(r, run, pool, bought: int, campaign: Campaign) -> list[str]:
         errs.append(f"{r.run}: a multi-node run must take its nodes whole")
     if r.gpu_count <= per and len(r.nodes) != 1:
         errs.append(f"{r.run}: a run of {r.gpu_count} GPUs must stay inside one node")
+    if len(r.nodes) > pool.pool.max_run_nodes:
+        why = "it states no network between nodes" if not pool.pool.network_gbps else "that is beyond the limit"
+        errs.append(
+            f"{r.run}: spans {len(r.nodes)} nodes of pool {pool.id}, which lets a run span "
+            f"{pool.pool.max_run_nodes} ({why})"
+        )
+    if len(set(r.nodes)) != len(r.nodes):
+        errs.append(f"{r.run}: node list {r.nodes} names a node twice")
     if set(r.gpus) != set(r.nodes):
         errs.append(f"{r.run}: GPU indices name nodes {sorted(r.gpus)} but the run is on {r.nodes}")
     for n in r.nodes:
@@ -162,9 +170,10 @@ def _timing(plan: Plan, campaign: Campaign) -> list[str]:
     deadline = campaign.scenario.objective.deadline_h
     for run in campaign.runs:
         r = by_run[run.id]
-        if run.deadline_h is not None and r.end_h > run.deadline_h + 1e-9:
+        end = end_minutes(r.end_h)
+        if run.deadline_h is not None and end > deadline_minutes(run.deadline_h):
             errs.append(f"{run.id}: ends at {r.end_h:.2f} h, after its deadline of {run.deadline_h} h")
-        if deadline is not None and r.end_h > deadline + 1e-9:
+        if deadline is not None and end > deadline_minutes(deadline):
             errs.append(f"{run.id}: ends at {r.end_h:.2f} h, after the campaign deadline of {deadline} h")
         for dep in run.depends_on:
             if r.start_h < by_run[dep].end_h - 1e-9:

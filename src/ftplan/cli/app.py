@@ -1,4 +1,8 @@
-"""The `ftplan` command: global options and error handling (one line, exit 1, no traceback)."""
+"""The `ftplan` command: global options and error handling (one line, no traceback).
+
+Exit codes: 0 success, 1 bad input or an impossible request (an ``FtplanError``), 2 a usage error
+(unknown option or command, a missing or malformed argument), 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
@@ -29,33 +33,60 @@ app.command("report")(report_cmd.report)
 
 _state = {"debug": False}
 
+USAGE_EXIT = 2
+INTERRUPTED_EXIT = 130
+
 
 @app.callback()
 def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
     _state["debug"] = debug
 
 
-def main() -> None:
-    """Console entry point."""
+def _is_click(exc: BaseException, name: str) -> bool:
+    """Whether ``exc`` is click's ``name`` exception, from the standalone click or the copy typer bundles."""
+    return any(cls.__name__ == name and cls.__module__.endswith("click.exceptions") for cls in type(exc).__mro__)
+
+
+def usage_line(exc: BaseException) -> str:
+    """One line for a click usage error: the problem and where to read the usage."""
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"error: {' '.join(message.split())}{where}"
+
+
+def run(args: list[str] | None = None) -> int:
+    """Run the command line ``args`` (default ``sys.argv[1:]``) and return its exit code."""
     try:
-        app(standalone_mode=False)
+        result = app(args=args, standalone_mode=False)
     except FtplanError as exc:
         if _state["debug"]:
             raise
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        return 1
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        sys.exit(130)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        return INTERRUPTED_EXIT
+    except Exception as exc:
+        if _is_click(exc, "Exit"):
+            return int(getattr(exc, "exit_code", 0) or 0)
+        if _is_click(exc, "Abort"):
+            typer.echo("interrupted", err=True)
+            return INTERRUPTED_EXIT
+        if _is_click(exc, "NoArgsIsHelpError"):  # bare `ftplan` or `ftplan catalog`: the help is the answer
+            ctx = getattr(exc, "ctx", None)
+            typer.echo(ctx.get_help() if ctx is not None else str(exc))
+            return USAGE_EXIT
+        if _is_click(exc, "UsageError") or _is_click(exc, "BadParameter"):
+            typer.echo(usage_line(exc), err=True)
+            return USAGE_EXIT
+        if _is_click(exc, "ClickException"):  # e.g. a file argument that cannot be opened
+            typer.echo(f"error: {exc.format_message()}", err=True)  # type: ignore[attr-defined]
+            return int(getattr(exc, "exit_code", 1))
         raise
+    return int(result) if isinstance(result, int) else 0
+
+
+def main() -> None:
+    """Console entry point."""
+    sys.exit(run())

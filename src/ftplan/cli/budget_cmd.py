@@ -9,8 +9,8 @@ import typer
 
 from ftplan.budget import plan_purchase
 from ftplan.catalog import load_catalog
-from ftplan.cli.common import emit
-from ftplan.errors import FtplanError
+from ftplan.cli.common import Live, check_writable, emit, number
+from ftplan.limits import MAX_USD
 from ftplan.plan import write_plan
 from ftplan.report.plan_table import plan_table
 from ftplan.scenario import load_scenario, resolve_scenario
@@ -18,15 +18,22 @@ from ftplan.scenario import load_scenario, resolve_scenario
 
 def budget(
     scenario: Path = typer.Argument(..., help="Scenario YAML with purchase pools (and cloud pools to compare)."),
-    capex: float | None = typer.Option(None, "--capex", help="Capital budget (USD): the fastest campaign it buys."),
+    capex: float | None = typer.Option(
+        None,
+        "--capex",
+        help="Capital budget (USD): the fastest campaign it buys.",
+        callback=number(0, MAX_USD, lo_open=True),
+    ),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the plan here (.yaml or .json)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line."),
 ) -> None:
     """Choose what to buy so the campaign meets its deadline at the lowest total cost of ownership."""
-    if capex is not None and capex <= 0:
-        raise FtplanError(f"--capex must be > 0 USD, got {capex}.")
+    check_writable(output)
     catalog = load_catalog()
     campaign = resolve_scenario(load_scenario(scenario), catalog, str(scenario))
-    result = plan_purchase(campaign, catalog, capex)
+    live = Live(quiet)
+    result = plan_purchase(campaign, catalog, capex, status=live)
+    live.done()
     if output is not None:
         write_plan(result.plan, output)
         typer.echo(f"wrote {output}", err=True)

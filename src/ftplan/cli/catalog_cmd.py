@@ -9,14 +9,14 @@ import pandas as pd
 import typer
 
 from ftplan.arch import architecture_from_hf
-from ftplan.catalog import import_hf_config, load_catalog
-from ftplan.cli.common import Format, emit
+from ftplan.catalog import default_user_catalog, import_hf_config, load_catalog
+from ftplan.cli.common import FORMAT_HELP, Format, check_writable, emit, render
 from ftplan.report.tables import render_table
 
 app = typer.Typer(help="Browse the bundled catalogs and import model configs.", no_args_is_help=True)
 
 FILTER = typer.Option(None, "--filter", "-f", help="Keep rows whose text contains this (case-insensitive).")
-FMT = typer.Option(Format.TABLE, "--format", help="table | json | csv")
+FMT = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP)
 OUT = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")
 USER = typer.Option(None, "--user-catalog", help="Extra models file (default ./ftplan.models.yaml).")
 
@@ -25,13 +25,13 @@ def _show(frame: pd.DataFrame, fmt: Format, filt: str | None, output: Path | Non
     if filt:
         mask = frame.astype(str).apply(lambda col: col.str.contains(filt, case=False, regex=False)).any(axis=1)
         frame = frame[mask]
-    if fmt is Format.JSON:
-        emit(json.dumps(frame.to_dict("records"), indent=2, default=str), output)
-    elif fmt is Format.CSV:
-        emit(frame.to_csv(index=False), output)
-    else:
+    records = json.loads(frame.to_json(orient="records"))
+
+    def table() -> str:
         rows = [["" if pd.isna(v) else str(v) for v in r] for r in frame.itertuples(index=False)]
-        emit(render_table(list(frame.columns), rows), output)
+        return render_table(list(frame.columns), rows)
+
+    emit(render(fmt, table, lambda: records, lambda: records), output)
 
 
 @app.command("gpus")
@@ -95,12 +95,17 @@ def import_hf(
     config: Path = typer.Argument(..., help="A local Hugging Face config.json."),
     id: str | None = typer.Option(None, "--id", help="Catalog id for the model (default: from the config)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="User catalog file to append to."),
+    force: bool = typer.Option(False, "--force", help="Replace a model the catalogs already define under this id."),
 ) -> None:
     """Add a model from a local config.json to the user catalog (no network)."""
-    entry = import_hf_config(config, id, output)
+    check_writable(output)
+    before = set(load_catalog(user_models=output).models)
+    entry = import_hf_config(config, id, output, force=force)
+    shadowed = entry.id in before
     a = architecture_from_hf(entry.config, str(config))
-    target = output or "ftplan.models.yaml"
+    target = output or default_user_catalog()
     typer.echo(
         f"added {entry.id} ({a.model_type}, {a.total_params / 1e9:.3f}B parameters) to {target}; "
         f"use it as `model: {entry.id}`"
+        + (f". {target} now defines {entry.id} in place of the earlier entry" if shadowed else "")
     )

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 
+import pandas as pd
 import typer
 
 from ftplan.catalog import load_catalog
-from ftplan.cli.common import Format, emit
+from ftplan.cli.common import AT_LEAST_ONE, FORMAT_HELP, POSITIVE, Format, check_writable, emit, number, render
 from ftplan.errors import FtplanError
 from ftplan.fit import FitResult, fit_job, gpu_pool, instance_pool, rank
 from ftplan.job import resolve_job
+from ftplan.limits import MAX_RUN_NODES, MAX_USD_PER_HOUR
 from ftplan.report.tables import fit_table
 from ftplan.schema.job import load_job
+
+
+class By(StrEnum):
+    TIME = "time"
+    COST = "cost"
+
 
 COLUMNS = [
     "pool", "gpus", "nodes", "dp", "tp", "zero", "offload", "recompute", "micro_batch", "grad_accum",
@@ -25,25 +34,33 @@ COLUMNS = [
 def fit(
     job: Path = typer.Argument(..., help="Job YAML with tokens (or samples) and a global batch."),
     gpu: list[str] = typer.Option([], "--gpu", help="GPU type (repeatable)."),
-    gpus: int | None = typer.Option(None, "--gpus", help="Most GPUs of each --gpu pool (default: one node)."),
-    gpu_price: float | None = typer.Option(None, "--gpu-price", help="USD per GPU-hour for --gpu pools."),
-    network_gbps: float | None = typer.Option(None, "--network-gbps", help="Network per node for --gpu pools."),
+    gpus: int | None = typer.Option(
+        None,
+        "--gpus",
+        help="Most GPUs of each --gpu pool (default: one node).",
+        callback=number(1, MAX_RUN_NODES * 64),
+    ),
+    gpu_price: float | None = typer.Option(
+        None, "--gpu-price", help="USD per GPU-hour for --gpu pools.", callback=number(0, MAX_USD_PER_HOUR)
+    ),
+    network_gbps: float | None = typer.Option(
+        None, "--network-gbps", help="Network per node for --gpu pools.", callback=POSITIVE
+    ),
     instance: list[str] = typer.Option([], "--instance", help="Cloud instance CLOUD/TYPE (repeatable)."),
-    nodes: int = typer.Option(1, "--nodes", help="Most nodes of each --instance pool."),
+    nodes: int = typer.Option(
+        1, "--nodes", help="Most nodes of each --instance pool.", callback=number(1, MAX_RUN_NODES)
+    ),
     spot: bool = typer.Option(False, "--spot", help="Price instances at spot instead of on-demand."),
-    by: str = typer.Option("time", "--by", help="time | cost"),
-    top: int = typer.Option(10, "--top", help="How many layouts to show."),
-    efficiency: float | None = typer.Option(None, "--efficiency", help="Override the GPUs' fraction of peak."),
-    format: Format = typer.Option(Format.TABLE, "--format", help="table | json | csv"),
+    by: By = typer.Option(By.TIME, "--by", help="time | cost"),
+    top: int = typer.Option(10, "--top", help="How many layouts to show.", callback=AT_LEAST_ONE),
+    efficiency: float | None = typer.Option(
+        None, "--efficiency", help="Override the GPUs' fraction of peak (0, 1].", callback=number(0, 1, lo_open=True)
+    ),
+    format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """Rank the layouts of one job that fit, by time or cost, and say why the others do not."""
-    if by not in ("time", "cost"):
-        raise FtplanError(f"--by must be time or cost, got {by!r}.")
-    if efficiency is not None and not 0 < efficiency <= 1:
-        raise FtplanError(f"--efficiency must be in (0, 1], got {efficiency}.")
-    if nodes < 1:
-        raise FtplanError(f"--nodes must be ≥ 1, got {nodes}.")
+    check_writable(output)
     spec = load_job(job)
     catalog = load_catalog()
     resolved = resolve_job(spec, catalog, str(job))
@@ -56,21 +73,18 @@ def fit(
             )
         pools = [gpu_pool(catalog, resolved.gpu.id, gpus, gpu_price, network_gbps)]
     result = fit_job(resolved, pools, efficiency)
-    best = rank(result, by, top)
-    if format is Format.JSON:
-        payload = {
-            "job": resolved.name,
-            "by": by,
-            "evaluated": result.evaluated,
-            "fitting": len(result.layouts),
-            "layouts": json.loads(best[COLUMNS].to_json(orient="records")) if not best.empty else [],
-            "excluded": result.excluded,
-        }
-        emit(json.dumps(payload, indent=2), output)
-    elif format is Format.CSV:
-        emit(best[COLUMNS].to_csv(index=False) if not best.empty else ",".join(COLUMNS), output)
-    else:
-        emit(fit_table(result, best, by), output)
+    best = rank(result, by.value, top)
+    records = json.loads(best[COLUMNS].to_json(orient="records")) if not best.empty else []
+    payload = {
+        "job": resolved.name,
+        "by": by.value,
+        "evaluated": result.evaluated,
+        "fitting": len(result.layouts),
+        "layouts": records,
+        "excluded": result.excluded,
+    }
+    rows = pd.DataFrame(records, columns=COLUMNS)
+    emit(render(format, lambda: fit_table(result, best, by.value), lambda: payload, lambda: rows), output)
     if best.empty:
         raise FtplanError(_nothing_fits(result))
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from ftplan.catalog import load_catalog
-from ftplan.cli.common import Format, emit
+from ftplan.cli.common import FORMAT_HELP, Format, check_writable, emit, render
 from ftplan.job import resolve_job
 from ftplan.report.tables import measure_table
 from ftplan.schema.job import load_job
@@ -20,19 +19,18 @@ def measure(
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
     steps: int = typer.Option(1, "--steps", help="Measured steps after one warm-up step."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights and tokens."),
-    format: Format = typer.Option(Format.TABLE, "--format", help="table | json"),
+    format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """Build the job's model from its config (random weights), train a step, and hold the estimate to it."""
     from ftplan.measure import measure_job
 
+    check_writable(output)
     spec = load_job(job)
     resolved = resolve_job(spec, load_catalog(), str(job))
     comparison = measure_job(resolved, device=device, steps=steps, seed=seed)
-    if format is Format.JSON:
-        emit(json.dumps(comparison_to_dict(comparison), indent=2), output)
-        return
-    emit(measure_table(comparison), output)
+    data = comparison_to_dict(comparison)
+    emit(render(format, lambda: measure_table(comparison), lambda: data, lambda: data["terms"]), output)
 
 
 def comparison_to_dict(c: Any) -> dict[str, Any]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from ftplan.catalog import load_catalog
-from ftplan.cli.common import Format, emit
+from ftplan.cli.common import FORMAT_HELP, Format, check_writable, emit, render
 from ftplan.io import read_yaml
 from ftplan.job import estimate_job, resolve_job
 from ftplan.report.tables import memory_table
@@ -42,10 +41,11 @@ def memory(
     lora_rank: int | None = typer.Option(None, "--lora-rank", help="LoRA rank."),
     lora_targets: str | None = typer.Option(None, "--lora-targets", help="Comma-separated modules or all-linear."),
     gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="GPUs sharing one host."),
-    format: Format = typer.Option(Format.TABLE, "--format", help="table | json"),
+    format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """Per-GPU memory breakdown of one fine-tuning job, with a fits / does-not-fit verdict."""
+    check_writable(output)
     data: dict[str, Any] = {}
     source = "command line"
     if job is not None:
@@ -80,12 +80,6 @@ def memory(
     spec = parse_job(data, source)
     resolved = resolve_job(spec, load_catalog(), source)
     est = estimate_job(resolved)
-    if format is Format.JSON:
-        emit(
-            json.dumps(estimate_to_dict(est, resolved.name, resolved.gpu.id if resolved.gpu else None), indent=2),
-            output,
-        )
-        return
     t, lay = resolved.training, resolved.layout
     title = (
         f"{resolved.name} · {t.method.value} · {t.precision.value} · {t.optimizer.value} · "
@@ -93,7 +87,12 @@ def memory(
         f"offload {lay.offload.value} recompute {lay.recompute.value}"
         + (f" · {resolved.gpu.id}" if resolved.gpu else "")
     )
-    emit(memory_table(est, title), output)
+    rows = [{"where": "gpu", "term": k, "bytes": v} for k, v in est.gpu_terms.items()]
+    rows += [{"where": "host", "term": k, "bytes": v} for k, v in est.host_terms.items()]
+    rows.append({"where": "gpu", "term": "device_total", "bytes": est.device_total_bytes})
+    gpu_id = resolved.gpu.id if resolved.gpu else None
+    emit(render(format, lambda: memory_table(est, title), lambda: estimate_to_dict(est, resolved.name, gpu_id),
+                lambda: rows), output)  # fmt: skip
 
 
 def estimate_to_dict(est: Any, model: str, gpu: str | None) -> dict[str, Any]:

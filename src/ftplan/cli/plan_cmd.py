@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import typer
-import yaml
 
+from ftplan.candidates import build_candidates
 from ftplan.catalog import load_catalog
-from ftplan.cli.common import Format, emit
+from ftplan.cli.common import FORMAT_HELP, Format, Live, check_writable, emit, number, render
 from ftplan.errors import FtplanError
+from ftplan.limits import MAX_HOURS, MAX_TIME_LIMIT_S, MAX_USD
 from ftplan.plan import load_plan, verified_plan, write_plan
 from ftplan.report.plan_table import plan_table
 from ftplan.scenario import load_scenario, resolve_scenario
+from ftplan.schema.plan import Plan
 from ftplan.schema.scenario import Scenario, scenario_json_schema
-from ftplan.solver import Progress, solve_campaign
+from ftplan.solver import solve_campaign
 from ftplan.verify import verify_plan
 
 
@@ -30,17 +31,11 @@ def _override(scenario: Scenario, objective: str | None, deadline: float | None,
             raise FtplanError(f"--objective must be cost, time, cost,time or time,cost; got {objective!r}.")
         updates.update(minimise=first, then=then or None)
     if deadline is not None:
-        if deadline <= 0:
-            raise FtplanError(f"--deadline must be > 0 hours, got {deadline}.")
         updates["deadline_h"] = deadline
     if budget is not None:
-        if budget <= 0:
-            raise FtplanError(f"--budget must be > 0 USD, got {budget}.")
         updates["budget_usd"] = budget
     solver = scenario.solver
     if time_limit is not None:
-        if time_limit <= 0:
-            raise FtplanError(f"--time-limit must be > 0 seconds, got {time_limit}.")
         solver = solver.model_copy(update={"time_limit_s": time_limit})
     return scenario.model_copy(update={"objective": obj.model_copy(update=updates), "solver": solver})
 
@@ -48,29 +43,28 @@ def _override(scenario: Scenario, objective: str | None, deadline: float | None,
 def plan(
     scenario: Path = typer.Argument(..., help="Scenario YAML (see scenarios/README.md)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the plan here (.yaml or .json)."),
-    format: Format = typer.Option(Format.TABLE, "--format", help="table | json | yaml (stdout)"),
+    format: Format = typer.Option(Format.TABLE, "--format", help=f"{FORMAT_HELP} (stdout)"),
     objective: str | None = typer.Option(None, "--objective", help="cost | time | cost,time | time,cost"),
-    deadline: float | None = typer.Option(None, "--deadline", help="Campaign deadline (hours)."),
-    budget: float | None = typer.Option(None, "--budget", help="Campaign budget (USD)."),
-    time_limit: float | None = typer.Option(None, "--time-limit", help="Solver time limit (seconds)."),
+    deadline: float | None = typer.Option(
+        None, "--deadline", help="Campaign deadline (hours).", callback=number(0, MAX_HOURS, lo_open=True)
+    ),
+    budget: float | None = typer.Option(
+        None, "--budget", help="Campaign budget (USD).", callback=number(0, MAX_USD, lo_open=True)
+    ),
+    time_limit: float | None = typer.Option(
+        None, "--time-limit", help="Solver time limit (seconds).", callback=number(0, MAX_TIME_LIMIT_S, lo_open=True)
+    ),
     gantt: Path | None = typer.Option(None, "--gantt", help="Draw the schedule per node to this PNG."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line."),
 ) -> None:
     """Choose a layout for every job, place and schedule the runs, and write the plan."""
+    check_writable(output, gantt)
     sc = _override(load_scenario(scenario), objective, deadline, budget, time_limit)
     campaign = resolve_scenario(sc, load_catalog(), str(scenario))
-
-    live = not quiet and sys.stderr.isatty()
-
-    def progress(p: Progress) -> None:
-        if live:
-            value = (lambda v: f"${v:,.2f}") if p.goal == "cost" else (lambda v: f"{v:,.2f} h")
-            line = f"{p.goal}: incumbent {value(p.objective)}  bound {value(p.bound)}  gap {100 * p.gap:5.2f}%"
-            typer.echo(f"\r  {line}  {p.elapsed_s:6.1f} s   ", err=True, nl=False)
-
-    solution = solve_campaign(campaign, progress=progress)
-    if live:
-        typer.echo("", err=True)
+    live = Live(quiet)
+    table = build_candidates(campaign, status=live)
+    solution = solve_campaign(campaign, table, progress=live.progress)
+    live.done()
     result = verified_plan(campaign, solution)
     if output is not None:
         write_plan(result, output)
@@ -78,15 +72,28 @@ def plan(
     if gantt is not None:
         from ftplan.report.gantt import write_gantt
 
-        write_gantt(result, gantt)
+        try:
+            write_gantt(result, gantt)
+        except FtplanError as exc:
+            written = f" ({output} was written)" if output is not None else ""
+            raise FtplanError(f"{exc}{written}") from None
         typer.echo(f"wrote {gantt}", err=True)
     data = result.model_dump(mode="json")
-    if format is Format.JSON:
-        emit(json.dumps(data, indent=2), None)
-    elif format is Format.YAML:
-        emit(yaml.safe_dump(data, sort_keys=False), None)
-    else:
-        emit(plan_table(result), None)
+    emit(render(format, lambda: plan_table(result), lambda: data, lambda: plan_rows(result)), None)
+
+
+def plan_rows(plan: Plan) -> list[dict[str, object]]:
+    """One flat row per run (the CSV form of a plan)."""
+    rows = []
+    for r in plan.runs:
+        row: dict[str, object] = {"run": r.run, "job": r.job, "pool": r.pool, "nodes": " ".join(r.nodes),
+                                  "gpus": " ".join(f"{n}:{','.join(map(str, i))}" for n, i in r.gpus.items()),
+                                  "gpu_count": r.gpu_count, "start_h": r.start_h, "end_h": r.end_h}  # fmt: skip
+        row.update(r.layout.model_dump())
+        row.update(memory_per_gpu_bytes=r.memory_per_gpu_bytes, headroom_bytes=r.headroom_bytes,
+                   tokens_per_s=r.tokens_per_s, hours=r.hours, usd=r.usd)  # fmt: skip
+        rows.append(row)
+    return rows
 
 
 def check(
@@ -107,4 +114,5 @@ def check(
 
 def schema(output: Path | None = typer.Option(None, "--output", "-o", help="Write here instead of stdout.")) -> None:
     """Print the JSON Schema of scenario files (for editors)."""
+    check_writable(output)
     emit(json.dumps(scenario_json_schema(), indent=2), output)

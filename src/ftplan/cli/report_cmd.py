@@ -7,9 +7,11 @@ from pathlib import Path
 import typer
 
 from ftplan.catalog import load_catalog
+from ftplan.cli.common import check_writable, number
 from ftplan.compare import compare_choices, frontier
 from ftplan.errors import FtplanError
 from ftplan.io import write_text_atomic
+from ftplan.limits import MAX_PARETO
 from ftplan.plan import load_plan
 from ftplan.report.html import render_html
 from ftplan.scenario import load_scenario, resolve_scenario
@@ -21,9 +23,17 @@ def report(
     plan_file: Path = typer.Argument(..., help="Plan file from `ftplan plan -o`."),
     html_file: Path = typer.Option(..., "--html", help="Write the page here."),
     compare: bool = typer.Option(False, "--compare", help="Add the inventory comparison (solves each choice)."),
-    pareto: int = typer.Option(0, "--pareto", help="Add the cost–time frontier with this many deadlines."),
+    pareto: int = typer.Option(
+        0,
+        "--pareto",
+        help="Add the cost–time frontier with this many deadlines (≥ 2).",
+        callback=number(0, MAX_PARETO),
+    ),
 ) -> None:
     """Write the plan, its schedule, memory per GPU and (optionally) the comparison as one HTML page."""
+    if pareto == 1:
+        raise FtplanError("--pareto N sweeps N deadlines: give N ≥ 2 (or 0 for none).")
+    check_writable(html_file)
     catalog = load_catalog()
     campaign = resolve_scenario(load_scenario(scenario), catalog, str(scenario))
     plan = load_plan(plan_file)

@@ -33,6 +33,13 @@ def plan_table(plan: Plan) -> str:
     fmt = (lambda v: f"${v:,.2f}") if s.objective == "cost" else (lambda v: f"{v:,.2f} h")
     line = (f"\nsolver: {s.status} · {s.objective} {fmt(s.objective_value)} · bound {fmt(s.bound)} · "
             f"gap {100 * s.gap:.2f}% · {s.wall_s:.2f} s · seed {s.seed} · {s.workers} worker(s)")  # fmt: skip
+    if s.then is not None:
+        then = (lambda v: f"${v:,.2f}") if s.then == "cost" else (lambda v: f"{v:,.2f} h")
+        if s.then_value is None or s.then_bound is None or s.then_gap is None:
+            line += f"\nthen {s.then}: {s.then_status} (the first objective's plan is kept)"
+        else:
+            line += (f"\nthen {s.then}: {s.then_status} · {s.then} {then(s.then_value)} · bound {then(s.then_bound)} · "
+                     f"gap {100 * s.then_gap:.2f}%")  # fmt: skip
     if s.greedy_cost_usd is not None:
         line += f"\ngreedy first-fit: ${s.greedy_cost_usd:,.2f}, makespan {s.greedy_makespan_h:.2f} h"
     if s.stopped_early:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ftplan import limits as L
 from ftplan.memory.setup import (
     ZERO_ALIASES,
     Attention,
@@ -17,23 +18,24 @@ from ftplan.memory.setup import (
     Precision,
     Recompute,
 )
+from ftplan.schema.types import Bool, Float, Int
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
 class LoraSpec(BaseModel):
     model_config = _STRICT
-    rank: int = Field(16, gt=0, description="LoRA rank r")
-    alpha: float = Field(32, gt=0, description="LoRA alpha (scaling = alpha / rank)")
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input")
+    rank: Int = Field(16, gt=0, le=65536, description="LoRA rank r")
+    alpha: Float = Field(32, gt=0, description="LoRA alpha (scaling = alpha / rank)")
+    dropout: Float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input")
     target_modules: list[str] | Literal["all-linear"] | None = Field(
         None,
         description="module names as in the Hugging Face implementation, 'all-linear', "
         "or none for the model's attention projections",
     )
     modules_to_save: list[str] = Field(default_factory=list, description="e.g. [embed_tokens, lm_head]")
-    double_quant: bool = Field(True, description="QLoRA: quantise the quantisation constants")
-    base_fp32: bool = Field(
+    double_quant: Bool = Field(True, description="QLoRA: quantise the quantisation constants")
+    base_fp32: Bool = Field(
         False,
         description="LoRA under a mixed recipe: the frozen base weights stay in fp32 (a model loaded "
         "without a 16-bit torch_dtype) and autocast casts them for every matmul",
@@ -42,9 +44,9 @@ class LoraSpec(BaseModel):
 
 class LayoutSpec(BaseModel):
     model_config = _STRICT
-    dp: int = Field(1, gt=0, description="data-parallel degree")
-    tp: int = Field(1, gt=0, description="tensor-parallel degree (with sequence parallelism)")
-    zero: int = Field(0, ge=0, le=3, description="ZeRO stage 0-3, or an FSDP sharding strategy name")
+    dp: Int = Field(1, gt=0, le=L.MAX_RUN_NODES * 64, description="data-parallel degree")
+    tp: Int = Field(1, gt=0, le=64, description="tensor-parallel degree (with sequence parallelism)")
+    zero: Int = Field(0, ge=0, le=3, description="ZeRO stage 0-3, or an FSDP sharding strategy name")
     offload: Offload = Field(Offload.NONE, description="none | optimizer | optimizer+params")
     recompute: Recompute = Field(Recompute.NONE, description="none | selective | full")
 
@@ -63,37 +65,44 @@ class LayoutSpec(BaseModel):
 
 class OverheadSpec(BaseModel):
     model_config = _STRICT
-    allocator_fraction: float | None = Field(None, ge=0, le=2, description="reserved/allocated − 1")
-    cuda_context_mib: float | None = Field(None, ge=0, description="CUDA context outside PyTorch (MiB)")
+    allocator_fraction: Float | None = Field(None, ge=0, le=2, description="reserved/allocated − 1")
+    cuda_context_mib: Float | None = Field(None, ge=0, description="CUDA context outside PyTorch (MiB)")
 
 
 class JobSpec(BaseModel):
     """One fine-tuning job: model, method, recipe, shapes, GPU and layout."""
 
     model_config = _STRICT
-    schema_version: int = Field(1, description="job file format version")
+    schema_version: Int = Field(1, description="job file format version")
     model: str | None = Field(None, description="catalog model id")
     architecture: dict[str, Any] | None = Field(None, description="inline config.json fields")
     method: Method = Method.FULL
     lora: LoraSpec | None = None
     precision: Precision = Precision.BF16_MIXED
     optimizer: Optimizer = Optimizer.ADAMW
-    seq_len: int = Field(gt=0, description="tokens per sequence (encoder length for encoder-decoder)")
-    target_len: int | None = Field(None, gt=0, description="decoder tokens per sequence (encoder-decoder)")
-    micro_batch: int = Field(1, gt=0, description="sequences per GPU per micro-step")
-    grad_accum: int = Field(1, gt=0, description="micro-steps per optimizer step")
+    seq_len: Int = Field(gt=0, le=L.MAX_SEQ_LEN, description="tokens per sequence (encoder length for encoder-decoder)")
+    target_len: Int | None = Field(
+        None, gt=0, le=L.MAX_SEQ_LEN, description="decoder tokens per sequence (encoder-decoder)"
+    )
+    micro_batch: Int = Field(1, gt=0, le=L.MAX_GLOBAL_BATCH, description="sequences per GPU per micro-step")
+    grad_accum: Int = Field(1, gt=0, le=L.MAX_GLOBAL_BATCH, description="micro-steps per optimizer step")
     attention: Attention = Attention.SDPA
     loss: Loss = Loss.STANDARD
-    dropout: bool | None = Field(None, description="override the model config's dropout")
+    dropout: Bool | None = Field(None, description="override the model config's dropout")
     gpu: str | None = Field(None, description="catalog GPU id or alias")
-    gpus_per_node: int | None = Field(None, gt=0, description="GPUs per node (default: the GPU's usual server)")
+    gpus_per_node: Int | None = Field(None, gt=0, le=64, description="GPUs per node (default: the GPU's usual server)")
     layout: LayoutSpec = Field(default_factory=LayoutSpec)
     overheads: OverheadSpec = Field(default_factory=OverheadSpec)
-    tokens: int | None = Field(None, gt=0, description="training tokens per epoch (for time and cost)")
-    samples: int | None = Field(None, gt=0, description="sequences per epoch (tokens = samples × seq_len)")
-    epochs: float = Field(1.0, gt=0, description="passes over the data")
-    global_batch: int | None = Field(
-        None, gt=0, description="sequences per optimizer step (default: micro_batch × grad_accum × dp)"
+    tokens: Int | None = Field(None, gt=0, le=L.MAX_TOKENS, description="training tokens per epoch (for time and cost)")
+    samples: Int | None = Field(
+        None, gt=0, le=L.MAX_TOKENS, description="sequences per epoch (tokens = samples × seq_len)"
+    )
+    epochs: Float = Field(1.0, gt=0, le=L.MAX_EPOCHS, description="passes over the data")
+    global_batch: Int | None = Field(
+        None,
+        gt=0,
+        le=L.MAX_GLOBAL_BATCH,
+        description="sequences per optimizer step (default: micro_batch × grad_accum × dp)",
     )
 
     @model_validator(mode="after")
@@ -102,6 +111,13 @@ class JobSpec(BaseModel):
             raise ValueError("give exactly one of 'model' (a catalog id) or 'architecture' (config fields)")
         if self.schema_version != 1:
             raise ValueError(f"schema_version {self.schema_version} is not supported (this ftplan reads 1)")
+        if self.tokens is not None and self.samples is not None:
+            implied = self.samples * self.seq_len
+            if implied != self.tokens:
+                raise ValueError(
+                    f"tokens ({self.tokens:,}) and samples ({self.samples:,} × seq_len {self.seq_len:,} = "
+                    f"{implied:,} tokens) disagree; give one of them"
+                )
         return self
 
 

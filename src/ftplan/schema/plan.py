@@ -6,19 +6,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ftplan.schema.types import Bool, Float, Int
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class PlanLayout(_Strict):
-    dp: int = Field(gt=0)
-    tp: int = Field(gt=0)
-    zero: int = Field(ge=0, le=3)
+    dp: Int = Field(gt=0)
+    tp: Int = Field(gt=0)
+    zero: Int = Field(ge=0, le=3)
     offload: str
     recompute: str
-    micro_batch: int = Field(gt=0)
-    grad_accum: int = Field(gt=0)
+    micro_batch: Int = Field(gt=0)
+    grad_accum: Int = Field(gt=0)
     optimizer: str
     precision: str
 
@@ -28,25 +30,25 @@ class PlanRun(_Strict):
     job: str
     pool: str
     nodes: list[str] = Field(description="node (or instance) ids")
-    gpus: dict[str, list[int]] = Field(description="GPU indices used on each node")
-    gpu_count: int = Field(gt=0)
-    start_h: float = Field(ge=0)
-    end_h: float = Field(ge=0)
+    gpus: dict[str, list[Int]] = Field(description="GPU indices used on each node")
+    gpu_count: Int = Field(gt=0)
+    start_h: Float = Field(ge=0)
+    end_h: Float = Field(ge=0)
     layout: PlanLayout
-    memory_per_gpu_bytes: int = Field(description="estimated device total per GPU (bytes)")
+    memory_per_gpu_bytes: Int = Field(description="estimated device total per GPU (bytes)")
     headroom_bytes: int
     tokens_per_s: float
-    hours: float = Field(description="training hours (the interval may be longer: whole minutes)")
-    usd: float = Field(description="what the run costs on its pool (USD)")
+    hours: Float = Field(description="training hours (the interval may be longer: whole minutes)")
+    usd: Float = Field(description="what the run costs on its pool (USD)")
 
 
 class PoolUse(_Strict):
     pool: str
     gpu_hours_used: float
-    gpu_hours_available: float = Field(description="GPUs × makespan for owned/bought nodes; quota × makespan for cloud")
+    gpu_hours_available: Float = Field(description="GPUs × makespan for owned/bought nodes; quota × makespan for cloud")
     utilisation: float
-    nodes_bought: int = 0
-    purchase_usd: float = 0.0
+    nodes_bought: Int = 0
+    purchase_usd: Float = 0.0
 
 
 class PlanTotals(_Strict):
@@ -59,16 +61,21 @@ class PlanTotals(_Strict):
 class PlanSolver(_Strict):
     status: Literal["OPTIMAL", "FEASIBLE"]
     objective: str
-    objective_value: float = Field(description="USD (cost) or hours (time)")
-    bound: float = Field(description="best bound, same unit")
+    objective_value: Float = Field(description="USD (cost) or hours (time)")
+    bound: Float = Field(description="best bound, same unit")
     gap: float
     wall_s: float
     seed: int
     workers: int
     ortools_version: str
-    greedy_cost_usd: float | None = None
-    greedy_makespan_h: float | None = None
-    stopped_early: bool = False
+    greedy_cost_usd: Float | None = None
+    greedy_makespan_h: Float | None = None
+    stopped_early: Bool = False
+    then: Literal["cost", "time"] | None = Field(None, description="second objective (lexicographic)")
+    then_status: Literal["OPTIMAL", "FEASIBLE", "NOT RUN"] | None = None
+    then_value: Float | None = Field(None, description="the second objective's value: USD (cost) or hours (time)")
+    then_bound: Float | None = Field(None, description="its best bound, same unit")
+    then_gap: Float | None = None
 
 
 class Plan(_Strict):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ftplan import limits as L
 from ftplan.memory.setup import Optimizer, Recompute
 from ftplan.schema.job import JobSpec
+from ftplan.schema.types import Bool, Float, Identifier, Int
 
 
 class _Strict(BaseModel):
@@ -20,18 +22,20 @@ class Allow(_Strict):
     optimizers: list[Optimizer] = Field(default_factory=list, description="optimizer variants to consider")
     recompute: list[Recompute] = Field(default_factory=list, description="recomputation modes to consider")
     zero: list[int] = Field(default_factory=list, description="ZeRO stages to consider (0-3)")
-    offload: bool = Field(True, description="whether CPU offload may be used")
-    max_gpus: int | None = Field(None, gt=0, description="most GPUs one run may use")
+    offload: Bool = Field(True, description="whether CPU offload may be used")
+    max_gpus: Int | None = Field(None, gt=0, le=L.MAX_RUN_NODES * 64, description="most GPUs one run may use")
 
 
 class ScenarioJob(JobSpec):
     """A job of the campaign: a job file's fields plus identity, size, timing and choices."""
 
-    id: str = Field(min_length=1, description="unique job id")
-    count: int = Field(1, ge=1, description="identical runs of this job (a sweep)")
-    deadline_h: float | None = Field(None, gt=0, description="hours from the campaign start by which it must end")
+    id: Identifier = Field(description="unique job id (no '#', which numbers a sweep's runs, no '/' or spaces)")
+    count: Int = Field(1, ge=1, le=L.MAX_COUNT, description="identical runs of this job (a sweep)")
+    deadline_h: Float | None = Field(
+        None, gt=0, le=L.MAX_HOURS, description="hours from the campaign start by which it must end"
+    )
     depends_on: list[str] = Field(default_factory=list, description="jobs that must end before this one starts")
-    priority: int = Field(0, description="higher runs first in the greedy warm start")
+    priority: Int = Field(0, description="higher runs first in the greedy warm start")
     allow: Allow = Field(default_factory=Allow)
 
     @model_validator(mode="after")
@@ -50,57 +54,66 @@ class ScenarioJob(JobSpec):
 
 
 class OwnedPool(_Strict):
-    id: str = Field(min_length=1)
+    id: Identifier = Field(description="unique pool id (no '/', '#' or spaces)")
     kind: Literal["owned"]
     gpu: str = Field(description="catalog GPU id or alias")
-    gpus_per_node: int | None = Field(None, gt=0, description="GPUs per node (default: the GPU's usual server)")
-    nodes: int = Field(gt=0, description="nodes owned")
-    usd_per_node_h: float = Field(0.0, ge=0, description="running cost per node-hour (power, hosting), USD")
-    network_gbps: float | None = Field(None, gt=0, description="network per node (Gbps); empty: jobs stay in a node")
-    efficiency: float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
+    gpus_per_node: Int | None = Field(None, gt=0, le=64, description="GPUs per node (default: the GPU's usual server)")
+    nodes: Int = Field(gt=0, le=L.MAX_POOL_NODES, description="nodes owned")
+    usd_per_node_h: Float = Field(
+        0.0, ge=0, le=L.MAX_USD_PER_HOUR, description="running cost per node-hour (power, hosting), USD"
+    )
+    network_gbps: Float | None = Field(None, gt=0, description="network per node (Gbps); empty: jobs stay in a node")
+    efficiency: Float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
 
 
 class CloudPool(_Strict):
-    id: str = Field(min_length=1)
+    id: Identifier = Field(description="unique pool id (no '/', '#' or spaces)")
     kind: Literal["cloud"]
     instance: str = Field(description="catalog instance CLOUD/TYPE")
     pricing: Literal["on-demand", "spot"] = "on-demand"
-    quota_nodes: int = Field(gt=0, description="most instances running at once")
-    efficiency: float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
+    quota_nodes: Int = Field(gt=0, le=L.MAX_POOL_NODES, description="most instances running at once")
+    efficiency: Float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
 
 
 class PurchasePool(_Strict):
-    id: str = Field(min_length=1)
+    id: Identifier = Field(description="unique pool id (no '/', '#' or spaces)")
     kind: Literal["purchase"]
     gpu: str = Field(description="catalog GPU id or alias")
-    gpus_per_node: int | None = Field(None, gt=0)
-    usd_per_node: float | None = Field(None, gt=0, description="purchase price per node (default: catalog GPU price)")
-    max_nodes: int = Field(gt=0, description="most nodes that may be bought")
-    amortisation_h: float | None = Field(
-        None, gt=0, description="hours over which the price is spread; empty: the campaign pays it whole"
+    gpus_per_node: Int | None = Field(None, gt=0, le=64)
+    usd_per_node: Float | None = Field(
+        None, gt=0, le=L.MAX_USD, description="purchase price per node (default: catalog GPU price)"
     )
-    usd_per_node_h: float = Field(0.0, ge=0, description="running cost per node-hour once bought, USD")
-    resale_fraction: float = Field(0.0, ge=0, lt=1, description="share of the price recovered by reselling")
-    network_gbps: float | None = Field(None, gt=0)
-    efficiency: float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
+    max_nodes: Int = Field(gt=0, le=L.MAX_POOL_NODES, description="most nodes that may be bought")
+    amortisation_h: Float | None = Field(
+        None,
+        gt=0,
+        le=L.MAX_HOURS,
+        description="hours over which the price is spread; empty: the campaign pays it whole",
+    )
+    usd_per_node_h: Float = Field(
+        0.0, ge=0, le=L.MAX_USD_PER_HOUR, description="running cost per node-hour once bought, USD"
+    )
+    resale_fraction: Float = Field(0.0, ge=0, lt=1, description="share of the price recovered by reselling")
+    network_gbps: Float | None = Field(None, gt=0)
+    efficiency: Float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
 
 
-Pool = OwnedPool | CloudPool | PurchasePool
+Pool = Annotated[OwnedPool | CloudPool | PurchasePool, Field(discriminator="kind")]
 
 
 class Objective(_Strict):
     minimise: Literal["cost", "time"] = Field("cost", description="cost (USD) or time (makespan)")
     then: Literal["cost", "time"] | None = Field(None, description="second objective (lexicographic)")
-    deadline_h: float | None = Field(None, gt=0, description="every job ends by this many hours")
-    budget_usd: float | None = Field(None, gt=0, description="the campaign costs at most this")
-    capex_usd: float | None = Field(None, gt=0, description="purchases (list price) cost at most this")
+    deadline_h: Float | None = Field(None, gt=0, le=L.MAX_HOURS, description="every job ends by this many hours")
+    budget_usd: Float | None = Field(None, gt=0, le=L.MAX_USD, description="the campaign costs at most this")
+    capex_usd: Float | None = Field(None, gt=0, le=L.MAX_USD, description="purchases (list price) cost at most this")
 
 
 class SolverOptions(_Strict):
-    time_limit_s: float = Field(30.0, gt=0, description="wall-clock limit per solve (s)")
-    relative_gap: float = Field(0.0, ge=0, lt=1, description="stop when within this gap of the bound")
-    seed: int = Field(0, ge=0)
-    workers: int = Field(1, ge=1, description="CP-SAT workers (1 is deterministic)")
+    time_limit_s: Float = Field(30.0, gt=0, le=L.MAX_TIME_LIMIT_S, description="wall-clock limit per solve (s)")
+    relative_gap: Float = Field(0.0, ge=0, lt=1, description="stop when within this gap of the bound")
+    seed: Int = Field(0, ge=0)
+    workers: Int = Field(1, ge=1, le=256, description="CP-SAT workers (1 is deterministic)")
 
 
 class Scenario(_Strict):
@@ -115,6 +128,11 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _ids(self) -> Scenario:
+        runs = sum(j.count for j in self.jobs)
+        if runs > L.MAX_RUNS:
+            raise ValueError(
+                f"{runs:,} runs (jobs × count); ftplan plans at most {L.MAX_RUNS:,} (see Limits in the README)"
+            )
         for what, ids in (("jobs", [j.id for j in self.jobs]), ("pools", [p.id for p in self.pools])):
             seen: set[str] = set()
             for i in ids:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from ftplan.candidates import Candidate
 from ftplan.scenario import Campaign, Run, purchase_charge
-from ftplan.units import MINUTES_PER_HOUR, usd_to_units
+from ftplan.solver.model import modelled_nodes
+from ftplan.units import deadline_minutes, usd_to_units
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def greedy_plan(
     the runs after it when cheapest-first would fill the inventory too late.
     """
     pools = {p.id: p for p in campaign.pools}
+    named = modelled_nodes(campaign, cands)
     node_use: dict[tuple[str, int], Usage] = {}
     cloud_use: dict[str, Usage] = {}
     bought: dict[str, int] = {}
@@ -67,12 +69,12 @@ def greedy_plan(
     capex = campaign.scenario.objective.capex_usd
     for run in _order(campaign, cands):
         ready = max((ends[d] for d in run.depends_on), default=0)
-        limits = [x * MINUTES_PER_HOUR for x in (run.deadline_h, campaign_deadline) if x is not None]
+        limits = [deadline_minutes(x) for x in (run.deadline_h, campaign_deadline) if x is not None]
         limit = int(min(limits) * slack) if limits else None
         best: tuple[tuple, Placement] | None = None
         for i, c in enumerate(cands[run.id]):
             pool = pools[c.pool_id]
-            found = _earliest(c, pool, ready, node_use, cloud_use)
+            found = _earliest(c, pool, named[pool.id], ready, node_use, cloud_use)
             if found is None:
                 continue
             start, nodes = found
@@ -111,8 +113,9 @@ def greedy_plan(
     return plan
 
 
-def _earliest(c: Candidate, pool, ready: int, node_use, cloud_use) -> tuple[int, tuple[int, ...]] | None:
-    """Earliest start ≥ ready with room for ``c`` on its pool, and the nodes it takes."""
+def _earliest(c: Candidate, pool, nodes: int, ready: int, node_use, cloud_use) -> tuple[int, tuple[int, ...]] | None:
+    """Earliest start ≥ ready with room for ``c`` on its pool (of which ``nodes`` are named), and the
+    nodes it takes."""
     if not pool.placed:
         items = cloud_use.get(pool.id, [])
         for t in sorted({ready, *(e for _, e, _ in items if e > ready)}):
@@ -122,10 +125,10 @@ def _earliest(c: Candidate, pool, ready: int, node_use, cloud_use) -> tuple[int,
     cap = pool.gpus_per_node
     demand = cap if c.whole_nodes else c.gpus
     need = c.nodes if c.whole_nodes else 1
-    all_items = [it for k in range(pool.nodes) for it in node_use.get((pool.id, k), [])]
+    all_items = [it for k in range(nodes) for it in node_use.get((pool.id, k), [])]
     for t in sorted({ready, *(e for _, e, _ in all_items if e > ready)}):
         free = [
-            k for k in range(pool.nodes)
+            k for k in range(nodes)
             if peak_usage(node_use.get((pool.id, k), []), t, t + c.minutes) + demand <= cap
         ]  # fmt: skip
         if len(free) >= need:

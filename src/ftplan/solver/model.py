@@ -38,12 +38,13 @@ campaign deadline, or the sum of every run's slowest candidate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ortools.sat.python import cp_model
 
 from ftplan.candidates import Candidate, CandidateTable
 from ftplan.scenario import Campaign, PoolSpec, purchase_charge
-from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, usd_to_units
+from ftplan.units import budget_units, deadline_minutes, usd_to_units
 
 
 @dataclass
@@ -63,22 +64,43 @@ class Model:
     horizon: int = 0
     purchase_units: dict[str, int] = field(default_factory=dict)
 
+    nodes: dict[str, int] = field(default_factory=dict)  # pool → nodes modelled (see modelled_nodes)
+
     def pool(self, pool_id: str) -> PoolSpec:
-        return next(p for p in self.campaign.pools if p.id == pool_id)
+        return self.pools[pool_id]
+
+    @cached_property
+    def pools(self) -> dict[str, PoolSpec]:
+        return {p.id: p for p in self.campaign.pools}
+
+
+def modelled_nodes(campaign: Campaign, cands: dict[str, list[Candidate]]) -> dict[str, int]:
+    """Nodes of each placed pool that the model names: the pool's nodes, but never more than all
+    runs together could occupy at once (each run's largest candidate on the pool). Nodes of a pool
+    are identical, so any plan can be relabelled onto this many: a pool of 10,000 nodes costs no
+    more than the runs need, and the plan is the same."""
+    need: dict[str, int] = {}
+    for cs in cands.values():
+        most: dict[str, int] = {}
+        for c in cs:
+            most[c.pool_id] = max(most.get(c.pool_id, 0), c.nodes)
+        for pid, n in most.items():
+            need[pid] = need.get(pid, 0) + n
+    return {p.id: min(p.nodes, need.get(p.id, 0)) for p in campaign.pools}
 
 
 def horizon_minutes(campaign: Campaign, cands: dict[str, list[Candidate]]) -> int:
     deadline = campaign.scenario.objective.deadline_h
     serial = sum(max(c.minutes for c in cs) for cs in cands.values())
     if deadline is not None:
-        return min(serial, int(deadline * MINUTES_PER_HOUR))
+        return min(serial, deadline_minutes(deadline))
     return serial
 
 
 def build_model(campaign: Campaign, table: CandidateTable) -> Model:
     cp = cp_model.CpModel()
     cands = {r.id: table.by_job[r.job_id] for r in campaign.runs}
-    m = Model(cp=cp, campaign=campaign, cands=cands)
+    m = Model(cp=cp, campaign=campaign, cands=cands, nodes=modelled_nodes(campaign, cands))
     m.horizon = horizon_minutes(campaign, cands)
     h = m.horizon
     for run in campaign.runs:
@@ -89,7 +111,7 @@ def build_model(campaign: Campaign, table: CandidateTable) -> Model:
     for p in campaign.pools:
         if p.kind == "purchase":
             m.purchase_units[p.id] = usd_to_units(purchase_charge(p, campaign.scenario.objective.deadline_h))
-            for k in range(p.nodes):
+            for k in range(m.nodes[p.id]):
                 m.bought[p.id, k] = cp.new_bool_var(f"b[{p.id},{k}]")
     _choice_and_duration(m)
     _placement_and_capacity(m)
@@ -116,7 +138,7 @@ def _placement_and_capacity(m: Model) -> None:
             if not pool.placed:
                 continue
             lits = []
-            for k in range(pool.nodes):
+            for k in range(m.nodes[pool.id]):
                 lit = m.cp.new_bool_var(f"a[{rid},{i},{k}]")
                 m.place[rid, i, k] = lit
                 lits.append(lit)
@@ -146,7 +168,7 @@ def _purchase(m: Model) -> None:
     for p in m.campaign.pools:
         if p.kind != "purchase":
             continue
-        for k in range(p.nodes - 1):
+        for k in range(m.nodes[p.id] - 1):
             m.cp.add_implication(m.bought[p.id, k + 1], m.bought[p.id, k])
     for (rid, i, k), lit in m.place.items():
         pool = m.pool(m.cands[rid][i].pool_id)
@@ -158,9 +180,9 @@ def _deadlines_and_dependencies(m: Model) -> None:
     obj = m.campaign.scenario.objective
     for run in m.campaign.runs:
         if run.deadline_h is not None:
-            m.cp.add(m.end[run.id] <= int(run.deadline_h * MINUTES_PER_HOUR))
+            m.cp.add(m.end[run.id] <= deadline_minutes(run.deadline_h))
         if obj.deadline_h is not None:
-            m.cp.add(m.end[run.id] <= int(obj.deadline_h * MINUTES_PER_HOUR))
+            m.cp.add(m.end[run.id] <= deadline_minutes(obj.deadline_h))
         for dep in run.depends_on:
             m.cp.add(m.start[run.id] >= m.end[dep])
 
@@ -175,7 +197,7 @@ def _energy(m: Model) -> None:
         if not terms:
             continue
         if p.kind == "purchase":
-            bought = sum(m.bought[p.id, k] for k in range(p.nodes))
+            bought = sum(m.bought[p.id, k] for k in range(m.nodes[p.id]))
             m.cp.add(sum(terms) <= p.gpus_per_node * m.horizon * bought)
         else:
             unit = p.gpus_per_node if p.placed else 1
@@ -192,9 +214,9 @@ def _objective_terms(m: Model) -> None:
     if capex is not None:  # list prices of the nodes bought
         spend = [
             usd_to_units(p.purchase_usd_per_node) * m.bought[p.id, k]
-            for p in m.campaign.pools if p.kind == "purchase" for k in range(p.nodes)
+            for p in m.campaign.pools if p.kind == "purchase" for k in range(m.nodes[p.id])
         ]  # fmt: skip
-        m.cp.add(sum(spend) <= int(capex * MONEY_UNITS_PER_USD))
+        m.cp.add(sum(spend) <= budget_units(capex))
     budget = m.campaign.scenario.objective.budget_usd
     if budget is not None:
-        m.cp.add(m.cost <= int(budget * MONEY_UNITS_PER_USD))
+        m.cp.add(m.cost <= budget_units(budget))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -15,7 +16,7 @@ from ftplan.errors import FtplanError
 from ftplan.scenario import Campaign
 from ftplan.solver.greedy import Placement, greedy_plan
 from ftplan.solver.model import Model, build_model
-from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD
+from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, deadline_minutes
 
 
 class InfeasibleError(FtplanError):
@@ -55,6 +56,16 @@ class Solution:
     table: CandidateTable
     stopped: bool = False
     greedy_objective: float | None = None  # the warm start's primary objective, same units
+    then: str | None = None  # the second objective (lexicographic), if any
+    then_status: str | None = None  # OPTIMAL | FEASIBLE | NOT RUN (Ctrl-C or no time left)
+    then_value: float | None = None  # its value and bound: money units (cost) or minutes (time)
+    then_bound: float | None = None
+
+    @property
+    def then_gap(self) -> float | None:
+        if self.then_value is None or self.then_bound is None:
+            return None
+        return abs(self.then_value - self.then_bound) / max(abs(self.then_value), 1e-9)
 
 
 def explain_infeasible(campaign: Campaign, table: CandidateTable) -> None:
@@ -80,13 +91,13 @@ def explain_infeasible(campaign: Campaign, table: CandidateTable) -> None:
         ):
             if limit is None:
                 continue
-            if fastest > limit * MINUTES_PER_HOUR:
+            if fastest > deadline_minutes(limit):
                 raise InfeasibleError(
                     f"job {run.id!r} takes at least {fastest / MINUTES_PER_HOUR:.2f} h on the fastest option, "
                     f"beyond {what}. "
                     "To fix: move the deadline or add faster pools."
                 )
-            if chain[run.id] > limit * MINUTES_PER_HOUR:
+            if chain[run.id] > deadline_minutes(limit):
                 raise InfeasibleError(
                     f"job {run.id!r} cannot end before {chain[run.id] / MINUTES_PER_HOUR:.2f} h (its dependencies "
                     f"run first), beyond {what}. To fix: move the deadline or add faster pools."
@@ -154,9 +165,10 @@ def solve_campaign(
     result = None
     stopped = False
     first_bound, first_status = 0.0, cp_model.UNKNOWN
-    with _stop_on_interrupt() as interrupted:
+    second: tuple[str, float | None, float | None] | None = None  # status, value, bound of the second stage
+    with _Interrupts() as ctrl_c:
         for stage, goal in enumerate(order):
-            if interrupted():  # Ctrl-C between two searches: keep what the last one found
+            if ctrl_c.hit:  # Ctrl-C between two searches: keep what the last one found
                 stopped = True
                 break
             expr = m.cost if goal == "cost" else m.makespan
@@ -168,8 +180,13 @@ def solve_campaign(
             solver.parameters.random_seed = opts.seed
             solver.parameters.num_workers = opts.workers
             solver.parameters.relative_gap_limit = opts.relative_gap
+            solver.parameters.catch_sigint_signal = False  # _Interrupts stops the search instead
+            ctrl_c.solver = solver
+            if ctrl_c.hit:  # pressed while the model was set up
+                solver.stop_search()
             status = solver.solve(m.cp, _Callback(progress, goal))
-            stopped = stopped or interrupted() or _cut_short(solver, status, limit)
+            ctrl_c.solver = None
+            stopped = stopped or ctrl_c.hit
             if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
                 if stage == 0:
                     if stopped:
@@ -179,6 +196,9 @@ def solve_campaign(
             result = (solver, status, goal, _read(m, solver))
             if stage == 0:
                 first_bound, first_status = solver.best_objective_bound, status
+            else:
+                proven = status == cp_model.OPTIMAL and solver.objective_value == solver.best_objective_bound
+                second = ("OPTIMAL" if proven else "FEASIBLE", solver.objective_value, solver.best_objective_bound)
             if stopped:  # Ctrl-C: no further stage
                 break
             if stage + 1 < len(order):
@@ -196,11 +216,16 @@ def solve_campaign(
     gap = abs(value - bound) / max(abs(value), 1e-9)
     # CP-SAT says OPTIMAL once the relative-gap limit is met; call it optimal only when proven
     name = "OPTIMAL" if status == cp_model.OPTIMAL and gap <= 1e-9 else "FEASIBLE"
+    then = order[1] if len(order) > 1 else None
+    if then is not None and second is None:
+        second = ("NOT RUN", None, None)
     return Solution(
         status=name, objective=first, objective_value=float(value), bound=float(bound),
         gap=gap, wall_s=time.monotonic() - t0, seed=opts.seed,
         workers=opts.workers, placements=placements, ends=ends, bought=bought, greedy=greedy, table=table,
-        stopped=stopped, greedy_objective=_greedy_objective(m, greedy, first),
+        stopped=stopped, greedy_objective=_greedy_objective(m, greedy, first), then=then,
+        then_status=second[0] if second else None, then_value=second[1] if second else None,
+        then_bound=second[2] if second else None,
     )  # fmt: skip
 
 
@@ -253,7 +278,7 @@ def _read(m: Model, solver: cp_model.CpSolver) -> tuple[dict[str, Placement], di
     for rid, cs in m.cands.items():
         i = next(i for i in range(len(cs)) if solver.value(m.x[rid, i]))
         nodes = tuple(
-            k for k in range(m.pool(cs[i].pool_id).nodes) if (rid, i, k) in m.place and solver.value(m.place[rid, i, k])
+            k for k in range(m.nodes[cs[i].pool_id]) if (rid, i, k) in m.place and solver.value(m.place[rid, i, k])
         )
         placements[rid] = Placement(i, solver.value(m.start[rid]), nodes)
         ends[rid] = solver.value(m.end[rid])
@@ -271,9 +296,10 @@ def _hint(m: Model, plan: dict[str, Placement]) -> None:
             m.cp.add_hint(m.x[rid, i], i == place.cand)
         m.cp.add_hint(m.start[rid], place.start)
         m.cp.add_hint(m.end[rid], place.start + cs[place.cand].minutes)
-        for (r, i, k), lit in m.place.items():
-            if r == rid:
-                m.cp.add_hint(lit, i == place.cand and k in place.nodes)
+        for i, c in enumerate(cs):
+            for k in range(m.nodes[c.pool_id]):
+                if (rid, i, k) in m.place:
+                    m.cp.add_hint(m.place[rid, i, k], i == place.cand and k in place.nodes)
         pool = m.pool(cs[place.cand].pool_id)
         if pool.kind == "purchase" and place.nodes:
             used[pool.id] = max(used.get(pool.id, 0), max(place.nodes) + 1)
@@ -281,32 +307,51 @@ def _hint(m: Model, plan: dict[str, Placement]) -> None:
         m.cp.add_hint(b, k < used.get(p, 0))
 
 
-def _cut_short(solver: cp_model.CpSolver, status: int, limit: float) -> bool:
-    """Whether CP-SAT stopped before its time limit without proving its result: Ctrl-C.
+class _Interrupts:
+    """Ctrl-C while a campaign is solved: a flag, and the running CP-SAT search stopped at once.
 
-    CP-SAT catches SIGINT itself while it searches (``catch_sigint_signal``, on by default) and
-    returns the best solution found, as at a time limit; the gap limit ends with OPTIMAL. A search
-    that ran to its limit ends within milliseconds of it: half a second keeps clear of that.
+    CP-SAT runs in C++ while Python's own SIGINT handler only runs between Python bytecodes, so the
+    signal is also delivered through :func:`signal.set_wakeup_fd` to a watcher thread, which calls
+    ``CpSolver.stop_search`` (thread-safe). CP-SAT's own SIGINT handling is switched off
+    (``catch_sigint_signal``), so a search that ends early without Ctrl-C is never mistaken for one.
+    Outside the main thread (where signals cannot be handled) it does nothing.
     """
-    return status in (cp_model.FEASIBLE, cp_model.UNKNOWN) and solver.wall_time < limit - 0.5
-
-
-class _stop_on_interrupt:
-    """Ctrl-C between two searches (while Python runs) marks the plan as stopped early (main
-    thread only); during a search CP-SAT's own handler stops it (see :func:`_cut_short`)."""
 
     def __init__(self) -> None:
         self.hit = False
-        self.previous = None
+        self.solver: cp_model.CpSolver | None = None
+        self._active = threading.current_thread() is threading.main_thread()
 
-    def __enter__(self) -> Callable[[], bool]:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return lambda: self.hit
+    def __enter__(self) -> _Interrupts:
+        if not self._active:
+            return self
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self._thread = threading.Thread(target=self._watch, name="ftplan-sigint", daemon=True)
+        self._thread.start()
+        return self
 
     def _handle(self, signum: int, frame: object) -> None:
+        self._stop()
+
+    def _watch(self) -> None:
+        while data := os.read(self._read, 64):
+            if signal.SIGINT in data:
+                self._stop()
+
+    def _stop(self) -> None:
         self.hit = True
+        solver = self.solver
+        if solver is not None:
+            solver.stop_search()
 
     def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        if not self._active:
+            return
+        signal.set_wakeup_fd(self._previous_fd)
+        signal.signal(signal.SIGINT, self._previous)
+        os.close(self._write)
+        self._thread.join(timeout=1.0)
+        os.close(self._read)

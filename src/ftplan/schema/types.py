@@ -1,0 +1,41 @@
+"""Numeric and boolean field types of the file schemas: no type slips into another.
+
+Pydantic's default (lax) mode reads ``true`` as 1 for an integer and ``"12"`` as 12; a job with
+``count: true`` would silently run once. These types accept only real numbers (an integer field
+also takes a float with no fractional part, e.g. ``1e9``) and only real booleans.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Strict, StringConstraints
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {value!r}")
+    if isinstance(value, str):
+        raise ValueError(f"expected a number, got the text {value!r} (write it without quotes)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_number)]
+Float = Annotated[float, BeforeValidator(_number)]
+Bool = Annotated[bool, Strict()]
+
+
+def _identifier(value: str) -> str:
+    bad = sorted({c for c in value if c in "#/" or c.isspace() or not c.isprintable()})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        raise ValueError(
+            f"{value!r} contains {shown}; ids may not contain '#' (it numbers a sweep's runs), '/' or spaces"
+        )
+    return value
+
+
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_identifier)]
