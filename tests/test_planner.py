@@ -197,9 +197,9 @@ def test_bad_scenarios(catalog, tmp_path):
         "schema_version: 1\nfoo: 1\njobs: [{id: a, model: qwen2.5-0.5b, seq_len: 8, tokens: 1, global_batch: 1}]\n"
         "pools: [{id: p, kind: owned, gpu: h100, nodes: 1}]": "field 'foo': unknown field",
         "jobs: [{id: a, model: qwen2.5-0.5b, seq_len: 8, tokens: 1, global_batch: 1, count: -1}]\n"
-        "pools: [{id: p, kind: owned, gpu: h100, nodes: 1}]": "field 'jobs.0.count'",
+        "pools: [{id: p, kind: owned, gpu: h100, nodes: 1}]": r"field 'jobs\[0\]\.count'",
         "jobs: [{id: a, model: qwen2.5-0.5b, seq_len: 8, tokens: 1, global_batch: 1, deadline_h: -2}]\n"
-        "pools: [{id: p, kind: owned, gpu: h100, nodes: 1}]": "field 'jobs.0.deadline_h'",
+        "pools: [{id: p, kind: owned, gpu: h100, nodes: 1}]": r"field 'jobs\[0\]\.deadline_h'",
     }
     for i, (text, expected) in enumerate(cases.items()):
         path = tmp_path / f"s{i}.yaml"

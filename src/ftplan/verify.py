@@ -2,8 +2,17 @@
 
 Memory and durations are recomputed with the memory and time models; capacity is checked minute
 by minute as events (a GPU index is never used by two overlapping runs; cloud instances in use
-never exceed the quota); whole-node and single-node rules, deadlines, dependencies, the budget,
-batch arithmetic and the cost totals are checked. Returns every violation, not the first.
+never exceed the quota); whole-node and single-node rules, the job's allowed choices, deadlines,
+dependencies, the budget, batch arithmetic and the cost totals are checked. Returns every
+violation, not the first.
+
+Every field of a plan is re-derived and compared, except these, which are informational (they
+describe how the plan was found, not what it does): ``solver.wall_s``, ``solver.seed``,
+``solver.workers``, ``solver.ortools_version``, ``solver.greedy_cost_usd``,
+``solver.greedy_makespan_h`` and ``solver.stopped_early``. The solver's objective, value, bound,
+gap and status are held to the plan itself: the value is the plan's cost or makespan, the bound is
+not above it, the gap is theirs, and OPTIMAL means a gap of zero. ``scenario`` must be the
+scenario's name (or, for a scenario without one, its file name).
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -18,9 +28,9 @@ from ftplan.fit import hardware
 from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, ZeroStage, estimate_memory
 from ftplan.memory.setup import Optimizer
 from ftplan.scenario import Campaign, PoolSpec, Run, purchase_charge
-from ftplan.schema.plan import Plan, PlanRun
+from ftplan.schema.plan import Plan, PlanRun, PoolUse
 from ftplan.timing import model as tm
-from ftplan.units import MINUTES_PER_HOUR, deadline_minutes, end_minutes
+from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, deadline_minutes, end_minutes
 
 REL_TOL = 1e-6  # plans store floats; recomputed values must agree to this relative tolerance
 TIME_TOL_H = 0.5 / MINUTES_PER_HOUR  # half a minute: intervals are whole minutes
@@ -52,10 +62,55 @@ def verify_plan(campaign: Campaign, plan: Plan) -> list[str]:
         errors += _check_run(r, run, pool, bought.get(pool.id, 0), campaign)
     if errors:
         return errors
+    errors += _identity(plan, campaign)
     errors += _capacity(plan, campaign)
     errors += _timing(plan, campaign)
     errors += _totals(plan, campaign)
+    errors += _solver(plan, campaign)
     return errors
+
+
+def _identity(plan: Plan, campaign: Campaign) -> list[str]:
+    name = campaign.scenario.name
+    ok = plan.scenario == name if name else Path(plan.scenario).name == Path(campaign.source).name
+    expected = name or Path(campaign.source).name
+    return [] if ok else [f"scenario: the plan is for {plan.scenario!r}, this scenario is {expected!r}"]
+
+
+def _solver(plan: Plan, campaign: Campaign) -> list[str]:
+    """The solver block against the plan: values, bounds, gaps and statuses that agree with it."""
+    errs: list[str] = []
+    s = plan.solver
+    money_tol = (len(plan.runs) + len(plan.totals.pools)) / MONEY_UNITS_PER_USD + 1e-6  # per-run rounding up
+    actual = {"cost": plan.totals.cost_usd, "time": plan.totals.makespan_h}
+    tol = {"cost": money_tol, "time": 1e-6}
+
+    def stage(label: str, goal: str, value: float, bound: float, gap: float, status: str) -> None:
+        if abs(value - actual[goal]) > tol[goal] + 1e-9 * abs(actual[goal]):
+            errs.append(f"solver: {label} value {value:,.4f} is not the plan's {goal} {actual[goal]:,.4f}")
+        if bound > value + tol[goal]:
+            errs.append(f"solver: {label} bound {bound:,.4f} is above its value {value:,.4f}")
+        true_gap = abs(value - bound) / max(abs(value), 1e-9)
+        if not math.isclose(gap, true_gap, rel_tol=1e-6, abs_tol=1e-9):
+            errs.append(f"solver: {label} gap {gap:.6f} stated, {true_gap:.6f} from its value and bound")
+        if status == "OPTIMAL" and true_gap > 1e-9:
+            errs.append(f"solver: {label} is OPTIMAL with a gap of {100 * true_gap:.2f}%")
+
+    stage("objective", s.objective, s.objective_value, s.bound, s.gap, s.status)
+    if s.then is not None:
+        if s.then == s.objective:
+            errs.append(f"solver: second objective {s.then!r} repeats the first")
+        values = (s.then_value, s.then_bound, s.then_gap)
+        if s.then_status == "NOT RUN":
+            if any(v is not None for v in values):
+                errs.append("solver: the second objective was not run but states a value")
+        elif s.then_status is None or any(v is None for v in values):
+            errs.append("solver: the second objective needs a status, value, bound and gap")
+        else:
+            stage("second objective", s.then, s.then_value, s.then_bound, s.then_gap, s.then_status)  # type: ignore[arg-type]
+    elif any(v is not None for v in (s.then_status, s.then_value, s.then_bound, s.then_gap)):
+        errs.append("solver: a second objective's results without a second objective")
+    return errs
 
 
 def run_memory(run: Run, r: PlanRun, pool: PoolSpec) -> MemoryEstimate:
@@ -69,8 +124,30 @@ def run_memory(run: Run, r: PlanRun, pool: PoolSpec) -> MemoryEstimate:
                            overheads=job.overheads)  # fmt: skip
 
 
-def _check_run(r, run, pool, bought: int, campaign: Campaign) -> list[str]:
+def _allowed(r: PlanRun, run: Run) -> list[str]:
+    """The run's layout against what its job allows (``allow:`` and its fixed recipe)."""
     errs: list[str] = []
+    lay, allow = r.layout, run.spec.allow
+    if r.job != run.job_id:
+        errs.append(f"{r.run}: job {r.job!r} stated, the run belongs to {run.job_id!r}")
+    if lay.precision != run.job.training.precision.value:
+        errs.append(f"{r.run}: precision {lay.precision} stated, the job trains in {run.job.training.precision.value}")
+    optimizers = [o.value for o in allow.optimizers] or [run.job.training.optimizer.value]
+    if lay.optimizer not in optimizers:
+        errs.append(f"{r.run}: optimizer {lay.optimizer} is not allowed (allowed: {', '.join(optimizers)})")
+    if allow.zero and lay.zero not in allow.zero:
+        errs.append(f"{r.run}: ZeRO-{lay.zero} is not allowed (allow.zero: {allow.zero})")
+    if allow.recompute and lay.recompute not in [x.value for x in allow.recompute]:
+        errs.append(f"{r.run}: recompute {lay.recompute} is not allowed")
+    if not allow.offload and lay.offload != "none":
+        errs.append(f"{r.run}: offload {lay.offload} is not allowed (allow.offload: false)")
+    if allow.max_gpus and r.gpu_count > allow.max_gpus:
+        errs.append(f"{r.run}: {r.gpu_count} GPUs, allow.max_gpus is {allow.max_gpus}")
+    return errs
+
+
+def _check_run(r, run, pool, bought: int, campaign: Campaign) -> list[str]:
+    errs: list[str] = _allowed(r, run)
     lay, job = r.layout, run.job
     if lay.dp * lay.tp != r.gpu_count:
         errs.append(f"{r.run}: dp {lay.dp} × tp {lay.tp} ≠ {r.gpu_count} GPUs")
@@ -116,6 +193,9 @@ def _check_run(r, run, pool, bought: int, campaign: Campaign) -> list[str]:
                     f"{gpu.memory_bytes / 2**30:.2f} GiB")  # fmt: skip
     if abs(est.device_total_bytes - r.memory_per_gpu_bytes) > 2:
         errs.append(f"{r.run}: memory {r.memory_per_gpu_bytes} bytes stated, {est.device_total_bytes} recomputed")
+    if abs(gpu.memory_bytes - r.memory_per_gpu_bytes - r.headroom_bytes) > 2:
+        errs.append(f"{r.run}: headroom {r.headroom_bytes} bytes stated, "
+                    f"{gpu.memory_bytes - r.memory_per_gpu_bytes} recomputed")  # fmt: skip
     hw = hardware(pool.pool, training.precision)
     flops = tm.job_flops(job.arch, training)
     t = tm.step_times(flops, job.arch, training, hw, *(np.array([v]) for v in (
@@ -125,6 +205,11 @@ def _check_run(r, run, pool, bought: int, campaign: Campaign) -> list[str]:
     hours = steps * float(t.total[0]) / 3600 * pool.time_factor
     if not math.isclose(hours, r.hours, rel_tol=REL_TOL):
         errs.append(f"{r.run}: {r.hours:.4f} h stated, {hours:.4f} h recomputed")
+    tokens_per_s = job.global_batch * job.training.seq_len / float(t.total[0])
+    if not math.isclose(tokens_per_s, r.tokens_per_s, rel_tol=REL_TOL):
+        errs.append(f"{r.run}: {r.tokens_per_s:,.1f} tokens/s stated, {tokens_per_s:,.1f} recomputed")
+    if r.end_h < r.start_h:
+        errs.append(f"{r.run}: ends at {r.end_h:.2f} h, before it starts at {r.start_h:.2f} h")
     if r.end_h - r.start_h < hours - TIME_TOL_H:
         errs.append(f"{r.run}: interval {r.end_h - r.start_h:.3f} h is shorter than its {hours:.3f} h")
     nodes_paid = math.ceil(r.gpu_count / per)
@@ -185,18 +270,26 @@ def _totals(plan: Plan, campaign: Campaign) -> list[str]:
     errs: list[str] = []
     deadline = campaign.scenario.objective.deadline_h
     cost = sum(r.usd for r in plan.runs)
+    listed = [u.pool for u in plan.totals.pools]
+    expected = [p.id for p in campaign.pools]
+    if sorted(listed) != sorted(expected):
+        errs.append(f"totals: pools {listed} listed, the scenario has {expected}")
+    makespan = max((r.end_h for r in plan.runs), default=0.0)
+    gpu_hours = sum(r.hours * r.gpu_count for r in plan.runs)
+    if not math.isclose(gpu_hours, plan.totals.gpu_hours, rel_tol=1e-9, abs_tol=1e-9):
+        errs.append(f"totals: {plan.totals.gpu_hours:,.4f} GPU-hours stated, {gpu_hours:,.4f} recomputed")
     for u in plan.totals.pools:
         pool = next((p for p in campaign.pools if p.id == u.pool), None)
         if pool is None:
             errs.append(f"totals: unknown pool {u.pool!r}")
             continue
+        errs += _pool_use(u, pool, plan, makespan, deadline)
         if pool.kind == "purchase":
             if u.nodes_bought > pool.nodes:
                 errs.append(f"{pool.id}: {u.nodes_bought} nodes bought, at most {pool.nodes}")
             cost += u.nodes_bought * purchase_charge(pool, deadline)
     if not math.isclose(cost, plan.totals.cost_usd, rel_tol=1e-9, abs_tol=1e-6):
         errs.append(f"totals: cost ${plan.totals.cost_usd:,.2f} stated, ${cost:,.2f} recomputed")
-    makespan = max((r.end_h for r in plan.runs), default=0.0)
     if not math.isclose(makespan, plan.totals.makespan_h, rel_tol=1e-9, abs_tol=1e-9):
         errs.append(f"totals: makespan {plan.totals.makespan_h:.2f} h stated, {makespan:.2f} h recomputed")
     budget = campaign.scenario.objective.budget_usd
@@ -208,4 +301,28 @@ def _totals(plan: Plan, campaign: Campaign) -> list[str]:
         spent = sum(u.nodes_bought * pools[u.pool].purchase_usd_per_node for u in plan.totals.pools if u.pool in pools)
         if spent > capex + 1e-6:
             errs.append(f"totals: purchases of ${spent:,.2f} exceed the capital budget of ${capex:,.2f}")
+    return errs
+
+
+def _pool_use(u: PoolUse, pool: PoolSpec, plan: Plan, makespan: float, deadline: float | None) -> list[str]:
+    """One pool's line of the totals, recomputed from the runs."""
+    errs: list[str] = []
+    if pool.kind != "purchase" and u.nodes_bought:
+        errs.append(f"{pool.id}: {u.nodes_bought} nodes bought from a pool that sells none")
+    used = sum(r.hours * r.gpu_count for r in plan.runs if r.pool == pool.id)
+    nodes = u.nodes_bought if pool.kind == "purchase" else pool.nodes
+    available = nodes * pool.gpus_per_node * makespan
+    purchase = u.nodes_bought * purchase_charge(pool, deadline) if pool.kind == "purchase" else 0.0
+    for what, stated, value in (
+        ("GPU-hours used", u.gpu_hours_used, used),
+        ("GPU-hours available", u.gpu_hours_available, available),
+        ("utilisation", u.utilisation, used / available if available else 0.0),
+        ("purchase USD", u.purchase_usd, purchase),
+    ):
+        if not math.isclose(stated, value, rel_tol=1e-9, abs_tol=1e-9):
+            errs.append(f"{pool.id}: {what} {stated:,.4f} stated, {value:,.4f} recomputed")
+    if pool.kind == "purchase":
+        used_nodes = {n for r in plan.runs if r.pool == pool.id for n in r.nodes}
+        if len(used_nodes) > u.nodes_bought:
+            errs.append(f"{pool.id}: runs use {len(used_nodes)} nodes, {u.nodes_bought} bought")
     return errs

@@ -83,7 +83,15 @@ def run(args: list[str] | None = None) -> int:
         if _is_click(exc, "ClickException"):  # e.g. a file argument that cannot be opened
             typer.echo(f"error: {exc.format_message()}", err=True)  # type: ignore[attr-defined]
             return int(getattr(exc, "exit_code", 1))
-        raise
+        if _state["debug"]:
+            raise
+        first = " ".join(str(exc).split())[:300]
+        typer.echo(
+            f"internal error: {type(exc).__name__}: {first} (a defect in ftplan, not in your input; "
+            "--debug shows the traceback)",
+            err=True,
+        )
+        return 1
     return int(result) if isinstance(result, int) else 0
 
 
