@@ -20,7 +20,8 @@ JOB = {"model": "qwen2.5-0.5b", "method": "lora", "seq_len": 1024, "gpu": "h100"
 SCENARIO = {
     "name": "base",
     "jobs": [
-        {"id": "a", "model": "qwen2.5-0.5b", "method": "lora", "seq_len": 1024, "tokens": 20_000_000, "global_batch": 8},
+        {"id": "a", "model": "qwen2.5-0.5b", "method": "lora", "seq_len": 1024, "tokens": 20_000_000,
+         "global_batch": 8},
         {"id": "b", "model": "qwen2.5-0.5b", "method": "full", "seq_len": 1024, "tokens": 20_000_000, "global_batch": 8,
          "depends_on": ["a"], "deadline_h": 20},
         {"id": "c", "model": "qwen2.5-0.5b", "method": "lora", "seq_len": 1024, "tokens": 5_000_000, "global_batch": 8,
@@ -245,7 +246,9 @@ def main() -> None:
     plan_case("unknown_pool", "unknown pool", lambda p: run_of("a")(p).update(pool="nowhere"))
     plan_case("job_field", "belongs to", lambda p: run_of("a")(p).update(job="b"))
     plan_case("batch", "global batch", layout("a", micro_batch=64))
-    plan_case("gpu_index", "distinct GPUs", lambda p: run_of("a")(p).update(gpus={n: [99] for n in run_of("a")(p)["gpus"]}))
+    plan_case(
+        "gpu_index", "distinct GPUs", lambda p: run_of("a")(p).update(gpus={n: [99] for n in run_of("a")(p)["gpus"]})
+    )
     plan_case("makespan", "makespan", lambda p: p["totals"].update(makespan_h=0.1))
     plan_case("total_cost", "cost $", lambda p: p["totals"].update(cost_usd=1.0))
     plan_case("gpu_hours", "GPU-hours stated", lambda p: p["totals"].update(gpu_hours=1.0))

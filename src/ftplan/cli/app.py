@@ -92,7 +92,10 @@ def run(args: list[str] | None = None) -> int:
             err=True,
         )
         return 1
-    return int(result) if isinstance(result, int) else 0
+    code = int(result) if isinstance(result, int) else 0
+    if code == INTERRUPTED_EXIT:  # typer turns Ctrl-C outside our handlers into a returned 130
+        typer.echo("interrupted", err=True)
+    return code
 
 
 def main() -> None:

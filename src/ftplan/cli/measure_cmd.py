@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from ftplan.catalog import load_catalog
-from ftplan.cli.common import FORMAT_HELP, Format, check_writable, emit, render
+from ftplan.cli.common import FORMAT_HELP, Format, check_writable, emit, number, render
 from ftplan.job import resolve_job
 from ftplan.report.tables import measure_table
 from ftplan.schema.job import load_job
@@ -17,8 +17,8 @@ from ftplan.schema.job import load_job
 def measure(
     job: Path = typer.Argument(..., help="Job YAML (as for `ftplan memory`)."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
-    steps: int = typer.Option(1, "--steps", help="Measured steps after one warm-up step."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random weights and tokens."),
+    steps: int = typer.Option(1, "--steps", help="Measured steps after one warm-up step.", callback=number(1, 1000)),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random weights and tokens.", callback=number(0)),
     format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:

@@ -21,7 +21,9 @@ class Allow(_Strict):
 
     optimizers: list[Optimizer] = Field(default_factory=list, description="optimizer variants to consider")
     recompute: list[Recompute] = Field(default_factory=list, description="recomputation modes to consider")
-    zero: list[Annotated[Int, Field(ge=0, le=3)]] = Field(default_factory=list, description="ZeRO stages to consider (0-3)")
+    zero: list[Annotated[Int, Field(ge=0, le=3)]] = Field(
+        default_factory=list, description="ZeRO stages to consider (0-3)"
+    )
     offload: Bool = Field(True, description="whether CPU offload may be used")
     max_gpus: Int | None = Field(None, gt=0, le=L.MAX_RUN_NODES * 64, description="most GPUs one run may use")
 
