@@ -230,7 +230,12 @@ def test_every_scenario_matches_its_golden_plan(catalog, path):
     golden = GOLDEN[path.stem]
     assert (plan.solver.status, plan.solver.objective) == (golden["status"], golden["objective"])
     assert plan.solver.objective_value == pytest.approx(golden["value"], rel=max(sol.gap, 1e-6))
-    assert plan.totals.makespan_h == pytest.approx(golden["makespan_h"], abs=1e-3) or sol.objective == "cost"
+    if sol.objective == "time" or sol.then_status == "OPTIMAL" or sol.then is None and sol.status == "OPTIMAL":
+        # the makespan is fixed: the objective itself, a proven second objective, or one worker's
+        # deterministic search to a proven first optimum
+        assert plan.totals.makespan_h == pytest.approx(golden["makespan_h"], abs=1e-3)
+    else:  # a second objective stopped by its time limit: where it got depends on the machine's speed
+        assert plan.solver.then_bound - 1e-9 <= plan.totals.makespan_h <= golden["makespan_h"] * 1.2
     if sol.greedy_objective is not None:  # never worse than the greedy warm start
         assert sol.objective_value <= sol.greedy_objective
 

@@ -23,10 +23,21 @@ def results(catalog):
     return run_cases(CASES, catalog)
 
 
+RECORDED = read_yaml(Path(__file__).resolve().parent / "golden" / "published_errors.yaml")
+STEP = 0.005  # a case may move half a percentage point from its recorded error (tests/golden/record_errors.py)
+
+
 def test_each_case_within_tolerance(results):
     assert len(results) >= 25
     bad = [(r.case, f"{r.rel_error:+.1%}") for r in results if abs(r.rel_error) > TOLERANCE]
     assert not bad
+
+
+def test_each_case_holds_its_recorded_error(results):
+    assert sorted(r.case for r in results) == sorted(RECORDED)
+    moved = [(r.case, f"{RECORDED[r.case]:+.2%} → {r.rel_error:+.2%}") for r in results
+             if abs(r.rel_error - RECORDED[r.case]) > STEP]  # fmt: skip
+    assert not moved
 
 
 def test_summary_meets_the_targets(results):

@@ -1,0 +1,43 @@
+"""Record the signed errors the tests hold each case to (tests/golden/*_errors.yaml).
+
+Run from the repository root after a deliberate model change: ``python tests/golden/record_errors.py``.
+The tests then fail when any case moves by more than their stated step from what was recorded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from ftplan.catalog import load_catalog
+from ftplan.io import read_yaml
+from ftplan.job import resolve_job
+from ftplan.measure import measure_job
+from ftplan.schema.job import parse_job
+from ftplan.validation import run_cases
+
+ROOT = Path(__file__).resolve().parents[2]
+TERMS = ("activations (layers + head)", "saved: logits/loss", "peak allocated")
+
+
+def main() -> None:
+    catalog = load_catalog()
+    published = {r.case: round(r.rel_error, 5) for r in run_cases(ROOT / "benchmarks/memory_cases.yaml", catalog)}
+    (ROOT / "tests/golden/published_errors.yaml").write_text(
+        "# signed error (estimate / measured − 1) of each graded published case; see record_errors.py\n"
+        + yaml.safe_dump(published, sort_keys=True)
+    )
+    measured: dict[str, dict[str, float]] = {}
+    for case in read_yaml(ROOT / "benchmarks/measured_grid.yaml")["cases"]:
+        job = resolve_job(parse_job(dict(case["job"], dropout=False), case["case"]), catalog, case["case"])
+        comparison = measure_job(job)
+        measured[case["case"]] = {t: round(comparison.row(t).rel_error or 0.0, 6) for t in TERMS}
+    (ROOT / "tests/golden/measured_errors.yaml").write_text(
+        "# signed error of each measured-grid case and term on the CPU; see record_errors.py\n"
+        + yaml.safe_dump(measured, sort_keys=True)
+    )
+
+
+if __name__ == "__main__":
+    main()
