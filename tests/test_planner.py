@@ -230,7 +230,7 @@ def test_every_scenario_matches_its_golden_plan(catalog, path):
     golden = GOLDEN[path.stem]
     assert (plan.solver.status, plan.solver.objective) == (golden["status"], golden["objective"])
     assert plan.solver.objective_value == pytest.approx(golden["value"], rel=max(sol.gap, 1e-6))
-    if sol.objective == "time" or sol.then_status == "OPTIMAL" or sol.then is None and sol.status == "OPTIMAL":
+    if sol.objective == "time" or sol.then_status == "OPTIMAL" or (sol.then is None and sol.status == "OPTIMAL"):
         # the makespan is fixed: the objective itself, a proven second objective, or one worker's
         # deterministic search to a proven first optimum
         assert plan.totals.makespan_h == pytest.approx(golden["makespan_h"], abs=1e-3)
