@@ -1,8 +1,12 @@
 """ftplan: plan LLM fine-tuning — memory per GPU, layouts, time, cost and placement.
 
-The library behind the ``ftplan`` command: every command is one of these calls plus rendering.
+The library behind the ``ftplan`` command. Its short face (``ftplan.api``): ``memory``, ``fit``,
+``plan`` and ``check`` take a file path or a mapping of the same fields and return typed results;
+bad input raises :class:`FtplanError` with the command line's message. The building blocks below
+them stay importable.
 """
 
+from ftplan.api import Fit, campaign, check, fit, job, memory, plan
 from ftplan.arch import Architecture, architecture_from_hf
 from ftplan.candidates import build_candidates
 from ftplan.catalog import Catalog, load_catalog
@@ -20,9 +24,40 @@ from ftplan.solver import solve_campaign
 from ftplan.verify import verify_plan
 
 __all__ = [
-    "Architecture", "Catalog", "FtplanError", "JobSpec", "Layout", "LoraSetup", "MemoryEstimate", "Plan",
-    "Scenario", "Training", "architecture_from_hf", "build_candidates", "build_plan", "estimate_job",
-    "estimate_memory", "fit_job", "gpu_pool", "instance_pool", "load_catalog", "load_job", "load_scenario",
-    "measure_job", "rank", "resolve_job", "resolve_scenario", "solve_campaign", "verify_plan", "write_plan",
+    "Architecture",
+    "Catalog",
+    "Fit",
+    "FtplanError",
+    "JobSpec",
+    "Layout",
+    "LoraSetup",
+    "MemoryEstimate",
+    "Plan",
+    "Scenario",
+    "Training",
+    "architecture_from_hf",
+    "build_candidates",
+    "build_plan",
+    "campaign",
+    "check",
+    "estimate_job",
+    "estimate_memory",
+    "fit",
+    "fit_job",
+    "gpu_pool",
+    "instance_pool",
+    "job",
+    "load_catalog",
+    "load_job",
+    "load_scenario",
+    "measure_job",
+    "memory",
+    "plan",
+    "rank",
+    "resolve_job",
+    "resolve_scenario",
+    "solve_campaign",
+    "verify_plan",
+    "write_plan",
 ]  # fmt: skip
 __version__ = "0.1.0"

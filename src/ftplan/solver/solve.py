@@ -13,10 +13,11 @@ from ortools.sat.python import cp_model
 
 from ftplan.candidates import CandidateTable, build_candidates
 from ftplan.errors import FtplanError
+from ftplan.limits import MAX_HOURS
 from ftplan.scenario import Campaign
 from ftplan.solver.greedy import Placement, greedy_plan
 from ftplan.solver.model import Model, build_model
-from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, deadline_minutes
+from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, deadline_minutes, usd_to_units
 
 
 class InfeasibleError(FtplanError):
@@ -113,6 +114,34 @@ def explain_infeasible(campaign: Campaign, table: CandidateTable) -> None:
             )
 
 
+MAX_UNITS = 2**53  # CP-SAT sums 64-bit integers; this keeps every sum of minutes or money units exact
+
+
+def check_magnitudes(campaign: Campaign, table: CandidateTable) -> None:
+    """Refuse a campaign whose minutes or money would overflow the solver's integers, naming the job.
+
+    The file limits keep each number sane; a job of 10^15 tokens on a slow pool can still take
+    centuries. Runs are summed at their slowest and dearest candidates, as the model's horizon is."""
+    minutes = {r.id: max(c.minutes for c in table.by_job[r.job_id]) for r in campaign.runs}
+    units = {r.id: max(c.cost_units for c in table.by_job[r.job_id]) for r in campaign.runs}
+    limit_minutes = int(MAX_HOURS * MINUTES_PER_HOUR)
+    if sum(minutes.values()) > limit_minutes:
+        worst = max(minutes, key=minutes.__getitem__)
+        raise InfeasibleError(
+            f"the campaign's runs take up to {sum(minutes.values()) / MINUTES_PER_HOUR:,.0f} h one after another "
+            f"(job {worst!r}: up to {minutes[worst] / MINUTES_PER_HOUR:,.0f} h); ftplan plans at most "
+            f"{MAX_HOURS:,.0f} h (see Limits in the README). To fix: check its tokens, epochs and pools."
+        )
+    purchases = sum(usd_to_units(p.purchase_usd_per_node) * p.nodes for p in campaign.pools if p.kind == "purchase")
+    if sum(units.values()) + purchases > MAX_UNITS:
+        worst = max(units, key=units.__getitem__)
+        raise InfeasibleError(
+            f"the campaign can cost up to ${(sum(units.values()) + purchases) / MONEY_UNITS_PER_USD:,.0f} "
+            f"(job {worst!r}: up to ${units[worst] / MONEY_UNITS_PER_USD:,.0f}), beyond what the planner counts "
+            f"exactly (${MAX_UNITS / MONEY_UNITS_PER_USD:,.0f}). To fix: check its tokens and the pools' prices."
+        )
+
+
 def _critical_path(campaign: Campaign, table: CandidateTable) -> dict[str, int]:
     fastest = {r.id: min(c.minutes for c in table.by_job[r.job_id]) for r in campaign.runs}
     runs = {r.id: r for r in campaign.runs}
@@ -154,6 +183,7 @@ def solve_campaign(
     """
     table = table or build_candidates(campaign)
     explain_infeasible(campaign, table)
+    check_magnitudes(campaign, table)
     m = build_model(campaign, table)
     obj = campaign.scenario.objective
     opts = campaign.scenario.solver
@@ -266,6 +296,11 @@ def _no_solution(status: int, campaign: Campaign) -> str:
         return (
             f"no plan meets the {limits} with this inventory (each job fits alone, but not all together). "
             "To fix: relax the limits, raise quotas or add pools."
+        )
+    if status == cp_model.MODEL_INVALID:
+        return (
+            "internal error: the solver rejected the model (MODEL_INVALID), a defect in ftplan; "
+            "please report it with the scenario file."
         )
     return (
         f"the solver found no plan within {campaign.scenario.solver.time_limit_s:g} s (status "

@@ -1,0 +1,126 @@
+"""The library's short face: what each command answers, as one call with a typed result.
+
+Every function takes a file path or the same fields as a mapping, raises :class:`FtplanError` with
+the command line's one-line message on bad input, and returns what the command prints::
+
+    import ftplan
+
+    est = ftplan.memory("scenarios/jobs/llama-8b-lora-h100.yaml")       # MemoryEstimate
+    best = ftplan.fit({...job fields...}, gpus=["h100"]).ranked("time")  # pandas DataFrame
+    plan = ftplan.plan("scenarios/quickstart.yaml")                      # Plan (verified)
+    assert ftplan.check("scenarios/quickstart.yaml", plan) == []         # violations, if any
+
+The building blocks (``resolve_job``, ``fit_job``, ``resolve_scenario``, ``solve_campaign``,
+``build_plan``, ``verify_plan``) stay importable for finer control; these calls compose them exactly
+as the commands do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ftplan.candidates import build_candidates
+from ftplan.catalog import Catalog, load_catalog
+from ftplan.errors import FtplanError
+from ftplan.fit import FitResult, fit_job, gpu_pool, instance_pool, rank
+from ftplan.io import validate_mapping
+from ftplan.job import ResolvedJob, estimate_job, resolve_job
+from ftplan.memory import MemoryEstimate
+from ftplan.plan import load_plan, verified_plan
+from ftplan.scenario import Campaign, ScenarioError, load_scenario, resolve_scenario
+from ftplan.schema.job import load_job, parse_job
+from ftplan.schema.plan import Plan
+from ftplan.schema.scenario import Scenario
+from ftplan.solver import Progress, solve_campaign
+from ftplan.verify import verify_plan
+
+JobInput = str | Path | Mapping[str, Any]
+ScenarioInput = str | Path | Mapping[str, Any] | Scenario
+
+
+def job(source: JobInput, catalog: Catalog | None = None) -> ResolvedJob:
+    """A job file (or its fields as a mapping) resolved against the catalogs."""
+    catalog = catalog or load_catalog()
+    if isinstance(source, Mapping):
+        return resolve_job(parse_job(dict(source), "job"), catalog, "job")
+    return resolve_job(load_job(Path(source)), catalog, str(source))
+
+
+def memory(source: JobInput, catalog: Catalog | None = None) -> MemoryEstimate:
+    """`ftplan memory`: the per-GPU memory of one job and layout, term by term, and whether it fits."""
+    return estimate_job(job(source, catalog))
+
+
+@dataclass(frozen=True)
+class Fit:
+    """`ftplan fit`: every layout that fits (``result.layouts``), and why the others do not."""
+
+    result: FitResult
+
+    def ranked(self, by: str = "time", top: int = 10) -> pd.DataFrame:
+        """The ``top`` layouts by ``time`` (hours, then cost) or ``cost`` (dollars, then hours)."""
+        if by not in ("time", "cost"):
+            raise FtplanError(f"by must be time or cost, got {by!r}.")
+        if top < 1:
+            raise FtplanError(f"top must be ≥ 1, got {top}.")
+        return rank(self.result, by, top)
+
+    @property
+    def excluded(self) -> list[str]:
+        return self.result.excluded
+
+
+def fit(
+    source: JobInput,
+    gpus: Sequence[str] = (),
+    instances: Sequence[str] = (),
+    nodes: int = 1,
+    spot: bool = False,
+    catalog: Catalog | None = None,
+) -> Fit:
+    """`ftplan fit`: the layouts of one job on GPU types (one node each) or cloud instances."""
+    catalog = catalog or load_catalog()
+    resolved = job(source, catalog)
+    pools = [gpu_pool(catalog, g) for g in gpus] + [instance_pool(catalog, i, nodes, spot) for i in instances]
+    if not pools:
+        if resolved.gpu is None:
+            raise FtplanError("no pool to fit on. To fix: give gpus=[...] or instances=[...] (or gpu: in the job).")
+        pools = [gpu_pool(catalog, resolved.gpu.id)]
+    return Fit(fit_job(resolved, pools))
+
+
+def campaign(source: ScenarioInput, catalog: Catalog | None = None) -> Campaign:
+    """A scenario file (or mapping, or :class:`Scenario`) resolved: runs, pools and options."""
+    catalog = catalog or load_catalog()
+    if isinstance(source, Scenario):
+        return resolve_scenario(source, catalog, source.name or "scenario")
+    if isinstance(source, Mapping):
+        sc = validate_mapping(dict(source), Scenario, "scenario", ScenarioError, "jobs, pools, objective and solver")
+        return resolve_scenario(sc, catalog, sc.name or "scenario")
+    return resolve_scenario(load_scenario(Path(source)), catalog, str(source))
+
+
+def plan(
+    source: ScenarioInput,
+    catalog: Catalog | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    status: Callable[[str], None] | None = None,
+) -> Plan:
+    """`ftplan plan`: a layout, pool, nodes, GPUs and start time for every run, verified."""
+    c = campaign(source, catalog)
+    table = build_candidates(c, status=status)
+    return verified_plan(c, solve_campaign(c, table, progress=progress))
+
+
+def check(source: ScenarioInput, plan_source: Plan | str | Path, catalog: Catalog | None = None) -> list[str]:
+    """`ftplan check`: every rule the plan breaks (an empty list for a valid plan)."""
+    p = plan_source if isinstance(plan_source, Plan) else load_plan(Path(plan_source))
+    return verify_plan(campaign(source, catalog), p)
+
+
+__all__ = ["Fit", "campaign", "check", "fit", "job", "memory", "plan"]
