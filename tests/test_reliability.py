@@ -222,9 +222,9 @@ def test_limits_refuse_in_one_line(tmp_path):
     res = ftplan("plan", str(write(tmp_path / "s.yaml", big)))
     assert res.returncode == 1 and "at most 2,000" in res.stderr
     huge = tmp_path / "huge.yaml"
-    huge.write_text("# " + "x" * (9 * 2**20))
+    huge.write_text("# " + "x" * (5 * 2**20))
     res = ftplan("plan", str(huge))
-    assert res.returncode == 1 and "larger than the 8 MiB" in res.stderr
+    assert res.returncode == 1 and "larger than the 4 MiB" in res.stderr
 
 
 # ---- 16. Ctrl-C before the first plan exits 130 (plan, compare, budget) ----
@@ -283,3 +283,20 @@ def test_messages_name_the_real_problem(tmp_path):
     data["pools"][0] = {"id": "lab", "kind": "owned", "gpu": "h100", "nodes": 1, "usd_per_node_h": 1e20}
     res = ftplan("plan", str(write(tmp_path / "c.yaml", data)))
     assert res.returncode == 1 and "usd_per_node_h" in res.stderr and "MODEL_INVALID" not in res.stderr
+
+
+# ---- exact boundaries of the constraints (what a one-minute slip in the model would break) ----
+def test_a_run_may_end_exactly_at_its_deadline_and_start_as_its_dependency_ends(catalog):
+    base = {"jobs": [SMALL | {"id": "a", "method": "full", "tokens": 2 * 10**8},
+                     SMALL | {"id": "b", "method": "full", "tokens": 2 * 10**8, "depends_on": ["a"]}],
+            "pools": [{"id": "lab", "kind": "owned", "gpu": "a100-sxm-80gb", "nodes": 1}],
+            "objective": {"minimise": "time"}}  # fmt: skip
+    campaign = campaign_of(base, catalog)
+    plan = build_plan(campaign, solve_campaign(campaign))
+    a, b = plan.runs
+    assert b.start_h == a.end_h  # no minute lost between a dependency and its dependant
+    jobs = [base["jobs"][0] | {"deadline_h": a.end_h}, base["jobs"][1] | {"deadline_h": b.end_h}]
+    tight = campaign_of(base | {"jobs": jobs}, catalog)
+    again = build_plan(tight, solve_campaign(tight))  # each run ends exactly at its own deadline
+    assert [r.end_h for r in again.runs] == [a.end_h, b.end_h]
+    assert verify_plan(tight, again) == []

@@ -12,10 +12,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ftplan.errors import FtplanError
+from ftplan.limits import MAX_FILE_MIB
 
 M = TypeVar("M", bound=BaseModel)
 
-MAX_FILE_BYTES = 8 * 2**20  # job, scenario and plan files: a 2,000-run scenario is well under 1 MiB
+MAX_FILE_BYTES = MAX_FILE_MIB * 2**20  # job, scenario and plan files (see ftplan.limits)
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -29,13 +30,9 @@ def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     for key_node, _ in node.value:  # the keys written here; a merge (``<<: *anchor``) may be overridden
         if key_node.tag == "tag:yaml.org,2002:merge":
             continue
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a mapping key must be a scalar", key_node.start_mark
-            ) from None
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise yaml.constructor.ConstructorError(None, None, "a mapping key must be a scalar", key_node.start_mark)
+        key = key_node.value if key_node.tag == "tag:yaml.org,2002:str" else loader.construct_object(key_node)
         if key in seen:
             raise DuplicateKeyError(key, key_node.start_mark.line + 1, seen[key])
         seen[key] = key_node.start_mark.line + 1

@@ -6,9 +6,9 @@ or exhausting memory on what is almost always a typo.
 
 from __future__ import annotations
 
-MAX_FILE_MIB = 8
-"""Job, scenario and plan files: a 2,000-run scenario is well under 1 MiB; YAML parsing of larger
-files takes seconds before anything can be said about them."""
+MAX_FILE_MIB = 4
+"""Job, scenario and plan files: a 2,000-run scenario is well under 1 MiB and its plan about 1.5 MiB;
+YAML parsing takes about a second per MiB before anything can be said about a file."""
 
 MAX_RUNS = 2_000
 """Runs in one scenario (jobs times their ``count``). Candidate generation and the CP-SAT model

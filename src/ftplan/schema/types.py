@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Strict, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, Strict
 
 
 def _number(value: Any) -> Any:
@@ -29,6 +29,10 @@ Bool = Annotated[bool, Strict()]
 
 
 def _identifier(value: str) -> str:
+    if not value:
+        raise ValueError("an id must have at least 1 character")
+    if len(value) > 200:
+        raise ValueError(f"an id has at most 200 characters, this one {len(value)}")
     bad = sorted({c for c in value if c in "#/" or c.isspace() or not c.isprintable()})
     if bad:
         shown = ", ".join(repr(c) for c in bad)
@@ -38,4 +42,15 @@ def _identifier(value: str) -> str:
     return value
 
 
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_identifier)]
+def _text(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(
+            f"expected text, got the boolean {str(value).lower()} (YAML reads yes/no/on/off/true/false as "
+            "booleans): put it in quotes"
+        )
+    if isinstance(value, int | float):
+        raise ValueError(f"expected text, got the number {value}: put it in quotes")
+    return value
+
+
+Identifier = Annotated[str, BeforeValidator(_text), AfterValidator(_identifier)]
