@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 phase="${1:-verify}"
 case "$phase" in
-  verify) target="src/ftplan/verify.py"; tests='"tests/test_verifier.py", "tests/test_bad_inputs.py"' ;;
+  verify) target="src/ftplan/verify.py"
+          tests='"tests/test_verifier_rules.py", "tests/test_verifier.py", "tests/test_bad_inputs.py"' ;;
   model) target="src/ftplan/solver/model.py"
          tests='"tests/test_planner.py", "tests/test_reliability.py", "tests/test_verifier.py"' ;;
   *) echo "usage: benchmarks/mutation.sh verify|model" >&2; exit 2 ;;

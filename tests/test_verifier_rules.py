@@ -19,7 +19,8 @@ import pytest
 from ftplan.catalog import load_catalog
 from ftplan.scenario import load_scenario, resolve_scenario
 from ftplan.schema.plan import Plan
-from ftplan.verify import BYTES_TOL, REL_TOL, verify_plan
+from ftplan.units import MONEY_UNITS_PER_USD
+from ftplan.verify import BYTES_TOL, REL_TOL, differ, verify_plan
 
 HERE = Path(__file__).resolve().parent / "verifier"
 PLAN = json.loads((HERE / "rich_plan.json").read_text())
@@ -91,6 +92,7 @@ EDITS: dict[str, Callable[[dict], None]] = {
     "two unknown runs": both(setter(lambda p: R(p, S2), run="zz1"), setter(lambda p: R(p, S3), run="zz2")),
     "placed twice": dup_run(S2),
     "missing": drop_run(S3),
+    "unknown run before a bad one": both(setter(lambda p: R(p, TP), run="zz"), layout(Z3, precision="fp32")),
     "two unknown pools": both(setter(lambda p: R(p, S2), pool="p1"), setter(lambda p: R(p, S3), pool="p2")),
     "job renamed": setter(lambda p: R(p, S2), job="z3"),
     "precision": layout(Z3, precision="fp32"),
@@ -116,6 +118,14 @@ EDITS: dict[str, Callable[[dict], None]] = {
     "node beyond the pool": setter(lambda p: R(p, S1), nodes=["buy/node1"], gpus={"buy/node1": [0, 1, 2, 3]}),
     "node of another pool": setter(lambda p: R(p, S2), nodes=["lab/node0"], gpus={"lab/node0": [0]}),
     "instance beyond the quota": setter(lambda p: R(p, S2), nodes=["rp/i2"], gpus={"rp/i2": [0]}),
+    "node id not a number": setter(lambda p: R(p, S1), nodes=["buy/nodeX"], gpus={"buy/nodeX": [0, 1, 2, 3]}),
+    "node id with a leading zero": setter(lambda p: R(p, S1), nodes=["buy/node00"], gpus={"buy/node00": [0, 1, 2, 3]}),
+    "node id of the wrong kind": setter(lambda p: R(p, S2), nodes=["rp/node0"], gpus={"rp/node0": [0]}),
+    "node id of another pool's name": setter(lambda p: R(p, S2), nodes=["rpx/i0"], gpus={"rpx/i0": [0]}),
+    "spans instances without a network": both(
+        setter(lambda p: R(p, S2), nodes=["rp/i0", "rp/i1"], gpus={"rp/i0": [0], "rp/i1": [0]}, gpu_count=2),
+        layout(S2, dp=2, grad_accum=4),
+    ),
     "purchase not listed": lambda p: p["totals"]["pools"].remove(pool(p, "buy")),
     # the models' numbers
     "memory 3 bytes off": add(lambda p: R(p, Z3), "memory_per_gpu_bytes", BYTES_TOL + 1),
@@ -125,6 +135,7 @@ EDITS: dict[str, Callable[[dict], None]] = {
     "hours": scale(lambda p: R(p, TP), "hours", 1 + 2 * REL_TOL),
     "tokens per second": scale(lambda p: R(p, TP), "tokens_per_s", 1 - 2 * REL_TOL),
     "ends before it starts": setter(lambda p: R(p, S2), start_h=0.2),
+    "zero-length interval": lambda p: R(p, S2).update(end_h=R(p, S2)["start_h"]),
     "interval too short": setter(lambda p: R(p, TP), end_h=0.13),
     "usd": scale(lambda p: R(p, TP), "usd", 1 + 2e-6),
     "cloud usd": scale(lambda p: R(p, OFF), "usd", 1 - 1e-5),
@@ -137,6 +148,10 @@ EDITS: dict[str, Callable[[dict], None]] = {
     # totals
     "pool missing": lambda p: p["totals"]["pools"].remove(pool(p, "rp")),
     "pool unknown": lambda p: p["totals"]["pools"].append(pool(p, "rp") | {"pool": "nowhere"}),
+    "pool unknown before a wrong one": both(
+        lambda p: p["totals"]["pools"].insert(0, pool(p, "rp") | {"pool": "nowhere"}),
+        scale(lambda p: pool(p, "lab"), "utilisation", 0.5),
+    ),
     "gpu-hours": scale(lambda p: p["totals"], "gpu_hours", 1 + 2e-9),
     "makespan": add(lambda p: p["totals"], "makespan_h", 1e-6),
     "cost": add(lambda p: p["totals"], "cost_usd", 1e-5),
@@ -157,6 +172,13 @@ EDITS: dict[str, Callable[[dict], None]] = {
     "then value": add(lambda p: p["solver"], "then_value", 0.01),
     "then bound above": add(lambda p: p["solver"], "then_bound", 0.01),
     "then gap": setter(lambda p: p["solver"], then_gap=0.5),
+    "then gap just beyond": setter(lambda p: p["solver"], then_gap=2e-9),
+    "then value a unit below the plan": lambda p: p["solver"].update(
+        then_value=_cost_units(p, -1), then_bound=_cost_units(p, -1)
+    ),
+    "then value beyond the rounding": lambda p: p["solver"].update(
+        then_value=_cost_units(p, 8), then_bound=_cost_units(p, 8)
+    ),
     "then optimal with a gap": both(
         setter(lambda p: p["solver"], then_bound=0.0), setter(lambda p: p["solver"], then_gap=1.0)
     ),
@@ -171,9 +193,13 @@ VALID: dict[str, Callable[[dict], None]] = {
     "memory 2 bytes off": add(lambda p: R(p, Z3), "memory_per_gpu_bytes", BYTES_TOL),
     "headroom 2 bytes off": add(lambda p: R(p, Z3), "headroom_bytes", -BYTES_TOL),
     "longer interval": setter(lambda p: R(p, TP), end_h=0.15),
-    "value within money rounding": setter(
-        lambda p: p["solver"], then_value=91.6707 - 0.0005, then_bound=91.6707 - 0.0005
+    "then value at the plan's cost": lambda p: p["solver"].update(
+        then_value=_cost_units(p, 0), then_bound=_cost_units(p, 0)
     ),
+    "then value at the rounding's edge": lambda p: p["solver"].update(
+        then_value=_cost_units(p, 7), then_bound=_cost_units(p, 7)
+    ),
+    "then gap within": setter(lambda p: p["solver"], then_gap=1e-9),
     "then not run": setter(
         lambda p: p["solver"], then_status="NOT RUN", then_value=None, then_bound=None, then_gap=None
     ),
@@ -182,6 +208,12 @@ VALID: dict[str, Callable[[dict], None]] = {
     ),
     "feasible with a gap": setter(lambda p: p["solver"], status="FEASIBLE", bound=0.12, gap=0.2),
 }
+
+
+def _cost_units(p: dict, extra: int) -> float:
+    """The plan's cost in whole money units, plus ``extra`` (the solver may round each of the 6 runs
+    and the 1 bought node up by less than a unit: 7 in all)."""
+    return (round(p["totals"]["cost_usd"] * MONEY_UNITS_PER_USD) + extra) / MONEY_UNITS_PER_USD
 
 
 def violations(edit: Callable[[dict], None], campaign=None) -> list[str]:
@@ -199,7 +231,7 @@ def test_the_plan_uses_every_mechanism():
     runs = {r["run"]: r for r in PLAN["runs"]}
     assert runs[TP]["layout"]["tp"] > 1 and len(runs[TP]["nodes"]) == 2
     assert runs[Z3]["layout"]["zero"] == 3 and runs[Z3]["layout"]["recompute"] == "full"
-    assert runs[Z3]["layout"]["optimizer"] == "adamw-fused" and runs[OFF]["layout"]["offload"] != "none"
+    assert runs[Z3]["layout"]["optimizer"] == "adafactor" and runs[OFF]["layout"]["offload"] != "none"
     assert {r["pool"] for r in PLAN["runs"]} == {"lab", "rp", "buy"} and pool(PLAN, "buy")["nodes_bought"] == 1
     assert runs[S1]["start_h"] == runs[Z3]["end_h"]  # a dependant starting as its dependency ends
     assert verify_plan(_campaign(), Plan.model_validate(PLAN)) == []
@@ -235,6 +267,34 @@ def test_limits_broken_by_a_cent_or_a_minute(expected):
     }
     for name, campaign in cases.items():
         assert verify_plan(campaign, Plan.model_validate(PLAN)) == expected[name], name
+
+
+def test_differ_holds_its_tolerance_exactly():
+    assert not differ(1.5, 1.0, 0.5) and differ(1.5, 1.0, 0.25)
+    assert not differ(0.5, 1.0, 0.5) and differ(0.5, -1.0, 0.5)
+    assert not differ(0.0, 0.0, 0.0) and differ(1e-300, 0.0, 0.5)
+
+
+def test_a_spot_pool_of_multi_gpu_instances_verifies(catalog):
+    """Cloud runs pay whole instances (1 GPU of an 8-GPU instance pays for 8) and a spot pool's
+    hours carry its time factor: a plan made that way verifies, and its numbers are those."""
+    from dataclasses import replace
+
+    from ftplan.plan import build_plan
+    from ftplan.schema.scenario import Scenario
+    from ftplan.solver import solve_campaign
+
+    data = {"name": "spot", "jobs": [{"id": "a", "model": "qwen2.5-0.5b", "method": "lora", "seq_len": 1024,
+                                      "tokens": 10**7, "global_batch": 8, "allow": {"max_gpus": 1}}],
+            "pools": [{"id": "p4", "kind": "cloud", "instance": "aws/p4de.24xlarge", "quota_nodes": 1}]}  # fmt: skip
+    campaign = resolve_scenario(Scenario.model_validate(data), catalog, "spot.yaml")
+    campaign = replace(campaign, pools=[replace(campaign.pools[0], time_factor=1.25)])
+    plan = build_plan(campaign, solve_campaign(campaign))
+    assert verify_plan(campaign, plan) == []
+    r = plan.runs[0]
+    assert r.gpu_count == 1 and r.usd == pytest.approx(r.hours * campaign.pools[0].usd_per_node_h)
+    plain = replace(campaign, pools=[replace(campaign.pools[0], time_factor=1.0)])
+    assert any("h stated" in v for v in verify_plan(plain, plan))
 
 
 def test_an_unnamed_scenario_is_matched_by_file_name(tmp_path):

@@ -73,6 +73,11 @@ def end_minutes(hours: float) -> int:
     return math.ceil(round(hours * MINUTES_PER_HOUR, 6))
 
 
+def start_minutes(hours: float) -> int:
+    """A plan's start time in whole minutes (rounded down if edited: a run starts no later)."""
+    return math.floor(round(hours * MINUTES_PER_HOUR, 6))
+
+
 def budget_units(usd: float) -> int:
     """A budget in whole money units, rounded down: a plan within it is within the user's budget."""
     return math.floor(round(usd * MONEY_UNITS_PER_USD, 6))

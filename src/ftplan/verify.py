@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,11 +31,25 @@ from ftplan.memory.setup import Optimizer
 from ftplan.scenario import Campaign, PoolSpec, Run, purchase_charge
 from ftplan.schema.plan import Plan, PlanRun, PoolUse
 from ftplan.timing import model as tm
-from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, deadline_minutes, end_minutes
+from ftplan.units import (
+    MINUTES_PER_HOUR,
+    MONEY_UNITS_PER_USD,
+    deadline_minutes,
+    end_minutes,
+    hours_to_minutes,
+    start_minutes,
+)
 
-REL_TOL = 1e-6  # plans store floats; recomputed values must agree to this relative tolerance
-TIME_TOL_H = 0.5 / MINUTES_PER_HOUR  # half a minute: intervals are whole minutes
+REL_TOL = 1e-6  # a run's hours, tokens/s and dollars: the layout search computes them as arrays
+TOTAL_TOL = 1e-9  # totals: sums of the runs' own numbers, recomputed the same way
+GAP_TOL = 1e-9  # a gap recomputed from the plan's rounded value and bound
 BYTES_TOL = 2  # the layout search extends one estimate to every micro-batch in floats: ±2 bytes of rounding
+NODE_ID = re.compile(r"(?P<pool>[^/]+)/(?:node|i)(?P<k>0|[1-9][0-9]*)")
+
+
+def differ(stated: float, value: float, rel: float) -> bool:
+    """Whether a stated number differs from its recomputed ``value`` by more than ``rel`` of it."""
+    return abs(stated - value) > rel * abs(value)
 
 
 def verify_plan(campaign: Campaign, plan: Plan) -> list[str]:
@@ -79,39 +94,47 @@ def _identity(plan: Plan, campaign: Campaign) -> list[str]:
     return [] if ok else [f"scenario: the plan is for {plan.scenario!r}, this scenario is {expected!r}"]
 
 
+def _units(goal: str, value: float) -> int:
+    """The solver's integers: money units (cost) or minutes (time)."""
+    return round(value * (MONEY_UNITS_PER_USD if goal == "cost" else MINUTES_PER_HOUR))
+
+
 def _solver(plan: Plan) -> list[str]:
-    """The solver block against the plan: values, bounds, gaps and statuses that agree with it."""
+    """The solver block against the plan, in the solver's own integers: a value that is the plan's
+    cost (each run and each bought node rounded up to a money unit, as the solver counts them) or
+    makespan, a bound not above it, the gap between them, and OPTIMAL only with no gap."""
     errs: list[str] = []
     s = plan.solver
-    money_tol = (len(plan.runs) + len(plan.totals.pools)) / MONEY_UNITS_PER_USD + 1e-6  # per-run rounding up
     actual = {"cost": plan.totals.cost_usd, "time": plan.totals.makespan_h}
-    tol = {"cost": money_tol, "time": 1e-6}
+    slack = {"cost": len(plan.runs) + sum(u.nodes_bought for u in plan.totals.pools), "time": 0}
 
     def stage(label: str, goal: str, value: float, bound: float, gap: float, status: str) -> None:
-        if abs(value - actual[goal]) > tol[goal] + 1e-9 * abs(actual[goal]):
+        v, b, a = _units(goal, value), _units(goal, bound), _units(goal, actual[goal])
+        if not a <= v <= a + slack[goal]:
             errs.append(f"solver: {label} value {value:,.4f} is not the plan's {goal} {actual[goal]:,.4f}")
-        if bound > value + tol[goal]:
+        if b > v:
             errs.append(f"solver: {label} bound {bound:,.4f} is above its value {value:,.4f}")
-        true_gap = abs(value - bound) / max(abs(value), 1e-9)
-        if not math.isclose(gap, true_gap, rel_tol=1e-6, abs_tol=1e-9):
-            errs.append(f"solver: {label} gap {gap:.6f} stated, {true_gap:.6f} from its value and bound")
-        if status == "OPTIMAL" and true_gap > 1e-9:
+        true_gap = abs(value - bound) / abs(value) if value else 0.0
+        if abs(gap - true_gap) > GAP_TOL:
+            errs.append(f"solver: {label} gap {gap:.3g} stated, {true_gap:.3g} from its value and bound")
+        if status == "OPTIMAL" and b != v:
             errs.append(f"solver: {label} is OPTIMAL with a gap of {100 * true_gap:.2f}%")
 
     stage("objective", s.objective, s.objective_value, s.bound, s.gap, s.status)
-    if s.then is not None:
-        if s.then == s.objective:
-            errs.append(f"solver: second objective {s.then!r} repeats the first")
-        values = (s.then_value, s.then_bound, s.then_gap)
-        if s.then_status == "NOT RUN":
-            if any(v is not None for v in values):
-                errs.append("solver: the second objective was not run but states a value")
-        elif s.then_status is None or any(v is None for v in values):
-            errs.append("solver: the second objective needs a status, value, bound and gap")
-        else:
-            stage("second objective", s.then, s.then_value, s.then_bound, s.then_gap, s.then_status)  # type: ignore[arg-type]
-    elif any(v is not None for v in (s.then_status, s.then_value, s.then_bound, s.then_gap)):
-        errs.append("solver: a second objective's results without a second objective")
+    values = (s.then_value, s.then_bound, s.then_gap)
+    if s.then is None:
+        if s.then_status is not None or values != (None, None, None):
+            errs.append("solver: a second objective's results without a second objective")
+        return errs
+    if s.then == s.objective:
+        errs.append(f"solver: second objective {s.then!r} repeats the first")
+    if s.then_status == "NOT RUN":
+        if values != (None, None, None):
+            errs.append("solver: the second objective was not run but states a value")
+    elif s.then_status is None or None in values:
+        errs.append("solver: the second objective needs a status, value, bound and gap")
+    else:
+        stage("second objective", s.then, *values, s.then_status)  # type: ignore[arg-type]
     return errs
 
 
@@ -166,21 +189,20 @@ def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int) -> list[str]:
         errs.append(f"{r.run}: a multi-node run must take its nodes whole")
     if r.gpu_count <= per and len(r.nodes) != 1:
         errs.append(f"{r.run}: a run of {r.gpu_count} GPUs must stay inside one node")
-    if len(r.nodes) > pool.pool.max_run_nodes:
-        why = "it states no network between nodes" if not pool.pool.network_gbps else "that is beyond the limit"
+    if len(r.nodes) > 1 and not pool.pool.network_gbps:
         errs.append(
-            f"{r.run}: spans {len(r.nodes)} nodes of pool {pool.id}, which lets a run span "
-            f"{pool.pool.max_run_nodes} ({why})"
+            f"{r.run}: spans {len(r.nodes)} nodes of pool {pool.id}, which states no network between nodes "
+            "(a run stays inside one node)"
         )
     if len(set(r.nodes)) != len(r.nodes):
         errs.append(f"{r.run}: node list {r.nodes} names a node twice")
     if set(r.gpus) != set(r.nodes):
         errs.append(f"{r.run}: GPU indices name nodes {sorted(r.gpus)} but the run is on {r.nodes}")
+    limit = bought if pool.kind == "purchase" else pool.nodes
+    kind = "node" if pool.placed else "i"
     for n in r.nodes:
-        prefix = f"{pool.id}/{'node' if pool.placed else 'i'}"
-        k = int(n[len(prefix) :]) if n.startswith(prefix) and n[len(prefix) :].isdigit() else -1
-        limit = bought if pool.kind == "purchase" else pool.nodes
-        if not 0 <= k < limit:
+        m = NODE_ID.fullmatch(n)
+        if m is None or m["pool"] != pool.id or not n.startswith(f"{pool.id}/{kind}") or int(m["k"]) >= limit:
             errs.append(f"{r.run}: node {n!r} is not one of the pool's {limit} nodes")
     if errs:
         return errs
@@ -205,20 +227,20 @@ def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int) -> list[str]:
         lay.grad_accum)))  # fmt: skip
     steps = math.ceil(job.tokens / (job.global_batch * job.training.seq_len))
     hours = steps * float(t.total[0]) / 3600 * pool.time_factor
-    if not math.isclose(hours, r.hours, rel_tol=REL_TOL):
+    if differ(r.hours, hours, REL_TOL):
         errs.append(f"{r.run}: {r.hours:.4f} h stated, {hours:.4f} h recomputed")
     tokens_per_s = job.global_batch * job.training.seq_len / float(t.total[0])
-    if not math.isclose(tokens_per_s, r.tokens_per_s, rel_tol=REL_TOL):
+    if differ(r.tokens_per_s, tokens_per_s, REL_TOL):
         errs.append(f"{r.run}: {r.tokens_per_s:,.1f} tokens/s stated, {tokens_per_s:,.1f} recomputed")
     if r.end_h < r.start_h:
         errs.append(f"{r.run}: ends at {r.end_h:.2f} h, before it starts at {r.start_h:.2f} h")
-    if r.end_h - r.start_h < hours - TIME_TOL_H:
+    elif end_minutes(r.end_h) - start_minutes(r.start_h) < hours_to_minutes(hours):
         errs.append(f"{r.run}: interval {r.end_h - r.start_h:.3f} h is shorter than its {hours:.3f} h")
     nodes_paid = math.ceil(r.gpu_count / per)
     usd = hours * (
         nodes_paid * pool.usd_per_node_h if pool.kind == "cloud" else pool.usd_per_node_h * r.gpu_count / per
     )
-    if not math.isclose(usd, r.usd, rel_tol=1e-6, abs_tol=1e-6):
+    if differ(r.usd, usd, REL_TOL):
         errs.append(f"{r.run}: ${r.usd:.2f} stated, ${usd:.2f} recomputed")
     return errs
 
@@ -228,7 +250,7 @@ def _capacity(plan: Plan, campaign: Campaign) -> list[str]:
     instances whole, and instance ids stay below the quota, so this also keeps the quota)."""
     errs: list[str] = []
     use: dict[tuple[str, int], list[tuple[float, float, str]]] = {}
-    instances: dict[str, list[tuple[float, float, str]]] = {}
+    instances: dict[tuple[str, str], list[tuple[float, float, str]]] = {}
     pools = {p.id: p for p in campaign.pools}
     for r in plan.runs:
         for n, idx in r.gpus.items():
@@ -236,11 +258,11 @@ def _capacity(plan: Plan, campaign: Campaign) -> list[str]:
                 use.setdefault((n, i), []).append((r.start_h, r.end_h, r.run))
         if not pools[r.pool].placed:
             for n in r.nodes:
-                instances.setdefault(n, []).append((r.start_h, r.end_h, r.run))
+                instances.setdefault((r.pool, n), []).append((r.start_h, r.end_h, r.run))
     for (n, i), spans in sorted(use.items()):
         errs += [f"{n} GPU {i}: {clash}" for clash in _overlaps(spans)]
-    for n, spans in sorted(instances.items()):
-        quota = pools[n.split("/", 1)[0]].nodes
+    for (pool_id, n), spans in sorted(instances.items()):
+        quota = pools[pool_id].nodes
         errs += [
             f"{n}: {clash} on one instance (each run rents whole instances; quota {quota})"
             for clash in _overlaps(spans)
@@ -270,7 +292,7 @@ def _timing(plan: Plan, campaign: Campaign) -> list[str]:
         if deadline is not None and end > deadline_minutes(deadline):
             errs.append(f"{run.id}: ends at {r.end_h:.2f} h, after the campaign deadline of {deadline:g} h")
         for dep in run.depends_on:
-            if r.start_h < by_run[dep].end_h - 1e-9:
+            if start_minutes(r.start_h) < end_minutes(by_run[dep].end_h):
                 errs.append(f"{run.id}: starts at {r.start_h:.2f} h, before {dep} ends at {by_run[dep].end_h:.2f} h")
     return errs
 
@@ -283,9 +305,9 @@ def _totals(plan: Plan, campaign: Campaign) -> list[str]:
     expected = [p.id for p in campaign.pools]
     if sorted(listed) != sorted(expected):
         errs.append(f"totals: pools {listed} listed, the scenario has {expected}")
-    makespan = max((r.end_h for r in plan.runs), default=0.0)
+    makespan = max(r.end_h for r in plan.runs)
     gpu_hours = sum(r.hours * r.gpu_count for r in plan.runs)
-    if not math.isclose(gpu_hours, plan.totals.gpu_hours, rel_tol=1e-9, abs_tol=1e-9):
+    if differ(plan.totals.gpu_hours, gpu_hours, TOTAL_TOL):
         errs.append(f"totals: {plan.totals.gpu_hours:,.4f} GPU-hours stated, {gpu_hours:,.4f} recomputed")
     for u in plan.totals.pools:
         pool = next((p for p in campaign.pools if p.id == u.pool), None)
@@ -297,18 +319,18 @@ def _totals(plan: Plan, campaign: Campaign) -> list[str]:
             if u.nodes_bought > pool.nodes:
                 errs.append(f"{pool.id}: {u.nodes_bought} nodes bought, at most {pool.nodes}")
             cost += u.nodes_bought * purchase_charge(pool, deadline)
-    if not math.isclose(cost, plan.totals.cost_usd, rel_tol=1e-9, abs_tol=1e-6):
+    if differ(plan.totals.cost_usd, cost, TOTAL_TOL):
         errs.append(f"totals: cost ${plan.totals.cost_usd:,.2f} stated, ${cost:,.2f} recomputed")
-    if not math.isclose(makespan, plan.totals.makespan_h, rel_tol=1e-9, abs_tol=1e-9):
+    if differ(plan.totals.makespan_h, makespan, TOTAL_TOL):
         errs.append(f"totals: makespan {plan.totals.makespan_h:.2f} h stated, {makespan:.2f} h recomputed")
     budget = campaign.scenario.objective.budget_usd
-    if budget is not None and cost > budget + 1e-6:
+    if budget is not None and cost > budget:
         errs.append(f"totals: cost ${cost:,.2f} is over the budget of ${budget:,.2f}")
     capex = campaign.scenario.objective.capex_usd
     if capex is not None:
         pools = {p.id: p for p in campaign.pools}
         spent = sum(u.nodes_bought * pools[u.pool].purchase_usd_per_node for u in plan.totals.pools if u.pool in pools)
-        if spent > capex + 1e-6:
+        if spent > capex:
             errs.append(f"totals: purchases of ${spent:,.2f} exceed the capital budget of ${capex:,.2f}")
     return errs
 
@@ -321,13 +343,13 @@ def _pool_use(u: PoolUse, pool: PoolSpec, plan: Plan, makespan: float, deadline:
     used = sum(r.hours * r.gpu_count for r in plan.runs if r.pool == pool.id)
     nodes = u.nodes_bought if pool.kind == "purchase" else pool.nodes
     available = nodes * pool.gpus_per_node * makespan
-    purchase = u.nodes_bought * purchase_charge(pool, deadline) if pool.kind == "purchase" else 0.0
+    purchase = u.nodes_bought * purchase_charge(pool, deadline)  # owned and cloud pools sell nothing: 0
     for what, stated, value in (
         ("GPU-hours used", u.gpu_hours_used, used),
         ("GPU-hours available", u.gpu_hours_available, available),
         ("utilisation", u.utilisation, used / available if available else 0.0),
         ("purchase USD", u.purchase_usd, purchase),
     ):
-        if not math.isclose(stated, value, rel_tol=1e-9, abs_tol=1e-9):
+        if differ(stated, value, TOTAL_TOL):
             errs.append(f"{pool.id}: {what} {stated:,.4f} stated, {value:,.4f} recomputed")
     return errs
