@@ -6,10 +6,12 @@
 # for the run and restored after):
 #   benchmarks/mutation.sh verify     # verify.py against the verifier tests and the bad-input corpus
 #   benchmarks/mutation.sh model      # solver/model.py against the planner tests
+#   benchmarks/mutation.sh model 'ftplan.solver.model.x__energy*'   # only these mutants
 # Survivors are listed at the end; `mutmut show NAME` prints one's diff.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 phase="${1:-verify}"
+shift || true
 case "$phase" in
   verify) target="src/ftplan/verify.py"
           tests='"tests/test_verifier_rules.py", "tests/test_verifier.py", "tests/test_bad_inputs.py"' ;;
@@ -29,7 +31,7 @@ block = (f'[tool.mutmut]\nsource_paths = ["src"]\nonly_mutate = ["{sys.argv[1]}"
 open("pyproject.toml", "w").write(re.sub(r"\[tool\.mutmut\].*", block, text, flags=re.S))
 PY
 rm -rf mutants
-mutmut run || true
+mutmut run "$@" || true
 echo
 echo "survivors of $target (mutmut show NAME for the diff):"
 mutmut results | grep -v "not checked" || echo "none"

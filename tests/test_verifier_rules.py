@@ -186,6 +186,7 @@ EDITS: dict[str, Callable[[dict], None]] = {
     "then without status": setter(lambda p: p["solver"], then_status=None),
     "then without value": setter(lambda p: p["solver"], then_value=None),
     "results without then": setter(lambda p: p["solver"], then=None),
+    "a status without then": setter(lambda p: p["solver"], then=None, then_value=None, then_bound=None, then_gap=None),
 }
 
 # inside every tolerance, or exactly on a boundary: the plan stays valid
@@ -200,6 +201,7 @@ VALID: dict[str, Callable[[dict], None]] = {
         then_value=_cost_units(p, 7), then_bound=_cost_units(p, 7)
     ),
     "then gap within": setter(lambda p: p["solver"], then_gap=1e-9),
+    "value within its minute": setter(lambda p: p["solver"], objective_value=0.151, gap=0.001 / 0.151),
     "then not run": setter(
         lambda p: p["solver"], then_status="NOT RUN", then_value=None, then_bound=None, then_gap=None
     ),
@@ -295,6 +297,21 @@ def test_a_spot_pool_of_multi_gpu_instances_verifies(catalog):
     assert r.gpu_count == 1 and r.usd == pytest.approx(r.hours * campaign.pools[0].usd_per_node_h)
     plain = replace(campaign, pools=[replace(campaign.pools[0], time_factor=1.0)])
     assert any("h stated" in v for v in verify_plan(plain, plan))
+
+
+def test_a_free_campaign_verifies(catalog):
+    """Owned nodes at no running cost: a campaign of $0, whose cost objective has no gap."""
+    from ftplan.plan import build_plan
+    from ftplan.schema.scenario import Scenario
+    from ftplan.solver import solve_campaign
+
+    data = {"name": "free", "jobs": [{"id": "a", "model": "qwen2.5-0.5b", "method": "lora", "seq_len": 1024,
+                                      "tokens": 10**7, "global_batch": 8}],
+            "pools": [{"id": "lab", "kind": "owned", "gpu": "h100", "nodes": 1}]}  # fmt: skip
+    campaign = resolve_scenario(Scenario.model_validate(data), catalog, "free.yaml")
+    plan = build_plan(campaign, solve_campaign(campaign))
+    assert plan.totals.cost_usd == 0 and plan.solver.objective == "cost" and plan.solver.gap == 0
+    assert verify_plan(campaign, plan) == []
 
 
 def test_an_unnamed_scenario_is_matched_by_file_name(tmp_path):

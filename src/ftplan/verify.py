@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ftplan.fit import hardware
-from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, ZeroStage, estimate_memory
+from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, Training, ZeroStage, estimate_memory
 from ftplan.memory.setup import Optimizer
 from ftplan.scenario import Campaign, PoolSpec, Run, purchase_charge
 from ftplan.schema.plan import Plan, PlanRun, PoolUse
@@ -138,10 +138,15 @@ def _solver(plan: Plan) -> list[str]:
     return errs
 
 
+def planned_training(run: Run, r: PlanRun) -> Training:
+    """The job's recipe with the optimizer the plan chose for the run."""
+    return replace(run.job.training, optimizer=Optimizer(r.layout.optimizer))
+
+
 def run_memory(run: Run, r: PlanRun, pool: PoolSpec) -> MemoryEstimate:
     """The memory model on a planned run's layout and pool (what the plan states per GPU)."""
     lay, job, gpu = r.layout, run.job, pool.pool.gpu
-    training = replace(job.training, optimizer=Optimizer(lay.optimizer))
+    training = planned_training(run, r)
     layout = Layout(dp=lay.dp, tp=lay.tp, zero=ZeroStage(lay.zero), offload=Offload(lay.offload),
                     recompute=Recompute(lay.recompute), micro_batch=lay.micro_batch, grad_accum=lay.grad_accum,
                     gpus_per_node=pool.gpus_per_node)  # fmt: skip
@@ -206,7 +211,7 @@ def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int) -> list[str]:
             errs.append(f"{r.run}: node {n!r} is not one of the pool's {limit} nodes")
     if errs:
         return errs
-    training = replace(job.training, optimizer=Optimizer(lay.optimizer))
+    training = planned_training(run, r)
     gpu = pool.pool.gpu
     try:
         est = run_memory(run, r, pool)
