@@ -17,7 +17,7 @@ import pytest
 from ftplan.errors import MeasureError
 from ftplan.io import read_yaml
 from ftplan.job import estimate_job, resolve_job
-from ftplan.schema.job import parse_job
+from ftplan.schema.job import load_job, parse_job
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -155,3 +155,15 @@ def test_cuda_grid_is_estimable(catalog):
         assert estimate_job(job).peak_reserved_bytes < 16 * 2**30  # fits any GPU the team might be lent
     assert any(c["job"].get("lora", {}).get("dropout") for c in grid)
     assert any(c["job"]["architecture"]["model_type"] == "bert" and c["job"]["precision"] == "bf16-mixed" for c in grid)
+
+
+def test_profiler_categories_are_labelled_as_torch_counts_them(catalog):
+    """The CPU timeline's columns follow torch's own category order: parameters are the weights,
+    optimizer state is the optimizer's, and nothing is dropped."""
+    job = resolve_job(load_job(ROOT / "scenarios/jobs/tiny-qwen2-lora-measure.yaml"), catalog, "tiny")
+    c = measure_job(job)
+    cats = c.measurement.peak_categories
+    weights = c.row("weights_trainable").measured + c.row("weights_frozen").measured
+    assert cats["parameter"] == pytest.approx(weights, rel=0.01)
+    assert cats["optimizer_state"] == pytest.approx(c.row("optimizer_states").measured, rel=0.01)
+    assert sum(cats.values()) == c.measurement.peak_allocated

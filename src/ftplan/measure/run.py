@@ -352,7 +352,7 @@ def _profile_cpu(torch: Any, run: Any) -> tuple[int, dict[str, int]]:
     from torch.profiler import ProfilerActivity, profile
 
     try:
-        from torch.profiler._memory_profiler import Category, MemoryProfileTimeline
+        from torch.profiler._memory_profiler import _CATEGORY_TO_INDEX, MemoryProfileTimeline
     except ImportError as exc:  # the timeline is a private torch API
         msg = f"this torch has no memory profiler timeline ({exc}). To fix: install 'ftplan[measure]'."
         raise MeasureError(msg) from exc
@@ -362,5 +362,7 @@ def _profile_cpu(torch: Any, run: Any) -> tuple[int, dict[str, int]]:
     _, sizes = timeline._coalesce_timeline(torch.device("cpu"))
     totals = [sum(row) for row in sizes]
     at = max(range(len(totals)), key=totals.__getitem__)
-    names = ["unknown", *(c.name.lower() for c in Category)]
-    return int(totals[at]), {n: int(v) for n, v in zip(names, sizes[at], strict=False) if v}
+    # a row is [0, then one size per category at position _CATEGORY_TO_INDEX[category] + 1]; the
+    # category None is what the profiler could not attribute
+    names = {i + 1: (c.name.lower() if c is not None else "uncategorised") for c, i in _CATEGORY_TO_INDEX.items()}
+    return int(totals[at]), {names[i]: int(v) for i, v in enumerate(sizes[at]) if v and i in names}
