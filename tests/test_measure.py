@@ -167,3 +167,16 @@ def test_profiler_categories_are_labelled_as_torch_counts_them(catalog):
     assert cats["parameter"] == pytest.approx(weights, rel=0.01)
     assert cats["optimizer_state"] == pytest.approx(c.row("optimizer_states").measured, rel=0.01)
     assert sum(cats.values()) == c.measurement.peak_allocated
+
+
+def test_configs_transformers_builds_differently_are_adapted_or_refused(catalog):
+    """phi3's default token ids (32000) lie outside a small vocabulary: measured anyway. Gemma 2
+    under SDPA is refused by transformers: one line saying to measure it with eager attention."""
+    tiny = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+            "vocab_size": 512}  # fmt: skip
+    phi3 = _job({"architecture": {"model_type": "phi3", "num_key_value_heads": 4, **tiny}, "method": "full",
+                 "precision": "fp32", "seq_len": 32}, catalog)  # fmt: skip
+    assert measure_job(phi3).row("weights_trainable").rel_error == pytest.approx(0.0, abs=1e-3)
+    gemma2 = {"model_type": "gemma2", "num_key_value_heads": 2, "head_dim": 16, "query_pre_attn_scalar": 16, **tiny}
+    with pytest.raises(MeasureError, match="set `attention: eager`"):
+        measure_job(_job({"architecture": gemma2, "method": "full", "precision": "fp32", "seq_len": 32}, catalog))

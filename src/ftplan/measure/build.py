@@ -83,6 +83,11 @@ def hf_config(job: ResolvedJob) -> Any:
         fields.setdefault("decoder_start_token_id", fields.get("pad_token_id", 0))
         fields.setdefault("pad_token_id", 0)
     cfg = AutoConfig.for_model(model_type, **fields)
+    vocab = getattr(cfg, "vocab_size", None)
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):  # a config class's default ids (phi3's
+        value = getattr(cfg, key, None)  # 32000) may lie outside a small vocabulary; random weights need none
+        if isinstance(value, int) and vocab is not None and value >= vocab:
+            setattr(cfg, key, None)
     if job.training.dropout is False:  # after construction, so the config class's defaults are covered too
         for key in _DROPOUT_FIELDS:
             if hasattr(cfg, key):
@@ -113,7 +118,15 @@ def build_model(job: ResolvedJob, device: str, seed: int = 0) -> Any:
         Kind.ENCODER: AutoModelForSequenceClassification,
     }.get(job.arch.kind, AutoModelForCausalLM)
     attn = "eager" if job.arch.model_type in ("t5", "mt5") else tr.attention.value
-    model = auto.from_config(cfg, attn_implementation=attn)
+    try:
+        model = auto.from_config(cfg, attn_implementation=attn)
+    except ValueError as exc:
+        if "attention implementation" not in str(exc):
+            raise
+        raise MeasureError(
+            f"transformers does not build {job.arch.model_type} with attention {attn}. To fix: set "
+            "`attention: eager` in the job to measure it (the estimate follows the job's attention)."
+        ) from None
     low = _dtype(torch, tr.precision)
     base_fp32 = tr.lora is not None and tr.lora.base_fp32
     if tr.precision is Precision.BF16_PURE or (tr.precision.mixed and tr.method is not Method.FULL and not base_fp32):
