@@ -114,7 +114,7 @@ def plan(
     """`ftplan plan`: a layout, pool, nodes, GPUs and start time for every run, verified."""
     c = campaign(source, catalog)
     table = build_candidates(c, status=status)
-    return verified_plan(c, solve_campaign(c, table, progress=progress))
+    return verified_plan(c, solve_campaign(c, table, progress=progress, phases=status))
 
 
 def check(source: ScenarioInput, plan_source: Plan | str | Path, catalog: Catalog | None = None) -> list[str]:

@@ -112,6 +112,7 @@ def build_plan(campaign: Campaign, sol: Solution) -> Plan:
             greedy_cost_usd=greedy_cost,
             greedy_makespan_h=greedy_span,
             stopped_early=sol.stopped,
+            source=sol.source,
             then=sol.then,
             then_status=sol.then_status,
             then_value=None if sol.then_value is None else _scale(sol.then, sol.then_value),

@@ -9,7 +9,7 @@ violation, not the first.
 Every field of a plan is re-derived and compared, except these, which are informational (they
 describe how the plan was found, not what it does): ``solver.wall_s``, ``solver.seed``,
 ``solver.workers``, ``solver.ortools_version``, ``solver.greedy_cost_usd``,
-``solver.greedy_makespan_h`` and ``solver.stopped_early``. The solver's objective, value, bound,
+``solver.greedy_makespan_h``, ``solver.stopped_early`` and ``solver.source``. The solver's objective, value, bound,
 gap and status are held to the plan itself: the value is the plan's cost or makespan, the bound is
 not above it, the gap is theirs, and OPTIMAL means a gap of zero. ``scenario`` must be the
 scenario's name (or, for a scenario without one, its file name).

@@ -63,7 +63,7 @@ def plan(
     campaign = resolve_scenario(sc, load_catalog(), str(scenario))
     live = Live(quiet)
     table = build_candidates(campaign, status=live)
-    solution = solve_campaign(campaign, table, progress=live.progress)
+    solution = solve_campaign(campaign, table, progress=live.progress, phases=live)
     live.done()
     result = verified_plan(campaign, solution)
     if output is not None:

@@ -33,6 +33,8 @@ def plan_table(plan: Plan) -> str:
     fmt = (lambda v: f"${v:,.2f}") if s.objective == "cost" else (lambda v: f"{v:,.2f} h")
     line = (f"\nsolver: {s.status} · {s.objective} {fmt(s.objective_value)} · bound {fmt(s.bound)} · "
             f"gap {100 * s.gap:.2f}% · {s.wall_s:.2f} s · seed {s.seed} · {s.workers} worker(s)")  # fmt: skip
+    if s.source == "greedy":
+        line += "\nthe greedy warm start's plan: CP-SAT found none as good within its time limit"
     if s.then is not None:
         then = (lambda v: f"${v:,.2f}") if s.then == "cost" else (lambda v: f"{v:,.2f} h")
         if s.then_value is None or s.then_bound is None or s.then_gap is None:

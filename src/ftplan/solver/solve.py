@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -17,7 +18,7 @@ from ftplan.limits import MAX_HOURS
 from ftplan.scenario import Campaign
 from ftplan.solver.greedy import Placement, greedy_plan
 from ftplan.solver.model import Model, build_model
-from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, deadline_minutes, usd_to_units
+from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, budget_units, deadline_minutes, usd_to_units
 
 
 class InfeasibleError(FtplanError):
@@ -61,6 +62,7 @@ class Solution:
     then_status: str | None = None  # OPTIMAL | FEASIBLE | NOT RUN (Ctrl-C or no time left)
     then_value: float | None = None  # its value and bound: money units (cost) or minutes (time)
     then_bound: float | None = None
+    source: str = "cp-sat"  # cp-sat | greedy: where the plan came from (the best one known)
 
     @property
     def then_gap(self) -> float | None:
@@ -174,19 +176,31 @@ def solve_campaign(
     table: CandidateTable | None = None,
     progress: Callable[[Progress], None] | None = None,
     keep_partial: bool = True,
+    phases: Callable[[str], None] | None = None,
 ) -> Solution:
     """Plan the campaign (see ``ftplan.solver.model`` for the formulation).
 
-    Ctrl-C stops the search: with ``keep_partial`` the best plan found so far is returned
-    (``Solution.stopped``); without it, as for commands that solve many campaigns and compare
-    them, :class:`KeyboardInterrupt` is raised.
+    The plan returned is the best one known: CP-SAT's, or the greedy warm start's when CP-SAT ends
+    without a plan (its time limit before a first solution) or with a worse one (``source``), so a
+    campaign with a greedy plan always gets a plan. Ctrl-C stops the search: with ``keep_partial``
+    the best plan found so far is returned (``Solution.stopped``); without it, as for commands that
+    solve many campaigns and compare them, :class:`KeyboardInterrupt` is raised. ``phases`` hears
+    each phase (model, greedy warm start, each objective's search) with the seconds since it began.
     """
+    began = time.monotonic()
+
+    def say(what: str) -> None:
+        if phases is not None:
+            phases(f"{what} ({time.monotonic() - began:.1f} s)")
+
     table = table or build_candidates(campaign)
     explain_infeasible(campaign, table)
     check_magnitudes(campaign, table)
+    say("building the CP-SAT model")
     m = build_model(campaign, table)
     obj = campaign.scenario.objective
     opts = campaign.scenario.solver
+    say("greedy warm start")
     greedy = _best_greedy(m, campaign, obj.minimise)
     if greedy is not None:
         _hint(m, greedy)
@@ -195,6 +209,7 @@ def solve_campaign(
     result = None
     stopped = False
     first_bound, first_status = 0.0, cp_model.UNKNOWN
+    use_greedy = False
     second: tuple[str, float | None, float | None] | None = None  # status, value, bound of the second stage
     with _Interrupts() as ctrl_c:
         for stage, goal in enumerate(order):
@@ -202,6 +217,7 @@ def solve_campaign(
                 stopped = True
                 break
             expr = m.cost if goal == "cost" else m.makespan
+            say(f"CP-SAT: {goal}" + (" (second objective)" if stage else ""))
             m.cp.minimize(expr)
             solver = cp_model.CpSolver()
             remaining = opts.time_limit_s - (time.monotonic() - t0)
@@ -217,7 +233,12 @@ def solve_campaign(
             status = solver.solve(m.cp, _Callback(progress, goal))
             ctrl_c.solver = None
             stopped = stopped or ctrl_c.hit
-            if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+            if stage == 0 and _greedy_holds(m, greedy, goal, solver if found else None, status):
+                use_greedy = True  # no plan from CP-SAT (or a worse one): the warm start is the best known
+                first_bound, first_status = _lower_bound(m, table, goal, solver), cp_model.UNKNOWN
+                break
+            if not found:
                 if stage == 0:
                     if stopped:
                         raise KeyboardInterrupt  # before the first plan: nothing to keep
@@ -235,17 +256,24 @@ def solve_campaign(
                 m.cp.add(expr <= round(solver.objective_value))
                 m.cp.clear_hints()
                 _hint(m, result[3][0])
-    assert result is not None
     if stopped and not keep_partial:
         raise KeyboardInterrupt
-    solver, status, goal, (placements, ends, bought) = result
     first = order[0]
-    value = solver.value(m.cost if first == "cost" else m.makespan)
-    bound = first_bound  # the first objective's bound (a second stage keeps its value ≤ the first optimum)
-    status = first_status
+    if use_greedy:
+        assert greedy is not None
+        placements, value = greedy, float(_greedy_objective(m, greedy, first) or 0.0)
+        ends = {r: p.start + m.cands[r][p.cand].minutes for r, p in greedy.items()}
+        bought = _greedy_bought(m, greedy)
+    else:
+        assert result is not None
+        solver, status, goal, (placements, ends, bought) = result
+        value = solver.value(m.cost if first == "cost" else m.makespan)
+    bound = min(first_bound, value)  # the first objective's bound (a second stage keeps its value ≤ the first)
     gap = abs(value - bound) / max(abs(value), 1e-9)
-    # CP-SAT says OPTIMAL once the relative-gap limit is met; call it optimal only when proven
-    name = "OPTIMAL" if status == cp_model.OPTIMAL and gap <= 1e-9 else "FEASIBLE"
+    # CP-SAT says OPTIMAL once the relative-gap limit is met; call it optimal only when proven (a
+    # greedy plan that meets a valid lower bound is proven too)
+    proven = (first_status == cp_model.OPTIMAL or use_greedy) and gap <= 1e-9
+    name = "OPTIMAL" if proven else "FEASIBLE"
     then = order[1] if len(order) > 1 else None
     if then is not None and second is None:
         second = ("NOT RUN", None, None)
@@ -255,7 +283,7 @@ def solve_campaign(
         workers=opts.workers, placements=placements, ends=ends, bought=bought, greedy=greedy, table=table,
         stopped=stopped, greedy_objective=_greedy_objective(m, greedy, first), then=then,
         then_status=second[0] if second else None, then_value=second[1] if second else None,
-        then_bound=second[2] if second else None,
+        then_bound=second[2] if second else None, source="greedy" if use_greedy else "cp-sat",
     )  # fmt: skip
 
 
@@ -265,6 +293,46 @@ def _best_greedy(m: Model, campaign: Campaign, minimise: str) -> dict[str, Place
     tries = [(minimise, s) for s in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)] if _has_deadline(campaign) else [(minimise, 1.0)]
     plans = [p for key, s in [*tries, ("time", 1.0)] if (p := greedy_plan(campaign, m.cands, key, s)) is not None]
     return min(plans, key=lambda p: _greedy_objective(m, p, minimise), default=None)
+
+
+def _greedy_holds(
+    m: Model, greedy: dict[str, Placement] | None, goal: str, solver: cp_model.CpSolver | None, status: int
+) -> bool:
+    """Whether the greedy warm start is the plan to keep after the first search: CP-SAT found none
+    (but did not prove there is none) or a worse one, and the greedy plan is within the budget
+    (the one limit greedy list scheduling does not enforce)."""
+    if greedy is None or status == cp_model.INFEASIBLE:
+        return False
+    budget = m.campaign.scenario.objective.budget_usd
+    if budget is not None and (_greedy_objective(m, greedy, "cost") or 0) > budget_units(budget):
+        return False
+    if solver is None:
+        return True
+    return (_greedy_objective(m, greedy, goal) or 0) < solver.objective_value
+
+
+def _lower_bound(m: Model, table: CandidateTable, goal: str, solver: cp_model.CpSolver) -> float:
+    """A lower bound on the first objective without a CP-SAT plan: CP-SAT's own where it has one,
+    else every run at its cheapest candidate (cost) or the longest chain of fastest runs (time)."""
+    if goal == "cost":
+        trivial = float(sum(min(c.cost_units for c in cs) for cs in m.cands.values()))
+    else:
+        trivial = float(max(_critical_path(m.campaign, table).values(), default=0))
+    try:
+        cp_bound = float(solver.best_objective_bound)
+    except RuntimeError:  # the search never ran (stopped before it started)
+        return trivial
+    return max(trivial, cp_bound) if math.isfinite(cp_bound) else trivial
+
+
+def _greedy_bought(m: Model, greedy: dict[str, Placement]) -> dict[str, int]:
+    """Nodes each purchase pool must buy for the greedy plan (its highest node index + 1)."""
+    bought: dict[str, int] = {}
+    for r, p in greedy.items():
+        pool = m.pool(m.cands[r][p.cand].pool_id)
+        if pool.kind == "purchase" and p.nodes:
+            bought[pool.id] = max(bought.get(pool.id, 0), max(p.nodes) + 1)
+    return bought
 
 
 def _has_deadline(campaign: Campaign) -> bool:
@@ -277,12 +345,7 @@ def _greedy_objective(m: Model, greedy: dict[str, Placement] | None, goal: str) 
     if goal == "time":
         return float(max(p.start + m.cands[r][p.cand].minutes for r, p in greedy.items()))
     cost = sum(m.cands[r][p.cand].cost_units for r, p in greedy.items())
-    used: dict[str, int] = {}
-    for r, p in greedy.items():
-        pool = m.pool(m.cands[r][p.cand].pool_id)
-        if pool.kind == "purchase" and p.nodes:
-            used[pool.id] = max(used.get(pool.id, 0), max(p.nodes) + 1)
-    return float(cost + sum(n * m.purchase_units[pid] for pid, n in used.items()))
+    return float(cost + sum(n * m.purchase_units[pid] for pid, n in _greedy_bought(m, greedy).items()))
 
 
 def _no_solution(status: int, campaign: Campaign) -> str:
