@@ -64,10 +64,6 @@ def test_inline_architecture(tmp_path):
         (["memory", "--model", "llama-2-70b", "--seq-len", "512", "--tp", "16", "--gpu", "h100"], "larger than a node"),
         (["memory", "--model", "llama-3.1-8b", "--seq-len", "0"], "seq_len"),
         (
-            ["memory", "--model", "llama-3.1-8b", "--seq-len", "512", "--method", "lora", "--lora-rank", "9000"],
-            "exceeds the width",
-        ),
-        (
             ["memory", "--model", "llama-3.1-8b", "--seq-len", "512", "--method", "qlora", "--precision", "fp32"],
             "QLoRA computes in 16 bits",
         ),
@@ -150,3 +146,11 @@ def test_import_hf_keeps_nested_rope_parameters(tmp_path):
     assert entry.config["rope_parameters"]["partial_rotary_factor"] == 0.25
     assert "quantization_config" not in entry.config
     assert load_catalog(user_models=out).architecture("phi-quarter").rotary_dim == 64 // 4
+
+
+def test_a_lora_rank_above_a_layers_width_is_accepted_as_peft_does():
+    """qwen2.5-0.5b, rank 2048 on q/k/v/o (896→896, 896→128, 896→128, 896→896) × 24 layers, fp32 adapters."""
+    res = runner.invoke(app, ["memory", "--model", "qwen2.5-0.5b", "--method", "lora", "--lora-rank", "2048",
+                              "--seq-len", "128", "--format", "json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["breakdown"]["weights_trainable"] == 2048 * 24 * (1792 + 1024 + 1024 + 1792) * 4

@@ -85,12 +85,7 @@ def _split(arch: Architecture, method: Method, lora_setup: LoraSetup | None) -> 
     factored = 0
     largest = 0
     for x, n in matrices:
-        if x.name in targets:
-            if lora.rank > min(x.d_in, x.d_out):
-                raise JobError(
-                    f"lora.rank {lora.rank} exceeds the width of {x.name} "
-                    f"({x.d_in}×{x.d_out}). To fix: use a rank ≤ {min(x.d_in, x.d_out)}."
-                )
+        if x.name in targets:  # PEFT accepts any rank, even above the layer's width: so does the model
             adapters += lora.rank * (x.d_in + x.d_out) * x.count * n
             factored += (lora.rank + x.d_in + x.d_out + lora.rank) * x.count * n
             largest = max(largest, lora.rank * max(x.d_in, x.d_out))
