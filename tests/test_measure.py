@@ -51,6 +51,8 @@ def test_grid_is_varied_enough():
         assert {j.get(key, "sdpa") for j in jobs} >= values
     assert {j.get("layout", {}).get("recompute", "none") for j in jobs} == {"none", "full"}
     assert {j["architecture"].get("tie_word_embeddings", False) for j in jobs} == {True, False}
+    dropped = [j for j in jobs if j.get("lora", {}).get("dropout", 0) > 0]  # LoRA dropout in each precision
+    assert {j["precision"] for j in dropped} == {"fp32", "bf16-mixed", "bf16-pure"}
 
 
 def test_model_states_are_exact(comparison):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ftplan.arch import architecture_from_hf
 from ftplan.errors import JobError
@@ -58,6 +60,29 @@ def test_lora_layer_saves_only_what_trainable_weights_need():
     # bf16 adapters (bf16-pure) share one input copy between q, k and v and read o's input in place
     shared = Grads(full=False, targets=g.targets, rank=16, adapter_cast=False)
     assert layer_bytes_per_token(*args, shared) == 9768 - 2 * 512 - 512
+
+
+def test_lora_dropout_keeps_each_adapters_dropped_input_and_mask():
+    # LoRA r=16 on q,k,v,o with fp32 adapters over a bf16 base, as above, and lora_dropout > 0:
+    #   q, k, v: each adapter drops its own fp32 cast of the input and lora_A keeps the bf16 copy
+    #     autocast makes of it (3 × 2h, as the cast copies before) plus the dropout mask (3 × h
+    #     bytes on CUDA, 3 × 4h on a CPU, where the mask has the fp32 input's element size)
+    #   o: its dropped copy 2·256 (as its own copy before) plus its mask (256 on CUDA, 4·256 on a CPU)
+    # The first layer's q/k/v input needs no gradient: its dropout keeps no mask. (`ftplan measure`
+    # counts the CPU figures exactly: benchmarks/measured_grid.yaml, the three lora-dropout cases.)
+    arch = architecture_from_hf(TINY)
+    args = (arch, "main", Dtypes(c=2, r=2), Attention.SDPA, 128, 128, False, Recompute.NONE)
+    targets = frozenset({"q_proj", "k_proj", "v_proj", "o_proj"})
+    plain = Grads(full=False, targets=targets, rank=16, adapter_cast=True)
+    cuda = Grads(full=False, targets=targets, rank=16, adapter_cast=True, lora_dropout=True)
+    cpu = Grads(full=False, targets=targets, rank=16, adapter_cast=True, lora_dropout=True, host_masks=True)
+    assert layer_bytes_per_token(*args, cuda) == 9768 + 3 * 256 + 256
+    assert layer_bytes_per_token(*args, cpu) == 9768 + 3 * 4 * 256 + 4 * 256
+    assert layer_bytes_per_token(*args, cuda.first_layer()) == layer_bytes_per_token(*args, plain.first_layer()) + 256
+    # bf16 adapters (bf16-pure): q, k and v no longer share one input copy; each keeps a dropped one
+    pure = Grads(full=False, targets=targets, rank=16, lora_dropout=True, host_masks=True)
+    shared = Grads(full=False, targets=targets, rank=16)
+    assert layer_bytes_per_token(*args, pure) == layer_bytes_per_token(*args, shared) + (3 * 4 - 2) * 256 + 4 * 256
 
 
 def test_llama_layer_fp32_and_eager():
@@ -242,3 +267,21 @@ def test_lora_over_fp32_base_weights():
         estimate_memory(arch, Training(method=Method.LORA, precision=Precision.BF16_PURE, lora=lora), Layout())
     with pytest.raises(JobError, match="zero 0"):  # ZeRO/FSDP mixed precision gathers 16-bit weights
         estimate_memory(arch, tr, Layout(dp=2, zero=ZeroStage(3), gpus_per_node=2))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    precision=st.sampled_from(["fp32", "bf16-mixed", "bf16-pure"]), targets=st.sampled_from(
+        [["q_proj", "v_proj"], ["o_proj", "down_proj"], "all-linear", ["gate_proj"]]),
+    recompute=st.sampled_from(["none", "full"]), mb=st.integers(1, 4), device=st.sampled_from(["cpu", "hopper"]),
+)  # fmt: skip
+def test_lora_dropout_only_adds_memory(precision, targets, recompute, mb, device):
+    """Dropout on the adapters' inputs never lowers an estimate (each adapter keeps more, never less)."""
+    arch = architecture_from_hf(TINY)
+    layout = Layout(micro_batch=mb, recompute=Recompute(recompute))
+    est = {}
+    for p in (0.0, 0.1):
+        lora = LoraSetup(rank=8, target_modules=tuple(targets) if isinstance(targets, list) else (targets,), dropout=p)
+        tr = Training(method=Method.LORA, precision=Precision(precision), seq_len=128, lora=lora)
+        est[p] = estimate_memory(arch, tr, layout, gpu_arch=device).peak_allocated_bytes
+    assert est[0.1] >= est[0.0]

@@ -23,7 +23,7 @@ layer's input plus one layer's working set (their §5).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ftplan.arch import Architecture, Kind
 from ftplan.memory.setup import Attention, Loss, Recompute
@@ -53,7 +53,9 @@ class Grads:
     ``adapter_cast``: fp32 adapters over a 16-bit base (PEFT's default under mixed precision):
     each adapter casts its input to fp32 and autocast back, so each keeps its own 16-bit copy.
     ``input_grad``: the layer's input requires grad (not so for the first layer of a model whose
-    embeddings are frozen).
+    embeddings are frozen). ``lora_dropout``: PEFT's ``lora_dropout > 0``: each adapter drops its
+    own copy of the input and keeps it with the dropout mask. ``host_masks``: dropout runs on a CPU,
+    whose mask has the input's element size (CUDA's ``native_dropout`` keeps one byte an element).
     """
 
     full: bool = True
@@ -61,16 +63,25 @@ class Grads:
     rank: int = 0
     adapter_cast: bool = False
     input_grad: bool = True
+    lora_dropout: bool = False
+    host_masks: bool = False
 
     def first_layer(self) -> Grads:
-        return self if self.full else Grads(False, self.targets, self.rank, self.adapter_cast, False)
+        return self if self.full else replace(self, input_grad=False)
 
 
 FULL = Grads()
 
 
-def _consumers(dt: Dtypes, d_in: int, names: list[str], g: Grads) -> float:
-    """Bytes a token saved for the input shared by the linears ``names`` (and their adapters)."""
+def _mask_bytes(dt: Dtypes, g: Grads) -> int:
+    """Bytes of a LoRA dropout mask per element: one on CUDA, the dropout input's element size on a
+    CPU (fp32 under PEFT's adapter cast, else the compute dtype)."""
+    return (4 if g.adapter_cast else dt.c) if g.host_masks else 1
+
+
+def _consumers(dt: Dtypes, d_in: int, names: list[str], g: Grads, grad_in: bool = True) -> float:
+    """Bytes a token saved for the input shared by the linears ``names`` (and their adapters);
+    ``grad_in``: that input requires grad (a dropout on it keeps its mask only then)."""
     if not names:
         return 0.0
     if g.full:
@@ -78,8 +89,14 @@ def _consumers(dt: Dtypes, d_in: int, names: list[str], g: Grads) -> float:
     adapted = [x for x in names if x in g.targets]
     if not adapted:
         return 0.0
+    lora_a_out = len(adapted) * dt.c * g.rank
+    if g.lora_dropout:
+        # each adapter: dropout on its input (fp32 under the adapter cast), the mask kept, and the
+        # dropped copy kept by lora_A in the compute dtype; nobody keeps the shared input itself
+        mask = _mask_bytes(dt, g) if grad_in else 0
+        return len(adapted) * (dt.c + mask) * d_in + lora_a_out
     inputs = len(adapted) if g.adapter_cast else 1
-    return inputs * dt.c * d_in + len(adapted) * dt.c * g.rank  # inputs and the LoRA A outputs
+    return inputs * dt.c * d_in + lora_a_out  # inputs and the LoRA A outputs
 
 
 def _norm(arch: Architecture, dt: Dtypes, consumers: list[str], g: Grads, input_grad: bool | None = None) -> float:
@@ -93,7 +110,7 @@ def _norm(arch: Architecture, dt: Dtypes, consumers: list[str], g: Grads, input_
             own += dt.r * h  # T5LayerNorm scales the 16-bit input (not its fp32 upcast): that is kept too
     elif grad_in or g.full:
         own = dt.r * h + 8  # LayerNorm: input, mean and rstd (fp32)
-    return own + _consumers(dt, h, consumers, g)
+    return own + _consumers(dt, h, consumers, g, grad_in or g.full)
 
 
 def _attention(arch: Architecture, dt: Dtypes, attention: Attention, kv_len: int, dropout: bool, g: Grads) -> float:
@@ -105,12 +122,16 @@ def _attention(arch: Architecture, dt: Dtypes, attention: Attention, kv_len: int
     qkv_names = [roles[r] for r in ("q", "k", "v", "qkv") if r in roles]
     o = [roles["o"]]
     if not (g.full or g.input_grad or any(x in g.targets for x in qkv_names)):
-        return _consumers(dt, q, o, g)  # nothing upstream trains: only o's adapter saves
+        return _consumers(dt, q, o, g, grad_in=False)  # nothing upstream trains: only o's adapter saves
     if attention is Attention.SDPA:
         v_store = c * (q + 2 * kv) if arch.fused_qkv else c * kv  # v is a view when fused
         saved = c * q + c * kv + v_store + 4 * a + c * q  # q, k, v, log-sum-exp, output (= o_proj's input)
-        if not g.full and o[0] in g.targets:  # the adapter's A output, and an fp32 adapter's own input copy
-            saved += c * g.rank + (c * q if g.adapter_cast else 0)
+        if not g.full and o[0] in g.targets:  # the adapter's A output, and its own input copy: an fp32
+            saved += c * g.rank  # adapter's cast, or the dropped copy (and the dropout mask) of lora_dropout
+            if g.lora_dropout:
+                saved += (c + _mask_bytes(dt, g)) * q
+            elif g.adapter_cast:
+                saved += c * q
         return saved
     # Eager: q, k and v expanded to all heads, probabilities, then a contiguous output copy
     # that only o_proj (or its adapter) saves.
@@ -136,7 +157,8 @@ def _mlp(arch: Architecture, dt: Dtypes, act: str, dropout: bool, g: Grads, inpu
     c, h, f = dt.c, arch.hidden, arch.ffn
     roles = {x.role: x.name for x in arch.block_linears[next(iter(arch.block_linears))]}
     inner = _ACT_SAVES.get(act, 1) * c * f
-    down = _consumers(dt, f, [roles["down"]], g)
+    up_adapted = any(roles[r] in g.targets for r in ("gate", "up", "gate_up") if r in roles)
+    down = _consumers(dt, f, [roles["down"]], g, input_grad or up_adapted)
     if arch.is_moe:
         k = arch.experts_per_token
         experts = g.full or any(roles[r] in g.targets for r in ("gate", "up", "gate_up") if r in roles)

@@ -188,9 +188,10 @@ def _optimizer_state_bytes(opt: Optimizer, ps: ParamSplit, t_local: float, rb: _
 _EMBEDDING_NAMES = ("embed_tokens", "wte", "word_embeddings", "shared", "embed_in")
 
 
-def _grads(arch: Architecture, training: Training) -> tuple[act.Grads, bool, bool]:
+def _grads(arch: Architecture, training: Training, host: bool = False) -> tuple[act.Grads, bool, bool]:
     """What trains: the activation model's :class:`~ftplan.memory.activations.Grads`, and whether
-    the token embedding and the lm_head train (full fine-tuning or LoRA ``modules_to_save``)."""
+    the token embedding and the lm_head train (full fine-tuning or LoRA ``modules_to_save``).
+    ``host``: the step runs on a CPU (dropout masks of the input's element size)."""
     if training.method is Method.FULL or training.lora is None:
         return act.FULL, True, True
     lora = training.lora
@@ -202,6 +203,8 @@ def _grads(arch: Architecture, training: Training) -> tuple[act.Grads, bool, boo
         targets=frozenset(lora_targets(arch, lora)),
         rank=lora.rank,
         adapter_cast=training.precision.mixed,
+        lora_dropout=lora.dropout > 0,
+        host_masks=host,
     )
     return grads, embed, head
 
@@ -225,7 +228,9 @@ class _PerSequence:
 
 
 @lru_cache(maxsize=4096)
-def _per_sequence(arch: Architecture, training: Training, r: int, t: int, recompute: Recompute) -> _PerSequence:
+def _per_sequence(
+    arch: Architecture, training: Training, r: int, t: int, recompute: Recompute, host: bool = False
+) -> _PerSequence:
     """The activation model for one sequence; the layout only scales it (cached: a layout search
     asks for the same job under many data-parallel, ZeRO and micro-batch choices)."""
     attention = training.attention
@@ -240,7 +245,7 @@ def _per_sequence(arch: Architecture, training: Training, r: int, t: int, recomp
     s = training.seq_len
     dec_len = training.target_len or s
     seq = {"main": s} if arch.kind is not Kind.ENCODER_DECODER else {"encoder": s, "decoder": dec_len}
-    saves, embed_trains, lm_head_trains = _grads(arch, training)
+    saves, embed_trains, lm_head_trains = _grads(arch, training, host)
     layer: dict[str, float] = {}
     mean: dict[str, float] = {}
     for stack, tokens in seq.items():
@@ -353,7 +358,7 @@ def estimate_memory(
         w_train = w_frozen = 0.0
 
     # ---- activations -------------------------------------------------------------------------
-    pa = _per_sequence(arch, training, r, t, layout.recompute)
+    pa = _per_sequence(arch, training, r, t, layout.recompute, gpu_arch.lower() == "cpu")
     if pa.t5_eager:
         notes.append("T5 attention (relative position bias) runs eager: attention set to eager")
     dt, saves, embed_trains = pa.dt, pa.saves, pa.embed_trains
