@@ -42,7 +42,7 @@ def test_grid_is_varied_enough():
     jobs = [c["job"] for c in GRID]
     assert len(jobs) >= 16
     types = {j["architecture"]["model_type"] for j in jobs}
-    assert {"llama", "qwen2", "mistral", "mixtral", "phi", "gpt_neox", "t5", "bert"} <= types
+    assert {"llama", "qwen2", "mistral", "mixtral", "phi", "gpt_neox", "t5", "bert", "gemma", "gemma2"} <= types
     for key, values in {
         "method": {"full", "lora"},
         "precision": {"fp32", "bf16-pure", "bf16-mixed"},

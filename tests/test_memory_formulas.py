@@ -285,3 +285,17 @@ def test_lora_dropout_only_adds_memory(precision, targets, recompute, mb, device
         tr = Training(method=Method.LORA, precision=Precision(precision), seq_len=128, lora=lora)
         est[p] = estimate_memory(arch, tr, layout, gpu_arch=device).peak_allocated_bytes
     assert est[0.1] >= est[0.0]
+
+
+def test_gemma_norm_keeps_its_fp32_normalised_tensor():
+    # Gemma's RMSNorm multiplies the fp32 normalised tensor by (1 + weight) before casting back: a
+    # trained weight keeps that fp32 tensor (4h, where Llama keeps its 16-bit cast, 2h), and every
+    # norm whose input needs a gradient keeps one more fp32 scalar a token. Per layer (two norms),
+    # h = 256, bf16 full fine-tuning: 2 × (4h − 2h + 4) = 1032 bytes a token more than Llama; under
+    # LoRA (frozen norm weights) 2 × 4 = 8. The measured grid's gemma cases count these exactly.
+    llama = architecture_from_hf(TINY)
+    gemma = architecture_from_hf(TINY | {"model_type": "gemma", "head_dim": 32})
+    args = ("main", Dtypes(c=2, r=2), Attention.SDPA, 128, 128, False, Recompute.NONE)
+    assert layer_bytes_per_token(gemma, *args) - layer_bytes_per_token(llama, *args) == 2 * (2 * 256 + 4)
+    lora = Grads(full=False, targets=frozenset({"q_proj", "v_proj"}), rank=8)
+    assert layer_bytes_per_token(gemma, *args, lora) - layer_bytes_per_token(llama, *args, lora) == 2 * 4

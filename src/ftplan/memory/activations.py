@@ -99,12 +99,20 @@ def _consumers(dt: Dtypes, d_in: int, names: list[str], g: Grads, grad_in: bool 
     return inputs * dt.c * d_in + lora_a_out  # inputs and the LoRA A outputs
 
 
+_GEMMA_NORMS = ("gemma", "gemma2", "gemma3", "gemma3_text")
+
+
 def _norm(arch: Architecture, dt: Dtypes, consumers: list[str], g: Grads, input_grad: bool | None = None) -> float:
     """Bytes a token saved by one norm and by its consumers' inputs."""
     h = arch.hidden
     grad_in = g.input_grad if input_grad is None else input_grad
     own = 0.0
-    if arch.norm == "rmsnorm":
+    if arch.norm == "rmsnorm" and arch.model_type in _GEMMA_NORMS:
+        # Gemma's RMSNorm scales the fp32 normalised tensor by (1 + weight) before casting back:
+        # that fp32 tensor is what a trained weight's gradient keeps, and one more fp32 scalar a
+        # token (measured: benchmarks/measured_grid.yaml, the gemma cases)
+        own = (4 * h + 8 if grad_in or g.full else 0) + (4 * h if g.full else 0)
+    elif arch.norm == "rmsnorm":
         own = (4 * h + 4 if grad_in or g.full else 0) + (dt.r * h if g.full else 0)
         if arch.model_type in ("t5", "mt5") and dt.r != 4 and (grad_in or g.full):
             own += dt.r * h  # T5LayerNorm scales the 16-bit input (not its fp32 upcast): that is kept too
@@ -227,7 +235,7 @@ def layer_bytes_per_token(
             probs = _probs(dt, arch.heads, enc_len, dropout, arch.softmax_upcast)
             total += probs if att is Attention.EAGER else 4 * arch.heads
     if arch.model_type == "gemma2":  # post-attention and post-feedforward norms
-        total += 2 * _norm(arch, dt, [], g, attn_trains) + (2 * dt.r * h if g.full else 0)
+        total += 2 * _norm(arch, dt, [], g, attn_trains)
     if not arch.parallel_residual:  # the MLP reads the attention block's output
         total += _norm(arch, dt, mlp_in, g, attn_trains)
         total += _mlp(arch, dt, _act_name(arch), dropout, g, attn_trains)
