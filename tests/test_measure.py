@@ -78,10 +78,15 @@ def test_each_term_holds_its_recorded_error(comparison, request):
 
 
 def test_readme_claims_hold(comparison, request):
-    """README: saved activations within 0.26% but T5 (within 2%), peak allocated within 3.2%."""
+    """README: saved activations within 0.26% but T5 (within 2%), peak allocated within 3.2% but
+    where a LoRA job trains the lm_head (`modules_to_save`): an overestimate of at most 16%."""
     acts = comparison.row("activations (layers + head)").rel_error or 0.0
     assert abs(acts) <= (0.02 if _case(request).startswith("t5") else 0.0026)
-    assert abs(comparison.row("peak allocated").rel_error or 0.0) <= 0.032
+    peak = comparison.row("peak allocated").rel_error or 0.0
+    if "save" in _case(request):
+        assert 0 <= peak <= 0.16
+    else:
+        assert abs(peak) <= 0.032
 
 
 def test_saved_activations_within_5_percent(comparison):

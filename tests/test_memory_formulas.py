@@ -299,3 +299,20 @@ def test_gemma_norm_keeps_its_fp32_normalised_tensor():
     assert layer_bytes_per_token(gemma, *args) - layer_bytes_per_token(llama, *args) == 2 * (2 * 256 + 4)
     lora = Grads(full=False, targets=frozenset({"q_proj", "v_proj"}), rank=8)
     assert layer_bytes_per_token(gemma, *args, lora) - layer_bytes_per_token(llama, *args, lora) == 2 * 4
+
+
+def test_modules_to_save_stay_16_bit_under_a_mixed_recipe():
+    # LoRA r=8 on q (256→256) and v (256→64) over 2 layers: 2 × 8 × (512 + 320) = 13,312 fp32 adapter
+    # parameters; the lm_head copy (1000 × 256 = 256,000) keeps the bf16 base's dtype: weights,
+    # gradients and both Adam moments at 2 bytes. Without ZeRO, bf16-mixed otherwise keeps 4.
+    arch = architecture_from_hf(TINY)
+    lora = LoraSetup(rank=8, target_modules=("q_proj", "v_proj"), modules_to_save=("lm_head",))
+    tr = Training(method=Method.LORA, precision=Precision.BF16_MIXED, seq_len=64, lora=lora)
+    est = estimate_memory(arch, tr, Layout())
+    adapters, head = 2 * 8 * (512 + 320), 1000 * 256
+    assert est.gpu_terms["weights_trainable"] == 4 * adapters + 2 * head
+    assert est.gpu_terms["gradients"] == 4 * adapters + 2 * head
+    assert est.gpu_terms["optimizer_states"] == 2 * (4 * adapters + 2 * head)
+    pure = estimate_memory(arch, Training(method=Method.LORA, precision=Precision.BF16_PURE, seq_len=64, lora=lora),
+                           Layout())  # fmt: skip
+    assert pure.gpu_terms["weights_trainable"] == 2 * (adapters + head)  # unchanged where all is 16-bit

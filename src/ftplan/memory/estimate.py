@@ -186,6 +186,19 @@ def _optimizer_state_bytes(opt: Optimizer, ps: ParamSplit, t_local: float, rb: _
 
 
 _EMBEDDING_NAMES = ("embed_tokens", "wte", "word_embeddings", "shared", "embed_in")
+_ADAMW = (Optimizer.ADAMW, Optimizer.ADAMW_FUSED, Optimizer.ADAMW_FORLOOP, Optimizer.PAGED_ADAMW)
+
+
+def _saved_modules_16bit(training: Training, layout: Layout, ps: ParamSplit, tp: int) -> float:
+    """Parameters of LoRA ``modules_to_save`` copies that stay 16-bit on this GPU: under a mixed
+    recipe without ZeRO over a 16-bit base (not ``base_fp32``), where the recipe would otherwise
+    hold every trainable parameter in fp32."""
+    lora = training.lora
+    if training.method is Method.FULL or lora is None or not lora.modules_to_save:
+        return 0.0
+    if not training.precision.mixed or lora.base_fp32 or layout.zero != ZeroStage.NONE:
+        return 0.0
+    return _local(0, 0, ps.trainable_embed, tp)
 
 
 def _grads(arch: Architecture, training: Training, host: bool = False) -> tuple[act.Grads, bool, bool]:
@@ -334,6 +347,17 @@ def estimate_memory(
     w_frozen = frozen_q + _local(0, ps.frozen_vector, ps.frozen_embed, t) * frozen_bytes
     grads = rb.grad * t_local
     opt_states = _optimizer_state_bytes(training.optimizer, ps, t_local, rb, t) + rb.master * t_local
+    saved16 = _saved_modules_16bit(training, layout, ps, t)
+    if saved16:
+        # PEFT copies `modules_to_save` in the base weights' dtype: under a mixed recipe over a 16-bit
+        # base they stay 16-bit (weights, gradients, and the optimizer's moments, which follow the
+        # parameter), while the adapters are fp32 (measured: benchmarks/measured_grid.yaml)
+        w_train -= (rb.weight - 2) * saved16
+        grads -= (rb.grad - 2) * saved16
+        if training.optimizer in _ADAMW:  # two moments a parameter (8-bit and Adafactor states are
+            opt_states -= 2 * (rb.state - 2) * saved16  # not the parameter's dtype: left as they are)
+        elif training.optimizer is Optimizer.SGD:
+            opt_states -= (rb.state - 2) * saved16
     if z >= ZeroStage.OPTIMIZER:
         opt_states /= n
     if z >= ZeroStage.GRADIENTS:
