@@ -18,6 +18,7 @@ from ftplan.memory import (
     Precision,
     Recompute,
     Training,
+    ZeroGrad,
     ZeroStage,
     estimate_memory,
 )
@@ -316,3 +317,16 @@ def test_modules_to_save_stay_16_bit_under_a_mixed_recipe():
     pure = estimate_memory(arch, Training(method=Method.LORA, precision=Precision.BF16_PURE, seq_len=64, lora=lora),
                            Layout())  # fmt: skip
     assert pure.gpu_terms["weights_trainable"] == 2 * (adapters + head)  # unchanged where all is 16-bit
+
+
+def test_zeroed_gradients_are_held_through_forward_and_backward():
+    # set_to_none=False keeps the gradients allocated through the next forward: the
+    # forward/backward moment gains exactly the gradient bytes, as gradient accumulation does.
+    arch = architecture_from_hf(TINY)
+    freed = estimate_memory(arch, Training(seq_len=64), Layout())
+    zeros = estimate_memory(arch, Training(seq_len=64, zero_grad=ZeroGrad.ZEROS), Layout())
+    accum = estimate_memory(arch, Training(seq_len=64), Layout(grad_accum=2))
+    grads = freed.gpu_terms["gradients"]
+    assert zeros.phase_bytes["forward/backward"] == freed.phase_bytes["forward/backward"] + grads
+    assert zeros.phase_bytes["forward/backward"] == accum.phase_bytes["forward/backward"]
+    assert zeros.phase_bytes["optimizer step"] == freed.phase_bytes["optimizer step"]

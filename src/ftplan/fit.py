@@ -23,7 +23,7 @@ from ftplan.errors import CatalogError, FtplanError, JobError
 from ftplan.job import ResolvedJob
 from ftplan.limits import MAX_RUN_NODES
 from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, ZeroStage, estimate_memory
-from ftplan.memory.setup import Method, Precision
+from ftplan.memory.setup import Method, Precision, ZeroGrad
 from ftplan.schema.catalog import Gpu
 from ftplan.timing import model as tm
 from ftplan.units import GIB
@@ -228,7 +228,8 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
         per_dp = np.array([job.global_batch // f[2] for f in fams], dtype=float)[idx]
         accum = per_dp / mbs
         sc = np.array(scal, dtype=float)
-        fb = sc[idx, 0] + (mbs - 1) * sc[idx, 1] + np.where(accum > 1, sc[idx, 2], 0.0)
+        held = (accum > 1) | (tr.zero_grad is ZeroGrad.ZEROS)  # gradients kept through forward/backward
+        fb = sc[idx, 0] + (mbs - 1) * sc[idx, 1] + np.where(held, sc[idx, 2], 0.0)
         peak = np.maximum(fb, sc[idx, 3])
         device = np.floor(peak * (1 + job.overheads.allocator_fraction)) + sc[idx, 4]
         ok = device <= gpu.memory_bytes

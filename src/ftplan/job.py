@@ -66,7 +66,7 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
     training = Training(
         method=spec.method, precision=spec.precision, optimizer=spec.optimizer, seq_len=spec.seq_len,
         target_len=spec.target_len or 0, attention=spec.attention, loss=spec.loss, dropout=spec.dropout,
-        lora=lora,
+        zero_grad=spec.zero_grad, lora=lora,
     )  # fmt: skip
     per_node = spec.gpus_per_node or (gpu.max_gpus_per_node if gpu else 8)
     lay = spec.layout

@@ -27,7 +27,7 @@ from ftplan.arch import Kind
 from ftplan.errors import MeasureError
 from ftplan.job import ResolvedJob
 from ftplan.measure import build
-from ftplan.memory import MemoryEstimate, Overheads, Recompute, estimate_memory
+from ftplan.memory import MemoryEstimate, Overheads, Recompute, ZeroGrad, estimate_memory
 from ftplan.units import GIB
 
 # Host memory a measurement may use, as a fraction of what the OS reports available: the rest
@@ -311,7 +311,7 @@ def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int
             del loss
         sizes["gradients"] = _tensor_bytes(p.grad for p in params if p.grad is not None)
         opt.step()
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=job.training.zero_grad is ZeroGrad.NONE)
 
     try:
         step(track=False)  # warm-up: creates the optimizer states

@@ -13,11 +13,12 @@ from ftplan.memory.setup import (
     Precision,
     Recompute,
     Training,
+    ZeroGrad,
     ZeroStage,
 )
 
 __all__ = [
     "Attention", "Layout", "LoraSetup", "Loss", "MemoryEstimate", "Method", "Offload",
-    "Optimizer", "Overheads", "Precision", "Recompute", "Training", "ZeroStage",
+    "Optimizer", "Overheads", "Precision", "Recompute", "Training", "ZeroGrad", "ZeroStage",
     "check_layout", "estimate_memory",
 ]  # fmt: skip

@@ -41,6 +41,7 @@ from ftplan.memory.setup import (
     Precision,
     Recompute,
     Training,
+    ZeroGrad,
     ZeroStage,
 )
 
@@ -440,7 +441,9 @@ def estimate_memory(
             step_tmp = 2 * rb.state * largest
         elif training.optimizer is Optimizer.ADAFACTOR:  # fp32 grad², update, rms per tensor
             step_tmp = 3 * 4 * ps.largest_trainable / t
-    grads_held = grads if layout.grad_accum > 1 else 0.0
+    # gradients exist through forward/backward when they accumulate over micro-steps, or when the
+    # loop zeroes them instead of freeing them (set_to_none=False: PyTorch before 2.0)
+    grads_held = grads if layout.grad_accum > 1 or training.zero_grad is ZeroGrad.ZEROS else 0.0
     cublas = cublas_workspace_bytes(gpu_arch)
 
     gpu_terms = {

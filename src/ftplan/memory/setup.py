@@ -99,6 +99,13 @@ class Loss(StrEnum):
     FUSED = "fused"  # fused linear + cross-entropy: logits never materialised (Liger-Kernel)
 
 
+class ZeroGrad(StrEnum):
+    """How the training loop clears gradients between optimizer steps."""
+
+    NONE = "none"  # set to None (PyTorch ≥ 2.0's default; Transformers' Trainer): freed until backward
+    ZEROS = "zeros"  # filled with zeros (set_to_none=False, PyTorch < 2.0): allocated through the next forward
+
+
 @dataclass(frozen=True, slots=True)
 class LoraSetup:
     rank: int = 16
@@ -124,6 +131,7 @@ class Training:
     loss: Loss = Loss.STANDARD
     dropout: bool | None = None  # None: as the model's config says
     lora: LoraSetup | None = None
+    zero_grad: ZeroGrad = ZeroGrad.NONE
 
 
 @dataclass(frozen=True, slots=True)

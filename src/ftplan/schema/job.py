@@ -17,6 +17,7 @@ from ftplan.memory.setup import (
     Optimizer,
     Precision,
     Recompute,
+    ZeroGrad,
 )
 from ftplan.schema.types import Bool, Float, Int
 
@@ -89,6 +90,11 @@ class JobSpec(BaseModel):
     attention: Attention = Attention.SDPA
     loss: Loss = Loss.STANDARD
     dropout: Bool | None = Field(None, description="override the model config's dropout")
+    zero_grad: ZeroGrad = Field(
+        ZeroGrad.NONE,
+        description="none: gradients freed between steps (PyTorch >= 2.0's zero_grad); zeros: kept "
+        "allocated through the next forward (set_to_none=False, PyTorch < 2.0)",
+    )
     gpu: str | None = Field(None, description="catalog GPU id or alias")
     gpus_per_node: Int | None = Field(None, gt=0, le=64, description="GPUs per node (default: the GPU's usual server)")
     layout: LayoutSpec = Field(default_factory=LayoutSpec)
