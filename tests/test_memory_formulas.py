@@ -330,3 +330,16 @@ def test_zeroed_gradients_are_held_through_forward_and_backward():
     assert zeros.phase_bytes["forward/backward"] == freed.phase_bytes["forward/backward"] + grads
     assert zeros.phase_bytes["forward/backward"] == accum.phase_bytes["forward/backward"]
     assert zeros.phase_bytes["optimizer step"] == freed.phase_bytes["optimizer step"]
+
+
+def test_phi_family_keeps_a_copy_of_the_attention_output_under_sdpa():
+    # phi, phi3 and GPT-NeoX hand o_proj a copy of the SDPA output: full fine-tuning keeps both,
+    # c·q = 2·256 more a token and layer than Llama's shared tensor (measured: the grid's
+    # *-full-*-sdpa cases). phi3's fused qkv also keeps its whole projection where v would be a
+    # view: c·(q + kv) = 2·(256 + 64). Eager attention, whose output o_proj reads in place, is equal.
+    llama = architecture_from_hf(TINY)
+    phi3 = architecture_from_hf(TINY | {"model_type": "phi3"})
+    args = ("main", Dtypes(c=2, r=2), Attention.SDPA, 128, 128, False, Recompute.NONE)
+    assert layer_bytes_per_token(phi3, *args) - layer_bytes_per_token(llama, *args) == 2 * (256 + 64) + 2 * 256
+    eager = ("main", Dtypes(c=2, r=2), Attention.EAGER, 128, 128, False, Recompute.NONE)
+    assert layer_bytes_per_token(phi3, *eager) == layer_bytes_per_token(llama, *eager)

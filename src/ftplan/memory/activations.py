@@ -100,6 +100,9 @@ def _consumers(dt: Dtypes, d_in: int, names: list[str], g: Grads, grad_in: bool 
 
 
 _GEMMA_NORMS = ("gemma", "gemma2", "gemma3", "gemma3_text")
+# Families whose SDPA attention hands the output projection a copy of the attention output rather
+# than the output itself, so full fine-tuning keeps both (`ftplan measure`, CPU; CUDA unverified).
+_O_INPUT_COPY = ("phi", "phi3", "gpt_neox")
 
 
 def _norm(arch: Architecture, dt: Dtypes, consumers: list[str], g: Grads, input_grad: bool | None = None) -> float:
@@ -134,6 +137,8 @@ def _attention(arch: Architecture, dt: Dtypes, attention: Attention, kv_len: int
     if attention is Attention.SDPA:
         v_store = c * (q + 2 * kv) if arch.fused_qkv else c * kv  # v is a view when fused
         saved = c * q + c * kv + v_store + 4 * a + c * q  # q, k, v, log-sum-exp, output (= o_proj's input)
+        if g.full and arch.model_type in _O_INPUT_COPY:
+            saved += c * q  # o_proj's input is a copy of the output, kept as well (measured on a CPU)
         if not g.full and o[0] in g.targets:  # the adapter's A output, and its own input copy: an fp32
             saved += c * g.rank  # adapter's cast, or the dropped copy (and the dropout mask) of lora_dropout
             if g.lora_dropout:
