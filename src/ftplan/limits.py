@@ -33,6 +33,7 @@ MAX_TOKENS = 10**15
 """Training tokens of one job: 50× the largest published pretraining runs."""
 
 MAX_EPOCHS = 1_000
+"""Passes over the data: fine-tuning recipes use 1–10; more is almost always a typo."""
 
 MAX_COUNT = MAX_RUNS
 

@@ -101,7 +101,6 @@ def number(
 
 
 POSITIVE = number(0, lo_open=True)
-NON_NEGATIVE = number(0)
 AT_LEAST_ONE = number(1)
 
 

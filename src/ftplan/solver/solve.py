@@ -228,8 +228,6 @@ def solve_campaign(
             solver.parameters.relative_gap_limit = opts.relative_gap
             solver.parameters.catch_sigint_signal = False  # _Interrupts stops the search instead
             ctrl_c.solver = solver
-            if ctrl_c.hit:  # pressed while the model was set up
-                solver.stop_search()
             status = solver.solve(m.cp, _Callback(progress, goal))
             ctrl_c.solver = None
             stopped = stopped or ctrl_c.hit
@@ -263,7 +261,7 @@ def solve_campaign(
         assert greedy is not None
         placements, value = greedy, float(_greedy_objective(m, greedy, first) or 0.0)
         ends = {r: p.start + m.cands[r][p.cand].minutes for r, p in greedy.items()}
-        bought = _greedy_bought(m, greedy)
+        bought = _bought(m, greedy)
     else:
         assert result is not None
         solver, status, goal, (placements, ends, bought) = result
@@ -325,10 +323,10 @@ def _lower_bound(m: Model, table: CandidateTable, goal: str, solver: cp_model.Cp
     return max(trivial, cp_bound) if math.isfinite(cp_bound) else trivial
 
 
-def _greedy_bought(m: Model, greedy: dict[str, Placement]) -> dict[str, int]:
-    """Nodes each purchase pool must buy for the greedy plan (its highest node index + 1)."""
+def _bought(m: Model, plan: dict[str, Placement]) -> dict[str, int]:
+    """Nodes each purchase pool must buy for a plan's placements (its highest node index + 1)."""
     bought: dict[str, int] = {}
-    for r, p in greedy.items():
+    for r, p in plan.items():
         pool = m.pool(m.cands[r][p.cand].pool_id)
         if pool.kind == "purchase" and p.nodes:
             bought[pool.id] = max(bought.get(pool.id, 0), max(p.nodes) + 1)
@@ -345,7 +343,7 @@ def _greedy_objective(m: Model, greedy: dict[str, Placement] | None, goal: str) 
     if goal == "time":
         return float(max(p.start + m.cands[r][p.cand].minutes for r, p in greedy.items()))
     cost = sum(m.cands[r][p.cand].cost_units for r, p in greedy.items())
-    return float(cost + sum(n * m.purchase_units[pid] for pid, n in _greedy_bought(m, greedy).items()))
+    return float(cost + sum(n * m.purchase_units[pid] for pid, n in _bought(m, greedy).items()))
 
 
 def _no_solution(status: int, campaign: Campaign) -> str:
@@ -387,7 +385,6 @@ def _read(m: Model, solver: cp_model.CpSolver) -> tuple[dict[str, Placement], di
 
 
 def _hint(m: Model, plan: dict[str, Placement]) -> None:
-    used: dict[str, int] = {}
     for rid, place in plan.items():
         cs = m.cands[rid]
         for i in range(len(cs)):
@@ -398,9 +395,7 @@ def _hint(m: Model, plan: dict[str, Placement]) -> None:
             for k in range(m.nodes[c.pool_id]):
                 if (rid, i, k) in m.place:
                     m.cp.add_hint(m.place[rid, i, k], i == place.cand and k in place.nodes)
-        pool = m.pool(cs[place.cand].pool_id)
-        if pool.kind == "purchase" and place.nodes:
-            used[pool.id] = max(used.get(pool.id, 0), max(place.nodes) + 1)
+    used = _bought(m, plan)
     for (p, k), b in m.bought.items():
         m.cp.add_hint(b, k < used.get(p, 0))
 
