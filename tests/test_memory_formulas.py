@@ -343,3 +343,42 @@ def test_phi_family_keeps_a_copy_of_the_attention_output_under_sdpa():
     assert layer_bytes_per_token(phi3, *args) - layer_bytes_per_token(llama, *args) == 2 * (256 + 64) + 2 * 256
     eager = ("main", Dtypes(c=2, r=2), Attention.EAGER, 128, 128, False, Recompute.NONE)
     assert layer_bytes_per_token(phi3, *eager) == layer_bytes_per_token(llama, *eager)
+
+
+def test_fp32_adapters_over_a_bf16_model_without_autocast():
+    # bf16-fp32-adapters (PEFT's default on a model loaded in bf16): LoRA r=16 on q, k, v, o.
+    # Per token and layer against bf16-pure's shared 16-bit input: q, k, v each keep their own fp32
+    # copy of the norm output (3 × 4h instead of one 2h) and fp32 A outputs (3 × 4·16 instead of
+    # 3 × 2·16); o's adapter keeps its fp32 input copy (4·256) and A output (4·16), where bf16-pure
+    # reads o's input in place and keeps a 2·16 A output.
+    arch = architecture_from_hf(TINY)
+    targets = frozenset({"q_proj", "k_proj", "v_proj", "o_proj"})
+    args = (arch, "main", Dtypes(c=2, r=2), Attention.SDPA, 128, 128, False, Recompute.NONE)
+    pure = layer_bytes_per_token(*args, Grads(full=False, targets=targets, rank=16))
+    fp32 = layer_bytes_per_token(*args, Grads(full=False, targets=targets, rank=16, adapter_fp32=True))
+    assert fp32 - pure == (3 * 4 * 256 - 2 * 256) + 3 * 2 * 16 + 4 * 256 + 2 * 16
+    # States: adapters in fp32 (weights, gradients, two Adam moments), the base in bf16, and no
+    # autocast copies; full fine-tuning has no adapters and is refused.
+    lora = LoraSetup(rank=8, target_modules=("q_proj", "v_proj"))
+    tr = Training(method=Method.LORA, precision=Precision.BF16_FP32_ADAPTERS, seq_len=64, lora=lora)
+    est = estimate_memory(arch, tr, Layout())
+    adapters = 2 * 8 * (512 + 320)
+    assert est.gpu_terms["weights_trainable"] == est.gpu_terms["gradients"] == 4 * adapters
+    assert est.gpu_terms["optimizer_states"] == 8 * adapters
+    assert est.gpu_terms["weights_frozen"] == 2 * split_params(arch, tr).frozen
+    assert est.gpu_terms["autocast_weight_copies"] == 0
+    with pytest.raises(JobError, match="bf16-fp32-adapters"):
+        estimate_memory(arch, Training(method=Method.FULL, precision=Precision.BF16_FP32_ADAPTERS), Layout())
+    # Backward of an adapter holds fp32 gradients of its sum and scaled output (8 bytes an output
+    # element) and of lora_B's input (4·r): with up_proj adapted, 8·704 + 4·16 more a token in the
+    # backward workspace, which is where a recomputed step peaks (measured: the grid's
+    # mistral-lora-fp32-adapters-recompute).
+    up = LoraSetup(rank=16, target_modules=("up_proj",))
+    ws = {
+        p: estimate_memory(arch, Training(method=Method.LORA, precision=p, seq_len=64, lora=up), Layout())
+        for p in (Precision.BF16_PURE, Precision.BF16_FP32_ADAPTERS)
+    }
+    diff = ws[Precision.BF16_FP32_ADAPTERS].gpu_terms["backward_workspace"] - ws[Precision.BF16_PURE].gpu_terms[
+        "backward_workspace"
+    ]
+    assert diff == 64 * (8 * 704 + 4 * 16)

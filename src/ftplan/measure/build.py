@@ -101,6 +101,7 @@ def _dtype(torch: Any, precision: Precision) -> Any:
         Precision.FP32: torch.float32,
         Precision.BF16_MIXED: torch.bfloat16,
         Precision.BF16_PURE: torch.bfloat16,
+        Precision.BF16_FP32_ADAPTERS: torch.bfloat16,
         Precision.FP16_MIXED: torch.float16,
     }[precision]
 
@@ -129,7 +130,7 @@ def build_model(job: ResolvedJob, device: str, seed: int = 0) -> Any:
         ) from None
     low = _dtype(torch, tr.precision)
     base_fp32 = tr.lora is not None and tr.lora.base_fp32
-    if tr.precision is Precision.BF16_PURE or (tr.precision.mixed and tr.method is not Method.FULL and not base_fp32):
+    if tr.precision in (Precision.BF16_PURE, Precision.BF16_FP32_ADAPTERS) or (tr.precision.mixed and tr.method is not Method.FULL and not base_fp32):
         model = model.to(low)
     model = model.to(device)
     if job.layout.recompute is Recompute.FULL:

@@ -56,6 +56,8 @@ class Grads:
     embeddings are frozen). ``lora_dropout``: PEFT's ``lora_dropout > 0``: each adapter drops its
     own copy of the input and keeps it with the dropout mask. ``host_masks``: dropout runs on a CPU,
     whose mask has the input's element size (CUDA's ``native_dropout`` keeps one byte an element).
+    ``adapter_fp32``: fp32 adapters over a 16-bit base without autocast (PEFT's default on a bf16
+    model): each adapter computes in fp32 on its own fp32 copy of the input.
     """
 
     full: bool = True
@@ -65,6 +67,11 @@ class Grads:
     input_grad: bool = True
     lora_dropout: bool = False
     host_masks: bool = False
+    adapter_fp32: bool = False
+
+    def adapter_bytes(self, dt: Dtypes) -> int:
+        """Element size of what an adapter saves: fp32 for fp32 adapters without autocast."""
+        return 4 if self.adapter_fp32 else dt.c
 
     def first_layer(self) -> Grads:
         return self if self.full else replace(self, input_grad=False)
@@ -76,7 +83,7 @@ FULL = Grads()
 def _mask_bytes(dt: Dtypes, g: Grads) -> int:
     """Bytes of a LoRA dropout mask per element: one on CUDA, the dropout input's element size on a
     CPU (fp32 under PEFT's adapter cast, else the compute dtype)."""
-    return (4 if g.adapter_cast else dt.c) if g.host_masks else 1
+    return (4 if g.adapter_cast or g.adapter_fp32 else dt.c) if g.host_masks else 1
 
 
 def _consumers(dt: Dtypes, d_in: int, names: list[str], g: Grads, grad_in: bool = True) -> float:
@@ -89,14 +96,15 @@ def _consumers(dt: Dtypes, d_in: int, names: list[str], g: Grads, grad_in: bool 
     adapted = [x for x in names if x in g.targets]
     if not adapted:
         return 0.0
-    lora_a_out = len(adapted) * dt.c * g.rank
+    a = g.adapter_bytes(dt)
+    lora_a_out = len(adapted) * a * g.rank
     if g.lora_dropout:
         # each adapter: dropout on its input (fp32 under the adapter cast), the mask kept, and the
-        # dropped copy kept by lora_A in the compute dtype; nobody keeps the shared input itself
+        # dropped copy kept by lora_A in the adapter's dtype; nobody keeps the shared input itself
         mask = _mask_bytes(dt, g) if grad_in else 0
-        return len(adapted) * (dt.c + mask) * d_in + lora_a_out
-    inputs = len(adapted) if g.adapter_cast else 1
-    return inputs * dt.c * d_in + lora_a_out  # inputs and the LoRA A outputs
+        return len(adapted) * (a + mask) * d_in + lora_a_out
+    inputs = len(adapted) if g.adapter_cast or g.adapter_fp32 else 1
+    return inputs * a * d_in + lora_a_out  # inputs and the LoRA A outputs
 
 
 _GEMMA_NORMS = ("gemma", "gemma2", "gemma3", "gemma3_text")
@@ -140,11 +148,12 @@ def _attention(arch: Architecture, dt: Dtypes, attention: Attention, kv_len: int
         if g.full and arch.model_type in _O_INPUT_COPY:
             saved += c * q  # o_proj's input is a copy of the output, kept as well (measured on a CPU)
         if not g.full and o[0] in g.targets:  # the adapter's A output, and its own input copy: an fp32
-            saved += c * g.rank  # adapter's cast, or the dropped copy (and the dropout mask) of lora_dropout
+            a = g.adapter_bytes(dt)  # adapter's cast, or the dropped copy (and the dropout mask) of lora_dropout
+            saved += a * g.rank
             if g.lora_dropout:
-                saved += (c + _mask_bytes(dt, g)) * q
-            elif g.adapter_cast:
-                saved += c * q
+                saved += (a + _mask_bytes(dt, g)) * q
+            elif g.adapter_cast or g.adapter_fp32:
+                saved += a * q
         return saved
     # Eager: q, k and v expanded to all heads, probabilities, then a contiguous output copy
     # that only o_proj (or its adapter) saves.

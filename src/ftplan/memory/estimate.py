@@ -135,6 +135,11 @@ def check_layout(arch: Architecture, training: Training, layout: Layout) -> None
                 "QLoRA with tensor parallelism is not supported (4-bit weights are not TP-sharded). "
                 "To fix: use tp: 1 with data parallelism or ZeRO-3."
             )
+    if training.precision is Precision.BF16_FP32_ADAPTERS and training.method is Method.FULL:
+        raise JobError(
+            "precision bf16-fp32-adapters keeps LoRA adapters in fp32 over a bf16 model; full fine-tuning "
+            "has no adapters. To fix: use bf16-pure or bf16-mixed, or method lora/qlora."
+        )
     if training.lora is not None and training.lora.base_fp32:
         if training.method is not Method.LORA or not training.precision.mixed:
             raise JobError(
@@ -166,6 +171,8 @@ def _recipe(training: Training, layout: Layout) -> _Bytes:
         return _Bytes(4, 4, 4, 0)
     if p is Precision.BF16_PURE:
         return _Bytes(2, 2, 2, 0)
+    if p is Precision.BF16_FP32_ADAPTERS:
+        return _Bytes(4, 4, 4, 0)  # fp32 adapters, sharded as they are under ZeRO/FSDP
     if layout.zero == ZeroStage.NONE:
         return _Bytes(4, 4, 4, 0)  # autocast over fp32 parameters
     return _Bytes(2, 2, 4, 4)  # ZeRO/FSDP mixed precision: 16-bit params, fp32 master shard
@@ -192,12 +199,13 @@ _ADAMW = (Optimizer.ADAMW, Optimizer.ADAMW_FUSED, Optimizer.ADAMW_FORLOOP, Optim
 
 def _saved_modules_16bit(training: Training, layout: Layout, ps: ParamSplit, tp: int) -> float:
     """Parameters of LoRA ``modules_to_save`` copies that stay 16-bit on this GPU: under a mixed
-    recipe without ZeRO over a 16-bit base (not ``base_fp32``), where the recipe would otherwise
-    hold every trainable parameter in fp32."""
+    recipe without ZeRO over a 16-bit base (not ``base_fp32``), or fp32 adapters over a bf16 model,
+    where the recipe would otherwise hold every trainable parameter in fp32."""
     lora = training.lora
     if training.method is Method.FULL or lora is None or not lora.modules_to_save:
         return 0.0
-    if not training.precision.mixed or lora.base_fp32 or layout.zero != ZeroStage.NONE:
+    fp32_adapters = training.precision is Precision.BF16_FP32_ADAPTERS
+    if not fp32_adapters and (not training.precision.mixed or lora.base_fp32 or layout.zero != ZeroStage.NONE):
         return 0.0
     return _local(0, 0, ps.trainable_embed, tp)
 
@@ -217,6 +225,7 @@ def _grads(arch: Architecture, training: Training, host: bool = False) -> tuple[
         targets=frozenset(lora_targets(arch, lora)),
         rank=lora.rank,
         adapter_cast=training.precision.mixed,
+        adapter_fp32=training.precision is Precision.BF16_FP32_ADAPTERS,
         lora_dropout=lora.dropout > 0,
         host_masks=host,
     )
@@ -273,12 +282,23 @@ def _per_sequence(
     head_tok = act.head_bytes_per_token(arch, dt, dropout, saves, embed_trains, lm_head_trains)
     head = head_tok * out_tokens / t + (head_tok * seq["encoder"] / t if arch.kind is Kind.ENCODER_DECODER else 0)
     widest = max(arch.ffn * max(arch.experts_per_token, 1), arch.hidden)
+    bwd_ws = 2 * c * widest
+    if saves.adapter_fp32:
+        # fp32 adapters without autocast: an adapter's backward also holds the fp32 gradient of the
+        # promoted sum and of its scaled output (4 bytes each an output element), and of lora_B's input
+        # (measured: benchmarks/measured_grid.yaml, the bf16-fp32-adapters cases with recomputation)
+        bwd_ws += 8 * _widest_adapted(arch, saves.targets) + 4 * saves.rank
     return _PerSequence(
         dt=dt, saves=saves, embed_trains=embed_trains, t5_eager=t5_eager, seq=seq, layer=layer, mean=mean,
         cross_kv=cross_kv, head=head, rotary=act.rotary_bytes(arch, dt, s) / t,
         loss_saved=act.loss_saved_bytes_per_token(arch, dt, training.loss) * out_tokens / t,
-        bwd_ws=2 * c * widest * max(seq.values()) / t,
+        bwd_ws=bwd_ws * max(seq.values()) / t,
     )  # fmt: skip
+
+
+def _widest_adapted(arch: Architecture, targets: frozenset[str]) -> int:
+    """The widest output of a LoRA-adapted block linear."""
+    return max((x.d_out for lin in arch.block_linears.values() for x in lin if x.name in targets), default=0)
 
 
 @lru_cache(maxsize=1024)

@@ -23,12 +23,16 @@ class Precision(StrEnum):
     * ``bf16-mixed`` / ``fp16-mixed``: fp32 master weights, 16-bit compute (autocast, or the
       ZeRO/FSDP mixed-precision wrappers); frozen LoRA bases are loaded in 16 bits.
     * ``bf16-pure``: everything in bf16, no fp32 master copy (torchtune, lit-gpt ``bf16-true``).
+    * ``bf16-fp32-adapters``: LoRA/QLoRA over a bf16 model without autocast, the adapters in fp32
+      (PEFT's ``autocast_adapter_dtype=True`` default on a model loaded in bf16): each adapter casts
+      its input to fp32, computes in fp32 and hands back a bf16 result.
     """
 
     FP32 = "fp32"
     FP16_MIXED = "fp16-mixed"
     BF16_MIXED = "bf16-mixed"
     BF16_PURE = "bf16-pure"
+    BF16_FP32_ADAPTERS = "bf16-fp32-adapters"
 
     @property
     def compute_bytes(self) -> int:

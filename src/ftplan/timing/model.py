@@ -181,7 +181,7 @@ def step_times(
     backward_share = 1 - flops.forward / flops.model  # gradients are ready only during the backward
 
     # ---- data parallel / ZeRO ------------------------------------------------------------------
-    grad_bytes = 4.0 if (training.precision is Precision.FP32 or training.precision.mixed) else 2.0
+    grad_bytes = 2.0 if training.precision is Precision.BF16_PURE else 4.0  # fp32 trainables otherwise
     g_bytes = flops.trainable * grad_bytes / tp
     w_bytes = flops.weights * (4.0 if training.precision is Precision.FP32 else 2.0) / tp
     frac = np.where(dp > 1, (dp - 1) / dp, 0.0)
@@ -228,6 +228,7 @@ def peak_tflops(gpu_tflops: dict[str, float | None], precision: Precision) -> fl
         Precision.FP32: "fp32",
         Precision.BF16_MIXED: "bf16",
         Precision.BF16_PURE: "bf16",
+        Precision.BF16_FP32_ADAPTERS: "bf16",
         Precision.FP16_MIXED: "fp16",
     }[precision]
     value = gpu_tflops.get(key) or gpu_tflops.get("fp16") or gpu_tflops.get("bf16")
