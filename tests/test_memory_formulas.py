@@ -378,7 +378,8 @@ def test_fp32_adapters_over_a_bf16_model_without_autocast():
         p: estimate_memory(arch, Training(method=Method.LORA, precision=p, seq_len=64, lora=up), Layout())
         for p in (Precision.BF16_PURE, Precision.BF16_FP32_ADAPTERS)
     }
-    diff = ws[Precision.BF16_FP32_ADAPTERS].gpu_terms["backward_workspace"] - ws[Precision.BF16_PURE].gpu_terms[
-        "backward_workspace"
-    ]
+    diff = (
+        ws[Precision.BF16_FP32_ADAPTERS].gpu_terms["backward_workspace"]
+        - ws[Precision.BF16_PURE].gpu_terms["backward_workspace"]
+    )
     assert diff == 64 * (8 * 704 + 4 * 16)

@@ -130,7 +130,8 @@ def build_model(job: ResolvedJob, device: str, seed: int = 0) -> Any:
         ) from None
     low = _dtype(torch, tr.precision)
     base_fp32 = tr.lora is not None and tr.lora.base_fp32
-    if tr.precision in (Precision.BF16_PURE, Precision.BF16_FP32_ADAPTERS) or (tr.precision.mixed and tr.method is not Method.FULL and not base_fp32):
+    bf16_model = tr.precision in (Precision.BF16_PURE, Precision.BF16_FP32_ADAPTERS)
+    if bf16_model or (tr.precision.mixed and tr.method is not Method.FULL and not base_fp32):
         model = model.to(low)
     model = model.to(device)
     if job.layout.recompute is Recompute.FULL:
