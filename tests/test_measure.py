@@ -45,14 +45,17 @@ def test_grid_is_varied_enough():
     assert {"llama", "qwen2", "mistral", "mixtral", "phi", "gpt_neox", "t5", "bert", "gemma", "gemma2"} <= types
     for key, values in {
         "method": {"full", "lora"},
-        "precision": {"fp32", "bf16-pure", "bf16-mixed"},
+        "precision": {"fp32", "bf16-pure", "bf16-mixed", "bf16-fp32-adapters"},
         "attention": {"sdpa", "eager"},
     }.items():
         assert {j.get(key, "sdpa") for j in jobs} >= values
+    assert {j.get("attention_mask", "none") for j in jobs} == {"none", "causal", "padded"}
+    windows = [j for j in jobs if j["architecture"].get("sliding_window", 1 << 30) <= j["seq_len"]]
+    assert {j["architecture"]["model_type"] for j in windows} >= {"mistral", "qwen2", "phi3"}
     assert {j.get("layout", {}).get("recompute", "none") for j in jobs} == {"none", "full"}
     assert {j["architecture"].get("tie_word_embeddings", False) for j in jobs} == {True, False}
     dropped = [j for j in jobs if j.get("lora", {}).get("dropout", 0) > 0]  # LoRA dropout in each precision
-    assert {j["precision"] for j in dropped} == {"fp32", "bf16-mixed", "bf16-pure"}
+    assert {j["precision"] for j in dropped} == {"fp32", "bf16-mixed", "bf16-pure", "bf16-fp32-adapters"}
 
 
 def test_model_states_are_exact(comparison):

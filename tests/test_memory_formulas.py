@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from ftplan.arch import architecture_from_hf
 from ftplan.errors import JobError
 from ftplan.memory import (
+    AttentionMask,
     Layout,
     LoraSetup,
     Loss,
@@ -383,3 +384,57 @@ def test_fp32_adapters_over_a_bf16_model_without_autocast():
         - ws[Precision.BF16_PURE].gpu_terms["backward_workspace"]
     )
     assert diff == 64 * (8 * 704 + 4 * 16)
+
+
+def test_an_explicit_attention_mask_costs_s_squared_per_layer():
+    # SDPA with a mask over 128 keys, bf16, h=256, 8 heads over 2 k/v heads: SDPA keeps the additive
+    # mask in the query's dtype (2·128 a query token) and k, v expanded to all heads (2 × 2·(256 − 64)).
+    arch = architecture_from_hf(TINY)
+    args = (arch, "main", Dtypes(c=2, r=2), Attention.SDPA, 128, 128, False, Recompute.NONE)
+    plain = layer_bytes_per_token(*args)
+    assert layer_bytes_per_token(*args, mask_len=128) - plain == 2 * 128 + 2 * 2 * (256 - 64)
+    # one k/v head: repeat_kv returns a view, so only the mask is added
+    mqa = architecture_from_hf(TINY | {"num_key_value_heads": 1})
+    margs = (mqa, *args[1:])
+    assert layer_bytes_per_token(*margs, mask_len=128) - layer_bytes_per_token(*margs) == 2 * 128
+    # eager attention keeps its probabilities whatever the mask: nothing is added
+    eager = (arch, "main", Dtypes(c=2, r=2), Attention.EAGER, 128, 128, False, Recompute.NONE)
+    assert layer_bytes_per_token(*eager, mask_len=128) == layer_bytes_per_token(*eager)
+    # the job option: every layer, 2 layers × micro-batch 2 × 128 queries × (256 + 768) bytes; on a GPU
+    # the key length rounds up to 16 (132 → 144)
+    base = Training(seq_len=128, precision=Precision.BF16_PURE)
+    for mask in (AttentionMask.CAUSAL, AttentionMask.PADDED):
+        tr = Training(seq_len=128, precision=Precision.BF16_PURE, attention_mask=mask)
+        got = estimate_memory(arch, tr, Layout(micro_batch=2), gpu_arch="cpu").activation_terms["layers"]
+        want = estimate_memory(arch, base, Layout(micro_batch=2), gpu_arch="cpu").activation_terms["layers"]
+        assert got - want == 2 * 2 * 128 * (2 * 128 + 768)
+    odd = {
+        m: estimate_memory(arch, Training(seq_len=132, precision=Precision.BF16_PURE, attention_mask=m), Layout())
+        for m in (AttentionMask.NONE, AttentionMask.PADDED)
+    }
+    added = odd[AttentionMask.PADDED].activation_terms["layers"] - odd[AttentionMask.NONE].activation_terms["layers"]
+    assert added == 2 * 132 * (2 * 144 + 768)
+
+
+def test_sliding_window_layers_build_a_mask_once_the_sequence_reaches_the_window():
+    # transformers skips the mask while seq_len < window; at seq_len ≥ window each sliding layer gets one
+    mistral = architecture_from_hf(TINY | {"model_type": "mistral", "sliding_window": 128})
+    assert mistral.sliding_layers == (True, True)
+    tr = {s: Training(seq_len=s, precision=Precision.BF16_PURE) for s in (127, 128)}
+    est = {s: estimate_memory(mistral, tr[s], Layout(), gpu_arch="cpu") for s in tr}
+    plain = {s: estimate_memory(architecture_from_hf(TINY), tr[s], Layout(), gpu_arch="cpu") for s in tr}
+    assert est[127].activation_terms["layers"] == plain[127].activation_terms["layers"]
+    assert est[128].activation_terms["layers"] - plain[128].activation_terms["layers"] == 2 * 128 * (256 + 768)
+    assert any("sliding-window" in n for n in est[128].notes) and not est[127].notes
+    # Gemma 2 alternates (layers 0, 2, ...), Qwen2 slides from max_window_layers only with use_sliding_window,
+    # an explicit layer_types list wins, and a null window means none
+    assert architecture_from_hf(TINY | {"model_type": "gemma2", "num_hidden_layers": 3}).sliding_layers == (
+        True, False, True,
+    )  # fmt: skip
+    qwen = TINY | {"model_type": "qwen2", "num_hidden_layers": 3, "sliding_window": 64, "max_window_layers": 1}
+    assert architecture_from_hf(qwen).sliding_window == 0
+    assert architecture_from_hf(qwen | {"use_sliding_window": True}).sliding_layers == (False, True, True)
+    typed = TINY | {"model_type": "mistral", "layer_types": ["full_attention", "sliding_attention"]}
+    assert architecture_from_hf(typed).sliding_layers == (False, True)
+    assert architecture_from_hf(TINY | {"model_type": "mistral", "sliding_window": None}).sliding_window == 0
+    assert architecture_from_hf(TINY | {"model_type": "mistral"}).sliding_window == 4096  # MistralConfig default

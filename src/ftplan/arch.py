@@ -92,6 +92,8 @@ class Architecture:
     rotary_dim: int = 0  # head dimensions rotary embeddings apply to (0: all of head_dim)
     softmax_upcast: bool = True  # eager attention computes softmax in fp32 (not T5, BERT, RoBERTa)
     labels: int = 0  # encoders: classes of the sequence-classification head they train
+    sliding_window: int = 0  # tokens a sliding-window layer attends to (0: none)
+    sliding_layers: tuple[bool, ...] = ()  # per layer: whether it attends through the sliding window
     names: dict[str, str] = field(default_factory=dict, compare=False)
 
     # ---- hashing: the memory model caches per architecture, so hash once ---------------------
@@ -308,6 +310,7 @@ def _decoder(cfg: dict[str, Any], where: str) -> Architecture:
         head_dim=head_dim, ffn=ffn, vocab=vocab, tied=tied, final_norm=True,
         attention_dropout=float(cfg.get("attention_dropout", 0.0) or 0.0),
     )  # fmt: skip
+    common["sliding_window"], common["sliding_layers"] = _sliding(cfg, layers, where)
     if mt in _LLAMA_LIKE:
         experts = int(cfg.get("num_local_experts", 8 if mt == "mixtral" else 0) or 0)
         return Architecture(
@@ -338,6 +341,38 @@ def _decoder(cfg: dict[str, Any], where: str) -> Architecture:
         rotary_dim=int(head_dim * _rotary_fraction(cfg, "rotary_pct", 0.25)),
         hidden_dropout=float(cfg.get("hidden_dropout", 0.0) or 0.0),
     )  # fmt: skip
+
+
+# transformers 5's sliding-window defaults per model type: the window when the config leaves
+# `sliding_window` out (configuration_<model>.py), and which layers use it.
+_SLIDING_DEFAULT = {"mistral": 4096, "qwen2": 4096, "gemma2": 4096}
+
+
+def _sliding(cfg: dict[str, Any], layers: int, where: str) -> tuple[int, tuple[bool, ...]]:
+    """The sliding window and the layers that use it, as transformers 5 derives them: every layer
+    for Mistral, Mixtral and Phi-3 when ``sliding_window`` is set; Qwen2 only with
+    ``use_sliding_window``, from layer ``max_window_layers`` on; Gemma 2 every other layer from
+    the first. An explicit ``layer_types`` list wins."""
+    mt = cfg["model_type"]
+    if mt not in ("mistral", "mixtral", "phi3", "qwen2", "gemma2"):
+        return 0, ()
+    window = cfg.get("sliding_window", _SLIDING_DEFAULT.get(mt))
+    if mt == "qwen2" and not cfg.get("use_sliding_window", False):
+        window = None
+    if not window:
+        return 0, ()
+    window = _positive(window, "sliding_window", where)
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and len(types) == layers:
+        sliding = tuple(t == "sliding_attention" for t in types)
+    elif mt == "qwen2":
+        first = int(cfg.get("max_window_layers", 28))
+        sliding = tuple(i >= first for i in range(layers))
+    elif mt == "gemma2":
+        sliding = tuple(i % 2 == 0 for i in range(layers))
+    else:
+        sliding = (True,) * layers
+    return (window, sliding) if any(sliding) else (0, ())
 
 
 def _rotary_fraction(cfg: dict[str, Any], key: str, default: float) -> float:

@@ -65,8 +65,8 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         )  # fmt: skip
     training = Training(
         method=spec.method, precision=spec.precision, optimizer=spec.optimizer, seq_len=spec.seq_len,
-        target_len=spec.target_len or 0, attention=spec.attention, loss=spec.loss, dropout=spec.dropout,
-        zero_grad=spec.zero_grad, lora=lora,
+        target_len=spec.target_len or 0, attention=spec.attention, attention_mask=spec.attention_mask,
+        loss=spec.loss, dropout=spec.dropout, zero_grad=spec.zero_grad, lora=lora,
     )  # fmt: skip
     per_node = spec.gpus_per_node or (gpu.max_gpus_per_node if gpu else 8)
     lay = spec.layout

@@ -25,7 +25,9 @@ def memory(
     seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per sequence."),
     micro_batch: int | None = typer.Option(None, "--micro-batch", help="Sequences per GPU per micro-step."),
     grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-steps per optimizer step."),
-    precision: str | None = typer.Option(None, "--precision", help="fp32 | fp16-mixed | bf16-mixed | bf16-pure"),
+    precision: str | None = typer.Option(
+        None, "--precision", help="fp32 | fp16-mixed | bf16-mixed | bf16-pure | bf16-fp32-adapters"
+    ),
     optimizer: str | None = typer.Option(
         None,
         "--optimizer",
@@ -37,6 +39,9 @@ def memory(
     offload: str | None = typer.Option(None, "--offload", help="none | optimizer | optimizer+params"),
     recompute: str | None = typer.Option(None, "--recompute", help="none | selective | full"),
     attention: str | None = typer.Option(None, "--attention", help="sdpa | eager"),
+    attention_mask: str | None = typer.Option(
+        None, "--attention-mask", help="none (packed or equal lengths) | causal | padded"
+    ),
     loss: str | None = typer.Option(None, "--loss", help="standard | chunked | fused"),
     lora_rank: int | None = typer.Option(None, "--lora-rank", help="LoRA rank."),
     lora_targets: str | None = typer.Option(None, "--lora-targets", help="Comma-separated modules or all-linear."),
@@ -57,7 +62,8 @@ def memory(
         data, source = dict(loaded), str(job)
     flags = dict(
         model=model, method=method, gpu=gpu, seq_len=seq_len, micro_batch=micro_batch, grad_accum=grad_accum,
-        precision=precision, optimizer=optimizer, attention=attention, loss=loss, gpus_per_node=gpus_per_node,
+        precision=precision, optimizer=optimizer, attention=attention, attention_mask=attention_mask, loss=loss,
+        gpus_per_node=gpus_per_node,
     )  # fmt: skip
     for key, value in flags.items():
         if value is not None:

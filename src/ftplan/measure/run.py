@@ -27,7 +27,7 @@ from ftplan.arch import Kind
 from ftplan.errors import MeasureError
 from ftplan.job import ResolvedJob
 from ftplan.measure import build
-from ftplan.memory import MemoryEstimate, Overheads, Recompute, ZeroGrad, estimate_memory
+from ftplan.memory import AttentionMask, MemoryEstimate, Overheads, Recompute, ZeroGrad, estimate_memory
 from ftplan.units import GIB
 
 # Host memory a measurement may use, as a fraction of what the OS reports available: the rest
@@ -257,9 +257,28 @@ def _batch(job: ResolvedJob, device: str, seed: int) -> dict[str, Any]:
     if job.arch.kind is Kind.ENCODER_DECODER:
         t = job.training.target_len or s
         return {"input_ids": ids, "labels": torch.randint(0, vocab, (mb, t), generator=gen).to(device)}
+    mask = _attention_mask(torch, job, mb, s, device)
     if job.arch.kind is Kind.ENCODER:  # one class label a sequence
-        return {"input_ids": ids, "labels": torch.randint(0, job.arch.labels, (mb,), generator=gen).to(device)}
-    return {"input_ids": ids, "labels": ids.clone()}
+        labels = torch.randint(0, job.arch.labels, (mb,), generator=gen).to(device)
+        return {"input_ids": ids, "labels": labels, **mask}
+    labels = ids.clone()
+    if job.training.attention_mask is AttentionMask.PADDED:
+        labels[0, -1] = -100  # the padded position carries no label
+    return {"input_ids": ids, "labels": labels, **mask}
+
+
+def _attention_mask(torch: Any, job: ResolvedJob, mb: int, s: int, device: str) -> dict[str, Any]:
+    """The job's ``attention_mask``: none; a 4-D boolean causal mask; or a padding mask whose first
+    sequence ends in one pad token (enough for the model to build its explicit mask)."""
+    kind = job.training.attention_mask
+    if kind is AttentionMask.CAUSAL:
+        causal = torch.ones(s, s, dtype=torch.bool, device=device).tril()
+        return {"attention_mask": causal.expand(mb, 1, s, s)}
+    if kind is AttentionMask.PADDED:
+        pad = torch.ones(mb, s, dtype=torch.long, device=device)
+        pad[0, -1] = 0
+        return {"attention_mask": pad}
+    return {}
 
 
 def _tensor_bytes(tensors: Any) -> int:

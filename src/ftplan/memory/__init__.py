@@ -4,6 +4,7 @@ from ftplan.memory.estimate import MemoryEstimate, check_layout, estimate_memory
 from ftplan.memory.overheads import Overheads
 from ftplan.memory.setup import (
     Attention,
+    AttentionMask,
     Layout,
     LoraSetup,
     Loss,
@@ -18,7 +19,7 @@ from ftplan.memory.setup import (
 )
 
 __all__ = [
-    "Attention", "Layout", "LoraSetup", "Loss", "MemoryEstimate", "Method", "Offload",
+    "Attention", "AttentionMask", "Layout", "LoraSetup", "Loss", "MemoryEstimate", "Method", "Offload",
     "Optimizer", "Overheads", "Precision", "Recompute", "Training", "ZeroGrad", "ZeroStage",
     "check_layout", "estimate_memory",
 ]  # fmt: skip

@@ -132,8 +132,11 @@ def _norm(arch: Architecture, dt: Dtypes, consumers: list[str], g: Grads, input_
     return own + _consumers(dt, h, consumers, g, grad_in or g.full)
 
 
-def _attention(arch: Architecture, dt: Dtypes, attention: Attention, kv_len: int, dropout: bool, g: Grads) -> float:
-    """Bytes a query token saved by one attention core and by the output projection's input."""
+def _attention(
+    arch: Architecture, dt: Dtypes, attention: Attention, kv_len: int, dropout: bool, g: Grads, mask_len: int = 0
+) -> float:
+    """Bytes a query token saved by one attention core and by the output projection's input.
+    ``mask_len``: SDPA gets an explicit mask over that many keys (0: none, it runs causal)."""
     c, q, kv = dt.c, arch.q_dim, arch.kv_dim
     a = arch.heads
     blk = arch.block_linears[next(iter(arch.block_linears))]
@@ -144,7 +147,15 @@ def _attention(arch: Architecture, dt: Dtypes, attention: Attention, kv_len: int
         return _consumers(dt, q, o, g, grad_in=False)  # nothing upstream trains: only o's adapter saves
     if attention is Attention.SDPA:
         v_store = c * (q + 2 * kv) if arch.fused_qkv else c * kv  # v is a view when fused
-        saved = c * q + c * kv + v_store + 4 * a + c * q  # q, k, v, log-sum-exp, output (= o_proj's input)
+        k_store = c * kv
+        if mask_len:
+            # With a mask, transformers expands grouped k/v to every head (repeat_kv: a copy, except a
+            # view when there is one k/v head) and SDPA converts the boolean mask to an additive one in
+            # the query's dtype, which it keeps: batch × 1 × s × mask_len per layer (measured: the grid)
+            if 1 < arch.kv_heads < a:
+                k_store = v_store = c * q
+            v_store += c * mask_len
+        saved = c * q + k_store + v_store + 4 * a + c * q  # q, k, v, log-sum-exp, output (= o_proj's input)
         if g.full and arch.model_type in _O_INPUT_COPY:
             saved += c * q  # o_proj's input is a copy of the output, kept as well (measured on a CPU)
         if not g.full and o[0] in g.targets:  # the adapter's A output, and its own input copy: an fp32
@@ -154,6 +165,8 @@ def _attention(arch: Architecture, dt: Dtypes, attention: Attention, kv_len: int
                 saved += (a + _mask_bytes(dt, g)) * q
             elif g.adapter_cast or g.adapter_fp32:
                 saved += a * q
+            elif arch.model_type in _O_INPUT_COPY:
+                saved += c * q  # lora_A keeps o_proj's input, which is a copy of the output here
         return saved
     # Eager: q, k and v expanded to all heads, probabilities, then a contiguous output copy
     # that only o_proj (or its adapter) saves.
@@ -223,13 +236,16 @@ def layer_bytes_per_token(
     dropout: bool,
     recompute: Recompute,
     grads: Grads = FULL,
+    mask_len: int = 0,
 ) -> float:
-    """Bytes one token saves in one layer of ``stack`` with no recomputation (or selective)."""
+    """Bytes one token saves in one layer of ``stack`` with no recomputation (or selective);
+    ``mask_len``: the keys of an explicit SDPA attention mask (0: none)."""
     h = arch.hidden
     g = grads
     att = attention
     if recompute is Recompute.SELECTIVE:
         att = Attention.SDPA  # selective recomputation keeps only the core-attention inputs
+        mask_len = 0
     blk = arch.block_linears[stack if stack in arch.block_linears else next(iter(arch.block_linears))]
     attn_in = [x.name for x in blk if x.role in ("q", "k", "v", "qkv") and x.stack != "cross"]
     mlp_in = [x.name for x in blk if x.role in ("gate", "up", "gate_up", "router")]
@@ -241,7 +257,7 @@ def layer_bytes_per_token(
         total = _norm(arch, dt, attn_in + mlp_in, g)
     else:
         total = _norm(arch, dt, attn_in, g)
-    total += _attention(arch, dt, att, seq_len, dropout, g)
+    total += _attention(arch, dt, att, seq_len, dropout, g, mask_len)
     if stack == "decoder":  # cross-attention: q, output and probabilities over the encoder
         total += _norm(arch, dt, [x.name for x in blk if x.stack == "cross" and x.role == "q"], g, attn_trains)
         total += 2 * dt.c * arch.q_dim if attn_trains else 0

@@ -33,6 +33,7 @@ from ftplan.memory.overheads import Overheads, cublas_workspace_bytes, nccl_byte
 from ftplan.memory.params import ParamSplit, lora_targets, split_params
 from ftplan.memory.setup import (
     Attention,
+    AttentionMask,
     Layout,
     Loss,
     Method,
@@ -240,6 +241,7 @@ class _PerSequence:
     saves: act.Grads
     embed_trains: bool
     t5_eager: bool  # T5 was asked for SDPA and runs eager
+    window_masks: int  # layers given an explicit mask only because of their sliding window
     seq: dict[str, int]  # tokens of one sequence in each stack
     layer: dict[str, float]  # one layer's saves, per stack
     mean: dict[str, float]  # the mean over a stack's layers (its first layer may save less)
@@ -271,12 +273,19 @@ def _per_sequence(
     saves, embed_trains, lm_head_trains = _grads(arch, training, host)
     layer: dict[str, float] = {}
     mean: dict[str, float] = {}
+    window_masks = 0
     for stack, tokens in seq.items():
         args = (arch, stack, dt, attention, dec_len if stack == "decoder" else s, s, dropout, recompute)
-        layer[stack] = act.layer_bytes_per_token(*args, saves) * tokens / t
-        first = act.layer_bytes_per_token(*args, saves.first_layer() if not embed_trains else saves) * tokens / t
         n_layers = arch.layers_of(stack)
-        mean[stack] = (layer[stack] * (n_layers - 1) + first) / n_layers
+        masks = _mask_lens(arch, training, stack, tokens, host) if attention is Attention.SDPA else (0,) * n_layers
+        if training.attention_mask is AttentionMask.NONE:
+            window_masks += sum(1 for m in masks if m)
+        each = [
+            act.layer_bytes_per_token(*args, saves.first_layer() if i == 0 and not embed_trains else saves, m)
+            for i, m in enumerate(masks)
+        ]
+        layer[stack] = max(each) * tokens / t  # the widest layer: the working set a recomputed step rebuilds
+        mean[stack] = sum(each) / n_layers * tokens / t
     cross_kv = act.cross_kv_bytes_per_sequence(arch, dt, s) / t if arch.kind is Kind.ENCODER_DECODER else 0.0
     out_tokens = seq.get("decoder", seq.get("main", 0))
     head_tok = act.head_bytes_per_token(arch, dt, dropout, saves, embed_trains, lm_head_trains)
@@ -289,7 +298,8 @@ def _per_sequence(
         # (measured: benchmarks/measured_grid.yaml, the bf16-fp32-adapters cases with recomputation)
         bwd_ws += 8 * _widest_adapted(arch, saves.targets) + 4 * saves.rank
     return _PerSequence(
-        dt=dt, saves=saves, embed_trains=embed_trains, t5_eager=t5_eager, seq=seq, layer=layer, mean=mean,
+        dt=dt, saves=saves, embed_trains=embed_trains, t5_eager=t5_eager, window_masks=window_masks, seq=seq,
+        layer=layer, mean=mean,
         cross_kv=cross_kv, head=head, rotary=act.rotary_bytes(arch, dt, s) / t,
         loss_saved=act.loss_saved_bytes_per_token(arch, dt, training.loss) * out_tokens / t,
         bwd_ws=bwd_ws * max(seq.values()) / t,
@@ -299,6 +309,25 @@ def _per_sequence(
 def _widest_adapted(arch: Architecture, targets: frozenset[str]) -> int:
     """The widest output of a LoRA-adapted block linear."""
     return max((x.d_out for lin in arch.block_linears.values() for x in lin if x.name in targets), default=0)
+
+
+# PyTorch's memory-efficient SDPA kernel pads an attention bias's last dimension to a multiple of
+# 16 elements (aten/src/ATen/native/transformers/attention.cpp, mem_eff_alignment); a CPU does not.
+_MEM_EFF_ALIGNMENT = 16
+
+
+def _mask_lens(arch: Architecture, training: Training, stack: str, tokens: int, host: bool) -> tuple[int, ...]:
+    """Per layer of ``stack``, the keys of the explicit attention mask SDPA gets (0: none). The job's
+    mask applies to every layer; without one, transformers still builds a mask for a sliding-window
+    layer once the sequence reaches its window (masking_utils: a mask is skipped only while
+    ``kv_length < sliding_window``)."""
+    n = arch.layers_of(stack)
+    keys = tokens if host else -(-tokens // _MEM_EFF_ALIGNMENT) * _MEM_EFF_ALIGNMENT
+    if training.attention_mask is not AttentionMask.NONE:
+        return (keys,) * n
+    if stack != "main" or not arch.sliding_window or tokens < arch.sliding_window:
+        return (0,) * n
+    return tuple(keys if sliding else 0 for sliding in arch.sliding_layers)
 
 
 @lru_cache(maxsize=1024)
@@ -406,6 +435,11 @@ def estimate_memory(
     pa = _per_sequence(arch, training, r, t, layout.recompute, gpu_arch.lower() == "cpu")
     if pa.t5_eager:
         notes.append("T5 attention (relative position bias) runs eager: attention set to eager")
+    if pa.window_masks:
+        notes.append(
+            f"{pa.window_masks} sliding-window layer(s) (window {arch.sliding_window} ≤ seq_len): transformers "
+            "builds an explicit mask there, which SDPA keeps per layer (s² elements) with k/v expanded"
+        )
     dt, saves, embed_trains = pa.dt, pa.saves, pa.embed_trains
     mb = layout.micro_batch
     stacks = {st: mb * seq for st, seq in pa.seq.items()}  # tokens per micro-batch in each stack

@@ -97,6 +97,14 @@ class Attention(StrEnum):
     EAGER = "eager"  # materialises the attention probabilities
 
 
+class AttentionMask(StrEnum):
+    """The attention mask a step hands the model (it matters to SDPA, which skips an absent one)."""
+
+    NONE = "none"  # none (packed or equal-length sequences): SDPA runs causal without a mask tensor
+    CAUSAL = "causal"  # an explicit causal mask tensor (a 4-D mask the training loop builds)
+    PADDED = "padded"  # a padding mask (padded batches): the model builds a batch × 1 × s × s mask
+
+
 class Loss(StrEnum):
     STANDARD = "standard"  # logits for every token, upcast to fp32 when the model does
     CHUNKED = "chunked"  # logits upcast and cross-entropy per chunk of tokens (torchtune)
@@ -132,6 +140,7 @@ class Training:
     seq_len: int = 2048
     target_len: int = 0  # decoder length for encoder-decoder models (0: same as seq_len)
     attention: Attention = Attention.SDPA
+    attention_mask: AttentionMask = AttentionMask.NONE
     loss: Loss = Loss.STANDARD
     dropout: bool | None = None  # None: as the model's config says
     lora: LoraSetup | None = None

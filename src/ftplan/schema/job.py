@@ -11,6 +11,7 @@ from ftplan import limits as L
 from ftplan.memory.setup import (
     ZERO_ALIASES,
     Attention,
+    AttentionMask,
     Loss,
     Method,
     Offload,
@@ -88,6 +89,11 @@ class JobSpec(BaseModel):
     micro_batch: Int = Field(1, gt=0, le=L.MAX_GLOBAL_BATCH, description="sequences per GPU per micro-step")
     grad_accum: Int = Field(1, gt=0, le=L.MAX_GLOBAL_BATCH, description="micro-steps per optimizer step")
     attention: Attention = Attention.SDPA
+    attention_mask: AttentionMask = Field(
+        AttentionMask.NONE,
+        description="none: packed or equal-length sequences (SDPA runs causal without a mask); causal: an "
+        "explicit causal mask tensor; padded: padded batches (the model builds a batch x 1 x s x s mask)",
+    )
     loss: Loss = Loss.STANDARD
     dropout: Bool | None = Field(None, description="override the model config's dropout")
     zero_grad: ZeroGrad = Field(
