@@ -438,3 +438,21 @@ def test_sliding_window_layers_build_a_mask_once_the_sequence_reaches_the_window
     assert architecture_from_hf(typed).sliding_layers == (False, True)
     assert architecture_from_hf(TINY | {"model_type": "mistral", "sliding_window": None}).sliding_window == 0
     assert architecture_from_hf(TINY | {"model_type": "mistral"}).sliding_window == 4096  # MistralConfig default
+
+
+def test_gemma2_soft_capping_keeps_its_tanh_outputs():
+    # final_logit_softcapping: tanh keeps its output, c·V a token, from the loss's forward to its backward
+    # (saved and at the peak); attn_logit_softcapping under eager: c·heads·kv_len a token and layer. The
+    # fused loss caps inside its chunks. Gemma2Config's defaults (30.0, 50.0) apply when a config is silent.
+    g2 = {"model_type": "gemma2", "head_dim": 32}
+    capped = architecture_from_hf(TINY | g2)
+    plain = architecture_from_hf(TINY | g2 | {"final_logit_softcapping": None, "attn_logit_softcapping": None})
+    assert capped.final_softcap and capped.attn_softcap and not plain.final_softcap
+    dt = Dtypes(c=2, r=2)
+    for loss in (Loss.STANDARD, Loss.CHUNKED):
+        assert loss_bytes_per_token(capped, dt, loss, 128) - loss_bytes_per_token(plain, dt, loss, 128) == 2 * 1000
+    assert loss_bytes_per_token(capped, dt, Loss.FUSED, 128) == loss_bytes_per_token(plain, dt, Loss.FUSED, 128)
+    eager = ("main", dt, Attention.EAGER, 128, 128, False, Recompute.NONE)
+    assert layer_bytes_per_token(capped, *eager) - layer_bytes_per_token(plain, *eager) == 2 * 8 * 128
+    sdpa = ("main", dt, Attention.SDPA, 128, 128, False, Recompute.NONE)
+    assert layer_bytes_per_token(capped, *sdpa) == layer_bytes_per_token(plain, *sdpa)

@@ -92,6 +92,8 @@ class Architecture:
     rotary_dim: int = 0  # head dimensions rotary embeddings apply to (0: all of head_dim)
     softmax_upcast: bool = True  # eager attention computes softmax in fp32 (not T5, BERT, RoBERTa)
     labels: int = 0  # encoders: classes of the sequence-classification head they train
+    final_softcap: bool = False  # Gemma 2: logits = cap·tanh(logits / cap) before the loss
+    attn_softcap: bool = False  # Gemma 2: the same on the attention scores (eager attention)
     sliding_window: int = 0  # tokens a sliding-window layer attends to (0: none)
     sliding_layers: tuple[bool, ...] = ()  # per layer: whether it attends through the sliding window
     names: dict[str, str] = field(default_factory=dict, compare=False)
@@ -319,6 +321,9 @@ def _decoder(cfg: dict[str, Any], where: str) -> Architecture:
             o_bias=bool(cfg.get("attention_bias", False)), mlp_bias=bool(cfg.get("mlp_bias", False)),
             experts=experts, experts_per_token=int(cfg.get("num_experts_per_tok", 2)) if experts else 0,
             names=_NAMES_MIXTRAL if mt == "mixtral" else _NAMES_LLAMA,
+            # Gemma2Config defaults: final_logit_softcapping 30.0, attn_logit_softcapping 50.0
+            final_softcap=mt == "gemma2" and bool(cfg.get("final_logit_softcapping", 30.0)),
+            attn_softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping", 50.0)),
         )  # fmt: skip
     if mt == "phi3":
         return Architecture(

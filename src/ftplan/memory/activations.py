@@ -171,6 +171,8 @@ def _attention(
     # Eager: q, k and v expanded to all heads, probabilities, then a contiguous output copy
     # that only o_proj (or its adapter) saves.
     probs = _probs(dt, a, kv_len, dropout, arch.softmax_upcast)
+    if arch.attn_softcap:  # Gemma 2 caps the scores with tanh, which keeps its output
+        probs += c * a * kv_len
     return 3 * c * q + probs + (c * q if g.full else _consumers(dt, q, o, g))
 
 
@@ -352,10 +354,16 @@ def loss_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, tokens: int
         return (c + 4) * v * chunk_tokens / max(tokens, 1) + c * arch.hidden
     if loss is Loss.CHUNKED:
         k = CHUNKED_LOSS_CHUNKS
-        return max((c + 4 + 4 / k) * v, (4 + 8 / k + c / k) * v)
+        return max((c + 4 + 4 / k) * v, (4 + 8 / k + c / k) * v) + _softcap_saved(arch, dt, loss)
     u = 4 if arch.loss_upcast else c
     forward = c * v + (u * v if u != c else 0) + u * v
-    return max(forward, 3 * u * v)
+    return max(forward, 3 * u * v) + _softcap_saved(arch, dt, loss)
+
+
+def _softcap_saved(arch: Architecture, dt: Dtypes, loss: Loss) -> float:
+    """Gemma 2's final-logit soft-capping keeps its tanh output (``c`` bytes a vocabulary entry) until
+    the loss's backward; a fused loss caps inside its chunks."""
+    return dt.c * arch.vocab if arch.final_softcap and loss is not Loss.FUSED else 0.0
 
 
 def loss_saved_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss) -> float:
@@ -370,6 +378,6 @@ def loss_saved_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss) -> fl
     if loss is Loss.FUSED:
         return dt.c * arch.hidden + 8
     if loss is Loss.CHUNKED:
-        return 4 * arch.vocab + 8
+        return 4 * arch.vocab + 8 + _softcap_saved(arch, dt, loss)
     u = 4 if arch.loss_upcast else dt.c
-    return u * arch.vocab + 8
+    return u * arch.vocab + 8 + _softcap_saved(arch, dt, loss)
