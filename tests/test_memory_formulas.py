@@ -24,6 +24,7 @@ from ftplan.memory import (
     estimate_memory,
 )
 from ftplan.memory.activations import Dtypes, Grads, layer_bytes_per_token, loss_bytes_per_token
+from ftplan.memory.estimate import _folded_bytes
 from ftplan.memory.params import nf4_bits_per_weight, split_params
 from ftplan.memory.setup import Attention
 
@@ -456,3 +457,45 @@ def test_gemma2_soft_capping_keeps_its_tanh_outputs():
     assert layer_bytes_per_token(capped, *eager) - layer_bytes_per_token(plain, *eager) == 2 * 8 * 128
     sdpa = ("main", dt, Attention.SDPA, 128, 128, False, Recompute.NONE)
     assert layer_bytes_per_token(capped, *sdpa) == layer_bytes_per_token(plain, *sdpa)
+
+
+MOE = {
+    "model_type": "mixtral", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "intermediate_size": 96, "vocab_size": 100, "num_local_experts": 4,
+    "num_experts_per_tok": 2,
+}  # fmt: skip
+
+
+def test_lora_on_moe_experts_is_folded_into_the_weights():
+    # PEFT over transformers 5: w1 + w3 are one gate_up_proj (4 experts × 192 × 64) adapted at rank 2r,
+    # A (4·2r × 64) and B (192 × 4·2r); w2 (down, 4 × 64 × 96): A (4·r × 96), B (64 × 4·r); the router
+    # (gate, 4 × 64): A (r × 64), B (4 × r). r = 4, two layers, bf16-pure.
+    arch = architecture_from_hf(MOE)
+    lora = LoraSetup(rank=4, target_modules=("gate", "w1", "w2", "w3"))
+    tr = Training(method=Method.LORA, precision=Precision.BF16_PURE, seq_len=32, lora=lora)
+    adapters = 2 * ((32 * 64 + 192 * 32) + (16 * 96 + 64 * 16) + (4 * 64 + 4 * 4))
+    assert split_params(arch, tr).trainable == adapters
+    # backward keeps each layer's merged weights, W + B·A, in the weights' dtype (bf16): experts and router;
+    # the first gradient backward computes is the down projection's merged weight, full-sized
+    saves = Grads(
+        full=False, targets=frozenset(lora.target_modules), rank=4, param_targets=frozenset(lora.target_modules)
+    )
+    merged = 2 * (4 * 192 * 64 + 4 * 64 * 96 + 4 * 64)
+    assert _folded_bytes(arch, saves, 2, False) == (merged, 0, 2 * 4 * 64 * 96)
+    # fp32 adapters over the bf16 base (bf16-mixed) add the product's bf16 copies of the factors
+    cast = Grads(full=False, targets=saves.targets, rank=4, param_targets=saves.targets, adapter_cast=True)
+    assert _folded_bytes(arch, cast, 2, False)[1] == 2 * adapters // 2
+    est = {
+        rc: estimate_memory(arch, tr, Layout(recompute=rc), gpu_arch="hopper")
+        for rc in (Recompute.NONE, Recompute.FULL)
+    }
+    assert any("merges W + B·A" in n for n in est[Recompute.NONE].notes)
+    # all-linear adapts the router too; gate and up are one tensor; dropout cannot apply to a folded adapter
+    every = LoraSetup(rank=4, target_modules=("all-linear",))
+    assert split_params(arch, Training(method=Method.LORA, lora=every)).trainable > adapters
+    with pytest.raises(JobError, match="fused gate_up_proj"):
+        estimate_memory(arch, Training(method=Method.LORA, lora=LoraSetup(target_modules=("w1", "w2"))), Layout())
+    with pytest.raises(JobError, match="dropout"):
+        estimate_memory(
+            arch, Training(method=Method.LORA, lora=LoraSetup(dropout=0.1, target_modules=("w2",))), Layout()
+        )

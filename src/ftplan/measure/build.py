@@ -13,6 +13,7 @@ the way the training frameworks the memory model follows apply them:
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
 from ftplan.arch import Kind
@@ -154,7 +155,9 @@ def build_model(job: ResolvedJob, device: str, seed: int = 0) -> Any:
             modules_to_save=list(lora.modules_to_save) or None,
             task_type={Kind.ENCODER_DECODER: "SEQ_2_SEQ_LM", Kind.ENCODER: "SEQ_CLS"}.get(job.arch.kind, "CAUSAL_LM"),
         )
-        model = get_peft_model(model, config, autocast_adapter_dtype=tr.precision is not Precision.BF16_PURE)
+        with warnings.catch_warnings():  # PEFT's own rank pattern for a fused gate_up_proj, which it resolves
+            warnings.filterwarnings("ignore", message="The following (alpha|rank)_pattern keys did not match")
+            model = get_peft_model(model, config, autocast_adapter_dtype=tr.precision is not Precision.BF16_PURE)
         if job.layout.recompute is Recompute.FULL:
             model.enable_input_require_grads()
     model.train()

@@ -57,7 +57,9 @@ class Grads:
     own copy of the input and keeps it with the dropout mask. ``host_masks``: dropout runs on a CPU,
     whose mask has the input's element size (CUDA's ``native_dropout`` keeps one byte an element).
     ``adapter_fp32``: fp32 adapters over a 16-bit base without autocast (PEFT's default on a bf16
-    model): each adapter computes in fp32 on its own fp32 copy of the input.
+    model): each adapter computes in fp32 on its own fp32 copy of the input. ``param_targets``: the
+    targets whose LoRA product PEFT folds into the weight (a MoE's router and fused experts): their
+    weight gradient keeps the input, and no adapter output is saved.
     """
 
     full: bool = True
@@ -68,6 +70,7 @@ class Grads:
     lora_dropout: bool = False
     host_masks: bool = False
     adapter_fp32: bool = False
+    param_targets: frozenset[str] = frozenset()
 
     def adapter_bytes(self, dt: Dtypes) -> int:
         """Element size of what an adapter saves: fp32 for fp32 adapters without autocast."""
@@ -93,9 +96,9 @@ def _consumers(dt: Dtypes, d_in: int, names: list[str], g: Grads, grad_in: bool 
         return 0.0
     if g.full:
         return dt.r * d_in if dt.r == dt.c else len(names) * dt.c * d_in
-    adapted = [x for x in names if x in g.targets]
-    if not adapted:
-        return 0.0
+    adapted = [x for x in names if x in g.targets and x not in g.param_targets]
+    if not adapted:  # a folded adapter's weight gradient keeps the input itself
+        return dt.c * d_in if any(x in g.param_targets for x in names) else 0.0
     a = g.adapter_bytes(dt)
     lora_a_out = len(adapted) * a * g.rank
     if g.lora_dropout:

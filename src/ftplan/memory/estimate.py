@@ -30,7 +30,7 @@ from ftplan.arch import Architecture, Kind
 from ftplan.errors import JobError
 from ftplan.memory import activations as act
 from ftplan.memory.overheads import Overheads, cublas_workspace_bytes, nccl_bytes
-from ftplan.memory.params import ParamSplit, lora_targets, split_params
+from ftplan.memory.params import ParamSplit, lora_targets, parameter_targets, split_params
 from ftplan.memory.setup import (
     Attention,
     AttentionMask,
@@ -45,6 +45,7 @@ from ftplan.memory.setup import (
     ZeroGrad,
     ZeroStage,
 )
+from ftplan.units import GIB
 
 # bitsandbytes 8-bit optimizers: blockwise quantisation with 256 values per block and one fp32
 # absmax per block and state (bnb.functional blocksize 256); tensors under 4096 elements keep
@@ -141,6 +142,15 @@ def check_layout(arch: Architecture, training: Training, layout: Layout) -> None
             "precision bf16-fp32-adapters keeps LoRA adapters in fp32 over a bf16 model; full fine-tuning "
             "has no adapters. To fix: use bf16-pure or bf16-mixed, or method lora/qlora."
         )
+    lora = training.lora
+    if training.method is not Method.FULL and lora is not None and lora.dropout > 0:
+        folded = parameter_targets(arch, lora_targets(arch, lora))
+        if folded:
+            raise JobError(
+                f"lora.dropout {lora.dropout} with {', '.join(sorted(folded))} adapted: PEFT folds LoRA on a MoE's "
+                "router and experts into the weights, where dropout cannot apply, and refuses it. To fix: set "
+                "lora.dropout 0, or leave the router and experts out of target_modules."
+            )
     if training.lora is not None and training.lora.base_fp32:
         if training.method is not Method.LORA or not training.precision.mixed:
             raise JobError(
@@ -221,9 +231,11 @@ def _grads(arch: Architecture, training: Training, host: bool = False) -> tuple[
     saved = set(lora.modules_to_save)
     embed = any(m in saved for m in _EMBEDDING_NAMES)
     head = "lm_head" in saved or (arch.tied and embed)
+    targets = frozenset(lora_targets(arch, lora))
     grads = act.Grads(
         full=False,
-        targets=frozenset(lora_targets(arch, lora)),
+        targets=targets,
+        param_targets=parameter_targets(arch, targets),
         rank=lora.rank,
         adapter_cast=training.precision.mixed,
         adapter_fp32=training.precision is Precision.BF16_FP32_ADAPTERS,
@@ -343,11 +355,40 @@ def _adapter_cast_params(arch: Architecture, saves: act.Grads, embed_trains: boo
     total = 0
     for stack, linears in arch.block_linears.items():
         for x in linears:
-            if x.name in saves.targets:
+            if x.name in saves.targets and x.name not in saves.param_targets:  # folded ones: _folded_experts
                 total += saves.rank * (x.d_in + x.d_out) * x.count * arch.layers_of(stack)
                 if not embed_trains and x.role in ("q", "k", "v", "qkv") and x.stack != "cross":
                     total -= saves.rank * x.d_in * x.count
     return total
+
+
+@lru_cache(maxsize=1024)
+def _folded_bytes(arch: Architecture, saves: act.Grads, w_bytes: int, host: bool) -> tuple[float, float, float]:
+    """Bytes one layer keeps for LoRA that PEFT folds into a weight (``ParamWrapper``: a MoE's router
+    and fused experts): the merged weight ``W + scale·B·A`` in the weight's dtype, which the expert
+    matmuls save for backward; and the copies of the factors that product keeps where the adapters'
+    dtype differs from the weight's (fp32 adapters over a 16-bit base; on a CPU, PEFT also multiplies
+    a 16-bit router's factors in fp32, ``Linear.get_delta_weight``); and the gradient of a merged
+    weight, full-sized, that backward computes first (the down projection's, when it is adapted).
+    Measured: the grid's mixtral LoRA cases."""
+    if not saves.param_targets:
+        return 0.0, 0.0, 0.0
+    merged = copies = 0.0
+    last = {}  # weight bytes of each folded matmul: backward starts with the last one in forward
+    for x in arch.block_linears["main"]:
+        if x.name not in saves.param_targets:
+            continue
+        merged += w_bytes * x.weight_params
+        key = x.role if x.role in ("router", "down") else "gate_up"
+        last[key] = last.get(key, 0) + w_bytes * x.weight_params
+        fused = x.count > 1 and x.role in ("gate", "up")  # half of gate_up: rank 2r over 2f outputs
+        factors = saves.rank * x.count * (x.d_in + (2 * x.d_out if fused else x.d_out))
+        if (saves.adapter_cast or saves.adapter_fp32) and w_bytes == 2:
+            copies += w_bytes * factors
+        elif host and x.count == 1 and w_bytes == 2:
+            copies += 4 * factors
+    grad = next((float(last[k]) for k in ("down", "gate_up", "router") if k in last), 0.0)
+    return merged, copies, grad
 
 
 @lru_cache(maxsize=1024)
@@ -432,7 +473,8 @@ def estimate_memory(
         w_train = w_frozen = 0.0
 
     # ---- activations -------------------------------------------------------------------------
-    pa = _per_sequence(arch, training, r, t, layout.recompute, gpu_arch.lower() == "cpu")
+    on_cpu = gpu_arch.lower() == "cpu"
+    pa = _per_sequence(arch, training, r, t, layout.recompute, on_cpu)
     if pa.t5_eager:
         notes.append("T5 attention (relative position bias) runs eager: attention set to eager")
     if pa.window_masks:
@@ -453,13 +495,22 @@ def estimate_memory(
         saved_layers = sum(arch.layers_of(st) * layer_mean[st] for st in per_layer)
         saved_layers += cross_kv * arch.decoder_layers
         recompute_ws = 0.0
+    # LoRA folded into MoE weights: each layer's merged weights, saved for backward (one layer at a
+    # time under full recomputation, where they are counted with the working buffers)
+    folded, folded_copies, folded_grad = (b / t for b in _folded_bytes(arch, saves, frozen_bytes, on_cpu))
+    folded_layers = arch.layers if layout.recompute is not Recompute.FULL else 1
+    folded_saved = folded * arch.layers if layout.recompute is not Recompute.FULL else 0.0
+    # in backward: the recomputed layer's merged weights, and the first merged weight's gradient
+    folded_ws = (folded if layout.recompute is Recompute.FULL else 0.0) + folded_grad
+    saved_layers += folded_saved
     out_tokens = stacks.get("decoder", stacks.get("main", 0))
     head = pa.head * mb + pa.rotary
     loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, out_tokens) * out_tokens / t
     loss_saved = pa.loss_saved * mb
     bwd_ws = pa.bwd_ws * mb  # gradient of the widest tensor + its input
     after_loss = c * arch.hidden * out_tokens / t  # gradient of the last hidden state
-    act_phase_extra = max(loss_peak, after_loss + recompute_ws + bwd_ws)
+    in_backward = after_loss + recompute_ws + bwd_ws  # grows with the micro-batch, as the loss peak does
+    act_phase_extra = max(loss_peak, in_backward + folded_ws)
     activations = saved_layers + head
 
     # ---- working buffers ---------------------------------------------------------------------
@@ -476,6 +527,7 @@ def estimate_memory(
         cast_copies = 0.0
         if amp or fp32_base:
             cast_copies = 2.0 * max(_local(0, 0, lm_head_matrix, t), block)
+    cast_copies += folded_copies * folded_layers  # the folded MoE adapters' factor copies
     gathered = 0.0
     if z >= ZeroStage.PARAMETERS:
         w16 = ps.quant_bits_per_weight / 8 if ps.quant_bits_per_weight else frozen_bytes
@@ -507,7 +559,7 @@ def estimate_memory(
         "optimizer_states": opt_states,
         "activations": activations,
         "logits_loss": loss_peak,
-        "backward_workspace": bwd_ws + recompute_ws,
+        "backward_workspace": bwd_ws + recompute_ws + folded_ws,
         "autocast_weight_copies": cast_copies,
         "zero3_gathered_params": gathered,
         "grad_reduce_buffer": reduce_buffer,
@@ -537,9 +589,20 @@ def estimate_memory(
     )
     at_peak = set(_PHASE_TERMS[phase]) | {"allocator_cache", "cuda_context", "nccl_buffers"}
     if phase == "forward/backward":
-        at_peak |= {"logits_loss"} if loss_peak >= after_loss + recompute_ws + bwd_ws else {"backward_workspace"}
+        at_peak |= {"logits_loss"} if loss_peak >= in_backward + folded_ws else {"backward_workspace"}
         if grads_held:
             at_peak.add("gradients")
+    full_recompute = layout.recompute is Recompute.FULL
+    if folded:
+        notes.append(
+            f"LoRA on the MoE router/experts: PEFT merges W + B·A every forward and backward keeps it, "
+            f"{folded / GIB:.2f} GiB a layer"
+            + (
+                " (one layer at a time under full recomputation)"
+                if full_recompute
+                else f" × {arch.layers} layers; recompute: full keeps one"
+            )
+        )
     return MemoryEstimate(
         gpu_terms={k: int(v) for k, v in gpu_terms.items()},
         host_terms={k: int(v) for k, v in host.items()},
@@ -553,12 +616,15 @@ def estimate_memory(
         notes=tuple(notes),
         phase_bytes={k: int(v) for k, v in phases.items()},
         per_sequence_bytes=(
-            None if training.loss is Loss.FUSED else (activations - pa.rotary + act_phase_extra) / layout.micro_batch
+            None
+            if training.loss is Loss.FUSED
+            # the per-sequence part; the folded constants count once, at most (never less than the model)
+            else (activations - folded_saved - pa.rotary + max(loss_peak, in_backward)) / layout.micro_batch
         ),
         activation_terms={  # for `ftplan measure` and the tests
             **{
                 f"layer:{st}": int(
-                    (r * arch.hidden * stacks[st] / t if layout.recompute is Recompute.FULL else layer_mean[st])
+                    (r * arch.hidden * stacks[st] / t if full_recompute else layer_mean[st] + folded)
                     + (cross_kv if st == "decoder" and layout.recompute is not Recompute.FULL else 0)
                 )
                 for st in per_layer

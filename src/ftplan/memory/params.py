@@ -53,16 +53,35 @@ def nf4_bits_per_weight(lora: LoraSetup) -> float:
 
 
 def lora_targets(arch: Architecture, lora: LoraSetup) -> set[str]:
+    """The adapted linears' names. ``all-linear`` covers every block linear, the MoE router and
+    experts included (PEFT ≥ 0.17 over transformers 5)."""
     names = arch.linear_names
     if ALL_LINEAR in lora.target_modules:
-        return {n for n in names if n != arch.names.get("router")}
+        return set(names)
     unknown = [t for t in lora.target_modules if t not in names]
     if unknown:
         raise JobError(
             f"lora.target_modules: {', '.join(unknown)} not in a {arch.model_type} block. "
             f"To fix: use some of {', '.join(sorted(names))} or '{ALL_LINEAR}'."
         )
-    return set(lora.target_modules)
+    targets = set(lora.target_modules)
+    gate, up = (arch.names.get(r) for r in ("gate", "up"))
+    if arch.is_moe and (gate in targets) != (up in targets):
+        raise JobError(
+            f"lora.target_modules: {gate} and {up} are one fused gate_up_proj in transformers 5, which PEFT "
+            f"adapts whole. To fix: target both {gate} and {up}, or neither."
+        )
+    return targets
+
+
+def parameter_targets(arch: Architecture, targets: frozenset[str] | set[str]) -> frozenset[str]:
+    """Targets PEFT adapts as parameters (``ParamWrapper``: the LoRA product folded into the weight
+    on every forward) rather than as a linear with its own adapter path: a MoE's router and its
+    fused expert weights (transformers 5 keeps them as 3-D parameters)."""
+    if not arch.is_moe:
+        return frozenset()
+    roles = {"router", "gate", "up", "gate_up", "down"}
+    return frozenset(x.name for x in arch.block_linears["main"] if x.role in roles and x.name in targets)
 
 
 def split_params(arch: Architecture, training: Training) -> ParamSplit:
@@ -86,9 +105,21 @@ def _split(arch: Architecture, method: Method, lora_setup: LoraSetup | None) -> 
     largest = 0
     for x, n in matrices:
         if x.name in targets:  # PEFT accepts any rank, even above the layer's width: so does the model
-            adapters += lora.rank * (x.d_in + x.d_out) * x.count * n
-            factored += (lora.rank + x.d_in + x.d_out + lora.rank) * x.count * n
-            largest = max(largest, lora.rank * max(x.d_in, x.d_out))
+            r, e = lora.rank, x.count
+            if e > 1 and x.role in ("gate", "up"):
+                # fused experts: gate_up_proj gets rank 2r for each expert, A (E·2r × h) and B (2f × E·2r),
+                # so each of gate and up counts half of it, r·E·(h + 2f) (PEFT's transformers weight conversion)
+                adapters += r * (x.d_in + 2 * x.d_out) * e * n
+                factored += (4 * r * e + x.d_in + 2 * x.d_out) * n // 2
+                largest = max(largest, 2 * r * e * max(x.d_in, 2 * x.d_out))
+            elif e > 1:  # the fused down_proj: A (E·r × f) and B (h × E·r)
+                adapters += r * (x.d_in + x.d_out) * e * n
+                factored += (2 * r * e + x.d_in + x.d_out) * n
+                largest = max(largest, r * e * max(x.d_in, x.d_out))
+            else:
+                adapters += r * (x.d_in + x.d_out) * n
+                factored += (2 * r + x.d_in + x.d_out) * n
+                largest = max(largest, r * max(x.d_in, x.d_out))
     saved_embed = 0
     for m in lora.modules_to_save:
         if m in ("embed_tokens", "wte", "word_embeddings", "shared", "embed_in") or m in ("lm_head", "embed_out"):
