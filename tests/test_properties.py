@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ftplan.catalog import load_catalog
+from ftplan.errors import JobError
 from ftplan.memory import (
+    Attention,
+    AttentionMask,
     Layout,
     LoraSetup,
     Method,
     Offload,
+    Optimizer,
     Precision,
     Recompute,
     Training,
+    ZeroGrad,
     ZeroStage,
     estimate_memory,
 )
@@ -117,3 +124,88 @@ def test_an_fp32_base_never_needs_less(model, precision, recompute, seq, mb):
         for fp32 in (False, True)
     ]  # fmt: skip
     assert peaks[0] < peaks[1]
+
+
+_JOBS = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from(ALL),
+        "method": st.sampled_from(list(Method)),
+        "precision": st.sampled_from(list(Precision)),
+        "optimizer": st.sampled_from(list(Optimizer)),
+        "attention": st.sampled_from(list(Attention)),
+        "mask": st.sampled_from(list(AttentionMask)),
+        "zero_grad": st.sampled_from(list(ZeroGrad)),
+        "seq": st.sampled_from([64, 1000, 4096, 8192]),
+        "mb": st.integers(1, 4),
+        "accum": st.sampled_from([1, 4]),
+        "dp": st.sampled_from([1, 2, 8]),
+        "zero": st.sampled_from(list(ZeroStage)),
+        "offload": st.sampled_from(list(Offload)),
+        "recompute": st.sampled_from(list(Recompute)),
+        "targets": st.sampled_from([("all-linear",), ("q_proj", "v_proj")]),
+        "dropout": st.sampled_from([0.0, 0.1]),
+        "device": st.sampled_from(["hopper", "ampere", "cpu"]),
+    }
+)
+
+
+def _job(d: dict) -> tuple:
+    arch = CATALOG.architecture(d["model"])
+    names = arch.linear_names
+    targets = d["targets"] if all(t in names or t == "all-linear" for t in d["targets"]) else ("all-linear",)
+    lora = LoraSetup(rank=8, target_modules=targets, dropout=d["dropout"])
+    tr = Training(
+        method=d["method"], precision=d["precision"], optimizer=d["optimizer"], seq_len=d["seq"],
+        attention=d["attention"], attention_mask=d["mask"], zero_grad=d["zero_grad"],
+        lora=None if d["method"] is Method.FULL else lora,
+    )  # fmt: skip
+    lay = Layout(
+        dp=d["dp"], zero=d["zero"] if d["dp"] > 1 else ZeroStage.NONE,
+        offload=d["offload"] if d["dp"] > 1 and d["zero"] >= ZeroStage.OPTIMIZER else Offload.NONE,
+        recompute=d["recompute"], micro_batch=d["mb"], grad_accum=d["accum"], gpus_per_node=min(d["dp"], 8),
+    )  # fmt: skip
+    return arch, tr, lay
+
+
+@settings(max_examples=200, deadline=None)
+@given(_JOBS)
+def test_no_term_is_ever_negative(d):
+    """Whatever the job, every term, phase and host term is a byte count: never below zero."""
+    arch, tr, lay = _job(d)
+    try:
+        est = estimate_memory(arch, tr, lay, gpu_arch=d["device"])
+    except JobError:  # a combination the model refuses with its reason (tested elsewhere)
+        return
+    for where in (est.gpu_terms, est.host_terms, est.phase_bytes, est.activation_terms):
+        assert all(v >= 0 for v in where.values()), where
+    assert 0 <= est.peak_allocated_bytes <= est.peak_reserved_bytes <= est.device_total_bytes
+
+
+@settings(max_examples=120, deadline=None)
+@given(_JOBS)
+def test_each_mechanism_moves_the_estimate_the_way_the_measurements_do(d):
+    """The grid measured each option adding memory: a mask under SDPA, zeroed (not freed) gradients,
+    fp32 adapters over a bf16 model, Gemma 2's soft-capping; none of them can lower an estimate."""
+    arch, tr, lay = _job(d)
+    dev = d["device"]
+
+    def peak(a, t) -> int | None:
+        try:
+            return estimate_memory(a, t, lay, gpu_arch=dev).peak_allocated_bytes
+        except JobError:
+            return None
+
+    base = peak(arch, tr)
+    if base is None:
+        return
+    for option in (
+        {"attention_mask": AttentionMask.PADDED},
+        {"zero_grad": ZeroGrad.ZEROS},
+    ):
+        assert peak(arch, replace(tr, **option)) >= base
+    if tr.method is not Method.FULL and tr.precision is Precision.BF16_PURE:
+        fp32 = peak(arch, replace(tr, precision=Precision.BF16_FP32_ADAPTERS))
+        assert fp32 is None or fp32 >= base
+    if arch.model_type == "gemma2":
+        uncapped = replace(arch, final_softcap=False, attn_softcap=False)
+        assert peak(uncapped, tr) <= base
