@@ -499,3 +499,36 @@ def test_lora_on_moe_experts_is_folded_into_the_weights():
         estimate_memory(
             arch, Training(method=Method.LORA, lora=LoraSetup(dropout=0.1, target_modules=("w2",))), Layout()
         )
+
+
+def test_offload_sends_gradient_shards_to_the_host_as_backward_makes_them(catalog):
+    # Llama-2-7B, bf16-mixed under ZeRO: with offload the GPU keeps one block's 16-bit gradients
+    # (the largest block: 4·4096² + 3·4096·11008 matrix weights and two 4096 norms, at 2 bytes), or the
+    # embedding's (32000 × 4096) where that is larger; without offload, its whole gradient shard.
+    arch = catalog.architecture("llama-2-7b")
+    tr = Training(precision=Precision.BF16_MIXED)
+    lay = dict(dp=4, zero=ZeroStage(2), gpus_per_node=4)
+    on = estimate_memory(arch, tr, Layout(**lay))
+    off = estimate_memory(arch, tr, Layout(**lay, offload=Offload.OPTIMIZER))
+    assert on.gpu_terms["gradients"] == pytest.approx(2 * arch.total_params / 4, abs=8)
+    assert off.gpu_terms["gradients"] == 2 * max(4 * 4096**2 + 3 * 4096 * 11008 + 2 * 4096, 32000 * 4096)
+    # LoRA: the adapters' gradients of one layer (r = 16 on q, k, v, o: 16 × 8192 × 4 a layer)
+    lora = Training(method=Method.LORA, precision=Precision.BF16_MIXED, lora=LoraSetup(rank=16))
+    off_lora = estimate_memory(arch, lora, Layout(dp=4, zero=ZeroStage(3), offload=Offload.OPTIMIZER_PARAMS,
+                                                 gpus_per_node=4))  # fmt: skip
+    assert off_lora.gpu_terms["gradients"] == 2 * 16 * 8192 * 4
+
+
+def test_nf4_quantisation_constants_are_neither_sharded_nor_offloaded(catalog):
+    # QLoRA's constants (double quantisation, block 64: 8/64 + 32/(64·256) bits a weight) live in
+    # bitsandbytes' quant_state, not in a parameter: ZeRO-3/FSDP shards only the 4-bit data, and CPU
+    # offload leaves the constants on every GPU.
+    arch = catalog.architecture("llama-2-7b")
+    tr = Training(method=Method.QLORA, precision=Precision.BF16_PURE, lora=LoraSetup(rank=16))
+    ps = split_params(arch, tr)
+    state = ps.frozen_matrix * (8 / 64 + 32 / (64 * 256)) / 8
+    one = estimate_memory(arch, tr, Layout()).gpu_terms["weights_frozen"]
+    four = estimate_memory(arch, tr, Layout(dp=4, zero=ZeroStage(3), gpus_per_node=4)).gpu_terms["weights_frozen"]
+    assert four == int((one - state) / 4 + state)
+    off = estimate_memory(arch, tr, Layout(dp=4, zero=ZeroStage(3), offload=Offload.OPTIMIZER_PARAMS, gpus_per_node=4))
+    assert off.gpu_terms["weights_frozen"] == int(state)

@@ -109,7 +109,7 @@ def test_budget(catalog):
 
 def test_job_that_fits_nowhere_is_explained(catalog):
     big = {"id": "big", "model": "llama-3.1-70b", "method": "full", "seq_len": 8192, "tokens": 10**8, "global_batch": 8}
-    t4 = {"id": "t4", "kind": "owned", "gpu": "t4", "nodes": 1}
+    t4 = {"id": "t4", "kind": "owned", "gpu": "t4", "nodes": 1, "host_memory_gib": 192}
     with pytest.raises(InfeasibleError, match=r"job 'big' fits on no pool. Closest: t4: .* GiB > 15\.0 GiB"):
         solve(scenario([big], [t4]), catalog)
 

@@ -174,9 +174,11 @@ def test_fit_cli(tmp_path):
     assert bad.stderr.startswith("error: --instance: unknown instance 'aws/p5'.") and "Traceback" not in bad.stderr
     tiny = tmp_path / "big.yaml"
     tiny.write_text("model: llama-3.1-70b\nmethod: full\nseq_len: 8192\ntokens: 1000000\nglobal_batch: 8\n")
-    none = subprocess.run([sys.executable, "-m", "ftplan", "fit", str(tiny), "--gpu", "t4"],
+    none = subprocess.run([sys.executable, "-m", "ftplan", "fit", str(tiny), "--gpu", "t4", "--host-memory-gib", "192"],
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert none.returncode == 1 and "no layout of llama-3.1-70b fits" in none.stderr and "Closest" in none.stderr
+    # offloading everything fits the GPUs, but not a node of 192 GiB: the host memory is what refuses it
+    assert "host memory per node" in none.stdout and "> 192.0 GiB" in none.stdout
 
 
 @pytest.mark.parametrize(("method", "loss"), [("full", "standard"), ("lora", "chunked"), ("qlora", "fused")])
@@ -193,3 +195,28 @@ def test_vectorised_memory_equals_the_memory_model(catalog, method, loss):
                         gpus_per_node=8)  # fmt: skip
         est = estimate_memory(job.arch, job.training, layout, gpu_arch=pool.gpu.arch, overheads=job.overheads)
         assert row.device_bytes == pytest.approx(est.device_total_bytes, abs=2)
+
+
+def test_host_memory_is_given_assumed_from_the_catalog_or_offload_is_refused(catalog):
+    from ftplan.fit import assumed_host_memory, fit_job, gpu_pool
+
+    h100 = catalog.gpu("h100", "test")
+    rams = [
+        i.host_memory_gib
+        for i in catalog.instances.values()
+        if i.gpu == h100.id and i.gpus_per_node >= 8 and i.host_memory_gib
+    ]
+    ram, note = assumed_host_memory(catalog, h100, 8)
+    assert ram == int(min(rams) * 2**30) and "assumed" in note
+    t4 = catalog.gpu("t4", "test")
+    assert not any(i.gpu == t4.id and i.gpus_per_node >= 8 for i in catalog.instances.values())
+    assert assumed_host_memory(catalog, t4, 8) == (None, "")
+    job = resolve_job(
+        parse_job({"model": "qwen2.5-7b", "method": "full", "seq_len": 1024, "tokens": 10**7, "global_batch": 8}, "j"),
+        catalog,
+    )
+    unknown = fit_job(job, [gpu_pool(catalog, "t4")])
+    assert any("offload to a host whose memory is unknown" in x for x in unknown.excluded)
+    assert unknown.layouts.empty or set(unknown.layouts["offload"]) == {"none"}
+    given = fit_job(job, [gpu_pool(catalog, "t4", host_memory_gib=4096)])
+    assert "optimizer+params" in set(given.layouts["offload"])

@@ -10,6 +10,7 @@ Record after a deliberate change: ``python tests/test_verifier_rules.py``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -325,6 +326,21 @@ def test_an_unnamed_scenario_is_matched_by_file_name(tmp_path):
     assert verify_plan(campaign, Plan.model_validate(data)) == [
         "scenario: the plan is for 'rich.yaml', this scenario is 'rich-copy.yaml'"
     ]
+
+
+def test_offloaded_states_must_fit_in_the_nodes_ram():
+    """A pool's host_memory_gib bounds what offloaded states take per node: the plan's offloading run
+    is valid while its pool's RAM is unknown, and a violation once the pool has less than it needs."""
+    offl = run(PLAN, OFF)
+    campaign = _campaign()
+    assert verify_plan(campaign, Plan.model_validate(PLAN)) == []  # the instance's catalog RAM holds it
+    pools = [
+        dataclasses.replace(p, pool=dataclasses.replace(p.pool, host_memory_bytes=2**30)) if p.id == offl["pool"] else p
+        for p in campaign.pools
+    ]
+    small = dataclasses.replace(campaign, pools=pools)
+    found = verify_plan(small, Plan.model_validate(PLAN))
+    assert len(found) == 1 and found[0].startswith(f"{OFF}: needs ") and "GiB of host memory per node" in found[0]
 
 
 def _record() -> None:

@@ -82,15 +82,18 @@ def fit(
     nodes: int = 1,
     spot: bool = False,
     catalog: Catalog | None = None,
+    host_memory_gib: float | None = None,
 ) -> Fit:
-    """`ftplan fit`: the layouts of one job on GPU types (one node each) or cloud instances."""
+    """`ftplan fit`: the layouts of one job on GPU types (one node each, ``host_memory_gib`` of RAM
+    where given) or cloud instances."""
     catalog = catalog or load_catalog()
     resolved = job(source, catalog)
-    pools = [gpu_pool(catalog, g) for g in gpus] + [instance_pool(catalog, i, nodes, spot) for i in instances]
+    pools = [gpu_pool(catalog, g, host_memory_gib=host_memory_gib) for g in gpus]
+    pools += [instance_pool(catalog, i, nodes, spot) for i in instances]
     if not pools:
         if resolved.gpu is None:
             raise FtplanError("no pool to fit on. To fix: give gpus=[...] or instances=[...] (or gpu: in the job).")
-        pools = [gpu_pool(catalog, resolved.gpu.id)]
+        pools = [gpu_pool(catalog, resolved.gpu.id, host_memory_gib=host_memory_gib)]
     return Fit(fit_job(resolved, pools))
 
 

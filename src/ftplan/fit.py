@@ -43,6 +43,7 @@ class Pool:
     usd_per_node_hour: float | None
     price_note: str = ""
     efficiency: float | None = None  # fraction of peak for this pool (default: the GPU's catalog value)
+    host_memory_bytes: int | None = None  # RAM per node, which offloaded states must fit in (None: unknown)
 
     @property
     def max_run_nodes(self) -> int:
@@ -72,12 +73,16 @@ def instance_pool(catalog: Catalog, key: str, nodes: int = 1, spot: bool = False
             "is planned as one node. To fix: use --nodes 1 or an instance with a listed network."
         )
     kind = "spot" if spot else "on-demand"
-    return Pool(inst.key, gpu, inst.gpus_per_node, nodes, inst.network_gbps, float(price), f"{kind} ${price}/h")
+    ram = int(inst.host_memory_gib * GIB) if inst.host_memory_gib else None
+    return Pool(
+        inst.key, gpu, inst.gpus_per_node, nodes, inst.network_gbps, float(price), f"{kind} ${price}/h",
+        host_memory_bytes=ram,
+    )  # fmt: skip
 
 
 def gpu_pool(
     catalog: Catalog, name: str, gpus: int | None = None, usd_per_gpu_hour: float | None = None,
-    network_gbps: float | None = None,
+    network_gbps: float | None = None, host_memory_gib: float | None = None,
 ) -> Pool:  # fmt: skip
     """A pool of one GPU type; priced at ``usd_per_gpu_hour`` or the catalog's cheapest on-demand GPU-hour."""
     gpu = catalog.gpu(name, "--gpu")
@@ -103,7 +108,14 @@ def gpu_pool(
     else:
         note = f"${usd_per_gpu_hour:.2f}/GPU-h (given)"
     node_price = usd_per_gpu_hour * min(per_node, total) if usd_per_gpu_hour is not None else None
-    return Pool(f"gpu:{gpu.id}", gpu, min(per_node, total), nodes, network_gbps, node_price, note)
+    if host_memory_gib:
+        ram: int | None = int(host_memory_gib * GIB)
+    else:
+        ram, assumed = assumed_host_memory(catalog, gpu, min(per_node, total))
+        note = "; ".join(x for x in (note, assumed) if x)
+    return Pool(
+        f"gpu:{gpu.id}", gpu, min(per_node, total), nodes, network_gbps, node_price, note, host_memory_bytes=ram
+    )
 
 
 def gpu_counts(pool: Pool, limit: int | None = None, global_batch: int | None = None) -> list[int]:
@@ -164,6 +176,33 @@ def _families(job: ResolvedJob, pool: Pool) -> list[tuple[int, int, int, int, in
     return out
 
 
+def assumed_host_memory(catalog: Catalog, gpu: Gpu, gpus_per_node: int) -> tuple[int | None, str]:
+    """RAM per node of a server whose RAM the user did not give: the least of the catalog's cloud
+    instances with the same GPU and at least as many per node, and where that figure comes from."""
+    rams = sorted(
+        (i.host_memory_gib, i.key)
+        for i in catalog.instances.values()
+        if i.gpu == gpu.id and i.gpus_per_node >= gpus_per_node and i.host_memory_gib
+    )
+    if not rams:
+        return None, ""
+    gib, key = rams[0]
+    return int(gib * GIB), f"host memory {gib:g} GiB/node assumed (as {key}; set host_memory_gib)"
+
+
+def _check_host(est: MemoryEstimate, pool: Pool, offload: str) -> None:
+    """Refuse a layout whose offloaded or paged states exceed the pool's RAM per node, or that
+    offloads to nodes whose RAM is unknown."""
+    ram = pool.host_memory_bytes
+    if ram is None and offload != Offload.NONE.value:
+        raise JobError("offload to a host whose memory is unknown. To fix: give the pool's host_memory_gib")
+    if ram is not None and est.host_bytes_per_node > ram:
+        raise JobError(
+            f"host memory per node {est.host_bytes_per_node / GIB:.1f} GiB > {ram / GIB:.1f} GiB "
+            "(offloaded or paged states)"
+        )
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
@@ -203,6 +242,7 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
                           micro_batch=1, grad_accum=1, gpus_per_node=pool.gpus_per_node)  # fmt: skip
             try:
                 e11 = estimate(base, gpu.arch)
+                _check_host(e11, pool, offload)
             except FtplanError as exc:
                 refused.setdefault(str(exc), []).append(f"{g} GPUs tp {tp} {ZERO_NAMES[zero]} offload {offload}")
                 continue

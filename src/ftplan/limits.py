@@ -44,6 +44,9 @@ in 64-bit integers and must keep every sum of them exact."""
 MAX_USD_PER_HOUR = 1_000_000.0
 """Price or running cost of one node-hour, and a GPU-hour price on the command line."""
 
+MAX_HOST_MEMORY_GIB = 1_048_576.0
+"""RAM of one node (1 PiB): beyond any server, a typo's bound."""
+
 MAX_USD = 1e12
 """A purchase price, budget or capital budget; money is counted in hundredths of a cent in 64-bit
 integers, so sums must stay below 9.2·10^14 USD."""

@@ -220,6 +220,10 @@ def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int) -> list[str]:
     if not est.fits:
         errs.append(f"{r.run}: needs {est.device_total_bytes / 2**30:.2f} GiB per GPU, {gpu.id} has "
                     f"{gpu.memory_bytes / 2**30:.2f} GiB")  # fmt: skip
+    ram = pool.pool.host_memory_bytes
+    if ram is not None and est.host_bytes_per_node > ram:
+        errs.append(f"{r.run}: needs {est.host_bytes_per_node / 2**30:.2f} GiB of host memory per node for offloaded "
+                    f"or paged states, the pool's nodes have {ram / 2**30:.2f} GiB")  # fmt: skip
     if abs(est.device_total_bytes - r.memory_per_gpu_bytes) > BYTES_TOL:
         errs.append(f"{r.run}: memory {r.memory_per_gpu_bytes} bytes stated, {est.device_total_bytes} recomputed")
     if abs(gpu.memory_bytes - r.memory_per_gpu_bytes - r.headroom_bytes) > BYTES_TOL:

@@ -46,6 +46,9 @@ def fit(
     network_gbps: float | None = typer.Option(
         None, "--network-gbps", help="Network per node for --gpu pools.", callback=POSITIVE
     ),
+    host_memory_gib: float | None = typer.Option(
+        None, "--host-memory-gib", help="RAM per node of --gpu pools (offloaded states must fit).", callback=POSITIVE
+    ),
     instance: list[str] = typer.Option([], "--instance", help="Cloud instance CLOUD/TYPE (repeatable)."),
     nodes: int = typer.Option(
         1, "--nodes", help="Most nodes of each --instance pool.", callback=number(1, MAX_RUN_NODES)
@@ -64,14 +67,14 @@ def fit(
     spec = load_job(job)
     catalog = load_catalog()
     resolved = resolve_job(spec, catalog, str(job))
-    pools = [gpu_pool(catalog, g, gpus, gpu_price, network_gbps) for g in gpu]
+    pools = [gpu_pool(catalog, g, gpus, gpu_price, network_gbps, host_memory_gib) for g in gpu]
     pools += [instance_pool(catalog, i, nodes, spot) for i in instance]
     if not pools:
         if resolved.gpu is None:
             raise FtplanError(
                 "no pool to fit on. To fix: give --gpu NAME or --instance CLOUD/TYPE (or gpu: in the job)."
             )
-        pools = [gpu_pool(catalog, resolved.gpu.id, gpus, gpu_price, network_gbps)]
+        pools = [gpu_pool(catalog, resolved.gpu.id, gpus, gpu_price, network_gbps, host_memory_gib)]
     result = fit_job(resolved, pools, efficiency)
     best = rank(result, by.value, top)
     records = json.loads(best[COLUMNS].to_json(orient="records")) if not best.empty else []

@@ -436,6 +436,10 @@ def estimate_memory(
     w_train = rb.weight * t_local
     frozen_q = ps.frozen_matrix / t * (ps.quant_bits_per_weight / 8 if ps.quant_bits_per_weight else frozen_bytes)
     w_frozen = frozen_q + _local(0, ps.frozen_vector, ps.frozen_embed, t) * frozen_bytes
+    # bitsandbytes keeps an NF4 weight's quantisation constants in its quant_state, which is not a
+    # parameter: FSDP and ZeRO-3 shard and offload only the packed 4-bit data; every GPU keeps the
+    # constants whole (Answer.AI fsdp_qlora's loader quantises on every rank for that reason)
+    quant_state = ps.frozen_matrix / t * (ps.quant_bits_per_weight - 4) / 8 if ps.quant_bits_per_weight else 0.0
     grads = rb.grad * t_local
     opt_states = _optimizer_state_bytes(training.optimizer, ps, t_local, rb, t) + rb.master * t_local
     saved16 = _saved_modules_16bit(training, layout, ps, t)
@@ -455,7 +459,7 @@ def estimate_memory(
         grads /= n
     if z >= ZeroStage.PARAMETERS:
         w_train /= n
-        w_frozen /= n
+        w_frozen = (w_frozen - quant_state) / n + quant_state
 
     host: dict[str, float] = {}
     on_node = min(layout.gpus, layout.gpus_per_node)
@@ -468,9 +472,15 @@ def estimate_memory(
         host["optimizer_states_offloaded"] = opt_states * on_node
         host["fp32_gradients_offloaded"] = 4 * t_local / n * on_node
         opt_states = 0.0
+        # The reduced gradient shards go to the host as backward produces them (DeepSpeed ZeRO-Offload's
+        # CPU gradient partition; FSDP's CPUOffload, whose gradients follow the offloaded parameters):
+        # the GPU holds those of one block at a time, or of the embeddings when they train
+        per_block = _largest_block(arch, t) if training.method is Method.FULL else t_local / arch.total_layers
+        embed = min(ps.trainable_embed, arch.vocab * arch.hidden) / t  # the embedding or the lm_head, in turn
+        grads = rb.grad * min(t_local, max(per_block, embed))
     if layout.offload is Offload.OPTIMIZER_PARAMS:
-        host["weights_offloaded"] = (w_train + w_frozen) * on_node
-        w_train = w_frozen = 0.0
+        host["weights_offloaded"] = (w_train + w_frozen - quant_state) * on_node
+        w_train, w_frozen = 0.0, quant_state
 
     # ---- activations -------------------------------------------------------------------------
     on_cpu = gpu_arch.lower() == "cpu"

@@ -66,6 +66,9 @@ class OwnedPool(_Strict):
     )
     network_gbps: Float | None = Field(None, gt=0, description="network per node (Gbps); empty: jobs stay in a node")
     efficiency: Float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
+    host_memory_gib: Float | None = Field(
+        None, gt=0, le=L.MAX_HOST_MEMORY_GIB, description="RAM per node (GiB), which offloaded states must fit in"
+    )
 
 
 class CloudPool(_Strict):
@@ -98,6 +101,9 @@ class PurchasePool(_Strict):
     resale_fraction: Float = Field(0.0, ge=0, lt=1, description="share of the price recovered by reselling")
     network_gbps: Float | None = Field(None, gt=0)
     efficiency: Float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
+    host_memory_gib: Float | None = Field(
+        None, gt=0, le=L.MAX_HOST_MEMORY_GIB, description="RAM per node (GiB), which offloaded states must fit in"
+    )
 
 
 Pool = Annotated[OwnedPool | CloudPool | PurchasePool, Field(discriminator="kind")]
