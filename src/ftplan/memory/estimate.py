@@ -309,6 +309,16 @@ def _per_sequence(
         # promoted sum and of its scaled output (4 bytes each an output element), and of lora_B's input
         # (measured: benchmarks/measured_grid.yaml, the bf16-fp32-adapters cases with recomputation)
         bwd_ws += 8 * _widest_adapted(arch, saves.targets) + 4 * saves.rank
+    if saves.adapter_cast:
+        # fp32 adapters under autocast: while an adapter runs, its layer also holds the input it reads,
+        # PEFT's fp32 cast of it (autocast keeps only the 16-bit cast of that) and the base output: the
+        # working set of a recomputed layer at its widest adapted linear (traced op by op on a CPU:
+        # the peak of a recomputed LoRA step holds exactly these three beside the layer's saves)
+        bwd_ws = max(bwd_ws, max((
+            (c + 4) * x.d_in + c * x.d_out
+            for lin in arch.block_linears.values() for x in lin
+            if x.name in saves.targets and x.name not in saves.param_targets
+        ), default=0))  # fmt: skip
     return _PerSequence(
         dt=dt, saves=saves, embed_trains=embed_trains, t5_eager=t5_eager, window_masks=window_masks, seq=seq,
         layer=layer, mean=mean,
@@ -520,7 +530,6 @@ def estimate_memory(
     bwd_ws = pa.bwd_ws * mb  # gradient of the widest tensor + its input
     after_loss = c * arch.hidden * out_tokens / t  # gradient of the last hidden state
     in_backward = after_loss + recompute_ws + bwd_ws  # grows with the micro-batch, as the loss peak does
-    act_phase_extra = max(loss_peak, in_backward + folded_ws)
     activations = saved_layers + head
 
     # ---- working buffers ---------------------------------------------------------------------
@@ -560,6 +569,7 @@ def estimate_memory(
     # gradients exist through forward/backward when they accumulate over micro-steps, or when the
     # loop zeroes them instead of freeing them (set_to_none=False: PyTorch before 2.0)
     grads_held = grads if layout.grad_accum > 1 or training.zero_grad is ZeroGrad.ZEROS else 0.0
+    act_phase_extra = max(loss_peak, in_backward + folded_ws)
     cublas = cublas_workspace_bytes(gpu_arch)
 
     gpu_terms = {
