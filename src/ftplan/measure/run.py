@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -342,11 +343,15 @@ def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int
             torch.cuda.synchronize()
             peak, reserved, categories = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved(), {}
         else:
-            peak, categories = _profile_cpu(torch, lambda: [step(track=i == 0) for i in range(steps)])
+            live = _live_storages(torch, [*model.parameters(), *model.buffers(), *_optimizer_tensors(torch, opt),
+                                         *(p.grad for p in params if p.grad is not None), *batch.values()])  # fmt: skip
+            with live:
+                peak, categories = _profile_cpu(torch, lambda: [step(track=i == 0) for i in range(steps)])
+            peak = max(peak, live.peak)
             reserved = None
     finally:
         tracker.close()
-    state_tensors = [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
+    state_tensors = _optimizer_tensors(torch, opt)
     all_params = list(model.parameters())
     measurement = Measurement(
         device=device,
@@ -364,6 +369,55 @@ def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int
         peak_categories=categories,
     )
     return Comparison(job, est, measurement)
+
+
+def _optimizer_tensors(torch: Any, opt: Any) -> list[Any]:
+    return [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
+
+
+def _live_storages_mode(torch: Any) -> type:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LiveStorages(TorchDispatchMode):
+        """The bytes of every storage alive, op by op: each op's outputs are counted from the op that
+        makes them until their storage is freed. The CPU profiler's timeline merges events that share
+        a timestamp and can miss a short peak; this counter cannot (it does not see a kernel's own
+        scratch memory, which the profiler does: the measurement is the larger of the two)."""
+
+        def __init__(self, existing: list[Any]) -> None:
+            super().__init__()
+            self.live: dict[int, int] = {}
+            self.now = self.peak = 0
+            for t in existing:
+                self._add(t)
+            self.peak = self.now
+
+        def _add(self, t: Any) -> None:
+            if not isinstance(t, torch.Tensor) or t.is_meta:
+                return
+            storage = t.untyped_storage()
+            key, size = storage.data_ptr(), storage.nbytes()
+            if size == 0 or key in self.live:
+                return
+            self.live[key] = size
+            self.now += size
+            weakref.finalize(storage, self._free, key)
+
+        def _free(self, key: int) -> None:
+            self.now -= self.live.pop(key, 0)
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                self._add(t)
+            self.peak = max(self.peak, self.now)
+            return out
+
+    return LiveStorages
+
+
+def _live_storages(torch: Any, existing: list[Any]) -> Any:
+    return _live_storages_mode(torch)(existing)
 
 
 def _profile_cpu(torch: Any, run: Any) -> tuple[int, dict[str, int]]:
