@@ -46,3 +46,20 @@ def test_errors_are_the_commands_text(tmp_path):
     with pytest.raises(ftplan.FtplanError, match="field 'pools'"):
         ftplan.plan({"jobs": [{"id": "a", "model": "qwen2.5-0.5b", "seq_len": 512, "tokens": 10**6,
                                "global_batch": 8}], "pools": []})  # fmt: skip
+
+
+def test_memory_checks_offloaded_states_against_the_nodes_ram():
+    """A job's host_memory_gib (or the catalog's least instance RAM for its GPU) bounds what offload
+    puts on the host; past it the verdict is does-not-fit, though the GPUs have room."""
+    job = {"model": "llama-3.1-70b", "method": "full", "seq_len": 2048, "gpu": "h100",
+           "layout": {"dp": 8, "zero": 3, "offload": "optimizer+params", "recompute": "full"}}  # fmt: skip
+    assumed = ftplan.memory(job)
+    assert assumed.host_memory_bytes is not None and any("assumed" in n for n in assumed.notes)
+    assert assumed.fits is (assumed.host_bytes_per_node <= assumed.host_memory_bytes)
+    small = ftplan.memory(job | {"host_memory_gib": 512})
+    assert small.host_memory_bytes == 512 * 2**30 < small.host_bytes_per_node
+    assert small.device_total_bytes <= small.gpu_memory_bytes and small.fits is False
+    with pytest.raises(ftplan.FtplanError, match="host_memory_gib: in a scenario"):
+        ftplan.campaign({"jobs": [{"id": "a", "model": "qwen2.5-0.5b", "method": "lora", "seq_len": 512,
+                                   "tokens": 1000, "global_batch": 8, "host_memory_gib": 64}],
+                         "pools": [{"id": "p", "kind": "owned", "gpu": "h100", "nodes": 1}]})  # fmt: skip

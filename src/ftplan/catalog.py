@@ -17,6 +17,7 @@ from ftplan.arch import Architecture, architecture_from_hf
 from ftplan.errors import CatalogError, FtplanError, did_you_mean
 from ftplan.io import describe_validation_error, read_text, read_yaml, write_text_atomic
 from ftplan.schema.catalog import Gpu, Instance, ModelEntry
+from ftplan.units import GIB
 
 USER_CATALOG_ENV = "FTPLAN_USER_CATALOG"
 CATALOG_DIR_ENV = "FTPLAN_CATALOG_DIR"
@@ -193,3 +194,17 @@ def import_hf_config(
     existing["models"] = rows
     write_text_atomic(out, yaml.safe_dump(existing, sort_keys=False))
     return entry
+
+
+def assumed_host_memory(catalog: Catalog, gpu: Gpu, gpus_per_node: int) -> tuple[int | None, str]:
+    """RAM per node of a server whose RAM the user did not give: the least of the catalog's cloud
+    instances with the same GPU and at least as many per node, and where that figure comes from."""
+    rams = sorted(
+        (i.host_memory_gib, i.key)
+        for i in catalog.instances.values()
+        if i.gpu == gpu.id and i.gpus_per_node >= gpus_per_node and i.host_memory_gib
+    )
+    if not rams:
+        return None, ""
+    gib, key = rams[0]
+    return int(gib * GIB), f"host memory {gib:g} GiB/node assumed (as {key}; set host_memory_gib)"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from ftplan.catalog import Catalog
+from ftplan.catalog import Catalog, assumed_host_memory
 from ftplan.errors import CatalogError, FtplanError, JobError
 from ftplan.job import ResolvedJob
 from ftplan.limits import MAX_RUN_NODES
@@ -72,12 +72,13 @@ def instance_pool(catalog: Catalog, key: str, nodes: int = 1, spot: bool = False
             f"{where} {inst.key}: the catalog has no network bandwidth for this instance type, so it "
             "is planned as one node. To fix: use --nodes 1 or an instance with a listed network."
         )
-    kind = "spot" if spot else "on-demand"
-    ram = int(inst.host_memory_gib * GIB) if inst.host_memory_gib else None
-    return Pool(
-        inst.key, gpu, inst.gpus_per_node, nodes, inst.network_gbps, float(price), f"{kind} ${price}/h",
-        host_memory_bytes=ram,
-    )  # fmt: skip
+    note = f"{'spot' if spot else 'on-demand'} ${price}/h"
+    if inst.host_memory_gib:
+        ram: int | None = int(inst.host_memory_gib * GIB)
+    else:  # the catalog lists no RAM for this type: the least of its peers', stated
+        ram, assumed = assumed_host_memory(catalog, gpu, inst.gpus_per_node)
+        note = "; ".join(x for x in (note, assumed) if x)
+    return Pool(inst.key, gpu, inst.gpus_per_node, nodes, inst.network_gbps, float(price), note, host_memory_bytes=ram)
 
 
 def gpu_pool(
@@ -174,20 +175,6 @@ def _families(job: ResolvedJob, pool: Pool) -> list[tuple[int, int, int, int, in
                     for rec in ("none", "selective", "full"):
                         out.append((g, nodes, dp, tp, zero, offload, rec))
     return out
-
-
-def assumed_host_memory(catalog: Catalog, gpu: Gpu, gpus_per_node: int) -> tuple[int | None, str]:
-    """RAM per node of a server whose RAM the user did not give: the least of the catalog's cloud
-    instances with the same GPU and at least as many per node, and where that figure comes from."""
-    rams = sorted(
-        (i.host_memory_gib, i.key)
-        for i in catalog.instances.values()
-        if i.gpu == gpu.id and i.gpus_per_node >= gpus_per_node and i.host_memory_gib
-    )
-    if not rams:
-        return None, ""
-    gib, key = rams[0]
-    return int(gib * GIB), f"host memory {gib:g} GiB/node assumed (as {key}; set host_memory_gib)"
 
 
 def _check_host(est: MemoryEstimate, pool: Pool, offload: str) -> None:

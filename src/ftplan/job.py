@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ftplan.arch import Architecture, architecture_from_hf
-from ftplan.catalog import Catalog
+from ftplan.catalog import Catalog, assumed_host_memory
 from ftplan.errors import JobError
 from ftplan.memory import (
     Layout,
@@ -21,7 +21,7 @@ from ftplan.memory import (
 )
 from ftplan.schema.catalog import Gpu
 from ftplan.schema.job import JobSpec, LoraSpec
-from ftplan.units import MIB
+from ftplan.units import GIB, MIB
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class ResolvedJob:
     hf_config: dict[str, Any] = field(default_factory=dict)  # the model's Hugging Face config fields
     tokens: float | None = None  # tokens to train on, all epochs together
     global_batch: int = 1  # sequences per optimizer step
+    host_memory_bytes: int | None = None  # RAM per node offloaded states must fit in (None: unknown)
+    host_memory_note: str = ""  # where an assumed RAM comes from
 
 
 def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> ResolvedJob:
@@ -89,12 +91,15 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         check_layout(arch, training, layout)
     except JobError as exc:
         raise JobError(f"{source}: {exc}") from None
-    return ResolvedJob(name, arch, training, layout, gpu, overheads, hf_config, tokens, global_batch)
+    ram, ram_note = (int(spec.host_memory_gib * GIB), "") if spec.host_memory_gib else (None, "")
+    if ram is None and gpu is not None:
+        ram, ram_note = assumed_host_memory(catalog, gpu, per_node)
+    return ResolvedJob(name, arch, training, layout, gpu, overheads, hf_config, tokens, global_batch, ram, ram_note)
 
 
 def estimate_job(job: ResolvedJob) -> MemoryEstimate:
     """Run the memory model on a resolved job (GPU memory and arch from the catalog)."""
-    return estimate_memory(
+    est = estimate_memory(
         job.arch,
         job.training,
         job.layout,
@@ -102,3 +107,11 @@ def estimate_job(job: ResolvedJob) -> MemoryEstimate:
         gpu_arch=job.gpu.arch if job.gpu else "",
         overheads=job.overheads,
     )
+    if not est.host_terms:
+        return est
+    if job.host_memory_bytes is None:
+        need = est.host_bytes_per_node / GIB
+        unknown = f"node RAM unknown: the host states need {need:.1f} GiB per node (set host_memory_gib)"
+        return replace(est, notes=(*est.notes, unknown))
+    notes = est.notes + ((job.host_memory_note,) if job.host_memory_note else ())
+    return replace(est, host_memory_bytes=job.host_memory_bytes, notes=notes)

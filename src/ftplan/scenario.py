@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ftplan.catalog import Catalog
+from ftplan.catalog import Catalog, assumed_host_memory
 from ftplan.errors import FtplanError, did_you_mean
-from ftplan.fit import Pool, assumed_host_memory, instance_pool
+from ftplan.fit import Pool, instance_pool
 from ftplan.io import load_validated
 from ftplan.job import ResolvedJob, resolve_job
 from ftplan.schema.scenario import CloudPool, OwnedPool, PurchasePool, Scenario, ScenarioJob

@@ -221,6 +221,8 @@ def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int) -> list[str]:
         errs.append(f"{r.run}: needs {est.device_total_bytes / 2**30:.2f} GiB per GPU, {gpu.id} has "
                     f"{gpu.memory_bytes / 2**30:.2f} GiB")  # fmt: skip
     ram = pool.pool.host_memory_bytes
+    if ram is None and r.layout.offload != "none":
+        errs.append(f"{r.run}: offloads to nodes of pool {pool.id}, whose host memory is unknown (host_memory_gib)")
     if ram is not None and est.host_bytes_per_node > ram:
         errs.append(f"{r.run}: needs {est.host_bytes_per_node / 2**30:.2f} GiB of host memory per node for offloaded "
                     f"or paged states, the pool's nodes have {ram / 2**30:.2f} GiB")  # fmt: skip

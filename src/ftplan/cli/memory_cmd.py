@@ -110,6 +110,7 @@ def estimate_to_dict(est: Any, model: str, gpu: str | None) -> dict[str, Any]:
         "peak_reserved_bytes": est.peak_reserved_bytes,
         "device_total_bytes": est.device_total_bytes,
         "host_bytes_per_node": est.host_bytes_per_node,
+        "host_memory_bytes": est.host_memory_bytes,
         "gpu_memory_bytes": est.gpu_memory_bytes,
         "fits": est.fits,
         "headroom_bytes": est.headroom_bytes,

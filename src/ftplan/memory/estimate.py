@@ -75,12 +75,18 @@ class MemoryEstimate:
     # proportional to the micro-batch except the rotary tables; None where it is not exactly linear
     # (the fused loss's chunking).
     per_sequence_bytes: float | None = None
+    host_memory_bytes: int | None = None  # RAM per node, where the job states or the catalog implies it
+
+    @property
+    def host_fits(self) -> bool:
+        """The offloaded and paged states fit the node's RAM (or that RAM is not known)."""
+        return self.host_memory_bytes is None or self.host_bytes_per_node <= self.host_memory_bytes
 
     @property
     def fits(self) -> bool | None:
         if self.gpu_memory_bytes is None:
             return None
-        return self.device_total_bytes <= self.gpu_memory_bytes
+        return self.device_total_bytes <= self.gpu_memory_bytes and self.host_fits
 
     @property
     def headroom_bytes(self) -> int | None:

@@ -66,6 +66,8 @@ def memory_table(est: MemoryEstimate, title: str) -> str:
     out.append(f"peak reached at: {est.peak_phase}")
     if est.host_terms:
         host = [[TERM_LABELS.get(k, k), _gib(v)] for k, v in est.host_terms.items()]
+        if est.host_memory_bytes is not None:
+            host.append(["node RAM", _gib(est.host_memory_bytes)])
         out += ["", render_table(["host memory per node", "GiB"], host, right={1})]
     for note in est.notes:
         out.append(f"note: {note}")
@@ -77,6 +79,10 @@ def memory_table(est: MemoryEstimate, title: str) -> str:
             f"{verdict}: {_gib(est.device_total_bytes)} GiB of {_gib(est.gpu_memory_bytes)} GiB "
             f"({'headroom' if head >= 0 else 'short by'} {_gib(abs(head))} GiB)",
         ]
+        if not est.host_fits:
+            out[-1] += (
+                f"; host memory per node {_gib(est.host_bytes_per_node)} GiB > {_gib(est.host_memory_bytes or 0)} GiB"
+            )
     return "\n".join(out)
 
 

@@ -103,6 +103,11 @@ class JobSpec(BaseModel):
     )
     gpu: str | None = Field(None, description="catalog GPU id or alias")
     gpus_per_node: Int | None = Field(None, gt=0, le=64, description="GPUs per node (default: the GPU's usual server)")
+    host_memory_gib: Float | None = Field(
+        None, gt=0, le=L.MAX_HOST_MEMORY_GIB,
+        description="RAM per node (GiB) that offloaded states must fit in (default: the least of the catalog's "
+        "cloud instances with this GPU and node size)",
+    )  # fmt: skip
     layout: LayoutSpec = Field(default_factory=LayoutSpec)
     overheads: OverheadSpec = Field(default_factory=OverheadSpec)
     tokens: Int | None = Field(None, gt=0, le=L.MAX_TOKENS, description="training tokens per epoch (for time and cost)")

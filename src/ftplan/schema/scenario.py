@@ -48,6 +48,8 @@ class ScenarioJob(JobSpec):
                 f"{', '.join(sorted(chosen))}: the planner chooses these; remove them "
                 "(restrict choices with `allow:` or per pool instead)"
             )
+        if "host_memory_gib" in self.model_fields_set:
+            raise ValueError("host_memory_gib: in a scenario a node's RAM belongs to its pool; set it there")
         if self.tokens is None and self.samples is None:
             raise ValueError("tokens or samples is required (how much data the job trains on)")
         if self.global_batch is None:
