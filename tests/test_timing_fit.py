@@ -198,7 +198,8 @@ def test_vectorised_memory_equals_the_memory_model(catalog, method, loss):
 
 
 def test_host_memory_is_given_assumed_from_the_catalog_or_offload_is_refused(catalog):
-    from ftplan.fit import assumed_host_memory, fit_job, gpu_pool
+    from ftplan.catalog import host_memory
+    from ftplan.fit import fit_job, gpu_pool
 
     h100 = catalog.gpu("h100", "test")
     rams = [
@@ -206,11 +207,12 @@ def test_host_memory_is_given_assumed_from_the_catalog_or_offload_is_refused(cat
         for i in catalog.instances.values()
         if i.gpu == h100.id and i.gpus_per_node >= 8 and i.host_memory_gib
     ]
-    ram, note = assumed_host_memory(catalog, h100, 8)
+    ram, note = host_memory(catalog, h100, 8, None)
     assert ram == int(min(rams) * 2**30) and "assumed" in note
     t4 = catalog.gpu("t4", "test")
     assert not any(i.gpu == t4.id and i.gpus_per_node >= 8 for i in catalog.instances.values())
-    assert assumed_host_memory(catalog, t4, 8) == (None, "")
+    assert host_memory(catalog, t4, 8, None) == (None, "")
+    assert host_memory(catalog, t4, 8, 64) == (64 * 2**30, "")
     job = resolve_job(
         parse_job({"model": "qwen2.5-7b", "method": "full", "seq_len": 1024, "tokens": 10**7, "global_batch": 8}, "j"),
         catalog,

@@ -196,9 +196,16 @@ def import_hf_config(
     return entry
 
 
-def assumed_host_memory(catalog: Catalog, gpu: Gpu, gpus_per_node: int) -> tuple[int | None, str]:
-    """RAM per node of a server whose RAM the user did not give: the least of the catalog's cloud
-    instances with the same GPU and at least as many per node, and where that figure comes from."""
+def host_memory(
+    catalog: Catalog, gpu: Gpu | None, gpus_per_node: int, given_gib: float | None
+) -> tuple[int | None, str]:
+    """RAM per node that offloaded states must fit in, and a note where it is assumed: the RAM given,
+    else the least of the catalog's cloud instances with the same GPU and at least as many per node,
+    else unknown (None)."""
+    if given_gib:
+        return int(given_gib * GIB), ""
+    if gpu is None:
+        return None, ""
     rams = sorted(
         (i.host_memory_gib, i.key)
         for i in catalog.instances.values()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from ftplan.catalog import Catalog, assumed_host_memory
+from ftplan.catalog import Catalog, host_memory
 from ftplan.errors import CatalogError, FtplanError, JobError
 from ftplan.job import ResolvedJob
 from ftplan.limits import MAX_RUN_NODES
@@ -44,6 +44,7 @@ class Pool:
     price_note: str = ""
     efficiency: float | None = None  # fraction of peak for this pool (default: the GPU's catalog value)
     host_memory_bytes: int | None = None  # RAM per node, which offloaded states must fit in (None: unknown)
+    host_memory_note: str = ""  # where an assumed RAM comes from
 
     @property
     def max_run_nodes(self) -> int:
@@ -54,7 +55,8 @@ class Pool:
     @property
     def hardware_note(self) -> str:
         net = f", {self.network_gbps:g} Gbps/node" if self.network_gbps else ", one node (no network)"
-        return f"{self.gpu.id} ×{self.gpus_per_node}/node{net}"
+        ram = f"; {self.host_memory_note}" if self.host_memory_note else ""
+        return f"{self.gpu.id} ×{self.gpus_per_node}/node{net}{ram}"
 
 
 def instance_pool(catalog: Catalog, key: str, nodes: int = 1, spot: bool = False, where: str = "--instance") -> Pool:
@@ -72,13 +74,11 @@ def instance_pool(catalog: Catalog, key: str, nodes: int = 1, spot: bool = False
             f"{where} {inst.key}: the catalog has no network bandwidth for this instance type, so it "
             "is planned as one node. To fix: use --nodes 1 or an instance with a listed network."
         )
-    note = f"{'spot' if spot else 'on-demand'} ${price}/h"
-    if inst.host_memory_gib:
-        ram: int | None = int(inst.host_memory_gib * GIB)
-    else:  # the catalog lists no RAM for this type: the least of its peers', stated
-        ram, assumed = assumed_host_memory(catalog, gpu, inst.gpus_per_node)
-        note = "; ".join(x for x in (note, assumed) if x)
-    return Pool(inst.key, gpu, inst.gpus_per_node, nodes, inst.network_gbps, float(price), note, host_memory_bytes=ram)
+    ram, ram_note = host_memory(catalog, gpu, inst.gpus_per_node, inst.host_memory_gib)  # unlisted: its peers'
+    return Pool(
+        inst.key, gpu, inst.gpus_per_node, nodes, inst.network_gbps, float(price),
+        f"{'spot' if spot else 'on-demand'} ${price}/h", host_memory_bytes=ram, host_memory_note=ram_note,
+    )  # fmt: skip
 
 
 def gpu_pool(
@@ -109,14 +109,11 @@ def gpu_pool(
     else:
         note = f"${usd_per_gpu_hour:.2f}/GPU-h (given)"
     node_price = usd_per_gpu_hour * min(per_node, total) if usd_per_gpu_hour is not None else None
-    if host_memory_gib:
-        ram: int | None = int(host_memory_gib * GIB)
-    else:
-        ram, assumed = assumed_host_memory(catalog, gpu, min(per_node, total))
-        note = "; ".join(x for x in (note, assumed) if x)
+    ram, ram_note = host_memory(catalog, gpu, min(per_node, total), host_memory_gib)
     return Pool(
-        f"gpu:{gpu.id}", gpu, min(per_node, total), nodes, network_gbps, node_price, note, host_memory_bytes=ram
-    )
+        f"gpu:{gpu.id}", gpu, min(per_node, total), nodes, network_gbps, node_price, note,
+        host_memory_bytes=ram, host_memory_note=ram_note,
+    )  # fmt: skip
 
 
 def gpu_counts(pool: Pool, limit: int | None = None, global_batch: int | None = None) -> list[int]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ftplan.arch import Architecture, architecture_from_hf
-from ftplan.catalog import Catalog, assumed_host_memory
+from ftplan.catalog import Catalog, host_memory
 from ftplan.errors import JobError
 from ftplan.memory import (
     Layout,
@@ -91,9 +91,7 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         check_layout(arch, training, layout)
     except JobError as exc:
         raise JobError(f"{source}: {exc}") from None
-    ram, ram_note = (int(spec.host_memory_gib * GIB), "") if spec.host_memory_gib else (None, "")
-    if ram is None and gpu is not None:
-        ram, ram_note = assumed_host_memory(catalog, gpu, per_node)
+    ram, ram_note = host_memory(catalog, gpu, per_node, spec.host_memory_gib)
     return ResolvedJob(name, arch, training, layout, gpu, overheads, hf_config, tokens, global_batch, ram, ram_note)
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ftplan.catalog import Catalog, assumed_host_memory
+from ftplan.catalog import Catalog, host_memory
 from ftplan.errors import FtplanError, did_you_mean
 from ftplan.fit import Pool, instance_pool
 from ftplan.io import load_validated
 from ftplan.job import ResolvedJob, resolve_job
 from ftplan.schema.scenario import CloudPool, OwnedPool, PurchasePool, Scenario, ScenarioJob
-from ftplan.units import GIB
 
 
 class ScenarioError(FtplanError):
@@ -76,12 +75,9 @@ def _pool_spec(p: OwnedPool | CloudPool | PurchasePool, catalog: Catalog, where:
     gpu = catalog.gpu(p.gpu, f"{where}.gpu")
     per_node = p.gpus_per_node or gpu.max_gpus_per_node
     nodes = p.nodes if isinstance(p, OwnedPool) else p.max_nodes
-    if p.host_memory_gib:
-        ram, note = int(p.host_memory_gib * GIB), ""
-    else:
-        ram, note = assumed_host_memory(catalog, gpu, per_node)
-    fp = Pool(p.id, gpu, per_node, nodes, p.network_gbps, p.usd_per_node_h, price_note=note, efficiency=p.efficiency,
-              host_memory_bytes=ram)  # fmt: skip
+    ram, ram_note = host_memory(catalog, gpu, per_node, p.host_memory_gib)
+    fp = Pool(p.id, gpu, per_node, nodes, p.network_gbps, p.usd_per_node_h, efficiency=p.efficiency,
+              host_memory_bytes=ram, host_memory_note=ram_note)  # fmt: skip
     if isinstance(p, OwnedPool):
         return PoolSpec(p.id, "owned", fp, p.usd_per_node_h)
     price = p.usd_per_node_h

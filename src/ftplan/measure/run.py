@@ -375,7 +375,8 @@ def _optimizer_tensors(torch: Any, opt: Any) -> list[Any]:
     return [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
 
 
-def _live_storages_mode(torch: Any) -> type:
+def _live_storages(torch: Any, existing: list[Any]) -> Any:
+    """A dispatch mode counting live storage bytes, starting from ``existing`` tensors."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class LiveStorages(TorchDispatchMode):
@@ -413,11 +414,7 @@ def _live_storages_mode(torch: Any) -> type:
             self.peak = max(self.peak, self.now)
             return out
 
-    return LiveStorages
-
-
-def _live_storages(torch: Any, existing: list[Any]) -> Any:
-    return _live_storages_mode(torch)(existing)
+    return LiveStorages(existing)
 
 
 def _profile_cpu(torch: Any, run: Any) -> tuple[int, dict[str, int]]:

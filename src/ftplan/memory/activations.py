@@ -162,12 +162,12 @@ def _attention(
         if g.full and arch.model_type in _O_INPUT_COPY:
             saved += c * q  # o_proj's input is a copy of the output, kept as well (measured on a CPU)
         if not g.full and o[0] in g.targets:  # the adapter's A output, and its own input copy: an fp32
-            a = g.adapter_bytes(dt)  # adapter's cast, or the dropped copy (and the dropout mask) of lora_dropout
-            saved += a * g.rank
+            ab = g.adapter_bytes(dt)  # adapter's cast, or the dropped copy (and the dropout mask) of lora_dropout
+            saved += ab * g.rank
             if g.lora_dropout:
-                saved += (a + _mask_bytes(dt, g)) * q
+                saved += (ab + _mask_bytes(dt, g)) * q
             elif g.adapter_cast or g.adapter_fp32:
-                saved += a * q
+                saved += ab * q
             elif arch.model_type in _O_INPUT_COPY:
                 saved += c * q  # lora_A keeps o_proj's input, which is a copy of the output here
         return saved

@@ -30,7 +30,7 @@ from ftplan.arch import Architecture, Kind
 from ftplan.errors import JobError
 from ftplan.memory import activations as act
 from ftplan.memory.overheads import Overheads, cublas_workspace_bytes, nccl_bytes
-from ftplan.memory.params import ParamSplit, lora_targets, parameter_targets, split_params
+from ftplan.memory.params import ParamSplit, lora_params, lora_targets, parameter_targets, split_params
 from ftplan.memory.setup import (
     Attention,
     AttentionMask,
@@ -314,7 +314,7 @@ def _per_sequence(
         # fp32 adapters without autocast: an adapter's backward also holds the fp32 gradient of the
         # promoted sum and of its scaled output (4 bytes each an output element), and of lora_B's input
         # (measured: benchmarks/measured_grid.yaml, the bf16-fp32-adapters cases with recomputation)
-        bwd_ws += 8 * _widest_adapted(arch, saves.targets) + 4 * saves.rank
+        bwd_ws += 8 * _widest_adapted(arch, saves.targets - saves.param_targets) + 4 * saves.rank
     if saves.adapter_cast:
         # fp32 adapters under autocast: while an adapter runs, its layer also holds the input it reads,
         # PEFT's fp32 cast of it (autocast keeps only the 16-bit cast of that) and the base output: the
@@ -339,8 +339,9 @@ def _widest_adapted(arch: Architecture, targets: frozenset[str]) -> int:
     return max((x.d_out for lin in arch.block_linears.values() for x in lin if x.name in targets), default=0)
 
 
-# PyTorch's memory-efficient SDPA kernel pads an attention bias's last dimension to a multiple of
-# 16 elements (aten/src/ATen/native/transformers/attention.cpp, mem_eff_alignment); a CPU does not.
+# On a GPU the mask's key length is rounded up to 16 elements, the alignment PyTorch's memory-efficient
+# SDPA kernel pads an attention bias to (aten/src/ATen/native/transformers/attention.cpp,
+# mem_eff_alignment). Read from the source, not yet measured: a CUDA grid entry (seq 2000) checks it.
 _MEM_EFF_ALIGNMENT = 16
 
 
@@ -371,7 +372,7 @@ def _adapter_cast_params(arch: Architecture, saves: act.Grads, embed_trains: boo
     total = 0
     for stack, linears in arch.block_linears.items():
         for x in linears:
-            if x.name in saves.targets and x.name not in saves.param_targets:  # folded ones: _folded_experts
+            if x.name in saves.targets and x.name not in saves.param_targets:  # folded ones: _folded_bytes
                 total += saves.rank * (x.d_in + x.d_out) * x.count * arch.layers_of(stack)
                 if not embed_trains and x.role in ("q", "k", "v", "qkv") and x.stack != "cross":
                     total -= saves.rank * x.d_in * x.count
@@ -397,8 +398,7 @@ def _folded_bytes(arch: Architecture, saves: act.Grads, w_bytes: int, host: bool
         merged += w_bytes * x.weight_params
         key = x.role if x.role in ("router", "down") else "gate_up"
         last[key] = last.get(key, 0) + w_bytes * x.weight_params
-        fused = x.count > 1 and x.role in ("gate", "up")  # half of gate_up: rank 2r over 2f outputs
-        factors = saves.rank * x.count * (x.d_in + (2 * x.d_out if fused else x.d_out))
+        factors = lora_params(x, saves.rank)
         if (saves.adapter_cast or saves.adapter_fp32) and w_bytes == 2:
             copies += w_bytes * factors
         elif host and x.count == 1 and w_bytes == 2:
@@ -506,7 +506,8 @@ def estimate_memory(
     if pa.window_masks:
         notes.append(
             f"{pa.window_masks} sliding-window layer(s) (window {arch.sliding_window} ≤ seq_len): transformers "
-            "builds an explicit mask there, which SDPA keeps per layer (s² elements) with k/v expanded"
+            "builds an explicit mask there, which SDPA keeps per layer (s² elements)"
+            + (", with k/v copied to every head" if 1 < arch.kv_heads < arch.heads else "")
         )
     dt, saves, embed_trains = pa.dt, pa.saves, pa.embed_trains
     mb = layout.micro_batch
@@ -523,11 +524,12 @@ def estimate_memory(
         recompute_ws = 0.0
     # LoRA folded into MoE weights: each layer's merged weights, saved for backward (one layer at a
     # time under full recomputation, where they are counted with the working buffers)
+    full_recompute = layout.recompute is Recompute.FULL
     folded, folded_copies, folded_grad = (b / t for b in _folded_bytes(arch, saves, frozen_bytes, on_cpu))
-    folded_layers = arch.layers if layout.recompute is not Recompute.FULL else 1
-    folded_saved = folded * arch.layers if layout.recompute is not Recompute.FULL else 0.0
+    folded_layers = 1 if full_recompute else arch.layers
+    folded_saved = 0.0 if full_recompute else folded * arch.layers
     # in backward: the recomputed layer's merged weights, and the first merged weight's gradient
-    folded_ws = (folded if layout.recompute is Recompute.FULL else 0.0) + folded_grad
+    folded_ws = (folded if full_recompute else 0.0) + folded_grad
     saved_layers += folded_saved
     out_tokens = stacks.get("decoder", stacks.get("main", 0))
     head = pa.head * mb + pa.rotary
@@ -618,7 +620,6 @@ def estimate_memory(
         at_peak |= {"logits_loss"} if loss_peak >= in_backward + folded_ws else {"backward_workspace"}
         if grads_held:
             at_peak.add("gradients")
-    full_recompute = layout.recompute is Recompute.FULL
     if folded:
         notes.append(
             f"LoRA on the MoE router/experts: PEFT merges W + B·A every forward and backward keeps it, "

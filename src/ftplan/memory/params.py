@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ftplan.arch import Architecture, Kind
+from ftplan.arch import Architecture, Kind, Linear
 from ftplan.errors import JobError
 from ftplan.memory.setup import LoraSetup, Method, Training
 
@@ -74,6 +74,15 @@ def lora_targets(arch: Architecture, lora: LoraSetup) -> set[str]:
     return targets
 
 
+def lora_params(x: Linear, rank: int) -> int:
+    """Adapter parameters LoRA of ``rank`` adds to one linear ``x`` (all its copies). Fused MoE experts
+    (transformers 5): gate_up_proj gets rank 2r for each expert, A (E·2r × h) and B (2f × E·2r), so
+    each of gate and up counts half of it, r·E·(h + 2f) (PEFT's transformers weight conversion);
+    down_proj has A (E·r × f) and B (h × E·r)."""
+    fused = x.count > 1 and x.role in ("gate", "up")
+    return rank * x.count * (x.d_in + (2 * x.d_out if fused else x.d_out))
+
+
 def parameter_targets(arch: Architecture, targets: frozenset[str] | set[str]) -> frozenset[str]:
     """Targets PEFT adapts as parameters (``ParamWrapper``: the LoRA product folded into the weight
     on every forward) rather than as a linear with its own adapter path: a MoE's router and its
@@ -106,18 +115,14 @@ def _split(arch: Architecture, method: Method, lora_setup: LoraSetup | None) -> 
     for x, n in matrices:
         if x.name in targets:  # PEFT accepts any rank, even above the layer's width: so does the model
             r, e = lora.rank, x.count
-            if e > 1 and x.role in ("gate", "up"):
-                # fused experts: gate_up_proj gets rank 2r for each expert, A (E·2r × h) and B (2f × E·2r),
-                # so each of gate and up counts half of it, r·E·(h + 2f) (PEFT's transformers weight conversion)
-                adapters += r * (x.d_in + 2 * x.d_out) * e * n
+            adapters += lora_params(x, r) * n
+            if e > 1 and x.role in ("gate", "up"):  # half of the fused gate_up_proj's A and B
                 factored += (4 * r * e + x.d_in + 2 * x.d_out) * n // 2
                 largest = max(largest, 2 * r * e * max(x.d_in, 2 * x.d_out))
             elif e > 1:  # the fused down_proj: A (E·r × f) and B (h × E·r)
-                adapters += r * (x.d_in + x.d_out) * e * n
                 factored += (2 * r * e + x.d_in + x.d_out) * n
                 largest = max(largest, r * e * max(x.d_in, x.d_out))
             else:
-                adapters += r * (x.d_in + x.d_out) * n
                 factored += (2 * r + x.d_in + x.d_out) * n
                 largest = max(largest, r * max(x.d_in, x.d_out))
     saved_embed = 0
