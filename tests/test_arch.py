@@ -1,6 +1,10 @@
-"""Parameter counts from architectures: exact on known models, within 1% of every official count."""
+"""Parameter counts from architectures: exact on known models, and every catalog model's count equal
+to its official figure to the figure's stated precision (one unit of its last digit)."""
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
 
 import pytest
 
@@ -8,11 +12,33 @@ from ftplan.arch import Kind, architecture_from_hf
 from ftplan.errors import JobError
 
 
+def _unit(figure: float) -> float:
+    """One unit of the last significant digit of an official figure (8.2e9 → 0.1e9; 124439808 → 1). Cards
+    round or truncate their figure there (Qwen3-30B-A3B's 3.35B activated reads "3.3B")."""
+    digits = f"{figure:.15g}".rstrip("0").rstrip(".")
+    return float(10 ** (len(str(int(figure))) - len(digits.replace(".", "").lstrip("0"))))
+
+
+def test_unit():
+    assert _unit(8.2e9) == 0.1e9
+    assert _unit(124_439_808) == 1
+    assert math.isclose(_unit(6.74e9), 0.01e9)
+
+
+# Figures that disagree with the weights beyond their precision, checked within 1%: Qwen2.5-32B's card
+# says 32.5B where its hub safetensors hold 32.8B.
+_LOOSE = {"qwen2.5-32b"}
+
+
 def test_every_catalog_model_matches_its_official_count(catalog):
-    assert len(catalog.models) >= 25
+    assert len(catalog.models) >= 58
     for entry in catalog.models.values():
         arch = architecture_from_hf(entry.config, entry.id)
-        assert abs(arch.total_params / entry.params_official - 1) < 0.01, entry.id
+        tol = 0.01 * entry.params_official if entry.id in _LOOSE else _unit(entry.params_official)
+        assert abs(arch.total_params - entry.params_official) <= tol, (entry.id, arch.total_params)
+        if entry.params_active_official:
+            tol = _unit(entry.params_active_official)
+            assert abs(arch.active_params - entry.params_active_official) <= tol, (entry.id, arch.active_params)
 
 
 @pytest.mark.parametrize(
@@ -65,3 +91,33 @@ def test_public_api():
     )
     est = ftplan.estimate_job(ftplan.resolve_job(job, ftplan.load_catalog(user_models=None)))
     assert est.fits is True
+
+
+def test_every_grid_architecture_counts_what_transformers_builds(catalog):
+    """Each architecture of the measured grid (one or more per supported family), built by transformers
+    on the meta device: its parameter count equals ftplan's."""
+    pytest.importorskip("transformers")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+
+    from ftplan.io import read_yaml
+    from ftplan.job import resolve_job
+    from ftplan.measure.build import hf_config
+    from ftplan.schema.job import parse_job
+
+    auto = {Kind.ENCODER_DECODER: AutoModelForSeq2SeqLM, Kind.ENCODER: AutoModelForSequenceClassification}
+    grid = read_yaml(Path(__file__).parents[1] / "benchmarks" / "measured_grid.yaml")
+    families = set()
+    for cfg in {repr(c["job"]["architecture"]): c["job"]["architecture"] for c in grid["cases"]}.values():
+        job = resolve_job(parse_job({"architecture": cfg, "method": "full", "seq_len": 8}, "grid"), catalog)
+        with torch.device("meta"):
+            model = auto.get(job.arch.kind, AutoModelForCausalLM).from_config(hf_config(job))
+        assert sum(p.numel() for p in model.parameters()) == job.arch.total_params, cfg
+        families.add(job.arch.model_type)
+    assert families >= {"qwen3", "qwen3_moe", "qwen2_moe", "gemma3_text", "olmo2", "granite", "starcoder2", "gpt2"}
+
+
+def test_a_multimodal_checkpoint_is_refused_with_its_text_model_named():
+    cfg = {"model_type": "gemma3", "text_config": {"model_type": "gemma3_text", "hidden_size": 2560}}
+    with pytest.raises(JobError, match="text_config \\(model_type 'gemma3_text'\\)"):
+        architecture_from_hf(cfg, "config.json")

@@ -154,3 +154,19 @@ def test_a_lora_rank_above_a_layers_width_is_accepted_as_peft_does():
                               "--seq-len", "128", "--format", "json"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["breakdown"]["weights_trainable"] == 2048 * 24 * (1792 + 1024 + 1024 + 1792) * 4
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent / "hf_configs").glob("*.json")), ids=lambda p: p.stem)
+def test_import_hf_reads_each_family_as_published(tmp_path, path, catalog):
+    """A config.json of each 2025-26 family, as its hub repository publishes it (tests/hf_configs, written
+    from the public files): imported, it counts the parameters of the catalog entry of the same model,
+    which matches the model card's figure (tests/test_arch.py), and keeps list fields such as layer_types."""
+    from ftplan.catalog import import_hf_config, load_catalog
+
+    out = tmp_path / "models.yaml"
+    entry = import_hf_config(path, path.stem + "-imported", out)
+    imported = load_catalog(user_models=out).architecture(entry.id)
+    assert imported == catalog.architecture(path.stem)
+    assert imported.total_params == catalog.architecture(path.stem).total_params
+    data = json.loads(path.read_text())
+    assert all(entry.config[k] == v for k, v in data.items() if isinstance(v, list))

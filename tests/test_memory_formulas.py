@@ -23,7 +23,14 @@ from ftplan.memory import (
     ZeroStage,
     estimate_memory,
 )
-from ftplan.memory.activations import Dtypes, Grads, layer_bytes_per_token, loss_bytes_per_token
+from ftplan.memory.activations import (
+    FULL,
+    Dtypes,
+    Grads,
+    layer_bytes_per_token,
+    layer_constant_bytes,
+    loss_bytes_per_token,
+)
 from ftplan.memory.estimate import _folded_bytes
 from ftplan.memory.params import nf4_bits_per_weight, split_params
 from ftplan.memory.setup import Attention
@@ -78,12 +85,12 @@ def test_lora_dropout_keeps_each_adapters_dropped_input_and_mask():
     targets = frozenset({"q_proj", "k_proj", "v_proj", "o_proj"})
     plain = Grads(full=False, targets=targets, rank=16, adapter_cast=True)
     cuda = Grads(full=False, targets=targets, rank=16, adapter_cast=True, lora_dropout=True)
-    cpu = Grads(full=False, targets=targets, rank=16, adapter_cast=True, lora_dropout=True, host_masks=True)
+    cpu = Grads(full=False, targets=targets, rank=16, adapter_cast=True, lora_dropout=True, on_host=True)
     assert layer_bytes_per_token(*args, cuda) == 9768 + 3 * 256 + 256
     assert layer_bytes_per_token(*args, cpu) == 9768 + 3 * 4 * 256 + 4 * 256
     assert layer_bytes_per_token(*args, cuda.first_layer()) == layer_bytes_per_token(*args, plain.first_layer()) + 256
     # bf16 adapters (bf16-pure): q, k and v no longer share one input copy; each keeps a dropped one
-    pure = Grads(full=False, targets=targets, rank=16, lora_dropout=True, host_masks=True)
+    pure = Grads(full=False, targets=targets, rank=16, lora_dropout=True, on_host=True)
     shared = Grads(full=False, targets=targets, rank=16)
     assert layer_bytes_per_token(*args, pure) == layer_bytes_per_token(*args, shared) + (3 * 4 - 2) * 256 + 4 * 256
 
@@ -292,16 +299,36 @@ def test_lora_dropout_only_adds_memory(precision, targets, recompute, mb, device
 
 def test_gemma_norm_keeps_its_fp32_normalised_tensor():
     # Gemma's RMSNorm multiplies the fp32 normalised tensor by (1 + weight) before casting back: a
-    # trained weight keeps that fp32 tensor (4h, where Llama keeps its 16-bit cast, 2h), and every
-    # norm whose input needs a gradient keeps one more fp32 scalar a token. Per layer (two norms),
-    # h = 256, bf16 full fine-tuning: 2 × (4h − 2h + 4) = 1032 bytes a token more than Llama; under
-    # LoRA (frozen norm weights) 2 × 4 = 8. The measured grid's gemma cases count these exactly.
+    # trained weight keeps that fp32 tensor (4h, where Llama keeps its 16-bit cast, 2h). Per layer (two
+    # norms), h = 256, bf16 full fine-tuning: 2 × (4h − 2h) = 1024 bytes a token more than Llama; under
+    # LoRA (frozen norm weights) nothing more a token. Whatever the tokens, each norm whose input needs a
+    # gradient keeps the fp32 1 + weight (4h): a per-layer constant, 2 × 4 × 256 = 2048 bytes, and
+    # none for Llama. The measured grid's gemma cases count these exactly.
     llama = architecture_from_hf(TINY)
     gemma = architecture_from_hf(TINY | {"model_type": "gemma", "head_dim": 32})
     args = ("main", Dtypes(c=2, r=2), Attention.SDPA, 128, 128, False, Recompute.NONE)
-    assert layer_bytes_per_token(gemma, *args) - layer_bytes_per_token(llama, *args) == 2 * (2 * 256 + 4)
+    assert layer_bytes_per_token(gemma, *args) - layer_bytes_per_token(llama, *args) == 2 * 2 * 256
     lora = Grads(full=False, targets=frozenset({"q_proj", "v_proj"}), rank=8)
-    assert layer_bytes_per_token(gemma, *args, lora) - layer_bytes_per_token(llama, *args, lora) == 2 * 4
+    assert layer_bytes_per_token(gemma, *args, lora) == layer_bytes_per_token(llama, *args, lora)
+    assert layer_constant_bytes(gemma, FULL) == 2 * 4 * 256
+    assert layer_constant_bytes(gemma, lora.first_layer()) == 4 * 256  # the first norm's input needs none
+    assert layer_constant_bytes(llama, FULL) == 0
+
+
+def test_qk_norms_per_head_and_over_the_projection():
+    # Qwen3 (per head, Llama-style): q's norm keeps its fp32 input (4·q), one fp32 rsqrt a head, and under
+    # full fine-tuning its 16-bit cast (c·q); k's the same over kv. TINY: q = 256 (8 heads of 32),
+    # kv = 64 (2 heads). bf16 full: (4·256 + 4·8 + 2·256) + (4·64 + 4·2 + 2·64) = 1960 bytes a token.
+    # OLMo 2 (over the whole projection, fp32 scaled): one rsqrt each and the fp32 normalised tensor:
+    # (4·256 + 4 + 4·256) + (4·64 + 4 + 4·64) = 2568, and OLMo 2's own norm placement elsewhere.
+    args = ("main", Dtypes(c=2, r=2), Attention.SDPA, 128, 128, False, Recompute.NONE)
+    llama = layer_bytes_per_token(architecture_from_hf(TINY), *args)
+    assert layer_bytes_per_token(architecture_from_hf(TINY | {"model_type": "qwen3", "head_dim": 32}), *args) == (
+        llama + 1960
+    )
+    olmo = architecture_from_hf(TINY | {"model_type": "olmo2"})
+    assert olmo.qk_norm == "full" and olmo.norm_placement == "post"
+    assert olmo.layer_vector_params["main"] == 2 * 256 + 256 + 64  # two norms of h, q norm, k norm
 
 
 def test_modules_to_save_stay_16_bit_under_a_mixed_recipe():

@@ -260,6 +260,8 @@ HF_FIELDS = ["hidden_size", "num_hidden_layers", "num_attention_heads", "num_key
              "intermediate_size", "vocab_size", "tie_word_embeddings", "max_position_embeddings", "rope_theta",
              "num_local_experts", "num_experts_per_tok", "attention_bias", "sliding_window", "query_pre_attn_scalar"]
 ACT = {"swiglu": "silu", "swiglu-moe": "silu", "geglu": "gelu_pytorch_tanh"}
+# config.json fields the source data leaves out (same source URL as the entry)
+CONFIG_ADDITIONS = {"phi-3-mini-4k": {"sliding_window": 2047}}
 
 
 def build_models(src: Path) -> dict:
@@ -272,6 +274,7 @@ def build_models(src: Path) -> dict:
         cfg[act_key] = ACT[m["mlp"]]
         if m["family"] == "qwen2":
             cfg.pop("attention_bias", None)  # Qwen2 always has q/k/v biases; not a config field
+        cfg.update(CONFIG_ADDITIONS.get(m["id"], {}))
         entry = {"id": m["id"], "hf_repo": m["hf_repo"], "params_official": float(m["params_official"])}
         if "params_active_official" in m:
             entry["params_active_official"] = float(m["params_active_official"])
@@ -279,6 +282,11 @@ def build_models(src: Path) -> dict:
         entry["config"] = cfg
         out.append(entry)
     out.extend(EXTRA_MODELS)
+    for m in yaml.safe_load(Path(__file__).with_name("models_2025.yaml").read_text()):
+        for key in ("params_official", "params_active_official"):
+            if key in m:
+                m[key] = float(m[key])  # YAML 1.1 reads 0.6e9 as a string
+        out.append(m)
     return {"schema_version": 1, "models": out}
 
 

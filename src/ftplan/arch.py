@@ -35,6 +35,7 @@ class Linear:
     bias: bool = False
     count: int = 1  # copies per layer (MoE experts)
     stack: str = "main"  # main | encoder | decoder | cross (encoder-decoder attention)
+    adaptable: bool = True  # PEFT can put LoRA on it (not Qwen2-MoE's experts and router, which it skips)
 
     @property
     def weight_params(self) -> int:
@@ -46,12 +47,19 @@ class Linear:
 
 
 SUPPORTED_MODEL_TYPES = (
-    "llama", "mistral", "mixtral", "qwen2", "gemma", "gemma2", "phi3", "phi", "gpt_neox",
+    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
+    "gemma3_text", "olmo2", "granite", "phi3", "phi", "gpt_neox", "starcoder2", "gpt2",
     "t5", "mt5", "bert", "roberta",
 )  # fmt: skip
 
-# Decoder families that share the Llama block (pre-norm RMSNorm, gated MLP, rotary attention).
-_LLAMA_LIKE = {"llama", "mistral", "mixtral", "qwen2", "gemma", "gemma2"}
+# Decoder families that share the Llama block (RMSNorm, gated MLP, rotary attention).
+_LLAMA_LIKE = {
+    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
+    "gemma3_text", "olmo2", "granite",
+}  # fmt: skip
+_GEMMA = ("gemma", "gemma2", "gemma3_text")
+# head_dim when a config leaves it out (the config classes' defaults; else hidden / heads)
+_HEAD_DIM_DEFAULT = {"gemma": 256, "gemma2": 256, "gemma3_text": 256, "qwen3": 128}
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class Architecture:
     lm_head_bias: bool = False
     relative_attention_buckets: int = 0
     hidden_dropout: float = 0.0
+    embed_dropout: float = 0.0  # dropout on a decoder's embeddings (GPT-2, StarCoder2, Phi)
     attention_dropout: float = 0.0
     loss_upcast: bool = True  # causal-LM loss upcasts logits to fp32 before cross-entropy
     parallel_residual: bool = False  # attention and MLP both read the layer input (phi, GPT-NeoX)
@@ -96,6 +105,15 @@ class Architecture:
     attn_softcap: bool = False  # Gemma 2: the same on the attention scores (eager attention)
     sliding_window: int = 0  # tokens a sliding-window layer attends to (0: none)
     sliding_layers: tuple[bool, ...] = ()  # per layer: whether it attends through the sliding window
+    qk_norm: str = ""  # RMSNorm on q and k: "head" (over head_dim: Qwen3, Gemma 3), "full" (over q/kv: OLMo 2)
+    # RMSNorm: llama (weight · x cast back), gemma ((1 + weight) · fp32 x), olmo (weight · fp32 x)
+    norm_style: str = "llama"
+    norm_placement: str = "pre"  # pre (before each sublayer), sandwich (and after: Gemma 2/3), post (after: OLMo 2)
+    shared_ffn: int = 0  # MoE: width of the shared expert every token passes through (Qwen2-MoE)
+    shared_gate: bool = False  # MoE: a sigmoid gate (hidden → 1) scales the shared expert's output
+    norm_topk: bool = True  # MoE: the top-k routing weights are renormalised to sum to 1 (Qwen: norm_topk_prob)
+    rotary_tables: int = 1  # cos/sin table pairs: one per kind of layer with its own rotary base (Gemma 3: 2)
+    logits_scaled: bool = False  # Granite: logits divided by logits_scaling before the loss
     names: dict[str, str] = field(default_factory=dict, compare=False)
 
     # ---- hashing: the memory model caches per architecture, so hash once ---------------------
@@ -140,16 +158,29 @@ class Architecture:
         n, h, f, bias = self.names, self.hidden, self.ffn, self.mlp_bias
         e = max(self.experts, 1)
         out: list[Linear] = []
+        if self.shared_ffn:  # Qwen2-MoE's experts and router: 3-D parameters and a module PEFT leaves alone
+            n = dict(n, **{r: f"experts.{n[r]}" for r in ("gate", "up", "down")}, router="mlp.gate")
+        ok = not self.shared_ffn
         if self.is_moe:
-            out.append(Linear(n["router"], "router", h, self.experts, False, stack=stack))
+            out.append(Linear(n["router"], "router", h, self.experts, False, stack=stack, adaptable=ok))
         if self.gated_mlp and self.fused_gate_up:
             out.append(Linear(n["gate_up"], "gate_up", h, 2 * f, bias, e, stack))
         elif self.gated_mlp:
-            out.append(Linear(n["gate"], "gate", h, f, bias, e, stack))
-            out.append(Linear(n["up"], "up", h, f, bias, e, stack))
+            out.append(Linear(n["gate"], "gate", h, f, bias, e, stack, adaptable=ok))
+            out.append(Linear(n["up"], "up", h, f, bias, e, stack, adaptable=ok))
         else:
             out.append(Linear(n["up"], "up", h, f, bias, e, stack))
-        out.append(Linear(n["down"], "down", f, h, bias, e, stack))
+        out.append(Linear(n["down"], "down", f, h, bias, e, stack, adaptable=ok))
+        n = self.names
+        if self.shared_ffn:  # Qwen2-MoE: a dense gated MLP beside the experts, and its gate
+            sf = self.shared_ffn
+            out += [
+                Linear(n["gate"], "shared_gate", h, sf, bias, stack=stack),
+                Linear(n["up"], "shared_up", h, sf, bias, stack=stack),
+                Linear(n["down"], "shared_down", sf, h, bias, stack=stack),
+            ]
+            if self.shared_gate:
+                out.append(Linear(n["shared_router"], "shared_router", h, 1, False, stack=stack))
         return out
 
     @cached_property
@@ -170,7 +201,8 @@ class Architecture:
 
     @cached_property
     def linear_names(self) -> set[str]:
-        return {x.name for xs in self.block_linears.values() for x in xs}
+        """Names LoRA's ``target_modules`` can name (what PEFT adapts)."""
+        return {x.name for xs in self.block_linears.values() for x in xs if x.adaptable}
 
     # ---- parameter counts ------------------------------------------------------------------
     def _norm_params(self) -> int:
@@ -202,9 +234,10 @@ class Architecture:
     def layer_vector_params(self) -> dict[str, int]:
         """Biases and norm weights of one block, per stack (replicated under TP)."""
         out = {}
+        qk = {"head": 2 * self.head_dim, "full": self.q_dim + self.kv_dim}.get(self.qk_norm, 0)
         for s, xs in self.block_linears.items():
             norms = self.norms_per_layer + (1 if s == "decoder" else 0)
-            out[s] = sum(x.bias_params for x in xs) + norms * self._norm_params()
+            out[s] = sum(x.bias_params for x in xs) + norms * self._norm_params() + qk
         return out
 
     @cached_property
@@ -258,6 +291,8 @@ _NAMES_MIXTRAL = dict(_NAMES_LLAMA, gate="w1", up="w3", down="w2")
 _NAMES_PHI3 = dict(qkv="qkv_proj", o="o_proj", gate_up="gate_up_proj", down="down_proj")
 _NAMES_PHI = dict(q="q_proj", k="k_proj", v="v_proj", o="dense", up="fc1", down="fc2")
 _NAMES_NEOX = dict(qkv="query_key_value", o="dense", up="dense_h_to_4h", down="dense_4h_to_h")
+_NAMES_STARCODER2 = dict(q="q_proj", k="k_proj", v="v_proj", o="o_proj", up="c_fc", down="c_proj")
+_NAMES_GPT2 = dict(qkv="c_attn", o="c_proj", up="c_fc", down="c_proj")  # Conv1D modules; c_proj names two
 _NAMES_T5 = dict(q="q", k="k", v="v", o="o", gate="wi_0", up="wi_1", down="wo")
 _NAMES_BERT = dict(q="query", k="key", v="value", o="dense", up="dense", down="dense")
 
@@ -280,6 +315,13 @@ def architecture_from_hf(cfg: dict[str, Any], where: str = "architecture") -> Ar
     ``where`` names the input in error messages (file and field).
     """
     mt = cfg.get("model_type")
+    text = cfg.get("text_config")
+    if mt not in SUPPORTED_MODEL_TYPES and isinstance(text, dict) and text.get("model_type") in SUPPORTED_MODEL_TYPES:
+        raise JobError(
+            f"{where}: model_type {mt!r} is a multimodal checkpoint, whose vision tower ftplan does not model. "
+            f"To fix: plan its language model from its text_config (model_type {text['model_type']!r}), and allow "
+            "for the vision tower's frozen weights in headroom."
+        )
     if mt not in SUPPORTED_MODEL_TYPES:
         hint = did_you_mean(str(mt), SUPPORTED_MODEL_TYPES)
         raise JobError(
@@ -289,7 +331,31 @@ def architecture_from_hf(cfg: dict[str, Any], where: str = "architecture") -> Ar
         return _t5(cfg, where)
     if mt in ("bert", "roberta"):
         return _bert(cfg, where)
+    if mt == "gpt2":
+        cfg = _gpt2_fields(cfg)
     return _decoder(cfg, where)
+
+
+# GPT2Config's own field names, and the Llama-style names the decoder reader expects
+_GPT2_FIELDS = {"n_embd": "hidden_size", "n_layer": "num_hidden_layers", "n_head": "num_attention_heads"}
+
+
+def _gpt2_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A GPT-2 config under the decoder reader's names: ``n_inner`` (None: 4·n_embd) is the MLP width,
+    ``attn_pdrop`` the attention dropout; GPT2Config's defaults fill what the file leaves out."""
+    out = dict(cfg)
+    for old, new in _GPT2_FIELDS.items():
+        if old in cfg and new not in cfg:
+            out[new] = cfg[old]
+    out.setdefault("hidden_size", 768)
+    out.setdefault("num_hidden_layers", 12)
+    out.setdefault("num_attention_heads", 12)
+    out.setdefault("vocab_size", 50257)
+    if "intermediate_size" not in out:
+        out["intermediate_size"] = cfg.get("n_inner") or 4 * out["hidden_size"]
+    out.setdefault("attention_dropout", cfg.get("attn_pdrop", 0.1))
+    out.setdefault("tie_word_embeddings", True)
+    return out
 
 
 def _decoder(cfg: dict[str, Any], where: str) -> Architecture:
@@ -301,11 +367,10 @@ def _decoder(cfg: dict[str, Any], where: str) -> Architecture:
     kv = _positive(kv, "num_key_value_heads", where)
     if heads % kv:
         raise JobError(f"{where}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}.")
-    default_hd = 256 if mt in ("gemma", "gemma2") else h // heads
-    head_dim = _positive(cfg.get("head_dim") or default_hd, "head_dim", where)
+    head_dim = _positive(cfg.get("head_dim") or _HEAD_DIM_DEFAULT.get(mt, h // heads), "head_dim", where)
     ffn = _positive(_req(cfg, "intermediate_size", where), "intermediate_size", where)
     vocab = _positive(_req(cfg, "vocab_size", where), "vocab_size", where)
-    tied_default = mt in ("gemma", "gemma2")
+    tied_default = mt in (*_GEMMA, "starcoder2", "gpt2")
     tied = bool(cfg.get("tie_word_embeddings", tied_default))
     common: dict[str, Any] = dict(
         model_type=mt, kind=Kind.DECODER, hidden=h, layers=layers, heads=heads, kv_heads=kv,
@@ -314,21 +379,12 @@ def _decoder(cfg: dict[str, Any], where: str) -> Architecture:
     )  # fmt: skip
     common["sliding_window"], common["sliding_layers"] = _sliding(cfg, layers, where)
     if mt in _LLAMA_LIKE:
-        experts = int(cfg.get("num_local_experts", 8 if mt == "mixtral" else 0) or 0)
-        return Architecture(
-            **common, gated_mlp=True, norm="rmsnorm", norms_per_layer=4 if mt == "gemma2" else 2,
-            qkv_bias=mt == "qwen2" or bool(cfg.get("attention_bias", False)),
-            o_bias=bool(cfg.get("attention_bias", False)), mlp_bias=bool(cfg.get("mlp_bias", False)),
-            experts=experts, experts_per_token=int(cfg.get("num_experts_per_tok", 2)) if experts else 0,
-            names=_NAMES_MIXTRAL if mt == "mixtral" else _NAMES_LLAMA,
-            # Gemma2Config defaults: final_logit_softcapping 30.0, attn_logit_softcapping 50.0
-            final_softcap=mt == "gemma2" and bool(cfg.get("final_logit_softcapping", 30.0)),
-            attn_softcap=mt == "gemma2" and bool(cfg.get("attn_logit_softcapping", 50.0)),
-        )  # fmt: skip
+        return _llama_like(cfg, common, where)
     if mt == "phi3":
         return Architecture(
             **common, gated_mlp=True, norm="rmsnorm", norms_per_layer=2, fused_qkv=True,
             fused_gate_up=True, names=_NAMES_PHI3,
+            rotary_dim=int(head_dim * _rotary_fraction(cfg, "partial_rotary_factor", 1.0)),
             hidden_dropout=float(cfg.get("resid_pdrop", 0.0) or 0.0),
         )  # fmt: skip
     if mt == "phi":
@@ -337,6 +393,23 @@ def _decoder(cfg: dict[str, Any], where: str) -> Architecture:
             o_bias=True, mlp_bias=True, lm_head_bias=True, names=_NAMES_PHI, parallel_residual=True,
             rotary_dim=int(head_dim * _rotary_fraction(cfg, "partial_rotary_factor", 0.5)),
             hidden_dropout=float(cfg.get("resid_pdrop", 0.0) or 0.0),
+            embed_dropout=float(cfg.get("embd_pdrop", 0.0) or 0.0),
+        )  # fmt: skip
+    if mt == "starcoder2":
+        bias = bool(cfg.get("use_bias", True))
+        return Architecture(
+            **common, gated_mlp=False, norm="layernorm", norms_per_layer=2, qkv_bias=bias, o_bias=bias,
+            mlp_bias=bias, names=_NAMES_STARCODER2,
+            hidden_dropout=float(cfg.get("residual_dropout", 0.0) or 0.0),
+            embed_dropout=float(cfg.get("embedding_dropout", 0.0) or 0.0),
+        )  # fmt: skip
+    if mt == "gpt2":
+        return Architecture(
+            **common, gated_mlp=False, norm="layernorm", norms_per_layer=2, fused_qkv=True, qkv_bias=True,
+            o_bias=True, mlp_bias=True, names=_NAMES_GPT2, learned_positions=int(cfg.get("n_positions", 1024)),
+            softmax_upcast=bool(cfg.get("reorder_and_upcast_attn", False)),
+            hidden_dropout=float(cfg.get("resid_pdrop", 0.1) or 0.0),
+            embed_dropout=float(cfg.get("embd_pdrop", 0.1) or 0.0),
         )  # fmt: skip
     # gpt_neox
     return Architecture(
@@ -348,21 +421,93 @@ def _decoder(cfg: dict[str, Any], where: str) -> Architecture:
     )  # fmt: skip
 
 
+# MoE fields per model type (transformers 5 config classes): the expert count's key and default, the
+# experts a token is routed to, and whether experts have their own width (moe_intermediate_size).
+_MOE = {
+    "mixtral": ("num_local_experts", 8, 2, None),
+    "qwen3_moe": ("num_experts", 128, 8, 768),
+    "qwen2_moe": ("num_experts", 60, 4, 1408),
+}
+
+
+def _llama_like(cfg: dict[str, Any], common: dict[str, Any], where: str) -> Architecture:
+    """Llama-block families: RMSNorm, a gated MLP (or routed experts), rotary attention."""
+    mt = cfg["model_type"]
+    attention_bias = bool(cfg.get("attention_bias", False))
+    names = dict(_NAMES_MIXTRAL if mt == "mixtral" else _NAMES_LLAMA)
+    moe: dict[str, Any] = {}
+    if mt in _MOE:
+        key, default, k_default, width = _MOE[mt]
+        experts = _positive(cfg.get(key, cfg.get("num_local_experts", default)), key, where)
+        k = _positive(cfg.get("num_experts_per_tok", k_default), "num_experts_per_tok", where)
+        if k > experts:
+            raise JobError(f"{where}: num_experts_per_tok {k} is more than the {experts} experts.")
+        if width is not None:
+            moe["ffn"] = _positive(cfg.get("moe_intermediate_size", width), "moe_intermediate_size", where)
+            if cfg.get("mlp_only_layers") or int(cfg.get("decoder_sparse_step", 1) or 1) != 1:
+                raise JobError(
+                    f"{where}: mlp_only_layers / decoder_sparse_step mix dense and MoE layers, which ftplan does "
+                    "not model yet. To fix: plan with every layer MoE (mlp_only_layers: [], decoder_sparse_step: 1)."
+                )
+        moe.update(experts=experts, experts_per_token=k)
+        if mt != "mixtral":  # Mixtral always renormalises
+            moe["norm_topk"] = bool(cfg.get("norm_topk_prob", False))
+        if mt == "qwen2_moe":
+            moe["shared_ffn"] = _positive(
+                cfg.get("shared_expert_intermediate_size", 5632), "shared_expert_intermediate_size", where
+            )
+            moe["shared_gate"] = True
+            names.update(shared_router="shared_expert_gate")
+    if mt == "qwen2":
+        qkv_bias = True
+    elif mt == "qwen2_moe":
+        qkv_bias = bool(cfg.get("qkv_bias", True))
+    else:
+        qkv_bias = attention_bias
+    placement = {"gemma2": "sandwich", "gemma3_text": "sandwich", "olmo2": "post"}.get(mt, "pre")
+    # Gemma2Config defaults: final_logit_softcapping 30.0, attn_logit_softcapping 50.0; Gemma3's: none
+    caps = {"gemma2": (30.0, 50.0), "gemma3_text": (None, None)}.get(mt)
+    return Architecture(
+        **{**common, **moe}, gated_mlp=True, norm="rmsnorm", norms_per_layer=2 if placement != "sandwich" else 4,
+        qkv_bias=qkv_bias, o_bias=attention_bias and mt != "qwen2_moe", mlp_bias=bool(cfg.get("mlp_bias", False)),
+        names=names,
+        final_softcap=caps is not None and bool(cfg.get("final_logit_softcapping", caps[0])),
+        attn_softcap=caps is not None and bool(cfg.get("attn_logit_softcapping", caps[1])),
+        qk_norm={"qwen3": "head", "qwen3_moe": "head", "gemma3_text": "head", "olmo2": "full"}.get(mt, ""),
+        norm_style="gemma" if mt in _GEMMA else "olmo" if mt == "olmo2" else "llama",
+        norm_placement=placement,
+        logits_scaled=mt == "granite" and float(cfg.get("logits_scaling", 1.0)) != 1.0,
+        rotary_tables=_layer_kinds(cfg, common["layers"]) if mt == "gemma3_text" else 1,
+    )  # fmt: skip
+
+
+def _layer_kinds(cfg: dict[str, Any], layers: int) -> int:
+    """Gemma 3's kinds of attention layer (local, global) present: each has its own rotary tables."""
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and len(types) == layers:
+        return len(set(types))
+    pattern = int(cfg.get("sliding_window_pattern", 6))
+    return 2 if 1 < pattern <= layers else 1
+
+
 # transformers 5's sliding-window defaults per model type: the window when the config leaves
 # `sliding_window` out (configuration_<model>.py), and which layers use it.
-_SLIDING_DEFAULT = {"mistral": 4096, "qwen2": 4096, "gemma2": 4096}
+_SLIDING_DEFAULT = dict.fromkeys(("mistral", "qwen2", "qwen3", "qwen3_moe", "gemma2", "gemma3_text"), 4096)
+# Families whose window applies only with use_sliding_window: true
+_SLIDING_OPT_IN = ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe")
 
 
 def _sliding(cfg: dict[str, Any], layers: int, where: str) -> tuple[int, tuple[bool, ...]]:
     """The sliding window and the layers that use it, as transformers 5 derives them: every layer
-    for Mistral, Mixtral and Phi-3 when ``sliding_window`` is set; Qwen2 only with
-    ``use_sliding_window``, from layer ``max_window_layers`` on; Gemma 2 every other layer from
-    the first. An explicit ``layer_types`` list wins."""
+    for Mistral, Mixtral, Phi-3, StarCoder2 and Qwen3-MoE when ``sliding_window`` is set; Qwen2
+    and Qwen3 only with ``use_sliding_window``, from layer ``max_window_layers`` on (Qwen2-MoE: every
+    other layer below it; Qwen3-MoE: every layer); Gemma 2 every other layer from the first; Gemma 3 all but every
+    ``sliding_window_pattern``-th (6). An explicit ``layer_types`` list wins."""
     mt = cfg["model_type"]
-    if mt not in ("mistral", "mixtral", "phi3", "qwen2", "gemma2"):
+    if mt not in ("mistral", "mixtral", "phi3", "starcoder2", "gemma2", "gemma3_text", *_SLIDING_OPT_IN):
         return 0, ()
     window = cfg.get("sliding_window", _SLIDING_DEFAULT.get(mt))
-    if mt == "qwen2" and not cfg.get("use_sliding_window", False):
+    if mt in _SLIDING_OPT_IN and not cfg.get("use_sliding_window", False):
         window = None
     if not window:
         return 0, ()
@@ -370,11 +515,17 @@ def _sliding(cfg: dict[str, Any], layers: int, where: str) -> tuple[int, tuple[b
     types = cfg.get("layer_types")
     if isinstance(types, list) and len(types) == layers:
         sliding = tuple(t == "sliding_attention" for t in types)
-    elif mt == "qwen2":
+    elif mt in ("qwen2", "qwen3"):
         first = int(cfg.get("max_window_layers", 28))
         sliding = tuple(i >= first for i in range(layers))
+    elif mt == "qwen2_moe":  # every other layer, below max_window_layers
+        last = int(cfg.get("max_window_layers", 28))
+        sliding = tuple(i % 2 == 0 and i < last for i in range(layers))
     elif mt == "gemma2":
         sliding = tuple(i % 2 == 0 for i in range(layers))
+    elif mt == "gemma3_text":
+        pattern = _positive(cfg.get("sliding_window_pattern", 6), "sliding_window_pattern", where)
+        sliding = tuple((i + 1) % pattern != 0 for i in range(layers))
     else:
         sliding = (True,) * layers
     return (window, sliding) if any(sliding) else (0, ())

@@ -161,7 +161,13 @@ def import_hf_config(
     if not isinstance(config, dict):
         raise FtplanError(f"{config_path}: expected a JSON object.")
     arch = architecture_from_hf(config, str(config_path))
-    keep = {k: v for k, v in config.items() if _scalar(v) or (isinstance(v, dict) and all(map(_scalar, v.values())))}
+    keep = {
+        k: v
+        for k, v in config.items()
+        if _scalar(v)
+        or (isinstance(v, dict) and all(map(_scalar, v.values())))
+        or (isinstance(v, list) and all(map(_scalar, v)))  # layer_types, mlp_only_layers
+    }
     keep = {k: v for k, v in keep.items() if not k.startswith("_") and k not in ("transformers_version",)}
     name = model_id or _norm(str(config.get("_name_or_path") or Path(config_path).parent.name or "model"))
     entry = ModelEntry(

@@ -25,6 +25,7 @@ from ftplan.memory import Method, Optimizer, Precision, Recompute
 _DROPOUT_FIELDS = (
     "attention_dropout", "hidden_dropout", "dropout_rate", "hidden_dropout_prob",
     "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attention_dropout_prob",
+    "attn_pdrop", "residual_dropout", "embedding_dropout",
 )  # fmt: skip
 
 

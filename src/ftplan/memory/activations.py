@@ -33,6 +33,14 @@ from ftplan.memory.setup import Attention, Loss, Recompute
 # of elementwise ops that save x, tanh(.), 0.5·x and 1 + tanh(.).
 _ACT_SAVES = {"gelu_new": 4}
 
+# Model types whose attention applies rotary embeddings: one cos and one sin table of
+# ``seq × rotary_dim`` in the residual dtype, computed once and shared by every layer (phi and
+# GPT-NeoX rotate part of each head: partial_rotary_factor, rotary_pct).
+_ROTARY = {
+    "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text",
+    "olmo2", "granite", "phi3", "phi", "gpt_neox", "starcoder2",
+}  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class Dtypes:
@@ -54,8 +62,9 @@ class Grads:
     each adapter casts its input to fp32 and autocast back, so each keeps its own 16-bit copy.
     ``input_grad``: the layer's input requires grad (not so for the first layer of a model whose
     embeddings are frozen). ``lora_dropout``: PEFT's ``lora_dropout > 0``: each adapter drops its
-    own copy of the input and keeps it with the dropout mask. ``host_masks``: dropout runs on a CPU,
-    whose mask has the input's element size (CUDA's ``native_dropout`` keeps one byte an element).
+    own copy of the input and keeps it with the dropout mask. ``on_host``: the step runs on a CPU,
+    whose dropout mask has the input's element size (CUDA's ``native_dropout`` keeps one byte an
+    element) and whose LayerNorm keeps its statistics in a 16-bit input's dtype (CUDA: fp32).
     ``adapter_fp32``: fp32 adapters over a 16-bit base without autocast (PEFT's default on a bf16
     model): each adapter computes in fp32 on its own fp32 copy of the input. ``param_targets``: the
     targets whose LoRA product PEFT folds into the weight (a MoE's router and fused experts): their
@@ -68,7 +77,7 @@ class Grads:
     adapter_cast: bool = False
     input_grad: bool = True
     lora_dropout: bool = False
-    host_masks: bool = False
+    on_host: bool = False
     adapter_fp32: bool = False
     param_targets: frozenset[str] = frozenset()
 
@@ -86,7 +95,7 @@ FULL = Grads()
 def _mask_bytes(dt: Dtypes, g: Grads) -> int:
     """Bytes of a LoRA dropout mask per element: one on CUDA, the dropout input's element size on a
     CPU (fp32 under PEFT's adapter cast, else the compute dtype)."""
-    return (4 if g.adapter_cast or g.adapter_fp32 else dt.c) if g.host_masks else 1
+    return (4 if g.adapter_cast or g.adapter_fp32 else dt.c) if g.on_host else 1
 
 
 def _consumers(dt: Dtypes, d_in: int, names: list[str], g: Grads, grad_in: bool = True) -> float:
@@ -110,29 +119,92 @@ def _consumers(dt: Dtypes, d_in: int, names: list[str], g: Grads, grad_in: bool 
     return inputs * a * d_in + lora_a_out  # inputs and the LoRA A outputs
 
 
-_GEMMA_NORMS = ("gemma", "gemma2", "gemma3", "gemma3_text")
 # Families whose SDPA attention hands the output projection a copy of the attention output rather
 # than the output itself, so full fine-tuning keeps both (`ftplan measure`, CPU; CUDA unverified).
 _O_INPUT_COPY = ("phi", "phi3", "gpt_neox")
+
+
+def _norm_own(arch: Architecture, dt: Dtypes, d: int, rows: int, in_bytes: int, g: Grads, grad_in: bool) -> float:
+    """Bytes a token saved inside one norm over ``d`` elements in ``rows`` rows (``d/rows`` each) whose
+    input has ``in_bytes`` an element; ``grad_in``: its input requires grad."""
+    grad = grad_in or g.full
+    if arch.norm == "layernorm":
+        # input, mean and rstd: fp32 statistics on CUDA; a CPU keeps them in a 16-bit input's dtype
+        # (measured: the starcoder2 cases of benchmarks/measured_grid.yaml)
+        stats = 2 * in_bytes if g.on_host and in_bytes < 4 else 8
+        return in_bytes * d + stats * rows if grad else 0.0
+    # RMSNorm: pow keeps the fp32 upcast of the input and rsqrt one fp32 a row; what the weight's
+    # gradient keeps depends on where the norm casts back
+    if arch.norm_style == "gemma":
+        # Gemma scales the fp32 normalised tensor by (1 + weight) before casting back: that fp32
+        # tensor is what a trained weight's gradient keeps (the fp32 1 + weight the input's gradient
+        # keeps is a constant: norm_constant_bytes)
+        return (4 * d + 4 * rows if grad else 0) + (4 * d if g.full else 0)
+    if arch.norm_style == "olmo":
+        # OLMo 2 multiplies the fp32 normalised tensor by the weight, then casts: the weight's gradient
+        # keeps the fp32 tensor (measured: the olmo2 cases)
+        return (4 * d + 4 * rows if grad else 0) + (4 * d if g.full else 0)
+    return (4 * d + 4 * rows if grad else 0) + (in_bytes * d if g.full else 0)  # Llama: weight · x cast back
+
+
+def _norm_constant(arch: Architecture, width: int, grad_in: bool) -> int:
+    """Bytes one norm keeps whatever the tokens: Gemma's fp32 ``1 + weight`` (``width`` elements), which
+    the multiply keeps for its input's gradient."""
+    return 4 * width if arch.norm_style == "gemma" and arch.norm == "rmsnorm" and grad_in else 0
+
+
+def layer_constant_bytes(arch: Architecture, g: Grads) -> int:
+    """Bytes one layer saves independent of the tokens (:func:`_norm_constant` of its norms): the norm
+    before attention when its input requires grad, the ones after it when the attention's output does,
+    and the q/k norms when their projections' outputs do."""
+    if arch.norm_style != "gemma":
+        return 0
+    h = arch.hidden
+    blk = arch.block_linears[next(iter(arch.block_linears))]
+    roles = {x.role: x.name for x in blk}
+    upstream = g.full or g.input_grad
+    attn_trains = upstream or any(x.name in g.targets for x in blk if x.role in ("q", "k", "v", "qkv", "o"))
+    n = _norm_constant(arch, h, upstream) + (arch.norms_per_layer - 1) * _norm_constant(arch, h, attn_trains)
+    if arch.qk_norm:
+        for role in ("q", "k"):
+            n += _norm_constant(arch, arch.head_dim, upstream or roles.get(role) in g.targets)
+    return n
+
+
+def head_constant_bytes(arch: Architecture, seq_len: int, embed_trains: bool) -> int:
+    """Bytes the head saves once a step, whatever the micro-batch: the final norm's constant
+    (:func:`_norm_constant`), and the int64 position (and token-type) ids a learned position table
+    keeps when it trains (GPT-2, BERT), measured on the grid."""
+    n = _norm_constant(arch, arch.hidden, True) if arch.final_norm else 0
+    if arch.learned_positions and embed_trains:
+        # BERT reads its positions as a view of its registered (1 × max_position_embeddings) buffer,
+        # which keeps the buffer whole; it gathers its token-type ids (1 × seq_len) from another
+        n += 8 * (seq_len if arch.kind is Kind.DECODER else arch.learned_positions)
+        n += 8 * seq_len if arch.token_types else 0
+    return n
 
 
 def _norm(arch: Architecture, dt: Dtypes, consumers: list[str], g: Grads, input_grad: bool | None = None) -> float:
     """Bytes a token saved by one norm and by its consumers' inputs."""
     h = arch.hidden
     grad_in = g.input_grad if input_grad is None else input_grad
-    own = 0.0
-    if arch.norm == "rmsnorm" and arch.model_type in _GEMMA_NORMS:
-        # Gemma's RMSNorm scales the fp32 normalised tensor by (1 + weight) before casting back:
-        # that fp32 tensor is what a trained weight's gradient keeps, and one more fp32 scalar a
-        # token (measured: benchmarks/measured_grid.yaml, the gemma cases)
-        own = (4 * h + 8 if grad_in or g.full else 0) + (4 * h if g.full else 0)
-    elif arch.norm == "rmsnorm":
-        own = (4 * h + 4 if grad_in or g.full else 0) + (dt.r * h if g.full else 0)
-        if arch.model_type in ("t5", "mt5") and dt.r != 4 and (grad_in or g.full):
-            own += dt.r * h  # T5LayerNorm scales the 16-bit input (not its fp32 upcast): that is kept too
-    elif grad_in or g.full:
-        own = dt.r * h + 8  # LayerNorm: input, mean and rstd (fp32)
+    own = _norm_own(arch, dt, h, 1, dt.r, g, grad_in)
+    if arch.model_type in ("t5", "mt5") and dt.r != 4 and (grad_in or g.full):
+        own += dt.r * h  # T5LayerNorm scales the 16-bit input (not its fp32 upcast): that is kept too
     return own + _consumers(dt, h, consumers, g, grad_in or g.full)
+
+
+def _qk_norm(arch: Architecture, dt: Dtypes, g: Grads, roles: dict[str, str]) -> float:
+    """Bytes a token saved by the RMSNorms on q and k (Qwen3 and Gemma 3 per head, OLMo 2 over the
+    whole projection), each only when its projection's output requires grad."""
+    if not arch.qk_norm:
+        return 0.0
+    upstream = g.full or g.input_grad
+    n = 0.0
+    for role, d, heads in (("q", arch.q_dim, arch.heads), ("k", arch.kv_dim, arch.kv_heads)):
+        if upstream or roles.get(role) in g.targets:
+            n += _norm_own(arch, dt, d, heads if arch.qk_norm == "head" else 1, dt.c, g, True)
+    return n
 
 
 def _attention(
@@ -140,17 +212,33 @@ def _attention(
 ) -> float:
     """Bytes a query token saved by one attention core and by the output projection's input.
     ``mask_len``: SDPA gets an explicit mask over that many keys (0: none, it runs causal)."""
-    c, q, kv = dt.c, arch.q_dim, arch.kv_dim
-    a = arch.heads
     blk = arch.block_linears[next(iter(arch.block_linears))]
     roles = {x.role: x.name for x in blk}
     qkv_names = [roles[r] for r in ("q", "k", "v", "qkv") if r in roles]
     o = [roles["o"]]
     if not (g.full or g.input_grad or any(x in g.targets for x in qkv_names)):
-        return _consumers(dt, q, o, g, grad_in=False)  # nothing upstream trains: only o's adapter saves
+        return _consumers(dt, arch.q_dim, o, g, grad_in=False)  # nothing upstream trains: only o's adapter saves
+    return _qk_norm(arch, dt, g, roles) + _core(arch, dt, attention, kv_len, dropout, g, mask_len, o)
+
+
+def _core(
+    arch: Architecture,
+    dt: Dtypes,
+    attention: Attention,
+    kv_len: int,
+    dropout: bool,
+    g: Grads,
+    mask_len: int,
+    o: list[str],
+) -> float:
+    """Bytes a query token saved by the attention core and the output projection's input."""
+    c, q, kv = dt.c, arch.q_dim, arch.kv_dim
+    a = arch.heads
     if attention is Attention.SDPA:
         v_store = c * (q + 2 * kv) if arch.fused_qkv else c * kv  # v is a view when fused
-        k_store = c * kv
+        k_store, q_store = c * kv, c * q
+        if arch.fused_qkv and arch.model_type not in _ROTARY:  # GPT-2: q and k are views of c_attn's output too
+            k_store = q_store = 0
         if mask_len:
             # With a mask, transformers expands grouped k/v to every head (repeat_kv: a copy, except a
             # view when there is one k/v head) and SDPA converts the boolean mask to an additive one in
@@ -158,7 +246,7 @@ def _attention(
             if 1 < arch.kv_heads < a:
                 k_store = v_store = c * q
             v_store += c * mask_len
-        saved = c * q + k_store + v_store + 4 * a + c * q  # q, k, v, log-sum-exp, output (= o_proj's input)
+        saved = q_store + k_store + v_store + 4 * a + c * q  # q, k, v, log-sum-exp, output (= o_proj's input)
         if g.full and arch.model_type in _O_INPUT_COPY:
             saved += c * q  # o_proj's input is a copy of the output, kept as well (measured on a CPU)
         if not g.full and o[0] in g.targets:  # the adapter's A output, and its own input copy: an fp32
@@ -207,9 +295,14 @@ def _mlp(arch: Architecture, dt: Dtypes, act: str, dropout: bool, g: Grads, inpu
         # token: the gathered input (if the experts train), the gate/up output and the activation
         # output (the product's operands), the product (if the down projection trains or is
         # adapted) and the expert output, which the routing-weight multiply keeps.
-        router = 4 * arch.experts + 8 * k + 4 + 32 * k
+        # Without renormalisation (Qwen's norm_topk_prob: false) the top-k weights are not divided,
+        # which keeps 8·k bytes fewer (measured: the qwen2-moe cases).
+        router = 4 * arch.experts + 8 * k + 4 + 32 * k - (0 if arch.norm_topk else 8 * k)
         per_routed = (c * h if experts else 0) + inner + 2 * c * f + c * h
-        return router + k * (per_routed + (c * f if g.full else down))
+        shared = _shared_expert(arch, dt, g, roles, input_grad)
+        if not (input_grad or experts or roles["down"] in g.targets or roles["router"] in g.targets):
+            return shared  # nothing in the routed experts needs a gradient
+        return router + k * (per_routed + (c * f if g.full else down)) + shared
     if not (input_grad or g.full):  # nothing upstream trains: only adapters save
         return down
     if arch.gated_mlp:
@@ -223,10 +316,25 @@ def _mlp(arch: Architecture, dt: Dtypes, act: str, dropout: bool, g: Grads, inpu
     return saved
 
 
+def _shared_expert(arch: Architecture, dt: Dtypes, g: Grads, roles: dict[str, str], input_grad: bool) -> float:
+    """Bytes a token saved by a shared expert (Qwen2-MoE): a dense gated MLP of its own width, and the
+    sigmoid gate that scales its output (the gate's output and the expert's output, kept by the multiply)."""
+    if not arch.shared_ffn:
+        return 0.0
+    c, h, sf = dt.c, arch.hidden, arch.shared_ffn
+    up_adapted = any(roles[r] in g.targets for r in ("shared_gate", "shared_up"))
+    out_grad = input_grad or g.full or up_adapted or roles["shared_down"] in g.targets
+    gate_grad = input_grad or g.full or roles["shared_router"] in g.targets
+    down = _consumers(dt, sf, [roles["shared_down"]], g, input_grad or up_adapted)
+    saved = (3 * c * sf if input_grad or g.full or up_adapted else 0) + down  # act input and output, up output
+    # the multiply keeps the sigmoid's output for the expert's gradient, the expert's output for the gate's
+    return saved + (c if out_grad else 0) + (c * h if gate_grad else 0)
+
+
 def _act_name(arch: Architecture) -> str:
     if arch.model_type in ("t5", "mt5"):
         return "gelu_new" if arch.gated_mlp else "relu"
-    if arch.model_type == "phi":
+    if arch.model_type in ("phi", "gpt2"):
         return "gelu_new"
     return "silu"
 
@@ -254,12 +362,15 @@ def layer_bytes_per_token(
     blk = arch.block_linears[stack if stack in arch.block_linears else next(iter(arch.block_linears))]
     attn_in = [x.name for x in blk if x.role in ("q", "k", "v", "qkv") and x.stack != "cross"]
     mlp_in = [x.name for x in blk if x.role in ("gate", "up", "gate_up", "router")]
-    if arch.is_moe:
-        mlp_in = mlp_in[:1]  # the router; experts gather their own inputs
+    if arch.is_moe:  # the router and a shared expert read the input; routed experts gather their own
+        mlp_in = mlp_in[:1] + [x.name for x in blk if x.role in ("shared_gate", "shared_up", "shared_router")]
     o_names = [x.name for x in blk if x.role == "o"]
     attn_trains = g.full or g.input_grad or any(x in g.targets for x in attn_in + o_names)
+    post = arch.norm_placement == "post"  # OLMo 2: the sublayers read the residual stream, norms follow them
     if arch.parallel_residual and arch.norms_per_layer == 1:  # phi: one norm feeds attention and MLP
         total = _norm(arch, dt, attn_in + mlp_in, g)
+    elif post:
+        total = _consumers(dt, h, attn_in, g, g.input_grad or g.full)
     else:
         total = _norm(arch, dt, attn_in, g)
     total += _attention(arch, dt, att, seq_len, dropout, g, mask_len)
@@ -269,9 +380,12 @@ def layer_bytes_per_token(
         if attn_trains:
             probs = _probs(dt, arch.heads, enc_len, dropout, arch.softmax_upcast)
             total += probs if att is Attention.EAGER else 4 * arch.heads
-    if arch.model_type == "gemma2":  # post-attention and post-feedforward norms
+    if arch.norm_placement != "pre":  # post-attention and post-feedforward norms (Gemma 2/3, OLMo 2)
         total += 2 * _norm(arch, dt, [], g, attn_trains)
-    if not arch.parallel_residual:  # the MLP reads the attention block's output
+    if post:
+        total += _consumers(dt, h, mlp_in, g, attn_trains)
+        total += _mlp(arch, dt, _act_name(arch), dropout, g, attn_trains)
+    elif not arch.parallel_residual:  # the MLP reads the attention block's output
         total += _norm(arch, dt, mlp_in, g, attn_trains)
         total += _mlp(arch, dt, _act_name(arch), dropout, g, attn_trains)
     else:
@@ -306,6 +420,8 @@ def head_bytes_per_token(
     kept only when the lm_head trains.
     """
     n = 8.0 if embed_trains else 0.0
+    if dropout and arch.embed_dropout > 0:
+        n += arch.hidden  # the embedding dropout's one-byte mask (the first layer keeps its output)
     if arch.kind is Kind.ENCODER:
         # The embedding norm's own saves (the first layer's linears keep its output), and the
         # pooler's [CLS] slice, a view that keeps the last layer's output when the pooler trains
@@ -319,15 +435,14 @@ def head_bytes_per_token(
     return n
 
 
-# Model types whose attention applies rotary embeddings: one cos and one sin table of
-# ``seq × rotary_dim`` in the residual dtype, computed once and shared by every layer (phi and
-# GPT-NeoX rotate part of each head: partial_rotary_factor, rotary_pct).
-_ROTARY = {"llama", "mistral", "mixtral", "qwen2", "gemma", "gemma2", "phi3", "phi", "gpt_neox"}
-
-
 def rotary_bytes(arch: Architecture, dt: Dtypes, seq_len: int) -> float:
-    """Bytes of the rotary cos/sin tables the attention layers save (once per step)."""
-    return 2.0 * seq_len * (arch.rotary_dim or arch.head_dim) * dt.r if arch.model_type in _ROTARY else 0.0
+    """Bytes of the rotary cos/sin tables the attention layers save (once per step): one pair per
+    kind of layer with its own rotary base (Gemma 3: local and global), in fp32 where the model keeps
+    them so (OLMo 2 does not cast them to the activations' dtype)."""
+    if arch.model_type not in _ROTARY:
+        return 0.0
+    size = 4 if arch.model_type == "olmo2" else dt.r
+    return 2.0 * seq_len * (arch.rotary_dim or arch.head_dim) * size * arch.rotary_tables
 
 
 # torchtune CEWithChunkedOutputLoss: the model emits its logits in 8 chunks (num_output_chunks).

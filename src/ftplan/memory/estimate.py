@@ -230,9 +230,9 @@ def _saved_modules_16bit(training: Training, layout: Layout, ps: ParamSplit, tp:
 def _grads(arch: Architecture, training: Training, host: bool = False) -> tuple[act.Grads, bool, bool]:
     """What trains: the activation model's :class:`~ftplan.memory.activations.Grads`, and whether
     the token embedding and the lm_head train (full fine-tuning or LoRA ``modules_to_save``).
-    ``host``: the step runs on a CPU (dropout masks of the input's element size)."""
+    ``host``: the step runs on a CPU (dropout masks and LayerNorm statistics of the input's element size)."""
     if training.method is Method.FULL or training.lora is None:
-        return act.FULL, True, True
+        return (act.Grads(on_host=True) if host else act.FULL), True, True
     lora = training.lora
     saved = set(lora.modules_to_save)
     embed = any(m in saved for m in _EMBEDDING_NAMES)
@@ -246,7 +246,7 @@ def _grads(arch: Architecture, training: Training, host: bool = False) -> tuple[
         adapter_cast=training.precision.mixed,
         adapter_fp32=training.precision is Precision.BF16_FP32_ADAPTERS,
         lora_dropout=lora.dropout > 0,
-        host_masks=host,
+        on_host=host,
     )
     return grads, embed, head
 
@@ -266,6 +266,8 @@ class _PerSequence:
     cross_kv: float  # encoder keys/values each decoder layer projects
     head: float  # embedding-side and final-norm saves
     rotary: float  # the rotary tables (once per step, not per sequence)
+    constants: dict[str, float]  # per stack: what its layers save whatever the tokens (Gemma's norm weights)
+    head_constant: float  # the same for the final norm
     loss_saved: float
     bwd_ws: float  # the widest tensor's gradient and input in backward
 
@@ -282,7 +284,7 @@ def _per_sequence(
         attention = Attention.EAGER
     dropout = training.dropout
     if dropout is None:
-        dropout = arch.hidden_dropout > 0 or arch.attention_dropout > 0
+        dropout = arch.hidden_dropout > 0 or arch.attention_dropout > 0 or arch.embed_dropout > 0
     c = training.precision.compute_bytes
     dt = act.Dtypes(c=c, r=r, autocast=training.precision.mixed)
     s = training.seq_len
@@ -291,6 +293,7 @@ def _per_sequence(
     saves, embed_trains, lm_head_trains = _grads(arch, training, host)
     layer: dict[str, float] = {}
     mean: dict[str, float] = {}
+    constants: dict[str, float] = {}
     window_masks = 0
     for stack, tokens in seq.items():
         args = (arch, stack, dt, attention, dec_len if stack == "decoder" else s, s, dropout, recompute)
@@ -304,10 +307,19 @@ def _per_sequence(
         ]
         layer[stack] = max(each) * tokens / t  # the widest layer: the working set a recomputed step rebuilds
         mean[stack] = sum(each) / n_layers * tokens / t
+        constants[stack] = (
+            sum(
+                act.layer_constant_bytes(arch, saves.first_layer() if i == 0 and not embed_trains else saves)
+                for i in range(n_layers)
+            )
+            / t
+        )
     cross_kv = act.cross_kv_bytes_per_sequence(arch, dt, s) / t if arch.kind is Kind.ENCODER_DECODER else 0.0
     out_tokens = seq.get("decoder", seq.get("main", 0))
     head_tok = act.head_bytes_per_token(arch, dt, dropout, saves, embed_trains, lm_head_trains)
     head = head_tok * out_tokens / t + (head_tok * seq["encoder"] / t if arch.kind is Kind.ENCODER_DECODER else 0)
+    if arch.pooler:  # the pooled [CLS] vector of each sequence, which the classification head keeps
+        head += c * arch.hidden / t
     widest = max(arch.ffn * max(arch.experts_per_token, 1), arch.hidden)
     bwd_ws = 2 * c * widest
     if saves.adapter_fp32:
@@ -328,7 +340,8 @@ def _per_sequence(
     return _PerSequence(
         dt=dt, saves=saves, embed_trains=embed_trains, t5_eager=t5_eager, window_masks=window_masks, seq=seq,
         layer=layer, mean=mean,
-        cross_kv=cross_kv, head=head, rotary=act.rotary_bytes(arch, dt, s) / t,
+        cross_kv=cross_kv, head=head, rotary=act.rotary_bytes(arch, dt, s) / t, constants=constants,
+        head_constant=act.head_constant_bytes(arch, s, embed_trains) / t,
         loss_saved=act.loss_saved_bytes_per_token(arch, dt, training.loss) * out_tokens / t,
         bwd_ws=bwd_ws * max(seq.values()) / t,
     )  # fmt: skip
@@ -519,7 +532,7 @@ def estimate_memory(
         saved_layers = sum(arch.layers_of(st) * r * arch.hidden * tok / t for st, tok in stacks.items())
         recompute_ws = max(per_layer[st] + (cross_kv if st == "decoder" else 0) for st in per_layer)
     else:
-        saved_layers = sum(arch.layers_of(st) * layer_mean[st] for st in per_layer)
+        saved_layers = sum(arch.layers_of(st) * layer_mean[st] for st in per_layer) + sum(pa.constants.values())
         saved_layers += cross_kv * arch.decoder_layers
         recompute_ws = 0.0
     # LoRA folded into MoE weights: each layer's merged weights, saved for backward (one layer at a
@@ -532,7 +545,8 @@ def estimate_memory(
     folded_ws = (folded if full_recompute else 0.0) + folded_grad
     saved_layers += folded_saved
     out_tokens = stacks.get("decoder", stacks.get("main", 0))
-    head = pa.head * mb + pa.rotary
+    head = pa.head * mb + pa.rotary + pa.head_constant
+    constants = pa.rotary + pa.head_constant + (0.0 if full_recompute else sum(pa.constants.values()))
     loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, out_tokens) * out_tokens / t
     loss_saved = pa.loss_saved * mb
     bwd_ws = pa.bwd_ws * mb  # gradient of the widest tensor + its input
@@ -646,12 +660,16 @@ def estimate_memory(
             None
             if training.loss is Loss.FUSED
             # the per-sequence part; the folded constants count once, at most (never less than the model)
-            else (activations - folded_saved - pa.rotary + max(loss_peak, in_backward)) / layout.micro_batch
+            else (activations - folded_saved - constants + max(loss_peak, in_backward)) / layout.micro_batch
         ),
         activation_terms={  # for `ftplan measure` and the tests
             **{
                 f"layer:{st}": int(
-                    (r * arch.hidden * stacks[st] / t if full_recompute else layer_mean[st] + folded)
+                    (
+                        r * arch.hidden * stacks[st] / t
+                        if full_recompute
+                        else layer_mean[st] + folded + pa.constants[st] / arch.layers_of(st)
+                    )
                     + (cross_kv if st == "decoder" and layout.recompute is not Recompute.FULL else 0)
                 )
                 for st in per_layer
