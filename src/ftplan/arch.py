@@ -48,7 +48,7 @@ class Linear:
 
 SUPPORTED_MODEL_TYPES = (
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
-    "gemma3_text", "olmo2", "granite", "phi3", "phi", "gpt_neox", "starcoder2", "gpt2",
+    "gemma3_text", "olmo2", "granite", "deepseek_v3", "phi3", "phi", "gpt_neox", "starcoder2", "gpt2",
     "t5", "mt5", "bert", "roberta",
 )  # fmt: skip
 
@@ -112,6 +112,18 @@ class Architecture:
     shared_ffn: int = 0  # MoE: width of the shared expert every token passes through (Qwen2-MoE)
     shared_gate: bool = False  # MoE: a sigmoid gate (hidden → 1) scales the shared expert's output
     norm_topk: bool = True  # MoE: the top-k routing weights are renormalised to sum to 1 (Qwen: norm_topk_prob)
+    # Multi-head latent attention (DeepSeek-V3): q and kv compressed to these ranks (q 0: a plain q_proj),
+    # each head's key = a no-position part (head_dim - rope_head_dim) + a shared rotary part; values
+    # of v_head_dim. kv_lora_rank 0: ordinary attention.
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    rope_head_dim: int = 0
+    v_head_dim: int = 0
+    dense_layers: int = 0  # MoE: leading layers with a dense MLP of width dense_ffn (first_k_dense_replace)
+    dense_ffn: int = 0
+    routing: str = "softmax"  # MoE router: softmax top-k, or sigmoid with group-limited top-k (DeepSeek-V3)
+    groups: int = 1  # sigmoid routing: expert groups, and how many of them a token may use
+    group_topk: int = 1
     rotary_tables: int = 1  # cos/sin table pairs: one per kind of layer with its own rotary base (Gemma 3: 2)
     logits_scaled: bool = False  # Granite: logits divided by logits_scaling before the loss
     names: dict[str, str] = field(default_factory=dict, compare=False)
@@ -138,12 +150,43 @@ class Architecture:
         return self.experts > 0
 
     @property
+    def mla(self) -> bool:
+        """Multi-head latent attention (DeepSeek-V3)."""
+        return self.kv_lora_rank > 0
+
+    @property
+    def v_dim(self) -> int:
+        """Values per token (all heads)."""
+        return self.heads * self.v_head_dim if self.mla else self.kv_dim
+
+    @property
+    def o_dim(self) -> int:
+        """The attention output per token, the output projection's input."""
+        return self.heads * self.v_head_dim if self.mla else self.q_dim
+
+    @property
     def total_layers(self) -> int:
         return self.layers + self.decoder_layers
 
     def _attention(self, stack: str) -> list[Linear]:
         n = self.names
         h, q, kv, bias = self.hidden, self.q_dim, self.kv_dim, self.qkv_bias
+        if self.mla:
+            ob, r = self.o_bias, self.kv_lora_rank
+            if self.q_lora_rank:
+                qs = [
+                    Linear("q_a_proj", "q_a", h, self.q_lora_rank, ob, stack=stack),
+                    Linear("q_b_proj", "q_b", self.q_lora_rank, q, stack=stack),
+                ]
+            else:
+                qs = [Linear("q_proj", "q", h, q, stack=stack)]
+            nope = self.head_dim - self.rope_head_dim
+            return [
+                *qs,
+                Linear("kv_a_proj_with_mqa", "kv_a", h, r + self.rope_head_dim, ob, stack=stack),
+                Linear("kv_b_proj", "kv_b", r, self.heads * (nope + self.v_head_dim), stack=stack),
+                Linear(n["o"], "o", self.o_dim, h, ob, stack=stack),
+            ]
         if self.fused_qkv:
             qkv = [Linear(n["qkv"], "qkv", h, q + 2 * kv, bias, stack=stack)]
         else:
@@ -154,13 +197,24 @@ class Architecture:
             ]
         return [*qkv, Linear(n["o"], "o", q, h, self.o_bias, stack=stack)]
 
+    def _dense_mlp(self, stack: str) -> list[Linear]:
+        """The gated MLP of a MoE model's dense layers (DeepSeek-V3's first layers). PEFT's conversion to
+        the fused experts claims gate_proj/up_proj/down_proj, so these are not adapted by name."""
+        h, f = self.hidden, self.dense_ffn
+        return [
+            Linear("mlp.gate_proj", "gate", h, f, stack=stack, adaptable=False),
+            Linear("mlp.up_proj", "up", h, f, stack=stack, adaptable=False),
+            Linear("mlp.down_proj", "down", f, h, stack=stack, adaptable=False),
+        ]
+
     def _mlp(self, stack: str) -> list[Linear]:
         n, h, f, bias = self.names, self.hidden, self.ffn, self.mlp_bias
         e = max(self.experts, 1)
         out: list[Linear] = []
-        if self.shared_ffn:  # Qwen2-MoE's experts and router: 3-D parameters and a module PEFT leaves alone
+        qwen2_moe = self.model_type == "qwen2_moe"
+        if qwen2_moe:  # Qwen2-MoE's experts and router: 3-D parameters and a module PEFT leaves alone
             n = dict(n, **{r: f"experts.{n[r]}" for r in ("gate", "up", "down")}, router="mlp.gate")
-        ok = not self.shared_ffn
+        ok = not qwen2_moe
         if self.is_moe:
             out.append(Linear(n["router"], "router", h, self.experts, False, stack=stack, adaptable=ok))
         if self.gated_mlp and self.fused_gate_up:
@@ -172,12 +226,14 @@ class Architecture:
             out.append(Linear(n["up"], "up", h, f, bias, e, stack))
         out.append(Linear(n["down"], "down", f, h, bias, e, stack, adaptable=ok))
         n = self.names
-        if self.shared_ffn:  # Qwen2-MoE: a dense gated MLP beside the experts, and its gate
+        if self.shared_ffn:  # a dense gated MLP beside the experts (Qwen2-MoE: and its gate)
             sf = self.shared_ffn
+            # DeepSeek-V3's shared experts: PEFT's conversion to the fused experts claims their names
+            pre, ok = ("shared_experts.", False) if self.model_type == "deepseek_v3" else ("", True)
             out += [
-                Linear(n["gate"], "shared_gate", h, sf, bias, stack=stack),
-                Linear(n["up"], "shared_up", h, sf, bias, stack=stack),
-                Linear(n["down"], "shared_down", sf, h, bias, stack=stack),
+                Linear(pre + n["gate"], "shared_gate", h, sf, bias, stack=stack, adaptable=ok),
+                Linear(pre + n["up"], "shared_up", h, sf, bias, stack=stack, adaptable=ok),
+                Linear(pre + n["down"], "shared_down", sf, h, bias, stack=stack, adaptable=ok),
             ]
             if self.shared_gate:
                 out.append(Linear(n["shared_router"], "shared_router", h, 1, False, stack=stack))
@@ -194,10 +250,17 @@ class Architecture:
                 "encoder": self._attention("encoder") + self._mlp("encoder"),
                 "decoder": self._attention("decoder") + cross + self._mlp("decoder"),
             }
+        if self.dense_layers:  # a MoE model's leading dense layers are a stack of their own, first
+            return {
+                "dense": self._attention("dense") + self._dense_mlp("dense"),
+                "main": self._attention("main") + self._mlp("main"),
+            }
         return {"main": self._attention("main") + self._mlp("main")}
 
     def layers_of(self, stack: str) -> int:
-        return self.decoder_layers if stack == "decoder" else self.layers
+        if stack == "decoder":
+            return self.decoder_layers
+        return self.dense_layers if stack == "dense" else self.layers - self.dense_layers
 
     @cached_property
     def linear_names(self) -> set[str]:
@@ -235,6 +298,7 @@ class Architecture:
         """Biases and norm weights of one block, per stack (replicated under TP)."""
         out = {}
         qk = {"head": 2 * self.head_dim, "full": self.q_dim + self.kv_dim}.get(self.qk_norm, 0)
+        qk += self.q_lora_rank + self.kv_lora_rank  # MLA's norms of the compressed q and kv
         for s, xs in self.block_linears.items():
             norms = self.norms_per_layer + (1 if s == "decoder" else 0)
             out[s] = sum(x.bias_params for x in xs) + norms * self._norm_params() + qk
@@ -378,6 +442,8 @@ def _decoder(cfg: dict[str, Any], where: str) -> Architecture:
         attention_dropout=float(cfg.get("attention_dropout", 0.0) or 0.0),
     )  # fmt: skip
     common["sliding_window"], common["sliding_layers"] = _sliding(cfg, layers, where)
+    if mt == "deepseek_v3":
+        return _deepseek(cfg, common, where)
     if mt in _LLAMA_LIKE:
         return _llama_like(cfg, common, where)
     if mt == "phi3":
@@ -478,6 +544,40 @@ def _llama_like(cfg: dict[str, Any], common: dict[str, Any], where: str) -> Arch
         norm_placement=placement,
         logits_scaled=mt == "granite" and float(cfg.get("logits_scaling", 1.0)) != 1.0,
         rotary_tables=_layer_kinds(cfg, common["layers"]) if mt == "gemma3_text" else 1,
+    )  # fmt: skip
+
+
+def _deepseek(cfg: dict[str, Any], common: dict[str, Any], where: str) -> Architecture:
+    """DeepSeek-V3: multi-head latent attention, ``first_k_dense_replace`` dense layers, then MoE layers of
+    ``n_routed_experts`` (sigmoid routing limited to ``topk_group`` of ``n_group`` groups) beside
+    ``n_shared_experts`` shared ones (DeepseekV3Config defaults fill what the file leaves out)."""
+    layers, heads = common["layers"], common["heads"]
+    rope = _positive(cfg.get("qk_rope_head_dim", 64), "qk_rope_head_dim", where)
+    nope = _positive(cfg.get("qk_nope_head_dim", 128), "qk_nope_head_dim", where)
+    experts = _positive(cfg.get("n_routed_experts", 256), "n_routed_experts", where)
+    k = _positive(cfg.get("num_experts_per_tok", 8), "num_experts_per_tok", where)
+    groups = _positive(cfg.get("n_group", 8), "n_group", where)
+    group_topk = _positive(cfg.get("topk_group", 4), "topk_group", where)
+    if experts % groups or group_topk > groups or k > experts:
+        raise JobError(
+            f"{where}: n_routed_experts {experts}, n_group {groups}, topk_group {group_topk} and num_experts_per_tok "
+            f"{k} do not fit: experts must split into the groups, and a token can use at most every group."
+        )
+    dense = int(cfg.get("first_k_dense_replace", 3) or 0)
+    if not 0 <= dense <= layers:
+        raise JobError(f"{where}: first_k_dense_replace {dense} is not between 0 and num_hidden_layers {layers}.")
+    moe_ffn = _positive(cfg.get("moe_intermediate_size", 2048), "moe_intermediate_size", where)
+    bias = bool(cfg.get("attention_bias", False))
+    return Architecture(
+        **{**common, "kv_heads": heads, "head_dim": nope + rope, "ffn": moe_ffn}, gated_mlp=True, norm="rmsnorm",
+        norms_per_layer=2, o_bias=bias, names=_NAMES_LLAMA,
+        q_lora_rank=int(cfg.get("q_lora_rank", 1536) or 0),
+        kv_lora_rank=_positive(cfg.get("kv_lora_rank", 512), "kv_lora_rank", where),
+        rope_head_dim=rope, v_head_dim=_positive(cfg.get("v_head_dim", 128), "v_head_dim", where),
+        rotary_dim=rope, experts=experts, experts_per_token=k, routing="sigmoid", groups=groups,
+        group_topk=group_topk, norm_topk=bool(cfg.get("norm_topk_prob", True)),
+        shared_ffn=moe_ffn * int(cfg.get("n_shared_experts", 1) or 0),
+        dense_layers=dense, dense_ffn=common["ffn"],
     )  # fmt: skip
 
 

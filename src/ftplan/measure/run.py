@@ -4,7 +4,8 @@ What is measured, and how:
 
 * weights, gradients and optimizer states: bytes of the tensors themselves (exact);
 * bytes saved for backward: every tensor autograd saves during the first measured forward pass
-  (``torch.autograd.graph.saved_tensors_hooks``), counted once per storage and attributed to the
+  (``torch.autograd.graph.saved_tensors_hooks``) and still holds when that pass ends (a branch that
+  does not lead to the loss frees its saves at once), counted once per storage and attributed to the
   region the forward pass is in — one transformer layer, the head (embeddings, final norm) or the
   logits/loss. Parameters are not activations and 16-bit casts of parameters made by autocast are
   reported apart. Under full recomputation the checkpointed layers save nothing; what they keep is
@@ -135,7 +136,7 @@ class _SavedTracker:
         self.region = "head"
         self.active = False
         self.checkpointed = checkpointed
-        self.seen: set[int] = set()
+        self.entries: dict[int, tuple[str, int, Any]] = {}  # storage address → region, bytes, weak reference
         self.bytes: dict[str, int] = defaultdict(int)
         params = list(model.parameters())
         self.param_ptrs = {p.untyped_storage().data_ptr() for p in params}
@@ -185,11 +186,22 @@ class _SavedTracker:
     def add(self, t: Any) -> None:
         storage = t.untyped_storage()
         ptr = storage.data_ptr()
-        if ptr == 0 or ptr in self.param_ptrs or ptr in self.seen:
+        if ptr == 0 or ptr in self.param_ptrs:
             return
-        self.seen.add(ptr)
+        entry = self.entries.get(ptr)
+        if entry is not None and entry[2]() is not None:  # the same storage, saved again
+            return
         region = "weight_casts" if self._is_weight_cast(t) else self.region
-        self.bytes[region] += storage.nbytes()
+        self.entries[ptr] = (region, storage.nbytes(), weakref.ref(storage))
+
+    def settle(self) -> None:
+        """Count what is still saved at the end of the forward pass. A branch of the graph that does not
+        lead to the loss (a router's group choice, a discarded output) frees its saved tensors at once,
+        and their addresses may be reused: only storages alive now are kept for backward."""
+        for region, nbytes, ref in self.entries.values():
+            if ref() is not None:
+                self.bytes[region] += nbytes
+        self.entries.clear()
 
     def _is_weight_cast(self, t: Any) -> bool:
         """Whether ``t`` is (a view of) a cast of a parameter, as autocast makes for every matmul.
@@ -229,8 +241,9 @@ class _SavedTracker:
 _VIEW_OR_CAST = {"ToCopyBackward0", "TBackward0", "TransposeBackward0", "PermuteBackward0", "ViewBackward0"}
 
 
-def _layer_lists(model: Any) -> dict[str, Any]:
-    """The model's stacks of transformer layers, by stack name (main, encoder, decoder)."""
+def _layer_lists(model: Any, dense_layers: int = 0) -> dict[str, Any]:
+    """The model's stacks of transformer layers, by stack name (main, encoder, decoder; a MoE model's
+    ``dense_layers`` leading dense layers are the estimate's "dense" stack)."""
     import torch
 
     found: dict[str, Any] = {}
@@ -245,6 +258,9 @@ def _layer_lists(model: Any) -> dict[str, Any]:
         found.setdefault(stack, module)
     if set(found) == {"encoder"}:  # an encoder-only model: its one stack is the estimate's "main"
         found = {"main": found["encoder"]}
+    if dense_layers and "main" in found:
+        layers = found.pop("main")
+        found = {"dense": layers[:dense_layers], "main": layers[dense_layers:], **found}
     return found
 
 
@@ -314,7 +330,7 @@ def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int
     opt = build.build_optimizer(job, params)
     batch = _batch(job, device, seed)
     accum = job.layout.grad_accum
-    tracker = _SavedTracker(model, _layer_lists(model), job.layout.recompute is Recompute.FULL)
+    tracker = _SavedTracker(model, _layer_lists(model, job.arch.dense_layers), job.layout.recompute is Recompute.FULL)
     sizes: dict[str, int] = {}
 
     def step(track: bool) -> None:
@@ -326,6 +342,8 @@ def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int
                 build.autocast_context(job, device),
             ):
                 loss = model(**batch).loss / accum
+            if tracker.active:
+                tracker.settle()
             tracker.active = False
             loss.backward()
             del loss

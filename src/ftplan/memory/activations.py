@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ftplan.arch import Architecture, Kind
+from ftplan.arch import Architecture, Kind, Linear
 from ftplan.memory.setup import Attention, Loss, Recompute
 
 # Saved tensors of ``f`` elements inside the activation function, and whether the output
@@ -38,7 +38,7 @@ _ACT_SAVES = {"gelu_new": 4}
 # GPT-NeoX rotate part of each head: partial_rotary_factor, rotary_pct).
 _ROTARY = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text",
-    "olmo2", "granite", "phi3", "phi", "gpt_neox", "starcoder2",
+    "olmo2", "granite", "deepseek_v3", "phi3", "phi", "gpt_neox", "starcoder2",
 }  # fmt: skip
 
 
@@ -153,14 +153,14 @@ def _norm_constant(arch: Architecture, width: int, grad_in: bool) -> int:
     return 4 * width if arch.norm_style == "gemma" and arch.norm == "rmsnorm" and grad_in else 0
 
 
-def layer_constant_bytes(arch: Architecture, g: Grads) -> int:
-    """Bytes one layer saves independent of the tokens (:func:`_norm_constant` of its norms): the norm
-    before attention when its input requires grad, the ones after it when the attention's output does,
-    and the q/k norms when their projections' outputs do."""
+def layer_constant_bytes(arch: Architecture, g: Grads, stack: str = "main") -> int:
+    """Bytes one layer of ``stack`` saves independent of the tokens: Gemma's :func:`_norm_constant` of its
+    norms (the norm before attention when its input requires grad, the ones after it when the attention's
+    output does, the q/k norms when their projections' outputs do)."""
+    blk = arch.block_linears[stack] if stack in arch.block_linears else next(iter(arch.block_linears.values()))
     if arch.norm_style != "gemma":
         return 0
     h = arch.hidden
-    blk = arch.block_linears[next(iter(arch.block_linears))]
     roles = {x.role: x.name for x in blk}
     upstream = g.full or g.input_grad
     attn_trains = upstream or any(x.name in g.targets for x in blk if x.role in ("q", "k", "v", "qkv", "o"))
@@ -208,17 +208,58 @@ def _qk_norm(arch: Architecture, dt: Dtypes, g: Grads, roles: dict[str, str]) ->
 
 
 def _attention(
-    arch: Architecture, dt: Dtypes, attention: Attention, kv_len: int, dropout: bool, g: Grads, mask_len: int = 0
+    arch: Architecture,
+    dt: Dtypes,
+    attention: Attention,
+    kv_len: int,
+    dropout: bool,
+    g: Grads,
+    mask_len: int = 0,
+    blk: list[Linear] | None = None,
 ) -> float:
     """Bytes a query token saved by one attention core and by the output projection's input.
-    ``mask_len``: SDPA gets an explicit mask over that many keys (0: none, it runs causal)."""
-    blk = arch.block_linears[next(iter(arch.block_linears))]
+    ``mask_len``: SDPA gets an explicit mask over that many keys (0: none, it runs causal); ``blk``: the
+    layer's linears (default: the first stack's)."""
+    blk = blk if blk is not None else arch.block_linears[next(iter(arch.block_linears))]
     roles = {x.role: x.name for x in blk}
-    qkv_names = [roles[r] for r in ("q", "k", "v", "qkv") if r in roles]
+    qkv_names = [roles[r] for r in ("q", "k", "v", "qkv", "q_a", "q_b", "kv_a", "kv_b") if r in roles]
     o = [roles["o"]]
     if not (g.full or g.input_grad or any(x in g.targets for x in qkv_names)):
-        return _consumers(dt, arch.q_dim, o, g, grad_in=False)  # nothing upstream trains: only o's adapter saves
+        return _consumers(dt, arch.o_dim, o, g, grad_in=False)  # nothing upstream trains: only o's adapter saves
+    if arch.mla:
+        return _mla(arch, dt, attention, kv_len, dropout, g, roles)
     return _qk_norm(arch, dt, g, roles) + _core(arch, dt, attention, kv_len, dropout, g, mask_len, o)
+
+
+def _mla(
+    arch: Architecture, dt: Dtypes, attention: Attention, kv_len: int, dropout: bool, g: Grads, roles: dict[str, str]
+) -> float:
+    """Bytes a query token saved by multi-head latent attention (DeepSeek-V3, transformers 5), measured on
+    the grid: the norms of the compressed q and kv (each kept as Llama's RMSNorm keeps its input; an
+    fp32 kv keeps the whole compressed tensor it is a view of), their up-projections' inputs, then the
+    attention over per-head keys of head_dim and values of v_head_dim. Eager attention keeps q, the
+    keys, a copy of the values and the probabilities; CUDA's SDPA (memory-efficient kernel, read from
+    the source) q, k, the up-projection's output (values are a view of it), the attention output and
+    the log-sum-exp; a CPU's SDPA falls back to its math path for unequal head dims, which keeps fp32
+    copies of q, kᵀ, v and the probabilities."""
+    c, a, qk, o = dt.c, arch.heads, arch.q_dim, arch.o_dim
+    up = g.full or g.input_grad
+    n = 0.0
+    if arch.q_lora_rank:
+        qr = arch.q_lora_rank
+        q_grad = up or roles["q_a"] in g.targets
+        n += _norm_own(arch, dt, qr, 1, c, g, q_grad) + _consumers(dt, qr, [roles["q_b"]], g, q_grad)
+    kvr = arch.kv_lora_rank
+    kv_grad = up or roles["kv_a"] in g.targets
+    n += _norm_own(arch, dt, kvr, 1, c, g, kv_grad) + (4 * arch.rope_head_dim if c == 4 and kv_grad else 0)
+    n += _consumers(dt, kvr, [roles["kv_b"]], g, kv_grad)
+    kv_b_out = c * a * (arch.head_dim - arch.rope_head_dim + arch.v_head_dim)
+    o_in = _consumers(dt, o, [roles["o"]], g, True)
+    if attention is Attention.EAGER:  # the matmul with the probabilities copies the values out of that output
+        return n + 2 * c * qk + c * arch.v_dim + _probs(dt, a, kv_len, dropout, arch.softmax_upcast) + o_in
+    if g.on_host and arch.head_dim != arch.v_head_dim:
+        return n + 4 * (2 * qk + a * kv_len + arch.v_dim) + o_in
+    return n + 2 * c * qk + kv_b_out + 4 * a + (c * o if g.full else o_in + c * o)
 
 
 def _core(
@@ -280,14 +321,19 @@ def _probs(dt: Dtypes, heads: int, kv_len: int, dropout: bool, upcast: bool = Tr
     return n
 
 
-def _mlp(arch: Architecture, dt: Dtypes, act: str, dropout: bool, g: Grads, input_grad: bool) -> float:
-    """Bytes a token saved inside the feed-forward block (its input's saves are the norm's)."""
-    c, h, f = dt.c, arch.hidden, arch.ffn
-    roles = {x.role: x.name for x in arch.block_linears[next(iter(arch.block_linears))]}
+def _mlp(
+    arch: Architecture, dt: Dtypes, act: str, dropout: bool, g: Grads, input_grad: bool, blk: list[Linear] | None = None
+) -> float:
+    """Bytes a token saved inside the feed-forward block (its input's saves are the norm's); ``blk``: the
+    layer's linears (default: the first stack's; a MoE model's dense layers have a stack of their own)."""
+    blk = blk if blk is not None else arch.block_linears[next(iter(arch.block_linears))]
+    roles = {x.role: x.name for x in blk}
+    c, h = dt.c, arch.hidden
+    f = next(x.d_in for x in blk if x.role == "down")
     inner = _ACT_SAVES.get(act, 1) * c * f
     up_adapted = any(roles[r] in g.targets for r in ("gate", "up", "gate_up") if r in roles)
     down = _consumers(dt, f, [roles["down"]], g, input_grad or up_adapted)
-    if arch.is_moe:
+    if "router" in roles:
         k = arch.experts_per_token
         experts = g.full or any(roles[r] in g.targets for r in ("gate", "up", "gate_up") if r in roles)
         # Router: fp32 softmax over experts, int64 top-k indices, the renormalised top-k weights
@@ -298,7 +344,14 @@ def _mlp(arch: Architecture, dt: Dtypes, act: str, dropout: bool, g: Grads, inpu
         # Without renormalisation (Qwen's norm_topk_prob: false) the top-k weights are not divided,
         # which keeps 8·k bytes fewer (measured: the qwen2-moe cases).
         router = 4 * arch.experts + 8 * k + 4 + 32 * k - (0 if arch.norm_topk else 8 * k)
-        per_routed = (c * h if experts else 0) + inner + 2 * c * f + c * h
+        expert_out = c * h  # kept by the routing-weight multiply when the weights need a gradient
+        if arch.routing == "sigmoid":
+            rw = dt.c if dt.autocast else 4  # the routing weights: fp32, 16-bit under autocast
+            if g.full or input_grad or roles["router"] in g.targets:
+                router = _sigmoid_router(arch, dt, g, roles) + (24 + rw) * k  # and the expert loop's indices
+            else:  # the router needs no gradient: the loop keeps its weights and one index a routed token
+                router, expert_out = (8 + rw) * k, 0
+        per_routed = (c * h if experts else 0) + inner + 2 * c * f + expert_out
         shared = _shared_expert(arch, dt, g, roles, input_grad)
         if not (input_grad or experts or roles["down"] in g.targets or roles["router"] in g.targets):
             return shared  # nothing in the routed experts needs a gradient
@@ -316,6 +369,20 @@ def _mlp(arch: Architecture, dt: Dtypes, act: str, dropout: bool, g: Grads, inpu
     return saved
 
 
+def _sigmoid_router(arch: Architecture, dt: Dtypes, g: Grads, roles: dict[str, str]) -> float:
+    """Bytes a token saved by DeepSeek-V3's router (measured on the grid): its fp32 input copy when its
+    weight trains in a 16-bit model, the sigmoid scores (fp32; 16-bit under autocast, which casts the
+    router's fp32 linear back), the top-k indices and, when the weights are renormalised, the gathered
+    weights and their sum. The group choice (each group's top two, the chosen groups, the mask of allowed
+    experts) leads to no gradient: its saves are freed as the router returns."""
+    e, k = arch.experts, arch.experts_per_token
+    f = dt.c if dt.autocast else 4  # autocast runs the router's fp32 linear in 16 bits, and what follows
+    n = f * e + 8 * k + (f * k + f if arch.norm_topk else 0)
+    if dt.c != 4 and not dt.autocast and (g.full or roles["router"] in g.targets):
+        n += 4 * arch.hidden
+    return n
+
+
 def _shared_expert(arch: Architecture, dt: Dtypes, g: Grads, roles: dict[str, str], input_grad: bool) -> float:
     """Bytes a token saved by a shared expert (Qwen2-MoE): a dense gated MLP of its own width, and the
     sigmoid gate that scales its output (the gate's output and the expert's output, kept by the multiply)."""
@@ -324,9 +391,11 @@ def _shared_expert(arch: Architecture, dt: Dtypes, g: Grads, roles: dict[str, st
     c, h, sf = dt.c, arch.hidden, arch.shared_ffn
     up_adapted = any(roles[r] in g.targets for r in ("shared_gate", "shared_up"))
     out_grad = input_grad or g.full or up_adapted or roles["shared_down"] in g.targets
-    gate_grad = input_grad or g.full or roles["shared_router"] in g.targets
+    gate_grad = input_grad or g.full or roles.get("shared_router") in g.targets
     down = _consumers(dt, sf, [roles["shared_down"]], g, input_grad or up_adapted)
     saved = (3 * c * sf if input_grad or g.full or up_adapted else 0) + down  # act input and output, up output
+    if not arch.shared_gate:  # DeepSeek-V3: the shared experts' output is added as it is
+        return saved
     # the multiply keeps the sigmoid's output for the expert's gradient, the expert's output for the gate's
     return saved + (c if out_grad else 0) + (c * h if gate_grad else 0)
 
@@ -360,11 +429,11 @@ def layer_bytes_per_token(
         att = Attention.SDPA  # selective recomputation keeps only the core-attention inputs
         mask_len = 0
     blk = arch.block_linears[stack if stack in arch.block_linears else next(iter(arch.block_linears))]
-    attn_in = [x.name for x in blk if x.role in ("q", "k", "v", "qkv") and x.stack != "cross"]
+    attn_in = [x.name for x in blk if x.role in ("q", "k", "v", "qkv", "q_a", "kv_a") and x.stack != "cross"]
     mlp_in = [x.name for x in blk if x.role in ("gate", "up", "gate_up", "router")]
-    if arch.is_moe:  # the router and a shared expert read the input; routed experts gather their own
+    if any(x.role == "router" for x in blk):  # the router and a shared expert read the input; experts gather theirs
         mlp_in = mlp_in[:1] + [x.name for x in blk if x.role in ("shared_gate", "shared_up", "shared_router")]
-    o_names = [x.name for x in blk if x.role == "o"]
+    o_names = [x.name for x in blk if x.role in ("o", "q_b", "kv_b")]
     attn_trains = g.full or g.input_grad or any(x in g.targets for x in attn_in + o_names)
     post = arch.norm_placement == "post"  # OLMo 2: the sublayers read the residual stream, norms follow them
     if arch.parallel_residual and arch.norms_per_layer == 1:  # phi: one norm feeds attention and MLP
@@ -373,7 +442,7 @@ def layer_bytes_per_token(
         total = _consumers(dt, h, attn_in, g, g.input_grad or g.full)
     else:
         total = _norm(arch, dt, attn_in, g)
-    total += _attention(arch, dt, att, seq_len, dropout, g, mask_len)
+    total += _attention(arch, dt, att, seq_len, dropout, g, mask_len, blk)
     if stack == "decoder":  # cross-attention: q, output and probabilities over the encoder
         total += _norm(arch, dt, [x.name for x in blk if x.stack == "cross" and x.role == "q"], g, attn_trains)
         total += 2 * dt.c * arch.q_dim if attn_trains else 0
@@ -384,10 +453,10 @@ def layer_bytes_per_token(
         total += 2 * _norm(arch, dt, [], g, attn_trains)
     if post:
         total += _consumers(dt, h, mlp_in, g, attn_trains)
-        total += _mlp(arch, dt, _act_name(arch), dropout, g, attn_trains)
+        total += _mlp(arch, dt, _act_name(arch), dropout, g, attn_trains, blk)
     elif not arch.parallel_residual:  # the MLP reads the attention block's output
         total += _norm(arch, dt, mlp_in, g, attn_trains)
-        total += _mlp(arch, dt, _act_name(arch), dropout, g, attn_trains)
+        total += _mlp(arch, dt, _act_name(arch), dropout, g, attn_trains, blk)
     else:
         # Parallel residual: the MLP reads the layer input, so it needs gradients only when that
         # input does. GPT-NeoX's second norm shares the first one's saved input; it adds its own
@@ -395,7 +464,7 @@ def layer_bytes_per_token(
         mlp_grad = g.full or g.input_grad
         if arch.norms_per_layer > 1:
             total += _norm(arch, dt, mlp_in, g) - (dt.r * h if mlp_grad else 0)
-        total += _mlp(arch, dt, _act_name(arch), dropout, g, mlp_grad)
+        total += _mlp(arch, dt, _act_name(arch), dropout, g, mlp_grad, blk)
     if dropout and arch.hidden_dropout > 0:
         total += 2 * h  # residual dropout masks after attention and MLP
     return total

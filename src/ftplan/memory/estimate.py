@@ -265,6 +265,7 @@ class _PerSequence:
     mean: dict[str, float]  # the mean over a stack's layers (its first layer may save less)
     cross_kv: float  # encoder keys/values each decoder layer projects
     head: float  # embedding-side and final-norm saves
+    moe_first_frozen: bool  # the first MoE layer's input needs no gradient (nothing before it trains)
     rotary: float  # the rotary tables (once per step, not per sequence)
     constants: dict[str, float]  # per stack: what its layers save whatever the tokens (Gemma's norm weights)
     head_constant: float  # the same for the final norm
@@ -290,26 +291,41 @@ def _per_sequence(
     s = training.seq_len
     dec_len = training.target_len or s
     seq = {"main": s} if arch.kind is not Kind.ENCODER_DECODER else {"encoder": s, "decoder": dec_len}
+    if arch.dense_layers:  # a MoE model's leading dense layers: a stack of their own, first
+        seq = {"dense": s, **({"main": s} if arch.layers_of("main") else {})}
     saves, embed_trains, lm_head_trains = _grads(arch, training, host)
     layer: dict[str, float] = {}
     mean: dict[str, float] = {}
     constants: dict[str, float] = {}
     window_masks = 0
+    moe_first_frozen = False
     for stack, tokens in seq.items():
         args = (arch, stack, dt, attention, dec_len if stack == "decoder" else s, s, dropout, recompute)
         n_layers = arch.layers_of(stack)
         masks = _mask_lens(arch, training, stack, tokens, host) if attention is Attention.SDPA else (0,) * n_layers
         if training.attention_mask is AttentionMask.NONE:
             window_masks += sum(1 for m in masks if m)
+        # the model's first layer (of a stack: the decoder's too) gets no gradient for its input when the
+        # embeddings are frozen. A MoE model's dense layers are a stack before the MoE layers: when LoRA
+        # adapts none of them (PEFT leaves their MLPs alone), none of their inputs needs a gradient, nor
+        # the first MoE layer's.
+        dense_frozen = not saves.full and not any(x.name in saves.targets for x in arch.block_linears.get("dense", []))
+        first = not embed_trains and (stack != "main" or not arch.dense_layers or dense_frozen)
+        n_first = n_layers if stack == "dense" and dense_frozen and first else 1
+        if stack == "main":  # and when nothing in its attention trains, its MLP's input needs none either
+            attn = ("q", "k", "v", "qkv", "o", "q_a", "q_b", "kv_a", "kv_b")
+            moe_first_frozen = first and not any(
+                x.name in saves.targets for x in arch.block_linears["main"] if x.role in attn
+            )
         each = [
-            act.layer_bytes_per_token(*args, saves.first_layer() if i == 0 and not embed_trains else saves, m)
+            act.layer_bytes_per_token(*args, saves.first_layer() if i < n_first and first else saves, m)
             for i, m in enumerate(masks)
         ]
         layer[stack] = max(each) * tokens / t  # the widest layer: the working set a recomputed step rebuilds
         mean[stack] = sum(each) / n_layers * tokens / t
         constants[stack] = (
             sum(
-                act.layer_constant_bytes(arch, saves.first_layer() if i == 0 and not embed_trains else saves)
+                act.layer_constant_bytes(arch, saves.first_layer() if i < n_first and first else saves, stack)
                 for i in range(n_layers)
             )
             / t
@@ -340,11 +356,47 @@ def _per_sequence(
     return _PerSequence(
         dt=dt, saves=saves, embed_trains=embed_trains, t5_eager=t5_eager, window_masks=window_masks, seq=seq,
         layer=layer, mean=mean,
-        cross_kv=cross_kv, head=head, rotary=act.rotary_bytes(arch, dt, s) / t, constants=constants,
+        cross_kv=cross_kv, head=head, constants=constants,
+        rotary=act.rotary_bytes(arch, dt, s) / t if _rotary_kept(arch, saves, embed_trains) else 0.0,
+        moe_first_frozen=moe_first_frozen,
         head_constant=act.head_constant_bytes(arch, s, embed_trains) / t,
         loss_saved=act.loss_saved_bytes_per_token(arch, dt, training.loss) * out_tokens / t,
         bwd_ws=bwd_ws * max(seq.values()) / t,
     )  # fmt: skip
+
+
+def _moe_forward_bytes(arch: Architecture, saves: act.Grads, first_frozen: bool, c: int) -> float:
+    """Bytes a token holds inside a MoE layer's forward beyond what it saves (transformers 5's grouped
+    experts, integrations/moe.py): each routed copy's weighted output and its unpermuted copy, its
+    gathered input and its down-projection output where those are not kept for backward (the experts
+    are frozen; the routing weights need no gradient), and the token's layer input and output. With all
+    the saved activations beside it (a bound), this is the forward's own peak where the vocabulary is
+    small; the merged weights a first frozen MoE layer does not keep are added by the caller."""
+    if not arch.is_moe:
+        return 0.0
+    roles = {x.role: x.name for x in arch.block_linears["main"]}
+    experts = saves.full or any(roles.get(r) in saves.param_targets for r in ("gate", "up", "gate_up"))
+    weights_grad = saves.full or not first_frozen or roles.get("router") in saves.targets
+    per_routed = 2 + (0 if experts else 1) + (0 if weights_grad else 1)
+    return (per_routed * arch.experts_per_token + 2) * c * arch.hidden
+
+
+def _rotary_kept(arch: Architecture, saves: act.Grads, embed_trains: bool) -> bool:
+    """Whether the rotary tables are kept for backward: when some layer's q or k needs a gradient, which
+    is so unless nothing trains before the last layer and no attention is adapted (LoRA on the experts
+    of a model whose only MoE layer is its last)."""
+    if saves.full or embed_trains:
+        return True
+    attn = ("q", "k", "v", "qkv", "o", "q_a", "q_b", "kv_a", "kv_b")
+    first = None  # the first layer with something trainable
+    start = 0
+    for stack, linears in arch.block_linears.items():
+        if any(x.name in saves.targets and x.role in attn for x in linears):
+            return True
+        if first is None and any(x.name in saves.targets for x in linears):
+            first = start
+        start += arch.layers_of(stack)
+    return first is not None and first < arch.total_layers - 1
 
 
 def _widest_adapted(arch: Architecture, targets: frozenset[str]) -> int:
@@ -367,9 +419,10 @@ def _mask_lens(arch: Architecture, training: Training, stack: str, tokens: int, 
     keys = tokens if host else -(-tokens // _MEM_EFF_ALIGNMENT) * _MEM_EFF_ALIGNMENT
     if training.attention_mask is not AttentionMask.NONE:
         return (keys,) * n
-    if stack != "main" or not arch.sliding_window or tokens < arch.sliding_window:
+    if stack not in ("main", "dense") or not arch.sliding_window or tokens < arch.sliding_window:
         return (0,) * n
-    return tuple(keys if sliding else 0 for sliding in arch.sliding_layers)
+    first = arch.dense_layers if stack == "main" else 0  # the stack's layers within the model
+    return tuple(keys if sliding else 0 for sliding in arch.sliding_layers[first : first + n])
 
 
 @lru_cache(maxsize=1024)
@@ -418,6 +471,13 @@ def _folded_bytes(arch: Architecture, saves: act.Grads, w_bytes: int, host: bool
             copies += 4 * factors
     grad = next((float(last[k]) for k in ("down", "gate_up", "router") if k in last), 0.0)
     return merged, copies, grad
+
+
+def _folded_first_bytes(arch: Architecture, saves: act.Grads, w_bytes: int) -> float:
+    """What a first MoE layer whose input needs no gradient keeps of the merged weights: only the down
+    projection's, whose input (the expert product) needs one when gate/up are folded too (measured)."""
+    roles = {x.role: x for x in arch.block_linears["main"] if x.name in saves.param_targets}
+    return float(w_bytes * roles["down"].weight_params) if "down" in roles and "gate" in roles else 0.0
 
 
 @lru_cache(maxsize=1024)
@@ -539,8 +599,14 @@ def estimate_memory(
     # time under full recomputation, where they are counted with the working buffers)
     full_recompute = layout.recompute is Recompute.FULL
     folded, folded_copies, folded_grad = (b / t for b in _folded_bytes(arch, saves, frozen_bytes, on_cpu))
-    folded_layers = 1 if full_recompute else arch.layers
-    folded_saved = 0.0 if full_recompute else folded * arch.layers
+    folded_layers = 1 if full_recompute else arch.layers_of("main")  # the MoE layers
+    # a merged weight is kept for its input's gradient: not in a first MoE layer whose input needs none
+    folded_saved = 0.0 if full_recompute else folded * (folded_layers - pa.moe_first_frozen)
+    unkept = 0.0  # merged weights a layer makes in its forward without keeping them
+    if pa.moe_first_frozen and not full_recompute:
+        first_kept = _folded_first_bytes(arch, saves, frozen_bytes) / t
+        folded_saved += first_kept
+        unkept = folded - first_kept
     # in backward: the recomputed layer's merged weights, and the first merged weight's gradient
     folded_ws = (folded if full_recompute else 0.0) + folded_grad
     saved_layers += folded_saved
@@ -548,6 +614,7 @@ def estimate_memory(
     head = pa.head * mb + pa.rotary + pa.head_constant
     constants = pa.rotary + pa.head_constant + (0.0 if full_recompute else sum(pa.constants.values()))
     loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, out_tokens) * out_tokens / t
+    moe_fwd = _moe_forward_bytes(arch, saves, pa.moe_first_frozen, c) * out_tokens / t + unkept
     loss_saved = pa.loss_saved * mb
     bwd_ws = pa.bwd_ws * mb  # gradient of the widest tensor + its input
     after_loss = c * arch.hidden * out_tokens / t  # gradient of the last hidden state
@@ -569,6 +636,13 @@ def estimate_memory(
         if amp or fp32_base:
             cast_copies = 2.0 * max(_local(0, 0, lm_head_matrix, t), block)
     cast_copies += folded_copies * folded_layers  # the folded MoE adapters' factor copies
+    router_copy = arch.routing == "sigmoid" and c != 4 and not training.precision.mixed
+    if router_copy and (saves.full or saves.input_grad):
+        # DeepSeek-V3's router multiplies in fp32: without autocast (which casts it back to 16 bits) each MoE
+        # layer keeps an fp32 copy of its 16-bit router weight for the input's gradient (measured).
+        # transformers' from_pretrained keeps that weight in fp32 instead: no copy, and 2 bytes a router
+        # weight more than the weights count, a smaller sum.
+        cast_copies += 4 * arch.experts * arch.hidden * (1 if full_recompute else arch.layers_of("main")) / t
     gathered = 0.0
     if z >= ZeroStage.PARAMETERS:
         w16 = ps.quant_bits_per_weight / 8 if ps.quant_bits_per_weight else frozen_bytes
@@ -591,7 +665,7 @@ def estimate_memory(
     # gradients exist through forward/backward when they accumulate over micro-steps, or when the
     # loop zeroes them instead of freeing them (set_to_none=False: PyTorch before 2.0)
     grads_held = grads if layout.grad_accum > 1 or training.zero_grad is ZeroGrad.ZEROS else 0.0
-    act_phase_extra = max(loss_peak, in_backward + folded_ws)
+    act_phase_extra = max(loss_peak, in_backward + folded_ws, moe_fwd)
     cublas = cublas_workspace_bytes(gpu_arch)
 
     gpu_terms = {
@@ -641,8 +715,16 @@ def estimate_memory(
             + (
                 " (one layer at a time under full recomputation)"
                 if full_recompute
-                else f" × {arch.layers} layers; recompute: full keeps one"
+                else f" × {arch.layers_of('main')} layers; recompute: full keeps one"
             )
+        )
+    frozen_mlps = [
+        x.name for xs in arch.block_linears.values() for x in xs if not x.adaptable and x.role != "router"
+    ] if saves.targets or not saves.full else []  # fmt: skip
+    if frozen_mlps and arch.is_moe:
+        notes.append(
+            f"{arch.model_type}: PEFT (over transformers 5) adapts only what target_modules can reach; "
+            f"{', '.join(sorted(set(frozen_mlps)))} stay frozen whatever the names given"
         )
     return MemoryEstimate(
         gpu_terms={k: int(v) for k, v in gpu_terms.items()},
@@ -660,7 +742,8 @@ def estimate_memory(
             None
             if training.loss is Loss.FUSED
             # the per-sequence part; the folded constants count once, at most (never less than the model)
-            else (activations - folded_saved - constants + max(loss_peak, in_backward)) / layout.micro_batch
+            else (activations - folded_saved - constants + max(loss_peak, in_backward, moe_fwd - unkept))
+            / layout.micro_batch
         ),
         activation_terms={  # for `ftplan measure` and the tests
             **{
@@ -668,7 +751,9 @@ def estimate_memory(
                     (
                         r * arch.hidden * stacks[st] / t
                         if full_recompute
-                        else layer_mean[st] + folded + pa.constants[st] / arch.layers_of(st)
+                        else layer_mean[st]
+                        + pa.constants[st] / arch.layers_of(st)
+                        + (folded_saved / arch.layers_of(st) if st == "main" else 0)
                     )
                     + (cross_kv if st == "decoder" and layout.recompute is not Recompute.FULL else 0)
                 )
