@@ -48,7 +48,7 @@ class Linear:
 
 SUPPORTED_MODEL_TYPES = (
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
-    "gemma3_text", "olmo2", "granite", "deepseek_v3", "phi3", "phi", "gpt_neox", "starcoder2", "gpt2",
+    "gemma3_text", "olmo2", "granite", "deepseek_v3", "gpt_oss", "phi3", "phi", "gpt_neox", "starcoder2", "gpt2",
     "t5", "mt5", "bert", "roberta",
 )  # fmt: skip
 
@@ -59,7 +59,7 @@ _LLAMA_LIKE = {
 }  # fmt: skip
 _GEMMA = ("gemma", "gemma2", "gemma3_text")
 # head_dim when a config leaves it out (the config classes' defaults; else hidden / heads)
-_HEAD_DIM_DEFAULT = {"gemma": 256, "gemma2": 256, "gemma3_text": 256, "qwen3": 128}
+_HEAD_DIM_DEFAULT = {"gemma": 256, "gemma2": 256, "gemma3_text": 256, "qwen3": 128, "gpt_oss": 64}
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,11 @@ class Architecture:
     v_head_dim: int = 0
     dense_layers: int = 0  # MoE: leading layers with a dense MLP of width dense_ffn (first_k_dense_replace)
     dense_ffn: int = 0
-    routing: str = "softmax"  # MoE router: softmax top-k, or sigmoid with group-limited top-k (DeepSeek-V3)
+    # MoE router: softmax then top-k (Mixtral, Qwen), sigmoid with group-limited top-k (DeepSeek-V3), or
+    # top-k then softmax over the chosen logits with clamped SwiGLU experts (gpt-oss)
+    routing: str = "softmax"
+    attn_sinks: bool = False  # gpt-oss: a learned sink logit per head joins each softmax
+    router_bias: bool = False  # gpt-oss: the router has a bias
     groups: int = 1  # sigmoid routing: expert groups, and how many of them a token may use
     group_topk: int = 1
     rotary_tables: int = 1  # cos/sin table pairs: one per kind of layer with its own rotary base (Gemma 3: 2)
@@ -214,11 +218,13 @@ class Architecture:
         qwen2_moe = self.model_type == "qwen2_moe"
         if qwen2_moe:  # Qwen2-MoE's experts and router: 3-D parameters and a module PEFT leaves alone
             n = dict(n, **{r: f"experts.{n[r]}" for r in ("gate", "up", "down")}, router="mlp.gate")
-        ok = not qwen2_moe
+        # gpt-oss's experts and router, too: PEFT reaches them only through target_parameters
+        ok = not qwen2_moe and self.model_type != "gpt_oss"
         if self.is_moe:
-            out.append(Linear(n["router"], "router", h, self.experts, False, stack=stack, adaptable=ok))
+            rb = self.router_bias
+            out.append(Linear(n["router"], "router", h, self.experts, rb, stack=stack, adaptable=ok))
         if self.gated_mlp and self.fused_gate_up:
-            out.append(Linear(n["gate_up"], "gate_up", h, 2 * f, bias, e, stack))
+            out.append(Linear(n["gate_up"], "gate_up", h, 2 * f, bias, e, stack, adaptable=ok or not self.is_moe))
         elif self.gated_mlp:
             out.append(Linear(n["gate"], "gate", h, f, bias, e, stack, adaptable=ok))
             out.append(Linear(n["up"], "up", h, f, bias, e, stack, adaptable=ok))
@@ -299,6 +305,7 @@ class Architecture:
         out = {}
         qk = {"head": 2 * self.head_dim, "full": self.q_dim + self.kv_dim}.get(self.qk_norm, 0)
         qk += self.q_lora_rank + self.kv_lora_rank  # MLA's norms of the compressed q and kv
+        qk += self.heads if self.attn_sinks else 0
         for s, xs in self.block_linears.items():
             norms = self.norms_per_layer + (1 if s == "decoder" else 0)
             out[s] = sum(x.bias_params for x in xs) + norms * self._norm_params() + qk
@@ -355,6 +362,8 @@ _NAMES_MIXTRAL = dict(_NAMES_LLAMA, gate="w1", up="w3", down="w2")
 _NAMES_PHI3 = dict(qkv="qkv_proj", o="o_proj", gate_up="gate_up_proj", down="down_proj")
 _NAMES_PHI = dict(q="q_proj", k="k_proj", v="v_proj", o="dense", up="fc1", down="fc2")
 _NAMES_NEOX = dict(qkv="query_key_value", o="dense", up="dense_h_to_4h", down="dense_4h_to_h")
+_NAMES_GPT_OSS = dict(q="q_proj", k="k_proj", v="v_proj", o="o_proj", gate_up="gate_up_proj", down="down_proj",
+                      router="router")  # fmt: skip
 _NAMES_STARCODER2 = dict(q="q_proj", k="k_proj", v="v_proj", o="o_proj", up="c_fc", down="c_proj")
 _NAMES_GPT2 = dict(qkv="c_attn", o="c_proj", up="c_fc", down="c_proj")  # Conv1D modules; c_proj names two
 _NAMES_T5 = dict(q="q", k="k", v="v", o="o", gate="wi_0", up="wi_1", down="wo")
@@ -444,6 +453,8 @@ def _decoder(cfg: dict[str, Any], where: str) -> Architecture:
     common["sliding_window"], common["sliding_layers"] = _sliding(cfg, layers, where)
     if mt == "deepseek_v3":
         return _deepseek(cfg, common, where)
+    if mt == "gpt_oss":
+        return _gpt_oss(cfg, common, where)
     if mt in _LLAMA_LIKE:
         return _llama_like(cfg, common, where)
     if mt == "phi3":
@@ -581,6 +592,23 @@ def _deepseek(cfg: dict[str, Any], common: dict[str, Any], where: str) -> Archit
     )  # fmt: skip
 
 
+def _gpt_oss(cfg: dict[str, Any], common: dict[str, Any], where: str) -> Architecture:
+    """gpt-oss: every layer a MoE of ``num_local_experts`` (fused gate/up with biases, clamped SwiGLU), the
+    router with a bias; attention with biases and a learned sink per head, every other layer through a
+    sliding window (GptOssConfig defaults fill what the file leaves out)."""
+    experts = _positive(cfg.get("num_local_experts", cfg.get("num_experts", 128)), "num_local_experts", where)
+    k = _positive(cfg.get("num_experts_per_tok", 4), "num_experts_per_tok", where)
+    if k > experts:
+        raise JobError(f"{where}: num_experts_per_tok {k} is more than the {experts} experts.")
+    bias = bool(cfg.get("attention_bias", True))
+    return Architecture(
+        **common, gated_mlp=True, fused_gate_up=True, norm="rmsnorm", norm_style="olmo", norms_per_layer=2,
+        qkv_bias=bias, o_bias=bias, mlp_bias=True, experts=experts, experts_per_token=k, routing="topk-softmax",
+        router_bias=True, attn_sinks=True, softmax_upcast=False, names=_NAMES_GPT_OSS,
+        rotary_dim=common["head_dim"] // 2,  # its cos/sin tables cover half a head (each half rotates by them)
+    )  # fmt: skip
+
+
 def _layer_kinds(cfg: dict[str, Any], layers: int) -> int:
     """Gemma 3's kinds of attention layer (local, global) present: each has its own rotary tables."""
     types = cfg.get("layer_types")
@@ -593,6 +621,7 @@ def _layer_kinds(cfg: dict[str, Any], layers: int) -> int:
 # transformers 5's sliding-window defaults per model type: the window when the config leaves
 # `sliding_window` out (configuration_<model>.py), and which layers use it.
 _SLIDING_DEFAULT = dict.fromkeys(("mistral", "qwen2", "qwen3", "qwen3_moe", "gemma2", "gemma3_text"), 4096)
+_SLIDING_DEFAULT["gpt_oss"] = 128
 # Families whose window applies only with use_sliding_window: true
 _SLIDING_OPT_IN = ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe")
 
@@ -601,10 +630,10 @@ def _sliding(cfg: dict[str, Any], layers: int, where: str) -> tuple[int, tuple[b
     """The sliding window and the layers that use it, as transformers 5 derives them: every layer
     for Mistral, Mixtral, Phi-3, StarCoder2 and Qwen3-MoE when ``sliding_window`` is set; Qwen2
     and Qwen3 only with ``use_sliding_window``, from layer ``max_window_layers`` on (Qwen2-MoE: every
-    other layer below it; Qwen3-MoE: every layer); Gemma 2 every other layer from the first; Gemma 3 all but every
-    ``sliding_window_pattern``-th (6). An explicit ``layer_types`` list wins."""
+    other layer below it; Qwen3-MoE: every layer); Gemma 2 and gpt-oss every other layer from the
+    first; Gemma 3 all but every ``sliding_window_pattern``-th (6). An explicit ``layer_types`` list wins."""
     mt = cfg["model_type"]
-    if mt not in ("mistral", "mixtral", "phi3", "starcoder2", "gemma2", "gemma3_text", *_SLIDING_OPT_IN):
+    if mt not in ("mistral", "mixtral", "phi3", "starcoder2", "gemma2", "gemma3_text", "gpt_oss", *_SLIDING_OPT_IN):
         return 0, ()
     window = cfg.get("sliding_window", _SLIDING_DEFAULT.get(mt))
     if mt in _SLIDING_OPT_IN and not cfg.get("use_sliding_window", False):
@@ -621,7 +650,7 @@ def _sliding(cfg: dict[str, Any], layers: int, where: str) -> tuple[int, tuple[b
     elif mt == "qwen2_moe":  # every other layer, below max_window_layers
         last = int(cfg.get("max_window_layers", 28))
         sliding = tuple(i % 2 == 0 and i < last for i in range(layers))
-    elif mt == "gemma2":
+    elif mt in ("gemma2", "gpt_oss"):
         sliding = tuple(i % 2 == 0 for i in range(layers))
     elif mt == "gemma3_text":
         pattern = _positive(cfg.get("sliding_window_pattern", 6), "sliding_window_pattern", where)

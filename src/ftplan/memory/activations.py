@@ -38,7 +38,7 @@ _ACT_SAVES = {"gelu_new": 4}
 # GPT-NeoX rotate part of each head: partial_rotary_factor, rotary_pct).
 _ROTARY = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text",
-    "olmo2", "granite", "deepseek_v3", "phi3", "phi", "gpt_neox", "starcoder2",
+    "olmo2", "granite", "deepseek_v3", "gpt_oss", "phi3", "phi", "gpt_neox", "starcoder2",
 }  # fmt: skip
 
 
@@ -228,7 +228,7 @@ def _attention(
         return _consumers(dt, arch.o_dim, o, g, grad_in=False)  # nothing upstream trains: only o's adapter saves
     if arch.mla:
         return _mla(arch, dt, attention, kv_len, dropout, g, roles)
-    return _qk_norm(arch, dt, g, roles) + _core(arch, dt, attention, kv_len, dropout, g, mask_len, o)
+    return _qk_norm(arch, dt, g, roles) + _core(arch, dt, attention, kv_len, dropout, g, mask_len, o, roles)
 
 
 def _mla(
@@ -271,8 +271,10 @@ def _core(
     g: Grads,
     mask_len: int,
     o: list[str],
+    roles: dict[str, str] | None = None,
 ) -> float:
     """Bytes a query token saved by the attention core and the output projection's input."""
+    roles = roles or {}
     c, q, kv = dt.c, arch.q_dim, arch.kv_dim
     a = arch.heads
     if attention is Attention.SDPA:
@@ -301,11 +303,19 @@ def _core(
                 saved += c * q  # lora_A keeps o_proj's input, which is a copy of the output here
         return saved
     # Eager: q, k and v expanded to all heads, probabilities, then a contiguous output copy
-    # that only o_proj (or its adapter) saves.
-    probs = _probs(dt, a, kv_len, dropout, arch.softmax_upcast)
+    # that only o_proj (or its adapter) saves. Each matmul keeps an operand only for the other's
+    # gradient: a first layer (input without gradient) whose k is not adapted keeps no q.
+    up = g.full or g.input_grad
+    qg = up or any(roles.get(r) in g.targets for r in ("q", "qkv"))
+    kg = up or any(roles.get(r) in g.targets for r in ("k", "qkv"))
+    # gpt-oss asks for its softmax in the scores' own dtype, which autocast keeps
+    probs = _probs(replace(dt, autocast=False) if arch.attn_sinks else dt, a, kv_len, dropout, arch.softmax_upcast)
     if arch.attn_softcap:  # Gemma 2 caps the scores with tanh, which keeps its output
         probs += c * a * kv_len
-    return 3 * c * q + probs + (c * q if g.full else _consumers(dt, q, o, g))
+    if arch.attn_sinks:  # gpt-oss: the sink column joins the softmax, and the max taken before it (int64)
+        probs += c * a + 8 * a
+    qk = (c * q if kg else 0) + (c * q if qg else 0)
+    return qk + c * q + probs + (c * q if g.full else _consumers(dt, q, o, g))
 
 
 def _probs(dt: Dtypes, heads: int, kv_len: int, dropout: bool, upcast: bool = True) -> float:
@@ -351,6 +361,13 @@ def _mlp(
                 router = _sigmoid_router(arch, dt, g, roles) + (24 + rw) * k  # and the expert loop's indices
             else:  # the router needs no gradient: the loop keeps its weights and one index a routed token
                 router, expert_out = (8 + rw) * k, 0
+        if arch.routing == "topk-softmax":
+            # gpt-oss (measured on the grid): the router keeps the top-k indices and the softmax over the
+            # chosen logits; each routed copy, three int64 indices (four when the expert biases train, whose
+            # gather keeps one) and its weight, the fused gate/up output and the clamped SwiGLU's four
+            # intermediates (clamped gate, sigmoid, up + 1, their product)
+            router = 8 * k + c * k + (24 + (8 if experts else 0) + c) * k
+            inner = 4 * c * f
         per_routed = (c * h if experts else 0) + inner + 2 * c * f + expert_out
         shared = _shared_expert(arch, dt, g, roles, input_grad)
         if not (input_grad or experts or roles["down"] in g.targets or roles["router"] in g.targets):
@@ -492,10 +509,11 @@ def head_bytes_per_token(
     if dropout and arch.embed_dropout > 0:
         n += arch.hidden  # the embedding dropout's one-byte mask (the first layer keeps its output)
     if arch.kind is Kind.ENCODER:
-        # The embedding norm's own saves (the first layer's linears keep its output), and the
-        # pooler's [CLS] slice, a view that keeps the last layer's output when the pooler trains
-        # on it in place (under autocast it keeps only a 16-bit copy of the slice).
-        n += _norm(arch, dt, [], g, embed_trains) + (arch.hidden if dropout else 0)
+        # A post-norm encoder's layers each count the norm before them (the first layer: the embedding
+        # norm); the last layer's own output norm, which feeds the trained head, is counted here. Then the
+        # pooler's [CLS] slice, a view that keeps the last layer's output when the pooler trains on it in
+        # place (under autocast it keeps only a 16-bit copy of the slice).
+        n += _norm(arch, dt, [], g, True) + (arch.hidden if dropout else 0)
         n += dt.r * arch.hidden if g.full and dt.r == dt.c else 0
     if arch.final_norm:
         n += _norm(arch, dt, [], g, True)

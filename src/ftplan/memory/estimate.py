@@ -576,6 +576,11 @@ def estimate_memory(
     pa = _per_sequence(arch, training, r, t, layout.recompute, on_cpu)
     if pa.t5_eager:
         notes.append("T5 attention (relative position bias) runs eager: attention set to eager")
+    if arch.attn_sinks and training.attention is Attention.SDPA:
+        notes.append(
+            "gpt-oss: transformers has no SDPA path for its attention sinks; sdpa is counted as a FlashAttention "
+            "kernel with sinks (q, k, v, output, log-sum-exp kept); transformers' eager attention keeps more"
+        )
     if pa.window_masks:
         notes.append(
             f"{pa.window_masks} sliding-window layer(s) (window {arch.sliding_window} ≤ seq_len): transformers "
