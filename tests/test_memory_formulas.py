@@ -559,3 +559,22 @@ def test_nf4_quantisation_constants_are_neither_sharded_nor_offloaded(catalog):
     assert four == int((one - state) / 4 + state)
     off = estimate_memory(arch, tr, Layout(dp=4, zero=ZeroStage(3), offload=Offload.OPTIMIZER_PARAMS, gpus_per_node=4))
     assert off.gpu_terms["weights_frozen"] == int(state)
+
+
+def test_qlora_leaves_a_moes_fused_experts_and_router_16_bit():
+    # transformers 5 hands bitsandbytes only nn.Linear modules: Mixtral's attention projections are NF4,
+    # its fused 3-D experts (8 × 3 × 128 × 256 a layer) and router module (8 × 128) stay bf16.
+    # h = 128, f = 256, 2 layers, 4 heads of 32 with 2 k/v heads: attention 128·(128 + 64 + 64) + 128·128.
+    cfg = {"model_type": "mixtral", "hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4,
+           "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 600, "num_local_experts": 8}  # fmt: skip
+    arch = architecture_from_hf(cfg)
+    tr = Training(method=Method.QLORA, precision=Precision.BF16_MIXED, seq_len=64, lora=LoraSetup())
+    ps = split_params(arch, tr)
+    experts, router, attention = 8 * 3 * 128 * 256, 8 * 128, 128 * 256 + 128 * 128
+    assert ps.frozen_unquantized == 2 * (experts + router)
+    assert ps.frozen_matrix == 2 * attention
+    est = estimate_memory(arch, tr, Layout())
+    nf4 = 2 * attention * nf4_bits_per_weight(LoraSetup()) / 8
+    vectors = ps.frozen_vector + ps.frozen_embed
+    assert est.gpu_terms["weights_frozen"] == int(nf4 + 2 * (2 * (experts + router) + vectors))
+    assert any("stay 16-bit" in n for n in est.notes)

@@ -524,6 +524,7 @@ def estimate_memory(
     t_local = _local(ps.trainable_matrix, ps.trainable_vector, ps.trainable_embed, t)
     w_train = rb.weight * t_local
     frozen_q = ps.frozen_matrix / t * (ps.quant_bits_per_weight / 8 if ps.quant_bits_per_weight else frozen_bytes)
+    frozen_q += ps.frozen_unquantized / t * frozen_bytes  # QLoRA: a MoE's experts and router stay 16-bit
     w_frozen = frozen_q + _local(0, ps.frozen_vector, ps.frozen_embed, t) * frozen_bytes
     # bitsandbytes keeps an NF4 weight's quantisation constants in its quant_state, which is not a
     # parameter: FSDP and ZeRO-3 shard and offload only the packed 4-bit data; every GPU keeps the
@@ -576,6 +577,12 @@ def estimate_memory(
     pa = _per_sequence(arch, training, r, t, layout.recompute, on_cpu)
     if pa.t5_eager:
         notes.append("T5 attention (relative position bias) runs eager: attention set to eager")
+    if ps.frozen_unquantized:
+        notes.append(
+            f"QLoRA on {arch.model_type}: transformers 5 quantises only nn.Linear layers, so the fused expert "
+            f"weights and the router ({ps.frozen_unquantized / 1e9:.2f}B parameters) stay "
+            f"{8 * frozen_bytes}-bit"
+        )
     if arch.attn_sinks and training.attention is Attention.SDPA:
         notes.append(
             "gpt-oss: transformers has no SDPA path for its attention sinks; sdpa is counted as a FlashAttention "
@@ -650,7 +657,9 @@ def estimate_memory(
         cast_copies += 4 * arch.experts * arch.hidden * (1 if full_recompute else arch.layers_of("main")) / t
     gathered = 0.0
     if z >= ZeroStage.PARAMETERS:
-        w16 = ps.quant_bits_per_weight / 8 if ps.quant_bits_per_weight else frozen_bytes
+        # (a MoE's 16-bit experts under QLoRA: the gathered block counted at 16 bits, a bound)
+        quantized = ps.quant_bits_per_weight and not ps.frozen_unquantized
+        w16 = ps.quant_bits_per_weight / 8 if quantized else frozen_bytes
         gathered = 2 * block * w16 + (block * rb.grad if training.method is Method.FULL else 0)
     reduce_buffer = block * rb.grad if (z == ZeroStage.GRADIENTS and training.method is Method.FULL) else 0.0
     dequant = 2.0 * arch.largest_linear_params if training.method is Method.QLORA else 0.0

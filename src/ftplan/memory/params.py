@@ -34,6 +34,7 @@ class ParamSplit:
     quant_bits_per_weight: float  # storage bits of frozen_matrix under QLoRA (0: not quantised)
     trainable_factored: int  # sum of rows + columns of trainable matrices (Adafactor)
     largest_trainable: int  # elements of the largest trainable tensor
+    frozen_unquantized: int = 0  # QLoRA: frozen matrices bitsandbytes leaves 16-bit (see quantized_linear)
 
     @property
     def trainable(self) -> int:
@@ -41,7 +42,14 @@ class ParamSplit:
 
     @property
     def frozen(self) -> int:
-        return self.frozen_matrix + self.frozen_vector + self.frozen_embed
+        return self.frozen_matrix + self.frozen_unquantized + self.frozen_vector + self.frozen_embed
+
+
+def quantized_linear(x: Linear) -> bool:
+    """Whether QLoRA's 4-bit loading quantises ``x``: transformers 5 replaces only ``nn.Linear`` and
+    ``Conv1D`` modules with bitsandbytes ones (integrations/bitsandbytes.py, replace_with_bnb_linear), so a
+    MoE's fused 3-D expert weights and its router module keep the 16-bit dtype they load in."""
+    return x.count == 1 and x.role != "router"
 
 
 def nf4_bits_per_weight(lora: LoraSetup) -> float:
@@ -135,8 +143,12 @@ def _split(arch: Architecture, method: Method, lora_setup: LoraSetup | None) -> 
         saved_embed += arch.lm_head_params
     largest = max(largest, arch.vocab * arch.hidden if saved_embed else 0)
     bits = nf4_bits_per_weight(lora) if method is Method.QLORA else 0.0
+    unquantized = (
+        sum(x.weight_params * n for x, n in matrices if not quantized_linear(x)) if method is Method.QLORA else 0
+    )
     return ParamSplit(
         trainable_matrix=adapters, trainable_vector=0, trainable_embed=saved_embed,
-        frozen_matrix=arch.matrix_params, frozen_vector=vector, frozen_embed=embed,
+        frozen_matrix=arch.matrix_params - unquantized, frozen_vector=vector, frozen_embed=embed,
         quant_bits_per_weight=bits, trainable_factored=factored, largest_trainable=largest,
+        frozen_unquantized=unquantized,
     )  # fmt: skip
