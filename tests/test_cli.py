@@ -170,3 +170,11 @@ def test_import_hf_reads_each_family_as_published(tmp_path, path, catalog):
     assert imported.total_params == catalog.architecture(path.stem).total_params
     data = json.loads(path.read_text())
     assert all(entry.config[k] == v for k, v in data.items() if isinstance(v, list))
+
+
+def test_catalog_models_shows_expert_counts_as_whole_numbers():
+    res = runner.invoke(app, ["catalog", "models", "--filter", "mixtral-8x7b", "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().splitlines()[1].endswith(",8")  # not 8.0 beside the dense models' blanks
+    res = runner.invoke(app, ["catalog", "models", "--filter", "qwen3-8b", "--format", "json"])
+    assert json.loads(res.output)[0]["experts"] is None

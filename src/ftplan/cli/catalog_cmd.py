@@ -70,7 +70,7 @@ def models(
                 "experts": a.experts or None,
             }
         )  # fmt: skip
-    _show(pd.DataFrame(rows), format, filter, output)
+    _show(pd.DataFrame(rows).astype({"experts": "Int64"}), format, filter, output)  # whole numbers, blank if none
 
 
 @app.command("instances")
