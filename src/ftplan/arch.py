@@ -46,6 +46,9 @@ class Linear:
         return self.d_out * self.count if self.bias else 0
 
 
+# Roles of a block's attention linears (MLA's compressed q/kv projections included)
+ATTENTION_ROLES = frozenset({"q", "k", "v", "qkv", "o", "q_a", "q_b", "kv_a", "kv_b"})
+
 SUPPORTED_MODEL_TYPES = (
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
     "gemma3_text", "olmo2", "granite", "deepseek_v3", "gpt_oss", "phi3", "phi", "gpt_neox", "starcoder2", "gpt2",
@@ -126,10 +129,7 @@ class Architecture:
     routing: str = "softmax"
     attn_sinks: bool = False  # gpt-oss: a learned sink logit per head joins each softmax
     router_bias: bool = False  # gpt-oss: the router has a bias
-    groups: int = 1  # sigmoid routing: expert groups, and how many of them a token may use
-    group_topk: int = 1
     rotary_tables: int = 1  # cos/sin table pairs: one per kind of layer with its own rotary base (Gemma 3: 2)
-    logits_scaled: bool = False  # Granite: logits divided by logits_scaling before the loss
     names: dict[str, str] = field(default_factory=dict, compare=False)
 
     # ---- hashing: the memory model caches per architecture, so hash once ---------------------
@@ -553,7 +553,6 @@ def _llama_like(cfg: dict[str, Any], common: dict[str, Any], where: str) -> Arch
         qk_norm={"qwen3": "head", "qwen3_moe": "head", "gemma3_text": "head", "olmo2": "full"}.get(mt, ""),
         norm_style="gemma" if mt in _GEMMA else "olmo" if mt == "olmo2" else "llama",
         norm_placement=placement,
-        logits_scaled=mt == "granite" and float(cfg.get("logits_scaling", 1.0)) != 1.0,
         rotary_tables=_layer_kinds(cfg, common["layers"]) if mt == "gemma3_text" else 1,
     )  # fmt: skip
 
@@ -585,8 +584,8 @@ def _deepseek(cfg: dict[str, Any], common: dict[str, Any], where: str) -> Archit
         q_lora_rank=int(cfg.get("q_lora_rank", 1536) or 0),
         kv_lora_rank=_positive(cfg.get("kv_lora_rank", 512), "kv_lora_rank", where),
         rope_head_dim=rope, v_head_dim=_positive(cfg.get("v_head_dim", 128), "v_head_dim", where),
-        rotary_dim=rope, experts=experts, experts_per_token=k, routing="sigmoid", groups=groups,
-        group_topk=group_topk, norm_topk=bool(cfg.get("norm_topk_prob", True)),
+        rotary_dim=rope, experts=experts, experts_per_token=k, routing="sigmoid",
+        norm_topk=bool(cfg.get("norm_topk_prob", True)),
         shared_ffn=moe_ffn * int(cfg.get("n_shared_experts", 1) or 0),
         dense_layers=dense, dense_ffn=common["ffn"],
     )  # fmt: skip

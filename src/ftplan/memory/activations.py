@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ftplan.arch import Architecture, Kind, Linear
+from ftplan.arch import ATTENTION_ROLES, Architecture, Kind, Linear
 from ftplan.memory.setup import Attention, Loss, Recompute
 
 # Saved tensors of ``f`` elements inside the activation function, and whether the output
@@ -135,16 +135,12 @@ def _norm_own(arch: Architecture, dt: Dtypes, d: int, rows: int, in_bytes: int, 
         return in_bytes * d + stats * rows if grad else 0.0
     # RMSNorm: pow keeps the fp32 upcast of the input and rsqrt one fp32 a row; what the weight's
     # gradient keeps depends on where the norm casts back
-    if arch.norm_style == "gemma":
-        # Gemma scales the fp32 normalised tensor by (1 + weight) before casting back: that fp32
-        # tensor is what a trained weight's gradient keeps (the fp32 1 + weight the input's gradient
-        # keeps is a constant: norm_constant_bytes)
-        return (4 * d + 4 * rows if grad else 0) + (4 * d if g.full else 0)
-    if arch.norm_style == "olmo":
-        # OLMo 2 multiplies the fp32 normalised tensor by the weight, then casts: the weight's gradient
-        # keeps the fp32 tensor (measured: the olmo2 cases)
-        return (4 * d + 4 * rows if grad else 0) + (4 * d if g.full else 0)
-    return (4 * d + 4 * rows if grad else 0) + (in_bytes * d if g.full else 0)  # Llama: weight · x cast back
+    # Gemma scales the fp32 normalised tensor by (1 + weight), OLMo 2 and gpt-oss by the weight, before
+    # casting back: a trained weight's gradient keeps that fp32 tensor (measured: the gemma and olmo2
+    # cases; Gemma's fp32 1 + weight, kept for the input's gradient, is a constant: _norm_constant).
+    # Llama casts first and keeps the cast.
+    kept = 4 if arch.norm_style in ("gemma", "olmo") else in_bytes
+    return (4 * d + 4 * rows if grad else 0) + (kept * d if g.full else 0)
 
 
 def _norm_constant(arch: Architecture, width: int, grad_in: bool) -> int:
@@ -157,13 +153,13 @@ def layer_constant_bytes(arch: Architecture, g: Grads, stack: str = "main") -> i
     """Bytes one layer of ``stack`` saves independent of the tokens: Gemma's :func:`_norm_constant` of its
     norms (the norm before attention when its input requires grad, the ones after it when the attention's
     output does, the q/k norms when their projections' outputs do)."""
-    blk = arch.block_linears[stack] if stack in arch.block_linears else next(iter(arch.block_linears.values()))
     if arch.norm_style != "gemma":
         return 0
     h = arch.hidden
+    blk = arch.block_linears[stack] if stack in arch.block_linears else next(iter(arch.block_linears.values()))
     roles = {x.role: x.name for x in blk}
     upstream = g.full or g.input_grad
-    attn_trains = upstream or any(x.name in g.targets for x in blk if x.role in ("q", "k", "v", "qkv", "o"))
+    attn_trains = upstream or any(x.name in g.targets for x in blk if x.role in ATTENTION_ROLES)
     n = _norm_constant(arch, h, upstream) + (arch.norms_per_layer - 1) * _norm_constant(arch, h, attn_trains)
     if arch.qk_norm:
         for role in ("q", "k"):
@@ -271,10 +267,9 @@ def _core(
     g: Grads,
     mask_len: int,
     o: list[str],
-    roles: dict[str, str] | None = None,
+    roles: dict[str, str],
 ) -> float:
     """Bytes a query token saved by the attention core and the output projection's input."""
-    roles = roles or {}
     c, q, kv = dt.c, arch.q_dim, arch.kv_dim
     a = arch.heads
     if attention is Attention.SDPA:
@@ -346,14 +341,9 @@ def _mlp(
     if "router" in roles:
         k = arch.experts_per_token
         experts = g.full or any(roles[r] in g.targets for r in ("gate", "up", "gate_up") if r in roles)
-        # Router: fp32 softmax over experts, int64 top-k indices, the renormalised top-k weights
-        # (sum and clone), the sort permutations and their inverse (4 + 32·k bytes). Per routed
-        # token: the gathered input (if the experts train), the gate/up output and the activation
-        # output (the product's operands), the product (if the down projection trains or is
+        # Per routed token: the gathered input (if the experts train), the gate/up output and the
+        # activation output (the product's operands), the product (if the down projection trains or is
         # adapted) and the expert output, which the routing-weight multiply keeps.
-        # Without renormalisation (Qwen's norm_topk_prob: false) the top-k weights are not divided,
-        # which keeps 8·k bytes fewer (measured: the qwen2-moe cases).
-        router = 4 * arch.experts + 8 * k + 4 + 32 * k - (0 if arch.norm_topk else 8 * k)
         expert_out = c * h  # kept by the routing-weight multiply when the weights need a gradient
         if arch.routing == "sigmoid":
             rw = dt.c if dt.autocast else 4  # the routing weights: fp32, 16-bit under autocast
@@ -361,13 +351,19 @@ def _mlp(
                 router = _sigmoid_router(arch, dt, g, roles) + (24 + rw) * k  # and the expert loop's indices
             else:  # the router needs no gradient: the loop keeps its weights and one index a routed token
                 router, expert_out = (8 + rw) * k, 0
-        if arch.routing == "topk-softmax":
+        elif arch.routing == "topk-softmax":
             # gpt-oss (measured on the grid): the router keeps the top-k indices and the softmax over the
             # chosen logits; each routed copy, three int64 indices (four when the expert biases train, whose
             # gather keeps one) and its weight, the fused gate/up output and the clamped SwiGLU's four
             # intermediates (clamped gate, sigmoid, up + 1, their product)
             router = 8 * k + c * k + (24 + (8 if experts else 0) + c) * k
             inner = 4 * c * f
+        else:
+            # Mixtral and Qwen: fp32 softmax over the experts, int64 top-k indices, the renormalised top-k
+            # weights (sum and clone), the sort permutations and their inverse (4 + 32·k bytes). Without
+            # renormalisation (Qwen's norm_topk_prob: false) the weights are not divided, which keeps 8·k
+            # bytes fewer (measured: the qwen2-moe cases).
+            router = 4 * arch.experts + 8 * k + 4 + 32 * k - (0 if arch.norm_topk else 8 * k)
         per_routed = (c * h if experts else 0) + inner + 2 * c * f + expert_out
         shared = _shared_expert(arch, dt, g, roles, input_grad)
         if not (input_grad or experts or roles["down"] in g.targets or roles["router"] in g.targets):

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ftplan.arch import Architecture, Kind
+from ftplan.arch import ATTENTION_ROLES, Architecture, Kind
 from ftplan.errors import JobError
 from ftplan.memory import activations as act
 from ftplan.memory.overheads import Overheads, cublas_workspace_bytes, nccl_bytes
@@ -313,9 +313,8 @@ def _per_sequence(
         first = not embed_trains and (stack != "main" or not arch.dense_layers or dense_frozen)
         n_first = n_layers if stack == "dense" and dense_frozen and first else 1
         if stack == "main":  # and when nothing in its attention trains, its MLP's input needs none either
-            attn = ("q", "k", "v", "qkv", "o", "q_a", "q_b", "kv_a", "kv_b")
             moe_first_frozen = first and not any(
-                x.name in saves.targets for x in arch.block_linears["main"] if x.role in attn
+                x.name in saves.targets for x in arch.block_linears["main"] if x.role in ATTENTION_ROLES
             )
         each = [
             act.layer_bytes_per_token(*args, saves.first_layer() if i < n_first and first else saves, m)
@@ -387,11 +386,10 @@ def _rotary_kept(arch: Architecture, saves: act.Grads, embed_trains: bool) -> bo
     of a model whose only MoE layer is its last)."""
     if saves.full or embed_trains:
         return True
-    attn = ("q", "k", "v", "qkv", "o", "q_a", "q_b", "kv_a", "kv_b")
     first = None  # the first layer with something trainable
     start = 0
     for stack, linears in arch.block_linears.items():
-        if any(x.name in saves.targets and x.role in attn for x in linears):
+        if any(x.name in saves.targets and x.role in ATTENTION_ROLES for x in linears):
             return True
         if first is None and any(x.name in saves.targets for x in linears):
             first = start
@@ -732,13 +730,11 @@ def estimate_memory(
                 else f" × {arch.layers_of('main')} layers; recompute: full keeps one"
             )
         )
-    frozen_mlps = [
-        x.name for xs in arch.block_linears.values() for x in xs if not x.adaptable and x.role != "router"
-    ] if saves.targets or not saves.full else []  # fmt: skip
-    if frozen_mlps and arch.is_moe:
+    unreachable = {x.name for xs in arch.block_linears.values() for x in xs if not x.adaptable and x.role != "router"}
+    if unreachable and not saves.full:
         notes.append(
             f"{arch.model_type}: PEFT (over transformers 5) adapts only what target_modules can reach; "
-            f"{', '.join(sorted(set(frozen_mlps)))} stay frozen whatever the names given"
+            f"{', '.join(sorted(unreachable))} stay frozen whatever the names given"
         )
     return MemoryEstimate(
         gpu_terms={k: int(v) for k, v in gpu_terms.items()},
