@@ -1,8 +1,12 @@
 """Time model vs published throughput (benchmarks/throughput_public.yaml, the team's validation data).
 
-In scope: dense models up to 75B on A100/H100 SXM, bf16/fp16 (no fp8), no pipeline parallelism, no
-offload, full fine-tuning / pre-training FLOPs or LoRA. Each case is run with its own layout
-(dp, tp, ZeRO stage, recomputation, micro-batch, accumulation) and compared on tokens/s per GPU.
+In scope: dense models up to 75B on A100/H100/H200 SXM, bf16/fp16 or FP8 linears, no pipeline
+parallelism, no offload, full fine-tuning / pre-training FLOPs or LoRA. Each case is run with its own
+layout (dp, tp, ZeRO stage, recomputation, micro-batch, accumulation) and compared on tokens/s per GPU.
+FP8 cases are reported as a group of their own. GPUs the catalog does not hold are out of scope, among
+them torchtitan's H100s (96 GB HBM2e, power-capped at 500 W). Their frameworks differ in how they scale (torchao
+tensorwise, Transformer Engine delayed or current scaling); the time model counts each as FP8 matmuls
+with dynamic casts, which it can (the scaling choice moves the cast traffic, not the matmuls).
 
 Usage: python benchmarks/throughput_accuracy.py
 """
@@ -19,18 +23,23 @@ from ftplan.arch import architecture_from_hf
 from ftplan.catalog import load_catalog
 from ftplan.fit import Pool, hardware
 from ftplan.io import read_yaml
-from ftplan.memory.setup import LoraSetup, Method, Precision, Training
+from ftplan.memory.setup import Fp8Setup, LoraSetup, Method, Precision, Training
 from ftplan.report.tables import render_table
 from ftplan.timing import model as tm
 
 CASES = Path(__file__).with_name("throughput_public.yaml")
+
 # Network per 8-GPU node where a case does not state it: DGX/HGX H100 8×400 Gbps NDR, DGX A100
 # 8×200 Gbps HDR (shared/data/gpus.yaml inter_node_typical).
-NETWORK = {"h100-sxm-80gb": 3200.0, "a100-sxm-80gb": 1600.0, "a100-sxm-40gb": 1600.0}
+NETWORK = {"h100-sxm-80gb": 3200.0, "h200-sxm-141gb": 3200.0, "a100-sxm-80gb": 1600.0, "a100-sxm-40gb": 1600.0}
 
 
 def _gpu_id(name: str) -> str | None:
     n = name.upper()
+    if "HBM2E" in n and "H100" in n:  # torchtitan's Grand Teton H100s: 96 GB HBM2e capped at 500 W, not
+        return None  # the catalog's 80 GB HBM3 700 W part (its bf16 and fp8 runs alike)
+    if "H200" in n:
+        return "h200-sxm-141gb"
     if "H100" in n and "PCIE" not in n:
         return "h100-sxm-80gb"
     if "A100" in n:
@@ -62,9 +71,14 @@ def translate(case: dict) -> dict | None:
     prec = str(case.get("precision", "")).lower()
     method = str(case.get("method", ""))
     needed = ("hidden", "layers", "heads", "ffn", "vocab", "seq_len")
-    if gpu is None or "fp8" in prec or "4-bit" in prec or "nf4" in prec or not all(m.get(k) for k in needed):
+    fp8 = "fp8" in prec
+    if gpu is None or "4-bit" in prec or "nf4" in prec or not all(m.get(k) for k in needed):
         return None
-    if (par.get("pp") or 1) != 1 or str(par.get("offload") or "none").lower() not in ("none", "none "):
+    if fp8 and method != "pretrain" and not method.startswith("full_ft"):  # FP8 is modelled for full training
+        return None
+    if (par.get("pp") or 1) != 1 or (par.get("cp") or 1) != 1:  # pipeline and context parallelism: not modelled
+        return None
+    if str(par.get("offload") or "none").lower() not in ("none", "none "):
         return None
     if method not in ("pretrain", "full_ft", "full_ft (SFT)", "lora") or (m.get("params") or 0) > 75e9:
         return None
@@ -84,15 +98,16 @@ def translate(case: dict) -> dict | None:
     lora = LoraSetup(target_modules=("all-linear",)) if method == "lora" else None
     training = Training(
         method=Method.LORA if lora else Method.FULL,
-        precision=Precision.FP16_MIXED if "fp16" in prec else Precision.BF16_MIXED,
+        precision=Precision.FP8 if fp8 else Precision.FP16_MIXED if "fp16" in prec else Precision.BF16_MIXED,
         seq_len=int(m["seq_len"]), lora=lora,
+        fp8=Fp8Setup(all_gather="all-gather" in prec) if fp8 else None,
     )  # fmt: skip
     return {
         "id": case["id"], "arch": arch, "training": training, "gpu": gpu, "dp": dp, "tp": tp,
         "zero": _zero(str(par.get("sharding") or "")),
         "recompute": _recompute(str(case.get("activation_checkpointing"))),
         "micro_batch": int(case["micro_batch"]), "grad_accum": int(case.get("grad_accum") or 1),
-        "measured": float(meas["tokens_per_s_per_gpu"]), "source": case["id"].split("-", 1)[0],
+        "measured": float(meas["tokens_per_s_per_gpu"]), "source": case["id"].split("-", 1)[0], "fp8": fp8,
     }  # fmt: skip
 
 
@@ -129,6 +144,8 @@ def main() -> None:
     for c, e in errs:
         groups.setdefault(f"source {c['source']}", []).append(e)
         groups.setdefault(f"gpu {c['gpu']}", []).append(e)
+        groups.setdefault("FP8" if c["fp8"] else "16-bit", []).append(e)
+
     groups["all"] = [e for _, e in errs]
     summary = []
     for name, es in sorted(groups.items()):

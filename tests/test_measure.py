@@ -45,7 +45,7 @@ def test_grid_is_varied_enough():
     assert {"llama", "qwen2", "mistral", "mixtral", "phi", "gpt_neox", "t5", "bert", "gemma", "gemma2"} <= types
     for key, values in {
         "method": {"full", "lora"},
-        "precision": {"fp32", "bf16-pure", "bf16-mixed", "bf16-fp32-adapters"},
+        "precision": {"fp32", "bf16-pure", "bf16-mixed", "bf16-fp32-adapters", "fp8"},
         "attention": {"sdpa", "eager"},
     }.items():
         assert {j.get(key, "sdpa") for j in jobs} >= values

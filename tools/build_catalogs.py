@@ -42,12 +42,17 @@ GPU_IDS = {
     "Gaudi2": "gaudi2-96gb",
     "Gaudi3": "gaudi3-128gb",
     "B200": "b200-180gb",
+    "B300-SXM": "b300-sxm-288gb",
+    "GB200": "gb200-186gb",
+    "GB300": "gb300-288gb",
+    "MI325X": "mi325x-256gb",
+    "MI355X": "mi355x-288gb",
 }
 
 # Host link per architecture: PCIe generation x16, unidirectional GB/s (PCI-SIG: Gen3 ~15.75,
 # Gen4 ~31.5, Gen5 ~63). Source data states Gen5 for Hopper and Gen4 for A100 SXM.
 HOST_LINK_GBS = {"hopper": 63.0, "blackwell": 63.0, "ampere": 31.5, "ada": 31.5, "turing": 15.75,
-                 "volta": 15.75, "cdna3": 63.0, "cdna2": 31.5, "gaudi": 63.0}
+                 "volta": 15.75, "cdna3": 63.0, "cdna4": 63.0, "cdna2": 31.5, "gaudi": 63.0}
 
 # (cloud, instance_type) -> catalog GPU id where the accelerator name alone is ambiguous.
 INSTANCE_GPU_OVERRIDES = {
@@ -66,7 +71,7 @@ ACCELERATOR_GPU = {
     "V100": "v100-sxm2-16gb", "V100-32GB": "v100-sxm2-32gb", "A100": "a100-sxm-40gb",
     "A100-80GB": "a100-sxm-80gb", "A100-80GB-SXM": "a100-sxm-80gb", "H100": "h100-sxm-80gb",
     "H100-SXM": "h100-sxm-80gb", "H100-MEGA": "h100-sxm-80gb", "H200": "h200-sxm-141gb",
-    "H200-SXM": "h200-sxm-141gb", "B200": "b200-180gb", "MI300X": "mi300x-192gb",
+    "H200-SXM": "h200-sxm-141gb", "B200": "b200-180gb", "B300": "b300-sxm-288gb", "MI300X": "mi300x-192gb",
     "RTX3090": "rtx-3090-24gb", "RTX4090": "rtx-4090-24gb",
 }
 AS_OF = {"skypilot-org/skypilot-catalog catalogs/v7": "2025-H1", "skypilot-org/skypilot-catalog catalogs/v8": "2025-11",
@@ -127,10 +132,24 @@ NETWORK_GBPS = {
 }
 
 
+# Maximum achievable matmul TFLOP/s, bf16 and fp8 (ml-engineering @744d01e, compute/accelerator/README.md,
+# "Maximum Achievable Matmul FLOPS comparison table"; its note: H200 is the same as H100 in bf16). The
+# time model runs FP8 matmuls at the fraction of the 16-bit efficiency these imply (timing/model.py).
+MAMF = {
+    "a100-sxm-80gb": {"bf16": 271.2}, "a100-sxm-40gb": {"bf16": 271.2}, "a100-pcie-80gb": {"bf16": 252.9},
+    "a100-pcie-40gb": {"bf16": 252.9}, "h100-sxm-80gb": {"bf16": 794.5, "fp8": 1402.6},
+    "h200-sxm-141gb": {"bf16": 794.5, "fp8": 1453.4}, "b200-180gb": {"bf16": 1745.0, "fp8": 3432.5},
+    "b300-sxm-288gb": {"bf16": 1769.0, "fp8": 3353.3}, "gb200-186gb": {"bf16": 1822.0, "fp8": 3615.6},
+    "mi300x-192gb": {"bf16": 668.4}, "mi325x-256gb": {"bf16": 784.9}, "mi355x-288gb": {"bf16": 1565.0},
+    "gaudi2-96gb": {"fp8": 826.5}, "gaudi3-128gb": {"bf16": 1243.0, "fp8": 1289.5},
+}
+
+
 def build_gpus(src: Path) -> dict:
     data = yaml.safe_load((src / "gpus.yaml").read_text())
+    added = yaml.safe_load(Path(__file__).with_name("gpus_2025.yaml").read_text())["gpus"]
     out = []
-    for g in data["gpus"]:
+    for g in data["gpus"] + added:
         gid = GPU_IDS[g["id"]]
         reported = g.get("memory_mib_reported")
         if reported:
@@ -160,6 +179,8 @@ def build_gpus(src: Path) -> dict:
             "efficiency_source": EFFICIENCY.get(gid, (None, None))[1],
             "host_link_gbs": HOST_LINK_GBS.get(arch.lower(), 31.5),
             "max_gpus_per_node": node_gpus,
+            "nvlink_domain": g.get("nvlink_domain"),
+            "mamf_tflops": MAMF.get(gid),
             "bf16": tf.get("bf16") is not None,
             "purchase_usd_per_gpu": usd,
             "purchase_date": date,

@@ -47,14 +47,26 @@ class Pool:
     host_memory_note: str = ""  # where an assumed RAM comes from
 
     @property
+    def nvlink_nodes(self) -> int:
+        """Nodes on one NVLink domain: a GB200/GB300 NVL72 rack's 18 trays of 4 GPUs; 1 elsewhere."""
+        return max(1, (self.gpu.nvlink_domain or 0) // self.gpus_per_node)
+
+    @property
     def max_run_nodes(self) -> int:
-        """Most nodes one run may span: a run crosses nodes only over a network the pool states
-        (without one, a run stays inside one node; ``max_nodes`` still bounds the runs at once)."""
-        return min(self.max_nodes, MAX_RUN_NODES) if self.network_gbps else 1
+        """Most nodes one run may span: a run crosses nodes over a network the pool states, or, without
+        one, over NVLink inside a pool that is one NVLink domain (an NVL72 rack); otherwise it stays
+        inside one node (``max_nodes`` still bounds the runs at once)."""
+        if self.network_gbps:
+            return min(self.max_nodes, MAX_RUN_NODES)
+        return self.max_nodes if self.max_nodes <= self.nvlink_nodes else 1
 
     @property
     def hardware_note(self) -> str:
         net = f", {self.network_gbps:g} Gbps/node" if self.network_gbps else ", one node (no network)"
+        if self.nvlink_nodes > 1:
+            net = f", NVLink domain of {self.nvlink_nodes * self.gpus_per_node} GPUs" + (
+                net if self.network_gbps else " (no network beyond it)"
+            )
         ram = f"; {self.host_memory_note}" if self.host_memory_note else ""
         return f"{self.gpu.id} ×{self.gpus_per_node}/node{net}{ram}"
 
@@ -92,7 +104,7 @@ def gpu_pool(
         raise FtplanError(f"--gpus must be ≥ 1, got {gpus}.")
     total = gpus or per_node
     nodes = math.ceil(total / per_node)
-    if nodes > 1 and network_gbps is None:
+    if nodes > 1 and network_gbps is None and nodes * per_node > (gpu.nvlink_domain or 0):
         raise FtplanError(
             f"--gpus {total} needs {nodes} nodes of {per_node} {gpu.id}: give their network with --network-gbps."
         )
@@ -210,6 +222,12 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
     closest: tuple[float, str] = (math.inf, "")
     for pool in pools:
         gpu = pool.gpu
+        if tr.precision is Precision.FP8 and not gpu.tflops.fp8:
+            excluded.append(
+                f"{pool.name}: {gpu.id} has no FP8 tensor cores (no fp8 peak in the catalog). "
+                "To fix: use precision bf16-mixed there, or a GPU with FP8 (Ada, Hopper, Blackwell, MI300)."
+            )
+            continue
         families = _families(job, pool)
         if not families:
             excluded.append(
@@ -311,6 +329,9 @@ def hardware(pool: Pool, precision: Precision, efficiency: float | None = None) 
         host_link_gbs=gpu.host_link_gbs,
         gpus_per_node=pool.gpus_per_node,
         network_gbps=pool.network_gbps,
+        fp8_tflops=gpu.tflops.fp8,
+        fp8_ratio=gpu.fp8_matmul_ratio or tm.DEFAULT_FP8_MATMUL_RATIO,
+        nvlink_domain=gpu.nvlink_domain,
     )
 
 

@@ -9,11 +9,13 @@ from ftplan.arch import Architecture, architecture_from_hf
 from ftplan.catalog import Catalog, host_memory
 from ftplan.errors import JobError
 from ftplan.memory import (
+    Fp8Setup,
     Layout,
     LoraSetup,
     MemoryEstimate,
     Method,
     Overheads,
+    Precision,
     Training,
     ZeroStage,
     check_layout,
@@ -51,6 +53,11 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         arch = architecture_from_hf(hf_config, f"{source}: architecture")
         name = f"inline {arch.model_type} ({arch.total_params / 1e9:.2f}B)"
     gpu = catalog.gpu(spec.gpu, f"{source}: gpu") if spec.gpu else None
+    if gpu is not None and spec.precision is Precision.FP8 and not gpu.tflops.fp8:
+        raise JobError(
+            f"{source}: precision fp8 on {gpu.id}, which has no FP8 tensor cores (no fp8 peak in the catalog). "
+            "To fix: use precision bf16-mixed, or a GPU with FP8 (Ada, Hopper, Blackwell, MI300)."
+        )
     lora = None
     if spec.method is not Method.FULL:
         ls = spec.lora or LoraSpec()
@@ -69,6 +76,7 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         method=spec.method, precision=spec.precision, optimizer=spec.optimizer, seq_len=spec.seq_len,
         target_len=spec.target_len or 0, attention=spec.attention, attention_mask=spec.attention_mask,
         loss=spec.loss, dropout=spec.dropout, zero_grad=spec.zero_grad, lora=lora,
+        fp8=Fp8Setup(recipe=spec.fp8.recipe, all_gather=spec.fp8.all_gather) if spec.fp8 else None,
     )  # fmt: skip
     per_node = spec.gpus_per_node or (gpu.max_gpus_per_node if gpu else 8)
     lay = spec.layout

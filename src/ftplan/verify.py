@@ -194,10 +194,11 @@ def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int) -> list[str]:
         errs.append(f"{r.run}: a multi-node run must take its nodes whole")
     if r.gpu_count <= per and len(r.nodes) != 1:
         errs.append(f"{r.run}: a run of {r.gpu_count} GPUs must stay inside one node")
-    if len(r.nodes) > 1 and not pool.pool.network_gbps:
+    if len(r.nodes) > 1 and not pool.pool.network_gbps and len(r.nodes) > pool.pool.max_run_nodes:
+        inside = "one node" if pool.pool.max_run_nodes == 1 else f"its NVLink domain of {pool.pool.max_run_nodes} nodes"
         errs.append(
             f"{r.run}: spans {len(r.nodes)} nodes of pool {pool.id}, which states no network between nodes "
-            "(a run stays inside one node)"
+            f"(a run stays inside {inside})"
         )
     if len(set(r.nodes)) != len(r.nodes):
         errs.append(f"{r.run}: node list {r.nodes} names a node twice")

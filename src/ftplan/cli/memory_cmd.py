@@ -26,7 +26,7 @@ def memory(
     micro_batch: int | None = typer.Option(None, "--micro-batch", help="Sequences per GPU per micro-step."),
     grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-steps per optimizer step."),
     precision: str | None = typer.Option(
-        None, "--precision", help="fp32 | fp16-mixed | bf16-mixed | bf16-pure | bf16-fp32-adapters"
+        None, "--precision", help="fp32 | fp16-mixed | bf16-mixed | bf16-pure | bf16-fp32-adapters | fp8"
     ),
     optimizer: str | None = typer.Option(
         None,

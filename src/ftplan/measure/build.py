@@ -8,11 +8,16 @@ the way the training frameworks the memory model follows apply them:
 * ``bf16-mixed`` / ``fp16-mixed``: fp32 trainable parameters under ``torch.autocast``; frozen LoRA
   bases are loaded in 16 bits and the adapters kept in fp32 (PEFT's default adapter upcast).
 * ``bf16-pure``: every parameter in bf16.
+* ``fp8``: ``bf16-mixed`` with torchao's float8 training (``convert_to_float8_training``) over the
+  block linears :func:`ftplan.memory.estimate.fp8_linears` names. torchao's ``Float8Linear`` casts
+  its input to the autocast dtype only under CUDA autocast; on a CPU a pre-hook does the same cast, so
+  that a CPU step keeps what a GPU step keeps.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import warnings
 from typing import Any
 
@@ -39,6 +44,11 @@ def require_torch() -> Any:
         )
     import torch
 
+    if importlib.util.find_spec("torchao") is not None:
+        # torchao (which PEFT imports when present) logs on import that its CUDA kernels do not load on a
+        # CPU build, and torch that a registration torchao makes is deprecated; neither matters here
+        for name in ("torchao", "torch.utils._pytree"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     return torch
 
 
@@ -105,6 +115,7 @@ def _dtype(torch: Any, precision: Precision) -> Any:
         Precision.BF16_PURE: torch.bfloat16,
         Precision.BF16_FP32_ADAPTERS: torch.bfloat16,
         Precision.FP16_MIXED: torch.float16,
+        Precision.FP8: torch.bfloat16,
     }[precision]
 
 
@@ -136,6 +147,9 @@ def build_model(job: ResolvedJob, device: str, seed: int = 0) -> Any:
     if bf16_model or (tr.precision.mixed and tr.method is not Method.FULL and not base_fp32):
         model = model.to(low)
     model = model.to(device)
+    fp8 = tr.fp8_setup
+    if fp8 is not None:
+        _convert_fp8(torch, model, job, fp8.recipe.value, device)
     if job.layout.recompute is Recompute.FULL:
         kwargs = {"use_reentrant": False}  # the non-reentrant checkpoint PyTorch recommends
         if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.20
@@ -164,6 +178,57 @@ def build_model(job: ResolvedJob, device: str, seed: int = 0) -> Any:
             model.enable_input_require_grads()
     model.train()
     return model
+
+
+def _convert_fp8(torch: Any, model: Any, job: ResolvedJob, recipe: str, device: str) -> None:
+    """Swap the block linears for torchao's ``Float8Linear`` (the estimate's conversion rule)."""
+    try:
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+    except ImportError:
+        raise MeasureError("precision fp8 is measured with torchao. To fix: pip install 'ftplan[measure]'.") from None
+    blocks = {id(m) for layers in layer_lists(model, job.arch.dense_layers).values() for layer in layers
+              for m in layer.modules()}  # fmt: skip
+
+    def converts(module: Any, fqn: str) -> bool:
+        return id(module) in blocks and module.in_features % 16 == 0 and module.out_features % 16 == 0
+
+    convert_to_float8_training(model, module_filter_fn=converts, config=Float8LinearConfig.from_recipe_name(recipe))
+    if device == "cpu":  # Float8Linear casts its input to the autocast dtype under CUDA autocast only
+
+        def cast_input(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            if not torch.is_autocast_enabled("cpu"):
+                return None
+            dtype = torch.get_autocast_dtype("cpu")
+            return (args[0].to(dtype), *args[1:])
+
+        from torchao.float8.float8_linear import Float8Linear
+
+        for module in model.modules():
+            if isinstance(module, Float8Linear):
+                module.register_forward_pre_hook(cast_input)
+
+
+def layer_lists(model: Any, dense_layers: int = 0) -> dict[str, Any]:
+    """The model's stacks of transformer layers, by stack name (main, encoder, decoder; a MoE model's
+    ``dense_layers`` leading dense layers are the estimate's "dense" stack)."""
+    import torch
+
+    found: dict[str, Any] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.ModuleList) or not len(module):
+            continue
+        if name.rsplit(".", 1)[-1] not in ("layers", "block", "layer", "h"):
+            continue
+        stack = "decoder" if "decoder." in name + "." and "encoder" not in name else "main"
+        if "encoder" in name:
+            stack = "encoder"
+        found.setdefault(stack, module)
+    if set(found) == {"encoder"}:  # an encoder-only model: its one stack is the estimate's "main"
+        found = {"main": found["encoder"]}
+    if dense_layers and "main" in found:
+        layers = found.pop("main")
+        found = {"dense": layers[:dense_layers], "main": layers[dense_layers:], **found}
+    return found
 
 
 def build_optimizer(job: ResolvedJob, params: list[Any]) -> Any:

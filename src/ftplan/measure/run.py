@@ -241,29 +241,6 @@ class _SavedTracker:
 _VIEW_OR_CAST = {"ToCopyBackward0", "TBackward0", "TransposeBackward0", "PermuteBackward0", "ViewBackward0"}
 
 
-def _layer_lists(model: Any, dense_layers: int = 0) -> dict[str, Any]:
-    """The model's stacks of transformer layers, by stack name (main, encoder, decoder; a MoE model's
-    ``dense_layers`` leading dense layers are the estimate's "dense" stack)."""
-    import torch
-
-    found: dict[str, Any] = {}
-    for name, module in model.named_modules():
-        if not isinstance(module, torch.nn.ModuleList) or not len(module):
-            continue
-        if name.rsplit(".", 1)[-1] not in ("layers", "block", "layer", "h"):
-            continue
-        stack = "decoder" if "decoder." in name + "." and "encoder" not in name else "main"
-        if "encoder" in name:
-            stack = "encoder"
-        found.setdefault(stack, module)
-    if set(found) == {"encoder"}:  # an encoder-only model: its one stack is the estimate's "main"
-        found = {"main": found["encoder"]}
-    if dense_layers and "main" in found:
-        layers = found.pop("main")
-        found = {"dense": layers[:dense_layers], "main": layers[dense_layers:], **found}
-    return found
-
-
 def _batch(job: ResolvedJob, device: str, seed: int) -> dict[str, Any]:
     import torch
 
@@ -330,7 +307,8 @@ def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int
     opt = build.build_optimizer(job, params)
     batch = _batch(job, device, seed)
     accum = job.layout.grad_accum
-    tracker = _SavedTracker(model, _layer_lists(model, job.arch.dense_layers), job.layout.recompute is Recompute.FULL)
+    stacks = build.layer_lists(model, job.arch.dense_layers)
+    tracker = _SavedTracker(model, stacks, job.layout.recompute is Recompute.FULL)
     sizes: dict[str, int] = {}
 
     def step(track: bool) -> None:
@@ -395,7 +373,7 @@ def _optimizer_tensors(torch: Any, opt: Any) -> list[Any]:
 
 def _live_storages(torch: Any, existing: list[Any]) -> Any:
     """A dispatch mode counting live storage bytes, starting from ``existing`` tensors."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
 
     class LiveStorages(TorchDispatchMode):
         """The bytes of every storage alive, op by op: each op's outputs are counted from the op that
@@ -413,6 +391,10 @@ def _live_storages(torch: Any, existing: list[Any]) -> Any:
 
         def _add(self, t: Any) -> None:
             if not isinstance(t, torch.Tensor) or t.is_meta:
+                return
+            if is_traceable_wrapper_subclass(t):  # torchao's float8 tensors: count the tensors inside
+                for name in t.__tensor_flatten__()[0]:
+                    self._add(getattr(t, name))
                 return
             storage = t.untyped_storage()
             key, size = storage.data_ptr(), storage.nbytes()

@@ -1,10 +1,12 @@
 """The memory model: pure functions of typed inputs (no solver, no I/O)."""
 
-from ftplan.memory.estimate import MemoryEstimate, check_layout, estimate_memory
+from ftplan.memory.estimate import MemoryEstimate, check_layout, estimate_memory, fp8_linears
 from ftplan.memory.overheads import Overheads
 from ftplan.memory.setup import (
     Attention,
     AttentionMask,
+    Fp8Recipe,
+    Fp8Setup,
     Layout,
     LoraSetup,
     Loss,
@@ -19,7 +21,7 @@ from ftplan.memory.setup import (
 )
 
 __all__ = [
-    "Attention", "AttentionMask", "Layout", "LoraSetup", "Loss", "MemoryEstimate", "Method", "Offload",
-    "Optimizer", "Overheads", "Precision", "Recompute", "Training", "ZeroGrad", "ZeroStage",
-    "check_layout", "estimate_memory",
+    "Attention", "AttentionMask", "Fp8Recipe", "Fp8Setup", "Layout", "LoraSetup", "Loss", "MemoryEstimate",
+    "Method", "Offload", "Optimizer", "Overheads", "Precision", "Recompute", "Training", "ZeroGrad", "ZeroStage",
+    "check_layout", "estimate_memory", "fp8_linears",
 ]  # fmt: skip

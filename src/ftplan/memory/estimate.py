@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ftplan.arch import ATTENTION_ROLES, Architecture, Kind
+from ftplan.arch import ATTENTION_ROLES, Architecture, Kind, Linear
 from ftplan.errors import JobError
 from ftplan.memory import activations as act
 from ftplan.memory.overheads import Overheads, cublas_workspace_bytes, nccl_bytes
@@ -34,6 +34,8 @@ from ftplan.memory.params import ParamSplit, lora_params, lora_targets, paramete
 from ftplan.memory.setup import (
     Attention,
     AttentionMask,
+    Fp8Recipe,
+    Fp8Setup,
     Layout,
     Loss,
     Method,
@@ -170,6 +172,84 @@ def check_layout(arch: Architecture, training: Training, layout: Layout) -> None
             )
     if training.seq_len < 1:
         raise JobError(f"seq_len must be ≥ 1, got {training.seq_len}.")
+    if training.fp8 is not None and training.precision is not Precision.FP8:
+        raise JobError("an fp8 setup needs precision fp8. To fix: set precision: fp8, or drop the fp8 block.")
+    fp8 = training.fp8_setup
+    if fp8 is not None:
+        _check_fp8(arch, training, layout, fp8)
+
+
+def _check_fp8(arch: Architecture, training: Training, layout: Layout, fp8: Fp8Setup) -> None:
+    """Refuse FP8 jobs outside what torchao's float8 training runs (and ftplan has measured)."""
+    if training.method is not Method.FULL:
+        raise JobError(
+            "precision fp8 is modelled for full fine-tuning: torchao's float8 linear forms the weight gradient "
+            "even for a frozen LoRA base. To fix: use bf16-mixed (or bf16-pure) for LoRA and QLoRA."
+        )
+    if arch.is_moe:
+        raise JobError(
+            f"precision fp8 on {arch.model_type}: torchao converts nn.Linear layers only, and its float8 path for "
+            "fused expert weights (grouped GEMMs) is a prototype ftplan does not model. To fix: use bf16-mixed."
+        )
+    if not fp8_linears(arch):
+        raise JobError(
+            f"precision fp8 on {arch.model_type}: none of its block layers is an nn.Linear with both sizes a "
+            "multiple of 16 (what torchao converts and FP8 matmuls need). To fix: use bf16-mixed."
+        )
+    if fp8.all_gather and fp8.recipe is not Fp8Recipe.TENSORWISE:
+        raise JobError(
+            f"fp8.all_gather needs recipe tensorwise (torchao gathers FP8 weights with one scale per tensor), "
+            f"got {fp8.recipe.value}. To fix: set fp8.recipe: tensorwise or fp8.all_gather: false."
+        )
+    if fp8.all_gather and layout.zero != ZeroStage.PARAMETERS:
+        raise JobError(
+            "fp8.all_gather casts ZeRO-3/FSDP weight shards to FP8 before gathering them; without zero 3 nothing "
+            "is gathered. To fix: set layout zero: 3, or fp8.all_gather: false."
+        )
+
+
+def _fp8_cast_bytes(arch: Architecture, tokens: dict[str, int], t: int) -> float:
+    """Working memory of the largest eager float8 cast inside a converted linear's matmuls.
+
+    torchao casts a tensor of ``n`` elements as ``(x.to(float32) * scale).clamp(...).to(float8)``
+    (``float8_training_tensor._ToFloat8ConstrFunc``, ``float8_utils.to_fp8_saturated``): while the
+    float8 result is written, the scaled and the clamped fp32 tensors are alive, 9 bytes an element.
+    The largest tensor cast is the input (tokens × d_in), the gradient of the output (tokens × d_out)
+    or the weight; the matmul's other float8 operands, its input and weight (1 byte an element), are
+    alive beside it (measured: benchmarks/measured_grid.yaml, the fp8 cases under recomputation).
+    """
+    best = 0.0
+    for stack, x in fp8_converted(arch):
+        n_tok = tokens.get(stack, tokens.get("main", 0))
+        largest = max(n_tok * x.d_in, n_tok * x.d_out, x.d_in * x.d_out)
+        best = max(best, (9 * largest + n_tok * x.d_in + x.d_in * x.d_out) / t)
+    return best
+
+
+def fp8_converted(arch: Architecture) -> list[tuple[str, Linear]]:
+    """The block linears torchao's float8 training converts, with their stack.
+
+    ftplan follows torchtitan's rule: every ``nn.Linear`` inside the transformer blocks whose input and
+    output sizes are multiples of 16 (``torch._scaled_mm`` needs them); never the lm_head (torchtitan's
+    default ``filter_fqns: ["output"]``). GPT-2's ``Conv1D`` layers are not ``nn.Linear``, nor are a
+    MoE's fused expert weights.
+    """
+    if arch.model_type == "gpt2" or arch.is_moe:
+        return []
+    return [
+        (stack, x)
+        for stack, linears in arch.block_linears.items()
+        for x in linears
+        if x.count == 1 and x.d_in % 16 == 0 and x.d_out % 16 == 0
+    ]
+
+
+def fp8_linears(arch: Architecture) -> dict[str, int]:
+    """Weights per layer, by stack, of the linears :func:`fp8_converted` names."""
+    out: dict[str, int] = {}
+    for stack, x in fp8_converted(arch):
+        out[stack] = out.get(stack, 0) + x.weight_params
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -627,6 +707,15 @@ def estimate_memory(
     moe_fwd = _moe_forward_bytes(arch, saves, pa.moe_first_frozen, c) * out_tokens / t + unkept
     loss_saved = pa.loss_saved * mb
     bwd_ws = pa.bwd_ws * mb  # gradient of the widest tensor + its input
+    fp8 = training.fp8_setup
+    fp8_layer = fp8_linears(arch) if fp8 is not None else {}
+    fp8_ws = _fp8_cast_bytes(arch, stacks, t) if fp8 is not None else 0.0
+    if fp8_ws:
+        bwd_ws += fp8_ws
+        notes.append(
+            f"fp8: eager float8 casts counted ({fp8_ws / GIB:.2f} GiB at most: a cast briefly holds two fp32 copies "
+            "of its tensor); torch.compile fuses them into one kernel and needs less"
+        )
     after_loss = c * arch.hidden * out_tokens / t  # gradient of the last hidden state
     in_backward = after_loss + recompute_ws + bwd_ws  # grows with the micro-batch, as the loss peak does
     activations = saved_layers + head
@@ -634,7 +723,10 @@ def estimate_memory(
     # ---- working buffers ---------------------------------------------------------------------
     block = _largest_block(arch, t)
     lm_head_matrix = 0 if arch.kind is Kind.ENCODER else arch.vocab * arch.hidden  # tied or not, it is cast
-    cast_copies = 2.0 * _local(arch.matrix_params, 0, lm_head_matrix, t) if amp else 0.0
+    # FP8 linears cast their fp32 weight straight to float8 for each matmul and keep the weight itself
+    # for backward: autocast makes no 16-bit copy of them (measured: benchmarks/measured_grid.yaml)
+    fp8_params = sum(v * arch.layers_of(st) for st, v in fp8_layer.items())
+    cast_copies = 2.0 * _local(arch.matrix_params - fp8_params, 0, lm_head_matrix, t) if amp else 0.0
     if saves.adapter_cast:  # autocast's 16-bit copies of the fp32 adapters, kept for backward
         cast_copies = 2.0 * _adapter_cast_params(arch, saves, embed_trains) / t
     if fp32_base:  # and of the fp32 base weights, which backward needs for the input gradients
@@ -644,7 +736,11 @@ def estimate_memory(
         # later, those of the one block being recomputed (until its backward): the larger.
         cast_copies = 0.0
         if amp or fp32_base:
-            cast_copies = 2.0 * max(_local(0, 0, lm_head_matrix, t), block)
+            cast_block = max(
+                (arch.layer_matrix_params[st] - fp8_layer.get(st, 0)) / t + arch.layer_vector_params[st]
+                for st in arch.block_linears
+            )
+            cast_copies = 2.0 * max(_local(0, 0, lm_head_matrix, t), cast_block)
     cast_copies += folded_copies * folded_layers  # the folded MoE adapters' factor copies
     router_copy = arch.routing == "sigmoid" and c != 4 and not training.precision.mixed
     if router_copy and (saves.full or saves.input_grad):
@@ -659,6 +755,12 @@ def estimate_memory(
         quantized = ps.quant_bits_per_weight and not ps.frozen_unquantized
         w16 = ps.quant_bits_per_weight / 8 if quantized else frozen_bytes
         gathered = 2 * block * w16 + (block * rb.grad if training.method is Method.FULL else 0)
+        if fp8 is not None and fp8.all_gather:  # FP8 weight shards gathered: 1 byte a converted weight
+            gathered_block = max(
+                (arch.layer_matrix_params[st] / t + arch.layer_vector_params[st]) * w16 - fp8_layer.get(st, 0) / t
+                for st in arch.block_linears
+            )
+            gathered = 2 * gathered_block + block * rb.grad
     reduce_buffer = block * rb.grad if (z == ZeroStage.GRADIENTS and training.method is Method.FULL) else 0.0
     dequant = 2.0 * arch.largest_linear_params if training.method is Method.QLORA else 0.0
     step_tmp = 0.0

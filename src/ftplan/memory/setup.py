@@ -26,6 +26,8 @@ class Precision(StrEnum):
     * ``bf16-fp32-adapters``: LoRA/QLoRA over a bf16 model without autocast, the adapters in fp32
       (PEFT's ``autocast_adapter_dtype=True`` default on a model loaded in bf16): each adapter casts
       its input to fp32, computes in fp32 and hands back a bf16 result.
+    * ``fp8``: ``bf16-mixed`` whose transformer-block linears multiply in FP8 (torchao's float8
+      training, as torchtitan, Accelerate and Axolotl run it; see :class:`Fp8Setup`).
     """
 
     FP32 = "fp32"
@@ -33,6 +35,7 @@ class Precision(StrEnum):
     BF16_MIXED = "bf16-mixed"
     BF16_PURE = "bf16-pure"
     BF16_FP32_ADAPTERS = "bf16-fp32-adapters"
+    FP8 = "fp8"
 
     @property
     def compute_bytes(self) -> int:
@@ -40,7 +43,8 @@ class Precision(StrEnum):
 
     @property
     def mixed(self) -> bool:
-        return self in (Precision.FP16_MIXED, Precision.BF16_MIXED)
+        """fp32 parameters under autocast (or ZeRO/FSDP's 16-bit compute copies)."""
+        return self in (Precision.FP16_MIXED, Precision.BF16_MIXED, Precision.FP8)
 
 
 class Optimizer(StrEnum):
@@ -130,6 +134,28 @@ class LoraSetup:
     base_fp32: bool = False  # LoRA under a mixed recipe: frozen base weights kept in fp32
 
 
+class Fp8Recipe(StrEnum):
+    """torchao float8 training's scaling recipes (``Float8LinearConfig.from_recipe_name``)."""
+
+    TENSORWISE = "tensorwise"  # one dynamic scale per tensor (the only one with FP8 all-gather)
+    ROWWISE = "rowwise"  # one dynamic scale per row of each operand
+
+
+@dataclass(frozen=True, slots=True)
+class Fp8Setup:
+    """FP8 linears: which recipe, and whether ZeRO-3/FSDP gathers the sharded weights in FP8.
+
+    torchao's ``Float8Linear`` casts its input and weight to float8 for every matmul (forward, and
+    both gradients in backward) and keeps for backward what a bf16 linear keeps: its 16-bit input
+    and the weight itself (``torchao/float8/float8_linear.py``, ``matmul_with_hp_or_float8_args``).
+    With ``all_gather`` (``enable_fsdp_float8_all_gather``, tensorwise only) FSDP casts each shard to
+    float8 before the all-gather: gathered weights take 1 byte a parameter, not 2.
+    """
+
+    recipe: Fp8Recipe = Fp8Recipe.TENSORWISE
+    all_gather: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Training:
     """What is trained and how: independent of how it is laid out on GPUs."""
@@ -145,6 +171,12 @@ class Training:
     dropout: bool | None = None  # None: as the model's config says
     lora: LoraSetup | None = None
     zero_grad: ZeroGrad = ZeroGrad.NONE
+    fp8: Fp8Setup | None = None  # precision fp8 only (None there: the default Fp8Setup)
+
+    @property
+    def fp8_setup(self) -> Fp8Setup | None:
+        """The FP8 setup of an ``fp8`` job, None otherwise."""
+        return (self.fp8 or Fp8Setup()) if self.precision is Precision.FP8 else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,12 @@ class Gpu(_Row):
     efficiency: float | None = Field(None, gt=0, le=1, description="achieved fraction of dense peak (MFU)")
     efficiency_source: str | None = None
     max_gpus_per_node: int = Field(8, gt=0, description="GPUs in the largest common server")
+    nvlink_domain: int | None = Field(
+        None, gt=0, description="GPUs on one NVLink domain when it spans nodes (GB200 NVL72: 72)"
+    )
+    mamf_tflops: dict[str, float] | None = Field(
+        None, description="maximum achievable matmul TFLOP/s measured per dtype (bf16, fp8)"
+    )
     bf16: bool = Field(True, description="whether the GPU computes in bf16")
     purchase_usd_per_gpu: float | None = Field(None, description="approximate purchase price per GPU (USD)")
     purchase_date: str | None = None
@@ -45,6 +51,14 @@ class Gpu(_Row):
     @property
     def memory_bytes(self) -> int:
         return self.memory_mib * 1024 * 1024
+
+    @property
+    def fp8_matmul_ratio(self) -> float | None:
+        """FP8 matmuls' fraction of peak over bf16 matmuls' (from ``mamf_tflops``), None if unmeasured."""
+        m, t = self.mamf_tflops or {}, self.tflops
+        if not (m.get("fp8") and m.get("bf16") and t.fp8 and t.bf16):
+            return None
+        return (m["fp8"] / t.fp8) / (m["bf16"] / t.bf16)
 
 
 class ModelEntry(_Row):

@@ -12,6 +12,7 @@ from ftplan.memory.setup import (
     ZERO_ALIASES,
     Attention,
     AttentionMask,
+    Fp8Recipe,
     Loss,
     Method,
     Offload,
@@ -42,6 +43,26 @@ class LoraSpec(BaseModel):
         description="LoRA under a mixed recipe: the frozen base weights stay in fp32 (a model loaded "
         "without a 16-bit torch_dtype) and autocast casts them for every matmul",
     )
+
+
+class Fp8Spec(BaseModel):
+    model_config = _STRICT
+    recipe: Fp8Recipe = Field(
+        Fp8Recipe.TENSORWISE, description="torchao float8 scaling: tensorwise | rowwise (dynamic scales)"
+    )
+    all_gather: Bool = Field(
+        False, description="zero 3: cast weight shards to FP8 before FSDP gathers them (tensorwise only)"
+    )
+
+    @field_validator("recipe", mode="before")
+    @classmethod
+    def _delayed(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("delayed", "delayed-scaling", "delayed_scaling"):
+            raise ValueError(
+                "delayed scaling is not modelled (torchao removed it; Transformer Engine's recipe keeps FP8 copies "
+                "ftplan has not measured): use tensorwise or rowwise"
+            )
+        return value
 
 
 class LayoutSpec(BaseModel):
@@ -81,6 +102,7 @@ class JobSpec(BaseModel):
     method: Method = Method.FULL
     lora: LoraSpec | None = None
     precision: Precision = Precision.BF16_MIXED
+    fp8: Fp8Spec | None = Field(None, description="precision fp8: its recipe (default tensorwise, no FP8 gather)")
     optimizer: Optimizer = Optimizer.ADAMW
     seq_len: Int = Field(gt=0, le=L.MAX_SEQ_LEN, description="tokens per sequence (encoder length for encoder-decoder)")
     target_len: Int | None = Field(
@@ -126,6 +148,8 @@ class JobSpec(BaseModel):
     def _one_model(self) -> JobSpec:
         if (self.model is None) == (self.architecture is None):
             raise ValueError("give exactly one of 'model' (a catalog id) or 'architecture' (config fields)")
+        if self.fp8 is not None and self.precision is not Precision.FP8:
+            raise ValueError(f"an fp8 block needs precision: fp8 (the job says {self.precision.value})")
         if self.schema_version != 1:
             raise ValueError(f"schema_version {self.schema_version} is not supported (this ftplan reads 1)")
         if self.tokens is not None and self.samples is not None:

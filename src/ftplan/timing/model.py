@@ -15,6 +15,13 @@ FLOPs (``shared/data/time_model_notes.md`` §1):
   attention core (``+2·L·s·d_q``; Korthikanti et al. 2022); SDPA/flash attention recomputes the
   scores in its backward (``+2·L·s·d_q`` of hardware FLOPs, not counted in MFU).
 
+FP8 (``precision: fp8``): the converted block linears' matmuls run at the GPU's FP8 peak with the same
+efficiency as its 16-bit ones, the rest (attention, norms, lm_head) at the 16-bit peak; every float8
+cast reads its high-precision tensor twice (the absolute maximum, then the scaled cast, fused as
+torch.compile fuses them) and writes one byte an element, at the GPU's HBM bandwidth (the roofline of
+torchao's ``benchmarks/float8/float8_roofline.py``): a weight's fp32 master (4 bytes) and the gathered
+16-bit input and output gradient (2 bytes) are each cast twice a micro-step (forward and backward).
+
 Time: compute at ``peak × efficiency`` per GPU; collectives cost ``factor · bytes / busbw``
 (nccl-tests ``PERFORMANCE.md``: all-reduce ``2(n−1)/n``, all-gather and reduce-scatter ``(n−1)/n``),
 hidden behind compute where frameworks overlap them; offload moves bytes over the GPU's host link
@@ -28,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ftplan.arch import Architecture, Kind
+from ftplan.memory.estimate import fp8_converted
 from ftplan.memory.params import split_params
 from ftplan.memory.setup import Attention, Method, Precision, Training
 
@@ -54,6 +62,12 @@ CPU_ADAM_S_PER_GPARAM = 0.22
 # Fixed time per optimizer step outside the model's kernels (launches, clipping, scheduler,
 # logging) is not separately measured in the team's data; the efficiency factor absorbs it.
 
+# FP8 matmuls reach a smaller fraction of their peak than 16-bit ones. Per GPU the ratio comes from its
+# measured maximum achievable matmul FLOPS (catalog ``mamf_tflops``: fp8/peak ÷ bf16/peak); a GPU without
+# that measurement gets the lowest measured ratio, H100 SXM's: (1402.6 / 1979) / (794.5 / 989) = 0.882
+# (ml-engineering, "Maximum Achievable Matmul FLOPS comparison table").
+DEFAULT_FP8_MATMUL_RATIO = (1402.6 / 1979) / (794.5 / 989)
+
 RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
 OFFLOAD = {"none": 0, "optimizer": 1, "optimizer+params": 2}
 
@@ -69,6 +83,9 @@ class Hardware:
     host_link_gbs: float  # per-GPU link to the host (PCIe)
     gpus_per_node: int
     network_gbps: float | None  # scale-out network per node; None: one node only
+    fp8_tflops: float | None = None  # dense FP8 peak (None: no FP8 tensor cores)
+    fp8_ratio: float = DEFAULT_FP8_MATMUL_RATIO  # FP8 matmul efficiency over the 16-bit one
+    nvlink_domain: int | None = None  # GPUs on one NVLink domain, when more than a node's (NVL72)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +101,11 @@ class JobFlops:
     weights: int  # all parameters (ZeRO-3 gathers)
     frozen_matrix: int  # frozen matrix weights (QLoRA dequantisation)
     flash_recompute: float = 0.0  # SDPA/flash backward recomputes the attention scores
+    fp8_linear: float = 0.0  # of ``linear``: the FLOPs of the block linears that run in FP8
+    fp8_cast_token: float = 0.0  # bytes of float8 casts a token (inputs and output gradients)
+    fp8_cast_weights: float = 0.0  # bytes of float8 casts of the weights, per micro-step
+    fp8_forward_token: float = 0.0  # of ``fp8_cast_token``: the forward's (repeated by full recomputation)
+    fp8_forward_weights: float = 0.0  # of ``fp8_cast_weights``: the forward's
 
     @property
     def model(self) -> float:
@@ -104,6 +126,7 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         attn_fwd *= 2  # bidirectional: no causal halving
     ps = split_params(arch, training)
     linear = 6.0 * n if training.method is Method.FULL else 4.0 * n + 6.0 * ps.trainable
+    fp8 = _fp8_costs(arch) if training.fp8_setup is not None else {}
     return JobFlops(
         linear=linear,
         forward=2.0 * n + attn_fwd,
@@ -116,7 +139,34 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         # FlashAttention's backward recomputes QKᵀ and the softmax (llm-foundry notes: the attention
         # multiplier for hardware FLOPs is 4, not 3): one more attention forward.
         flash_recompute=attn_fwd if training.attention is Attention.SDPA else 0.0,
+        **fp8,
     )
+
+
+# Bytes moved a cast element: two reads of the high-precision tensor (its absolute maximum, then the
+# scaled cast) and one float8 byte written; 16-bit activations and gradients, fp32 master weights.
+_CAST_16BIT = 2 * 2 + 1
+_CAST_FP32 = 2 * 4 + 1
+
+
+def _fp8_costs(arch: Architecture) -> dict[str, float]:
+    """FP8 FLOPs a token and cast traffic of the linears torchao converts (``memory.fp8_converted``)."""
+    fp8_flops = token = forward_token = weights = 0.0
+    for stack, x in fp8_converted(arch):
+        layers = arch.layers_of(stack)
+        fp8_flops += 6.0 * x.weight_params * layers
+        # forward: the input and the weight; backward: the output gradient twice (for the input's
+        # and for the weight's gradient), the weight and the input again
+        forward_token += x.d_in * _CAST_16BIT * layers
+        token += (2 * x.d_in + 2 * x.d_out) * _CAST_16BIT * layers
+        weights += 2 * x.weight_params * _CAST_FP32 * layers
+    return {
+        "fp8_linear": fp8_flops,
+        "fp8_cast_token": token,
+        "fp8_cast_weights": weights,
+        "fp8_forward_token": forward_token,
+        "fp8_forward_weights": weights / 2,
+    }
 
 
 def _interp_nodes(curve: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -128,7 +178,8 @@ def bus_bandwidth(hw: Hardware, group: np.ndarray, kind: str) -> np.ndarray:
     """Bus bandwidth (GB/s) of a collective over ``group`` GPUs packed into nodes of the pool."""
     group = np.asarray(group, dtype=float)
     intra = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY
-    nodes = np.ceil(group / hw.gpus_per_node)
+    domain = max(hw.nvlink_domain or 0, hw.gpus_per_node)  # GPUs that reach each other over NVLink
+    nodes = np.ceil(group / domain)
     if hw.network_gbps is None:
         return np.full_like(group, intra)
     curve = _ALLREDUCE if kind == "all-reduce" else _ALLGATHER
@@ -177,6 +228,18 @@ def step_times(
     )
     rate = hw.peak_tflops * 1e12 * hw.efficiency
     t_micro = tokens_micro * hw_flops / tp / rate
+    if flops.fp8_linear:
+        if not hw.fp8_tflops:
+            raise ValueError("precision fp8 on a GPU without FP8 tensor cores")
+        full = recompute == 2  # the recomputed forward runs its linears (a third of their FLOPs) again
+        fp8_flops = flops.fp8_linear * np.where(full, 4 / 3, 1.0)
+        fp8_rate = hw.fp8_tflops * 1e12 * hw.efficiency * hw.fp8_ratio
+        casts = (
+            tokens_micro * (flops.fp8_cast_token + np.where(full, flops.fp8_forward_token, 0.0))
+            + flops.fp8_cast_weights
+            + np.where(full, flops.fp8_forward_weights, 0.0)
+        )
+        t_micro = t_micro + tokens_micro * fp8_flops * (1 / fp8_rate - 1 / rate) / tp + casts / tp / (hw.hbm_gbs * 1e9)
     compute = t_micro * accum
     backward_share = 1 - flops.forward / flops.model  # gradients are ready only during the backward
 
@@ -184,6 +247,9 @@ def step_times(
     grad_bytes = 2.0 if training.precision is Precision.BF16_PURE else 4.0  # fp32 trainables otherwise
     g_bytes = flops.trainable * grad_bytes / tp
     w_bytes = flops.weights * (4.0 if training.precision is Precision.FP32 else 2.0) / tp
+    fp8 = training.fp8_setup
+    if fp8 is not None and fp8.all_gather:  # converted weights gathered in float8: one byte each
+        w_bytes -= flops.fp8_linear / 6 / tp
     frac = np.where(dp > 1, (dp - 1) / dp, 0.0)
     group = dp * tp
     bw_ar = bus_bandwidth(hw, group, "all-reduce") * 1e9
@@ -223,13 +289,15 @@ def step_times(
 
 
 def peak_tflops(gpu_tflops: dict[str, float | None], precision: Precision) -> float:
-    """Dense peak for the precision's matmuls: fp32 runs on CUDA cores (PyTorch's default)."""
+    """Dense peak for the precision's 16- or 32-bit matmuls: fp32 runs on CUDA cores (PyTorch's
+    default); an fp8 job's other matmuls run in bf16 (its FP8 peak is ``Hardware.fp8_tflops``)."""
     key = {
         Precision.FP32: "fp32",
         Precision.BF16_MIXED: "bf16",
         Precision.BF16_PURE: "bf16",
         Precision.BF16_FP32_ADAPTERS: "bf16",
         Precision.FP16_MIXED: "fp16",
+        Precision.FP8: "bf16",
     }[precision]
     value = gpu_tflops.get(key) or gpu_tflops.get("fp16") or gpu_tflops.get("bf16")
     if not value:

@@ -1,0 +1,190 @@
+"""FP8 training (torchao float8 linears): which linears convert, the memory and time arithmetic,
+and the one-line refusals of what the model does not cover."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ftplan.arch import architecture_from_hf
+from ftplan.catalog import load_catalog
+from ftplan.errors import JobError
+from ftplan.fit import fit_job, gpu_pool
+from ftplan.job import resolve_job
+from ftplan.memory import (
+    Fp8Recipe,
+    Fp8Setup,
+    Layout,
+    Method,
+    Precision,
+    Recompute,
+    Training,
+    ZeroStage,
+    estimate_memory,
+    fp8_linears,
+)
+from ftplan.memory.estimate import _fp8_cast_bytes, fp8_converted
+from ftplan.schema.job import parse_job
+from ftplan.timing import model as tm
+
+# h 256, q 256, kv 64, ffn 704 (a multiple of 16); a second model whose MLP (ffn 360) is not
+TINY = {
+    "model_type": "llama", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 8,
+    "num_key_value_heads": 2, "intermediate_size": 704, "vocab_size": 1000, "tie_word_embeddings": False,
+}  # fmt: skip
+ODD = dict(TINY, hidden_size=128, num_attention_heads=4, num_key_value_heads=4, intermediate_size=360)
+BF16 = Training(seq_len=128, precision=Precision.BF16_MIXED)
+FP8 = Training(seq_len=128, precision=Precision.FP8)
+LAYER = 256 * 256 * 2 + 2 * 256 * 64 + 3 * 256 * 704  # q, o, k, v, gate, up, down
+
+
+def test_converted_linears_follow_torchtitans_rule():
+    assert fp8_linears(architecture_from_hf(TINY)) == {"main": LAYER}
+    # ffn 360: gate, up and down stay 16-bit; attention (128 × 128) converts
+    odd = architecture_from_hf(ODD)
+    assert fp8_linears(odd) == {"main": 4 * 128 * 128}
+    assert {x.role for _, x in fp8_converted(odd)} == {"q", "k", "v", "o"}
+    gpt2 = {"model_type": "gpt2", "n_embd": 128, "n_layer": 2, "n_head": 4, "vocab_size": 500, "n_positions": 256}
+    assert fp8_linears(architecture_from_hf(gpt2)) == {}  # Conv1D is not nn.Linear
+
+
+def test_fp8_keeps_no_16bit_copy_of_converted_weights():
+    arch = architecture_from_hf(TINY)
+    bf16 = estimate_memory(arch, BF16, Layout())
+    fp8 = estimate_memory(arch, FP8, Layout())
+    assert bf16.gpu_terms["autocast_weight_copies"] == 2 * (2 * LAYER + 1000 * 256)
+    assert fp8.gpu_terms["autocast_weight_copies"] == 2 * 1000 * 256  # the lm_head alone
+    # saved activations are a bf16 linear's: its 16-bit input, the weight itself
+    assert fp8.gpu_terms["activations"] == bf16.gpu_terms["activations"]
+    odd = architecture_from_hf(ODD)
+    got = estimate_memory(odd, FP8, Layout()).gpu_terms["autocast_weight_copies"]
+    assert got == 2 * (2 * 3 * 128 * 360 + 1000 * 128)  # the unconverted MLP of both layers and the lm_head
+    # full recomputation: the lm_head's copy or the recomputed block's unconverted weights, the larger
+    rc = estimate_memory(arch, FP8, Layout(recompute=Recompute.FULL))
+    assert rc.gpu_terms["autocast_weight_copies"] == 2 * 1000 * 256
+
+
+def test_eager_cast_working_memory():
+    arch = architecture_from_hf(TINY)
+    # 256 tokens: the down projection's cast of its 256 × 704 input (or of gate/up's output gradient,
+    # as large), 9 bytes an element while cast, beside its float8 input (256 × 704) and weight (704 × 256)
+    cast = 9 * 256 * 704 + 256 * 704 + 704 * 256
+    assert _fp8_cast_bytes(arch, {"main": 256}, 1) == cast
+    assert _fp8_cast_bytes(arch, {"main": 256}, 2) == cast / 2
+    est = estimate_memory(arch, FP8, Layout(micro_batch=2))
+    base = estimate_memory(arch, BF16, Layout(micro_batch=2))
+    ws = est.gpu_terms["backward_workspace"] - base.gpu_terms["backward_workspace"]
+    assert ws == cast
+    assert any("eager float8 casts" in n for n in est.notes)
+
+
+def test_fp8_all_gather_gathers_one_byte_a_converted_weight():
+    arch = architecture_from_hf(TINY)
+    lay = Layout(dp=8, zero=ZeroStage.PARAMETERS, gpus_per_node=8)
+    plain = estimate_memory(arch, FP8, lay).gpu_terms["zero3_gathered_params"]
+    ag = Training(seq_len=128, precision=Precision.FP8, fp8=Fp8Setup(all_gather=True))
+    gathered = estimate_memory(arch, ag, lay).gpu_terms["zero3_gathered_params"]
+    # two blocks in flight (the one computing and the one prefetched): one byte less a converted weight
+    assert plain - gathered == 2 * LAYER
+
+
+def test_time_model_runs_converted_matmuls_at_the_fp8_peak():
+    arch = architecture_from_hf(TINY)
+    flops = tm.job_flops(arch, FP8)
+    assert flops.fp8_linear == 6 * 2 * LAYER
+    # casts a token: forward the input, backward the output gradient twice and the input again,
+    # each 2 reads of 2 bytes + 1 written; weights: fp32 masters cast twice, 2·4 + 1 bytes
+    d_in = 256 * 3 + 256 + 256 * 2 + 704  # q, k, v and gate, up read h; o reads q; down reads ffn
+    d_out = 256 + 64 * 2 + 256 + 704 * 2 + 256
+    assert flops.fp8_cast_token == 2 * (2 * d_in + 2 * d_out) * 5
+    assert flops.fp8_forward_token == 2 * d_in * 5
+    assert flops.fp8_cast_weights == 2 * 2 * LAYER * 9
+    hw = tm.Hardware(peak_tflops=100.0, efficiency=0.5, hbm_gbs=1000.0, intra_node_gbs=450.0, host_link_gbs=32.0,
+                     gpus_per_node=8, network_gbps=None, fp8_tflops=200.0)  # fmt: skip
+    one = [np.array([v]) for v in (1, 1, 0, 0, 0, 4, 1)]
+    t16 = tm.step_times(tm.job_flops(arch, BF16), arch, BF16, hw, *one).compute[0]
+    t8 = tm.step_times(flops, arch, FP8, hw, *one).compute[0]
+    tokens = 4 * 128
+    fp8_rate = 200e12 * 0.5 * hw.fp8_ratio
+    expected = t16 + tokens * flops.fp8_linear * (1 / fp8_rate - 1 / 50e12)
+    expected += (tokens * flops.fp8_cast_token + flops.fp8_cast_weights) / 1000e9
+    assert t8 == pytest.approx(expected)
+    with pytest.raises(ValueError, match="without FP8 tensor cores"):
+        tm.step_times(flops, arch, FP8, replace(hw, fp8_tflops=None), *one)
+
+
+def test_fp8_speeds_up_large_linears_and_not_small_ones():
+    catalog = load_catalog()
+    h100 = catalog.gpus["h100-sxm-80gb"]
+    hw = tm.Hardware(peak_tflops=h100.tflops.bf16, efficiency=0.4, hbm_gbs=h100.hbm_gbs, intra_node_gbs=450.0,
+                     host_link_gbs=64.0, gpus_per_node=8, network_gbps=None, fp8_tflops=h100.tflops.fp8)  # fmt: skip
+    big = architecture_from_hf(catalog.models["llama-3.1-8b"].config)
+    one = [np.array([v]) for v in (1, 1, 0, 0, 0, 2, 1)]
+
+    def speedup(arch, seq):
+        b, f = (Training(seq_len=seq, precision=p) for p in (Precision.BF16_MIXED, Precision.FP8))
+        return (
+            tm.step_times(tm.job_flops(arch, b), arch, b, hw, *one).total[0]
+            / tm.step_times(tm.job_flops(arch, f), arch, f, hw, *one).total[0]
+        )
+
+    assert 1.1 < speedup(big, 8192) < 2.0
+    assert speedup(architecture_from_hf(ODD), 16) < 1.0  # cast traffic outweighs tiny matmuls
+
+
+@pytest.mark.parametrize(
+    ("training", "layout", "match"),
+    [
+        (Training(method=Method.LORA, precision=Precision.FP8), Layout(), "full fine-tuning"),
+        (Training(precision=Precision.FP8, fp8=Fp8Setup(Fp8Recipe.ROWWISE, all_gather=True)),
+         Layout(dp=2, zero=ZeroStage.PARAMETERS), "needs recipe tensorwise"),
+        (Training(precision=Precision.FP8, fp8=Fp8Setup(all_gather=True)), Layout(dp=2), "without zero 3"),
+        (Training(precision=Precision.BF16_MIXED, fp8=Fp8Setup()), Layout(), "needs precision fp8"),
+    ],
+)  # fmt: skip
+def test_fp8_refusals(training, layout, match):
+    with pytest.raises(JobError, match=match):
+        estimate_memory(architecture_from_hf(TINY), training, layout)
+
+
+def test_fp8_on_moe_is_refused():
+    moe = dict(TINY, model_type="mixtral", num_local_experts=4, num_experts_per_tok=2)
+    with pytest.raises(JobError, match="fused expert weights"):
+        estimate_memory(architecture_from_hf(moe), FP8, Layout())
+
+
+def test_job_files_refuse_fp8_mistakes(catalog):
+    base = {"architecture": TINY, "seq_len": 128}
+    with pytest.raises(JobError, match="delayed scaling is not modelled"):
+        parse_job(dict(base, precision="fp8", fp8={"recipe": "delayed"}), "job.yaml")
+    with pytest.raises(JobError, match="an fp8 block needs precision: fp8"):
+        parse_job(dict(base, fp8={"recipe": "rowwise"}), "job.yaml")
+    with pytest.raises(JobError, match="a100-sxm-80gb, which has no FP8 tensor cores"):
+        resolve_job(parse_job(dict(base, precision="fp8", gpu="a100-sxm-80gb"), "job.yaml"), catalog)
+    job = resolve_job(parse_job(dict(base, precision="fp8", fp8={"recipe": "rowwise"}), "job.yaml"), catalog)
+    assert job.training.fp8_setup == Fp8Setup(Fp8Recipe.ROWWISE, all_gather=False)
+
+
+def test_fit_leaves_out_pools_without_fp8(catalog):
+    job = resolve_job(parse_job({"architecture": TINY, "seq_len": 128, "precision": "fp8", "tokens": 10**7}, "j"),
+                      catalog)  # fmt: skip
+    res = fit_job(job, [gpu_pool(catalog, "a100-sxm-80gb", 8, 1), gpu_pool(catalog, "h100-sxm-80gb", 8, 1)])
+    assert any("has no FP8 tensor cores" in e for e in res.excluded)
+    assert set(res.layouts["pool"]) == {res.pools[1].name}
+
+
+def test_cli_memory_fp8_on_a_gpu_without_fp8(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("model: llama-3.1-8b\nprecision: fp8\nseq_len: 2048\ngpu: a100-sxm-80gb\n")
+    res = subprocess.run([sys.executable, "-m", "ftplan", "memory", str(job)], capture_output=True, text=True,
+                         check=False, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [
+        f"error: {job}: precision fp8 on a100-sxm-80gb, which has no FP8 tensor cores (no fp8 peak in the catalog). "
+        "To fix: use precision bf16-mixed, or a GPU with FP8 (Ada, Hopper, Blackwell, MI300)."
+    ]
