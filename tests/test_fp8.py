@@ -91,6 +91,9 @@ def test_fp8_all_gather_gathers_one_byte_a_converted_weight():
     gathered = estimate_memory(arch, ag, lay).gpu_terms["zero3_gathered_params"]
     # two blocks in flight (the one computing and the one prefetched): one byte less a converted weight
     assert plain - gathered == 2 * LAYER
+    # below ZeRO-3 nothing is gathered, and the setting changes nothing
+    ddp = Layout(dp=8, zero=ZeroStage.GRADIENTS, gpus_per_node=8)
+    assert estimate_memory(arch, ag, ddp).gpu_terms == estimate_memory(arch, FP8, ddp).gpu_terms
 
 
 def test_time_model_runs_converted_matmuls_at_the_fp8_peak():
@@ -143,7 +146,6 @@ def test_fp8_speeds_up_large_linears_and_not_small_ones():
         (Training(method=Method.LORA, precision=Precision.FP8), Layout(), "full fine-tuning"),
         (Training(precision=Precision.FP8, fp8=Fp8Setup(Fp8Recipe.ROWWISE, all_gather=True)),
          Layout(dp=2, zero=ZeroStage.PARAMETERS), "needs recipe tensorwise"),
-        (Training(precision=Precision.FP8, fp8=Fp8Setup(all_gather=True)), Layout(dp=2), "without zero 3"),
         (Training(precision=Precision.BF16_MIXED, fp8=Fp8Setup()), Layout(), "needs precision fp8"),
     ],
 )  # fmt: skip

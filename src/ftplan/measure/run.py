@@ -291,7 +291,13 @@ def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int
     if device == "cuda":
         if not torch.cuda.is_available():
             raise MeasureError("--device cuda: no CUDA device is visible to torch. To fix: use --device cpu.")
-        gpu_arch = "hopper" if torch.cuda.get_device_capability()[0] == 9 else ""
+        capability = torch.cuda.get_device_capability()
+        gpu_arch = "hopper" if capability[0] == 9 else ""
+        if job.training.fp8_setup is not None and capability < (8, 9):
+            raise MeasureError(
+                f"precision fp8 needs FP8 tensor cores (compute capability 8.9 or newer); this GPU has "
+                f"{capability[0]}.{capability[1]}. To fix: measure on an Ada, Hopper or Blackwell GPU, or on a CPU."
+            )
     est = estimate_for_device(job, device, gpu_arch)
     need = est.peak_allocated_bytes
     on_cpu = device == "cpu"

@@ -201,11 +201,6 @@ def _check_fp8(arch: Architecture, training: Training, layout: Layout, fp8: Fp8S
             f"fp8.all_gather needs recipe tensorwise (torchao gathers FP8 weights with one scale per tensor), "
             f"got {fp8.recipe.value}. To fix: set fp8.recipe: tensorwise or fp8.all_gather: false."
         )
-    if fp8.all_gather and layout.zero != ZeroStage.PARAMETERS:
-        raise JobError(
-            "fp8.all_gather casts ZeRO-3/FSDP weight shards to FP8 before gathering them; without zero 3 nothing "
-            "is gathered. To fix: set layout zero: 3, or fp8.all_gather: false."
-        )
 
 
 def _fp8_cast_bytes(arch: Architecture, tokens: dict[str, int], t: int) -> float:

@@ -149,7 +149,8 @@ class Fp8Setup:
     both gradients in backward) and keeps for backward what a bf16 linear keeps: its 16-bit input
     and the weight itself (``torchao/float8/float8_linear.py``, ``matmul_with_hp_or_float8_args``).
     With ``all_gather`` (``enable_fsdp_float8_all_gather``, tensorwise only) FSDP casts each shard to
-    float8 before the all-gather: gathered weights take 1 byte a parameter, not 2.
+    float8 before the all-gather: gathered weights take 1 byte a parameter, not 2. It changes nothing
+    below ZeRO-3, where no weight is gathered.
     """
 
     recipe: Fp8Recipe = Fp8Recipe.TENSORWISE

@@ -1,0 +1,66 @@
+"""The 2025-26 GPUs: catalog rows with their sources, the measured FP8/bf16 matmul ratio, and NVL72
+racks whose 72 GPUs share one NVLink domain across 4-GPU trays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ftplan import api
+from ftplan.fit import gpu_pool
+from ftplan.timing import model as tm
+from ftplan.verify import verify_plan
+
+
+@pytest.mark.parametrize(
+    ("gid", "bf16", "fp8", "hbm", "per_node", "domain"),
+    [
+        ("b300-sxm-288gb", 2250, 4500, 8000, 8, None),
+        ("gb200-186gb", 2500, 5000, 8000, 4, 72),
+        ("gb300-288gb", 2500, 5000, 8000, 4, 72),
+        ("mi325x-256gb", 1300, 2610, 6000, 8, None),
+        ("mi355x-288gb", 2500, 5000, 8000, 8, None),
+    ],
+)  # fmt: skip
+def test_new_gpus_carry_their_sourced_numbers(catalog, gid, bf16, fp8, hbm, per_node, domain):
+    g = catalog.gpus[gid]
+    assert (g.tflops.bf16, g.tflops.fp8, g.hbm_gbs, g.max_gpus_per_node, g.nvlink_domain) == (
+        bf16, fp8, hbm, per_node, domain,
+    )  # fmt: skip
+    assert "ml-engineering-accelerators" in g.sources
+    assert g.purchase_usd_per_gpu is None  # no source gives a price
+
+
+def test_fp8_matmul_ratio_comes_from_measured_matmul_flops(catalog):
+    h100 = catalog.gpus["h100-sxm-80gb"]
+    assert h100.fp8_matmul_ratio == pytest.approx((1402.6 / 1979) / (794.5 / 989))
+    assert h100.fp8_matmul_ratio == tm.DEFAULT_FP8_MATMUL_RATIO  # the lowest measured: the default
+    ratios = [g.fp8_matmul_ratio for g in catalog.gpus.values() if g.fp8_matmul_ratio]
+    assert min(ratios) == h100.fp8_matmul_ratio and max(ratios) < 1
+    assert catalog.gpus["a100-sxm-80gb"].fp8_matmul_ratio is None  # no FP8
+
+
+def test_an_nvl72_rack_runs_across_trays_over_nvlink(catalog):
+    rack = gpu_pool(catalog, "gb200-186gb", gpus=72)  # no network: one NVLink domain
+    assert (rack.gpus_per_node, rack.max_nodes, rack.nvlink_nodes, rack.max_run_nodes) == (4, 18, 18, 18)
+    hw = tm.Hardware(peak_tflops=2500.0, efficiency=0.4, hbm_gbs=8000.0, intra_node_gbs=900.0, host_link_gbs=63.0,
+                     gpus_per_node=4, network_gbps=1600.0, nvlink_domain=72)  # fmt: skip
+    bw = tm.bus_bandwidth(hw, np.array([4, 64, 72, 144]), "all-reduce")
+    assert list(bw[:3]) == pytest.approx([900 * tm.INTRA_NODE_EFFICIENCY] * 3)  # inside the rack: NVLink
+    assert bw[3] < bw[2]  # two racks: over the trays' network
+    h100 = gpu_pool(catalog, "h100-sxm-80gb", gpus=8)
+    assert h100.nvlink_nodes == 1 and h100.max_run_nodes == 1
+
+
+def test_a_plan_on_an_nvl72_rack_spans_trays_and_verifies(catalog):
+    data = {
+        "name": "nvl72",
+        "jobs": [{"id": "big", "model": "llama-3.1-70b", "method": "full", "precision": "fp8", "seq_len": 4096,
+                  "tokens": 2 * 10**7, "global_batch": 64}],
+        "pools": [{"id": "rack", "kind": "owned", "gpu": "gb200-186gb", "nodes": 18, "usd_per_node_h": 24.0}],
+    }  # fmt: skip
+    campaign = api.campaign(data, catalog)
+    plan = api.plan(data, catalog)
+    run = plan.runs[0]
+    assert run.gpu_count > 4 and len(run.nodes) > 1  # a 70B full fine-tune does not fit one tray
+    assert verify_plan(campaign, plan) == []
