@@ -116,8 +116,35 @@ def test_every_grid_architecture_counts_what_transformers_builds(catalog):
         families.add(job.arch.model_type)
     assert families >= {
         "qwen3", "qwen3_moe", "qwen2_moe", "gemma3_text", "olmo2", "granite", "starcoder2", "gpt2", "deepseek_v3",
-        "gpt_oss",
+        "gpt_oss", "llama4_text",
     }  # fmt: skip
+
+
+# Llama 4's language models as their hub repositories publish them (config.json, text_config): Scout
+# (16 experts in every layer, q/k norm) and Maverick (128 experts every other layer, no q/k norm)
+_LLAMA4 = {"model_type": "llama4_text", "hidden_size": 5120, "intermediate_size": 8192, "intermediate_size_mlp": 16384,
+           "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128, "num_hidden_layers": 48,
+           "vocab_size": 202048, "attention_chunk_size": 8192, "tie_word_embeddings": False}  # fmt: skip
+SCOUT = dict(_LLAMA4, num_local_experts=16, num_experts_per_tok=1, interleave_moe_layer_step=1, use_qk_norm=True)
+MAVERICK = dict(_LLAMA4, num_local_experts=128, num_experts_per_tok=1, interleave_moe_layer_step=2, use_qk_norm=False)
+
+
+@pytest.mark.parametrize(("cfg", "billions"), [(SCOUT, 107.77), (MAVERICK, 400.71)], ids=["scout", "maverick"])
+def test_llama4_counts_what_transformers_builds(cfg, billions):
+    """Llama 4's text models (Meta's cards: 109B and 400B with the vision encoder), built on the meta device."""
+    pytest.importorskip("transformers")
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    arch = architecture_from_hf(cfg)
+    fields = {k: v for k, v in cfg.items() if k != "model_type"}
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama4_text", **fields))
+    assert sum(p.numel() for p in model.parameters()) == arch.total_params
+    assert arch.total_params / 1e9 == pytest.approx(billions, abs=0.01)
+    dense = 0 if cfg["interleave_moe_layer_step"] == 1 else 24
+    assert (arch.dense_layers, sum(arch.nope_layers), len(arch.stack_indices["main"])) == (dense, 12, 48 - dense)
+    assert arch.active_params / 1e9 == pytest.approx(17.2, abs=0.1)  # "17B active"
 
 
 def test_a_multimodal_checkpoint_is_refused_with_its_text_model_named():

@@ -80,12 +80,21 @@ def test_each_term_holds_its_recorded_error(comparison, request):
         assert abs(now - before) <= STEP, f"{term}: {before:+.3%} → {now:+.3%}"
 
 
+def _bounded(case: str) -> bool:
+    """Llama 4 under full recomputation: the peak is a stated bound, never under (README)."""
+    return case.startswith("llama4") and "recompute" in case
+
+
 def test_readme_claims_hold(comparison, request):
-    """README: saved activations within 0.08% but T5 (within 2%), peak allocated within 3.2%."""
+    """README: saved activations within 0.08% but T5 (within 2%), peak allocated within 3.2%, but Llama 4
+    under full recomputation, whose peak is a bound within 0 and +10%."""
     acts = comparison.row("activations (layers + head)").rel_error or 0.0
     assert abs(acts) <= (0.02 if _case(request).startswith("t5") else 0.0008)
     peak = comparison.row("peak allocated").rel_error or 0.0
-    assert abs(peak) <= 0.032
+    if _bounded(_case(request)):
+        assert -0.0005 <= peak <= 0.10
+    else:
+        assert abs(peak) <= 0.032
 
 
 def test_saved_activations_within_5_percent(comparison):
@@ -95,9 +104,9 @@ def test_saved_activations_within_5_percent(comparison):
     assert loss.estimate == pytest.approx(loss.measured, rel=0.05)
 
 
-def test_peak_allocated_within_5_percent(comparison):
+def test_peak_allocated_within_5_percent(comparison, request):
     row = comparison.row("peak allocated")
-    assert row.estimate == pytest.approx(row.measured, rel=0.05)
+    assert row.estimate == pytest.approx(row.measured, rel=0.10 if _bounded(_case(request)) else 0.05)
 
 
 def test_frozen_first_layer_saves_less_under_lora(catalog):

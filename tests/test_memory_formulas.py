@@ -578,3 +578,40 @@ def test_qlora_leaves_a_moes_fused_experts_and_router_16_bit():
     vectors = ps.frozen_vector + ps.frozen_embed
     assert est.gpu_terms["weights_frozen"] == int(nf4 + 2 * (2 * (experts + router) + vectors))
     assert any("stay 16-bit" in n for n in est.notes)
+
+
+L4 = {
+    "model_type": "llama4_text", "hidden_size": 128, "intermediate_size": 64, "intermediate_size_mlp": 192,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "num_hidden_layers": 4, "vocab_size": 500,
+    "num_local_experts": 4, "num_experts_per_tok": 1, "interleave_moe_layer_step": 2, "attention_chunk_size": 32,
+    "tie_word_embeddings": False,
+}  # fmt: skip
+
+
+def test_llama4_layers_match_saved_tensors():
+    # fp32, h=128, q=128, kv=64, 4 experts of f=64, top-1, dense MLP 192; per token (traced with
+    # saved_tensors_hooks, transformers 5.24, 48 tokens):
+    #   each RMSNorm 4h + 4 + 4h (1028) and its output 4h (the next linears' input): 1540
+    #   L2 norms on q and k: 4·128 + 16 + 4·64 + 8; SDPA q, k, v, log-sum-exp, output: 512 + 256 + 256 + 16 + 512
+    #   MoE: router index 8, sigmoid 16, scores 16, repeated input 4·4·128, scaled input 2048, gate/up 4·4·128,
+    #   activation and product 2 × 4·4·64; shared expert 4 × 4·64; a dense MLP: 4 × 4·192
+    #   (the tracer attributes the rotary table, 64 bytes a token here, to layer 0; the model counts it once)
+    arch = architecture_from_hf(L4)
+    args = (Dtypes(c=4, r=4), Attention.SDPA, 24, 24, False, Recompute.NONE, FULL, 0)
+    attention = 1540 + (512 + 16 + 256 + 8) + (512 + 256 + 256 + 16 + 512)
+    moe = 8 + 16 + 16 + 2048 + 2048 + 2048 + 1024 + 1024 + 4 * 256
+    assert layer_bytes_per_token(arch, "main", *args) == attention + 1540 + moe == 14680
+    assert layer_bytes_per_token(arch, "main", *args, True) == 14680 - 792  # NoPE: no q/k norm
+    assert layer_bytes_per_token(arch, "dense", *args) == attention + 1540 + 4 * 4 * 192 == 8560 - 64
+    assert arch.stack_indices == {"dense": (0, 2), "main": (1, 3)}
+    assert arch.nope_layers == (False, False, False, True) and arch.sliding_layers == (True, True, True, False)
+
+
+def test_llama4_refuses_lora_on_its_router():
+    arch = architecture_from_hf(L4)
+    for targets in (("all-linear",), ("q_proj", "router")):
+        training = Training(method=Method.LORA, seq_len=64, lora=LoraSetup(target_modules=targets))
+        with pytest.raises(JobError, match="Llama 4's router"):
+            estimate_memory(arch, training, Layout())
+    ok = Training(method=Method.LORA, seq_len=64, lora=LoraSetup(target_modules=("q_proj", "gate_proj")))
+    assert estimate_memory(arch, ok, Layout()).peak_allocated_bytes > 0  # gate without up: separate linears here

@@ -51,8 +51,8 @@ ATTENTION_ROLES = frozenset({"q", "k", "v", "qkv", "o", "q_a", "q_b", "kv_a", "k
 
 SUPPORTED_MODEL_TYPES = (
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
-    "gemma3_text", "olmo2", "granite", "deepseek_v3", "gpt_oss", "phi3", "phi", "gpt_neox", "starcoder2", "gpt2",
-    "t5", "mt5", "bert", "roberta",
+    "gemma3_text", "olmo2", "granite", "deepseek_v3", "gpt_oss", "llama4_text", "phi3", "phi", "gpt_neox",
+    "starcoder2", "gpt2", "t5", "mt5", "bert", "roberta",
 )  # fmt: skip
 
 # Decoder families that share the Llama block (RMSNorm, gated MLP, rotary attention).
@@ -130,6 +130,11 @@ class Architecture:
     attn_sinks: bool = False  # gpt-oss: a learned sink logit per head joins each softmax
     router_bias: bool = False  # gpt-oss: the router has a bias
     rotary_tables: int = 1  # cos/sin table pairs: one per kind of layer with its own rotary base (Gemma 3: 2)
+    # Llama 4: a MoE layer every moe_step layers (the others dense, dense_layers of them); layers without
+    # rotary embeddings (NoPE), whose queries are scaled by a position-dependent temperature
+    moe_step: int = 1
+    nope_layers: tuple[bool, ...] = ()
+    attn_temperature: bool = False
     names: dict[str, str] = field(default_factory=dict, compare=False)
 
     # ---- hashing: the memory model caches per architecture, so hash once ---------------------
@@ -203,8 +208,15 @@ class Architecture:
 
     def _dense_mlp(self, stack: str) -> list[Linear]:
         """The gated MLP of a MoE model's dense layers (DeepSeek-V3's first layers). PEFT's conversion to
-        the fused experts claims gate_proj/up_proj/down_proj, so these are not adapted by name."""
+        the fused experts claims gate_proj/up_proj/down_proj, so these are not adapted by name (Llama 4's,
+        whose experts PEFT does not convert, are)."""
         h, f = self.hidden, self.dense_ffn
+        if self.model_type == "llama4_text":
+            return [
+                Linear("gate_proj", "gate", h, f, stack=stack),
+                Linear("up_proj", "up", h, f, stack=stack),
+                Linear("down_proj", "down", f, h, stack=stack),
+            ]
         return [
             Linear("mlp.gate_proj", "gate", h, f, stack=stack, adaptable=False),
             Linear("mlp.up_proj", "up", h, f, stack=stack, adaptable=False),
@@ -218,6 +230,17 @@ class Architecture:
         qwen2_moe = self.model_type == "qwen2_moe"
         if qwen2_moe:  # Qwen2-MoE's experts and router: 3-D parameters and a module PEFT leaves alone
             n = dict(n, **{r: f"experts.{n[r]}" for r in ("gate", "up", "down")}, router="mlp.gate")
+        if self.model_type == "llama4_text":
+            # transformers 5's fused experts, which PEFT's conversion does not cover for Llama 4, a router
+            # that is an nn.Linear returning (scores, logits), and a shared expert of the experts' width
+            return [
+                Linear("router", "router", h, self.experts, stack=stack),
+                Linear("experts.gate_up_proj", "gate_up", h, 2 * f, count=e, stack=stack, adaptable=False),
+                Linear("experts.down_proj", "down", f, h, count=e, stack=stack, adaptable=False),
+                Linear("gate_proj", "shared_gate", h, self.shared_ffn, stack=stack),
+                Linear("up_proj", "shared_up", h, self.shared_ffn, stack=stack),
+                Linear("down_proj", "shared_down", self.shared_ffn, h, stack=stack),
+            ]
         # gpt-oss's experts and router, too: PEFT reaches them only through target_parameters
         ok = not qwen2_moe and self.model_type != "gpt_oss"
         if self.is_moe:
@@ -269,6 +292,20 @@ class Architecture:
         return self.dense_layers if stack == "dense" else self.layers - self.dense_layers
 
     @cached_property
+    def stack_indices(self) -> dict[str, tuple[int, ...]]:
+        """The model's layer indices in each stack of a decoder: a MoE model's dense layers lead
+        (DeepSeek-V3) or are interleaved with its MoE layers (Llama 4: a MoE layer every ``moe_step``)."""
+        if self.moe_step > 1:
+            moe = tuple(i for i in range(self.layers) if (i + 1) % self.moe_step == 0)
+            return {"dense": tuple(i for i in range(self.layers) if i not in moe), "main": moe}
+        d = self.dense_layers
+        return (
+            {"dense": tuple(range(d)), "main": tuple(range(d, self.layers))}
+            if d
+            else {"main": tuple(range(self.layers))}
+        )
+
+    @cached_property
     def linear_names(self) -> set[str]:
         """Names LoRA's ``target_modules`` can name (what PEFT adapts)."""
         return {x.name for xs in self.block_linears.values() for x in xs if x.adaptable}
@@ -303,7 +340,7 @@ class Architecture:
     def layer_vector_params(self) -> dict[str, int]:
         """Biases and norm weights of one block, per stack (replicated under TP)."""
         out = {}
-        qk = {"head": 2 * self.head_dim, "full": self.q_dim + self.kv_dim}.get(self.qk_norm, 0)
+        qk = {"head": 2 * self.head_dim, "full": self.q_dim + self.kv_dim}.get(self.qk_norm, 0)  # "l2": no weight
         qk += self.q_lora_rank + self.kv_lora_rank  # MLA's norms of the compressed q and kv
         qk += self.heads if self.attn_sinks else 0
         for s, xs in self.block_linears.items():
@@ -455,6 +492,8 @@ def _decoder(cfg: dict[str, Any], where: str) -> Architecture:
         return _deepseek(cfg, common, where)
     if mt == "gpt_oss":
         return _gpt_oss(cfg, common, where)
+    if mt == "llama4_text":
+        return _llama4(cfg, common, where)
     if mt in _LLAMA_LIKE:
         return _llama_like(cfg, common, where)
     if mt == "phi3":
@@ -605,6 +644,49 @@ def _gpt_oss(cfg: dict[str, Any], common: dict[str, Any], where: str) -> Archite
         qkv_bias=bias, o_bias=bias, mlp_bias=True, experts=experts, experts_per_token=k, routing="topk-softmax",
         router_bias=True, attn_sinks=True, softmax_upcast=False, names=_NAMES_GPT_OSS,
         rotary_dim=common["head_dim"] // 2,  # its cos/sin tables cover half a head (each half rotates by them)
+    )  # fmt: skip
+
+
+def _llama4(cfg: dict[str, Any], common: dict[str, Any], where: str) -> Architecture:
+    """Llama 4 (transformers 5's Llama4TextModel): a MoE layer every ``interleave_moe_layer_step`` layers
+    (``num_local_experts`` fused experts, a sigmoid top-k router, a shared expert of ``intermediate_size``),
+    dense layers of ``intermediate_size_mlp`` between; every ``no_rope_layer_interval``-th layer without
+    rotary embeddings (and with temperature-scaled queries), the others with an L2 norm on q and k and,
+    from ``attention_chunk_size`` tokens, attention inside chunks (Llama4TextConfig defaults fill the rest)."""
+    layers = common["layers"]
+    experts = _positive(cfg.get("num_local_experts", 16), "num_local_experts", where)
+    k = _positive(cfg.get("num_experts_per_tok", 1), "num_experts_per_tok", where)
+    if k > experts:
+        raise JobError(f"{where}: num_experts_per_tok {k} is more than the {experts} experts.")
+    step = _positive(cfg.get("interleave_moe_layer_step", 1), "interleave_moe_layer_step", where)
+    moe = [i for i in range(layers) if (i + 1) % step == 0]
+    given = cfg.get("moe_layers")
+    if given is not None and sorted(given) != moe:
+        raise JobError(
+            f"{where}: moe_layers {given} is not every interleave_moe_layer_step-th layer ({moe}), the pattern "
+            "ftplan models. To fix: drop moe_layers or give the interleaved pattern."
+        )
+    interval = _positive(cfg.get("no_rope_layer_interval", 4), "no_rope_layer_interval", where)
+    rope = cfg.get("no_rope_layers") or [int((i + 1) % interval != 0) for i in range(layers)]
+    if len(rope) != layers:
+        raise JobError(f"{where}: no_rope_layers has {len(rope)} entries for {layers} layers.")
+    nope = tuple(not r for r in rope)
+    chunk = cfg.get("attention_chunk_size", 8192)
+    types = cfg.get("layer_types")
+    if not (isinstance(types, list) and len(types) == layers):
+        types = ["chunked_attention" if r else "full_attention" for r in rope]
+    chunked = tuple(t == "chunked_attention" for t in types)
+    ffn = _positive(_req(cfg, "intermediate_size", where), "intermediate_size", where)
+    dense_ffn = _positive(cfg.get("intermediate_size_mlp", 16384), "intermediate_size_mlp", where)
+    window = _positive(chunk, "attention_chunk_size", where) if chunk and any(chunked) else 0
+    return Architecture(
+        **{**common, "sliding_window": window, "sliding_layers": chunked if window else ()},
+        gated_mlp=True, norm="rmsnorm", norms_per_layer=2, qkv_bias=bool(cfg.get("attention_bias", False)),
+        o_bias=bool(cfg.get("attention_bias", False)), names=_NAMES_LLAMA, experts=experts, experts_per_token=k,
+        routing="llama4", shared_ffn=ffn, dense_layers=layers - len(moe), dense_ffn=dense_ffn, moe_step=step,
+        nope_layers=nope, qk_norm="l2" if cfg.get("use_qk_norm", True) else "",
+        attn_temperature=bool(cfg.get("attn_temperature_tuning", True)),
+        softmax_upcast=False,  # its eager attention keeps the softmax in the scores' dtype
     )  # fmt: skip
 
 

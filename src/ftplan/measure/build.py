@@ -21,7 +21,7 @@ import logging
 import warnings
 from typing import Any
 
-from ftplan.arch import Kind
+from ftplan.arch import Architecture, Kind
 from ftplan.errors import MeasureError
 from ftplan.job import ResolvedJob
 from ftplan.memory import Method, Optimizer, Precision, Recompute
@@ -186,7 +186,7 @@ def _convert_fp8(torch: Any, model: Any, job: ResolvedJob, recipe: str, device: 
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
     except ImportError:
         raise MeasureError("precision fp8 is measured with torchao. To fix: pip install 'ftplan[measure]'.") from None
-    blocks = {id(m) for layers in layer_lists(model, job.arch.dense_layers).values() for layer in layers
+    blocks = {id(m) for layers in layer_lists(model, job.arch).values() for layer in layers
               for m in layer.modules()}  # fmt: skip
 
     def converts(module: Any, fqn: str) -> bool:
@@ -208,9 +208,9 @@ def _convert_fp8(torch: Any, model: Any, job: ResolvedJob, recipe: str, device: 
                 module.register_forward_pre_hook(cast_input)
 
 
-def layer_lists(model: Any, dense_layers: int = 0) -> dict[str, Any]:
+def layer_lists(model: Any, arch: Architecture | None = None) -> dict[str, Any]:
     """The model's stacks of transformer layers, by stack name (main, encoder, decoder; a MoE model's
-    ``dense_layers`` leading dense layers are the estimate's "dense" stack)."""
+    dense layers, leading (DeepSeek-V3) or interleaved (Llama 4), are the estimate's "dense" stack)."""
     import torch
 
     found: dict[str, Any] = {}
@@ -225,9 +225,9 @@ def layer_lists(model: Any, dense_layers: int = 0) -> dict[str, Any]:
         found.setdefault(stack, module)
     if set(found) == {"encoder"}:  # an encoder-only model: its one stack is the estimate's "main"
         found = {"main": found["encoder"]}
-    if dense_layers and "main" in found:
+    if arch is not None and arch.dense_layers and "main" in found:
         layers = found.pop("main")
-        found = {"dense": layers[:dense_layers], "main": layers[dense_layers:], **found}
+        found = {st: [layers[i] for i in idx] for st, idx in arch.stack_indices.items()} | found
     return found
 
 

@@ -313,7 +313,7 @@ def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int
     opt = build.build_optimizer(job, params)
     batch = _batch(job, device, seed)
     accum = job.layout.grad_accum
-    stacks = build.layer_lists(model, job.arch.dense_layers)
+    stacks = build.layer_lists(model, job.arch)
     tracker = _SavedTracker(model, stacks, job.layout.recompute is Recompute.FULL)
     sizes: dict[str, int] = {}
 

@@ -38,7 +38,7 @@ _ACT_SAVES = {"gelu_new": 4}
 # GPT-NeoX rotate part of each head: partial_rotary_factor, rotary_pct).
 _ROTARY = {
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text",
-    "olmo2", "granite", "deepseek_v3", "gpt_oss", "phi3", "phi", "gpt_neox", "starcoder2",
+    "olmo2", "granite", "deepseek_v3", "gpt_oss", "llama4_text", "phi3", "phi", "gpt_neox", "starcoder2",
 }  # fmt: skip
 
 
@@ -190,16 +190,20 @@ def _norm(arch: Architecture, dt: Dtypes, consumers: list[str], g: Grads, input_
     return own + _consumers(dt, h, consumers, g, grad_in or g.full)
 
 
-def _qk_norm(arch: Architecture, dt: Dtypes, g: Grads, roles: dict[str, str]) -> float:
+def _qk_norm(arch: Architecture, dt: Dtypes, g: Grads, roles: dict[str, str], nope: bool = False) -> float:
     """Bytes a token saved by the RMSNorms on q and k (Qwen3 and Gemma 3 per head, OLMo 2 over the
-    whole projection), each only when its projection's output requires grad."""
-    if not arch.qk_norm:
+    whole projection), each only when its projection's output requires grad. Llama 4's L2 norm (per
+    head, no weight, only in its rotary layers) keeps the fp32 input and the rsqrt alone."""
+    if not arch.qk_norm or (nope and arch.qk_norm == "l2"):
         return 0.0
     upstream = g.full or g.input_grad
     n = 0.0
     for role, d, heads in (("q", arch.q_dim, arch.heads), ("k", arch.kv_dim, arch.kv_heads)):
         if upstream or roles.get(role) in g.targets:
-            n += _norm_own(arch, dt, d, heads if arch.qk_norm == "head" else 1, dt.c, g, True)
+            if arch.qk_norm == "l2":
+                n += 4 * d + 4 * heads
+            else:
+                n += _norm_own(arch, dt, d, heads if arch.qk_norm == "head" else 1, dt.c, g, True)
     return n
 
 
@@ -212,10 +216,11 @@ def _attention(
     g: Grads,
     mask_len: int = 0,
     blk: list[Linear] | None = None,
+    nope: bool = False,
 ) -> float:
     """Bytes a query token saved by one attention core and by the output projection's input.
     ``mask_len``: SDPA gets an explicit mask over that many keys (0: none, it runs causal); ``blk``: the
-    layer's linears (default: the first stack's)."""
+    layer's linears (default: the first stack's); ``nope``: a layer without rotary embeddings (Llama 4)."""
     blk = blk if blk is not None else arch.block_linears[next(iter(arch.block_linears))]
     roles = {x.role: x.name for x in blk}
     qkv_names = [roles[r] for r in ("q", "k", "v", "qkv", "q_a", "q_b", "kv_a", "kv_b") if r in roles]
@@ -224,7 +229,7 @@ def _attention(
         return _consumers(dt, arch.o_dim, o, g, grad_in=False)  # nothing upstream trains: only o's adapter saves
     if arch.mla:
         return _mla(arch, dt, attention, kv_len, dropout, g, roles)
-    return _qk_norm(arch, dt, g, roles) + _core(arch, dt, attention, kv_len, dropout, g, mask_len, o, roles)
+    return _qk_norm(arch, dt, g, roles, nope) + _core(arch, dt, attention, kv_len, dropout, g, mask_len, o, roles)
 
 
 def _mla(
@@ -338,6 +343,8 @@ def _mlp(
     inner = _ACT_SAVES.get(act, 1) * c * f
     up_adapted = any(roles[r] in g.targets for r in ("gate", "up", "gate_up") if r in roles)
     down = _consumers(dt, f, [roles["down"]], g, input_grad or up_adapted)
+    if arch.routing == "llama4" and "router" in roles:
+        return _llama4_moe(arch, dt, g, roles, input_grad)
     if "router" in roles:
         k = arch.experts_per_token
         experts = g.full or any(roles[r] in g.targets for r in ("gate", "up", "gate_up") if r in roles)
@@ -380,6 +387,29 @@ def _mlp(
     if dropout and arch.kind is Kind.ENCODER_DECODER:
         saved += f + c * f  # T5 dropout inside the feed-forward: mask and output (saved by wo)
     return saved
+
+
+def _llama4_moe(arch: Architecture, dt: Dtypes, g: Grads, roles: dict[str, str], input_grad: bool) -> float:
+    """Bytes a token saved by Llama 4's MoE block as transformers 5 runs it (Llama4TextMoe), measured on the
+    grid: the router keeps its top-k indices (int64) and the fp32 sigmoid of the chosen logits; then every
+    expert runs on every token (the input repeated once an expert, scaled by that expert's score, zero
+    where not chosen) as batched matmuls, so per expert a token keeps: the repeated input and the score
+    (the multiply's operands), the scaled input (the experts' weight gradient), the gate/up output, the
+    activation's output and the product (the down projection's weight gradient). Beside it, the shared
+    expert, a dense gated MLP."""
+    c, r, h, e, f = dt.c, dt.r, arch.hidden, arch.experts, arch.ffn
+    router_grad = input_grad or g.full or roles["router"] in g.targets
+    experts = g.full  # PEFT does not reach transformers 5's fused Llama 4 experts
+    n = _shared_expert(arch, dt, g, roles, input_grad)
+    if router_grad:
+        n += 8 * arch.experts_per_token + 4 * e + r * e * h  # indices, sigmoid output, repeated input
+    if input_grad or g.full:
+        n += c * e  # the scores the repeated input is multiplied by
+    if input_grad or experts:
+        n += 3 * c * e * f  # gate/up output, activation output
+    if experts:
+        n += c * e * h + c * e * f  # the scaled input and the product, for the experts' weight gradients
+    return n
 
 
 def _sigmoid_router(arch: Architecture, dt: Dtypes, g: Grads, roles: dict[str, str]) -> float:
@@ -432,9 +462,11 @@ def layer_bytes_per_token(
     recompute: Recompute,
     grads: Grads = FULL,
     mask_len: int = 0,
+    nope: bool = False,
 ) -> float:
     """Bytes one token saves in one layer of ``stack`` with no recomputation (or selective);
-    ``mask_len``: the keys of an explicit SDPA attention mask (0: none)."""
+    ``mask_len``: the keys of an explicit SDPA attention mask (0: none); ``nope``: the layer has no
+    rotary embeddings (Llama 4)."""
     h = arch.hidden
     g = grads
     att = attention
@@ -455,7 +487,7 @@ def layer_bytes_per_token(
         total = _consumers(dt, h, attn_in, g, g.input_grad or g.full)
     else:
         total = _norm(arch, dt, attn_in, g)
-    total += _attention(arch, dt, att, seq_len, dropout, g, mask_len, blk)
+    total += _attention(arch, dt, att, seq_len, dropout, g, mask_len, blk, nope)
     if stack == "decoder":  # cross-attention: q, output and probabilities over the encoder
         total += _norm(arch, dt, [x.name for x in blk if x.stack == "cross" and x.role == "q"], g, attn_trains)
         total += 2 * dt.c * arch.q_dim if attn_trains else 0
@@ -524,6 +556,8 @@ def rotary_bytes(arch: Architecture, dt: Dtypes, seq_len: int) -> float:
     them so (OLMo 2 does not cast them to the activations' dtype)."""
     if arch.model_type not in _ROTARY:
         return 0.0
+    if arch.model_type == "llama4_text":  # one complex64 table of half a head a position
+        return 8.0 * seq_len * arch.head_dim / 2 if not all(arch.nope_layers) else 0.0
     size = 4 if arch.model_type == "olmo2" else dt.r
     return 2.0 * seq_len * (arch.rotary_dim or arch.head_dim) * size * arch.rotary_tables
 

@@ -159,6 +159,13 @@ def check_layout(arch: Architecture, training: Training, layout: Layout) -> None
                 "router and experts into the weights, where dropout cannot apply, and refuses it. To fix: set "
                 "lora.dropout 0, or leave the router and experts out of target_modules."
             )
+    llama4_lora = arch.routing == "llama4" and lora is not None and training.method is not Method.FULL
+    if llama4_lora and "router" in lora_targets(arch, lora):
+        raise JobError(
+            "lora.target_modules reaches Llama 4's router, an nn.Linear whose forward returns (scores, logits): "
+            "PEFT wraps it and the step fails (as all-linear does). To fix: name the targets, e.g. q_proj, "
+            "k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj."
+        )
     if training.lora is not None and training.lora.base_fp32:
         if training.method is not Method.LORA or not training.precision.mixed:
             raise JobError(
@@ -391,8 +398,9 @@ def _per_sequence(
             moe_first_frozen = first and not any(
                 x.name in saves.targets for x in arch.block_linears["main"] if x.role in ATTENTION_ROLES
             )
+        nope = _nope_flags(arch, stack)
         each = [
-            act.layer_bytes_per_token(*args, saves.first_layer() if i < n_first and first else saves, m)
+            act.layer_bytes_per_token(*args, saves.first_layer() if i < n_first and first else saves, m, nope[i])
             for i, m in enumerate(masks)
         ]
         layer[stack] = max(each) * tokens / t  # the widest layer: the working set a recomputed step rebuilds
@@ -404,6 +412,9 @@ def _per_sequence(
             )
             / t
         )
+        if arch.attn_temperature and (saves.full or saves.input_grad):
+            # Llama 4's NoPE layers scale the queries by one fp32 temperature a position, which the multiply keeps
+            constants[stack] += 4 * tokens * sum(nope)
     cross_kv = act.cross_kv_bytes_per_sequence(arch, dt, s) / t if arch.kind is Kind.ENCODER_DECODER else 0.0
     out_tokens = seq.get("decoder", seq.get("main", 0))
     head_tok = act.head_bytes_per_token(arch, dt, dropout, saves, embed_trains, lm_head_trains)
@@ -411,6 +422,8 @@ def _per_sequence(
     if arch.pooler:  # the pooled [CLS] vector of each sequence, which the classification head keeps
         head += c * arch.hidden / t
     widest = max(arch.ffn * max(arch.experts_per_token, 1), arch.hidden)
+    if arch.routing == "llama4":  # every expert's gate/up output over every token
+        widest = max(widest, 2 * arch.ffn * arch.experts)
     bwd_ws = 2 * c * widest
     if saves.adapter_fp32:
         # fp32 adapters without autocast: an adapter's backward also holds the fp32 gradient of the
@@ -439,7 +452,7 @@ def _per_sequence(
     )  # fmt: skip
 
 
-def _moe_forward_bytes(arch: Architecture, saves: act.Grads, first_frozen: bool, c: int) -> float:
+def _moe_forward_bytes(arch: Architecture, saves: act.Grads, first_frozen: bool, c: int, r: int) -> float:
     """Bytes a token holds inside a MoE layer's forward beyond what it saves (transformers 5's grouped
     experts, integrations/moe.py): each routed copy's weighted output and its unpermuted copy, its
     gathered input and its down-projection output where those are not kept for backward (the experts
@@ -448,6 +461,14 @@ def _moe_forward_bytes(arch: Architecture, saves: act.Grads, first_frozen: bool,
     small; the merged weights a first frozen MoE layer does not keep are added by the caller."""
     if not arch.is_moe:
         return 0.0
+    if arch.routing == "llama4":
+        # Llama 4 (every expert on every token): the scaled input in the residual dtype, alive through the
+        # experts (kept for backward only as the experts' own input: not under autocast, whose 16-bit cast
+        # the matmul keeps, nor when they are frozen), then the matmul's 16-bit cast of it or the down
+        # projection's output, an expert's worth each (measured: the llama4 cases with recomputation)
+        e, h = arch.experts, arch.hidden
+        kept = saves.full and r == c
+        return ((0 if kept else r * e * h) + c * e * h + 2 * c * h) * 1.0
     roles = {x.role: x.name for x in arch.block_linears["main"]}
     experts = saves.full or any(roles.get(r) in saves.param_targets for r in ("gate", "up", "gate_up"))
     weights_grad = saves.full or not first_frozen or roles.get("router") in saves.targets
@@ -494,8 +515,14 @@ def _mask_lens(arch: Architecture, training: Training, stack: str, tokens: int, 
         return (keys,) * n
     if stack not in ("main", "dense") or not arch.sliding_window or tokens < arch.sliding_window:
         return (0,) * n
-    first = arch.dense_layers if stack == "main" else 0  # the stack's layers within the model
-    return tuple(keys if sliding else 0 for sliding in arch.sliding_layers[first : first + n])
+    return tuple(keys if arch.sliding_layers[i] else 0 for i in arch.stack_indices[stack])
+
+
+def _nope_flags(arch: Architecture, stack: str) -> tuple[bool, ...]:
+    """Per layer of ``stack``: whether it has no rotary embeddings (Llama 4's NoPE layers)."""
+    if not arch.nope_layers or stack not in ("main", "dense"):
+        return (False,) * arch.layers_of(stack)
+    return tuple(arch.nope_layers[i] for i in arch.stack_indices[stack])
 
 
 @lru_cache(maxsize=1024)
@@ -509,11 +536,13 @@ def _adapter_cast_params(arch: Architecture, saves: act.Grads, embed_trains: boo
     """Adapter weights whose 16-bit casts backward needs: all of them, except the A matrices
     reading the first layer's input when nothing before them trains (no input gradient)."""
     total = 0
+    # the stacks that begin at an embedding: the encoder's and the decoder's, or a decoder's first stack
+    starts = set(arch.block_linears) if arch.kind is Kind.ENCODER_DECODER else {next(iter(arch.block_linears))}
     for stack, linears in arch.block_linears.items():
         for x in linears:
             if x.name in saves.targets and x.name not in saves.param_targets:  # folded ones: _folded_bytes
                 total += saves.rank * (x.d_in + x.d_out) * x.count * arch.layers_of(stack)
-                if not embed_trains and x.role in ("q", "k", "v", "qkv") and x.stack != "cross":
+                if stack in starts and not embed_trains and x.role in ("q", "k", "v", "qkv") and x.stack != "cross":
                     total -= saves.rank * x.d_in * x.count
     return total
 
@@ -699,9 +728,16 @@ def estimate_memory(
     head = pa.head * mb + pa.rotary + pa.head_constant
     constants = pa.rotary + pa.head_constant + (0.0 if full_recompute else sum(pa.constants.values()))
     loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, out_tokens) * out_tokens / t
-    moe_fwd = _moe_forward_bytes(arch, saves, pa.moe_first_frozen, c) * out_tokens / t + unkept
+    moe_tok = _moe_forward_bytes(arch, saves, pa.moe_first_frozen, c, r) * out_tokens / t
+    moe_fwd = moe_tok + unkept
     loss_saved = pa.loss_saved * mb
     bwd_ws = pa.bwd_ws * mb  # gradient of the widest tensor + its input
+    if full_recompute and arch.routing == "llama4":
+        # A recomputed Llama 4 layer runs every expert on every token again while the gradient of the layer
+        # above's expert input can still be alive (traced op by op on a CPU; when, depends on the order the
+        # autograd engine takes): the scaled input, the experts' output and that gradient are added to the
+        # backward's own working set, a bound (+1% to +9% over the grid's CPU steps; ftplan notes it)
+        bwd_ws += (2 * c + r) * arch.experts * arch.hidden * out_tokens / t
     fp8 = training.fp8_setup
     fp8_layer = fp8_linears(arch) if fp8 is not None else {}
     fp8_ws = _fp8_cast_bytes(arch, stacks, t) if fp8 is not None else 0.0
@@ -826,6 +862,11 @@ def estimate_memory(
                 if full_recompute
                 else f" × {arch.layers_of('main')} layers; recompute: full keeps one"
             )
+        )
+    if arch.routing == "llama4" and full_recompute:
+        notes.append(
+            "Llama 4 under full recomputation: the backward's working set is a bound (a recomputed layer runs every "
+            "expert on every token beside the layer above's expert gradients; +1% to +9% over measured steps)"
         )
     unreachable = {x.name for xs in arch.block_linears.values() for x in xs if not x.adaptable and x.role != "router"}
     if unreachable and not saves.full:

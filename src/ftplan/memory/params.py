@@ -74,7 +74,7 @@ def lora_targets(arch: Architecture, lora: LoraSetup) -> set[str]:
         )
     targets = set(lora.target_modules)
     gate, up = (arch.names.get(r) for r in ("gate", "up"))
-    if arch.is_moe and (gate in targets) != (up in targets):
+    if arch.is_moe and arch.routing != "llama4" and (gate in targets) != (up in targets):
         raise JobError(
             f"lora.target_modules: {gate} and {up} are one fused gate_up_proj in transformers 5, which PEFT "
             f"adapts whole. To fix: target both {gate} and {up}, or neither."
