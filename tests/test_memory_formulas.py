@@ -615,3 +615,27 @@ def test_llama4_refuses_lora_on_its_router():
             estimate_memory(arch, training, Layout())
     ok = Training(method=Method.LORA, seq_len=64, lora=LoraSetup(target_modules=("q_proj", "gate_proj")))
     assert estimate_memory(arch, ok, Layout()).peak_allocated_bytes > 0  # gate without up: separate linears here
+
+
+OSS = {
+    "model_type": "gpt_oss", "hidden_size": 96, "intermediate_size": 64, "num_hidden_layers": 2,
+    "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 16, "num_local_experts": 6,
+    "num_experts_per_tok": 2, "vocab_size": 360, "sliding_window": 24,
+}  # fmt: skip
+
+
+def test_target_parameters_reach_gpt_oss_experts():
+    arch = architecture_from_hf(OSS)
+    both = LoraSetup(rank=4, target_modules=(), target_parameters=("mlp.experts.gate_up_proj", "mlp.experts.down_proj"))
+    ps = split_params(arch, Training(method=Method.LORA, seq_len=48, lora=both))
+    # PEFT's ParamWrapper: gate_up A (E·r × h), B (2f × E·r); down A (E·r × f), B (h × E·r); two layers
+    assert ps.trainable == 2 * (6 * 4 * (96 + 128) + 6 * 4 * (64 + 96))
+    with pytest.raises(JobError, match="names no expert weight"):
+        split_params(arch, Training(method=Method.LORA, lora=LoraSetup(target_parameters=("mlp.experts.up",))))
+    with pytest.raises(JobError, match="modelled for gpt-oss's experts"):
+        split_params(architecture_from_hf(L4), Training(method=Method.LORA, lora=LoraSetup(target_parameters=("x",))))
+    one = LoraSetup(rank=4, target_parameters=("mlp.experts.down_proj",))
+    training = Training(method=Method.LORA, seq_len=48, lora=one)
+    assert estimate_memory(arch, training, Layout()).peak_allocated_bytes > 0
+    with pytest.raises(JobError, match=r"To fix: target mlp\.experts\.gate_up_proj and mlp\.experts\.down_proj"):
+        estimate_memory(arch, training, Layout(recompute=Recompute.FULL))

@@ -71,6 +71,7 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         lora = LoraSetup(
             rank=ls.rank, alpha=int(ls.alpha), dropout=ls.dropout, target_modules=targets,
             modules_to_save=tuple(ls.modules_to_save), double_quant=ls.double_quant, base_fp32=ls.base_fp32,
+            target_parameters=tuple(ls.target_parameters),
         )  # fmt: skip
     training = Training(
         method=spec.method, precision=spec.precision, optimizer=spec.optimizer, seq_len=spec.seq_len,

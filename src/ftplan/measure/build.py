@@ -168,6 +168,7 @@ def build_model(job: ResolvedJob, device: str, seed: int = 0) -> Any:
             lora_dropout=lora.dropout,
             target_modules=targets,
             modules_to_save=list(lora.modules_to_save) or None,
+            target_parameters=list(lora.target_parameters) or None,
             fan_in_fan_out=job.arch.model_type == "gpt2",  # GPT-2's Conv1D stores its weight transposed
             task_type={Kind.ENCODER_DECODER: "SEQ_2_SEQ_LM", Kind.ENCODER: "SEQ_CLS"}.get(job.arch.kind, "CAUSAL_LM"),
         )

@@ -216,7 +216,7 @@ class _SavedTracker:
                         return True
             return False
         fn, cast = t.grad_fn, False
-        for _ in range(4):
+        for _ in range(6):  # a cast, then views (PEFT reshapes folded factors: cast, transpose, permute, view)
             if fn is None:
                 return False
             name = type(fn).__name__

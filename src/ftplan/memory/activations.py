@@ -362,8 +362,13 @@ def _mlp(
             # gpt-oss (measured on the grid): the router keeps the top-k indices and the softmax over the
             # chosen logits; each routed copy, three int64 indices (four when the expert biases train, whose
             # gather keeps one) and its weight, the fused gate/up output and the clamped SwiGLU's four
-            # intermediates (clamped gate, sigmoid, up + 1, their product)
-            router = 8 * k + c * k + (24 + (8 if experts else 0) + c) * k
+            # intermediates (clamped gate, sigmoid, up + 1, their product). When the routing weights need no
+            # gradient (LoRA on the experts of a first layer) the router keeps nothing, a routed copy one
+            # index, and the weight multiply not the expert output.
+            weights_grad = g.full or input_grad or roles["router"] in g.targets
+            indices = (24 if weights_grad else 8) + (8 if g.full else 0)
+            router = (8 * k + c * k if weights_grad else 0) + (indices + c) * k
+            expert_out = c * h if weights_grad else 0
             inner = 4 * c * f
         else:
             # Mixtral and Qwen: fp32 softmax over the experts, int64 top-k indices, the renormalised top-k

@@ -159,6 +159,12 @@ def check_layout(arch: Architecture, training: Training, layout: Layout) -> None
                 "router and experts into the weights, where dropout cannot apply, and refuses it. To fix: set "
                 "lora.dropout 0, or leave the router and experts out of target_modules."
             )
+    if lora is not None and len(lora.target_parameters) == 1 and layout.recompute is Recompute.FULL:
+        raise JobError(
+            f"lora.target_parameters adapts one of gpt-oss's expert weights ({lora.target_parameters[0]}) under full "
+            "recomputation, whose backward ftplan has not measured exactly (it has both together, or either without "
+            "recomputation). To fix: target mlp.experts.gate_up_proj and mlp.experts.down_proj, or recompute none."
+        )
     llama4_lora = arch.routing == "llama4" and lora is not None and training.method is not Method.FULL
     if llama4_lora and "router" in lora_targets(arch, lora):
         raise JobError(
@@ -579,7 +585,8 @@ def _folded_first_bytes(arch: Architecture, saves: act.Grads, w_bytes: int) -> f
     """What a first MoE layer whose input needs no gradient keeps of the merged weights: only the down
     projection's, whose input (the expert product) needs one when gate/up are folded too (measured)."""
     roles = {x.role: x for x in arch.block_linears["main"] if x.name in saves.param_targets}
-    return float(w_bytes * roles["down"].weight_params) if "down" in roles and "gate" in roles else 0.0
+    gate = "gate" in roles or "gate_up" in roles
+    return float(w_bytes * roles["down"].weight_params) if "down" in roles and gate else 0.0
 
 
 @lru_cache(maxsize=1024)

@@ -64,15 +64,16 @@ def lora_targets(arch: Architecture, lora: LoraSetup) -> set[str]:
     """The adapted linears' names. ``all-linear`` covers every block linear, the MoE router and
     experts included (PEFT ≥ 0.17 over transformers 5)."""
     names = arch.linear_names
+    experts = _parameter_targets(arch, lora.target_parameters)
     if ALL_LINEAR in lora.target_modules:
-        return set(names)
+        return set(names) | experts
     unknown = [t for t in lora.target_modules if t not in names]
     if unknown:
         raise JobError(
             f"lora.target_modules: {', '.join(unknown)} not in a {arch.model_type} block. "
             f"To fix: use some of {', '.join(sorted(names))} or '{ALL_LINEAR}'."
         )
-    targets = set(lora.target_modules)
+    targets = set(lora.target_modules) | experts
     gate, up = (arch.names.get(r) for r in ("gate", "up"))
     if arch.is_moe and arch.routing != "llama4" and (gate in targets) != (up in targets):
         raise JobError(
@@ -80,6 +81,29 @@ def lora_targets(arch: Architecture, lora: LoraSetup) -> set[str]:
             f"adapts whole. To fix: target both {gate} and {up}, or neither."
         )
     return targets
+
+
+def _parameter_targets(arch: Architecture, parameters: tuple[str, ...]) -> set[str]:
+    """The expert linears PEFT's ``target_parameters`` name (by the parameter's last name component):
+    modelled for gpt-oss, whose fused experts target_modules cannot reach."""
+    if not parameters:
+        return set()
+    experts = {x.name: x for x in arch.block_linears.get("main", []) if x.count > 1}
+    if arch.model_type != "gpt_oss":
+        raise JobError(
+            f"lora.target_parameters is modelled for gpt-oss's experts; PEFT reaches {arch.model_type}'s through "
+            "target_modules. To fix: drop target_parameters and name the modules in target_modules."
+        )
+    out = set()
+    for p in parameters:
+        leaf = p.rsplit(".", 1)[-1]
+        if leaf not in experts:
+            raise JobError(
+                f"lora.target_parameters: {p} names no expert weight of a {arch.model_type} block. To fix: use "
+                f"{' and/or '.join(f'mlp.experts.{n}' for n in sorted(experts))}."
+            )
+        out.add(leaf)
+    return out
 
 
 def lora_params(x: Linear, rank: int) -> int:

@@ -129,6 +129,7 @@ class LoraSetup:
     dropout: float = 0.0
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     modules_to_save: tuple[str, ...] = ()
+    target_parameters: tuple[str, ...] = ()  # PEFT target_parameters: 3-D expert weights (gpt-oss)
     double_quant: bool = True  # QLoRA only
     quant_block: int = 64  # QLoRA NF4 block size (bitsandbytes default)
     base_fp32: bool = False  # LoRA under a mixed recipe: frozen base weights kept in fp32

@@ -37,6 +37,11 @@ class LoraSpec(BaseModel):
         "or none for the model's attention projections",
     )
     modules_to_save: list[str] = Field(default_factory=list, description="e.g. [embed_tokens, lm_head]")
+    target_parameters: list[str] = Field(
+        default_factory=list,
+        description="expert weights PEFT adapts as parameters (its target_parameters), e.g. "
+        "[mlp.experts.gate_up_proj, mlp.experts.down_proj] on gpt-oss",
+    )
     double_quant: Bool = Field(True, description="QLoRA: quantise the quantisation constants")
     base_fp32: Bool = Field(
         False,
