@@ -64,3 +64,16 @@ def test_a_plan_on_an_nvl72_rack_spans_trays_and_verifies(catalog):
     run = plan.runs[0]
     assert run.gpu_count > 4 and len(run.nodes) > 1  # a 70B full fine-tune does not fit one tray
     assert verify_plan(campaign, plan) == []
+
+
+def test_catalog_gpus_shows_the_nvlink_domain():
+    import json
+
+    from typer.testing import CliRunner
+
+    from ftplan.cli.app import app
+
+    res = CliRunner().invoke(app, ["catalog", "gpus", "--filter", "gb200", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.output)
+    assert (row["gpus_per_node"], row["nvlink_domain"]) == (4, 72)
