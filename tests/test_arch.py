@@ -151,3 +151,19 @@ def test_a_multimodal_checkpoint_is_refused_with_its_text_model_named():
     cfg = {"model_type": "gemma3", "text_config": {"model_type": "gemma3_text", "hidden_size": 2560}}
     with pytest.raises(JobError, match="text_config \\(model_type 'gemma3_text'\\)"):
         architecture_from_hf(cfg, "config.json")
+
+
+def test_qwen_moe_dense_layers_follow_sparse_step_and_mlp_only_layers():
+    base = {"model_type": "qwen3_moe", "hidden_size": 96, "intermediate_size": 256, "moe_intermediate_size": 64,
+            "num_experts": 6, "num_experts_per_tok": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 32, "num_hidden_layers": 6, "vocab_size": 300}  # fmt: skip
+    step = architecture_from_hf(dict(base, decoder_sparse_step=3))
+    assert step.stack_indices == {"dense": (0, 1, 3, 4), "main": (2, 5)}
+    assert (step.dense_layers, step.dense_ffn) == (4, 256)
+    only = architecture_from_hf(dict(base, mlp_only_layers=[0, 4]))
+    assert only.stack_indices == {"dense": (0, 4), "main": (1, 2, 3, 5)}
+    assert architecture_from_hf(base).stack_indices == {"main": tuple(range(6))}
+    with pytest.raises(JobError, match="past num_hidden_layers 6"):
+        architecture_from_hf(dict(base, mlp_only_layers=[7]))
+    with pytest.raises(JobError, match="leave no MoE layer"):
+        architecture_from_hf(dict(base, mlp_only_layers=list(range(6))))

@@ -130,9 +130,10 @@ class Architecture:
     attn_sinks: bool = False  # gpt-oss: a learned sink logit per head joins each softmax
     router_bias: bool = False  # gpt-oss: the router has a bias
     rotary_tables: int = 1  # cos/sin table pairs: one per kind of layer with its own rotary base (Gemma 3: 2)
-    # Llama 4: a MoE layer every moe_step layers (the others dense, dense_layers of them); layers without
-    # rotary embeddings (NoPE), whose queries are scaled by a position-dependent temperature
-    moe_step: int = 1
+    # The dense layers' indices when they are not all leading (Llama 4 and Qwen-MoE interleave them with the
+    # MoE layers; dense_layers counts them); Llama 4's layers without rotary embeddings (NoPE), whose queries
+    # are scaled by a position-dependent temperature
+    dense_indices: tuple[int, ...] = ()
     nope_layers: tuple[bool, ...] = ()
     attn_temperature: bool = False
     names: dict[str, str] = field(default_factory=dict, compare=False)
@@ -207,11 +208,11 @@ class Architecture:
         return [*qkv, Linear(n["o"], "o", q, h, self.o_bias, stack=stack)]
 
     def _dense_mlp(self, stack: str) -> list[Linear]:
-        """The gated MLP of a MoE model's dense layers (DeepSeek-V3's first layers). PEFT's conversion to
-        the fused experts claims gate_proj/up_proj/down_proj, so these are not adapted by name (Llama 4's,
-        whose experts PEFT does not convert, are)."""
+        """The gated MLP of a MoE model's dense layers (DeepSeek-V3's first layers, Qwen3-MoE's). PEFT's
+        conversion to the fused experts claims gate_proj/up_proj/down_proj, so these are not adapted by name
+        (Llama 4's and Qwen2-MoE's, whose experts PEFT does not convert, are: measured)."""
         h, f = self.hidden, self.dense_ffn
-        if self.model_type == "llama4_text":
+        if self.model_type in ("llama4_text", "qwen2_moe"):  # PEFT adapts these by name
             return [
                 Linear("gate_proj", "gate", h, f, stack=stack),
                 Linear("up_proj", "up", h, f, stack=stack),
@@ -294,10 +295,10 @@ class Architecture:
     @cached_property
     def stack_indices(self) -> dict[str, tuple[int, ...]]:
         """The model's layer indices in each stack of a decoder: a MoE model's dense layers lead
-        (DeepSeek-V3) or are interleaved with its MoE layers (Llama 4: a MoE layer every ``moe_step``)."""
-        if self.moe_step > 1:
-            moe = tuple(i for i in range(self.layers) if (i + 1) % self.moe_step == 0)
-            return {"dense": tuple(i for i in range(self.layers) if i not in moe), "main": moe}
+        (DeepSeek-V3) or are interleaved with its MoE layers (Llama 4, Qwen-MoE: ``dense_indices``)."""
+        if self.dense_indices:
+            dense = self.dense_indices
+            return {"dense": dense, "main": tuple(i for i in range(self.layers) if i not in dense)}
         d = self.dense_layers
         return (
             {"dense": tuple(range(d)), "main": tuple(range(d, self.layers))}
@@ -560,11 +561,18 @@ def _llama_like(cfg: dict[str, Any], common: dict[str, Any], where: str) -> Arch
             raise JobError(f"{where}: num_experts_per_tok {k} is more than the {experts} experts.")
         if width is not None:
             moe["ffn"] = _positive(cfg.get("moe_intermediate_size", width), "moe_intermediate_size", where)
-            if cfg.get("mlp_only_layers") or int(cfg.get("decoder_sparse_step", 1) or 1) != 1:
-                raise JobError(
-                    f"{where}: mlp_only_layers / decoder_sparse_step mix dense and MoE layers, which ftplan does "
-                    "not model yet. To fix: plan with every layer MoE (mlp_only_layers: [], decoder_sparse_step: 1)."
-                )
+            # dense layers (an MLP of intermediate_size) where mlp_only_layers lists them or off every
+            # decoder_sparse_step-th layer, as transformers 5's Qwen2/Qwen3-MoE decoder layers choose
+            step = _positive(cfg.get("decoder_sparse_step", 1) or 1, "decoder_sparse_step", where)
+            only = set(cfg.get("mlp_only_layers") or [])
+            layers = common["layers"]
+            if not only <= set(range(layers)):
+                raise JobError(f"{where}: mlp_only_layers {sorted(only)} lists layers past num_hidden_layers {layers}.")
+            dense = tuple(i for i in range(layers) if i in only or (i + 1) % step)
+            if len(dense) == layers:
+                raise JobError(f"{where}: mlp_only_layers / decoder_sparse_step leave no MoE layer. To fix: drop them.")
+            if dense:
+                moe.update(dense_layers=len(dense), dense_ffn=common["ffn"], dense_indices=dense)
         moe.update(experts=experts, experts_per_token=k)
         if mt != "mixtral":  # Mixtral always renormalises
             moe["norm_topk"] = bool(cfg.get("norm_topk_prob", False))
@@ -683,7 +691,8 @@ def _llama4(cfg: dict[str, Any], common: dict[str, Any], where: str) -> Architec
         **{**common, "sliding_window": window, "sliding_layers": chunked if window else ()},
         gated_mlp=True, norm="rmsnorm", norms_per_layer=2, qkv_bias=bool(cfg.get("attention_bias", False)),
         o_bias=bool(cfg.get("attention_bias", False)), names=_NAMES_LLAMA, experts=experts, experts_per_token=k,
-        routing="llama4", shared_ffn=ffn, dense_layers=layers - len(moe), dense_ffn=dense_ffn, moe_step=step,
+        routing="llama4", shared_ffn=ffn, dense_layers=layers - len(moe), dense_ffn=dense_ffn,
+        dense_indices=tuple(i for i in range(layers) if i not in moe),
         nope_layers=nope, qk_norm="l2" if cfg.get("use_qk_norm", True) else "",
         attn_temperature=bool(cfg.get("attn_temperature_tuning", True)),
         softmax_upcast=False,  # its eager attention keeps the softmax in the scores' dtype
