@@ -3,6 +3,7 @@ and the one-line refusals of what the model does not cover."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -190,3 +191,16 @@ def test_cli_memory_fp8_on_a_gpu_without_fp8(tmp_path):
         f"error: {job}: precision fp8 on a100-sxm-80gb, which has no FP8 tensor cores (no fp8 peak in the catalog). "
         "To fix: use precision bf16-mixed, or a GPU with FP8 (Ada, Hopper, Blackwell, MI300)."
     ]
+
+
+def test_cli_memory_fp8_flags_and_title(tmp_path):
+    cmd = [sys.executable, "-m", "ftplan", "memory", "--model", "llama-3.1-8b", "--seq-len", "2048", "--gpu", "h100",
+           "--precision", "fp8", "--fp8-recipe", "rowwise", "--format", "json"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 0, res.stderr
+    assert any("eager float8 casts" in n for n in json.loads(res.stdout)["notes"])
+    table = subprocess.run(cmd[:-2], capture_output=True, text=True, check=False)
+    assert " · fp8 rowwise · adamw · " in table.stdout.splitlines()[0]
+    bad = subprocess.run([*cmd[:-2], "--fp8-all-gather"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1
+    assert "needs recipe tensorwise" in bad.stderr.strip().splitlines()[-1]

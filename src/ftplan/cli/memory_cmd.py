@@ -43,6 +43,10 @@ def memory(
         None, "--attention-mask", help="none (packed or equal lengths) | causal | padded"
     ),
     loss: str | None = typer.Option(None, "--loss", help="standard | chunked | fused"),
+    fp8_recipe: str | None = typer.Option(None, "--fp8-recipe", help="precision fp8: tensorwise | rowwise"),
+    fp8_all_gather: bool | None = typer.Option(
+        None, "--fp8-all-gather/--no-fp8-all-gather", help="precision fp8, zero 3: gather weight shards in FP8."
+    ),
     lora_rank: int | None = typer.Option(None, "--lora-rank", help="LoRA rank."),
     lora_targets: str | None = typer.Option(None, "--lora-targets", help="Comma-separated modules or all-linear."),
     gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="GPUs sharing one host."),
@@ -76,6 +80,13 @@ def memory(
             layout[key] = value
     if layout:
         data["layout"] = layout
+    if fp8_recipe is not None or fp8_all_gather is not None:
+        fp8 = dict(data.get("fp8") or {})
+        if fp8_recipe is not None:
+            fp8["recipe"] = fp8_recipe
+        if fp8_all_gather is not None:
+            fp8["all_gather"] = fp8_all_gather
+        data["fp8"] = fp8
     if lora_rank is not None or lora_targets is not None:
         lora = dict(data.get("lora") or {})
         if lora_rank is not None:
@@ -88,7 +99,7 @@ def memory(
     est = estimate_job(resolved)
     t, lay = resolved.training, resolved.layout
     title = (
-        f"{resolved.name} · {t.method.value} · {t.precision.value} · {t.optimizer.value} · "
+        f"{resolved.name} · {t.method.value} · {t.precision_label} · {t.optimizer.value} · "
         f"seq {t.seq_len} × micro-batch {lay.micro_batch} · dp {lay.dp} tp {lay.tp} zero {int(lay.zero)} "
         f"offload {lay.offload.value} recompute {lay.recompute.value}"
         + (f" · {resolved.gpu.id}" if resolved.gpu else "")

@@ -180,6 +180,14 @@ class Training:
         """The FP8 setup of an ``fp8`` job, None otherwise."""
         return (self.fp8 or Fp8Setup()) if self.precision is Precision.FP8 else None
 
+    @property
+    def precision_label(self) -> str:
+        """The precision as reports name it: an fp8 job's recipe with it."""
+        fp8 = self.fp8_setup
+        if fp8 is None:
+            return self.precision.value
+        return f"fp8 {fp8.recipe.value}" + (" + FP8 all-gather" if fp8.all_gather else "")
+
 
 @dataclass(frozen=True, slots=True)
 class Layout:

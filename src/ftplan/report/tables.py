@@ -101,7 +101,7 @@ def measure_table(c: Any) -> str:
     m = c.measurement
     t, lay = c.job.training, c.job.layout
     title = (
-        f"{c.job.name} · {t.method.value} · {t.precision.value} · {t.optimizer.value} · "
+        f"{c.job.name} · {t.method.value} · {t.precision_label} · {t.optimizer.value} · "
         f"seq {t.seq_len} × micro-batch {lay.micro_batch} · recompute {lay.recompute.value} · "
         f"attention {t.attention.value} · measured on {m.device}, {m.steps} step(s) after a warm-up"
     )
@@ -120,7 +120,7 @@ def fit_table(result: Any, best: Any, by: str) -> str:
     job = result.job
     t = job.training
     title = (
-        f"{job.name} · {t.method.value} · {t.precision.value} · seq {t.seq_len} · global batch "
+        f"{job.name} · {t.method.value} · {t.precision_label} · seq {t.seq_len} · global batch "
         f"{job.global_batch} · {job.tokens / 1e9:.3g}B tokens · ranked by {by}"
     )
     rows = [
