@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The memory model against a real GPU: run on a machine with a CUDA build of torch, transformers
-# and peft (pip install -e ".[measure]" where a CUDA wheel is available). Writes the tables to
+# The memory model against a real GPU: run on a machine with a CUDA build of torch, transformers,
+# peft and torchao (pip install -e ".[measure]" where a CUDA wheel is available; a case the machine
+# cannot run, such as FP8 without torchao, is skipped with its reason). Writes the tables to
 # $OUT (or benchmarks/results) with the GPU's name; about two minutes on an H100.
 set -euo pipefail
 out="${OUT:-benchmarks/results}"
@@ -8,6 +9,7 @@ mkdir -p "$out"
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
+  python3 -c "import torchao; print('torchao', torchao.__version__)" 2>/dev/null || echo "torchao missing: the fp8 cases are skipped"
 } | tee "$out/device.txt"
 python3 benchmarks/measured_accuracy.py --device cuda --keep-dropout --grid benchmarks/measured_grid_cuda.yaml \
   | tee "$out/measured_accuracy_cuda.txt"

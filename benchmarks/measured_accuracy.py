@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 
 from ftplan.catalog import load_catalog
+from ftplan.errors import MeasureError
 from ftplan.io import read_yaml
 from ftplan.job import resolve_job
 from ftplan.measure import measure_job
@@ -32,11 +33,15 @@ def main() -> None:
     ap.add_argument("--keep-dropout", action="store_true", help="keep each job's dropout (CUDA)")
     args = ap.parse_args()
     catalog = load_catalog()
-    rows, errors = [], {t: [] for t in TERMS}
+    rows, errors, skipped = [], {t: [] for t in TERMS}, []
     for case in read_yaml(args.grid)["cases"]:
         data = case["job"] if args.keep_dropout else dict(case["job"], dropout=False)
         job = resolve_job(parse_job(data, case["case"]), catalog, case["case"])
-        c = measure_job(job, device=args.device)
+        try:
+            c = measure_job(job, device=args.device)
+        except MeasureError as exc:  # e.g. FP8 without torchao or FP8 tensor cores: the other cases still run
+            skipped.append(f"{case['case']}: {exc}")
+            continue
         cells = [case["case"]]
         for term in TERMS:
             r = c.row(term)
@@ -48,8 +53,10 @@ def main() -> None:
         headers += [f"{short} est MiB", f"{short} meas MiB", f"{short} err"]
     print(render_table(headers, rows, right=set(range(1, len(headers)))))
     print()
-    summary = [[t, str(len(e)), f"{statistics.median(e):.2%}", f"{max(e):.2%}"] for t, e in errors.items()]
+    summary = [[t, str(len(e)), f"{statistics.median(e):.2%}", f"{max(e):.2%}"] for t, e in errors.items() if e]
     print(render_table(["term", "cases", "median |err|", "worst |err|"], summary, right={1, 2, 3}))
+    for line in skipped:
+        print(f"skipped {line}")
 
 
 if __name__ == "__main__":
