@@ -474,7 +474,7 @@ def _moe_forward_bytes(arch: Architecture, saves: act.Grads, first_frozen: bool,
         # projection's output, an expert's worth each (measured: the llama4 cases with recomputation)
         e, h = arch.experts, arch.hidden
         kept = saves.full and r == c
-        return ((0 if kept else r * e * h) + c * e * h + 2 * c * h) * 1.0
+        return float((0 if kept else r * e * h) + c * e * h + 2 * c * h)
     roles = {x.role: x.name for x in arch.block_linears["main"]}
     experts = saves.full or any(roles.get(r) in saves.param_targets for r in ("gate", "up", "gate_up"))
     weights_grad = saves.full or not first_frozen or roles.get("router") in saves.targets
@@ -743,7 +743,7 @@ def estimate_memory(
         # A recomputed Llama 4 layer runs every expert on every token again while the gradient of the layer
         # above's expert input can still be alive (traced op by op on a CPU; when, depends on the order the
         # autograd engine takes): the scaled input, the experts' output and that gradient are added to the
-        # backward's own working set, a bound (+1% to +9% over the grid's CPU steps; ftplan notes it)
+        # backward's own working set, a bound (+1.6% to +6.9% over the grid's steps; ftplan notes it)
         bwd_ws += (2 * c + r) * arch.experts * arch.hidden * out_tokens / t
     fp8 = training.fp8_setup
     fp8_layer = fp8_linears(arch) if fp8 is not None else {}
@@ -795,7 +795,8 @@ def estimate_memory(
         gathered = 2 * block * w16 + (block * rb.grad if training.method is Method.FULL else 0)
         if fp8 is not None and fp8.all_gather:  # FP8 weight shards gathered: 1 byte a converted weight
             gathered_block = max(
-                (arch.layer_matrix_params[st] / t + arch.layer_vector_params[st]) * w16 - fp8_layer.get(st, 0) / t
+                (arch.layer_matrix_params[st] / t + arch.layer_vector_params[st]) * w16
+                - fp8_layer.get(st, 0) / t * (w16 - 1)
                 for st in arch.block_linears
             )
             gathered = 2 * gathered_block + block * rb.grad
@@ -873,7 +874,7 @@ def estimate_memory(
     if arch.routing == "llama4" and full_recompute:
         notes.append(
             "Llama 4 under full recomputation: the backward's working set is a bound (a recomputed layer runs every "
-            "expert on every token beside the layer above's expert gradients; +1% to +9% over measured steps)"
+            "expert on every token beside the layer above's expert gradients; +1.6% to +6.9% over measured steps)"
         )
     unreachable = {x.name for xs in arch.block_linears.values() for x in xs if not x.adaptable and x.role != "router"}
     if unreachable and not saves.full:
