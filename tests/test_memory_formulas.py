@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +16,7 @@ from ftplan.memory import (
     LoraSetup,
     Loss,
     Method,
+    ModelOutput,
     Offload,
     Optimizer,
     Precision,
@@ -32,6 +35,7 @@ from ftplan.memory.activations import (
     loss_bytes_per_token,
 )
 from ftplan.memory.estimate import _folded_bytes
+from ftplan.memory.overheads import ALLOCATOR_FRACTION
 from ftplan.memory.params import nf4_bits_per_weight, split_params
 from ftplan.memory.setup import Attention
 
@@ -359,6 +363,56 @@ def test_zeroed_gradients_are_held_through_forward_and_backward():
     assert zeros.phase_bytes["forward/backward"] == freed.phase_bytes["forward/backward"] + grads
     assert zeros.phase_bytes["forward/backward"] == accum.phase_bytes["forward/backward"]
     assert zeros.phase_bytes["optimizer step"] == freed.phase_bytes["optimizer step"]
+
+
+def test_kept_model_output_holds_its_logits_in_every_phase():
+    # A loop that keeps the output holds its logits (the lm_head's dtype; fp32 before Transformers
+    # 4.46) from the loss through the optimizer step: exactly V·tokens·size more in each phase.
+    arch = architecture_from_hf(TINY)
+    lay = Layout(micro_batch=3)
+    dropped = estimate_memory(arch, Training(seq_len=64), lay)
+    for output, size in ((ModelOutput.KEPT, 2), (ModelOutput.KEPT_FP32, 4)):
+        kept = estimate_memory(arch, Training(seq_len=64, model_output=output), lay)
+        logits = size * 1000 * 64 * 3
+        assert kept.gpu_terms["logits_kept"] == logits
+        for phase, value in dropped.phase_bytes.items():
+            assert kept.phase_bytes[phase] == value + logits
+        assert kept.per_sequence_bytes == pytest.approx(dropped.per_sequence_bytes + logits / 3)
+    # a fused loss returns no logits, so there is nothing to keep
+    fused = Training(seq_len=64, loss=Loss.FUSED)
+    assert estimate_memory(arch, replace(fused, model_output=ModelOutput.KEPT_FP32), lay).gpu_terms["logits_kept"] == 0
+
+
+def test_qlora_loads_the_whole_quantised_model_on_every_gpu():
+    # bitsandbytes quantises as weights reach the GPU: each GPU holds every 4-bit weight (and one
+    # 16-bit weight being quantised) before ZeRO-3 shards them; that moment reserves what it allocates.
+    wide = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 8, "num_attention_heads": 16}
+    arch = architecture_from_hf(TINY | wide)
+    lora = LoraSetup(rank=8, target_modules=("q_proj", "v_proj"))
+    tr = Training(method=Method.QLORA, precision=Precision.BF16_PURE, seq_len=16, lora=lora)
+    alone = estimate_memory(arch, tr, Layout())
+    whole = alone.gpu_terms["weights_frozen"]
+    staging = 2 * 5632 * 2048  # the largest linear (gate/up/down), in bf16
+    adapters = alone.gpu_terms["weights_trainable"]
+    assert alone.phase_bytes.get("loading", 0) <= alone.peak_allocated_bytes  # unsharded: training holds as much
+    sharded = estimate_memory(arch, tr, Layout(dp=8, zero=ZeroStage.PARAMETERS, gpus_per_node=8))
+    assert sharded.phase_bytes["loading"] == pytest.approx(whole + max(staging, adapters), abs=1)
+    assert sharded.peak_phase == "loading" and sharded.peak_allocated_bytes == sharded.phase_bytes["loading"]
+    assert sharded.peak_reserved_bytes == sharded.peak_allocated_bytes
+    assert "load_unsharded_weights" in sharded.peak_terms
+    lora_only = estimate_memory(arch, replace(tr, method=Method.LORA), Layout(dp=8, zero=ZeroStage.PARAMETERS))
+    assert "loading" not in lora_only.phase_bytes  # 16-bit weights load on the host and shard as they move
+
+
+def test_reserved_fragments_only_what_a_step_allocates_beyond_the_states():
+    arch = architecture_from_hf(TINY)
+    est = estimate_memory(arch, Training(seq_len=256), Layout(micro_batch=4))
+    g = est.gpu_terms
+    states = g["weights_trainable"] + g["weights_frozen"] + g["optimizer_states"] + g["cublas_workspace"]
+    step = est.peak_allocated_bytes
+    expected = step + ALLOCATOR_FRACTION * (step - states)
+    assert est.peak_reserved_bytes == int(expected)
+    assert g["allocator_cache"] == est.peak_reserved_bytes - step
 
 
 def test_phi_family_keeps_a_copy_of_the_attention_output_under_sdpa():

@@ -15,6 +15,7 @@ from ftplan.memory import (
     Layout,
     LoraSetup,
     Method,
+    ModelOutput,
     Offload,
     Optimizer,
     Precision,
@@ -135,6 +136,7 @@ _JOBS = st.fixed_dictionaries(
         "attention": st.sampled_from(list(Attention)),
         "mask": st.sampled_from(list(AttentionMask)),
         "zero_grad": st.sampled_from(list(ZeroGrad)),
+        "output": st.sampled_from(list(ModelOutput)),
         "seq": st.sampled_from([64, 1000, 4096, 8192]),
         "mb": st.integers(1, 4),
         "accum": st.sampled_from([1, 4]),
@@ -157,6 +159,7 @@ def _job(d: dict) -> tuple:
     tr = Training(
         method=d["method"], precision=d["precision"], optimizer=d["optimizer"], seq_len=d["seq"],
         attention=d["attention"], attention_mask=d["mask"], zero_grad=d["zero_grad"],
+        model_output=d["output"],
         lora=None if d["method"] is Method.FULL else lora,
     )  # fmt: skip
     lay = Layout(
@@ -201,6 +204,7 @@ def test_each_mechanism_moves_the_estimate_the_way_the_measurements_do(d):
     for option in (
         {"attention_mask": AttentionMask.PADDED},
         {"zero_grad": ZeroGrad.ZEROS},
+        {"model_output": ModelOutput.KEPT_FP32},
     ):
         assert peak(arch, replace(tr, **option)) >= base
     if tr.method is not Method.FULL and tr.precision is Precision.BF16_PURE:

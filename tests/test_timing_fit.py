@@ -181,12 +181,16 @@ def test_fit_cli(tmp_path):
     assert "host memory per node" in none.stdout and "> 192.0 GiB" in none.stdout
 
 
-@pytest.mark.parametrize(("method", "loss"), [("full", "standard"), ("lora", "chunked"), ("qlora", "fused")])
-def test_vectorised_memory_equals_the_memory_model(catalog, method, loss):
+@pytest.mark.parametrize(
+    ("method", "loss", "output"),
+    [("full", "standard", "dropped"), ("lora", "chunked", "kept"), ("qlora", "fused", "dropped"),
+     ("qlora", "standard", "kept-fp32")],
+)  # fmt: skip
+def test_vectorised_memory_equals_the_memory_model(catalog, method, loss, output):
     """Every fitting layout's memory, extended from one estimate per family, is the model's own."""
     from ftplan.memory import Offload, Recompute
 
-    job = _job(catalog, method=method, loss=loss, global_batch=16)
+    job = _job(catalog, method=method, loss=loss, global_batch=16, model_output=output)
     pool = gpu_pool(catalog, "h100")
     frame = fit_job(job, [pool]).layouts
     for row in frame.iloc[:: max(1, len(frame) // 40)].itertuples():

@@ -236,7 +236,8 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
             )
             continue
         fams: list[tuple] = []
-        scal: list[tuple[float, float, float, float, float]] = []  # fb at mb 1, slope, held grads, others, outside
+        # fb at mb 1, slope, held grads, others, outside, kept logits, states, loading
+        scal: list[tuple[float, ...]] = []
         refused: dict[str, list[str]] = {}  # the model's reason → the layout families it refuses
         for fam in families:
             g, _, dp, tp, zero, offload, rec = fam
@@ -253,9 +254,16 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
             if slope is None:  # not exactly linear in the micro-batch: measure the step from 1 to 2
                 slope = estimate(replace(base, micro_batch=2), gpu.arch).phase_bytes["forward/backward"] - fb11
             held = e11.gpu_terms["gradients"]  # kept across accumulation micro-steps (estimate.py)
-            others = max(v for k, v in e11.phase_bytes.items() if k != "forward/backward")
+            others = max(v for k, v in e11.phase_bytes.items() if k not in ("forward/backward", "loading"))
             fams.append(fam)
-            scal.append((fb11, slope, held, others, e11.device_total_bytes - e11.peak_reserved_bytes))
+            g_terms = e11.gpu_terms
+            # logits the loop keeps (model_output) are in every phase and grow with the micro-batch
+            kept = g_terms["logits_kept"]
+            states = sum(g_terms[k] for k in ("weights_trainable", "weights_frozen", "optimizer_states",
+                                              "cublas_workspace"))  # fmt: skip
+            loading = e11.phase_bytes.get("loading", 0)
+            outside = e11.device_total_bytes - e11.peak_reserved_bytes
+            scal.append((fb11, slope, held, others, outside, kept, states, loading))
         for reason, which in refused.items():
             which = list(dict.fromkeys(which))  # recomputation variants share a description
             more = f" and {len(which) - 1} more" if len(which) > 1 else ""
@@ -272,8 +280,9 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
         sc = np.array(scal, dtype=float)
         held = (accum > 1) | (tr.zero_grad is ZeroGrad.ZEROS)  # gradients kept through forward/backward
         fb = sc[idx, 0] + (mbs - 1) * sc[idx, 1] + np.where(held, sc[idx, 2], 0.0)
-        peak = np.maximum(fb, sc[idx, 3])
-        device = np.floor(peak * (1 + job.overheads.allocator_fraction)) + sc[idx, 4]
+        peak = np.maximum(fb, sc[idx, 3] + (mbs - 1) * sc[idx, 5])
+        frag = job.overheads.allocator_fraction * np.maximum(0.0, peak - sc[idx, 6])  # as reserved_bytes does
+        device = np.floor(np.maximum(peak + frag, sc[idx, 7])) + sc[idx, 4]
         ok = device <= gpu.memory_bytes
         evaluated += len(mbs)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])

@@ -76,7 +76,7 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
     training = Training(
         method=spec.method, precision=spec.precision, optimizer=spec.optimizer, seq_len=spec.seq_len,
         target_len=spec.target_len or 0, attention=spec.attention, attention_mask=spec.attention_mask,
-        loss=spec.loss, dropout=spec.dropout, zero_grad=spec.zero_grad, lora=lora,
+        loss=spec.loss, dropout=spec.dropout, zero_grad=spec.zero_grad, model_output=spec.model_output, lora=lora,
         fp8=Fp8Setup(recipe=spec.fp8.recipe, all_gather=spec.fp8.all_gather) if spec.fp8 else None,
     )  # fmt: skip
     per_node = spec.gpus_per_node or (gpu.max_gpus_per_node if gpu else 8)

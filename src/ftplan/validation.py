@@ -31,13 +31,23 @@ class CaseResult:
 
 
 def statistic(est: MemoryEstimate, metric: str) -> int:
-    """The estimate's counterpart of a measured statistic."""
+    """The estimate's counterpart of a measured statistic.
+
+    A run cannot reserve more than its GPU holds: the caching allocator frees its cached blocks and
+    retries a failed cudaMalloc before it reports out of memory (c10/cuda/CUDACachingAllocator.cpp,
+    ``release_cached_blocks``), so a published reserved or device figure is the estimate's, capped at
+    the card (less what lives outside PyTorch) and never below what the step allocates.
+    """
+    outside = est.device_total_bytes - est.peak_reserved_bytes
+    reserved = est.peak_reserved_bytes
+    if est.gpu_memory_bytes is not None:
+        reserved = min(reserved, max(est.peak_allocated_bytes, est.gpu_memory_bytes - outside))
     if metric in ("allocated", "active"):
         return est.peak_allocated_bytes
     if metric == "reserved":
-        return est.peak_reserved_bytes
+        return reserved
     if metric == "device":
-        return est.device_total_bytes
+        return reserved + outside
     raise ValueError(f"unknown metric {metric!r}; use one of {METRICS}")
 
 
@@ -75,7 +85,13 @@ def not_usable(path: Path) -> list[tuple[str, str]]:
 
 
 def summarise(results: list[CaseResult]) -> dict[str, float]:
-    """Median, 90th percentile and worst absolute relative error."""
+    """Median, 90th percentile and worst absolute relative error; the signed median, the lowest
+    signed error and how many cases the estimate undershoots by more than 10% (the unsafe side)."""
     errs = sorted(abs(r.rel_error) for r in results)
     p90 = errs[min(len(errs) - 1, round(0.9 * (len(errs) - 1)))]
-    return {"n": len(errs), "median": statistics.median(errs), "p90": p90, "worst": errs[-1]}
+    signed = [r.rel_error for r in results]
+    return {
+        "n": len(errs), "median": statistics.median(errs), "p90": p90, "worst": errs[-1],
+        "signed_median": statistics.median(signed), "lowest": min(signed),
+        "under_10": sum(e < -0.10 for e in signed),
+    }  # fmt: skip

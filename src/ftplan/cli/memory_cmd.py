@@ -43,6 +43,11 @@ def memory(
         None, "--attention-mask", help="none (packed or equal lengths) | causal | padded"
     ),
     loss: str | None = typer.Option(None, "--loss", help="standard | chunked | fused"),
+    model_output: str | None = typer.Option(
+        None,
+        "--model-output",
+        help="dropped (Trainer) | kept (the loop holds the output) | kept-fp32 (Transformers < 4.46)",
+    ),
     fp8_recipe: str | None = typer.Option(None, "--fp8-recipe", help="precision fp8: tensorwise | rowwise"),
     fp8_all_gather: bool | None = typer.Option(
         None, "--fp8-all-gather/--no-fp8-all-gather", help="precision fp8, zero 3: gather weight shards in FP8."
@@ -67,7 +72,7 @@ def memory(
     flags = dict(
         model=model, method=method, gpu=gpu, seq_len=seq_len, micro_batch=micro_batch, grad_accum=grad_accum,
         precision=precision, optimizer=optimizer, attention=attention, attention_mask=attention_mask, loss=loss,
-        gpus_per_node=gpus_per_node,
+        model_output=model_output, gpus_per_node=gpus_per_node,
     )  # fmt: skip
     for key, value in flags.items():
         if value is not None:

@@ -69,6 +69,11 @@ def check_measurable(job: ResolvedJob, device: str) -> None:
         raise MeasureError(
             f"loss {tr.loss.value!r} is not what Hugging Face models compute. To fix: measure loss standard."
         )
+    if tr.model_output.value == "kept-fp32":
+        raise MeasureError(
+            "model_output kept-fp32 is how Transformers before 4.46 returned logits (fp32); the Transformers "
+            "ftplan measure runs returns them in the lm_head's dtype. To fix: measure model_output kept."
+        )
     if tr.method is Method.QLORA:
         raise MeasureError(
             "QLoRA is not measurable by ftplan measure: NF4 weights cannot be built from a config without "

@@ -29,7 +29,7 @@ from ftplan.arch import Kind
 from ftplan.errors import MeasureError
 from ftplan.job import ResolvedJob
 from ftplan.measure import build
-from ftplan.memory import AttentionMask, MemoryEstimate, Overheads, Recompute, ZeroGrad, estimate_memory
+from ftplan.memory import AttentionMask, MemoryEstimate, ModelOutput, Overheads, Recompute, ZeroGrad, estimate_memory
 from ftplan.units import GIB
 
 # Host memory a measurement may use, as a fraction of what the OS reports available: the rest
@@ -316,6 +316,7 @@ def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int
     stacks = build.layer_lists(model, job.arch)
     tracker = _SavedTracker(model, stacks, job.layout.recompute is Recompute.FULL)
     sizes: dict[str, int] = {}
+    kept: list[Any] = []  # model outputs the loop holds (model_output kept)
 
     def step(track: bool) -> None:
         for i in range(accum):
@@ -325,15 +326,21 @@ def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int
                 torch.autograd.graph.saved_tensors_hooks(tracker.pack, lambda t: t),
                 build.autocast_context(job, device),
             ):
-                loss = model(**batch).loss / accum
+                output = model(**batch)
+                loss = output.loss / accum
             if tracker.active:
                 tracker.settle()
             tracker.active = False
+            if job.training.model_output is ModelOutput.DROPPED:
+                del output  # the loop keeps only the loss (Transformers' Trainer)
+            else:
+                kept[:] = [output]  # held through backward and the step; the next forward's rebinds it
             loss.backward()
             del loss
         sizes["gradients"] = _tensor_bytes(p.grad for p in params if p.grad is not None)
         opt.step()
         opt.zero_grad(set_to_none=job.training.zero_grad is ZeroGrad.NONE)
+        kept.clear()
 
     try:
         step(track=False)  # warm-up: creates the optimizer states

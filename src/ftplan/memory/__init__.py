@@ -11,6 +11,7 @@ from ftplan.memory.setup import (
     LoraSetup,
     Loss,
     Method,
+    ModelOutput,
     Offload,
     Optimizer,
     Precision,
@@ -22,6 +23,6 @@ from ftplan.memory.setup import (
 
 __all__ = [
     "Attention", "AttentionMask", "Fp8Recipe", "Fp8Setup", "Layout", "LoraSetup", "Loss", "MemoryEstimate",
-    "Method", "Offload", "Optimizer", "Overheads", "Precision", "Recompute", "Training", "ZeroGrad", "ZeroStage",
-    "check_layout", "estimate_memory", "fp8_linears",
+    "Method", "ModelOutput", "Offload", "Optimizer", "Overheads", "Precision", "Recompute", "Training", "ZeroGrad",
+    "ZeroStage", "check_layout", "estimate_memory", "fp8_linears",
 ]  # fmt: skip

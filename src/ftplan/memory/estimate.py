@@ -39,6 +39,7 @@ from ftplan.memory.setup import (
     Layout,
     Loss,
     Method,
+    ModelOutput,
     Offload,
     Optimizer,
     Precision,
@@ -102,10 +103,20 @@ _STATES = ("weights_trainable", "weights_frozen", "optimizer_states", "cublas_wo
 # of the loss peak and the backward working set).
 _PHASE_TERMS = {
     "forward/backward": (*_STATES, "activations", "autocast_weight_copies", "zero3_gathered_params",
-                         "dequant_workspace"),
-    "end of backward": (*_STATES, "gradients", "zero3_gathered_params", "grad_reduce_buffer", "dequant_workspace"),
-    "optimizer step": (*_STATES, "gradients", "optimizer_step_temporaries"),
+                         "dequant_workspace", "logits_kept"),
+    "end of backward": (*_STATES, "gradients", "zero3_gathered_params", "grad_reduce_buffer", "dequant_workspace",
+                        "logits_kept"),
+    "optimizer step": (*_STATES, "gradients", "optimizer_step_temporaries", "logits_kept"),
+    "loading": ("weights_trainable", "weights_frozen", "load_unsharded_weights"),
 }  # fmt: skip
+
+
+def reserved_bytes(step_peak: float, persistent: float, loading: float, allocator_fraction: float) -> int:
+    """The caching allocator's peak reserved bytes: what a step allocates beyond the model states it
+    keeps for the whole run (weights, optimizer states, cuBLAS workspace: allocated once, in segments no
+    other tensor shares) fragments by ``allocator_fraction`` of itself; loading, which only adds
+    tensors that stay, reserves what it allocates."""
+    return int(max(step_peak + allocator_fraction * max(0.0, step_peak - persistent), loading))
 
 
 def check_layout(arch: Architecture, training: Training, layout: Layout) -> None:
@@ -346,6 +357,7 @@ class _PerSequence:
     dt: act.Dtypes
     saves: act.Grads
     embed_trains: bool
+    lm_head_trains: bool
     t5_eager: bool  # T5 was asked for SDPA and runs eager
     window_masks: int  # layers given an explicit mask only because of their sliding window
     seq: dict[str, int]  # tokens of one sequence in each stack
@@ -447,7 +459,8 @@ def _per_sequence(
             if x.name in saves.targets and x.name not in saves.param_targets
         ), default=0))  # fmt: skip
     return _PerSequence(
-        dt=dt, saves=saves, embed_trains=embed_trains, t5_eager=t5_eager, window_masks=window_masks, seq=seq,
+        dt=dt, saves=saves, embed_trains=embed_trains, lm_head_trains=lm_head_trains, t5_eager=t5_eager,
+        window_masks=window_masks, seq=seq,
         layer=layer, mean=mean,
         cross_kv=cross_kv, head=head, constants=constants,
         rotary=act.rotary_bytes(arch, dt, s) / t if _rotary_kept(arch, saves, embed_trains) else 0.0,
@@ -652,6 +665,13 @@ def estimate_memory(
             opt_states -= 2 * (rb.state - 2) * saved16  # not the parameter's dtype: left as they are)
         elif training.optimizer is Optimizer.SGD:
             opt_states -= (rb.state - 2) * saved16
+    # Loading: bitsandbytes quantises a weight as it moves onto a GPU, so a QLoRA model is loaded and
+    # quantised whole on every GPU (one 16-bit weight at a time staged beside the 4-bit ones) before
+    # ZeRO-3/FSDP shards it or offload moves it to the host: PEFT's FSDP and DeepSpeed QLoRA guides
+    # report the whole quantised 70B on each GPU (35.6 GB, 36.6 GB), Answer.AI's fsdp_qlora 3.72 GiB
+    # reserved per GPU after wrapping a 7B. Adapters are added after loading; the caching allocator
+    # keeps the freed blocks reserved for the step.
+    load_bytes = w_frozen + max(2.0 * arch.largest_linear_params / t, w_train) if ps.quant_bits_per_weight else 0.0
     if z >= ZeroStage.OPTIMIZER:
         opt_states /= n
     if z >= ZeroStage.GRADIENTS:
@@ -735,6 +755,12 @@ def estimate_memory(
     head = pa.head * mb + pa.rotary + pa.head_constant
     constants = pa.rotary + pa.head_constant + (0.0 if full_recompute else sum(pa.constants.values()))
     loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, out_tokens) * out_tokens / t
+    # logits the training loop keeps with the model's output, from the loss through the optimizer step
+    # (ModelOutput); the loss's own peak comes on top of them (measured: benchmarks/measured_grid.yaml)
+    kept_size = {ModelOutput.DROPPED: 0, ModelOutput.KEPT: c, ModelOutput.KEPT_FP32: 4}[training.model_output]
+    if arch.kind is Kind.ENCODER or training.loss is Loss.FUSED:  # no vocabulary logits are returned
+        kept_size = 0
+    logits_kept = kept_size * arch.vocab * out_tokens / t
     moe_tok = _moe_forward_bytes(arch, saves, pa.moe_first_frozen, c, r) * out_tokens / t
     moe_fwd = moe_tok + unkept
     loss_saved = pa.loss_saved * mb
@@ -767,8 +793,13 @@ def estimate_memory(
     cast_copies = 2.0 * _local(arch.matrix_params - fp8_params, 0, lm_head_matrix, t) if amp else 0.0
     if saves.adapter_cast:  # autocast's 16-bit copies of the fp32 adapters, kept for backward
         cast_copies = 2.0 * _adapter_cast_params(arch, saves, embed_trains) / t
+    # Autocast caches the 16-bit cast of a weight only when the weight requires a gradient
+    # (aten/src/ATen/autocast_mode.cpp, cached_cast): a frozen fp32 lm_head applied chunk by chunk
+    # (loss chunked) is cast, and its copy kept for backward, once per chunk (probed on a CPU; lit-gpt's
+    # bf16-mixed LoRA of StableLM 3B reads 3.1 GiB above one copy, eight more of its 0.39 GiB lm_head)
+    head_casts = act.CHUNKED_LOSS_CHUNKS if training.loss is Loss.CHUNKED and not pa.lm_head_trains else 1
     if fp32_base:  # and of the fp32 base weights, which backward needs for the input gradients
-        cast_copies += 2.0 * _local(_frozen_cast_params(arch, embed_trains), 0, lm_head_matrix, t)
+        cast_copies += 2.0 * _local(_frozen_cast_params(arch, embed_trains), 0, head_casts * lm_head_matrix, t)
     if layout.recompute is Recompute.FULL:
         # Checkpointed layers keep no casts. Alive are the lm_head's (until its backward) or,
         # later, those of the one block being recomputed (until its backward): the larger.
@@ -778,7 +809,7 @@ def estimate_memory(
                 (arch.layer_matrix_params[st] - fp8_layer.get(st, 0)) / t + arch.layer_vector_params[st]
                 for st in arch.block_linears
             )
-            cast_copies = 2.0 * max(_local(0, 0, lm_head_matrix, t), cast_block)
+            cast_copies = 2.0 * max(_local(0, 0, (head_casts if fp32_base else 1) * lm_head_matrix, t), cast_block)
     cast_copies += folded_copies * folded_layers  # the folded MoE adapters' factor copies
     router_copy = arch.routing == "sigmoid" and c != 4 and not training.precision.mixed
     if router_copy and (saves.full or saves.input_grad):
@@ -835,16 +866,25 @@ def estimate_memory(
         "dequant_workspace": dequant,
         "optimizer_step_temporaries": step_tmp,
         "cublas_workspace": cublas,
+        "logits_kept": logits_kept,
+        "load_unsharded_weights": max(0.0, load_bytes - w_train - w_frozen),
     }
-    states = w_train + w_frozen + opt_states + cublas  # present at every moment (see _PHASE_TERMS)
+    states = w_train + w_frozen + opt_states + cublas + logits_kept  # at every moment (see _PHASE_TERMS)
     phases = {
         "forward/backward": states + activations + cast_copies + gathered + dequant + grads_held + act_phase_extra,
         "end of backward": states + grads + gathered + reduce_buffer + dequant,
         "optimizer step": states + grads + step_tmp,
     }
+    if load_bytes > w_train + w_frozen:
+        phases["loading"] = w_train + w_frozen + gpu_terms["load_unsharded_weights"]
     phase = max(phases, key=lambda k: phases[k])
     peak_alloc = int(phases[phase])
-    reserved = int(peak_alloc * (1 + overheads.allocator_fraction))
+    reserved = reserved_bytes(
+        max(v for k, v in phases.items() if k != "loading"),
+        w_train + w_frozen + opt_states + cublas,
+        phases.get("loading", 0.0),
+        overheads.allocator_fraction,
+    )
     nccl = 0
     if overheads.include_nccl:
         nccl = nccl_bytes(n) + nccl_bytes(t)
@@ -870,6 +910,11 @@ def estimate_memory(
                 if full_recompute
                 else f" × {arch.layers_of('main')} layers; recompute: full keeps one"
             )
+        )
+    if phase == "loading":
+        notes.append(
+            f"QLoRA: each GPU loads and quantises the whole model ({phases['loading'] / GIB:.2f} GiB) before "
+            "ZeRO-3/FSDP shards it or offload moves it; that loading moment is the peak, not the step"
         )
     if arch.routing == "llama4" and full_recompute:
         notes.append(
@@ -898,7 +943,7 @@ def estimate_memory(
             None
             if training.loss is Loss.FUSED
             # the per-sequence part; the folded constants count once, at most (never less than the model)
-            else (activations - folded_saved - constants + max(loss_peak, in_backward, moe_fwd - unkept))
+            else (activations - folded_saved - constants + logits_kept + max(loss_peak, in_backward, moe_fwd - unkept))
             / layout.micro_batch
         ),
         activation_terms={  # for `ftplan measure` and the tests

@@ -122,6 +122,22 @@ class ZeroGrad(StrEnum):
     ZEROS = "zeros"  # filled with zeros (set_to_none=False, PyTorch < 2.0): allocated through the next forward
 
 
+class ModelOutput(StrEnum):
+    """What the training loop keeps of the model's output while it runs backward.
+
+    Transformers' Trainer (and TRL, Axolotl) returns only the loss from ``compute_loss``: the output,
+    logits included, is freed before backward. A hand-written loop that binds the output
+    (``outputs = model(**batch); outputs.loss.backward()``, as Accelerate's examples and Answer.AI's
+    fsdp_qlora do) keeps its logits alive through backward and the optimizer step. Transformers before
+    4.46 returned those logits upcast to fp32 whenever labels were given (Transformers 4.45's deprecation notice:
+    from 4.46 the upcast happens inside the loss function only), so such a loop then keeps 4 bytes a logit.
+    """
+
+    DROPPED = "dropped"  # the loop keeps only the loss
+    KEPT = "kept"  # the loop keeps the output: the logits in the lm_head's dtype (Transformers >= 4.46)
+    KEPT_FP32 = "kept-fp32"  # the same with the fp32 logits Transformers < 4.46 returned
+
+
 @dataclass(frozen=True, slots=True)
 class LoraSetup:
     rank: int = 16
@@ -173,6 +189,7 @@ class Training:
     dropout: bool | None = None  # None: as the model's config says
     lora: LoraSetup | None = None
     zero_grad: ZeroGrad = ZeroGrad.NONE
+    model_output: ModelOutput = ModelOutput.DROPPED
     fp8: Fp8Setup | None = None  # precision fp8 only (None there: the default Fp8Setup)
 
     @property

@@ -22,6 +22,8 @@ TERM_LABELS = {
     "dequant_workspace": "NF4 dequantisation buffer",
     "optimizer_step_temporaries": "optimizer-step temporaries",
     "cublas_workspace": "cuBLAS workspace",
+    "logits_kept": "logits the loop keeps",
+    "load_unsharded_weights": "loading: whole quantised model",
     "allocator_cache": "allocator cache (reserved − allocated)",
     "cuda_context": "CUDA context (outside PyTorch)",
     "nccl_buffers": "NCCL buffers (outside PyTorch)",

@@ -15,6 +15,7 @@ from ftplan.memory.setup import (
     Fp8Recipe,
     Loss,
     Method,
+    ModelOutput,
     Offload,
     Optimizer,
     Precision,
@@ -127,6 +128,13 @@ class JobSpec(BaseModel):
         ZeroGrad.NONE,
         description="none: gradients freed between steps (PyTorch >= 2.0's zero_grad); zeros: kept "
         "allocated through the next forward (set_to_none=False, PyTorch < 2.0)",
+    )
+    model_output: ModelOutput = Field(
+        ModelOutput.DROPPED,
+        description="dropped: the training loop keeps only the loss (Transformers' Trainer, TRL, torchtune); "
+        "kept: it keeps the model's output, logits included, through backward and the optimizer step "
+        "(outputs = model(**batch); outputs.loss.backward()); kept-fp32: the same with Transformers < 4.46, "
+        "whose causal LMs returned fp32 logits",
     )
     gpu: str | None = Field(None, description="catalog GPU id or alias")
     gpus_per_node: Int | None = Field(None, gt=0, le=64, description="GPUs per node (default: the GPU's usual server)")
