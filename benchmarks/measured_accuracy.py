@@ -3,6 +3,9 @@
 Usage: python benchmarks/measured_accuracy.py [--device cpu|cuda] [--grid FILE] [--keep-dropout]
 (needs the measure extra: pip install -e ".[measure]")
 
+A case whose layout has dp > 1 (benchmarks/measured_grid_dist.yaml) runs as that many processes
+(`ftplan measure --nproc`); its row is the rank with the highest peak, and the summary counts every rank.
+
 On a CPU the grid runs with dropout off (a CPU saves fp32 dropout masks where CUDA saves bytes);
 on a GPU, `--grid benchmarks/measured_grid_cuda.yaml --keep-dropout` covers what only CUDA shows:
 one-byte dropout masks, fp32 softmax under autocast, and the caching allocator's reserved memory.
@@ -18,7 +21,7 @@ from ftplan.catalog import load_catalog
 from ftplan.errors import MeasureError
 from ftplan.io import read_yaml
 from ftplan.job import resolve_job
-from ftplan.measure import measure_job
+from ftplan.measure import measure_distributed, measure_job
 from ftplan.report.tables import render_table
 from ftplan.schema.job import parse_job
 
@@ -38,14 +41,18 @@ def main() -> None:
         data = case["job"] if args.keep_dropout else dict(case["job"], dropout=False)
         job = resolve_job(parse_job(data, case["case"]), catalog, case["case"])
         try:
-            c = measure_job(job, device=args.device)
+            if job.layout.dp > 1:
+                ranks = measure_distributed(job, job.layout.dp, device=args.device).ranks
+            else:
+                ranks = (measure_job(job, device=args.device),)
         except MeasureError as exc:  # e.g. FP8 without torchao or FP8 tensor cores: the other cases still run
             skipped.append(f"{case['case']}: {exc}")
             continue
+        c = max(ranks, key=lambda r: r.measurement.peak_allocated)
         cells = [case["case"]]
         for term in TERMS:
             r = c.row(term)
-            errors[term].append(abs(r.rel_error or 0.0))
+            errors[term] += [abs(rank.row(term).rel_error or 0.0) for rank in ranks]
             cells += [f"{r.estimate / 2**20:.2f}", f"{r.measured / 2**20:.2f}", f"{r.rel_error or 0:+.2%}"]
         rows.append(cells)
     headers = ["case"]
@@ -54,7 +61,7 @@ def main() -> None:
     print(render_table(headers, rows, right=set(range(1, len(headers)))))
     print()
     summary = [[t, str(len(e)), f"{statistics.median(e):.2%}", f"{max(e):.2%}"] for t, e in errors.items() if e]
-    print(render_table(["term", "cases", "median |err|", "worst |err|"], summary, right={1, 2, 3}))
+    print(render_table(["term", "cases (ranks)", "median |err|", "worst |err|"], summary, right={1, 2, 3}))
     for line in skipped:
         print(f"skipped {line}")
 

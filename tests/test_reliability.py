@@ -255,16 +255,19 @@ def test_ctrl_c_before_the_first_plan_exits_130(command, tmp_path):
             "tokens": 10**8 + i,
             "global_batch": 64,
         }
-        for i, m in enumerate(["llama-3.1-8b", "qwen2.5-7b", "mistral-7b-v0.3"] * 10)
-    ]
+        for i, m in enumerate(["llama-3.1-8b", "qwen2.5-7b", "mistral-7b-v0.3"] * 30)
+    ]  # enough jobs that building their candidates outlasts the 3 s below on a fast, warm machine
     pools = [
         {"id": "lab", "kind": "owned", "gpu": "h100", "nodes": 4, "network_gbps": 400},
         {"id": "p4de", "kind": "cloud", "instance": "aws/p4de.24xlarge", "quota_nodes": 4},
         {"id": "buy", "kind": "purchase", "gpu": "a100-sxm-80gb", "max_nodes": 4, "network_gbps": 400},
     ]
     scenario = write(tmp_path / "s.yaml", {"jobs": jobs, "pools": pools, "objective": {"deadline_h": 500}})
+    # the child starts with Ctrl-C's default action, as from a shell, whatever an earlier test left in this
+    # process (a library's worker pool may ignore SIGINT, and an ignored signal is inherited)
     proc = subprocess.Popen([sys.executable, "-m", "ftplan", command, str(scenario)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     time.sleep(3.0)  # imports done, candidates being built: no plan yet
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

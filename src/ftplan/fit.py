@@ -5,8 +5,8 @@ catalog, or a GPU type (owned or hypothetical). For every GPU count the pool off
 GPUs inside one node; whole nodes beyond one), every tensor-parallel degree that divides the
 attention heads, every ZeRO stage, offload and recomputation (a *family*), the memory model runs
 once, at micro-batch 1: the forward/backward moment of a step grows linearly with the micro-batch
-(``MemoryEstimate.per_sequence_bytes``) and by the gradients held across accumulation, the other
-moments do not. Every
+as the largest of a few lines (``MemoryEstimate.fb_lines``) and by the gradients held across
+accumulation, the other moments only by the logits a loop keeps. Every
 micro-batch that divides the job's global batch is then checked and timed as arrays.
 """
 
@@ -199,6 +199,9 @@ def _check_host(est: MemoryEstimate, pool: Pool, offload: str) -> None:
         )
 
 
+_LINES = 3  # forward/backward lines a family carries (the loss, backward, a MoE forward)
+
+
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
@@ -236,7 +239,7 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
             )
             continue
         fams: list[tuple] = []
-        # fb at mb 1, slope, held grads, others, outside, kept logits, states, loading
+        # the forward/backward lines, held grads, others, outside, kept logits, states, loading
         scal: list[tuple[float, ...]] = []
         refused: dict[str, list[str]] = {}  # the model's reason → the layout families it refuses
         for fam in families:
@@ -249,10 +252,11 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
             except FtplanError as exc:
                 refused.setdefault(str(exc), []).append(f"{g} GPUs tp {tp} {ZERO_NAMES[zero]} offload {offload}")
                 continue
-            fb11 = e11.phase_bytes["forward/backward"]
-            slope = e11.per_sequence_bytes
-            if slope is None:  # not exactly linear in the micro-batch: measure the step from 1 to 2
+            lines = e11.fb_lines
+            if lines is None:  # not exactly linear in the micro-batch: measure the step from 1 to 2
+                fb11 = e11.phase_bytes["forward/backward"]
                 slope = estimate(replace(base, micro_batch=2), gpu.arch).phase_bytes["forward/backward"] - fb11
+                lines = ((fb11 - slope, slope),)
             held = e11.gpu_terms["gradients"]  # kept across accumulation micro-steps (estimate.py)
             others = max(v for k, v in e11.phase_bytes.items() if k not in ("forward/backward", "loading"))
             fams.append(fam)
@@ -260,10 +264,11 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
             # logits the loop keeps (model_output) are in every phase and grow with the micro-batch
             kept = g_terms["logits_kept"]
             states = sum(g_terms[k] for k in ("weights_trainable", "weights_frozen", "optimizer_states",
-                                              "cublas_workspace"))  # fmt: skip
+                                              "cublas_workspace", "ddp_gradient_buckets"))  # fmt: skip
             loading = e11.phase_bytes.get("loading", 0)
             outside = e11.device_total_bytes - e11.peak_reserved_bytes
-            scal.append((fb11, slope, held, others, outside, kept, states, loading))
+            lines = lines + (lines[-1],) * (_LINES - len(lines))
+            scal.append((*(x for line in lines for x in line), held, others, outside, kept, states, loading))
         for reason, which in refused.items():
             which = list(dict.fromkeys(which))  # recomputation variants share a description
             more = f" and {len(which) - 1} more" if len(which) > 1 else ""
@@ -278,11 +283,13 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
         per_dp = np.array([job.global_batch // f[2] for f in fams], dtype=float)[idx]
         accum = per_dp / mbs
         sc = np.array(scal, dtype=float)
+        k = 2 * _LINES  # the columns after the lines: held grads, others, outside, kept logits, states, loading
         held = (accum > 1) | (tr.zero_grad is ZeroGrad.ZEROS)  # gradients kept through forward/backward
-        fb = sc[idx, 0] + (mbs - 1) * sc[idx, 1] + np.where(held, sc[idx, 2], 0.0)
-        peak = np.maximum(fb, sc[idx, 3] + (mbs - 1) * sc[idx, 5])
-        frag = job.overheads.allocator_fraction * np.maximum(0.0, peak - sc[idx, 6])  # as reserved_bytes does
-        device = np.floor(np.maximum(peak + frag, sc[idx, 7])) + sc[idx, 4]
+        fb = np.max([sc[idx, 2 * i] + mbs * sc[idx, 2 * i + 1] for i in range(_LINES)], axis=0)
+        fb += np.where(held, sc[idx, k], 0.0)
+        peak = np.maximum(fb, sc[idx, k + 1] + (mbs - 1) * sc[idx, k + 3])
+        frag = job.overheads.allocator_fraction * np.maximum(0.0, peak - sc[idx, k + 4])  # as reserved_bytes does
+        device = np.floor(np.maximum(peak + frag, sc[idx, k + 5])) + sc[idx, k + 2]
         ok = device <= gpu.memory_bytes
         evaluated += len(mbs)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])

@@ -10,7 +10,7 @@ import typer
 from ftplan.catalog import load_catalog
 from ftplan.cli.common import FORMAT_HELP, Format, check_writable, emit, number, render
 from ftplan.job import resolve_job
-from ftplan.report.tables import measure_table
+from ftplan.report.tables import dist_measure_table, measure_table
 from ftplan.schema.job import load_job
 
 
@@ -19,15 +19,28 @@ def measure(
     device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
     steps: int = typer.Option(1, "--steps", help="Measured steps after one warm-up step.", callback=number(1, 1000)),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights and tokens.", callback=number(0)),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        help="Processes: 2-8 run the job's data-parallel layout (layout.dp ranks).",
+        callback=number(1, 8),
+    ),
     format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """Build the job's model from its config (random weights), train a step, and hold the estimate to it."""
-    from ftplan.measure import measure_job
+    from ftplan.measure import measure_distributed, measure_job
 
     check_writable(output)
     spec = load_job(job)
     resolved = resolve_job(spec, load_catalog(), str(job))
+    if nproc > 1:
+        dist = measure_distributed(resolved, nproc, device=device, steps=steps, seed=seed)
+        ranks = [comparison_to_dict(c) for c in dist.ranks]
+        data = {"ranks": ranks, "worst_rank": dist.ranks.index(dist.worst)}
+        rows = [{"rank": i, **term} for i, r in enumerate(ranks) for term in r["terms"]]
+        emit(render(format, lambda: dist_measure_table(dist), lambda: data, lambda: rows), output)
+        return
     comparison = measure_job(resolved, device=device, steps=steps, seed=seed)
     data = comparison_to_dict(comparison)
     emit(render(format, lambda: measure_table(comparison), lambda: data, lambda: data["terms"]), output)

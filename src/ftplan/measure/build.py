@@ -237,20 +237,21 @@ def layer_lists(model: Any, arch: Architecture | None = None) -> dict[str, Any]:
     return found
 
 
-def build_optimizer(job: ResolvedJob, params: list[Any]) -> Any:
-    """The job's optimizer; ``adamw`` is the multi-tensor (``foreach``) one CUDA uses by default."""
+def optimizer_class(job: ResolvedJob) -> tuple[Any, dict[str, Any]]:
+    """The job's optimizer class and arguments; ``adamw`` is the multi-tensor (``foreach``) one CUDA
+    uses by default."""
     torch = require_torch()
     opt = job.training.optimizer
     if opt is Optimizer.ADAMW:
-        return torch.optim.AdamW(params, lr=1e-4, foreach=True)
+        return torch.optim.AdamW, {"lr": 1e-4, "foreach": True}
     if opt is Optimizer.ADAMW_FUSED:
-        return torch.optim.AdamW(params, lr=1e-4, fused=True)
+        return torch.optim.AdamW, {"lr": 1e-4, "fused": True}
     if opt is Optimizer.ADAMW_FORLOOP:
-        return torch.optim.AdamW(params, lr=1e-4, foreach=False)
+        return torch.optim.AdamW, {"lr": 1e-4, "foreach": False}
     if opt is Optimizer.SGD:
-        return torch.optim.SGD(params, lr=1e-4, momentum=0.9, foreach=True)
+        return torch.optim.SGD, {"lr": 1e-4, "momentum": 0.9, "foreach": True}
     if opt is Optimizer.ADAFACTOR:
-        return torch.optim.Adafactor(params, lr=1e-4, foreach=False)
+        return torch.optim.Adafactor, {"lr": 1e-4, "foreach": False}
     import bitsandbytes as bnb
 
     cls = {
@@ -258,7 +259,13 @@ def build_optimizer(job: ResolvedJob, params: list[Any]) -> Any:
         Optimizer.PAGED_ADAMW: bnb.optim.PagedAdamW,
         Optimizer.PAGED_ADAMW_8BIT: bnb.optim.PagedAdamW8bit,
     }[opt]
-    return cls(params, lr=1e-4)
+    return cls, {"lr": 1e-4}
+
+
+def build_optimizer(job: ResolvedJob, params: list[Any]) -> Any:
+    """The job's optimizer over ``params``."""
+    cls, kwargs = optimizer_class(job)
+    return cls(params, **kwargs)
 
 
 def autocast_context(job: ResolvedJob, device: str) -> Any:

@@ -136,10 +136,10 @@ class _SavedTracker:
         self.region = "head"
         self.active = False
         self.checkpointed = checkpointed
-        self.entries: dict[int, tuple[str, int, Any]] = {}  # storage address → region, bytes, weak reference
+        self.entries: dict[int, tuple[str, int, Any]] = {}  # id(storage) → region, address, weak reference
         self.bytes: dict[str, int] = defaultdict(int)
         params = list(model.parameters())
-        self.param_ptrs = {p.untyped_storage().data_ptr() for p in params}
+        self.param_ptrs = {_ptr(_local(p)) for p in params}
         self.frozen: dict[tuple[int, ...], list[Any]] = defaultdict(list)  # by shape, for casts
         for p in params:
             if not p.requires_grad and p.dim() == 2:
@@ -184,23 +184,30 @@ class _SavedTracker:
             self.region = region
 
     def add(self, t: Any) -> None:
+        t = _local(t)
         storage = t.untyped_storage()
-        ptr = storage.data_ptr()
+        ptr = _ptr(t)
         if ptr == 0 or ptr in self.param_ptrs:
             return
-        entry = self.entries.get(ptr)
-        if entry is not None and entry[2]() is not None:  # the same storage, saved again
+        key = id(storage)  # the storage's Python object, kept while the storage lives
+        entry = self.entries.get(key)
+        if entry is not None and entry[2]() is storage:  # the same storage, saved again
             return
         region = "weight_casts" if self._is_weight_cast(t) else self.region
-        self.entries[ptr] = (region, storage.nbytes(), weakref.ref(storage))
+        self.entries[key] = (region, ptr, weakref.ref(storage))
 
-    def settle(self) -> None:
+    def settle(self, model: Any) -> None:
         """Count what is still saved at the end of the forward pass. A branch of the graph that does not
         lead to the loss (a router's group choice, a discarded output) frees its saved tensors at once,
-        and their addresses may be reused: only storages alive now are kept for backward."""
-        for region, nbytes, ref in self.entries.values():
-            if ref() is not None:
-                self.bytes[region] += nbytes
+        and their addresses may be reused: only storages alive now are kept for backward, at the size
+        they have now (FSDP frees a gathered weight by resizing its storage to nothing), and not those
+        that are the model's parameters now (FSDP's gathered weights, kept until backward without
+        resharding)."""
+        params = {_ptr(_local(p)) for p in model.parameters()}
+        for region, ptr, ref in self.entries.values():
+            storage = ref()
+            if storage is not None and ptr not in params:
+                self.bytes[region] += storage.nbytes()
         self.entries.clear()
 
     def _is_weight_cast(self, t: Any) -> bool:
@@ -221,7 +228,7 @@ class _SavedTracker:
                 return False
             name = type(fn).__name__
             if name == "AccumulateGrad":
-                return cast and fn.variable.untyped_storage().data_ptr() in self.param_ptrs
+                return cast and _ptr(_local(fn.variable)) in self.param_ptrs
             if name not in _VIEW_OR_CAST or len(fn.next_functions) != 1:
                 return False
             cast = cast or name == "ToCopyBackward0"
@@ -275,8 +282,19 @@ def _attention_mask(torch: Any, job: ResolvedJob, mb: int, s: int, device: str) 
     return {}
 
 
+def _ptr(t: Any) -> int:
+    """The address of a tensor's storage; 0 for one FSDP has resized to nothing."""
+    storage = t.untyped_storage()
+    return storage.data_ptr() if storage.nbytes() else 0
+
+
+def _local(t: Any) -> Any:
+    """This process's part of a tensor: the local shard of a DTensor (FSDP2, tensor parallelism)."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
 def _tensor_bytes(tensors: Any) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
+    return sum(_local(t).numel() * _local(t).element_size() for t in tensors)
 
 
 def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int = 0) -> Comparison:
@@ -310,26 +328,43 @@ def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     model = build.build_model(job, device, seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = build.build_optimizer(job, params)
+    measurement = measure_steps(job, model, params, build.build_optimizer(job, params), device, steps, seed)
+    return Comparison(job, est, measurement)
+
+
+def measure_steps(
+    job: ResolvedJob,
+    model: Any,
+    params: list[Any],
+    opt: Any,
+    device: str,
+    steps: int,
+    seed: int,
+    autocast: bool = True,
+    sharded: bool = False,
+) -> Measurement:
+    """Run one warm-up step and ``steps`` measured steps of ``model`` (wrapped for data parallelism or
+    not) and measure them. ``autocast`` off where a sharding wrapper casts the parameters itself
+    (FSDP's mixed precision); ``sharded`` where storages are freed by resizing rather than by being
+    dropped (FSDP's gathered parameters), which the op-by-op counter then follows."""
+    torch = build.require_torch()
     batch = _batch(job, device, seed)
     accum = job.layout.grad_accum
     stacks = build.layer_lists(model, job.arch)
     tracker = _SavedTracker(model, stacks, job.layout.recompute is Recompute.FULL)
     sizes: dict[str, int] = {}
     kept: list[Any] = []  # model outputs the loop holds (model_output kept)
+    cast = build.autocast_context(job, device) if autocast else contextlib.nullcontext()
 
     def step(track: bool) -> None:
         for i in range(accum):
             tracker.active = track and i == 0
             tracker.region = "head"
-            with (
-                torch.autograd.graph.saved_tensors_hooks(tracker.pack, lambda t: t),
-                build.autocast_context(job, device),
-            ):
+            with torch.autograd.graph.saved_tensors_hooks(tracker.pack, lambda t: t), cast:
                 output = model(**batch)
                 loss = output.loss / accum
             if tracker.active:
-                tracker.settle()
+                tracker.settle(model)
             tracker.active = False
             if job.training.model_output is ModelOutput.DROPPED:
                 del output  # the loop keeps only the loss (Transformers' Trainer)
@@ -353,22 +388,22 @@ def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int
             peak, reserved, categories = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved(), {}
         else:
             live = _live_storages(torch, [*model.parameters(), *model.buffers(), *_optimizer_tensors(torch, opt),
-                                         *(p.grad for p in params if p.grad is not None), *batch.values()])  # fmt: skip
+                                         *(p.grad for p in params if p.grad is not None), *batch.values()],
+                                  resizable=sharded)  # fmt: skip
             with live:
                 peak, categories = _profile_cpu(torch, lambda: [step(track=i == 0) for i in range(steps)])
             peak = max(peak, live.peak)
             reserved = None
     finally:
         tracker.close()
-    state_tensors = _optimizer_tensors(torch, opt)
     all_params = list(model.parameters())
-    measurement = Measurement(
+    return Measurement(
         device=device,
         steps=steps,
         weights_trainable=_tensor_bytes(params),
         weights_frozen=_tensor_bytes(p for p in all_params if not p.requires_grad),
         gradients=sizes["gradients"],
-        optimizer_states=_tensor_bytes(state_tensors),
+        optimizer_states=_tensor_bytes(_optimizer_tensors(torch, opt)),
         saved_by_layer={k: v for k, v in tracker.bytes.items() if k not in ("head", "loss", "weight_casts")},
         saved_head=tracker.bytes.get("head", 0),
         saved_loss=tracker.bytes.get("loss", 0),
@@ -377,15 +412,17 @@ def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int
         peak_reserved=None if reserved is None else int(reserved),
         peak_categories=categories,
     )
-    return Comparison(job, est, measurement)
 
 
 def _optimizer_tensors(torch: Any, opt: Any) -> list[Any]:
+    opt = getattr(opt, "optim", opt)  # ZeroRedundancyOptimizer: the optimizer of this rank's shard
     return [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
 
 
-def _live_storages(torch: Any, existing: list[Any]) -> Any:
-    """A dispatch mode counting live storage bytes, starting from ``existing`` tensors."""
+def _live_storages(torch: Any, existing: list[Any], resizable: bool = False) -> Any:
+    """A dispatch mode counting live storage bytes, starting from ``existing`` tensors; with
+    ``resizable``, at the size each storage has after every op (FSDP resizes its gathered
+    parameters' storages to nothing instead of freeing them)."""
     from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
 
     class LiveStorages(TorchDispatchMode):
@@ -397,6 +434,7 @@ def _live_storages(torch: Any, existing: list[Any]) -> Any:
         def __init__(self, existing: list[Any]) -> None:
             super().__init__()
             self.live: dict[int, int] = {}
+            self.storages: dict[int, Any] = {}  # resizable: weak references to the live storages
             self.now = self.peak = 0
             for t in existing:
                 self._add(t)
@@ -410,18 +448,31 @@ def _live_storages(torch: Any, existing: list[Any]) -> Any:
                     self._add(getattr(t, name))
                 return
             storage = t.untyped_storage()
-            key, size = storage.data_ptr(), storage.nbytes()
-            if size == 0 or key in self.live:
+            # a resized storage moves: follow it by its Python object (kept while the storage lives)
+            key, size = (id(storage) if resizable else storage.data_ptr()), storage.nbytes()
+            if key in self.live or (size == 0 and not resizable):
                 return
             self.live[key] = size
             self.now += size
+            if resizable:
+                self.storages[key] = weakref.ref(storage)
             weakref.finalize(storage, self._free, key)
 
         def _free(self, key: int) -> None:
             self.now -= self.live.pop(key, 0)
+            self.storages.pop(key, None)
+
+        def _resized(self) -> None:
+            for key, ref in list(self.storages.items()):
+                storage = ref()
+                if storage is not None and storage.nbytes() != self.live.get(key, 0):
+                    self.now += storage.nbytes() - self.live[key]
+                    self.live[key] = storage.nbytes()
 
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             out = func(*args, **(kwargs or {}))
+            if resizable:
+                self._resized()
             for t in out if isinstance(out, (tuple, list)) else (out,):
                 self._add(t)
             self.peak = max(self.peak, self.now)
@@ -441,7 +492,10 @@ def _profile_cpu(torch: Any, run: Any) -> tuple[int, dict[str, int]]:
         raise MeasureError(msg) from exc
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
         run()
-    timeline = MemoryProfileTimeline(prof._memory_profile())
+    try:
+        timeline = MemoryProfileTimeline(prof._memory_profile())
+    except AssertionError:  # its data-flow analysis can trip on collectives' in-place ops (FSDP2)
+        return 0, {}  # the op-by-op counter, which the caller also keeps, is then the measurement
     _, sizes = timeline._coalesce_timeline(torch.device("cpu"))
     totals = [sum(row) for row in sizes]
     at = max(range(len(totals)), key=totals.__getitem__)

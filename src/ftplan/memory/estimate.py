@@ -74,10 +74,11 @@ class MemoryEstimate:
     # ``loss_saved`` (what the logits/loss saves; ``logits_loss`` is its transient peak).
     activation_terms: dict[str, int] = field(default_factory=dict)
     phase_bytes: dict[str, int] = field(default_factory=dict)  # allocated bytes at each moment of the step
-    # Growth of the forward/backward moment per sequence of micro-batch: every activation term is
-    # proportional to the micro-batch except the rotary tables; None where it is not exactly linear
-    # (the fused loss's chunking).
-    per_sequence_bytes: float | None = None
+    # The forward/backward moment (without gradients held across micro-steps) as the maximum of lines
+    # (bytes at micro-batch 0, bytes a sequence): the loss, backward and a MoE forward each grow with
+    # the micro-batch from their own constant; None where it is not exactly linear (the fused loss's
+    # chunking).
+    fb_lines: tuple[tuple[float, float], ...] | None = None
     host_memory_bytes: int | None = None  # RAM per node, where the job states or the catalog implies it
 
     @property
@@ -98,7 +99,7 @@ class MemoryEstimate:
         return self.gpu_memory_bytes - self.device_total_bytes
 
 
-_STATES = ("weights_trainable", "weights_frozen", "optimizer_states", "cublas_workspace")
+_STATES = ("weights_trainable", "weights_frozen", "optimizer_states", "cublas_workspace", "ddp_gradient_buckets")
 # The terms each moment of a step holds (forward/backward adds the held gradients and the larger
 # of the loss peak and the backward working set).
 _PHASE_TERMS = {
@@ -117,6 +118,16 @@ def reserved_bytes(step_peak: float, persistent: float, loading: float, allocato
     other tensor shares) fragments by ``allocator_fraction`` of itself; loading, which only adds
     tensors that stay, reserves what it allocates."""
     return int(max(step_peak + allocator_fraction * max(0.0, step_peak - persistent), loading))
+
+
+def _fb_lines(
+    base: float, branches: list[tuple[float, float]], mb: int, per_mb: float
+) -> tuple[tuple[float, float], ...]:
+    """The forward/backward moment without held gradients as lines ``a + b·micro_batch`` whose
+    maximum it is: ``base`` (of which ``per_mb`` grows with the micro-batch) plus each branch
+    (a constant and a part that grows)."""
+    rate = per_mb / mb
+    return tuple((base - per_mb + a, rate + b / mb) for a, b in branches)
 
 
 def check_layout(arch: Architecture, training: Training, layout: Layout) -> None:
@@ -283,15 +294,30 @@ class _Bytes:
 
 def _recipe(training: Training, layout: Layout) -> _Bytes:
     p = training.precision
+    # ZeRO-2 keeps the whole parameters for forward and backward and updates a sharded copy of them
+    # (FSDP2 without reshard_after_forward: its sharded parameters; DeepSpeed: its partition of the
+    # flat parameters, cloned): a copy in the parameters' own dtype where no fp32 master is one
+    # (measured: benchmarks/measured_grid_dist.yaml). ZeRO-1 (ZeroRedundancyOptimizer) updates the
+    # replicated parameters in place, ZeRO-3's shards are the only copy.
+    shard = 1 if layout.zero == ZeroStage.GRADIENTS else 0
     if p is Precision.FP32:
-        return _Bytes(4, 4, 4, 0)
+        return _Bytes(4, 4, 4, 4 * shard)
     if p is Precision.BF16_PURE:
-        return _Bytes(2, 2, 2, 0)
+        return _Bytes(2, 2, 2, 2 * shard)
     if p is Precision.BF16_FP32_ADAPTERS:
-        return _Bytes(4, 4, 4, 0)  # fp32 adapters, sharded as they are under ZeRO/FSDP
+        return _Bytes(4, 4, 4, 4 * shard)  # fp32 adapters, sharded as they are under ZeRO/FSDP
     if layout.zero == ZeroStage.NONE:
         return _Bytes(4, 4, 4, 0)  # autocast over fp32 parameters
-    return _Bytes(2, 2, 4, 4)  # ZeRO/FSDP mixed precision: 16-bit params, fp32 master shard
+    # FSDP2's mixed precision (measured): fp32 sharded parameters, which the optimizer updates, gathered
+    # in 16 bits for forward and backward; gradients reduced and kept sharded in fp32 (with offload, on
+    # the host: FSDP's CPUOffload). Offloading the optimizer alone is DeepSpeed's (ZeRO-Offload), whose
+    # recipe keeps 16-bit weights and gradients and sends the fp32 master to the host with the states.
+    if layout.offload is not Offload.OPTIMIZER:
+        if layout.zero == ZeroStage.PARAMETERS:
+            return _Bytes(4, 4, 4, 0)  # the shards are the only copy (gathered blocks: zero3_gathered_params)
+        if layout.zero == ZeroStage.GRADIENTS:
+            return _Bytes(2, 4, 4, 4)  # whole 16-bit parameters through forward and backward, fp32 shards
+    return _Bytes(2, 2, 4, 4)  # DeepSpeed: 16-bit parameters and gradients, an fp32 master shard
 
 
 def _optimizer_state_bytes(opt: Optimizer, ps: ParamSplit, t_local: float, rb: _Bytes, tp: int) -> float:
@@ -672,6 +698,10 @@ def estimate_memory(
     # reserved per GPU after wrapping a 7B. Adapters are added after loading; the caching allocator
     # keeps the freed blocks reserved for the step.
     load_bytes = w_frozen + max(2.0 * arch.largest_linear_params / t, w_train) if ps.quant_bits_per_weight else 0.0
+    # DistributedDataParallel copies every gradient into a bucket for its all-reduce: a second copy of
+    # the gradients, allocated when it wraps the model (gradient_as_bucket_view=False, its default;
+    # measured: benchmarks/measured_grid_dist.yaml). ZeRO-1 runs under DDP too.
+    ddp_buckets = grads if n > 1 and z <= ZeroStage.OPTIMIZER and layout.offload is Offload.NONE else 0.0
     if z >= ZeroStage.OPTIMIZER:
         opt_states /= n
     if z >= ZeroStage.GRADIENTS:
@@ -762,7 +792,6 @@ def estimate_memory(
         kept_size = 0
     logits_kept = kept_size * arch.vocab * out_tokens / t
     moe_tok = _moe_forward_bytes(arch, saves, pa.moe_first_frozen, c, r) * out_tokens / t
-    moe_fwd = moe_tok + unkept
     loss_saved = pa.loss_saved * mb
     bwd_ws = pa.bwd_ws * mb  # gradient of the widest tensor + its input
     if full_recompute and arch.routing == "llama4":
@@ -818,19 +847,38 @@ def estimate_memory(
         # transformers' from_pretrained keeps that weight in fp32 instead: no copy, and 2 bytes a router
         # weight more than the weights count, a smaller sum.
         cast_copies += 4 * arch.experts * arch.hidden * (1 if full_recompute else arch.layers_of("main")) / t
-    gathered = 0.0
+    gathered = one_block = 0.0
     if z >= ZeroStage.PARAMETERS:
         # (a MoE's 16-bit experts under QLoRA: the gathered block counted at 16 bits, a bound)
         quantized = ps.quant_bits_per_weight and not ps.frozen_unquantized
         w16 = ps.quant_bits_per_weight / 8 if quantized else frozen_bytes
-        gathered = 2 * block * w16 + (block * rb.grad if training.method is Method.FULL else 0)
+        one_block = block * w16
+        if training.method is not Method.FULL:  # a block's adapters are gathered with it
+            one_block += ps.trainable_matrix / arch.total_layers / t * rb.weight
         if fp8 is not None and fp8.all_gather:  # FP8 weight shards gathered: 1 byte a converted weight
-            gathered_block = max(
+            one_block = max(
                 (arch.layer_matrix_params[st] / t + arch.layer_vector_params[st]) * w16
                 - fp8_layer.get(st, 0) / t * (w16 - 1)
                 for st in arch.block_linears
             )
-            gathered = 2 * gathered_block + block * rb.grad
+        gathered = 2 * one_block + (block * rb.grad if training.method is Method.FULL else 0)
+    root_gathered = 0.0
+    if z >= ZeroStage.PARAMETERS:
+        # FSDP's root group holds what is outside the transformer blocks (embeddings, final norm,
+        # lm_head, as Accelerate's transformer-layer wrapping leaves them); the root is not resharded
+        # after forward (FSDP2 sets reshard_after_forward False for it), so its gathered parameters
+        # stay from the first forward to the end of backward (measured: benchmarks/measured_grid_dist.yaml)
+        root = arch.embedding_params + arch.lm_head_params + arch.other_params
+        root_gathered = _local(0, 0, root, t) * (c if training.method is Method.FULL else frozen_bytes)
+    # ... and reduced last, when backward ends: FSDP2 has by then resharded the root's parameters and
+    # holds its whole gradient, a copy in the reduce dtype (fp32 under mixed precision, from a 16-bit
+    # gradient) and the flat reduce-scatter input (measured); the blocks' gradients are sharded already
+    root_reduce = root_grad_shard = 0.0
+    if z >= ZeroStage.PARAMETERS and ps.trainable_embed:
+        root_trained = _local(0, 0, min(ps.trainable_embed, arch.embedding_params + arch.lm_head_params), t)
+        reduce = 4 if training.precision.mixed else c
+        root_reduce = root_trained * (c + (reduce if reduce != c else 0) + reduce)
+        root_grad_shard = root_trained * rb.grad / n
     reduce_buffer = block * rb.grad if (z == ZeroStage.GRADIENTS and training.method is Method.FULL) else 0.0
     dequant = 2.0 * arch.largest_linear_params if training.method is Method.QLORA else 0.0
     step_tmp = 0.0
@@ -849,7 +897,12 @@ def estimate_memory(
     # gradients exist through forward/backward when they accumulate over micro-steps, or when the
     # loop zeroes them instead of freeing them (set_to_none=False: PyTorch before 2.0)
     grads_held = grads if layout.grad_accum > 1 or training.zero_grad is ZeroGrad.ZEROS else 0.0
-    act_phase_extra = max(loss_peak, in_backward + folded_ws, moe_fwd)
+    # The forward/backward moment peaks at the loss (the blocks resharded, ZeRO-3), in backward (two blocks
+    # gathered, one being computed and one prefetched) or inside a MoE layer's forward: each a line in the
+    # micro-batch (constant, per sequence), which the layout search evaluates exactly (fb_lines)
+    # (at the loss FSDP has already gathered the last block for backward: its root's pre-backward prefetches it)
+    branches = [(one_block, loss_peak), (gathered + folded_ws, in_backward), (gathered + unkept, moe_tok)]
+    act_phase_extra = max(a + b for a, b in branches)
     cublas = cublas_workspace_bytes(gpu_arch)
 
     gpu_terms = {
@@ -861,27 +914,37 @@ def estimate_memory(
         "logits_loss": loss_peak,
         "backward_workspace": bwd_ws + recompute_ws + folded_ws,
         "autocast_weight_copies": cast_copies,
-        "zero3_gathered_params": gathered,
+        "zero3_gathered_params": gathered + root_gathered,
         "grad_reduce_buffer": reduce_buffer,
         "dequant_workspace": dequant,
         "optimizer_step_temporaries": step_tmp,
         "cublas_workspace": cublas,
+        "ddp_gradient_buckets": ddp_buckets,
         "logits_kept": logits_kept,
         "load_unsharded_weights": max(0.0, load_bytes - w_train - w_frozen),
     }
-    states = w_train + w_frozen + opt_states + cublas + logits_kept  # at every moment (see _PHASE_TERMS)
+    persistent = w_train + w_frozen + opt_states + cublas + ddp_buckets  # allocated once, for the whole run
+    states = persistent + logits_kept  # at every moment (see _PHASE_TERMS)
     phases = {
-        "forward/backward": states + activations + cast_copies + gathered + dequant + grads_held + act_phase_extra,
-        "end of backward": states + grads + gathered + reduce_buffer + dequant,
+        "forward/backward": states + activations + cast_copies + root_gathered + dequant + grads_held + act_phase_extra,
+        "end of backward": states
+        + grads
+        + reduce_buffer
+        + dequant
+        + (
+            gathered - block * rb.grad * (training.method is Method.FULL) + root_reduce - root_grad_shard
+            if z >= ZeroStage.PARAMETERS
+            else gathered
+        ),
         "optimizer step": states + grads + step_tmp,
     }
-    if load_bytes > w_train + w_frozen:
+    if load_bytes > w_train + w_frozen:  # (before DDP wraps the model: no buckets yet)
         phases["loading"] = w_train + w_frozen + gpu_terms["load_unsharded_weights"]
     phase = max(phases, key=lambda k: phases[k])
     peak_alloc = int(phases[phase])
     reserved = reserved_bytes(
         max(v for k, v in phases.items() if k != "loading"),
-        w_train + w_frozen + opt_states + cublas,
+        persistent,
         phases.get("loading", 0.0),
         overheads.allocator_fraction,
     )
@@ -939,12 +1002,13 @@ def estimate_memory(
         gpu_memory_bytes=gpu_memory_bytes,
         notes=tuple(notes),
         phase_bytes={k: int(v) for k, v in phases.items()},
-        per_sequence_bytes=(
-            None
-            if training.loss is Loss.FUSED
-            # the per-sequence part; the folded constants count once, at most (never less than the model)
-            else (activations - folded_saved - constants + logits_kept + max(loss_peak, in_backward, moe_fwd - unkept))
-            / layout.micro_batch
+        fb_lines=None
+        if training.loss is Loss.FUSED
+        else _fb_lines(
+            phases["forward/backward"] - grads_held - act_phase_extra,
+            branches,
+            layout.micro_batch,
+            activations - folded_saved - constants + logits_kept,
         ),
         activation_terms={  # for `ftplan measure` and the tests
             **{

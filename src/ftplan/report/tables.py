@@ -22,6 +22,7 @@ TERM_LABELS = {
     "dequant_workspace": "NF4 dequantisation buffer",
     "optimizer_step_temporaries": "optimizer-step temporaries",
     "cublas_workspace": "cuBLAS workspace",
+    "ddp_gradient_buckets": "DDP gradient buckets",
     "logits_kept": "logits the loop keeps",
     "load_unsharded_weights": "loading: whole quantised model",
     "allocator_cache": "allocator cache (reserved − allocated)",
@@ -114,6 +115,27 @@ def measure_table(c: Any) -> str:
         out.append(f"\nprofiler categories at the peak (MiB): {cats}")
     if m.device == "cpu":
         out.append("note: a CPU has no CUDA context, NCCL buffers or caching allocator; the estimate leaves them out.")
+    return "\n".join(out)
+
+
+def dist_measure_table(d: Any) -> str:
+    """`ftplan measure --nproc`: every rank's peak, then the worst rank term by term."""
+    lay = d.job.layout
+    zero = {0: "DDP", 1: "DDP + ZeroRedundancyOptimizer", 2: "FSDP2 (no reshard after forward)", 3: "FSDP2"}
+    worst = d.worst
+    rows = [
+        [str(i), _mib(c.row("peak allocated").estimate), _mib(c.measurement.peak_allocated),
+         _err(c.row("peak allocated").rel_error), "yes" if c is worst else ""]
+        for i, c in enumerate(d.ranks)
+    ]  # fmt: skip
+    out = [
+        f"{len(d.ranks)} ranks · ZeRO-{int(lay.zero)} as {zero[int(lay.zero)]}",
+        "",
+        render_table(["rank", "estimate MiB", "measured MiB", "error", "highest"], rows, right={1, 2, 3}),
+        "",
+        f"rank {d.ranks.index(worst)} (the highest peak):",
+        measure_table(worst),
+    ]
     return "\n".join(out)
 
 

@@ -1,0 +1,229 @@
+"""Measure a data-parallel job across processes: every rank's memory, term by term.
+
+``measure_distributed`` starts ``dp`` processes (``torch.multiprocessing``, gloo on a CPU, NCCL on
+CUDA), builds the same model in each, wraps it the way the job's ZeRO stage is run with PyTorch's
+own tools, and measures every rank as ``ftplan measure`` measures one process:
+
+* ZeRO 0: ``DistributedDataParallel`` (its gradient buckets included);
+* ZeRO 1: ``DistributedDataParallel`` and ``ZeroRedundancyOptimizer`` (optimizer states sharded);
+* ZeRO 2 and 3: FSDP2 (``fully_shard`` on every transformer layer and on the model), without and
+  with ``reshard_after_forward``; mixed precision through FSDP's ``MixedPrecisionPolicy``
+  (16-bit gathered weights, fp32 shards and gradient reduction), not autocast.
+
+Ranks may differ (they hold different shards); the comparison reports each, and a fit check needs
+the worst.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ftplan.errors import MeasureError
+from ftplan.job import ResolvedJob
+from ftplan.measure import build
+from ftplan.measure.run import (
+    HOST_MEMORY_FRACTION,
+    Comparison,
+    Measurement,
+    available_host_bytes,
+    estimate_for_device,
+    measure_steps,
+)
+from ftplan.memory import Method, Offload, Precision, ZeroStage
+from ftplan.units import GIB
+
+# What one rank may take of the host's available memory when all ranks share one machine.
+MAX_PROCESSES = 8
+
+
+@dataclass(frozen=True)
+class DistComparison:
+    """Every rank's measurement beside the estimate of the same job (one estimate: every GPU of a
+    data-parallel job is estimated alike)."""
+
+    job: ResolvedJob
+    ranks: tuple[Comparison, ...]
+
+    @property
+    def worst(self) -> Comparison:
+        """The rank with the highest measured peak: what a fit check must hold."""
+        return max(self.ranks, key=lambda c: c.measurement.peak_allocated)
+
+
+def check_distributed(job: ResolvedJob, nproc: int, device: str) -> None:
+    """Refuse, with the reason, what ``--nproc`` cannot run."""
+    lay, tr = job.layout, job.training
+    if not 2 <= nproc <= MAX_PROCESSES:
+        raise MeasureError(f"--nproc must be 2 to {MAX_PROCESSES}, got {nproc}. To fix: use --nproc 1 for one process.")
+    if lay.tp != 1:
+        raise MeasureError(
+            "--nproc measures data parallelism (DDP, ZeRO-1, FSDP2); tensor parallelism is not measured yet. "
+            "To fix: set layout.tp 1."
+        )
+    if lay.dp != nproc:
+        raise MeasureError(f"--nproc {nproc} runs {nproc} data-parallel ranks; the job has layout.dp {lay.dp}. "
+                           f"To fix: set layout.dp {nproc}.")  # fmt: skip
+    if lay.offload is not Offload.NONE:
+        raise MeasureError(
+            "offload moves states from GPU memory to the host; on a CPU there is nothing to move. "
+            "To fix: measure offload none (the model moves the offloaded terms to the host)."
+        )
+    if tr.fp8_setup is not None:
+        raise MeasureError("--nproc does not measure fp8 jobs yet. To fix: measure fp8 with one process.")
+    if lay.zero == ZeroStage.OPTIMIZER and tr.precision.mixed:
+        raise MeasureError(
+            "ZeRO-1 under a mixed recipe is DeepSpeed's (16-bit weights, an fp32 master shard), which "
+            "ZeroRedundancyOptimizer does not run. To fix: measure ZeRO-1 in fp32 or bf16-pure, or ZeRO-2."
+        )
+    if lay.zero >= ZeroStage.GRADIENTS and tr.method is not Method.FULL and tr.precision is Precision.BF16_MIXED:
+        base_fp32 = tr.lora is not None and tr.lora.base_fp32
+        if not base_fp32:
+            raise MeasureError(
+                "FSDP shards parameters of one dtype per layer: a bf16 base with fp32 adapters (bf16-mixed LoRA) "
+                "needs lora.base_fp32 under FSDP. To fix: set lora.base_fp32: true, or use bf16-pure."
+            )
+    build.check_measurable(_one_rank(job), device)
+
+
+def _one_rank(job: ResolvedJob) -> ResolvedJob:
+    """The job as one rank builds it: the wrapping is this module's."""
+    return replace(job, layout=replace(job.layout, dp=1, zero=ZeroStage.NONE, gpus_per_node=1))
+
+
+def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps: int = 1,
+                        seed: int = 0) -> DistComparison:  # fmt: skip
+    """Run ``nproc`` ranks of the job's data-parallel layout and measure each."""
+    if device not in ("cpu", "cuda"):
+        raise MeasureError(f"--device must be cpu or cuda, got {device!r}.")
+    if steps < 1:
+        raise MeasureError(f"--steps must be ≥ 1, got {steps}.")
+    check_distributed(job, nproc, device)
+    torch = build.require_torch()
+    gpu_arch = ""
+    if device == "cuda":
+        if torch.cuda.device_count() < nproc:
+            raise MeasureError(f"--nproc {nproc} --device cuda needs {nproc} GPUs; {torch.cuda.device_count()} "
+                               "are visible. To fix: use fewer processes or --device cpu.")  # fmt: skip
+        gpu_arch = "hopper" if torch.cuda.get_device_capability()[0] == 9 else ""
+    est = estimate_for_device(job, device, gpu_arch)
+    if device == "cpu":
+        need, have = est.peak_allocated_bytes * nproc, int(available_host_bytes() * HOST_MEMORY_FRACTION)
+        if need > have:
+            raise MeasureError(
+                f"{nproc} ranks need about {need / GIB:.1f} GiB together and {have / GIB:.1f} GiB is available. "
+                "To fix: measure a smaller model, sequence length or micro-batch, or fewer ranks."
+            )
+    with tempfile.TemporaryDirectory(prefix="ftplan-measure-") as tmp:
+        Path(tmp, "job.pickle").write_bytes(pickle.dumps((job, device, steps, seed)))
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc)}
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "ftplan.measure.dist", tmp, str(rank)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for rank in range(nproc)
+        ]
+        errors = [p.communicate()[1] for p in procs]
+        for rank, (p, err) in enumerate(zip(procs, errors, strict=True)):
+            if p.returncode != 0:
+                lines = [line for line in err.strip().splitlines() if line and not line.startswith(" ")]
+                raise MeasureError(f"rank {rank} failed: {lines[-1] if lines else f'exit code {p.returncode}'}")
+        ranks = []
+        for rank in range(nproc):
+            data = json.loads(Path(tmp, f"{rank}.json").read_text())
+            ranks.append(Comparison(job, est, Measurement(**data)))
+    return DistComparison(job, tuple(ranks))
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rank(tmp: str, rank: int) -> None:
+    """One rank (a process of its own): join the group, build and wrap the model, measure, write
+    the result where the launcher reads it."""
+    import torch
+    import torch.distributed as dist
+
+    job, device, steps, seed = pickle.loads(Path(tmp, "job.pickle").read_bytes())
+    warnings.filterwarnings("ignore")
+    if device == "cuda":
+        torch.cuda.set_device(rank)
+    world = int(os.environ["WORLD_SIZE"])
+    dist.init_process_group("nccl" if device == "cuda" else "gloo", rank=rank, world_size=world)
+    try:
+        dev = f"cuda:{rank}" if device == "cuda" else "cpu"
+        model = build.build_model(_one_rank(job), dev, seed)  # every rank starts from the same weights
+        zero = job.layout.zero
+        autocast = True
+        if zero >= ZeroStage.GRADIENTS:
+            autocast = not _fully_shard(torch, model, job)
+            params = [p for p in model.parameters() if p.requires_grad]
+            opt = build.build_optimizer(job, params)
+        else:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = _DDP(DistributedDataParallel(model, device_ids=[rank] if device == "cuda" else None))
+            params = [p for p in model.parameters() if p.requires_grad]
+            if zero == ZeroStage.OPTIMIZER:
+                from torch.distributed.optim import ZeroRedundancyOptimizer
+
+                cls, kwargs = build.optimizer_class(job)
+                opt = ZeroRedundancyOptimizer(params, optimizer_class=cls, **kwargs)
+            else:
+                opt = build.build_optimizer(job, params)
+        measured = measure_steps(job, model, params, opt, device, steps, seed + rank, autocast=autocast,
+                                 sharded=zero >= ZeroStage.GRADIENTS)  # fmt: skip
+        Path(tmp, f"{rank}.json").write_text(json.dumps(asdict(measured)))
+    finally:
+        dist.destroy_process_group()
+
+
+class _DDP:
+    """DistributedDataParallel seen as the model it wraps (its layers, config and embeddings), so
+    the measurement's hooks attach to the same modules; calls go through DDP."""
+
+    def __init__(self, ddp: Any) -> None:
+        self._ddp = ddp
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._ddp(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ddp.module, name)
+
+
+def _fully_shard(torch: Any, model: Any, job: ResolvedJob) -> bool:
+    """FSDP2 on every transformer layer and the model (ZeRO-3 reshards after forward, ZeRO-2 does
+    not); returns whether FSDP casts the parameters itself (mixed precision), so autocast is off."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    reshard = job.layout.zero == ZeroStage.PARAMETERS
+    mixed = job.training.precision.mixed
+    low = torch.bfloat16 if job.training.precision is Precision.BF16_MIXED else torch.float16
+    mp = MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32) if mixed else MixedPrecisionPolicy()
+    for layers in build.layer_lists(model, job.arch).values():
+        for layer in layers:
+            fully_shard(layer, reshard_after_forward=reshard, mp_policy=mp)
+    fully_shard(model, reshard_after_forward=reshard, mp_policy=mp)
+    return mixed
+
+
+if __name__ == "__main__":  # a rank, started by measure_distributed
+    _rank(sys.argv[1], int(sys.argv[2]))
