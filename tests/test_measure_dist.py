@@ -96,3 +96,13 @@ def test_cli_nproc_json_names_every_rank(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "ftplan", "measure", str(job), "--nproc", "3"],
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "layout.dp 2" in bad.stderr
+
+
+def test_a_failed_rank_stops_the_others_instead_of_leaving_them_in_a_collective():
+    from ftplan.measure.dist import _wait
+
+    waiting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    assert _wait([waiting, failing]) == 1
+    assert waiting.returncode is not None and failing.returncode == 3
+    assert _wait([subprocess.Popen([sys.executable, "-c", "pass"])]) is None

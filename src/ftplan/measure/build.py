@@ -24,7 +24,7 @@ from typing import Any
 from ftplan.arch import Architecture, Kind
 from ftplan.errors import MeasureError
 from ftplan.job import ResolvedJob
-from ftplan.memory import Method, Optimizer, Precision, Recompute
+from ftplan.memory import Method, ModelOutput, Optimizer, Precision, Recompute
 
 # Config fields that switch dropout on, per model family (Hugging Face config classes).
 _DROPOUT_FIELDS = (
@@ -69,7 +69,7 @@ def check_measurable(job: ResolvedJob, device: str) -> None:
         raise MeasureError(
             f"loss {tr.loss.value!r} is not what Hugging Face models compute. To fix: measure loss standard."
         )
-    if tr.model_output.value == "kept-fp32":
+    if tr.model_output is ModelOutput.KEPT_FP32:
         raise MeasureError(
             "model_output kept-fp32 is how Transformers before 4.46 returned logits (fp32); the Transformers "
             "ftplan measure runs returns them in the lm_head's dtype. To fix: measure model_output kept."

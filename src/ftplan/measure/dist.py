@@ -1,7 +1,7 @@
 """Measure a data-parallel job across processes: every rank's memory, term by term.
 
-``measure_distributed`` starts ``dp`` processes (``torch.multiprocessing``, gloo on a CPU, NCCL on
-CUDA), builds the same model in each, wraps it the way the job's ZeRO stage is run with PyTorch's
+``measure_distributed`` starts ``dp`` processes (``python -m ftplan.measure.dist``, one per rank;
+gloo on a CPU, NCCL on CUDA), builds the same model in each, wraps it the way the job's ZeRO stage is run with PyTorch's
 own tools, and measures every rank as ``ftplan measure`` measures one process:
 
 * ZeRO 0: ``DistributedDataParallel`` (its gradient buckets included);
@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -43,8 +44,7 @@ from ftplan.measure.run import (
 from ftplan.memory import Method, Offload, Precision, ZeroStage
 from ftplan.units import GIB
 
-# What one rank may take of the host's available memory when all ranks share one machine.
-MAX_PROCESSES = 8
+MAX_PROCESSES = 8  # ranks one machine runs (a node's GPUs)
 
 
 @dataclass(frozen=True)
@@ -127,26 +127,41 @@ def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps
     with tempfile.TemporaryDirectory(prefix="ftplan-measure-") as tmp:
         Path(tmp, "job.pickle").write_bytes(pickle.dumps((job, device, steps, seed)))
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc)}
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "ftplan.measure.dist", tmp, str(rank)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for rank in range(nproc)
-        ]
-        errors = [p.communicate()[1] for p in procs]
-        for rank, (p, err) in enumerate(zip(procs, errors, strict=True)):
-            if p.returncode != 0:
-                lines = [line for line in err.strip().splitlines() if line and not line.startswith(" ")]
-                raise MeasureError(f"rank {rank} failed: {lines[-1] if lines else f'exit code {p.returncode}'}")
+        # each rank's stderr goes to a file: a pipe left unread while another rank is waited for could fill
+        # and stall that rank inside a collective the others wait on
+        logs = [Path(tmp, f"{rank}.err") for rank in range(nproc)]
+        procs = []
+        for rank, log in enumerate(logs):
+            with log.open("w") as err:
+                procs.append(subprocess.Popen([sys.executable, "-m", "ftplan.measure.dist", tmp, str(rank)],
+                                              env=env, stdout=subprocess.DEVNULL, stderr=err))  # fmt: skip
+        failed = _wait(procs)
+        if failed is not None:  # the other ranks would wait for it in a collective: they were stopped
+            err = logs[failed].read_text(errors="replace")
+            lines = [line for line in err.strip().splitlines() if line and not line.startswith(" ")]
+            code = procs[failed].returncode
+            raise MeasureError(f"rank {failed} failed: {lines[-1] if lines else f'exit code {code}'}")
         ranks = []
         for rank in range(nproc):
             data = json.loads(Path(tmp, f"{rank}.json").read_text())
             ranks.append(Comparison(job, est, Measurement(**data)))
     return DistComparison(job, tuple(ranks))
+
+
+def _wait(procs: list[subprocess.Popen]) -> int | None:
+    """Wait for every rank; at the first that fails, stop the others and return its rank."""
+    while True:
+        codes = [p.poll() for p in procs]
+        failed = next((rank for rank, code in enumerate(codes) if code not in (None, 0)), None)
+        if failed is not None:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            return failed
+        if all(code == 0 for code in codes):
+            return None
+        time.sleep(0.1)
 
 
 def _free_port() -> int:

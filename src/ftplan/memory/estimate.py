@@ -847,7 +847,7 @@ def estimate_memory(
         # transformers' from_pretrained keeps that weight in fp32 instead: no copy, and 2 bytes a router
         # weight more than the weights count, a smaller sum.
         cast_copies += 4 * arch.experts * arch.hidden * (1 if full_recompute else arch.layers_of("main")) / t
-    gathered = one_block = 0.0
+    gathered = one_block = blocks = 0.0
     if z >= ZeroStage.PARAMETERS:
         # (a MoE's 16-bit experts under QLoRA: the gathered block counted at 16 bits, a bound)
         quantized = ps.quant_bits_per_weight and not ps.frozen_unquantized
@@ -861,7 +861,8 @@ def estimate_memory(
                 - fp8_layer.get(st, 0) / t * (w16 - 1)
                 for st in arch.block_linears
             )
-        gathered = 2 * one_block + (block * rb.grad if training.method is Method.FULL else 0)
+        blocks = 2 * one_block  # the block being computed and the one prefetched
+        gathered = blocks + (block * rb.grad if training.method is Method.FULL else 0)
     root_gathered = 0.0
     if z >= ZeroStage.PARAMETERS:
         # FSDP's root group holds what is outside the transformer blocks (embeddings, final norm,
@@ -927,15 +928,8 @@ def estimate_memory(
     states = persistent + logits_kept  # at every moment (see _PHASE_TERMS)
     phases = {
         "forward/backward": states + activations + cast_copies + root_gathered + dequant + grads_held + act_phase_extra,
-        "end of backward": states
-        + grads
-        + reduce_buffer
-        + dequant
-        + (
-            gathered - block * rb.grad * (training.method is Method.FULL) + root_reduce - root_grad_shard
-            if z >= ZeroStage.PARAMETERS
-            else gathered
-        ),
+        # (ZeRO-3: two blocks still gathered, the root's gradient being reduced in place of its shard)
+        "end of backward": states + grads + blocks + root_reduce - root_grad_shard + reduce_buffer + dequant,
         "optimizer step": states + grads + step_tmp,
     }
     if load_bytes > w_train + w_frozen:  # (before DDP wraps the model: no buckets yet)
