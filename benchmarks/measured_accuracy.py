@@ -3,7 +3,7 @@
 Usage: python benchmarks/measured_accuracy.py [--device cpu|cuda] [--grid FILE] [--keep-dropout]
 (needs the measure extra: pip install -e ".[measure]")
 
-A case whose layout has dp > 1 (benchmarks/measured_grid_dist.yaml) runs as that many processes
+A case whose layout has more than one GPU (benchmarks/measured_grid_dist.yaml) runs as that many processes
 (`ftplan measure --nproc`); its row is the rank with the highest peak, and the summary counts every rank.
 
 On a CPU the grid runs with dropout off (a CPU saves fp32 dropout masks where CUDA saves bytes);
@@ -41,8 +41,8 @@ def main() -> None:
         data = case["job"] if args.keep_dropout else dict(case["job"], dropout=False)
         job = resolve_job(parse_job(data, case["case"]), catalog, case["case"])
         try:
-            if job.layout.dp > 1:
-                ranks = measure_distributed(job, job.layout.dp, device=args.device).ranks
+            if job.layout.gpus > 1:
+                ranks = measure_distributed(job, job.layout.gpus, device=args.device).ranks
             else:
                 ranks = (measure_job(job, device=args.device),)
         except MeasureError as exc:  # e.g. FP8 without torchao or FP8 tensor cores: the other cases still run

@@ -1,9 +1,10 @@
 """Time model vs published throughput (benchmarks/throughput_public.yaml, the team's validation data).
 
-In scope: dense models up to 75B on A100/H100/H200 SXM, bf16/fp16 or FP8 linears, no pipeline
+In scope: dense models up to 75B on A100/H100/H200 SXM, bf16/fp16 or FP8 linears, no context
 parallelism, no offload, full fine-tuning / pre-training FLOPs or LoRA. Each case is run with its own
-layout (dp, tp, ZeRO stage, recomputation, micro-batch, accumulation) and compared on tokens/s per GPU.
-FP8 cases are reported as a group of their own. GPUs the catalog does not hold are out of scope, among
+layout (dp, tp, pipeline stages and their interleaving, ZeRO stage, recomputation, micro-batch,
+accumulation) and compared on tokens/s per GPU. FP8 cases and pipeline cases are reported as groups of
+their own. GPUs the catalog does not hold are out of scope, among
 them torchtitan's H100s (96 GB HBM2e, power-capped at 500 W). Their frameworks differ in how they scale (torchao
 tensorwise, Transformer Engine delayed or current scaling); the time model counts each as FP8 matmuls
 with dynamic casts, which it can (the scaling choice moves the cast traffic, not the matmuls).
@@ -76,7 +77,7 @@ def translate(case: dict) -> dict | None:
         return None
     if fp8 and method != "pretrain" and not method.startswith("full_ft"):  # FP8 is modelled for full training
         return None
-    if (par.get("pp") or 1) != 1 or (par.get("cp") or 1) != 1:  # pipeline and context parallelism: not modelled
+    if (par.get("cp") or 1) != 1:  # context parallelism: not modelled
         return None
     if str(par.get("offload") or "none").lower() not in ("none", "none "):
         return None
@@ -93,8 +94,10 @@ def translate(case: dict) -> dict | None:
     }  # fmt: skip
     arch = architecture_from_hf(cfg, case["id"])
     count = int(hw.get("count") or 1)
-    tp = int(par.get("tp") or 1)
-    dp = count // tp
+    tp, pp = int(par.get("tp") or 1), int(par.get("pp") or 1)
+    dp = count // (tp * pp)
+    # Megatron's virtual pipeline size (vp): chunks a rank holds under the interleaved schedule
+    virtual = int(par.get("vp") or 1) if pp > 1 else 1
     lora = LoraSetup(target_modules=("all-linear",)) if method == "lora" else None
     training = Training(
         method=Method.LORA if lora else Method.FULL,
@@ -103,12 +106,21 @@ def translate(case: dict) -> dict | None:
         fp8=Fp8Setup(all_gather="all-gather" in prec) if fp8 else None,
     )  # fmt: skip
     return {
-        "id": case["id"], "arch": arch, "training": training, "gpu": gpu, "dp": dp, "tp": tp,
+        "id": case["id"], "arch": arch, "training": training, "gpu": gpu, "dp": dp, "tp": tp, "pp": pp,
+        "virtual": virtual,
         "zero": _zero(str(par.get("sharding") or "")),
         "recompute": _recompute(str(case.get("activation_checkpointing"))),
-        "micro_batch": int(case["micro_batch"]), "grad_accum": int(case.get("grad_accum") or 1),
+        "micro_batch": int(case["micro_batch"]), "grad_accum": _accum(case, dp),
         "measured": float(meas["tokens_per_s_per_gpu"]), "source": case["id"].split("-", 1)[0], "fp8": fp8,
     }  # fmt: skip
+
+
+def _accum(case: dict, dp: int) -> int:
+    """Micro-steps a step: as stated, else the global batch over dp micro-batches (1 without either)."""
+    if case.get("grad_accum"):
+        return int(case["grad_accum"])
+    gbs = case.get("global_batch_seqs")
+    return max(1, int(gbs) // (dp * int(case["micro_batch"]))) if gbs else 1
 
 
 def predict(c: dict, catalog) -> float:
@@ -119,8 +131,9 @@ def predict(c: dict, catalog) -> float:
     t = tm.step_times(
         flops, c["arch"], c["training"], hw, np.array([c["dp"]]), np.array([c["tp"]]), np.array([c["zero"]]),
         np.array([0]), np.array([c["recompute"]]), np.array([c["micro_batch"]]), np.array([c["grad_accum"]]),
+        np.array([c["pp"]]), np.array([c["virtual"]]),
     )  # fmt: skip
-    tokens_per_gpu = c["micro_batch"] * c["grad_accum"] * c["training"].seq_len / c["tp"]
+    tokens_per_gpu = c["micro_batch"] * c["grad_accum"] * c["training"].seq_len / (c["tp"] * c["pp"])
     return float(tokens_per_gpu / t.total[0])
 
 
@@ -132,7 +145,7 @@ def main() -> None:
         pred = predict(c, catalog)
         err = (pred - c["measured"]) / c["measured"]
         errs.append((c, abs(err)))
-        gpus = str(c["dp"] * c["tp"])
+        gpus = str(c["dp"] * c["tp"] * c["pp"])
         rows.append([c["id"], c["gpu"], gpus, f"{c['measured']:,.0f}", f"{pred:,.0f}", f"{err:+.1%}"])
     print(
         render_table(
@@ -145,6 +158,7 @@ def main() -> None:
         groups.setdefault(f"source {c['source']}", []).append(e)
         groups.setdefault(f"gpu {c['gpu']}", []).append(e)
         groups.setdefault("FP8" if c["fp8"] else "16-bit", []).append(e)
+        groups.setdefault("pipeline (pp > 1)" if c["pp"] > 1 else "no pipeline", []).append(e)
 
     groups["all"] = [e for _, e in errs]
     summary = []

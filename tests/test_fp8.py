@@ -80,7 +80,11 @@ def test_eager_cast_working_memory():
     est = estimate_memory(arch, FP8, Layout(micro_batch=2))
     base = estimate_memory(arch, BF16, Layout(micro_batch=2))
     ws = est.gpu_terms["backward_workspace"] - base.gpu_terms["backward_workspace"]
-    assert ws == cast
+    # the cast joins the widest gradient's moment (2 × 2 bytes × 704 a token); the RMSNorm's backward
+    # (20 bytes × 256 a token) is a moment of its own, the larger of the two without FP8
+    tokens = 2 * 128
+    widest, norm = 2 * 2 * 704 * tokens, 20 * 256 * tokens
+    assert ws == max(widest + cast, norm) - max(widest, norm)
     assert any("eager float8 casts" in n for n in est.notes)
 
 

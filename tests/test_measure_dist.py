@@ -1,9 +1,10 @@
-"""`ftplan measure --nproc` on a CPU (gloo): every rank of a data-parallel job beside the estimate.
+"""`ftplan measure --nproc` on a CPU (gloo): every rank of a data-parallel or pipeline job beside the estimate.
 
-Five cases of benchmarks/measured_grid_dist.yaml, one per way PyTorch runs data parallelism
+Eight cases of benchmarks/measured_grid_dist.yaml, one per way PyTorch runs data parallelism
 (DistributedDataParallel, ZeroRedundancyOptimizer, FSDP2 with and without resharding after forward,
-LoRA under FSDP2 with recomputation); `python benchmarks/measured_accuracy.py --grid
-benchmarks/measured_grid_dist.yaml` runs them all.
+LoRA under FSDP2 with recomputation, FSDP2 over a 2×2 HSDP mesh) and two pipelines (1F1B full
+fine-tuning, interleaved 1F1B);
+`python benchmarks/measured_accuracy.py --grid benchmarks/measured_grid_dist.yaml` runs them all.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from ftplan.schema.job import parse_job
 ROOT = Path(__file__).resolve().parents[1]
 GRID = {c["case"]: c["job"] for c in read_yaml(ROOT / "benchmarks/measured_grid_dist.yaml")["cases"]}
 CASES = ["llama-full-fp32-ddp", "llama-full-bf16pure-zero1", "llama-full-mixed-zero2", "llama-full-mixed-zero3",
-         "llama-lora-bf16pure-zero3-recompute"]  # fmt: skip
+         "llama-lora-bf16pure-zero3-recompute", "llama-full-fp32-pp2-1f1b",
+         "llama-full-fp32-pp2-interleaved", "llama-full-fp32-hsdp-2x2"]  # fmt: skip
 
 
 def _job(catalog, data: dict):
@@ -41,7 +43,7 @@ def _measured(catalog, case: str):
     """Each case runs once per session (two processes each)."""
     if case not in _RUNS:
         job = _job(catalog, GRID[case])
-        _RUNS[case] = measure_distributed(job, job.layout.dp)
+        _RUNS[case] = measure_distributed(job, job.layout.gpus)
     return _RUNS[case]
 
 
@@ -49,7 +51,7 @@ def _measured(catalog, case: str):
 def test_every_rank_is_held_to_the_estimate(catalog, case):
     dist = _measured(catalog, case)
     job = dist.job
-    assert len(dist.ranks) == job.layout.dp
+    assert len(dist.ranks) == job.layout.gpus
     for c in dist.ranks:
         if not job.training.precision.mixed:  # (mixed: FSDP's fp32 shard is the estimate's master copy)
             for term in ("weights_trainable", "gradients", "optimizer_states"):
@@ -71,18 +73,46 @@ def test_ddp_buckets_and_zero_sharding_are_what_the_ranks_hold(catalog):
     assert added == pytest.approx(ddp.estimate.gpu_terms["gradients"], rel=0.01)
 
 
-def test_what_nproc_cannot_run_is_refused_in_one_line(catalog):
-    base = GRID["llama-full-mixed-zero3"]
-    with pytest.raises(MeasureError, match=r"the job has layout\.dp 2"):
-        measure_distributed(_job(catalog, base), 3)
-    with pytest.raises(MeasureError, match="tensor parallelism is not measured"):
-        measure_distributed(_job(catalog, dict(base, layout={"dp": 1, "tp": 2})), 2)
-    with pytest.raises(MeasureError, match="measure offload none"):
-        measure_distributed(_job(catalog, dict(base, layout={"dp": 2, "zero": 3, "offload": "optimizer"})), 2)
-    with pytest.raises(MeasureError, match="ZeroRedundancyOptimizer does not run"):
-        measure_distributed(_job(catalog, dict(base, layout={"dp": 2, "zero": 1})), 2)
-    with pytest.raises(MeasureError, match="--nproc must be 2 to 8"):
-        measure_distributed(_job(catalog, base), 9)
+def test_pipeline_ranks_hold_their_stage_and_the_first_holds_the_most_micro_batches(catalog):
+    dist = _measured(catalog, "llama-full-fp32-pp2-1f1b")
+    first, last = dist.ranks
+    # each rank holds its half of the layers; the first the embeddings, the last the norm and lm_head
+    arch = dist.job.arch
+    assert first.measurement.weights_trainable == first.estimate.gpu_terms["weights_trainable"]
+    assert first.measurement.weights_trainable + last.measurement.weights_trainable == 4 * arch.total_params
+    # the first rank holds two micro-batches in flight (min(m, pp)), its receive buffers the gradients of four
+    assert first.estimate.gpu_terms["activations"] > 1.9 * (first.row("activations (layers + head)").estimate)
+    assert first.estimate.gpu_terms["pipeline_recv_buffers"] == 4 * 4 * arch.hidden * 2 * 64
+
+
+def test_hsdp_ranks_hold_what_a_shard_group_of_that_size_holds(catalog):
+    hsdp = _measured(catalog, "llama-full-fp32-hsdp-2x2")
+    assert hsdp.job.layout.shard == 2 and hsdp.job.layout.replicas == 2
+    for c in hsdp.ranks:  # fp32: half of every state on each rank of a 2-rank shard group, not a quarter
+        assert c.measurement.weights_trainable * 2 == 4 * hsdp.job.arch.total_params
+        assert c.measurement.optimizer_states == pytest.approx(2 * c.measurement.weights_trainable, rel=1e-3)
+        assert c.estimate.gpu_terms["weights_trainable"] == c.measurement.weights_trainable
+
+
+_GPT2 = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 2, "vocab_size": 100, "n_positions": 64}
+
+
+@pytest.mark.parametrize(
+    ("case", "changes", "nproc", "message"),
+    [
+        ("llama-full-mixed-zero3", {}, 3, r"the job has layout\.dp 2"),
+        ("llama-full-mixed-zero3", {"layout": {"dp": 1, "tp": 2}}, 2, "tensor parallelism is not measured"),
+        ("llama-full-mixed-zero3", {"layout": {"dp": 2, "zero": 3, "offload": "optimizer"}}, 2, "measure offload none"),
+        ("llama-full-mixed-zero3", {"layout": {"dp": 2, "zero": 1}}, 2, "ZeroRedundancyOptimizer does not run"),
+        ("llama-full-mixed-zero3", {}, 9, "--nproc must be 2 to 8"),
+        ("llama-full-fp32-pp2-1f1b", {}, 4, r"the job has layout\.pp 2"),
+        ("llama-full-fp32-pp2-1f1b", {"layout": {"pp": 2, "dp": 2}}, 2, "a pipeline alone"),
+        ("llama-full-fp32-pp2-1f1b", {"architecture": _GPT2}, 2, "pipeline stages of llama"),
+    ],
+)
+def test_what_nproc_cannot_run_is_refused_in_one_line(catalog, case, changes, nproc, message):
+    with pytest.raises(MeasureError, match=message):
+        measure_distributed(_job(catalog, dict(GRID[case], **changes)), nproc)
 
 
 def test_cli_nproc_json_names_every_rank(tmp_path):

@@ -58,7 +58,7 @@ def test_capacity_one_node_serialises(catalog):
 
 
 def test_quota_bounds_concurrent_instances(catalog):
-    two = [job(1), job(2)]
+    two = [job(1, allow={"max_gpus": 8}), job(2, allow={"max_gpus": 8})]  # one instance a run
     _, _, plan = solve(scenario(two, [CLOUD | {"quota_nodes": 2}], {"minimise": "time"}), catalog)
     assert all(r.start_h == 0 for r in plan.runs)  # two instances at once
     _, _, plan1 = solve(scenario(two, [CLOUD], {"minimise": "time"}), catalog)

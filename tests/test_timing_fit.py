@@ -131,7 +131,7 @@ def test_fit_ranks_and_explains(catalog):
     # batch arithmetic holds for every layout
     frame = result.layouts
     assert (frame["dp"] * frame["micro_batch"] * frame["grad_accum"] == 32).all()
-    assert (frame["dp"] * frame["tp"] == frame["gpus"]).all()
+    assert (frame["dp"] * frame["tp"] * frame["pp"] == frame["gpus"]).all()
 
 
 def test_fit_groups_layouts_the_model_refuses(catalog):
@@ -196,7 +196,7 @@ def test_vectorised_memory_equals_the_memory_model(catalog, method, loss, output
     for row in frame.iloc[:: max(1, len(frame) // 40)].itertuples():
         layout = Layout(dp=row.dp, tp=row.tp, zero=ZeroStage(row.zero), offload=Offload(row.offload),
                         recompute=Recompute(row.recompute), micro_batch=row.micro_batch, grad_accum=row.grad_accum,
-                        gpus_per_node=8)  # fmt: skip
+                        gpus_per_node=8, pp=row.pp, dp_shard=row.dp_shard)  # fmt: skip
         est = estimate_memory(job.arch, job.training, layout, gpu_arch=pool.gpu.arch, overheads=job.overheads)
         assert row.device_bytes == pytest.approx(est.device_total_bytes, abs=2)
 

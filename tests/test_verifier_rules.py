@@ -104,6 +104,8 @@ EDITS: dict[str, Callable[[dict], None]] = {
     "max gpus": both(setter(lambda p: R(p, OFF), gpu_count=2, gpus={"rp/i0": [0, 1]}), layout(OFF, dp=2)),
     # shapes and placement
     "dp x tp": layout(TP, dp=1),
+    "dp x tp x pp": layout(TP, pp=2),
+    "dp x tp x cp": layout(TP, cp=2),
     "batch": layout(Z3, micro_batch=2),
     "gpu index beyond the node": setter(lambda p: R(p, S1), gpus={"buy/node0": [0, 1, 2, 4]}),
     "gpu index twice": setter(lambda p: R(p, S1), gpus={"buy/node0": [0, 1, 2, 2]}),

@@ -8,7 +8,7 @@ tensor parallelism and the activation model all read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
@@ -136,6 +136,10 @@ class Architecture:
     dense_indices: tuple[int, ...] = ()
     nope_layers: tuple[bool, ...] = ()
     attn_temperature: bool = False
+    # A pipeline stage of a decoder (see pipeline_stage): whether it holds the embeddings, and the final
+    # norm, lm_head and loss. A whole model holds both.
+    has_embedding: bool = True
+    has_head: bool = True
     names: dict[str, str] = field(default_factory=dict, compare=False)
 
     # ---- hashing: the memory model caches per architecture, so hash once ---------------------
@@ -315,9 +319,30 @@ class Architecture:
     def _norm_params(self) -> int:
         return self.hidden * (2 if self.norm == "layernorm" else 1)
 
+    def pipeline_stage(self, layers: tuple[int, ...]) -> Architecture:
+        """The decoder layers ``layers`` (model indices, in order) as what one pipeline rank holds: the
+        embeddings where they include the first layer, the final norm and lm_head (its own copy of a tied
+        embedding) where they include the last."""
+        keep = set(layers)
+        dense = set(self.stack_indices.get("dense", ()))
+        leading = all(i in dense for i in layers[: len(dense & keep)])  # the rank's dense layers come first
+        return replace(
+            self,
+            layers=len(layers),
+            dense_layers=len(dense & keep),
+            dense_indices=() if leading else tuple(k for k, i in enumerate(layers) if i in dense),
+            sliding_layers=tuple(self.sliding_layers[i] for i in layers) if self.sliding_layers else (),
+            nope_layers=tuple(self.nope_layers[i] for i in layers) if self.nope_layers else (),
+            has_embedding=self.has_embedding and 0 in keep,
+            has_head=self.has_head and self.layers - 1 in keep,
+            tied=self.tied and 0 in keep and self.layers - 1 in keep,
+        )
+
     @cached_property
     def embedding_params(self) -> int:
         """Token (+ position, token-type) embeddings, with the embedding LayerNorm of BERT."""
+        if not self.has_embedding:
+            return 0
         n = self.vocab * self.hidden
         n += (self.learned_positions + self.token_types) * self.hidden
         if self.learned_positions and self.norm == "layernorm" and self.kind is Kind.ENCODER:
@@ -327,6 +352,8 @@ class Architecture:
     @cached_property
     def lm_head_params(self) -> int:
         """The output layer: the LM head, or an encoder's classification head."""
+        if not self.has_head:
+            return 0
         if self.kind is Kind.ENCODER:
             return self.labels * self.hidden + self.labels
         n = 0 if self.tied else self.vocab * self.hidden
@@ -353,7 +380,7 @@ class Architecture:
     def other_params(self) -> int:
         """Final norms, pooler and relative-position tables."""
         n = 0
-        if self.final_norm:
+        if self.final_norm and self.has_head:
             n += self._norm_params() * (2 if self.kind is Kind.ENCODER_DECODER else 1)
         if self.pooler:
             n += self.hidden * self.hidden + self.hidden

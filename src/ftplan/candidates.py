@@ -33,7 +33,10 @@ class Candidate:
     whole_nodes: bool  # a multi-node job takes its nodes whole
     dp: int
     tp: int
+    pp: int
     zero: int
+    dp_shard: int  # HSDP shard group (0: all of dp)
+    cp: int  # context-parallel degree
     offload: str
     recompute: str
     micro_batch: int
@@ -152,7 +155,8 @@ def _candidate(job_id: str, pool: PoolSpec, r) -> Candidate:
     nodes = -(-gpus // pool.gpus_per_node)
     return Candidate(
         job_id=job_id, pool_id=pool.id, gpus=gpus, nodes=nodes, whole_nodes=gpus > pool.gpus_per_node,
-        dp=int(r.dp), tp=int(r.tp), zero=int(r.zero), offload=str(r.offload), recompute=str(r.recompute),
+        dp=int(r.dp), tp=int(r.tp), pp=int(r.pp), zero=int(r.zero),
+        dp_shard=int(r.dp_shard), cp=int(r.cp), offload=str(r.offload), recompute=str(r.recompute),
         micro_batch=int(r.micro_batch), grad_accum=int(r.grad_accum), optimizer=str(r.optimizer),
         device_bytes=int(r.device_bytes), headroom_bytes=int(r.headroom_bytes), tokens_per_s=float(r.tokens_per_s),
         hours=float(r.hours), usd=float(r.usd_run), minutes=hours_to_minutes(float(r.hours)),

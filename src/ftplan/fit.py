@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ftplan.arch import Kind
 from ftplan.catalog import Catalog, host_memory
 from ftplan.errors import CatalogError, FtplanError, JobError
 from ftplan.job import ResolvedJob
@@ -128,10 +130,13 @@ def gpu_pool(
     )  # fmt: skip
 
 
-def gpu_counts(pool: Pool, limit: int | None = None, global_batch: int | None = None) -> list[int]:
+def gpu_counts(
+    pool: Pool, limit: int | None = None, global_batch: int | None = None, pps: tuple[int, ...] = (1,)
+) -> list[int]:
     """GPU counts a job may use: powers of two inside one node, the full node, then whole nodes (up
     to :attr:`Pool.max_run_nodes`). With ``global_batch``, only the whole-node counts some layout can
-    use: ``dp × tp`` GPUs with ``dp`` dividing the global batch and ``tp`` at most a node."""
+    use: ``dp × tp × pp`` GPUs with ``dp`` dividing the global batch, ``tp`` at most a node and ``pp`` one
+    of ``pps``."""
     per = pool.gpus_per_node
     counts = {1 << k for k in range(per.bit_length()) if 1 << k <= per} | {per}
     most = pool.max_run_nodes
@@ -141,7 +146,11 @@ def gpu_counts(pool: Pool, limit: int | None = None, global_batch: int | None = 
         dps = [d for d in range(1, math.isqrt(global_batch) + 1) if global_batch % d == 0]
         dps += [global_batch // d for d in dps]
         counts |= {
-            dp * tp for dp in dps for tp in range(1, per + 1) if (dp * tp) % per == 0 and per < dp * tp <= most * per
+            dp * tp * pp
+            for dp in dps
+            for tp in range(1, per + 1)
+            for pp in pps
+            if (dp * tp * pp) % per == 0 and per < dp * tp * pp <= most * per
         }
     return sorted(c for c in counts if limit is None or c <= limit)
 
@@ -158,31 +167,79 @@ class FitResult:
     closest: str = ""  # the family that came closest to fitting, when none fits
 
 
-_FAMILY_COLUMNS = ("gpus", "nodes", "dp", "tp", "zero", "offload", "recompute")
+_FAMILY_COLUMNS = ("gpus", "nodes", "dp", "tp", "zero", "offload", "recompute", "pp", "dp_shard", "cp")
+
+# Pipeline degrees the search tries (stages of whole layers; the 1F1B schedule, with at least as many
+# micro-batches a step as stages, as torch's Schedule1F1B requires)
+PP_DEGREES = (1, 2, 4, 8, 16)
 
 
-def _families(job: ResolvedJob, pool: Pool) -> list[tuple[int, int, int, int, int, str, str]]:
+def pipeline_degrees(job: ResolvedJob) -> tuple[int, ...]:
+    """The pipeline degrees the search tries for ``job``: those its model and recipe can be cut into."""
+    arch, tr = job.arch, job.training
+    lora_saved = tr.lora is not None and bool(tr.lora.modules_to_save)
+    if arch.kind is not Kind.DECODER or tr.method is Method.QLORA or lora_saved:
+        return (1,)
+    return tuple(p for p in PP_DEGREES if p <= arch.layers)
+
+
+# Context-parallel degrees the search tries, from this sequence length up (shorter ones fit without)
+CP_DEGREES = (1, 2, 4, 8)
+CP_MIN_SEQ_LEN = 16384
+
+
+def context_degrees(job: ResolvedJob) -> tuple[int, ...]:
+    """The context-parallel degrees the search tries for ``job``: long sequences of a decoder whose
+    attention torch's ring attention runs (see ``memory.estimate.check_layout``)."""
+    arch, tr = job.arch, job.training
+    if tr.seq_len < CP_MIN_SEQ_LEN or arch.kind is not Kind.DECODER:
+        return (1,)
+    if tr.attention.value != "sdpa" or tr.attention_mask.value != "none":
+        return (1,)
+    if arch.sliding_window or arch.nope_layers or arch.attn_sinks or arch.attn_softcap:
+        return (1,)
+    return tuple(cp for cp in CP_DEGREES if tr.seq_len % (2 * cp) == 0)
+
+
+def _families(job: ResolvedJob, pool: Pool) -> list[tuple[int, int, int, int, int, str, str, int, int, int]]:
+    """Every (GPUs, nodes, dp, tp, ZeRO, offload, recompute, pp, dp_shard, cp) the job may take on the pool.
+    Pipeline stages, searched for runs over several nodes, combine with ZeRO 0 and 1 (what DeepSpeed's
+    and Megatron's pipelines run) without offload. A run over several nodes under ZeRO-2/3 may also
+    shard inside each node and replicate across them (HSDP, ``dp_shard`` the node's data-parallel
+    ranks; 0: shard over all of dp). Long sequences may be split over cp GPUs (context parallelism,
+    without offload, pipelines or HSDP in the search)."""
     arch, tr = job.arch, job.training
     heads = math.gcd(arch.heads, arch.kv_heads)
+    pps, cps = pipeline_degrees(job), context_degrees(job)
+    splits = [(pp, 1) for pp in pps] + [(1, cp) for cp in cps if cp > 1]
     out = []
-    for g in gpu_counts(pool, global_batch=job.global_batch):
+    for g in gpu_counts(pool, global_batch=job.global_batch, pps=tuple(sorted({*pps, *cps}))):
         nodes = math.ceil(g / pool.gpus_per_node)
-        for tp in range(1, min(g, pool.gpus_per_node) + 1):
-            if g % tp or heads % tp or (tp > 1 and tr.method is Method.QLORA):
+        for tp, (pp, cp) in ((tp, split) for tp in range(1, min(g, pool.gpus_per_node) + 1) for split in splits):
+            if g % (tp * pp * cp) or heads % tp or (tp > 1 and tr.method is Method.QLORA):
                 continue
-            dp = g // tp
-            if job.global_batch % dp:
+            if pp > 1 and g <= pool.gpus_per_node:
+                # stages across nodes only: a pipeline family is estimated row by row, and inside a node
+                # tensor parallelism and ZeRO come within a few percent (a job file may still state pp)
                 continue
-            for zero in (0, 1, 2, 3):
-                for offload in ("none", "optimizer", "optimizer+params"):
+            dp = g // (tp * pp * cp)
+            if job.global_batch % dp or (pp > 1 and job.global_batch // dp < pp):
+                continue
+            plain = pp == 1 and cp == 1
+            for zero in (0, 1, 2, 3) if pp == 1 else (0, 1):
+                for offload in ("none", "optimizer", "optimizer+params") if plain else ("none",):
                     if offload != "none" and (zero == 0 or tr.optimizer.paged):
                         continue
                     if offload == "optimizer+params" and zero != 3:
                         continue
-                    if zero > 0 and dp == 1 and offload == "none":
+                    if zero > 0 and dp * cp == 1 and offload == "none":
                         continue  # nothing to shard over
-                    for rec in ("none", "selective", "full"):
-                        out.append((g, nodes, dp, tp, zero, offload, rec))
+                    shards = [0]
+                    node_ranks = pool.gpus_per_node // tp
+                    if zero >= 2 and offload == "none" and plain and 1 < node_ranks < dp and dp % node_ranks == 0:
+                        shards.append(node_ranks)
+                    for rec, dp_shard in ((r, s) for r in ("none", "selective", "full") for s in shards):
+                        out.append((g, nodes, dp, tp, zero, offload, rec, pp, dp_shard, cp))
     return out
 
 
@@ -242,10 +299,15 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
         # the forward/backward lines, held grads, others, outside, kept logits, states, loading
         scal: list[tuple[float, ...]] = []
         refused: dict[str, list[str]] = {}  # the model's reason → the layout families it refuses
+        piped: list[tuple] = []  # pipeline families: their rows are estimated one by one (_pipeline_rows)
         for fam in families:
-            g, _, dp, tp, zero, offload, rec = fam
+            g, _, dp, tp, zero, offload, rec, pp, dp_shard, cp = fam
+            if pp > 1:
+                piped.append(fam)
+                continue
             base = Layout(dp=dp, tp=tp, zero=ZeroStage(zero), offload=Offload(offload), recompute=Recompute(rec),
-                          micro_batch=1, grad_accum=1, gpus_per_node=pool.gpus_per_node)  # fmt: skip
+                          micro_batch=1, grad_accum=1, gpus_per_node=pool.gpus_per_node, dp_shard=dp_shard,
+                          cp=cp)  # fmt: skip
             try:
                 e11 = estimate(base, gpu.arch)
                 _check_host(e11, pool, offload)
@@ -269,27 +331,36 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
             outside = e11.device_total_bytes - e11.peak_reserved_bytes
             lines = lines + (lines[-1],) * (_LINES - len(lines))
             scal.append((*(x for line in lines for x in line), held, others, outside, kept, states, loading))
+        # every micro-batch dividing each family's per-replica batch, as one set of arrays
+        divs = [_divisors(job.global_batch // f[2]) for f in fams]
+        counts = np.array([len(d) for d in divs], dtype=int)
+        idx = np.repeat(np.arange(len(fams)), counts)
+        mbs = np.concatenate([np.array(d, dtype=float) for d in divs]) if fams else np.zeros(0)
+        per_dp = np.array([job.global_batch // f[2] for f in fams], dtype=float)[idx]
+        accum = per_dp / mbs
+        device = np.zeros(0)
+        if fams:
+            sc = np.array(scal, dtype=float)
+            k = 2 * _LINES  # the columns after the lines: held grads, others, outside, kept logits, states, loading
+            held = (accum > 1) | (tr.zero_grad is ZeroGrad.ZEROS)  # gradients kept through forward/backward
+            fb = np.max([sc[idx, 2 * i] + mbs * sc[idx, 2 * i + 1] for i in range(_LINES)], axis=0)
+            fb += np.where(held, sc[idx, k], 0.0)
+            peak = np.maximum(fb, sc[idx, k + 1] + (mbs - 1) * sc[idx, k + 3])
+            frag = job.overheads.allocator_fraction * np.maximum(0.0, peak - sc[idx, k + 4])  # as reserved_bytes does
+            device = np.floor(np.maximum(peak + frag, sc[idx, k + 5])) + sc[idx, k + 2]
+        for fam, rows_mb, rows_device in _pipeline_rows(job, pool, piped, estimate, refused):
+            idx = np.concatenate([idx, np.full(len(rows_mb), len(fams))])
+            counts = np.append(counts, len(rows_mb))
+            fams.append(fam)
+            mbs = np.concatenate([mbs, rows_mb])
+            accum = np.concatenate([accum, job.global_batch // fam[2] / rows_mb])
+            device = np.concatenate([device, rows_device])
         for reason, which in refused.items():
             which = list(dict.fromkeys(which))  # recomputation variants share a description
             more = f" and {len(which) - 1} more" if len(which) > 1 else ""
             excluded.append(f"{pool.name} {which[0]}{more}: {reason}")
         if not fams:
             continue
-        # every micro-batch dividing each family's per-replica batch, as one set of arrays
-        divs = [_divisors(job.global_batch // f[2]) for f in fams]
-        counts = np.array([len(d) for d in divs])
-        idx = np.repeat(np.arange(len(fams)), counts)
-        mbs = np.concatenate([np.array(d, dtype=float) for d in divs])
-        per_dp = np.array([job.global_batch // f[2] for f in fams], dtype=float)[idx]
-        accum = per_dp / mbs
-        sc = np.array(scal, dtype=float)
-        k = 2 * _LINES  # the columns after the lines: held grads, others, outside, kept logits, states, loading
-        held = (accum > 1) | (tr.zero_grad is ZeroGrad.ZEROS)  # gradients kept through forward/backward
-        fb = np.max([sc[idx, 2 * i] + mbs * sc[idx, 2 * i + 1] for i in range(_LINES)], axis=0)
-        fb += np.where(held, sc[idx, k], 0.0)
-        peak = np.maximum(fb, sc[idx, k + 1] + (mbs - 1) * sc[idx, k + 3])
-        frag = job.overheads.allocator_fraction * np.maximum(0.0, peak - sc[idx, k + 4])  # as reserved_bytes does
-        device = np.floor(np.maximum(peak + frag, sc[idx, k + 5])) + sc[idx, k + 2]
         ok = device <= gpu.memory_bytes
         evaluated += len(mbs)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -297,10 +368,11 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
         fam_min = np.minimum.reduceat(device, starts)
         best_miss: dict[tuple[int, str], tuple[float, str]] = {}
         for i in np.flatnonzero(~fam_ok):
-            g, _, _, tp, zero, offload, rec = fams[i]
+            g, _, _, tp, zero, offload, rec, pp, _, cp = fams[i]
             key, need = (zero, offload), float(fam_min[i])
             if key not in best_miss or need < best_miss[key][0]:
-                best_miss[key] = (need, f"best: {g} GPUs tp {tp} recompute {rec} micro-batch 1")
+                stages = (f" pp {pp}" if pp > 1 else "") + (f" cp {cp}" if cp > 1 else "")
+                best_miss[key] = (need, f"best: {g} GPUs tp {tp}{stages} recompute {rec} micro-batch 1")
         fam_arr = np.array(fams, dtype=object)[idx[ok]]
         rows = {col: fam_arr[:, j].tolist() for j, col in enumerate(_FAMILY_COLUMNS)}
         rows["micro_batch"] = mbs[ok].astype(int)
@@ -321,7 +393,7 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
         if not ok.any():
             continue
         frame = pd.DataFrame(rows)
-        for col in ("gpus", "nodes", "dp", "tp", "zero"):
+        for col in ("gpus", "nodes", "dp", "tp", "zero", "pp", "dp_shard", "cp"):
             frame[col] = frame[col].astype(int)
         frame.insert(0, "pool", pool.name)
         frames.append(_time_and_cost(frame, job, flops, pool, efficiency))
@@ -329,6 +401,35 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
     return FitResult(
         job=job, layouts=layouts, excluded=excluded, evaluated=evaluated, pools=list(pools), closest=closest[1]
     )
+
+
+def _pipeline_rows(
+    job: ResolvedJob, pool: Pool, families: list[tuple], estimate: Any, refused: dict[str, list[str]]
+) -> list[tuple[tuple, np.ndarray, np.ndarray]]:
+    """Each pipeline family's micro-batches (at least as many micro-steps as stages) and the device bytes of
+    each, estimated one by one: the micro-batches a stage holds, its receive buffers and whether gradients
+    exist while they are held all change with the number of micro-steps."""
+    out = []
+    for fam in families:
+        g, _, dp, tp, zero, offload, rec, pp, _, _ = fam
+        per_dp = job.global_batch // dp
+        mbs = [mb for mb in _divisors(per_dp) if per_dp // mb >= pp]
+        device = []
+        for mb in mbs:
+            layout = Layout(
+                dp=dp, tp=tp, zero=ZeroStage(zero), offload=Offload(offload), recompute=Recompute(rec),
+                micro_batch=mb, grad_accum=per_dp // mb, gpus_per_node=pool.gpus_per_node, pp=pp,
+            )  # fmt: skip
+            try:
+                est = estimate(layout, pool.gpu.arch)
+                _check_host(est, pool, offload)
+            except FtplanError as exc:
+                refused.setdefault(str(exc), []).append(f"{g} GPUs tp {tp} pp {pp} {ZERO_NAMES[zero]}")
+                break
+            device.append(est.device_total_bytes)
+        if len(device) == len(mbs) and mbs:
+            out.append((fam, np.array(mbs, dtype=float), np.array(device, dtype=float)))
+    return out
 
 
 def hardware(pool: Pool, precision: Precision, efficiency: float | None = None) -> tm.Hardware:
@@ -359,7 +460,8 @@ def _time_and_cost(
         flops, job.arch, job.training, hw,
         frame["dp"].to_numpy(), frame["tp"].to_numpy(), frame["zero"].to_numpy(),
         frame["offload"].map(tm.OFFLOAD).to_numpy(), frame["recompute"].map(tm.RECOMPUTE).to_numpy(),
-        frame["micro_batch"].to_numpy(), frame["grad_accum"].to_numpy(),
+        frame["micro_batch"].to_numpy(), frame["grad_accum"].to_numpy(), frame["pp"].to_numpy(),
+        dp_shard=frame["dp_shard"].to_numpy(), cp=frame["cp"].to_numpy(),
     )  # fmt: skip
     tokens_step = job.global_batch * job.training.seq_len
     steps = math.ceil(job.tokens / tokens_step)
@@ -389,8 +491,10 @@ def rank(result: FitResult, by: str = "time", top: int = 10) -> pd.DataFrame:
     if frame.empty:
         return frame
     keys = ["hours", "usd"] if by == "time" else ["usd", "hours"]
-    order = [*keys, "pool", "gpus", "tp", "zero", "offload", "recompute", "micro_batch"]
+    order = [*keys, "pool", "gpus", "tp", "pp", "cp", "zero", "dp_shard", "offload", "recompute", "micro_batch"]
     ranked = frame.sort_values(order, kind="mergesort", na_position="last")
     # one row per family (its best micro-batch): the rest differ only in memory
-    ranked = ranked.drop_duplicates(subset=["pool", "gpus", "tp", "zero", "offload", "recompute"])
+    ranked = ranked.drop_duplicates(
+        subset=["pool", "gpus", "tp", "pp", "cp", "zero", "dp_shard", "offload", "recompute"]
+    )
     return ranked.head(top).reset_index(drop=True)

@@ -83,7 +83,8 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
     lay = spec.layout
     layout = Layout(
         dp=lay.dp, tp=lay.tp, zero=ZeroStage(lay.zero), offload=lay.offload, recompute=lay.recompute,
-        micro_batch=spec.micro_batch, grad_accum=spec.grad_accum, gpus_per_node=per_node,
+        micro_batch=spec.micro_batch, grad_accum=spec.grad_accum, gpus_per_node=per_node, pp=lay.pp,
+        pp_schedule=lay.pp_schedule, virtual_stages=lay.virtual_stages, dp_shard=lay.dp_shard or 0, cp=lay.cp,
     )  # fmt: skip
     o, overheads = spec.overheads, Overheads()
     if o.cuda_context_mib is not None:

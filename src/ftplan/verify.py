@@ -27,6 +27,7 @@ import numpy as np
 
 from ftplan.fit import hardware
 from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, Training, ZeroStage, estimate_memory
+from ftplan.memory.pipeline import PipelineSchedule
 from ftplan.memory.setup import Optimizer
 from ftplan.scenario import Campaign, PoolSpec, Run, purchase_charge
 from ftplan.schema.plan import Plan, PlanRun, PoolUse
@@ -149,7 +150,8 @@ def run_memory(run: Run, r: PlanRun, pool: PoolSpec) -> MemoryEstimate:
     training = planned_training(run, r)
     layout = Layout(dp=lay.dp, tp=lay.tp, zero=ZeroStage(lay.zero), offload=Offload(lay.offload),
                     recompute=Recompute(lay.recompute), micro_batch=lay.micro_batch, grad_accum=lay.grad_accum,
-                    gpus_per_node=pool.gpus_per_node)  # fmt: skip
+                    gpus_per_node=pool.gpus_per_node, pp=lay.pp,
+                    pp_schedule=PipelineSchedule(lay.pp_schedule), dp_shard=lay.dp_shard, cp=lay.cp)  # fmt: skip
     return estimate_memory(job.arch, training, layout, gpu_memory_bytes=gpu.memory_bytes, gpu_arch=gpu.arch,
                            overheads=job.overheads)  # fmt: skip
 
@@ -179,8 +181,8 @@ def _allowed(r: PlanRun, run: Run) -> list[str]:
 def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int) -> list[str]:
     errs: list[str] = _allowed(r, run)
     lay, job = r.layout, run.job
-    if lay.dp * lay.tp != r.gpu_count:
-        errs.append(f"{r.run}: dp {lay.dp} × tp {lay.tp} ≠ {r.gpu_count} GPUs")
+    if lay.dp * lay.tp * lay.pp * lay.cp != r.gpu_count:
+        errs.append(f"{r.run}: dp {lay.dp} × tp {lay.tp} × pp {lay.pp} × cp {lay.cp} ≠ {r.gpu_count} GPUs")
     if lay.dp * lay.micro_batch * lay.grad_accum != job.global_batch:
         errs.append(
             f"{r.run}: dp {lay.dp} × micro-batch {lay.micro_batch} × accumulation {lay.grad_accum} ≠ global batch "
@@ -236,7 +238,7 @@ def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int) -> list[str]:
     flops = tm.job_flops(job.arch, training)
     t = tm.step_times(flops, job.arch, training, hw, *(np.array([v]) for v in (
         lay.dp, lay.tp, lay.zero, tm.OFFLOAD[lay.offload], tm.RECOMPUTE[lay.recompute], lay.micro_batch,
-        lay.grad_accum)))  # fmt: skip
+        lay.grad_accum, lay.pp)), dp_shard=np.array([lay.dp_shard]), cp=np.array([lay.cp]))  # fmt: skip
     steps = math.ceil(job.tokens / (job.global_batch * job.training.seq_len))
     hours = steps * float(t.total[0]) / 3600 * pool.time_factor
     if differ(r.hours, hours, REL_TOL):

@@ -14,7 +14,7 @@ from ftplan.job import estimate_job, resolve_job
 from ftplan.report.tables import memory_table
 from ftplan.schema.job import parse_job
 
-_LAYOUT_KEYS = ("dp", "tp", "zero", "offload", "recompute")
+_LAYOUT_KEYS = ("dp", "tp", "zero", "offload", "recompute", "pp", "pp_schedule", "virtual_stages", "dp_shard", "cp")
 
 
 def memory(
@@ -38,6 +38,15 @@ def memory(
     zero: str | None = typer.Option(None, "--zero", help="ZeRO stage 0-3 or FSDP name (full_shard, ...)."),
     offload: str | None = typer.Option(None, "--offload", help="none | optimizer | optimizer+params"),
     recompute: str | None = typer.Option(None, "--recompute", help="none | selective | full"),
+    pp: int | None = typer.Option(None, "--pp", help="Pipeline-parallel degree (stages)."),
+    pp_schedule: str | None = typer.Option(None, "--pp-schedule", help="gpipe | 1f1b | interleaved-1f1b"),
+    virtual_stages: int | None = typer.Option(
+        None, "--virtual-stages", help="interleaved-1f1b: chunks of layers per pipeline rank."
+    ),
+    cp: int | None = typer.Option(None, "--cp", help="Context-parallel degree (ring attention)."),
+    dp_shard: int | None = typer.Option(
+        None, "--dp-shard", help="HSDP: data-parallel ranks a ZeRO-2/3 shard group spans (default: all)."
+    ),
     attention: str | None = typer.Option(None, "--attention", help="sdpa | eager"),
     attention_mask: str | None = typer.Option(
         None, "--attention-mask", help="none (packed or equal lengths) | causal | padded"
@@ -80,7 +89,11 @@ def memory(
     if model is not None:
         data.pop("architecture", None)
     layout = dict(data.get("layout") or {})
-    for key, value in zip(_LAYOUT_KEYS, (dp, tp, zero, offload, recompute), strict=True):
+    for key, value in zip(
+        _LAYOUT_KEYS,
+        (dp, tp, zero, offload, recompute, pp, pp_schedule, virtual_stages, dp_shard, cp),
+        strict=True,
+    ):
         if value is not None:
             layout[key] = value
     if layout:
@@ -107,6 +120,9 @@ def memory(
         f"{resolved.name} · {t.method.value} · {t.precision_label} · {t.optimizer.value} · "
         f"seq {t.seq_len} × micro-batch {lay.micro_batch} · dp {lay.dp} tp {lay.tp} zero {int(lay.zero)} "
         f"offload {lay.offload.value} recompute {lay.recompute.value}"
+        + (f" pp {lay.pp} {lay.pp_schedule.value}" if lay.pp > 1 else "")
+        + (f" (HSDP: shard groups of {lay.shard})" if lay.replicas > 1 else "")
+        + (f" cp {lay.cp}" if lay.cp > 1 else "")
         + (f" · {resolved.gpu.id}" if resolved.gpu else "")
     )
     rows = [{"where": "gpu", "term": k, "bytes": v} for k, v in est.gpu_terms.items()]

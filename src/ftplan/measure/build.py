@@ -55,10 +55,11 @@ def require_torch() -> Any:
 def check_measurable(job: ResolvedJob, device: str) -> None:
     """Refuse what one process on one device cannot run, with the reason."""
     lay, tr = job.layout, job.training
-    if lay.dp != 1 or lay.tp != 1 or int(lay.zero) != 0 or lay.offload.value != "none":
+    if lay.gpus != 1 or int(lay.zero) != 0 or lay.offload.value != "none":
         raise MeasureError(
-            "ftplan measure runs one process on one device: layout dp, tp, zero and offload must be 1, 1, 0 and none. "
-            "To fix: measure the single-device job; the model scales the sharded terms."
+            "ftplan measure runs one process on one device: layout dp, tp, pp, cp, zero and offload must be 1, 1, "
+            "1, 1, 0 and none. To fix: measure the single-device job, or use --nproc for data-parallel and "
+            "pipeline layouts."
         )
     if lay.recompute is Recompute.SELECTIVE:
         raise MeasureError(

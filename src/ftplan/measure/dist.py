@@ -8,7 +8,9 @@ own tools, and measures every rank as ``ftplan measure`` measures one process:
 * ZeRO 1: ``DistributedDataParallel`` and ``ZeroRedundancyOptimizer`` (optimizer states sharded);
 * ZeRO 2 and 3: FSDP2 (``fully_shard`` on every transformer layer and on the model), without and
   with ``reshard_after_forward``; mixed precision through FSDP's ``MixedPrecisionPolicy``
-  (16-bit gathered weights, fp32 shards and gradient reduction), not autocast.
+  (16-bit gathered weights, fp32 shards and gradient reduction), not autocast; with ``dp_shard``
+  (HSDP) over a 2-D (replicate, shard) device mesh;
+* pipeline stages (``layout.pp``): one rank a stage, :mod:`ftplan.measure.stages`.
 
 Ranks may differ (they hold different shards); the comparison reports each, and a fit check needs
 the worst.
@@ -32,7 +34,7 @@ from typing import Any
 
 from ftplan.errors import MeasureError
 from ftplan.job import ResolvedJob
-from ftplan.measure import build
+from ftplan.measure import build, stages
 from ftplan.measure.run import (
     HOST_MEMORY_FRACTION,
     Comparison,
@@ -66,6 +68,19 @@ def check_distributed(job: ResolvedJob, nproc: int, device: str) -> None:
     lay, tr = job.layout, job.training
     if not 2 <= nproc <= MAX_PROCESSES:
         raise MeasureError(f"--nproc must be 2 to {MAX_PROCESSES}, got {nproc}. To fix: use --nproc 1 for one process.")
+    if lay.cp > 1:
+        raise MeasureError(
+            "context parallelism runs torch's ring attention on CUDA's SDPA kernels (flash, memory-efficient, "
+            "cuDNN), which a CPU does not have; --nproc does not measure it. To fix: measure cp 1 (the estimate "
+            "splits the sequence and adds the ring's buffers, read from torch's source)."
+        )
+    if lay.pp > 1:
+        if lay.pp != nproc:
+            raise MeasureError(f"--nproc {nproc} runs one rank a pipeline stage; the job has layout.pp {lay.pp}. "
+                               f"To fix: use --nproc {lay.pp}.")  # fmt: skip
+        stages.check_pipeline(job)
+        build.check_measurable(_one_rank(job), device)
+        return
     if lay.tp != 1:
         raise MeasureError(
             "--nproc measures data parallelism (DDP, ZeRO-1, FSDP2); tensor parallelism is not measured yet. "
@@ -98,7 +113,7 @@ def check_distributed(job: ResolvedJob, nproc: int, device: str) -> None:
 
 def _one_rank(job: ResolvedJob) -> ResolvedJob:
     """The job as one rank builds it: the wrapping is this module's."""
-    return replace(job, layout=replace(job.layout, dp=1, zero=ZeroStage.NONE, gpus_per_node=1))
+    return replace(job, layout=replace(job.layout, dp=1, pp=1, zero=ZeroStage.NONE, gpus_per_node=1))
 
 
 def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps: int = 1,
@@ -116,7 +131,8 @@ def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps
             raise MeasureError(f"--nproc {nproc} --device cuda needs {nproc} GPUs; {torch.cuda.device_count()} "
                                "are visible. To fix: use fewer processes or --device cpu.")  # fmt: skip
         gpu_arch = "hopper" if torch.cuda.get_device_capability()[0] == 9 else ""
-    est = estimate_for_device(job, device, gpu_arch)
+    ests = [estimate_for_device(job, device, gpu_arch, rank if job.layout.pp > 1 else None) for rank in range(nproc)]
+    est = max(ests, key=lambda e: e.peak_allocated_bytes)
     if device == "cpu":
         need, have = est.peak_allocated_bytes * nproc, int(available_host_bytes() * HOST_MEMORY_FRACTION)
         if need > have:
@@ -144,7 +160,7 @@ def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps
         ranks = []
         for rank in range(nproc):
             data = json.loads(Path(tmp, f"{rank}.json").read_text())
-            ranks.append(Comparison(job, est, Measurement(**data)))
+            ranks.append(Comparison(job, ests[rank], Measurement(**data)))
     return DistComparison(job, tuple(ranks))
 
 
@@ -183,12 +199,16 @@ def _rank(tmp: str, rank: int) -> None:
     world = int(os.environ["WORLD_SIZE"])
     dist.init_process_group("nccl" if device == "cuda" else "gloo", rank=rank, world_size=world)
     try:
+        if job.layout.pp > 1:
+            measured = stages.measure_pipeline_rank(job, _one_rank(job), device, steps, seed, rank)
+            Path(tmp, f"{rank}.json").write_text(json.dumps(asdict(measured)))
+            return
         dev = f"cuda:{rank}" if device == "cuda" else "cpu"
         model = build.build_model(_one_rank(job), dev, seed)  # every rank starts from the same weights
         zero = job.layout.zero
         autocast = True
         if zero >= ZeroStage.GRADIENTS:
-            autocast = not _fully_shard(torch, model, job)
+            autocast = not _fully_shard(torch, model, job, device)
             params = [p for p in model.parameters() if p.requires_grad]
             opt = build.build_optimizer(job, params)
         else:
@@ -224,19 +244,25 @@ class _DDP:
         return getattr(self._ddp.module, name)
 
 
-def _fully_shard(torch: Any, model: Any, job: ResolvedJob) -> bool:
+def _fully_shard(torch: Any, model: Any, job: ResolvedJob, device: str) -> bool:
     """FSDP2 on every transformer layer and the model (ZeRO-3 reshards after forward, ZeRO-2 does
-    not); returns whether FSDP casts the parameters itself (mixed precision), so autocast is off."""
+    not), over a 2-D (replicate, shard) mesh under HSDP; returns whether FSDP casts the parameters
+    itself (mixed precision), so autocast is off."""
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     reshard = job.layout.zero == ZeroStage.PARAMETERS
     mixed = job.training.precision.mixed
     low = torch.bfloat16 if job.training.precision is Precision.BF16_MIXED else torch.float16
     mp = MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32) if mixed else MixedPrecisionPolicy()
+    lay = job.layout
+    mesh = None
+    if lay.replicas > 1:
+        mesh = init_device_mesh(device, (lay.replicas, lay.shard), mesh_dim_names=("replicate", "shard"))
     for layers in build.layer_lists(model, job.arch).values():
         for layer in layers:
-            fully_shard(layer, reshard_after_forward=reshard, mp_policy=mp)
-    fully_shard(model, reshard_after_forward=reshard, mp_policy=mp)
+            fully_shard(layer, reshard_after_forward=reshard, mp_policy=mp, mesh=mesh)
+    fully_shard(model, reshard_after_forward=reshard, mp_policy=mp, mesh=mesh)
     return mixed
 
 

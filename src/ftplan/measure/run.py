@@ -101,7 +101,8 @@ class Comparison:
             rows.append(Row(f"saved per layer ({stack})", a[key], m.saved_layer_mean(stack)))
         rows += [
             Row("saved: head", a["head"], m.saved_head),
-            Row("activations (layers + head)", g["activations"], m.saved_layers + m.saved_head),
+            # (one micro-batch's: a pipeline stage holds several at once, counted in the peak)
+            Row("activations (layers + head)", a["layers"] + a["head"], m.saved_layers + m.saved_head),
             Row("saved: logits/loss", a["loss_saved"], m.saved_loss),
             Row("peak allocated", e.peak_allocated_bytes, m.peak_allocated),
         ]
@@ -113,11 +114,16 @@ class Comparison:
         return next(r for r in self.rows if r.term == term)
 
 
-def estimate_for_device(job: ResolvedJob, device: str, gpu_arch: str = "") -> MemoryEstimate:
-    """The estimate a measurement on ``device`` is held to (no GPU runtime on a CPU)."""
-    if device == "cpu":
-        return estimate_memory(job.arch, job.training, job.layout, gpu_arch="cpu", overheads=Overheads.host())
-    return estimate_memory(job.arch, job.training, job.layout, gpu_arch=gpu_arch, overheads=job.overheads)
+def estimate_for_device(
+    job: ResolvedJob, device: str, gpu_arch: str = "", pipeline_rank: int | None = None
+) -> MemoryEstimate:
+    """The estimate a measurement on ``device`` is held to (no GPU runtime on a CPU); of one pipeline rank
+    where ``pipeline_rank`` is given."""
+    on_cpu = device == "cpu"
+    return estimate_memory(
+        job.arch, job.training, job.layout, gpu_arch="cpu" if on_cpu else gpu_arch,
+        overheads=Overheads.host() if on_cpu else job.overheads, pipeline_rank=pipeline_rank,
+    )  # fmt: skip
 
 
 def available_host_bytes() -> int:
@@ -396,19 +402,36 @@ def measure_steps(
             reserved = None
     finally:
         tracker.close()
-    all_params = list(model.parameters())
+    return measurement_of(torch, device, steps, (params, list(model.parameters())), sizes["gradients"], opt,
+                          tracker, (peak, reserved, categories))  # fmt: skip
+
+
+def measurement_of(
+    torch: Any,
+    device: str,
+    steps: int,
+    params: tuple[list[Any], list[Any]],
+    gradients: int,
+    opt: Any,
+    tracker: _SavedTracker,
+    peak: tuple[int, int | None, dict[str, int]],
+) -> Measurement:
+    """The measurement of a run: ``params`` the trainable parameters and all of them, ``peak`` the peak
+    allocated, the peak reserved (CUDA) and the profiler's categories there."""
+    trainable, every = params
+    allocated, reserved, categories = peak
     return Measurement(
         device=device,
         steps=steps,
-        weights_trainable=_tensor_bytes(params),
-        weights_frozen=_tensor_bytes(p for p in all_params if not p.requires_grad),
-        gradients=sizes["gradients"],
+        weights_trainable=_tensor_bytes(trainable),
+        weights_frozen=_tensor_bytes(p for p in every if not p.requires_grad),
+        gradients=gradients,
         optimizer_states=_tensor_bytes(_optimizer_tensors(torch, opt)),
         saved_by_layer={k: v for k, v in tracker.bytes.items() if k not in ("head", "loss", "weight_casts")},
         saved_head=tracker.bytes.get("head", 0),
         saved_loss=tracker.bytes.get("loss", 0),
         weight_casts=tracker.bytes.get("weight_casts", 0),
-        peak_allocated=int(peak),
+        peak_allocated=int(allocated),
         peak_reserved=None if reserved is None else int(reserved),
         peak_categories=categories,
     )

@@ -2,6 +2,7 @@
 
 from ftplan.memory.estimate import MemoryEstimate, check_layout, estimate_memory, fp8_linears
 from ftplan.memory.overheads import Overheads
+from ftplan.memory.pipeline import PipelineSchedule
 from ftplan.memory.setup import (
     Attention,
     AttentionMask,
@@ -23,6 +24,6 @@ from ftplan.memory.setup import (
 
 __all__ = [
     "Attention", "AttentionMask", "Fp8Recipe", "Fp8Setup", "Layout", "LoraSetup", "Loss", "MemoryEstimate",
-    "Method", "ModelOutput", "Offload", "Optimizer", "Overheads", "Precision", "Recompute", "Training", "ZeroGrad",
-    "ZeroStage", "check_layout", "estimate_memory", "fp8_linears",
+    "Method", "ModelOutput", "Offload", "Optimizer", "Overheads", "PipelineSchedule", "Precision", "Recompute",
+    "Training", "ZeroGrad", "ZeroStage", "check_layout", "estimate_memory", "fp8_linears",
 ]  # fmt: skip

@@ -171,8 +171,8 @@ def head_constant_bytes(arch: Architecture, seq_len: int, embed_trains: bool) ->
     """Bytes the head saves once a step, whatever the micro-batch: the final norm's constant
     (:func:`_norm_constant`), and the int64 position (and token-type) ids a learned position table
     keeps when it trains (GPT-2, BERT), measured on the grid."""
-    n = _norm_constant(arch, arch.hidden, True) if arch.final_norm else 0
-    if arch.learned_positions and embed_trains:
+    n = _norm_constant(arch, arch.hidden, True) if arch.final_norm and arch.has_head else 0
+    if arch.learned_positions and embed_trains and arch.has_embedding:
         # BERT reads its positions as a view of its registered (1 × max_position_embeddings) buffer,
         # which keeps the buffer whole; it gathers its token-type ids (1 × seq_len) from another
         n += 8 * (seq_len if arch.kind is Kind.DECODER else arch.learned_positions)
@@ -538,6 +538,8 @@ def head_bytes_per_token(
     The embedding keeps its int64 token ids only when it trains; the final norm's output is
     kept only when the lm_head trains.
     """
+    if not arch.has_embedding:  # a later pipeline stage: no token ids, no embedding dropout
+        embed_trains, dropout = False, False
     n = 8.0 if embed_trains else 0.0
     if dropout and arch.embed_dropout > 0:
         n += arch.hidden  # the embedding dropout's one-byte mask (the first layer keeps its output)
@@ -548,7 +550,7 @@ def head_bytes_per_token(
         # place (under autocast it keeps only a 16-bit copy of the slice).
         n += _norm(arch, dt, [], g, True) + (arch.hidden if dropout else 0)
         n += dt.r * arch.hidden if g.full and dt.r == dt.c else 0
-    if arch.final_norm:
+    if arch.final_norm and arch.has_head:
         n += _norm(arch, dt, [], g, True)
         if lm_head_trains and arch.kind is not Kind.ENCODER:
             n += dt.r * arch.hidden if dt.r == dt.c else dt.c * arch.hidden
@@ -571,7 +573,7 @@ def rotary_bytes(arch: Architecture, dt: Dtypes, seq_len: int) -> float:
 CHUNKED_LOSS_CHUNKS = 8
 
 
-def loss_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, tokens: int) -> float:
+def loss_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, tokens: int, output_held: bool = False) -> float:
     """Peak bytes a token needs around the loss, on top of the layers' saved activations.
 
     * standard: the lm_head output (``c`` bytes per vocabulary entry), its fp32 upcast where
@@ -584,20 +586,25 @@ def loss_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, tokens: int
     * fused (Liger-Kernel fused linear cross-entropy): logits exist for one chunk of
       ``⌈T / ⌈V/h⌉⌉`` tokens at a time (16-bit logits and fp32 gradient), plus the gradient
       of the hidden states computed in forward (``c·h`` a token).
+
+    ``output_held``: the model's output stays alive through the loss's backward, as the last pipeline stage
+    keeps it (torch.distributed.pipelining's forward cache, for the stage's backward): the logits (or a
+    fused loss's hidden states) are added to the backward's peak.
     """
-    if arch.kind is Kind.ENCODER:
+    if arch.kind is Kind.ENCODER or not arch.has_head:
         return 0.0
     v, c = arch.vocab, dt.c
     if loss is Loss.FUSED:
         chunks = -(-v // arch.hidden)
         chunk_tokens = -(-tokens // chunks)
-        return (c + 4) * v * chunk_tokens / max(tokens, 1) + c * arch.hidden
+        return (c + 4) * v * chunk_tokens / max(tokens, 1) + c * arch.hidden * (2 if output_held else 1)
     if loss is Loss.CHUNKED:
         k = CHUNKED_LOSS_CHUNKS
-        return max((c + 4 + 4 / k) * v, (4 + 8 / k + c / k) * v) + _softcap_saved(arch, dt, loss)
+        held = c * v * (1 - 1 / k) if output_held else 0.0
+        return max((c + 4 + 4 / k) * v, (4 + 8 / k + c / k) * v + held) + _softcap_saved(arch, dt, loss)
     u = 4 if arch.loss_upcast else c
     forward = c * v + (u * v if u != c else 0) + u * v
-    return max(forward, 3 * u * v) + _softcap_saved(arch, dt, loss)
+    return max(forward, 3 * u * v + (c * v if output_held else 0)) + _softcap_saved(arch, dt, loss)
 
 
 def _softcap_saved(arch: Architecture, dt: Dtypes, loss: Loss) -> float:
@@ -613,7 +620,7 @@ def loss_saved_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss) -> fl
     the chunked loss keeps every chunk's fp32 log-softmax; the fused loss keeps the gradient of
     the hidden states it computed in forward.
     """
-    if arch.kind is Kind.ENCODER:
+    if arch.kind is Kind.ENCODER or not arch.has_head:
         return 0.0
     if loss is Loss.FUSED:
         return dt.c * arch.hidden + 8

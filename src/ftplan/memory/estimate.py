@@ -23,12 +23,14 @@ reported apart and counted on the host.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from typing import NamedTuple
 
 from ftplan.arch import ATTENTION_ROLES, Architecture, Kind, Linear
 from ftplan.errors import JobError
 from ftplan.memory import activations as act
+from ftplan.memory import pipeline as pl
 from ftplan.memory.overheads import Overheads, cublas_workspace_bytes, nccl_bytes
 from ftplan.memory.params import ParamSplit, lora_params, lora_targets, parameter_targets, split_params
 from ftplan.memory.setup import (
@@ -99,7 +101,14 @@ class MemoryEstimate:
         return self.gpu_memory_bytes - self.device_total_bytes
 
 
-_STATES = ("weights_trainable", "weights_frozen", "optimizer_states", "cublas_workspace", "ddp_gradient_buckets")
+_STATES = (
+    "weights_trainable",
+    "weights_frozen",
+    "optimizer_states",
+    "cublas_workspace",
+    "ddp_gradient_buckets",
+    "pipeline_recv_buffers",
+)
 # The terms each moment of a step holds (forward/backward adds the held gradients and the larger
 # of the loss peak and the backward working set).
 _PHASE_TERMS = {
@@ -149,6 +158,21 @@ def check_layout(arch: Architecture, training: Training, layout: Layout) -> None
             f"({arch.kv_heads}). To fix: use tp in "
             f"{[d for d in range(1, arch.kv_heads + 1) if arch.kv_heads % d == 0 and arch.heads % d == 0]}."
         )
+    if layout.pp > 1 or layout.virtual_stages > 1:
+        _check_pipeline(arch, training, layout)
+    if layout.cp > 1:
+        _check_context(arch, training, layout)
+    if layout.dp_shard and layout.dp_shard != layout.dp:
+        if layout.dp % layout.dp_shard:
+            raise JobError(
+                f"layout.dp_shard {layout.dp_shard} must divide dp {layout.dp} (HSDP replicates whole shard groups). "
+                f"To fix: use one of {[d for d in range(1, layout.dp + 1) if layout.dp % d == 0]}."
+            )
+        if layout.zero < ZeroStage.GRADIENTS:
+            raise JobError(
+                f"layout.dp_shard {layout.dp_shard} is hybrid sharding (HSDP), which FSDP runs for ZeRO-2 and "
+                "ZeRO-3. To fix: set zero 2 or 3, or drop dp_shard."
+            )
     if layout.offload is Offload.OPTIMIZER_PARAMS and layout.zero != ZeroStage.PARAMETERS:
         raise JobError("layout.offload optimizer+params needs zero: 3. To fix: set zero: 3.")
     if layout.offload is not Offload.NONE and layout.zero == ZeroStage.NONE:
@@ -212,6 +236,61 @@ def check_layout(arch: Architecture, training: Training, layout: Layout) -> None
     fp8 = training.fp8_setup
     if fp8 is not None:
         _check_fp8(arch, training, layout, fp8)
+
+
+def _check_pipeline(arch: Architecture, training: Training, layout: Layout) -> None:
+    """Refuse pipeline layouts torch.distributed.pipelining cannot run or ftplan does not model."""
+    p, v, m = layout.pp, layout.virtual_stages, layout.grad_accum
+    interleaved = layout.pp_schedule is pl.PipelineSchedule.INTERLEAVED
+    if interleaved != (v > 1):
+        raise JobError(
+            f"layout.virtual_stages {v} with pp_schedule {layout.pp_schedule.value}: the interleaved schedule "
+            "holds 2 or more chunks a rank, the others one. To fix: use interleaved-1f1b with virtual_stages ≥ 2, "
+            "or virtual_stages 1."
+        )
+    if arch.kind is not Kind.DECODER:
+        raise JobError(
+            f"layout.pp {p} on a {arch.kind.value} model: pipeline stages are modelled for decoders. To fix: use pp 1."
+        )
+    if p * v > arch.layers:
+        raise JobError(
+            f"layout.pp {p} × virtual_stages {v} = {p * v} chunks for {arch.layers} layers: every chunk needs a "
+            "layer. To fix: use fewer stages."
+        )
+    if training.method is Method.QLORA:
+        raise JobError("QLoRA under pipeline parallelism is not modelled. To fix: use pp 1 (with ZeRO-3 or FSDP).")
+    if training.lora is not None and training.lora.modules_to_save:
+        raise JobError(
+            "lora.modules_to_save under pipeline parallelism is not modelled. To fix: use pp 1, or train the "
+            "embeddings with method full."
+        )
+    if interleaved and m % max(1, m // p):
+        raise JobError(
+            f"interleaved-1f1b runs the step's {m} micro-batches (grad_accum) in rounds of {m // max(1, m // p)}: "
+            f"{m} is not a multiple. To fix: use a grad_accum that is a multiple of pp ({p})."
+        )
+
+
+def _check_context(arch: Architecture, training: Training, layout: Layout) -> None:
+    """Refuse context-parallel layouts torch's ring attention cannot run or ftplan does not model."""
+    cp, s = layout.cp, training.seq_len
+    if arch.kind is not Kind.DECODER:
+        raise JobError(f"layout.cp {cp} on a {arch.kind.value} model: context parallelism is modelled for decoders.")
+    if training.attention is not Attention.SDPA or training.attention_mask is not AttentionMask.NONE:
+        raise JobError(
+            f"layout.cp {cp}: torch's ring attention runs SDPA's causal kernels without a mask tensor. To fix: set "
+            "attention sdpa and attention_mask none (packed sequences)."
+        )
+    if s % (2 * cp):
+        raise JobError(
+            f"layout.cp {cp}: seq_len {s} must split into 2 × cp = {2 * cp} equal chunks (the causal load "
+            f"balancing gives each rank two). To fix: use a seq_len that is a multiple of {2 * cp}."
+        )
+    if arch.sliding_window or arch.nope_layers or arch.attn_sinks or arch.attn_softcap:
+        raise JobError(
+            f"layout.cp {cp} on {arch.model_type}: sliding windows, chunked attention, sinks and soft-capping are "
+            "not what ring attention's kernels compute. To fix: use cp 1."
+        )
 
 
 def _check_fp8(arch: Architecture, training: Training, layout: Layout, fp8: Fp8Setup) -> None:
@@ -362,6 +441,9 @@ def _grads(arch: Architecture, training: Training, host: bool = False) -> tuple[
     saved = set(lora.modules_to_save)
     embed = any(m in saved for m in _EMBEDDING_NAMES)
     head = "lm_head" in saved or (arch.tied and embed)
+    # a later pipeline stage's input is the previous stage's output, whose gradient it sends back: its
+    # first layer keeps what any layer keeps, as if the embeddings trained
+    embed = embed or not arch.has_embedding
     targets = frozenset(lora_targets(arch, lora))
     grads = act.Grads(
         full=False,
@@ -397,6 +479,7 @@ class _PerSequence:
     head_constant: float  # the same for the final norm
     loss_saved: float
     bwd_ws: float  # the widest tensor's gradient and input in backward
+    norm_ws: float  # an RMSNorm's backward temporaries
 
 
 @lru_cache(maxsize=4096)
@@ -469,6 +552,15 @@ def _per_sequence(
     if arch.routing == "llama4":  # every expert's gate/up output over every token
         widest = max(widest, 2 * arch.ffn * arch.experts)
     bwd_ws = 2 * c * widest
+    norm_ws = 0.0
+    if arch.norm == "rmsnorm":
+        # Hugging Face's RMSNorms are eager ops in fp32 (upcast, pow, mean, rsqrt, scale): their backward holds
+        # 20 bytes an element above its inputs, whatever the input dtype (probed on a CPU: Llama's, Qwen3's and
+        # Gemma's norms, bf16 and fp32), over the hidden state or the queries a q-norm normalises (per head:
+        # Qwen3, Gemma 3; whole: OLMo 2). Where the MLP is narrow (ffn < 5·h) and backward is the peak (a
+        # small vocabulary, a pipeline's first stages) this is its widest moment (measured: a LoRA step with a
+        # 32-token vocabulary −3.1% → +0.3%)
+        norm_ws = _RMSNORM_BACKWARD_BYTES * max(arch.hidden, arch.q_dim if arch.qk_norm in ("head", "full") else 0)
     if saves.adapter_fp32:
         # fp32 adapters without autocast: an adapter's backward also holds the fp32 gradient of the
         # promoted sum and of its scaled output (4 bytes each an output element), and of lora_B's input
@@ -494,7 +586,29 @@ def _per_sequence(
         head_constant=act.head_constant_bytes(arch, s, embed_trains) / t,
         loss_saved=act.loss_saved_bytes_per_token(arch, dt, training.loss) * out_tokens / t,
         bwd_ws=bwd_ws * max(seq.values()) / t,
+        norm_ws=norm_ws * max(seq.values()) / t,
     )  # fmt: skip
+
+
+def _ring_workspace(arch: Architecture, c: int, cp: int) -> float:
+    """Bytes a local token adds to an attention layer's backward under context parallelism.
+
+    torch's ring attention (``_templated_ring_attention_backward``, with its default all-gather rotation,
+    as torchtitan runs it) gathers every rank's keys and values (``cp`` times the local k and v, in the
+    compute dtype), accumulates the gradients of q, k and v in fp32 (``convert_to_f32``), and passes the
+    k/v gradients around the ring as an fp32 buffer sent and one received. The forward's merge holds less
+    (fp32 output and log-sum-exp, the gathered k and v). Read from the source (torch 2.13); a CPU cannot
+    run it (CUDA SDPA kernels only), so it is not measured.
+    """
+    q, kv = arch.q_dim, arch.kv_dim
+    gathered = c * 2 * kv * cp
+    accumulators = 4 * (q + 2 * kv)
+    rotated = 2 * 4 * 2 * kv
+    return float(gathered + accumulators + rotated)
+
+
+# bytes an element an eager RMSNorm's backward holds above its inputs (see _per_sequence)
+_RMSNORM_BACKWARD_BYTES = 20
 
 
 def _moe_forward_bytes(arch: Architecture, saves: act.Grads, first_frozen: bool, c: int, r: int) -> float:
@@ -655,11 +769,80 @@ def estimate_memory(
     gpu_memory_bytes: int | None = None,
     gpu_arch: str = "",
     overheads: Overheads = Overheads(),
+    pipeline_rank: int | None = None,
 ) -> MemoryEstimate:
-    """Estimate the per-GPU peak and per-node host memory of one training step."""
+    """Estimate the per-GPU peak and per-node host memory of one training step.
+
+    Under pipeline parallelism each rank holds its own layers and micro-batches: the estimate is of rank
+    ``pipeline_rank``, or, without one, of the rank that needs the most (the first, with the embeddings
+    and the most micro-batches in flight, or the last, with the lm_head and the loss)."""
     check_layout(arch, training, layout)
+    if layout.cp > 1:  # each rank holds its share of every sequence's tokens (see _ring_workspace)
+        training = replace(training, seq_len=training.seq_len // layout.cp)
+    if layout.pp == 1:
+        return _estimate(arch, training, layout, gpu_memory_bytes, gpu_arch, overheads)
+    p, v = layout.pp, layout.virtual_stages
+    sizes = pl.chunk_layers(arch.layers, p, v)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    ranks = (0, p - 1) if pipeline_rank is None else (pipeline_rank,)
+    ests = []
+    for rank in ranks:
+        chunks = pl.rank_chunks(rank, p, v)
+        layers = tuple(i for c in chunks for i in range(starts[c], starts[c] + sizes[c]))
+        # chunk micro-batches in flight, each of at most the rank's largest chunk
+        n = pl.in_flight(layout.pp_schedule, p, v, layout.grad_accum, rank)
+        held = n * max(sizes[c] for c in chunks)
+        # the chunk micro-batches whose output goes on (interleaved: all, a bound), and the receive buffers:
+        # one a micro-batch for each chunk's input (but the first's) and output gradient (but the last's)
+        last = p * v - 1
+        buffers = layout.grad_accum * sum((c > 0) + (c < last) for c in chunks)
+        # (interleaved, the last rank runs each last-chunk micro-batch's backward right after its forward)
+        pipe = _Pipe(
+            sent=n if rank < p - 1 else (n - 1 if v > 1 else 0),
+            buffers=buffers,
+            outputs=n - 1 if last in chunks and v == 1 else 0,
+            all_forwards_first=n >= layout.grad_accum * v,
+        )
+        stage = arch.pipeline_stage(layers)
+        est = _estimate(stage, training, layout, gpu_memory_bytes, gpu_arch, overheads, held / len(layers), pipe)
+        note = (
+            f"pipeline rank {rank} of {p} ({layout.pp_schedule.value}): layers {layers[0]}–{layers[-1]}"
+            if v == 1
+            else f"pipeline rank {rank} of {p} ({layout.pp_schedule.value}, {v} chunks: {len(layers)} layers)"
+        )
+        ests.append(replace(est, notes=(f"{note}, the activations of {held / len(layers):g} micro-batch(es) held",
+                                        *est.notes)))  # fmt: skip
+    return max(ests, key=lambda e: (e.device_total_bytes, e.peak_allocated_bytes))
+
+
+class _Pipe(NamedTuple):
+    """What a pipeline rank's stage adds: chunk micro-batches in flight whose output goes on to the next
+    stage, micro-batch receive buffers, other micro-batches' logits the last stage keeps, and whether the rank
+    runs every forward of the step before its first backward (GPipe; 1F1B with no more micro-batches than
+    stages after it)."""
+
+    sent: int
+    buffers: int
+    outputs: int
+    all_forwards_first: bool
+
+
+def _estimate(
+    arch: Architecture,
+    training: Training,
+    layout: Layout,
+    gpu_memory_bytes: int | None,
+    gpu_arch: str,
+    overheads: Overheads,
+    in_flight: float = 1.0,
+    pipe: _Pipe | None = None,
+) -> MemoryEstimate:
+    """The estimate of one GPU holding ``arch`` (the whole model, or a pipeline rank's layers) with the
+    activations of ``in_flight`` micro-batches at once; ``pipe``: a pipeline rank's chunk micro-batches in
+    flight whose output goes on to a next stage and whose input came from a previous one."""
     notes: list[str] = []
-    n, t, z = layout.dp, layout.tp, layout.zero
+    # states shard over the ZeRO group: all data-parallel ranks, or an HSDP shard group
+    n, t, z = layout.shard, layout.tp, layout.zero
     ps = split_params(arch, training)
     rb = _recipe(training, layout)
     c = training.precision.compute_bytes
@@ -701,7 +884,8 @@ def estimate_memory(
     # DistributedDataParallel copies every gradient into a bucket for its all-reduce: a second copy of
     # the gradients, allocated when it wraps the model (gradient_as_bucket_view=False, its default;
     # measured: benchmarks/measured_grid_dist.yaml). ZeRO-1 runs under DDP too.
-    ddp_buckets = grads if n > 1 and z <= ZeroStage.OPTIMIZER and layout.offload is Offload.NONE else 0.0
+    replicated = layout.dp * layout.cp > 1  # (DDP spans the context-parallel ranks too)
+    ddp_buckets = grads if replicated and z <= ZeroStage.OPTIMIZER and layout.offload is Offload.NONE else 0.0
     if z >= ZeroStage.OPTIMIZER:
         opt_states /= n
     if z >= ZeroStage.GRADIENTS:
@@ -784,16 +968,18 @@ def estimate_memory(
     out_tokens = stacks.get("decoder", stacks.get("main", 0))
     head = pa.head * mb + pa.rotary + pa.head_constant
     constants = pa.rotary + pa.head_constant + (0.0 if full_recompute else sum(pa.constants.values()))
-    loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, out_tokens) * out_tokens / t
+    loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, out_tokens, pipe is not None) * out_tokens / t
     # logits the training loop keeps with the model's output, from the loss through the optimizer step
     # (ModelOutput); the loss's own peak comes on top of them (measured: benchmarks/measured_grid.yaml)
     kept_size = {ModelOutput.DROPPED: 0, ModelOutput.KEPT: c, ModelOutput.KEPT_FP32: 4}[training.model_output]
-    if arch.kind is Kind.ENCODER or training.loss is Loss.FUSED:  # no vocabulary logits are returned
+    if arch.kind is Kind.ENCODER or training.loss is Loss.FUSED or not arch.has_head:  # no vocabulary logits
         kept_size = 0
     logits_kept = kept_size * arch.vocab * out_tokens / t
     moe_tok = _moe_forward_bytes(arch, saves, pa.moe_first_frozen, c, r) * out_tokens / t
     loss_saved = pa.loss_saved * mb
     bwd_ws = pa.bwd_ws * mb  # gradient of the widest tensor + its input
+    if layout.cp > 1:
+        bwd_ws += _ring_workspace(arch, c, layout.cp) * out_tokens / t
     if full_recompute and arch.routing == "llama4":
         # A recomputed Llama 4 layer runs every expert on every token again while the gradient of the layer
         # above's expert input can still be alive (traced op by op on a CPU; when, depends on the order the
@@ -810,12 +996,27 @@ def estimate_memory(
             "of its tensor); torch.compile fuses them into one kernel and needs less"
         )
     after_loss = c * arch.hidden * out_tokens / t  # gradient of the last hidden state
-    in_backward = after_loss + recompute_ws + bwd_ws  # grows with the micro-batch, as the loss peak does
-    activations = saved_layers + head
+    # a norm's backward comes last in its layer, when a recomputed layer's own saves are gone
+    norm_ws = pa.norm_ws * mb
+    in_backward = after_loss + max(recompute_ws + bwd_ws, norm_ws)  # grows with the micro-batch, as the loss peak does
+    activations = (saved_layers + head) * in_flight  # (pipeline: every micro-batch a stage holds)
+    recv_buffers = 0.0
+    if pipe is not None:
+        # torch.distributed.pipelining keeps each chunk micro-batch's output (its forward cache) until its
+        # backward: a hidden state in the residual stream's dtype, which nothing else keeps. Its input and
+        # the gradient of its output arrive in buffers allocated once, one per micro-batch of the step for
+        # every chunk that receives (_create_act_recv_info, _create_grad_recv_info), kept for the whole run
+        # (measured: benchmarks/measured_grid_dist.yaml)
+        hidden_tok = r * arch.hidden * out_tokens / t
+        # (the last stage's output is its logits, and it computes each micro-batch's loss as its forward
+        # ends: the other micro-batches in flight keep their logits and what their loss saved)
+        activations += pipe.sent * hidden_tok + pipe.outputs * (c * arch.vocab * out_tokens / t + pa.loss_saved * mb)
+        recv_buffers = pipe.buffers * hidden_tok
 
     # ---- working buffers ---------------------------------------------------------------------
     block = _largest_block(arch, t)
-    lm_head_matrix = 0 if arch.kind is Kind.ENCODER else arch.vocab * arch.hidden  # tied or not, it is cast
+    # tied or not, it is cast (where this GPU holds it)
+    lm_head_matrix = 0 if arch.kind is Kind.ENCODER or not arch.has_head else arch.vocab * arch.hidden
     # FP8 linears cast their fp32 weight straight to float8 for each matmul and keep the weight itself
     # for backward: autocast makes no 16-bit copy of them (measured: benchmarks/measured_grid.yaml)
     fp8_params = sum(v * arch.layers_of(st) for st, v in fp8_layer.items())
@@ -898,6 +1099,10 @@ def estimate_memory(
     # gradients exist through forward/backward when they accumulate over micro-steps, or when the
     # loop zeroes them instead of freeing them (set_to_none=False: PyTorch before 2.0)
     grads_held = grads if layout.grad_accum > 1 or training.zero_grad is ZeroGrad.ZEROS else 0.0
+    if pipe is not None and pipe.all_forwards_first and training.zero_grad is ZeroGrad.NONE:
+        # every forward before the first backward, when no gradient exists yet; by the time the gradients
+        # are whole, one micro-batch's activations are gone
+        grads_held = max(0.0, grads_held - (saved_layers + head) * in_flight / layout.grad_accum)
     # The forward/backward moment peaks at the loss (the blocks resharded, ZeRO-3), in backward (two blocks
     # gathered, one being computed and one prefetched) or inside a MoE layer's forward: each a line in the
     # micro-batch (constant, per sequence), which the layout search evaluates exactly (fb_lines)
@@ -913,7 +1118,7 @@ def estimate_memory(
         "optimizer_states": opt_states,
         "activations": activations,
         "logits_loss": loss_peak,
-        "backward_workspace": bwd_ws + recompute_ws + folded_ws,
+        "backward_workspace": max(bwd_ws + recompute_ws, norm_ws) + folded_ws,
         "autocast_weight_copies": cast_copies,
         "zero3_gathered_params": gathered + root_gathered,
         "grad_reduce_buffer": reduce_buffer,
@@ -921,10 +1126,11 @@ def estimate_memory(
         "optimizer_step_temporaries": step_tmp,
         "cublas_workspace": cublas,
         "ddp_gradient_buckets": ddp_buckets,
+        "pipeline_recv_buffers": recv_buffers,
         "logits_kept": logits_kept,
         "load_unsharded_weights": max(0.0, load_bytes - w_train - w_frozen),
     }
-    persistent = w_train + w_frozen + opt_states + cublas + ddp_buckets  # allocated once, for the whole run
+    persistent = w_train + w_frozen + opt_states + cublas + ddp_buckets + recv_buffers  # allocated once, for the run
     states = persistent + logits_kept  # at every moment (see _PHASE_TERMS)
     phases = {
         "forward/backward": states + activations + cast_copies + root_gathered + dequant + grads_held + act_phase_extra,
@@ -944,7 +1150,10 @@ def estimate_memory(
     )
     nccl = 0
     if overheads.include_nccl:
-        nccl = nccl_bytes(n) + nccl_bytes(t)
+        nccl = nccl_bytes(n) + nccl_bytes(t) + nccl_bytes(layout.replicas)  # (HSDP: a replicate group too)
+        nccl += nccl_bytes(layout.cp)  # (context parallelism: its ring)
+        if pipe is not None:  # a pipeline rank's sends and receives: a 2-rank communicator a neighbour stage
+            nccl += nccl_bytes(2) * (2 if layout.virtual_stages > 1 else 1)
     device_total = reserved + overheads.cuda_context_bytes + nccl
 
     gpu_terms.update(
@@ -1002,7 +1211,7 @@ def estimate_memory(
             phases["forward/backward"] - grads_held - act_phase_extra,
             branches,
             layout.micro_batch,
-            activations - folded_saved - constants + logits_kept,
+            activations - (folded_saved + constants) * in_flight + logits_kept,
         ),
         activation_terms={  # for `ftplan measure` and the tests
             **{

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
+from ftplan.memory.pipeline import PipelineSchedule
+
 
 class Method(StrEnum):
     FULL = "full"
@@ -213,7 +215,13 @@ class Layout:
     ``dp`` data-parallel degree (ZeRO shards over it), ``tp`` tensor-parallel degree (with
     sequence parallelism), ``zero`` ZeRO stage, ``offload`` CPU offload, ``recompute``
     activation recomputation, ``micro_batch`` sequences per GPU per micro-step,
-    ``grad_accum`` micro-steps per optimizer step, ``gpus_per_node`` GPUs sharing one host.
+    ``grad_accum`` micro-steps per optimizer step, ``gpus_per_node`` GPUs sharing one host;
+    ``pp`` pipeline stages run by ``pp_schedule`` over ``grad_accum`` micro-batches, each rank holding
+    ``virtual_stages`` chunks of layers (interleaved only; see :mod:`ftplan.memory.pipeline`);
+    ``dp_shard`` data-parallel ranks a ZeRO-2/3 shard group spans (HSDP: states sharded inside a group,
+    replicated across the ``dp / dp_shard`` groups; 0: the whole data-parallel group); ``cp`` context-
+    parallel degree: each sequence split over ``cp`` GPUs (torch's ring attention), the model states
+    sharded over ``dp × cp`` as torchtitan's FSDP mesh does.
     """
 
     dp: int = 1
@@ -224,7 +232,23 @@ class Layout:
     micro_batch: int = 1
     grad_accum: int = 1
     gpus_per_node: int = 1
+    pp: int = 1
+    pp_schedule: PipelineSchedule = PipelineSchedule.ONE_F_ONE_B
+    virtual_stages: int = 1
+    dp_shard: int = 0
+    cp: int = 1
 
     @property
     def gpus(self) -> int:
-        return self.dp * self.tp
+        return self.dp * self.tp * self.pp * self.cp
+
+    @property
+    def shard(self) -> int:
+        """Ranks the model states are sharded over (ZeRO ≥ 1): the shard group under HSDP, else dp;
+        times the context-parallel degree (its ranks hold the same weights)."""
+        return (self.dp_shard or self.dp) * self.cp
+
+    @property
+    def replicas(self) -> int:
+        """Copies of each shard across the data-parallel group (HSDP's replicate degree)."""
+        return self.dp // (self.dp_shard or self.dp)

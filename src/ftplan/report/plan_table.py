@@ -12,9 +12,12 @@ def plan_table(plan: Plan) -> str:
     for r in plan.runs:
         lay = r.layout
         nodes = ",".join(n.split("/", 1)[1] for n in r.nodes)
+        stages = (f" pp{lay.pp}" if lay.pp > 1 else "") + (f" cp{lay.cp}" if lay.cp > 1 else "")
+        shard = f"/{lay.dp_shard}" if lay.dp_shard else ""
+        offload = f" off:{lay.offload}" if lay.offload != "none" else ""
         rows.append([
             r.run, r.pool, nodes, str(r.gpu_count), f"{r.start_h:.2f}", f"{r.end_h:.2f}",
-            f"dp{lay.dp} tp{lay.tp} Z{lay.zero}" + (f" off:{lay.offload}" if lay.offload != "none" else ""),
+            f"dp{lay.dp} tp{lay.tp}{stages} Z{lay.zero}{shard}{offload}",
             lay.recompute, f"{lay.micro_batch}×{lay.grad_accum}", lay.optimizer,
             f"{r.memory_per_gpu_bytes / GIB:.1f}", f"{r.tokens_per_s:,.0f}", f"{r.usd:,.2f}",
         ])  # fmt: skip

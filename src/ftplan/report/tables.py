@@ -23,6 +23,7 @@ TERM_LABELS = {
     "optimizer_step_temporaries": "optimizer-step temporaries",
     "cublas_workspace": "cuBLAS workspace",
     "ddp_gradient_buckets": "DDP gradient buckets",
+    "pipeline_recv_buffers": "pipeline receive buffers",
     "logits_kept": "logits the loop keeps",
     "load_unsharded_weights": "loading: whole quantised model",
     "allocator_cache": "allocator cache (reserved − allocated)",
@@ -128,8 +129,14 @@ def dist_measure_table(d: Any) -> str:
          _err(c.row("peak allocated").rel_error), "yes" if c is worst else ""]
         for i, c in enumerate(d.ranks)
     ]  # fmt: skip
+    how = f"ZeRO-{int(lay.zero)} as {zero[int(lay.zero)]}"
+    if lay.replicas > 1:
+        how += f", HSDP: {lay.replicas} replicas of {lay.shard}-rank shard groups"
+    if lay.pp > 1:
+        chunks = f", {lay.virtual_stages} chunks a rank" if lay.virtual_stages > 1 else ""
+        how = f"{lay.pp} pipeline stages, {lay.pp_schedule.value}{chunks}, {lay.grad_accum} micro-batches a step"
     out = [
-        f"{len(d.ranks)} ranks · ZeRO-{int(lay.zero)} as {zero[int(lay.zero)]}",
+        f"{len(d.ranks)} ranks · {how}",
         "",
         render_table(["rank", "estimate MiB", "measured MiB", "error", "highest"], rows, right={1, 2, 3}),
         "",
@@ -149,16 +156,19 @@ def fit_table(result: Any, best: Any, by: str) -> str:
     )
     rows = [
         [
-            r.pool, str(r.gpus), str(r.tp), f"Z{r.zero}", r.offload, r.recompute, f"{r.micro_batch}×{r.grad_accum}",
+            r.pool, str(r.gpus), str(r.tp), str(r.pp), str(r.cp),
+            f"Z{r.zero}" + (f"/{r.dp_shard}" if r.dp_shard else ""),
+            r.offload, r.recompute,
+            f"{r.micro_batch}×{r.grad_accum}",
             f"{r.device_bytes / GIB:.1f}", f"{r.tokens_per_s:,.0f}", f"{r.step_s:.2f}", f"{100 * r.mfu:.0f}%",
             f"{r.hours:,.1f}", "—" if r.usd != r.usd else f"{r.usd:,.0f}",
         ]
         for r in best.itertuples()
     ]  # fmt: skip
-    headers = ["pool", "GPUs", "tp", "ZeRO", "offload", "recompute", "mb×acc", "GiB/GPU", "tokens/s", "step s",
-               "MFU", "hours", "USD"]  # fmt: skip
+    headers = ["pool", "GPUs", "tp", "pp", "cp", "ZeRO", "offload", "recompute", "mb×acc", "GiB/GPU", "tokens/s",
+               "step s", "MFU", "hours", "USD"]  # fmt: skip
     out = [title, ""]
-    out.append(render_table(headers, rows, right=set(range(1, 13)) - {3, 4, 5}) if rows else "no layout fits")
+    out.append(render_table(headers, rows, right=set(range(1, 15)) - {5, 6, 7}) if rows else "no layout fits")
     out.append(f"\n{len(result.layouts):,} of {result.evaluated:,} layouts fit.")
     for pool in result.pools:
         out.append(f"pool {pool.name}: {pool.hardware_note}; {pool.price_note or 'no price'}")

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ftplan import limits as L
+from ftplan.memory.pipeline import PipelineSchedule
 from ftplan.memory.setup import (
     ZERO_ALIASES,
     Attention,
@@ -78,6 +79,34 @@ class LayoutSpec(BaseModel):
     zero: Int = Field(0, ge=0, le=3, description="ZeRO stage 0-3, or an FSDP sharding strategy name")
     offload: Offload = Field(Offload.NONE, description="none | optimizer | optimizer+params")
     recompute: Recompute = Field(Recompute.NONE, description="none | selective | full")
+    pp: Int = Field(1, gt=0, le=256, description="pipeline-parallel degree: stages the layers are cut into")
+    pp_schedule: PipelineSchedule = Field(
+        PipelineSchedule.ONE_F_ONE_B,
+        description="gpipe | 1f1b | interleaved-1f1b (torch.distributed.pipelining's schedules); micro-batches "
+        "per step are grad_accum",
+    )
+    virtual_stages: Int = Field(
+        1, gt=0, le=64, description="interleaved-1f1b: chunks of layers each pipeline rank holds (≥ 2)"
+    )
+    cp: Int = Field(
+        1, gt=0, le=64, description="context-parallel degree: each sequence split over cp GPUs (ring attention)"
+    )
+    dp_shard: Int | None = Field(
+        None,
+        gt=0,
+        le=L.MAX_RUN_NODES * 64,
+        description="HSDP: data-parallel ranks a ZeRO-2/3 shard group spans (states sharded inside it, "
+        "replicated across the dp / dp_shard groups); default: all dp ranks",
+    )
+
+    @model_validator(mode="after")
+    def _pipeline(self) -> LayoutSpec:
+        interleaved = self.pp_schedule is PipelineSchedule.INTERLEAVED
+        if interleaved and self.virtual_stages < 2:
+            raise ValueError("pp_schedule interleaved-1f1b needs virtual_stages ≥ 2 (chunks per rank)")
+        if not interleaved and self.virtual_stages != 1:
+            raise ValueError(f"virtual_stages {self.virtual_stages} needs pp_schedule interleaved-1f1b")
+        return self
 
     @field_validator("zero", mode="before")
     @classmethod

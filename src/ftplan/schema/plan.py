@@ -23,6 +23,12 @@ class PlanLayout(_Strict):
     grad_accum: Int = Field(gt=0)
     optimizer: str
     precision: str
+    pp: Int = Field(1, gt=0, description="pipeline stages (the layers cut into pp stages)")
+    dp_shard: Int = Field(0, ge=0, description="HSDP: data-parallel ranks a ZeRO-2/3 shard group spans (0: all)")
+    cp: Int = Field(1, gt=0, description="context parallelism: GPUs each sequence is split over (ring attention)")
+    pp_schedule: Literal["1f1b", "gpipe"] = Field(
+        "1f1b", description="the pipeline's schedule, over grad_accum micro-batches (the planner runs 1f1b)"
+    )
 
 
 class PlanRun(_Strict):

@@ -213,14 +213,20 @@ def step_times(
     recompute: np.ndarray,
     micro_batch: np.ndarray,
     grad_accum: np.ndarray,
+    pp: np.ndarray | int = 1,
+    virtual_stages: np.ndarray | int = 1,
+    dp_shard: np.ndarray | int = 0,
+    cp: np.ndarray | int = 1,
 ) -> StepTimes:
-    """Step time of each layout (arrays broadcast together; codes as in RECOMPUTE / OFFLOAD)."""
-    dp, tp, zero, offload, recompute, mb, accum = (
-        np.asarray(x, dtype=float) for x in (dp, tp, zero, offload, recompute, micro_batch, grad_accum)
+    """Step time of each layout (arrays broadcast together; codes as in RECOMPUTE / OFFLOAD; ``dp_shard``
+    0 where the states shard over all of dp)."""
+    dp, tp, zero, offload, recompute, mb, accum, pp, virtual, dp_shard, cp = (
+        np.asarray(x, dtype=float)
+        for x in (dp, tp, zero, offload, recompute, micro_batch, grad_accum, pp, virtual_stages, dp_shard, cp)
     )
     s = training.seq_len
     c = training.precision.compute_bytes
-    tokens_micro = mb * s  # tokens per GPU-group per micro-step
+    tokens_micro = mb * s / cp  # tokens per GPU-group per micro-step (context parallelism: this rank's share)
     hw_flops = (
         flops.model
         + flops.flash_recompute
@@ -240,43 +246,81 @@ def step_times(
             + np.where(full, flops.fp8_forward_weights, 0.0)
         )
         t_micro = t_micro + tokens_micro * fp8_flops * (1 / fp8_rate - 1 / rate) / tp + casts / tp / (hw.hbm_gbs * 1e9)
-    compute = t_micro * accum
+    # ---- pipeline: each stage computes 1/pp of a micro-step; the schedule idles (pp − 1)/(v·m) of the ideal
+    # time (its bubble, Narayanan et al. 2021 §2.2; v = 1 but interleaved); every micro-batch crosses each
+    # stage boundary twice (activation forward, its gradient backward) as a point-to-point send that the
+    # receiving stage waits for, over NVLink while the stages share a node, else over the node's network
+    # share of one GPU
+    t_micro = t_micro / pp
+    bubble = np.where(pp > 1, (pp - 1) / (virtual * accum), 0.0)
+    compute = t_micro * accum * (1 + bubble)
+    # ---- context parallelism (torch's ring attention, all-gather rotation): every attention layer gathers
+    # the other ranks' keys and values in forward and again in backward, and passes the fp32 k/v gradients
+    # around the ring; it overlaps the attention kernels' own time at best
+    kv_bytes = tokens_micro * arch.kv_dim * (2 * c + 2 * c + 2 * 4) * (cp - 1)
+    cp_link = np.where(
+        tp * cp <= max(hw.nvlink_domain or 0, hw.gpus_per_node),
+        hw.intra_node_gbs * INTRA_NODE_EFFICIENCY * 1e9,
+        max((hw.network_gbps or 0) / 8 * 1e9 / hw.gpus_per_node, 1e-9),
+    )
+    attention_share = (flops.attention + flops.flash_recompute) / hw_flops
+    t_ring = arch.total_layers / pp * kv_bytes / tp / cp_link
+    ring = np.where(cp > 1, np.maximum(0.0, t_ring - t_micro * attention_share) * accum, 0.0)
+    p2p_bytes = tokens_micro * arch.hidden * c
+    intra = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY * 1e9
+    cross = (hw.network_gbps or 0) / 8 * 1e9 / hw.gpus_per_node
+    link = np.where(tp * pp <= max(hw.nvlink_domain or 0, hw.gpus_per_node), intra, max(cross, 1e-9))
+    # (one send each way a chunk micro-batch, on the critical path in each of the m·v + pp − 1 schedule slots)
+    p2p = np.where(pp > 1, 2 * p2p_bytes / link * (accum * virtual + pp - 1), 0.0)
     backward_share = 1 - flops.forward / flops.model  # gradients are ready only during the backward
 
     # ---- data parallel / ZeRO ------------------------------------------------------------------
     grad_bytes = 2.0 if training.precision is Precision.BF16_PURE else 4.0  # fp32 trainables otherwise
-    g_bytes = flops.trainable * grad_bytes / tp
-    w_bytes = flops.weights * (4.0 if training.precision is Precision.FP32 else 2.0) / tp
+    g_bytes = flops.trainable * grad_bytes / (tp * pp)  # (a pipeline stage's share)
+    w_bytes = flops.weights * (4.0 if training.precision is Precision.FP32 else 2.0) / (tp * pp)
     fp8 = training.fp8_setup
     if fp8 is not None and fp8.all_gather:  # converted weights gathered in float8: one byte each
         w_bytes -= flops.fp8_linear / 6 / tp
-    frac = np.where(dp > 1, (dp - 1) / dp, 0.0)
-    group = dp * tp
+    # HSDP: the ZeRO collectives run inside a shard group of dp_shard ranks, then the gradient shards are
+    # all-reduced across the dp / dp_shard groups (torch FSDP2's 2-D mesh). Every GPU of a node runs its own
+    # replicate all-reduce at once, over the node's network: each gets its share of a whole-node
+    # all-reduce's bus bandwidth over as many nodes as groups
+    shard = np.where(dp_shard > 0, dp_shard, dp) * cp  # (context-parallel ranks hold the same weights)
+    replicas = dp * cp / shard
+    frac = np.where(shard > 1, (shard - 1) / shard, 0.0)
+    group = shard * tp
     bw_ar = bus_bandwidth(hw, group, "all-reduce") * 1e9
     bw_ag = bus_bandwidth(hw, group, "all-gather") * 1e9
+    on_node = np.minimum(group, max(hw.nvlink_domain or 0, hw.gpus_per_node))
+    bw_rep = bus_bandwidth(hw, replicas * on_node, "all-reduce") * 1e9 / on_node
+    t_rep = np.where(replicas > 1, 2 * (replicas - 1) / replicas * g_bytes / shard / bw_rep, 0.0)
     # ZeRO 0: gradient all-reduce; ZeRO 1/2: reduce-scatter + all-gather of the update (same
     # volume, DeepSpeed 2020-03); both overlap the last micro-step's backward.
-    t_dp = np.where(zero == 0, 2 * frac * g_bytes / bw_ar, frac * (g_bytes + g_bytes * c / grad_bytes) / bw_ag)
+    t_dp = np.where(zero == 0, 2 * frac * g_bytes / bw_ar, frac * (g_bytes + g_bytes * c / grad_bytes) / bw_ag) + t_rep
     exposed_dp = np.maximum(0.0, t_dp - t_micro * backward_share)
     # ZeRO 3: parameters gathered in forward and again in backward, gradients reduce-scattered,
     # every micro-step; prefetching hides them behind that micro-step's compute.
-    t_z3 = frac * (2 * w_bytes + g_bytes) / bw_ag
+    t_z3 = frac * (2 * w_bytes + g_bytes) / bw_ag + t_rep
     exposed_z3 = np.maximum(0.0, t_z3 - t_micro) * accum
-    comm = np.where(zero == 3, exposed_z3, exposed_dp)
+    comm = np.where(zero == 3, exposed_z3, exposed_dp) + p2p + ring
 
     # ---- tensor parallel (with sequence parallelism): 4 collectives of b·s·h per layer, 6 with
     # full recomputation, on the critical path (Korthikanti et al. 2022).
     tp_frac = np.where(tp > 1, 2 * (tp - 1) / tp, 0.0)
-    n_coll = np.where(recompute == 2, 6.0, 4.0) * arch.total_layers
+    n_coll = np.where(recompute == 2, 6.0, 4.0) * arch.total_layers / pp
     bw_tp = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY * 1e9
     comm = comm + n_coll * tp_frac * (tokens_micro * arch.hidden * c) / bw_tp * accum
 
     # ---- offload: PCIe traffic per step (≈4Ψ/n optimizer, ≈6Ψ/n with parameters; ZeRO-Offload,
     # ZeRO-Infinity) and CPU Adam over this node's shards, overlapping nothing in the worst case.
-    shard = flops.trainable / (dp * tp)
-    pcie = np.where(offload == 1, 4 * shard, np.where(offload == 2, 6 * flops.weights / (dp * tp) + 2 * shard, 0.0))
+    local = flops.trainable / (shard * tp * pp)  # the trainable parameters a GPU updates
+    pcie = np.where(
+        offload == 1, 4 * local, np.where(offload == 2, 6 * flops.weights / (shard * tp * pp) + 2 * local, 0.0)
+    )
     t_pcie = pcie / (hw.host_link_gbs * 1e9)
-    t_cpu = np.where(offload > 0, CPU_ADAM_S_PER_GPARAM * shard * np.minimum(group, hw.gpus_per_node) / 1e9, 0.0)
+    t_cpu = np.where(
+        offload > 0, CPU_ADAM_S_PER_GPARAM * local * np.minimum(dp * tp * pp * cp, hw.gpus_per_node) / 1e9, 0.0
+    )
     offload_t = np.where(offload > 0, t_pcie + t_cpu, 0.0)
 
     # ---- QLoRA: NF4 weights dequantised to 16 bits before every use (forward, backward, and the
@@ -284,7 +328,7 @@ def step_times(
     other = np.zeros_like(compute)
     if training.method is Method.QLORA:
         passes = 2 + (recompute == 2)
-        other = passes * flops.frozen_matrix / tp * 2.5 / (hw.hbm_gbs * 1e9) * accum
+        other = passes * flops.frozen_matrix / (tp * pp) * 2.5 / (hw.hbm_gbs * 1e9) * accum
     return StepTimes(compute=compute, communication=comm, offload=offload_t, other=other)
 
 

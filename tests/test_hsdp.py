@@ -1,0 +1,82 @@
+"""HSDP (hybrid sharding): states sharded inside a group of dp_shard ranks and replicated across groups."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ftplan.errors import JobError
+from ftplan.fit import fit_job, instance_pool
+from ftplan.job import resolve_job
+from ftplan.memory import ZeroStage, estimate_memory
+from ftplan.schema.job import parse_job
+from ftplan.timing import model as tm
+
+STATES = ("weights_trainable", "weights_frozen", "gradients", "optimizer_states")
+
+
+def _job(catalog, **fields):
+    data = {"model": "llama-3.1-8b", "method": "full", "seq_len": 4096, "gpu": "h100", "tokens": 10**8,
+            "global_batch": 64, **fields}  # fmt: skip
+    return resolve_job(parse_job(data, "job"), catalog, "job")
+
+
+@pytest.mark.parametrize("zero", [2, 3])
+def test_a_rank_holds_what_a_shard_group_of_that_size_holds(catalog, zero):
+    job = _job(catalog)
+    hybrid = replace(job.layout, dp=32, zero=ZeroStage(zero), dp_shard=8)
+    flat = replace(job.layout, dp=8, zero=ZeroStage(zero))
+    h, f = (estimate_memory(job.arch, job.training, lay) for lay in (hybrid, flat))
+    assert {k: h.gpu_terms[k] for k in STATES} == {k: f.gpu_terms[k] for k in STATES}
+    # and a replicate communicator beside the shard group's
+    assert h.gpu_terms["nccl_buffers"] > f.gpu_terms["nccl_buffers"]
+
+
+@settings(max_examples=20, deadline=None)
+@given(shard=st.sampled_from([2, 4, 8, 16]), zero=st.sampled_from([2, 3]))
+def test_larger_shard_groups_never_raise_the_states_a_gpu_holds(catalog, shard, zero):
+    job = _job(catalog)
+    lay = replace(job.layout, dp=32, zero=ZeroStage(zero))
+    small, large = (
+        estimate_memory(job.arch, job.training, replace(lay, dp_shard=s)) for s in (shard, min(32, 2 * shard))
+    )
+    assert sum(large.gpu_terms[k] for k in STATES) <= sum(small.gpu_terms[k] for k in STATES)
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [({"dp": 8, "zero": 3, "dp_shard": 3}, "must divide dp 8"), ({"dp": 8, "zero": 1, "dp_shard": 4}, "ZeRO-2 and")],
+)
+def test_hybrid_sharding_frameworks_cannot_run_is_refused(catalog, layout, message):
+    with pytest.raises(JobError, match=message):
+        _job(catalog, layout=layout)
+
+
+def test_the_replicate_all_reduce_is_each_gpus_share_of_the_nodes_network(catalog, h100_node):
+    job = _job(catalog)
+    flops = tm.job_flops(job.arch, job.training)
+    hw = h100_node(400)
+    one = (np.array([1]),) * 3
+    args = (np.array([32]), np.array([1]), np.array([2]), np.array([0]), np.array([0]), *one[:1], np.array([2]))
+    hybrid = tm.step_times(flops, job.arch, job.training, hw, *args, dp_shard=np.array([8]))
+    g = flops.trainable * 4
+    inside = 7 / 8 * (g + g * 2 / 4) / (450e9 * tm.INTRA_NODE_EFFICIENCY)
+    across = 2 * 3 / 4 * g / 8 / (tm.bus_bandwidth(hw, np.array([32]), "all-reduce")[0] * 1e9 / 8)
+    t_micro = hybrid.compute[0] / 2
+    backward = t_micro * (1 - flops.forward / flops.model)
+    assert hybrid.communication[0] == pytest.approx(max(0.0, inside + across - backward))
+    flat = tm.step_times(flops, job.arch, job.training, hw, *args)
+    assert hybrid.communication[0] < flat.communication[0]  # over 400 Gbps, most bytes stay on NVLink
+
+
+def test_the_layout_search_tries_node_local_shard_groups_across_nodes(catalog):
+    job = _job(catalog, global_batch=64)
+    frame = fit_job(job, [instance_pool(catalog, "aws/p4de.24xlarge", nodes=4)]).layouts
+    hybrid = frame[frame["dp_shard"] > 0]
+    assert not hybrid.empty
+    assert set(hybrid["zero"]) <= {2, 3} and set(hybrid["offload"]) == {"none"} and set(hybrid["pp"]) == {1}
+    assert (hybrid["dp_shard"] * hybrid["tp"] == 8).all() and (hybrid["dp"] > hybrid["dp_shard"]).all()
