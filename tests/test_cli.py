@@ -178,3 +178,31 @@ def test_catalog_models_shows_expert_counts_as_whole_numbers():
     assert res.output.strip().splitlines()[1].endswith(",8")  # not 8.0 beside the dense models' blanks
     res = runner.invoke(app, ["catalog", "models", "--filter", "qwen3-8b", "--format", "json"])
     assert json.loads(res.output)[0]["experts"] is None
+
+
+def test_memory_flags_lay_out_pipelines_hsdp_and_context_parallelism():
+    base = ["memory", "--model", "llama-3.1-70b", "--method", "full", "--gpu", "h100", "--seq-len", "4096"]
+    piped = runner.invoke(app, [*base, "--pp", "8", "--tp", "8", "--grad-accum", "16", "--recompute", "full"])
+    assert piped.exit_code == 0, piped.output
+    assert "pp 8 1f1b" in piped.output and "pipeline receive buffers" in piped.output
+    assert "note: pipeline rank" in piped.output
+    hybrid = runner.invoke(app, [*base, "--dp", "32", "--zero", "3", "--dp-shard", "8", "--format", "json"])
+    flat = runner.invoke(app, [*base, "--dp", "8", "--zero", "3", "--format", "json"])
+    h, f = json.loads(hybrid.output)["breakdown"], json.loads(flat.output)["breakdown"]
+    assert h["weights_trainable"] == f["weights_trainable"] and h["optimizer_states"] == f["optimizer_states"]
+    split = runner.invoke(app, [*base[:-1], "131072", "--method", "lora", "--cp", "8", "--recompute", "full"])
+    assert split.exit_code == 0, split.output
+    assert "cp 8" in split.output.splitlines()[0]
+    bad = ftplan(*base, "--pp", "2", "--virtual-stages", "2")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "interleaved-1f1b" in bad.stderr
+
+
+def test_fit_json_names_each_layouts_parallelisms():
+    res = runner.invoke(app, ["fit", str(ROOT / "scenarios/jobs/llama-70b-128k-lora-fit.yaml"), "--instance",
+                              "aws/p5en.48xlarge", "--nodes", "4", "--top", "50", "--format", "json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    rows = rows["layouts"] if isinstance(rows, dict) else rows
+    assert {"pp", "cp", "dp_shard"} <= set(rows[0])
+    assert any(r["cp"] > 1 for r in rows)
+    assert all(r["dp"] * r["tp"] * r["pp"] * r["cp"] == r["gpus"] for r in rows)
