@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ftplan.arch import Kind
 from ftplan.catalog import Catalog, host_memory
 from ftplan.errors import CatalogError, FtplanError, JobError
 from ftplan.job import ResolvedJob
 from ftplan.limits import MAX_RUN_NODES
-from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, ZeroStage, estimate_memory
+from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, ZeroStage, check_layout, estimate_memory
+from ftplan.memory.estimate import STATE_TERMS
 from ftplan.memory.setup import Method, Precision, ZeroGrad
 from ftplan.schema.catalog import Gpu
 from ftplan.timing import model as tm
@@ -174,13 +174,18 @@ _FAMILY_COLUMNS = ("gpus", "nodes", "dp", "tp", "zero", "offload", "recompute", 
 PP_DEGREES = (1, 2, 4, 8, 16)
 
 
+def _allowed(job: ResolvedJob, layout: Layout) -> bool:
+    """Whether the memory model takes ``layout`` for the job's model and recipe (``check_layout``)."""
+    try:
+        check_layout(job.arch, job.training, layout)
+    except JobError:
+        return False
+    return True
+
+
 def pipeline_degrees(job: ResolvedJob) -> tuple[int, ...]:
     """The pipeline degrees the search tries for ``job``: those its model and recipe can be cut into."""
-    arch, tr = job.arch, job.training
-    lora_saved = tr.lora is not None and bool(tr.lora.modules_to_save)
-    if arch.kind is not Kind.DECODER or tr.method is Method.QLORA or lora_saved:
-        return (1,)
-    return tuple(p for p in PP_DEGREES if p <= arch.layers)
+    return tuple(p for p in PP_DEGREES if _allowed(job, Layout(pp=p, grad_accum=p)))
 
 
 # Context-parallel degrees the search tries, from this sequence length up (shorter ones fit without)
@@ -189,16 +194,11 @@ CP_MIN_SEQ_LEN = 16384
 
 
 def context_degrees(job: ResolvedJob) -> tuple[int, ...]:
-    """The context-parallel degrees the search tries for ``job``: long sequences of a decoder whose
-    attention torch's ring attention runs (see ``memory.estimate.check_layout``)."""
-    arch, tr = job.arch, job.training
-    if tr.seq_len < CP_MIN_SEQ_LEN or arch.kind is not Kind.DECODER:
+    """The context-parallel degrees the search tries for ``job``: for long sequences, those torch's ring
+    attention runs for its model and recipe."""
+    if job.training.seq_len < CP_MIN_SEQ_LEN:
         return (1,)
-    if tr.attention.value != "sdpa" or tr.attention_mask.value != "none":
-        return (1,)
-    if arch.sliding_window or arch.nope_layers or arch.attn_sinks or arch.attn_softcap:
-        return (1,)
-    return tuple(cp for cp in CP_DEGREES if tr.seq_len % (2 * cp) == 0)
+    return tuple(cp for cp in CP_DEGREES if _allowed(job, Layout(cp=cp)))
 
 
 def _families(job: ResolvedJob, pool: Pool) -> list[tuple[int, int, int, int, int, str, str, int, int, int]]:
@@ -325,8 +325,7 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
             g_terms = e11.gpu_terms
             # logits the loop keeps (model_output) are in every phase and grow with the micro-batch
             kept = g_terms["logits_kept"]
-            states = sum(g_terms[k] for k in ("weights_trainable", "weights_frozen", "optimizer_states",
-                                              "cublas_workspace", "ddp_gradient_buckets"))  # fmt: skip
+            states = sum(g_terms[k] for k in STATE_TERMS)
             loading = e11.phase_bytes.get("loading", 0)
             outside = e11.device_total_bytes - e11.peak_reserved_bytes
             lines = lines + (lines[-1],) * (_LINES - len(lines))

@@ -101,7 +101,8 @@ class MemoryEstimate:
         return self.gpu_memory_bytes - self.device_total_bytes
 
 
-_STATES = (
+# The terms allocated once, for the whole run, and present at every moment of a step
+STATE_TERMS = (
     "weights_trainable",
     "weights_frozen",
     "optimizer_states",
@@ -112,11 +113,11 @@ _STATES = (
 # The terms each moment of a step holds (forward/backward adds the held gradients and the larger
 # of the loss peak and the backward working set).
 _PHASE_TERMS = {
-    "forward/backward": (*_STATES, "activations", "autocast_weight_copies", "zero3_gathered_params",
+    "forward/backward": (*STATE_TERMS, "activations", "autocast_weight_copies", "zero3_gathered_params",
                          "dequant_workspace", "logits_kept"),
-    "end of backward": (*_STATES, "gradients", "zero3_gathered_params", "grad_reduce_buffer", "dequant_workspace",
+    "end of backward": (*STATE_TERMS, "gradients", "zero3_gathered_params", "grad_reduce_buffer", "dequant_workspace",
                         "logits_kept"),
-    "optimizer step": (*_STATES, "gradients", "optimizer_step_temporaries", "logits_kept"),
+    "optimizer step": (*STATE_TERMS, "gradients", "optimizer_step_temporaries", "logits_kept"),
     "loading": ("weights_trainable", "weights_frozen", "load_unsharded_weights"),
 }  # fmt: skip
 

@@ -187,6 +187,14 @@ def bus_bandwidth(hw: Hardware, group: np.ndarray, kind: str) -> np.ndarray:
     return np.where(nodes > 1, np.minimum(inter, intra), intra)
 
 
+def _point_to_point(hw: Hardware, span: np.ndarray) -> np.ndarray:
+    """Bytes/s of one GPU's sends to a neighbour among ``span`` consecutive GPUs: NVLink while they share a
+    node (or an NVLink domain), else the GPU's share of the node's network."""
+    intra = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY * 1e9
+    cross = max((hw.network_gbps or 0) / 8 * 1e9 / hw.gpus_per_node, 1e-9)
+    return np.where(span <= max(hw.nvlink_domain or 0, hw.gpus_per_node), intra, cross)
+
+
 @dataclass(frozen=True)
 class StepTimes:
     """Seconds per optimizer step, split into parts, for arrays of layouts."""
@@ -258,18 +266,12 @@ def step_times(
     # the other ranks' keys and values in forward and again in backward, and passes the fp32 k/v gradients
     # around the ring; it overlaps the attention kernels' own time at best
     kv_bytes = tokens_micro * arch.kv_dim * (2 * c + 2 * c + 2 * 4) * (cp - 1)
-    cp_link = np.where(
-        tp * cp <= max(hw.nvlink_domain or 0, hw.gpus_per_node),
-        hw.intra_node_gbs * INTRA_NODE_EFFICIENCY * 1e9,
-        max((hw.network_gbps or 0) / 8 * 1e9 / hw.gpus_per_node, 1e-9),
-    )
+    cp_link = _point_to_point(hw, tp * cp)
     attention_share = (flops.attention + flops.flash_recompute) / hw_flops
     t_ring = arch.total_layers / pp * kv_bytes / tp / cp_link
     ring = np.where(cp > 1, np.maximum(0.0, t_ring - t_micro * attention_share) * accum, 0.0)
     p2p_bytes = tokens_micro * arch.hidden * c
-    intra = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY * 1e9
-    cross = (hw.network_gbps or 0) / 8 * 1e9 / hw.gpus_per_node
-    link = np.where(tp * pp <= max(hw.nvlink_domain or 0, hw.gpus_per_node), intra, max(cross, 1e-9))
+    link = _point_to_point(hw, tp * pp)
     # (one send each way a chunk micro-batch, on the critical path in each of the m·v + pp − 1 schedule slots)
     p2p = np.where(pp > 1, 2 * p2p_bytes / link * (accum * virtual + pp - 1), 0.0)
     backward_share = 1 - flops.forward / flops.model  # gradients are ready only during the backward
