@@ -1,4 +1,5 @@
-"""Speed of `ftplan fit`: a 70B full fine-tuning job across 8 cloud pools of up to 4 nodes.
+"""Speed of `ftplan fit`: 70B and 8B jobs, and a MoE model (whose experts the search may also split over
+ep GPUs), across 8 cloud pools of up to 4 nodes.
 
 Usage: python benchmarks/fit_speed.py
 """
@@ -22,7 +23,8 @@ POOLS = [
 def main() -> None:
     catalog = load_catalog()
     rows = []
-    for model, method in (("llama-3.1-70b", "full"), ("llama-3.1-70b", "lora"), ("llama-3.1-8b", "full")):
+    jobs = (("llama-3.1-70b", "full"), ("llama-3.1-70b", "lora"), ("llama-3.1-8b", "full"), ("qwen3-30b-a3b", "full"))
+    for model, method in jobs:
         spec = parse_job({"model": model, "method": method, "seq_len": 4096, "tokens": 10**8, "global_batch": 64}, "b")
         job = resolve_job(spec, catalog, "b")
         pools = [instance_pool(catalog, p, nodes=4) for p in POOLS]

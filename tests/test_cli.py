@@ -197,6 +197,20 @@ def test_memory_flags_lay_out_pipelines_hsdp_and_context_parallelism():
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "interleaved-1f1b" in bad.stderr
 
 
+def test_memory_flags_split_the_experts_at_a_capacity_factor():
+    base = ["memory", "--model", "qwen3-30b-a3b", "--method", "full", "--gpu", "h100", "--seq-len", "4096", "--dp", "8",
+            "--zero", "3"]  # fmt: skip
+    whole = json.loads(runner.invoke(app, [*base, "--format", "json"]).output)["breakdown"]
+    split = runner.invoke(app, [*base, "--ep", "8", "--capacity-factor", "2"])
+    assert split.exit_code == 0, split.output
+    assert "ep 8 (capacity factor 2)" in split.output.splitlines()[0]
+    assert "expert parallelism: 16 of 128 routed experts a GPU" in split.output
+    data = json.loads(runner.invoke(app, [*base, "--ep", "8", "--format", "json"]).output)["breakdown"]
+    assert data["zero3_gathered_params"] < whole["zero3_gathered_params"]
+    bad = ftplan(*base, "--ep", "3")
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "128 routed experts" in bad.stderr
+
+
 def test_fit_json_names_each_layouts_parallelisms():
     res = runner.invoke(app, ["fit", str(ROOT / "scenarios/jobs/llama-70b-128k-lora-fit.yaml"), "--instance",
                               "aws/p5en.48xlarge", "--nodes", "4", "--top", "50", "--format", "json"])  # fmt: skip

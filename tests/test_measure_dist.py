@@ -1,9 +1,9 @@
 """`ftplan measure --nproc` on a CPU (gloo): every rank of a data-parallel or pipeline job beside the estimate.
 
-Eight cases of benchmarks/measured_grid_dist.yaml, one per way PyTorch runs data parallelism
+Ten cases of benchmarks/measured_grid_dist.yaml, one per way PyTorch runs data parallelism
 (DistributedDataParallel, ZeroRedundancyOptimizer, FSDP2 with and without resharding after forward,
-LoRA under FSDP2 with recomputation, FSDP2 over a 2×2 HSDP mesh) and two pipelines (1F1B full
-fine-tuning, interleaved 1F1B);
+LoRA under FSDP2 with recomputation, FSDP2 over a 2×2 HSDP mesh), two pipelines (1F1B full
+fine-tuning, interleaved 1F1B) and two expert-parallel MoE jobs (transformers' EP: Qwen3-MoE, DeepSeek-V3);
 `python benchmarks/measured_accuracy.py --grid benchmarks/measured_grid_dist.yaml` runs them all.
 """
 
@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GRID = {c["case"]: c["job"] for c in read_yaml(ROOT / "benchmarks/measured_grid_dist.yaml")["cases"]}
 CASES = ["llama-full-fp32-ddp", "llama-full-bf16pure-zero1", "llama-full-mixed-zero2", "llama-full-mixed-zero3",
          "llama-lora-bf16pure-zero3-recompute", "llama-full-fp32-pp2-1f1b",
-         "llama-full-fp32-pp2-interleaved", "llama-full-fp32-hsdp-2x2"]  # fmt: skip
+         "llama-full-fp32-pp2-interleaved", "llama-full-fp32-hsdp-2x2", "qwen3moe-full-fp32-zero3-ep2",
+         "deepseek-full-fp32-zero3-ep2"]  # fmt: skip
 
 
 def _job(catalog, data: dict):
@@ -94,6 +95,21 @@ def test_hsdp_ranks_hold_what_a_shard_group_of_that_size_holds(catalog):
         assert c.estimate.gpu_terms["weights_trainable"] == c.measurement.weights_trainable
 
 
+def test_expert_parallel_ranks_hold_their_experts_and_the_rows_routed_to_them(catalog):
+    dist = _measured(catalog, "qwen3moe-full-fp32-zero3-ep2")
+    arch, layout = dist.job.arch, dist.job.layout
+    loads = [c.measurement.expert_load for c in dist.ranks]
+    assert sum(loads) == pytest.approx(layout.ep)  # every routed row goes to one of the group's ranks
+    for c in dist.ranks:
+        # ZeRO-3 over the two ranks: a rank's half of the experts whole, half of everything else
+        assert c.measurement.weights_trainable == 4 * arch.total_params // 2
+        assert c.estimate.notes and any("capacity factor" in n for n in c.estimate.notes)
+    # the rank whose experts took more rows saved more
+    lo, hi = sorted(dist.ranks, key=lambda c: c.measurement.expert_load)
+    assert hi.measurement.saved_layers > lo.measurement.saved_layers
+    assert hi.estimate.gpu_terms["activations"] > lo.estimate.gpu_terms["activations"]
+
+
 _GPT2 = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 2, "vocab_size": 100, "n_positions": 64}
 
 
@@ -108,6 +124,7 @@ _GPT2 = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 2, "vocab_s
         ("llama-full-fp32-pp2-1f1b", {}, 4, r"the job has layout\.pp 2"),
         ("llama-full-fp32-pp2-1f1b", {"layout": {"pp": 2, "dp": 2}}, 2, "a pipeline alone"),
         ("llama-full-fp32-pp2-1f1b", {"architecture": _GPT2}, 2, "pipeline stages of llama"),
+        ("qwen3moe-full-fp32-zero3-ep2", {"layout": {"dp": 2, "ep": 2}}, 2, "under FSDP2"),
     ],
 )
 def test_what_nproc_cannot_run_is_refused_in_one_line(catalog, case, changes, nproc, message):

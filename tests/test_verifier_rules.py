@@ -106,6 +106,7 @@ EDITS: dict[str, Callable[[dict], None]] = {
     "dp x tp": layout(TP, dp=1),
     "dp x tp x pp": layout(TP, pp=2),
     "dp x tp x cp": layout(TP, cp=2),
+    "expert parallelism on a dense model": layout(Z3, ep=2),
     "batch": layout(Z3, micro_batch=2),
     "gpu index beyond the node": setter(lambda p: R(p, S1), gpus={"buy/node0": [0, 1, 2, 4]}),
     "gpu index twice": setter(lambda p: R(p, S1), gpus={"buy/node0": [0, 1, 2, 2]}),

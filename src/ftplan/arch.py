@@ -36,6 +36,7 @@ class Linear:
     count: int = 1  # copies per layer (MoE experts)
     stack: str = "main"  # main | encoder | decoder | cross (encoder-decoder attention)
     adaptable: bool = True  # PEFT can put LoRA on it (not Qwen2-MoE's experts and router, which it skips)
+    expert: bool = False  # a MoE's routed experts (``count`` of them: those one expert-parallel rank holds)
 
     @property
     def weight_params(self) -> int:
@@ -140,6 +141,10 @@ class Architecture:
     # norm, lm_head and loss. A whole model holds both.
     has_embedding: bool = True
     has_head: bool = True
+    # An expert-parallel rank (see expert_shard): the routed experts it holds (0: all of them), and the routed
+    # rows its experts take a token, relative to a balanced share of experts_per_token (the capacity factor)
+    local_experts: int = 0
+    expert_load: float = 1.0
     names: dict[str, str] = field(default_factory=dict, compare=False)
 
     # ---- hashing: the memory model caches per architecture, so hash once ---------------------
@@ -230,7 +235,7 @@ class Architecture:
 
     def _mlp(self, stack: str) -> list[Linear]:
         n, h, f, bias = self.names, self.hidden, self.ffn, self.mlp_bias
-        e = max(self.experts, 1)
+        e = max(self.local_experts or self.experts, 1)
         out: list[Linear] = []
         qwen2_moe = self.model_type == "qwen2_moe"
         if qwen2_moe:  # Qwen2-MoE's experts and router: 3-D parameters and a module PEFT leaves alone
@@ -240,8 +245,8 @@ class Architecture:
             # that is an nn.Linear returning (scores, logits), and a shared expert of the experts' width
             return [
                 Linear("router", "router", h, self.experts, stack=stack),
-                Linear("experts.gate_up_proj", "gate_up", h, 2 * f, count=e, stack=stack, adaptable=False),
-                Linear("experts.down_proj", "down", f, h, count=e, stack=stack, adaptable=False),
+                Linear("experts.gate_up_proj", "gate_up", h, 2 * f, count=e, stack=stack, adaptable=False, expert=True),
+                Linear("experts.down_proj", "down", f, h, count=e, stack=stack, adaptable=False, expert=True),
                 Linear("gate_proj", "shared_gate", h, self.shared_ffn, stack=stack),
                 Linear("up_proj", "shared_up", h, self.shared_ffn, stack=stack),
                 Linear("down_proj", "shared_down", self.shared_ffn, h, stack=stack),
@@ -251,14 +256,15 @@ class Architecture:
         if self.is_moe:
             rb = self.router_bias
             out.append(Linear(n["router"], "router", h, self.experts, rb, stack=stack, adaptable=ok))
+        x = self.is_moe
         if self.gated_mlp and self.fused_gate_up:
-            out.append(Linear(n["gate_up"], "gate_up", h, 2 * f, bias, e, stack, adaptable=ok or not self.is_moe))
+            out.append(Linear(n["gate_up"], "gate_up", h, 2 * f, bias, e, stack, adaptable=ok or not x, expert=x))
         elif self.gated_mlp:
-            out.append(Linear(n["gate"], "gate", h, f, bias, e, stack, adaptable=ok))
-            out.append(Linear(n["up"], "up", h, f, bias, e, stack, adaptable=ok))
+            out.append(Linear(n["gate"], "gate", h, f, bias, e, stack, adaptable=ok, expert=x))
+            out.append(Linear(n["up"], "up", h, f, bias, e, stack, adaptable=ok, expert=x))
         else:
-            out.append(Linear(n["up"], "up", h, f, bias, e, stack))
-        out.append(Linear(n["down"], "down", f, h, bias, e, stack, adaptable=ok))
+            out.append(Linear(n["up"], "up", h, f, bias, e, stack, expert=x))
+        out.append(Linear(n["down"], "down", f, h, bias, e, stack, adaptable=ok, expert=x))
         n = self.names
         if self.shared_ffn:  # a dense gated MLP beside the experts (Qwen2-MoE: and its gate)
             sf = self.shared_ffn
@@ -338,6 +344,12 @@ class Architecture:
             tied=self.tied and 0 in keep and self.layers - 1 in keep,
         )
 
+    def expert_shard(self, ep: int, load: float) -> Architecture:
+        """What one rank of an expert-parallel group of ``ep`` holds: ``experts / ep`` routed experts (the
+        router and shared experts whole), whose rows a token brings number ``load × experts_per_token`` (1: a
+        balanced share of the group's tokens)."""
+        return replace(self, local_experts=self.experts // ep, expert_load=load) if ep > 1 else self
+
     @cached_property
     def embedding_params(self) -> int:
         """Token (+ position, token-type) embeddings, with the embedding LayerNorm of BERT."""
@@ -403,7 +415,7 @@ class Architecture:
         inactive = 0
         for s, xs in self.block_linears.items():
             for x in xs:
-                if x.count > 1:
+                if x.expert:
                     per_expert = x.weight_params // x.count + x.bias_params // x.count
                     inactive += per_expert * (x.count - self.experts_per_token) * self.layers_of(s)
         return self.total_params - inactive

@@ -37,6 +37,7 @@ class Candidate:
     zero: int
     dp_shard: int  # HSDP shard group (0: all of dp)
     cp: int  # context-parallel degree
+    ep: int  # expert-parallel degree
     offload: str
     recompute: str
     micro_batch: int
@@ -156,7 +157,7 @@ def _candidate(job_id: str, pool: PoolSpec, r) -> Candidate:
     return Candidate(
         job_id=job_id, pool_id=pool.id, gpus=gpus, nodes=nodes, whole_nodes=gpus > pool.gpus_per_node,
         dp=int(r.dp), tp=int(r.tp), pp=int(r.pp), zero=int(r.zero),
-        dp_shard=int(r.dp_shard), cp=int(r.cp), offload=str(r.offload), recompute=str(r.recompute),
+        dp_shard=int(r.dp_shard), cp=int(r.cp), ep=int(r.ep), offload=str(r.offload), recompute=str(r.recompute),
         micro_batch=int(r.micro_batch), grad_accum=int(r.grad_accum), optimizer=str(r.optimizer),
         device_bytes=int(r.device_bytes), headroom_bytes=int(r.headroom_bytes), tokens_per_s=float(r.tokens_per_s),
         hours=float(r.hours), usd=float(r.usd_run), minutes=hours_to_minutes(float(r.hours)),

@@ -167,7 +167,7 @@ class FitResult:
     closest: str = ""  # the family that came closest to fitting, when none fits
 
 
-_FAMILY_COLUMNS = ("gpus", "nodes", "dp", "tp", "zero", "offload", "recompute", "pp", "dp_shard", "cp")
+_FAMILY_COLUMNS = ("gpus", "nodes", "dp", "tp", "zero", "offload", "recompute", "pp", "dp_shard", "cp", "ep")
 
 # Pipeline degrees the search tries (stages of whole layers; the 1F1B schedule, with at least as many
 # micro-batches a step as stages, as torch's Schedule1F1B requires)
@@ -201,18 +201,33 @@ def context_degrees(job: ResolvedJob) -> tuple[int, ...]:
     return tuple(cp for cp in CP_DEGREES if _allowed(job, Layout(cp=cp)))
 
 
-def _families(job: ResolvedJob, pool: Pool) -> list[tuple[int, int, int, int, int, str, str, int, int, int]]:
-    """Every (GPUs, nodes, dp, tp, ZeRO, offload, recompute, pp, dp_shard, cp) the job may take on the pool.
+# Expert-parallel degrees the search tries for MoE models (those that divide the experts and the ranks
+# that shard the model)
+EP_DEGREES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def expert_degrees(job: ResolvedJob, shard: int) -> tuple[int, ...]:
+    """The expert-parallel degrees the search tries for ``job`` over ``shard`` ranks that shard the model."""
+    if not job.arch.is_moe:
+        return (1,)
+    return tuple(e for e in EP_DEGREES if e == 1 or _allowed(job, Layout(dp=shard, ep=e)))
+
+
+def _families(job: ResolvedJob, pool: Pool) -> list[tuple[int, int, int, int, int, str, str, int, int, int, int]]:
+    """Every (GPUs, nodes, dp, tp, ZeRO, offload, recompute, pp, dp_shard, cp, ep) the job may take on the pool.
     Pipeline stages, searched for runs over several nodes, combine with ZeRO 0 and 1 (what DeepSpeed's
     and Megatron's pipelines run) without offload. A run over several nodes under ZeRO-2/3 may also
     shard inside each node and replicate across them (HSDP, ``dp_shard`` the node's data-parallel
     ranks; 0: shard over all of dp). Long sequences may be split over cp GPUs (context parallelism,
-    without offload, pipelines or HSDP in the search)."""
+    without offload, pipelines or HSDP in the search). A MoE model's experts may be split over ep of the
+    ranks that shard it (expert parallelism, without offload or tensor parallelism in the search; beside
+    pipeline stages, none, the most inside a node, or the most)."""
     arch, tr = job.arch, job.training
     heads = math.gcd(arch.heads, arch.kv_heads)
     pps, cps = pipeline_degrees(job), context_degrees(job)
     splits = [(pp, 1) for pp in pps] + [(1, cp) for cp in cps if cp > 1]
     out = []
+    degrees: dict[int, tuple[int, ...]] = {}  # expert-parallel degrees by the ranks that shard the model
     for g in gpu_counts(pool, global_batch=job.global_batch, pps=tuple(sorted({*pps, *cps}))):
         nodes = math.ceil(g / pool.gpus_per_node)
         for tp, (pp, cp) in ((tp, split) for tp in range(1, min(g, pool.gpus_per_node) + 1) for split in splits):
@@ -239,7 +254,17 @@ def _families(job: ResolvedJob, pool: Pool) -> list[tuple[int, int, int, int, in
                     if zero >= 2 and offload == "none" and plain and 1 < node_ranks < dp and dp % node_ranks == 0:
                         shards.append(node_ranks)
                     for rec, dp_shard in ((r, s) for r in ("none", "selective", "full") for s in shards):
-                        out.append((g, nodes, dp, tp, zero, offload, rec, pp, dp_shard, cp))
+                        eps = (1,)
+                        if offload == "none" and tp == 1:
+                            shard = (dp_shard or dp) * cp
+                            if shard not in degrees:
+                                degrees[shard] = expert_degrees(job, shard)
+                            eps = degrees[shard]
+                            if pp > 1:  # (estimated row by row: none, the most inside a node, the most)
+                                inside = [e for e in eps if e <= pool.gpus_per_node]
+                                eps = tuple(sorted({1, inside[-1], eps[-1]}))
+                        for ep in eps:
+                            out.append((g, nodes, dp, tp, zero, offload, rec, pp, dp_shard, cp, ep))
     return out
 
 
@@ -301,18 +326,20 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
         refused: dict[str, list[str]] = {}  # the model's reason → the layout families it refuses
         piped: list[tuple] = []  # pipeline families: their rows are estimated one by one (_pipeline_rows)
         for fam in families:
-            g, _, dp, tp, zero, offload, rec, pp, dp_shard, cp = fam
+            g, _, dp, tp, zero, offload, rec, pp, dp_shard, cp, ep = fam
             if pp > 1:
                 piped.append(fam)
                 continue
             base = Layout(dp=dp, tp=tp, zero=ZeroStage(zero), offload=Offload(offload), recompute=Recompute(rec),
                           micro_batch=1, grad_accum=1, gpus_per_node=pool.gpus_per_node, dp_shard=dp_shard,
-                          cp=cp)  # fmt: skip
+                          cp=cp, ep=ep)  # fmt: skip
             try:
                 e11 = estimate(base, gpu.arch)
                 _check_host(e11, pool, offload)
             except FtplanError as exc:
-                refused.setdefault(str(exc), []).append(f"{g} GPUs tp {tp} {ZERO_NAMES[zero]} offload {offload}")
+                refused.setdefault(str(exc), []).append(
+                    f"{g} GPUs tp {tp}{f' ep {ep}' if ep > 1 else ''} {ZERO_NAMES[zero]} offload {offload}"
+                )
                 continue
             lines = e11.fb_lines
             if lines is None:  # not exactly linear in the micro-batch: measure the step from 1 to 2
@@ -367,10 +394,12 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
         fam_min = np.minimum.reduceat(device, starts)
         best_miss: dict[tuple[int, str], tuple[float, str]] = {}
         for i in np.flatnonzero(~fam_ok):
-            g, _, _, tp, zero, offload, rec, pp, _, cp = fams[i]
+            g, _, _, tp, zero, offload, rec, pp, _, cp, ep = fams[i]
             key, need = (zero, offload), float(fam_min[i])
             if key not in best_miss or need < best_miss[key][0]:
-                stages = (f" pp {pp}" if pp > 1 else "") + (f" cp {cp}" if cp > 1 else "")
+                stages = (
+                    (f" pp {pp}" if pp > 1 else "") + (f" cp {cp}" if cp > 1 else "") + (f" ep {ep}" if ep > 1 else "")
+                )
                 best_miss[key] = (need, f"best: {g} GPUs tp {tp}{stages} recompute {rec} micro-batch 1")
         fam_arr = np.array(fams, dtype=object)[idx[ok]]
         rows = {col: fam_arr[:, j].tolist() for j, col in enumerate(_FAMILY_COLUMNS)}
@@ -392,7 +421,7 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
         if not ok.any():
             continue
         frame = pd.DataFrame(rows)
-        for col in ("gpus", "nodes", "dp", "tp", "zero", "pp", "dp_shard", "cp"):
+        for col in ("gpus", "nodes", "dp", "tp", "zero", "pp", "dp_shard", "cp", "ep"):
             frame[col] = frame[col].astype(int)
         frame.insert(0, "pool", pool.name)
         frames.append(_time_and_cost(frame, job, flops, pool, efficiency))
@@ -410,20 +439,22 @@ def _pipeline_rows(
     exist while they are held all change with the number of micro-steps."""
     out = []
     for fam in families:
-        g, _, dp, tp, zero, offload, rec, pp, _, _ = fam
+        g, _, dp, tp, zero, offload, rec, pp, _, _, ep = fam
         per_dp = job.global_batch // dp
         mbs = [mb for mb in _divisors(per_dp) if per_dp // mb >= pp]
         device = []
         for mb in mbs:
             layout = Layout(
                 dp=dp, tp=tp, zero=ZeroStage(zero), offload=Offload(offload), recompute=Recompute(rec),
-                micro_batch=mb, grad_accum=per_dp // mb, gpus_per_node=pool.gpus_per_node, pp=pp,
+                micro_batch=mb, grad_accum=per_dp // mb, gpus_per_node=pool.gpus_per_node, pp=pp, ep=ep,
             )  # fmt: skip
             try:
                 est = estimate(layout, pool.gpu.arch)
                 _check_host(est, pool, offload)
             except FtplanError as exc:
-                refused.setdefault(str(exc), []).append(f"{g} GPUs tp {tp} pp {pp} {ZERO_NAMES[zero]}")
+                refused.setdefault(str(exc), []).append(
+                    f"{g} GPUs tp {tp} pp {pp}{f' ep {ep}' if ep > 1 else ''} {ZERO_NAMES[zero]}"
+                )
                 break
             device.append(est.device_total_bytes)
         if len(device) == len(mbs) and mbs:
@@ -460,7 +491,7 @@ def _time_and_cost(
         frame["dp"].to_numpy(), frame["tp"].to_numpy(), frame["zero"].to_numpy(),
         frame["offload"].map(tm.OFFLOAD).to_numpy(), frame["recompute"].map(tm.RECOMPUTE).to_numpy(),
         frame["micro_batch"].to_numpy(), frame["grad_accum"].to_numpy(), frame["pp"].to_numpy(),
-        dp_shard=frame["dp_shard"].to_numpy(), cp=frame["cp"].to_numpy(),
+        dp_shard=frame["dp_shard"].to_numpy(), cp=frame["cp"].to_numpy(), ep=frame["ep"].to_numpy(),
     )  # fmt: skip
     tokens_step = job.global_batch * job.training.seq_len
     steps = math.ceil(job.tokens / tokens_step)
@@ -490,10 +521,10 @@ def rank(result: FitResult, by: str = "time", top: int = 10) -> pd.DataFrame:
     if frame.empty:
         return frame
     keys = ["hours", "usd"] if by == "time" else ["usd", "hours"]
-    order = [*keys, "pool", "gpus", "tp", "pp", "cp", "zero", "dp_shard", "offload", "recompute", "micro_batch"]
+    order = [*keys, "pool", "gpus", "tp", "pp", "cp", "ep", "zero", "dp_shard", "offload", "recompute", "micro_batch"]
     ranked = frame.sort_values(order, kind="mergesort", na_position="last")
     # one row per family (its best micro-batch): the rest differ only in memory
     ranked = ranked.drop_duplicates(
-        subset=["pool", "gpus", "tp", "pp", "cp", "zero", "dp_shard", "offload", "recompute"]
+        subset=["pool", "gpus", "tp", "pp", "cp", "ep", "zero", "dp_shard", "offload", "recompute"]
     )
     return ranked.head(top).reset_index(drop=True)

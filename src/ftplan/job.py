@@ -77,6 +77,7 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         method=spec.method, precision=spec.precision, optimizer=spec.optimizer, seq_len=spec.seq_len,
         target_len=spec.target_len or 0, attention=spec.attention, attention_mask=spec.attention_mask,
         loss=spec.loss, dropout=spec.dropout, zero_grad=spec.zero_grad, model_output=spec.model_output, lora=lora,
+        capacity_factor=spec.capacity_factor,
         fp8=Fp8Setup(recipe=spec.fp8.recipe, all_gather=spec.fp8.all_gather) if spec.fp8 else None,
     )  # fmt: skip
     per_node = spec.gpus_per_node or (gpu.max_gpus_per_node if gpu else 8)
@@ -85,6 +86,7 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         dp=lay.dp, tp=lay.tp, zero=ZeroStage(lay.zero), offload=lay.offload, recompute=lay.recompute,
         micro_batch=spec.micro_batch, grad_accum=spec.grad_accum, gpus_per_node=per_node, pp=lay.pp,
         pp_schedule=lay.pp_schedule, virtual_stages=lay.virtual_stages, dp_shard=lay.dp_shard or 0, cp=lay.cp,
+        ep=lay.ep,
     )  # fmt: skip
     o, overheads = spec.overheads, Overheads()
     if o.cuda_context_mib is not None:

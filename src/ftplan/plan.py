@@ -84,7 +84,7 @@ def build_plan(campaign: Campaign, sol: Solution) -> Plan:
                 run=run.id, job=run.job_id, pool=c.pool_id, nodes=nodes,
                 gpus={n: gpu_idx[run.id, n] for n in nodes}, gpu_count=c.gpus,
                 start_h=place.start / MINUTES_PER_HOUR, end_h=(place.start + c.minutes) / MINUTES_PER_HOUR,
-                layout=PlanLayout(dp=c.dp, tp=c.tp, pp=c.pp, dp_shard=c.dp_shard, cp=c.cp,
+                layout=PlanLayout(dp=c.dp, tp=c.tp, pp=c.pp, dp_shard=c.dp_shard, cp=c.cp, ep=c.ep,
                                   zero=c.zero, offload=c.offload, recompute=c.recompute,
                                   micro_batch=c.micro_batch, grad_accum=c.grad_accum, optimizer=c.optimizer,
                                   precision=run.job.training.precision.value),

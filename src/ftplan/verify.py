@@ -151,7 +151,8 @@ def run_memory(run: Run, r: PlanRun, pool: PoolSpec) -> MemoryEstimate:
     layout = Layout(dp=lay.dp, tp=lay.tp, zero=ZeroStage(lay.zero), offload=Offload(lay.offload),
                     recompute=Recompute(lay.recompute), micro_batch=lay.micro_batch, grad_accum=lay.grad_accum,
                     gpus_per_node=pool.gpus_per_node, pp=lay.pp,
-                    pp_schedule=PipelineSchedule(lay.pp_schedule), dp_shard=lay.dp_shard, cp=lay.cp)  # fmt: skip
+                    pp_schedule=PipelineSchedule(lay.pp_schedule), dp_shard=lay.dp_shard, cp=lay.cp,
+                    ep=lay.ep)  # fmt: skip
     return estimate_memory(job.arch, training, layout, gpu_memory_bytes=gpu.memory_bytes, gpu_arch=gpu.arch,
                            overheads=job.overheads)  # fmt: skip
 
@@ -238,7 +239,8 @@ def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int) -> list[str]:
     flops = tm.job_flops(job.arch, training)
     t = tm.step_times(flops, job.arch, training, hw, *(np.array([v]) for v in (
         lay.dp, lay.tp, lay.zero, tm.OFFLOAD[lay.offload], tm.RECOMPUTE[lay.recompute], lay.micro_batch,
-        lay.grad_accum, lay.pp)), dp_shard=np.array([lay.dp_shard]), cp=np.array([lay.cp]))  # fmt: skip
+        lay.grad_accum, lay.pp)), dp_shard=np.array([lay.dp_shard]), cp=np.array([lay.cp]),
+        ep=np.array([lay.ep]))  # fmt: skip
     steps = math.ceil(job.tokens / (job.global_batch * job.training.seq_len))
     hours = steps * float(t.total[0]) / 3600 * pool.time_factor
     if differ(r.hours, hours, REL_TOL):

@@ -25,7 +25,7 @@ class By(StrEnum):
 
 
 COLUMNS = [
-    "pool", "gpus", "nodes", "dp", "tp", "pp", "cp", "zero", "dp_shard", "offload", "recompute", "micro_batch",
+    "pool", "gpus", "nodes", "dp", "tp", "pp", "cp", "ep", "zero", "dp_shard", "offload", "recompute", "micro_batch",
     "grad_accum",
     "device_bytes", "headroom_bytes", "step_s", "compute_s", "comm_s", "offload_s", "other_s", "tokens_per_s",
     "mfu", "hours", "gpu_hours", "usd",

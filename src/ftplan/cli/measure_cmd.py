@@ -37,6 +37,9 @@ def measure(
     if nproc > 1:
         dist = measure_distributed(resolved, nproc, device=device, steps=steps, seed=seed)
         ranks = [comparison_to_dict(c) for c in dist.ranks]
+        for r, c in zip(ranks, dist.ranks, strict=True):
+            if c.measurement.expert_load is not None:
+                r["expert_load"] = c.measurement.expert_load
         data = {"ranks": ranks, "worst_rank": dist.ranks.index(dist.worst)}
         rows = [{"rank": i, **term} for i, r in enumerate(ranks) for term in r["terms"]]
         emit(render(format, lambda: dist_measure_table(dist), lambda: data, lambda: rows), output)

@@ -14,7 +14,9 @@ from ftplan.job import estimate_job, resolve_job
 from ftplan.report.tables import memory_table
 from ftplan.schema.job import parse_job
 
-_LAYOUT_KEYS = ("dp", "tp", "zero", "offload", "recompute", "pp", "pp_schedule", "virtual_stages", "dp_shard", "cp")
+_LAYOUT_KEYS = (
+    "dp", "tp", "zero", "offload", "recompute", "pp", "pp_schedule", "virtual_stages", "dp_shard", "cp", "ep",
+)  # fmt: skip
 
 
 def memory(
@@ -44,6 +46,10 @@ def memory(
         None, "--virtual-stages", help="interleaved-1f1b: chunks of layers per pipeline rank."
     ),
     cp: int | None = typer.Option(None, "--cp", help="Context-parallel degree (ring attention)."),
+    ep: int | None = typer.Option(None, "--ep", help="Expert-parallel degree (MoE: experts split over ep GPUs)."),
+    capacity_factor: float | None = typer.Option(
+        None, "--capacity-factor", help="Expert parallelism: most routed rows a GPU takes, over a balanced share."
+    ),
     dp_shard: int | None = typer.Option(
         None, "--dp-shard", help="HSDP: data-parallel ranks a ZeRO-2/3 shard group spans (default: all)."
     ),
@@ -81,7 +87,7 @@ def memory(
     flags = dict(
         model=model, method=method, gpu=gpu, seq_len=seq_len, micro_batch=micro_batch, grad_accum=grad_accum,
         precision=precision, optimizer=optimizer, attention=attention, attention_mask=attention_mask, loss=loss,
-        model_output=model_output, gpus_per_node=gpus_per_node,
+        model_output=model_output, gpus_per_node=gpus_per_node, capacity_factor=capacity_factor,
     )  # fmt: skip
     for key, value in flags.items():
         if value is not None:
@@ -91,7 +97,7 @@ def memory(
     layout = dict(data.get("layout") or {})
     for key, value in zip(
         _LAYOUT_KEYS,
-        (dp, tp, zero, offload, recompute, pp, pp_schedule, virtual_stages, dp_shard, cp),
+        (dp, tp, zero, offload, recompute, pp, pp_schedule, virtual_stages, dp_shard, cp, ep),
         strict=True,
     ):
         if value is not None:
@@ -123,6 +129,7 @@ def memory(
         + (f" pp {lay.pp} {lay.pp_schedule.value}" if lay.pp > 1 else "")
         + (f" (HSDP: shard groups of {lay.shard})" if lay.replicas > 1 else "")
         + (f" cp {lay.cp}" if lay.cp > 1 else "")
+        + (f" ep {lay.ep} (capacity factor {t.capacity_factor:g})" if lay.ep > 1 else "")
         + (f" · {resolved.gpu.id}" if resolved.gpu else "")
     )
     rows = [{"where": "gpu", "term": k, "bytes": v} for k, v in est.gpu_terms.items()]

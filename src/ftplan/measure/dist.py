@@ -10,7 +10,12 @@ own tools, and measures every rank as ``ftplan measure`` measures one process:
   with ``reshard_after_forward``; mixed precision through FSDP's ``MixedPrecisionPolicy``
   (16-bit gathered weights, fp32 shards and gradient reduction), not autocast; with ``dp_shard``
   (HSDP) over a 2-D (replicate, shard) device mesh;
-* pipeline stages (``layout.pp``): one rank a stage, :mod:`ftplan.measure.stages`.
+* pipeline stages (``layout.pp``): one rank a stage, :mod:`ftplan.measure.stages`;
+* expert parallelism (``layout.ep``, ZeRO-2/3): transformers' own EP (``apply_expert_parallelism`` with
+  the model's ``base_model_ep_plan``, tokens sent to the experts' ranks by all-to-all), the experts
+  FSDP-sharded over the ranks holding the same experts and the rest over all, as transformers' FSDP
+  plan does. Routing decides how many rows each rank's experts take: every rank records its load, and
+  its estimate is made at that load (``capacity_factor``).
 
 Ranks may differ (they hold different shards); the comparison reports each, and a fit check needs
 the worst.
@@ -19,6 +24,7 @@ the worst.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pickle
@@ -86,6 +92,14 @@ def check_distributed(job: ResolvedJob, nproc: int, device: str) -> None:
             "--nproc measures data parallelism (DDP, ZeRO-1, FSDP2); tensor parallelism is not measured yet. "
             "To fix: set layout.tp 1."
         )
+    if lay.ep > 1:
+        if lay.zero < ZeroStage.GRADIENTS:
+            raise MeasureError(
+                f"layout.ep {lay.ep} is measured as transformers trains it, under FSDP2 (its experts sharded over "
+                "the ranks that hold the same experts). To fix: set zero 2 or 3."
+            )
+        if lay.dp_shard and lay.dp_shard != lay.dp:
+            raise MeasureError("--nproc measures expert parallelism without HSDP. To fix: drop layout.dp_shard.")
     if lay.dp != nproc:
         raise MeasureError(f"--nproc {nproc} runs {nproc} data-parallel ranks; the job has layout.dp {lay.dp}. "
                            f"To fix: set layout.dp {nproc}.")  # fmt: skip
@@ -132,6 +146,9 @@ def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps
                                "are visible. To fix: use fewer processes or --device cpu.")  # fmt: skip
         gpu_arch = "hopper" if torch.cuda.get_device_capability()[0] == 9 else ""
     ests = [estimate_for_device(job, device, gpu_arch, rank if job.layout.pp > 1 else None) for rank in range(nproc)]
+    if job.layout.ep > 1:  # the most a rank's experts may take: all the group's routed rows
+        ests = [estimate_for_device(replace(job, training=replace(job.training, capacity_factor=float(job.layout.ep))),
+                                    device, gpu_arch) for _ in range(nproc)]  # fmt: skip
     est = max(ests, key=lambda e: e.peak_allocated_bytes)
     if device == "cpu":
         need, have = est.peak_allocated_bytes * nproc, int(available_host_bytes() * HOST_MEMORY_FRACTION)
@@ -159,8 +176,12 @@ def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps
             raise MeasureError(f"rank {failed} failed: {lines[-1] if lines else f'exit code {code}'}")
         ranks = []
         for rank in range(nproc):
-            data = json.loads(Path(tmp, f"{rank}.json").read_text())
-            ranks.append(Comparison(job, ests[rank], Measurement(**data)))
+            measured = Measurement(**json.loads(Path(tmp, f"{rank}.json").read_text()))
+            est = ests[rank]
+            if measured.expert_load is not None:  # the estimate at the load routing gave this rank
+                at = replace(job.training, capacity_factor=measured.expert_load)
+                est = estimate_for_device(replace(job, training=at), device, gpu_arch)
+            ranks.append(Comparison(job, est, measured))
     return DistComparison(job, tuple(ranks))
 
 
@@ -207,8 +228,9 @@ def _rank(tmp: str, rank: int) -> None:
         model = build.build_model(_one_rank(job), dev, seed)  # every rank starts from the same weights
         zero = job.layout.zero
         autocast = True
+        loads, experts = _expert_parallel(model, job, device) if job.layout.ep > 1 else (None, None)
         if zero >= ZeroStage.GRADIENTS:
-            autocast = not _fully_shard(torch, model, job, device)
+            autocast = not _fully_shard(torch, model, job, device, experts)
             params = [p for p in model.parameters() if p.requires_grad]
             opt = build.build_optimizer(job, params)
         else:
@@ -225,6 +247,9 @@ def _rank(tmp: str, rank: int) -> None:
                 opt = build.build_optimizer(job, params)
         measured = measure_steps(job, model, params, opt, device, steps, seed + rank, autocast=autocast,
                                  sharded=zero >= ZeroStage.GRADIENTS)  # fmt: skip
+        if loads is not None:
+            per_layer = loads.loads(experts["ep"], job.layout.grad_accum)
+            measured = replace(measured, expert_load=sum(per_layer) / len(per_layer))
         Path(tmp, f"{rank}.json").write_text(json.dumps(asdict(measured)))
     finally:
         dist.destroy_process_group()
@@ -244,10 +269,11 @@ class _DDP:
         return getattr(self._ddp.module, name)
 
 
-def _fully_shard(torch: Any, model: Any, job: ResolvedJob, device: str) -> bool:
+def _fully_shard(torch: Any, model: Any, job: ResolvedJob, device: str, experts: Any = None) -> bool:
     """FSDP2 on every transformer layer and the model (ZeRO-3 reshards after forward, ZeRO-2 does
-    not), over a 2-D (replicate, shard) mesh under HSDP; returns whether FSDP casts the parameters
-    itself (mixed precision), so autocast is off."""
+    not), over a 2-D (replicate, shard) mesh under HSDP, and first on the experts over ``experts`` (the
+    (efsdp, ep) mesh of expert parallelism); returns whether FSDP casts the parameters itself (mixed
+    precision), so autocast is off."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -259,11 +285,78 @@ def _fully_shard(torch: Any, model: Any, job: ResolvedJob, device: str) -> bool:
     mesh = None
     if lay.replicas > 1:
         mesh = init_device_mesh(device, (lay.replicas, lay.shard), mesh_dim_names=("replicate", "shard"))
+    if experts is not None:  # the experts over the ranks holding the same ones first (transformers' fsdp.py)
+        for module in _expert_modules(model):  # (transformers reshards them after forward; here as the layers)
+            fully_shard(module, mesh=experts["efsdp"], reshard_after_forward=reshard, mp_policy=mp)
     for layers in build.layer_lists(model, job.arch).values():
         for layer in layers:
             fully_shard(layer, reshard_after_forward=reshard, mp_policy=mp, mesh=mesh)
     fully_shard(model, reshard_after_forward=reshard, mp_policy=mp, mesh=mesh)
     return mixed
+
+
+def _transformers_model(model: Any) -> Any:
+    """The transformers model itself (under PEFT's wrapper, the model it wraps)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _expert_modules(model: Any) -> list[Any]:
+    """The modules transformers' expert-parallel plan dispatches tokens to (one a MoE layer)."""
+    model = _transformers_model(model)
+    plan = model._expand_parallel_plan(model.ep_plan)
+    return [module for name, module in model.named_modules() if plan.get(name) == "ep_dispatch_experts"]
+
+
+class _ExpertLoads:
+    """The routed rows each rank's experts take: every forward of an experts module counts, on the rank
+    that routes them, the rows bound for each rank of the group; ``loads`` sums the group's counts over
+    the forwards after the warm-up step's."""
+
+    def __init__(self, torch: Any, modules: list[Any], experts: int, ep: int) -> None:
+        self.torch, self.ep, self.local = torch, ep, experts // ep
+        # a forward at a time, a layer: rows bound for each rank, and the rows routed (tokens × top-k)
+        self.counts: list[list[Any]] = [[] for _ in modules]
+        for i, module in enumerate(modules):
+            module.register_forward_pre_hook(functools.partial(self._count, i))
+
+    def _count(self, layer: int, module: Any, args: tuple[Any, ...]) -> None:
+        index = args[1].detach().reshape(-1).cpu()
+        counts = self.torch.bincount(index // self.local, minlength=self.ep).double()
+        self.counts[layer].append(self.torch.cat([counts, counts.new_tensor([index.numel()])]))
+
+    def loads(self, mesh: Any, warmup: int) -> list[float]:
+        """This rank's rows over a balanced share, a MoE layer, over the forwards after the first
+        ``warmup``, summed over its expert-parallel group ``mesh`` (a collective: every rank calls it)."""
+        import torch.distributed as dist
+
+        counts = self.torch.stack([self.torch.stack(c[warmup:]).sum(0) for c in self.counts])
+        dist.all_reduce(counts, group=mesh.get_group())
+        me = mesh.get_local_rank()
+        return [float(c[me] * self.ep / c[-1]) if c[-1] else 1.0 for c in counts]
+
+
+def _expert_parallel(model: Any, job: ResolvedJob, device: str) -> tuple[_ExpertLoads, Any]:
+    """Split every MoE layer's experts over the expert-parallel group with transformers' own EP (its
+    ``apply_expert_parallelism`` and the model's ``base_model_ep_plan``: tokens by all-to-all); returns
+    the load counter and the (efsdp, ep) mesh."""
+    import torch
+    from torch.distributed.device_mesh import init_device_mesh
+
+    try:
+        from transformers.distributed.expert_parallel import apply_expert_parallelism
+    except ImportError as exc:
+        raise MeasureError(f"this transformers has no expert parallelism ({exc}). To fix: install "
+                           "'ftplan[measure]'.") from exc  # fmt: skip
+    lay = job.layout
+    model = _transformers_model(model)
+    if not model.ep_plan:
+        raise MeasureError(f"transformers has no expert-parallel plan for {job.arch.model_type}. To fix: use ep 1.")
+    modules = _expert_modules(model)
+    loads = _ExpertLoads(torch, modules, job.arch.experts, lay.ep)
+    experts = init_device_mesh(device, (lay.dp // lay.ep, lay.ep), mesh_dim_names=("efsdp", "ep"))
+    dense = init_device_mesh(device, (lay.dp, 1), mesh_dim_names=("fsdp", "tp"))["tp"]
+    apply_expert_parallelism(model, experts["ep"], dense, model._expand_parallel_plan(model.ep_plan), "all_to_all")
+    return loads, experts
 
 
 if __name__ == "__main__":  # a rank, started by measure_distributed

@@ -54,6 +54,9 @@ class Measurement:
     peak_allocated: int
     peak_reserved: int | None = None
     peak_categories: dict[str, int] = field(default_factory=dict)
+    # expert parallelism: the routed rows this rank's experts took, relative to a balanced share (mean
+    # over the MoE layers and forwards)
+    expert_load: float | None = None
 
     def saved_layer_mean(self, stack: str) -> float:
         values = [v for k, v in self.saved_by_layer.items() if k.split(".", 1)[0] == stack]

@@ -380,7 +380,10 @@ def _mlp(
         shared = _shared_expert(arch, dt, g, roles, input_grad)
         if not (input_grad or experts or roles["down"] in g.targets or roles["router"] in g.targets):
             return shared  # nothing in the routed experts needs a gradient
-        return router + k * (per_routed + (c * f if g.full else down)) + shared
+        routed = k * (per_routed + (c * f if g.full else down))
+        if arch.local_experts:
+            routed += k * _expert_parallel_bytes(arch, dt, per_routed - expert_out + (c * f if g.full else down))
+        return router + routed + shared
     if not (input_grad or g.full):  # nothing upstream trains: only adapters save
         return down
     if arch.gated_mlp:
@@ -392,6 +395,17 @@ def _mlp(
     if dropout and arch.kind is Kind.ENCODER_DECODER:
         saved += f + c * f  # T5 dropout inside the feed-forward: mask and output (saved by wo)
     return saved
+
+
+def _expert_parallel_bytes(arch: Architecture, dt: Dtypes, row: float) -> float:
+    """What a routed copy saves beyond the one-process count under expert parallelism (transformers'
+    AllToAllEP, traced op by op on the grid): the rank that routes a token keeps two int64 indices (the
+    rows it sends, the order it puts them back in), the routing weights and the experts' output it gets
+    back; the rank whose experts run a row keeps the experts' saves (``row``) for its own rows, one gather
+    index, one inverse permutation, the unit weights it runs them with and a bool mask — in place of the
+    one-process loop's three indices and gathered weights. So each copy adds 9 + c bytes, and the experts'
+    row saves scale with the rows a rank's experts take (``expert_load``, 1: a balanced share)."""
+    return (arch.expert_load - 1) * (row + 17 + dt.c) + 9 + dt.c
 
 
 def _llama4_moe(arch: Architecture, dt: Dtypes, g: Grads, roles: dict[str, str], input_grad: bool) -> float:

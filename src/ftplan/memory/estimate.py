@@ -163,6 +163,8 @@ def check_layout(arch: Architecture, training: Training, layout: Layout) -> None
         _check_pipeline(arch, training, layout)
     if layout.cp > 1:
         _check_context(arch, training, layout)
+    if layout.ep > 1:
+        _check_expert(arch, training, layout)
     if layout.dp_shard and layout.dp_shard != layout.dp:
         if layout.dp % layout.dp_shard:
             raise JobError(
@@ -294,6 +296,43 @@ def _check_context(arch: Architecture, training: Training, layout: Layout) -> No
         )
 
 
+def _check_expert(arch: Architecture, training: Training, layout: Layout) -> None:
+    """Refuse expert-parallel layouts transformers' EP cannot run or ftplan does not model."""
+    ep = layout.ep
+    if not arch.is_moe:
+        raise JobError(f"layout.ep {ep}: {arch.model_type} has no routed experts. To fix: use ep 1.")
+    if arch.routing == "llama4":
+        raise JobError(
+            f"layout.ep {ep} on Llama 4: its experts take every token scaled by its router score, not routed tokens "
+            "(transformers gives it no expert-parallel plan). To fix: use ep 1."
+        )
+    if arch.experts % ep:
+        fits = [d for d in range(2, min(arch.experts, layout.shard) + 1) if arch.experts % d == 0 == layout.shard % d]
+        raise JobError(
+            f"layout.ep {ep} must divide the {arch.experts} routed experts. To fix: use ep in {fits or [1]}."
+        )
+    if layout.shard % ep:
+        raise JobError(
+            f"layout.ep {ep} must divide the ranks that shard the model (dp_shard or dp, times cp: {layout.shard}): "
+            "an expert-parallel group is carved out of them. To fix: use an ep that divides it."
+        )
+    if layout.tp > 1:
+        raise JobError(
+            f"layout.ep {ep} with tp {layout.tp}: transformers keeps experts whole under EP while TP splits the rest, "
+            "which ftplan does not model. To fix: use tp 1 (EP shards the experts, FSDP/ZeRO the rest)."
+        )
+    lora = training.lora
+    if training.method is not Method.FULL and lora is not None:
+        folded = parameter_targets(arch, lora_targets(arch, lora))
+        experts = {x.name for x in arch.block_linears["main"] if x.expert}
+        if folded & experts:
+            raise JobError(
+                f"layout.ep {ep} with LoRA on the routed experts ({', '.join(sorted(folded & experts))}): PEFT's "
+                "adapters on fused experts span every expert, which EP splits; not modelled. To fix: leave the "
+                "experts out of target_modules, or use ep 1."
+            )
+
+
 def _check_fp8(arch: Architecture, training: Training, layout: Layout, fp8: Fp8Setup) -> None:
     """Refuse FP8 jobs outside what torchao's float8 training runs (and ftplan has measured)."""
     if training.method is not Method.FULL:
@@ -350,7 +389,7 @@ def fp8_converted(arch: Architecture) -> list[tuple[str, Linear]]:
         (stack, x)
         for stack, linears in arch.block_linears.items()
         for x in linears
-        if x.count == 1 and x.d_in % 16 == 0 and x.d_out % 16 == 0
+        if not x.expert and x.d_in % 16 == 0 and x.d_out % 16 == 0
     ]
 
 
@@ -729,7 +768,7 @@ def _folded_bytes(arch: Architecture, saves: act.Grads, w_bytes: int, host: bool
         factors = lora_params(x, saves.rank)
         if (saves.adapter_cast or saves.adapter_fp32) and w_bytes == 2:
             copies += w_bytes * factors
-        elif host and x.count == 1 and w_bytes == 2:
+        elif host and not x.expert and w_bytes == 2:
             copies += 4 * factors
     grad = next((float(last[k]) for k in ("down", "gate_up", "router") if k in last), 0.0)
     return merged, copies, grad
@@ -828,31 +867,23 @@ class _Pipe(NamedTuple):
     all_forwards_first: bool
 
 
-def _estimate(
-    arch: Architecture,
-    training: Training,
-    layout: Layout,
-    gpu_memory_bytes: int | None,
-    gpu_arch: str,
-    overheads: Overheads,
-    in_flight: float = 1.0,
-    pipe: _Pipe | None = None,
-) -> MemoryEstimate:
-    """The estimate of one GPU holding ``arch`` (the whole model, or a pipeline rank's layers) with the
-    activations of ``in_flight`` micro-batches at once; ``pipe``: a pipeline rank's chunk micro-batches in
-    flight whose output goes on to a next stage and whose input came from a previous one."""
-    notes: list[str] = []
-    # states shard over the ZeRO group: all data-parallel ranks, or an HSDP shard group
-    n, t, z = layout.shard, layout.tp, layout.zero
-    ps = split_params(arch, training)
-    rb = _recipe(training, layout)
-    c = training.precision.compute_bytes
-    amp = training.precision.mixed and z == ZeroStage.NONE and training.method is Method.FULL
-    fp32_base = training.lora is not None and training.lora.base_fp32  # (LoRA, mixed: check_layout)
-    r = 4 if (training.precision is Precision.FP32 or amp or fp32_base) else 2
-    frozen_bytes = 4 if (training.precision is Precision.FP32 or fp32_base) else 2
+class _States(NamedTuple):
+    """One GPU's model states before any ZeRO sharding: trainable parameters (TP-local), the bytes of the
+    trainable and frozen weights, the NF4 constants every GPU keeps whole, gradients and optimizer states."""
 
-    # ---- model states ------------------------------------------------------------------------
+    t_local: float
+    w_train: float
+    w_frozen: float
+    quant_state: float
+    grads: float
+    opt_states: float
+
+
+def _states(
+    arch: Architecture, training: Training, layout: Layout, ps: ParamSplit, rb: _Bytes, frozen_bytes: int
+) -> _States:
+    """The model states of ``arch`` on one GPU, unsharded (the caller divides what its ZeRO stage shards)."""
+    t = layout.tp
     t_local = _local(ps.trainable_matrix, ps.trainable_vector, ps.trainable_embed, t)
     w_train = rb.weight * t_local
     frozen_q = ps.frozen_matrix / t * (ps.quant_bits_per_weight / 8 if ps.quant_bits_per_weight else frozen_bytes)
@@ -875,25 +906,69 @@ def _estimate(
             opt_states -= 2 * (rb.state - 2) * saved16  # not the parameter's dtype: left as they are)
         elif training.optimizer is Optimizer.SGD:
             opt_states -= (rb.state - 2) * saved16
+    return _States(t_local, w_train, w_frozen, quant_state, grads, opt_states)
+
+
+def _estimate(
+    arch: Architecture,
+    training: Training,
+    layout: Layout,
+    gpu_memory_bytes: int | None,
+    gpu_arch: str,
+    overheads: Overheads,
+    in_flight: float = 1.0,
+    pipe: _Pipe | None = None,
+) -> MemoryEstimate:
+    """The estimate of one GPU holding ``arch`` (the whole model, or a pipeline rank's layers) with the
+    activations of ``in_flight`` micro-batches at once; ``pipe``: a pipeline rank's chunk micro-batches in
+    flight whose output goes on to a next stage and whose input came from a previous one."""
+    notes: list[str] = []
+    # states shard over the ZeRO group: all data-parallel ranks, or an HSDP shard group
+    n, t, z = layout.shard, layout.tp, layout.zero
+    # expert parallelism: this rank's experts, and the routed rows they take (see _check_expert)
+    whole, arch = arch, arch.expert_shard(layout.ep, training.capacity_factor)
+    if layout.ep > 1:
+        notes.append(
+            f"expert parallelism: {arch.local_experts} of {arch.experts} routed experts a GPU, whose rows are counted "
+            f"at {training.capacity_factor:g}× a balanced share (capacity factor); dropless routing can send a GPU "
+            "more: set capacity_factor to the worst imbalance you expect"
+        )
+    ps = split_params(arch, training)
+    rb = _recipe(training, layout)
+    c = training.precision.compute_bytes
+    amp = training.precision.mixed and z == ZeroStage.NONE and training.method is Method.FULL
+    fp32_base = training.lora is not None and training.lora.base_fp32  # (LoRA, mixed: check_layout)
+    r = 4 if (training.precision is Precision.FP32 or amp or fp32_base) else 2
+    frozen_bytes = 4 if (training.precision is Precision.FP32 or fp32_base) else 2
+
+    # ---- model states ------------------------------------------------------------------------
+    # Under expert parallelism the rank holds experts / ep routed experts (arch) whose states the ZeRO stage
+    # shards over the ep-th of the shard group that holds the same experts: a sharded state is the whole
+    # model's (whole) over the shard group, an unsharded one this rank's.
+    st = _states(arch, training, layout, ps, rb, frozen_bytes)
+    sw = st if whole is arch else _states(whole, training, layout, split_params(whole, training), rb, frozen_bytes)
+    t_local, quant_state = st.t_local, st.quant_state
+    w_train, w_frozen, grads, opt_states = st.w_train, st.w_frozen, st.grads, st.opt_states
     # Loading: bitsandbytes quantises a weight as it moves onto a GPU, so a QLoRA model is loaded and
     # quantised whole on every GPU (one 16-bit weight at a time staged beside the 4-bit ones) before
     # ZeRO-3/FSDP shards it or offload moves it to the host: PEFT's FSDP and DeepSpeed QLoRA guides
     # report the whole quantised 70B on each GPU (35.6 GB, 36.6 GB), Answer.AI's fsdp_qlora 3.72 GiB
     # reserved per GPU after wrapping a 7B. Adapters are added after loading; the caching allocator
     # keeps the freed blocks reserved for the step.
-    load_bytes = w_frozen + max(2.0 * arch.largest_linear_params / t, w_train) if ps.quant_bits_per_weight else 0.0
+    load_bytes = w_frozen + max(2.0 * whole.largest_linear_params / t, w_train) if ps.quant_bits_per_weight else 0.0
     # DistributedDataParallel copies every gradient into a bucket for its all-reduce: a second copy of
     # the gradients, allocated when it wraps the model (gradient_as_bucket_view=False, its default;
     # measured: benchmarks/measured_grid_dist.yaml). ZeRO-1 runs under DDP too.
     replicated = layout.dp * layout.cp > 1  # (DDP spans the context-parallel ranks too)
     ddp_buckets = grads if replicated and z <= ZeroStage.OPTIMIZER and layout.offload is Offload.NONE else 0.0
     if z >= ZeroStage.OPTIMIZER:
-        opt_states /= n
+        opt_states = sw.opt_states / n
     if z >= ZeroStage.GRADIENTS:
-        grads /= n
+        grads = sw.grads / n
     if z >= ZeroStage.PARAMETERS:
-        w_train /= n
-        w_frozen = (w_frozen - quant_state) / n + quant_state
+        w_train = sw.w_train / n
+        w_frozen = (sw.w_frozen - quant_state) / n + quant_state
+    t_opt = sw.t_local / n if z >= ZeroStage.OPTIMIZER else t_local  # trainable parameters this GPU updates
 
     host: dict[str, float] = {}
     on_node = min(layout.gpus, layout.gpus_per_node)
@@ -904,7 +979,7 @@ def _estimate(
         notes.append("paged optimizer states live in CUDA managed memory, invisible to PyTorch counters")
     if layout.offload is not Offload.NONE:
         host["optimizer_states_offloaded"] = opt_states * on_node
-        host["fp32_gradients_offloaded"] = 4 * t_local / n * on_node
+        host["fp32_gradients_offloaded"] = 4 * sw.t_local / n * on_node
         opt_states = 0.0
         # The reduced gradient shards go to the host as backward produces them (DeepSpeed ZeRO-Offload's
         # CPU gradient partition; FSDP's CPUOffload, whose gradients follow the offloaded parameters):
@@ -1049,7 +1124,7 @@ def _estimate(
         # transformers' from_pretrained keeps that weight in fp32 instead: no copy, and 2 bytes a router
         # weight more than the weights count, a smaller sum.
         cast_copies += 4 * arch.experts * arch.hidden * (1 if full_recompute else arch.layers_of("main")) / t
-    gathered = one_block = blocks = 0.0
+    gathered = one_block = blocks = loss_block = 0.0
     if z >= ZeroStage.PARAMETERS:
         # (a MoE's 16-bit experts under QLoRA: the gathered block counted at 16 bits, a bound)
         quantized = ps.quant_bits_per_weight and not ps.frozen_unquantized
@@ -1064,7 +1139,21 @@ def _estimate(
                 for st in arch.block_linears
             )
         blocks = 2 * one_block  # the block being computed and the one prefetched
-        gathered = blocks + (block * rb.grad if training.method is Method.FULL else 0)
+        grad_block = block  # the unsharded gradient of the group backward has just finished
+        loss_block = one_block  # at the loss: the last block, gathered again for backward
+        if layout.ep > 1:
+            # The experts are an FSDP group of their own (transformers' fsdp.py): at the loss only the last
+            # layer's other parameters are gathered; backward holds a layer's other parameters, its experts and,
+            # prefetched, the next layer's other parameters (one block and the block's parameters outside its
+            # experts), and reduces one group's gradient at a time (measured: the grid's EP cases)
+            experts = max(
+                sum(x.weight_params + x.bias_params for x in xs if x.expert) for xs in arch.block_linears.values()
+            )
+            rest = max(0.0, block - experts / t)
+            loss_block = rest * one_block / block
+            blocks = one_block + loss_block
+            grad_block = max(experts / t, rest)
+        gathered = blocks + (grad_block * rb.grad if training.method is Method.FULL else 0)
     root_gathered = 0.0
     if z >= ZeroStage.PARAMETERS:
         # FSDP's root group holds what is outside the transformer blocks (embeddings, final norm,
@@ -1089,11 +1178,11 @@ def _estimate(
         if training.optimizer is Optimizer.ADAMW:
             # foreach AdamW (torch/optim/adamw.py, _multi_tensor_adamw) computes sqrt(v) for every
             # parameter at once with _foreach_sqrt; the fused kernel (adamw-fused) updates in place.
-            step_tmp = rb.state * t_local / (n if z >= ZeroStage.OPTIMIZER else 1)
+            step_tmp = rb.state * t_opt
         elif training.optimizer is Optimizer.ADAMW_FORLOOP:
             # the for-loop kernel (_single_tensor_adam) holds sqrt(v) and sqrt(v)/bias_correction
             # of one tensor at a time: twice the largest tensor this GPU updates
-            largest = min(ps.largest_trainable / t, t_local) / (n if z >= ZeroStage.OPTIMIZER else 1)
+            largest = min(ps.largest_trainable / t, t_local) / (n if z >= ZeroStage.OPTIMIZER else 1)  # (a bound)
             step_tmp = 2 * rb.state * largest
         elif training.optimizer is Optimizer.ADAFACTOR:  # fp32 grad², update, rms per tensor
             step_tmp = 3 * 4 * ps.largest_trainable / t
@@ -1108,7 +1197,7 @@ def _estimate(
     # gathered, one being computed and one prefetched) or inside a MoE layer's forward: each a line in the
     # micro-batch (constant, per sequence), which the layout search evaluates exactly (fb_lines)
     # (at the loss FSDP has already gathered the last block for backward: its root's pre-backward prefetches it)
-    branches = [(one_block, loss_peak), (gathered + folded_ws, in_backward), (gathered + unkept, moe_tok)]
+    branches = [(loss_block, loss_peak), (gathered + folded_ws, in_backward), (gathered + unkept, moe_tok)]
     act_phase_extra = max(a + b for a, b in branches)
     cublas = cublas_workspace_bytes(gpu_arch)
 

@@ -49,7 +49,7 @@ def quantized_linear(x: Linear) -> bool:
     """Whether QLoRA's 4-bit loading quantises ``x``: transformers 5 replaces only ``nn.Linear`` and
     ``Conv1D`` modules with bitsandbytes ones (integrations/bitsandbytes.py, replace_with_bnb_linear), so a
     MoE's fused 3-D expert weights and its router module keep the 16-bit dtype they load in."""
-    return x.count == 1 and x.role != "router"
+    return not x.expert and x.role != "router"
 
 
 def nf4_bits_per_weight(lora: LoraSetup) -> float:
@@ -88,7 +88,7 @@ def _parameter_targets(arch: Architecture, parameters: tuple[str, ...]) -> set[s
     modelled for gpt-oss, whose fused experts target_modules cannot reach."""
     if not parameters:
         return set()
-    experts = {x.name: x for x in arch.block_linears.get("main", []) if x.count > 1}
+    experts = {x.name: x for x in arch.block_linears.get("main", []) if x.expert}
     if arch.model_type != "gpt_oss":
         raise JobError(
             f"lora.target_parameters is modelled for gpt-oss's experts; PEFT reaches {arch.model_type}'s through "
@@ -111,7 +111,7 @@ def lora_params(x: Linear, rank: int) -> int:
     (transformers 5): gate_up_proj gets rank 2r for each expert, A (E·2r × h) and B (2f × E·2r), so
     each of gate and up counts half of it, r·E·(h + 2f) (PEFT's transformers weight conversion);
     down_proj has A (E·r × f) and B (h × E·r)."""
-    fused = x.count > 1 and x.role in ("gate", "up")
+    fused = x.expert and x.role in ("gate", "up")
     return rank * x.count * (x.d_in + (2 * x.d_out if fused else x.d_out))
 
 
@@ -148,10 +148,10 @@ def _split(arch: Architecture, method: Method, lora_setup: LoraSetup | None) -> 
         if x.name in targets:  # PEFT accepts any rank, even above the layer's width: so does the model
             r, e = lora.rank, x.count
             adapters += lora_params(x, r) * n
-            if e > 1 and x.role in ("gate", "up"):  # half of the fused gate_up_proj's A and B
+            if x.expert and x.role in ("gate", "up"):  # half of the fused gate_up_proj's A and B
                 factored += (4 * r * e + x.d_in + 2 * x.d_out) * n // 2
                 largest = max(largest, 2 * r * e * max(x.d_in, 2 * x.d_out))
-            elif e > 1:  # the fused down_proj: A (E·r × f) and B (h × E·r)
+            elif x.expert:  # the fused down_proj: A (E·r × f) and B (h × E·r)
                 factored += (2 * r * e + x.d_in + x.d_out) * n
                 largest = max(largest, r * e * max(x.d_in, x.d_out))
             else:

@@ -193,6 +193,9 @@ class Training:
     zero_grad: ZeroGrad = ZeroGrad.NONE
     model_output: ModelOutput = ModelOutput.DROPPED
     fp8: Fp8Setup | None = None  # precision fp8 only (None there: the default Fp8Setup)
+    # MoE under expert parallelism: the routed rows an expert-parallel rank's experts take, relative to a
+    # balanced share (Switch Transformer's capacity factor; Fedus et al. 2021 train at 1.25)
+    capacity_factor: float = 1.25
 
     @property
     def fp8_setup(self) -> Fp8Setup | None:
@@ -221,7 +224,10 @@ class Layout:
     ``dp_shard`` data-parallel ranks a ZeRO-2/3 shard group spans (HSDP: states sharded inside a group,
     replicated across the ``dp / dp_shard`` groups; 0: the whole data-parallel group); ``cp`` context-
     parallel degree: each sequence split over ``cp`` GPUs (torch's ring attention), the model states
-    sharded over ``dp × cp`` as torchtitan's FSDP mesh does.
+    sharded over ``dp × cp`` as torchtitan's FSDP mesh does; ``ep`` expert-parallel degree: each rank of
+    a group of ``ep`` data-parallel (or context-parallel) ranks holds ``experts / ep`` of every MoE layer's
+    routed experts, and tokens travel to them by all-to-all (transformers' and torchtitan's EP: the group is
+    carved out of the ranks that shard the model, so it adds no GPUs).
     """
 
     dp: int = 1
@@ -237,6 +243,7 @@ class Layout:
     virtual_stages: int = 1
     dp_shard: int = 0
     cp: int = 1
+    ep: int = 1
 
     @property
     def gpus(self) -> int:
@@ -247,6 +254,12 @@ class Layout:
         """Ranks the model states are sharded over (ZeRO ≥ 1): the shard group under HSDP, else dp;
         times the context-parallel degree (its ranks hold the same weights)."""
         return (self.dp_shard or self.dp) * self.cp
+
+    @property
+    def expert_shard(self) -> int:
+        """Ranks a routed expert's states are sharded over (ZeRO ≥ 1): the shard group divided by ``ep``
+        (transformers' ``efsdp``: the ranks holding the same experts)."""
+        return self.shard // self.ep
 
     @property
     def replicas(self) -> int:

@@ -12,7 +12,7 @@ def plan_table(plan: Plan) -> str:
     for r in plan.runs:
         lay = r.layout
         nodes = ",".join(n.split("/", 1)[1] for n in r.nodes)
-        stages = (f" pp{lay.pp}" if lay.pp > 1 else "") + (f" cp{lay.cp}" if lay.cp > 1 else "")
+        stages = "".join(f" {n}{v}" for n, v in (("pp", lay.pp), ("cp", lay.cp), ("ep", lay.ep)) if v > 1)
         shard = f"/{lay.dp_shard}" if lay.dp_shard else ""
         offload = f" off:{lay.offload}" if lay.offload != "none" else ""
         rows.append([

@@ -129,7 +129,14 @@ def dist_measure_table(d: Any) -> str:
          _err(c.row("peak allocated").rel_error), "yes" if c is worst else ""]
         for i, c in enumerate(d.ranks)
     ]  # fmt: skip
+    headers = ["rank", "estimate MiB", "measured MiB", "error", "highest"]
+    if lay.ep > 1:  # the rows routing sent each rank's experts, at which its estimate is made
+        headers.insert(1, "expert load")
+        for row, c in zip(rows, d.ranks, strict=True):
+            row.insert(1, f"{c.measurement.expert_load:.3f}")
     how = f"ZeRO-{int(lay.zero)} as {zero[int(lay.zero)]}"
+    if lay.ep > 1:
+        how += f", experts over {lay.ep} ranks (transformers' EP)"
     if lay.replicas > 1:
         how += f", HSDP: {lay.replicas} replicas of {lay.shard}-rank shard groups"
     if lay.pp > 1:
@@ -138,7 +145,7 @@ def dist_measure_table(d: Any) -> str:
     out = [
         f"{len(d.ranks)} ranks · {how}",
         "",
-        render_table(["rank", "estimate MiB", "measured MiB", "error", "highest"], rows, right={1, 2, 3}),
+        render_table(headers, rows, right=set(range(1, len(headers) - 1))),
         "",
         f"rank {d.ranks.index(worst)} (the highest peak):",
         measure_table(worst),
@@ -156,7 +163,7 @@ def fit_table(result: Any, best: Any, by: str) -> str:
     )
     rows = [
         [
-            r.pool, str(r.gpus), str(r.tp), str(r.pp), str(r.cp),
+            r.pool, str(r.gpus), str(r.tp), str(r.pp), str(r.cp), str(r.ep),
             f"Z{r.zero}" + (f"/{r.dp_shard}" if r.dp_shard else ""),
             r.offload, r.recompute,
             f"{r.micro_batch}×{r.grad_accum}",
@@ -165,10 +172,10 @@ def fit_table(result: Any, best: Any, by: str) -> str:
         ]
         for r in best.itertuples()
     ]  # fmt: skip
-    headers = ["pool", "GPUs", "tp", "pp", "cp", "ZeRO", "offload", "recompute", "mb×acc", "GiB/GPU", "tokens/s",
-               "step s", "MFU", "hours", "USD"]  # fmt: skip
+    headers = ["pool", "GPUs", "tp", "pp", "cp", "ep", "ZeRO", "offload", "recompute", "mb×acc", "GiB/GPU",
+               "tokens/s", "step s", "MFU", "hours", "USD"]  # fmt: skip
     out = [title, ""]
-    out.append(render_table(headers, rows, right=set(range(1, 15)) - {5, 6, 7}) if rows else "no layout fits")
+    out.append(render_table(headers, rows, right=set(range(1, 16)) - {6, 7, 8}) if rows else "no layout fits")
     out.append(f"\n{len(result.layouts):,} of {result.evaluated:,} layouts fit.")
     for pool in result.pools:
         out.append(f"pool {pool.name}: {pool.hardware_note}; {pool.price_note or 'no price'}")

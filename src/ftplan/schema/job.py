@@ -91,6 +91,11 @@ class LayoutSpec(BaseModel):
     cp: Int = Field(
         1, gt=0, le=64, description="context-parallel degree: each sequence split over cp GPUs (ring attention)"
     )
+    ep: Int = Field(
+        1, gt=0, le=256,
+        description="expert-parallel degree (MoE): each rank of a group of ep data-parallel ranks holds experts/ep "
+        "of every layer's routed experts; tokens reach them by all-to-all",
+    )  # fmt: skip
     dp_shard: Int | None = Field(
         None,
         gt=0,
@@ -165,6 +170,11 @@ class JobSpec(BaseModel):
         "(outputs = model(**batch); outputs.loss.backward()); kept-fp32: the same with Transformers < 4.46, "
         "whose causal LMs returned fp32 logits",
     )
+    capacity_factor: Float = Field(
+        1.25, ge=1, le=64,
+        description="MoE under expert parallelism: the most routed rows a rank's experts take, relative to a "
+        "balanced share (a framework's capacity factor; dropless routing: the worst imbalance you expect)",
+    )  # fmt: skip
     gpu: str | None = Field(None, description="catalog GPU id or alias")
     gpus_per_node: Int | None = Field(None, gt=0, le=64, description="GPUs per node (default: the GPU's usual server)")
     host_memory_gib: Float | None = Field(

@@ -26,6 +26,7 @@ class PlanLayout(_Strict):
     pp: Int = Field(1, gt=0, description="pipeline stages (the layers cut into pp stages)")
     dp_shard: Int = Field(0, ge=0, description="HSDP: data-parallel ranks a ZeRO-2/3 shard group spans (0: all)")
     cp: Int = Field(1, gt=0, description="context parallelism: GPUs each sequence is split over (ring attention)")
+    ep: Int = Field(1, gt=0, description="expert parallelism: GPUs a MoE layer's routed experts are split over")
     pp_schedule: Literal["1f1b", "gpipe"] = Field(
         "1f1b", description="the pipeline's schedule, over grad_accum micro-batches (the planner runs 1f1b)"
     )

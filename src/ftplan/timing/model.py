@@ -106,6 +106,8 @@ class JobFlops:
     fp8_cast_weights: float = 0.0  # bytes of float8 casts of the weights, per micro-step
     fp8_forward_token: float = 0.0  # of ``fp8_cast_token``: the forward's (repeated by full recomputation)
     fp8_forward_weights: float = 0.0  # of ``fp8_cast_weights``: the forward's
+    expert_weights: int = 0  # of ``weights``: the routed experts' (expert parallelism splits them)
+    expert_trainable: int = 0  # of ``trainable``: the routed experts'
 
     @property
     def model(self) -> float:
@@ -126,6 +128,10 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         attn_fwd *= 2  # bidirectional: no causal halving
     ps = split_params(arch, training)
     linear = 6.0 * n if training.method is Method.FULL else 4.0 * n + 6.0 * ps.trainable
+    experts = sum(
+        (x.weight_params + x.bias_params) * arch.layers_of(st) for st, xs in arch.block_linears.items() for x in xs
+        if x.expert
+    )  # fmt: skip
     fp8 = _fp8_costs(arch) if training.fp8_setup is not None else {}
     return JobFlops(
         linear=linear,
@@ -139,6 +145,8 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         # FlashAttention's backward recomputes QKᵀ and the softmax (llm-foundry notes: the attention
         # multiplier for hardware FLOPs is 4, not 3): one more attention forward.
         flash_recompute=attn_fwd if training.attention is Attention.SDPA else 0.0,
+        expert_weights=experts,
+        expert_trainable=experts if training.method is Method.FULL else 0,  # (EP refuses LoRA on experts)
         **fp8,
     )
 
@@ -225,12 +233,13 @@ def step_times(
     virtual_stages: np.ndarray | int = 1,
     dp_shard: np.ndarray | int = 0,
     cp: np.ndarray | int = 1,
+    ep: np.ndarray | int = 1,
 ) -> StepTimes:
     """Step time of each layout (arrays broadcast together; codes as in RECOMPUTE / OFFLOAD; ``dp_shard``
     0 where the states shard over all of dp)."""
-    dp, tp, zero, offload, recompute, mb, accum, pp, virtual, dp_shard, cp = (
+    dp, tp, zero, offload, recompute, mb, accum, pp, virtual, dp_shard, cp, ep = (
         np.asarray(x, dtype=float)
-        for x in (dp, tp, zero, offload, recompute, micro_batch, grad_accum, pp, virtual_stages, dp_shard, cp)
+        for x in (dp, tp, zero, offload, recompute, micro_batch, grad_accum, pp, virtual_stages, dp_shard, cp, ep)
     )
     s = training.seq_len
     c = training.precision.compute_bytes
@@ -296,15 +305,41 @@ def step_times(
     on_node = np.minimum(group, max(hw.nvlink_domain or 0, hw.gpus_per_node))
     bw_rep = bus_bandwidth(hw, replicas * on_node, "all-reduce") * 1e9 / on_node
     t_rep = np.where(replicas > 1, 2 * (replicas - 1) / replicas * g_bytes / shard / bw_rep, 0.0)
+    # Expert parallelism: a GPU holds 1/ep of the routed experts, whose collectives run over the shard/ep
+    # ranks holding the same experts (transformers' and torchtitan's efsdp group)
+    if flops.expert_weights:
+        g_exp = np.where(ep > 1, g_bytes * flops.expert_trainable / max(flops.trainable, 1), 0.0)
+        w_exp = np.where(ep > 1, w_bytes * flops.expert_weights / flops.weights, 0.0)
+        g_bytes, w_bytes = g_bytes - g_exp, w_bytes - w_exp
+        e_shard = shard / ep
+        e_frac = np.where(e_shard > 1, (e_shard - 1) / e_shard, 0.0)
+        g_exp, w_exp = g_exp / ep, w_exp / ep
+    else:
+        g_exp = w_exp = e_frac = np.zeros_like(shard)
     # ZeRO 0: gradient all-reduce; ZeRO 1/2: reduce-scatter + all-gather of the update (same
     # volume, DeepSpeed 2020-03); both overlap the last micro-step's backward.
-    t_dp = np.where(zero == 0, 2 * frac * g_bytes / bw_ar, frac * (g_bytes + g_bytes * c / grad_bytes) / bw_ag) + t_rep
+    t_dp = (
+        np.where(
+            zero == 0,
+            2 * (frac * g_bytes + e_frac * g_exp) / bw_ar,
+            (frac * g_bytes + e_frac * g_exp) * (1 + c / grad_bytes) / bw_ag,
+        )
+        + t_rep
+    )
     exposed_dp = np.maximum(0.0, t_dp - t_micro * backward_share)
     # ZeRO 3: parameters gathered in forward and again in backward, gradients reduce-scattered,
     # every micro-step; prefetching hides them behind that micro-step's compute.
-    t_z3 = frac * (2 * w_bytes + g_bytes) / bw_ag + t_rep
+    t_z3 = (frac * (2 * w_bytes + g_bytes) + e_frac * (2 * w_exp + g_exp)) / bw_ag + t_rep
     exposed_z3 = np.maximum(0.0, t_z3 - t_micro) * accum
-    comm = np.where(zero == 3, exposed_z3, exposed_dp) + p2p + ring
+    # Every MoE layer sends each routed copy of a token to its expert's GPU and back, in forward and in
+    # backward (and in the recomputed forward): all-to-alls of tokens × top-k × hidden, (ep − 1)/ep of it
+    # leaving the GPU, over NVLink inside a node, else the GPU's share of the network; transformers' EP
+    # waits for them (it reads the split sizes back to the host), so they are exposed
+    moe_layers = arch.layers_of("main") if arch.is_moe else 0
+    a2a = tokens_micro * arch.experts_per_token * arch.hidden * c * np.where(ep > 1, (ep - 1) / ep, 0.0)
+    n_a2a = np.where(recompute == 2, 6.0, 4.0) * moe_layers / pp
+    t_a2a = n_a2a * a2a / _point_to_point(hw, ep * tp * cp) * accum
+    comm = np.where(zero == 3, exposed_z3, exposed_dp) + p2p + ring + t_a2a
 
     # ---- tensor parallel (with sequence parallelism): 4 collectives of b·s·h per layer, 6 with
     # full recomputation, on the critical path (Korthikanti et al. 2022).
