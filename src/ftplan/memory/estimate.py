@@ -1197,7 +1197,10 @@ def _estimate(
     # gathered, one being computed and one prefetched) or inside a MoE layer's forward: each a line in the
     # micro-batch (constant, per sequence), which the layout search evaluates exactly (fb_lines)
     # (at the loss FSDP has already gathered the last block for backward: its root's pre-backward prefetches it)
-    branches = [(loss_block, loss_peak), (gathered + folded_ws, in_backward), (gathered + unkept, moe_tok)]
+    # ZeRO-2 reduces each block's gradient as backward leaves it, as ZeRO-3 does: one block's reduce
+    # buffer is alive while backward runs on (measured: the grid's ZeRO-2 cases, FSDP2)
+    branches = [(loss_block, loss_peak), (gathered + folded_ws + reduce_buffer, in_backward),
+                (gathered + unkept, moe_tok)]  # fmt: skip
     act_phase_extra = max(a + b for a, b in branches)
     cublas = cublas_workspace_bytes(gpu_arch)
 
@@ -1242,6 +1245,8 @@ def _estimate(
     if overheads.include_nccl:
         nccl = nccl_bytes(n) + nccl_bytes(t) + nccl_bytes(layout.replicas)  # (HSDP: a replicate group too)
         nccl += nccl_bytes(layout.cp)  # (context parallelism: its ring)
+        if layout.ep > 1:  # (expert parallelism: its all-to-all group, and the group sharding its experts)
+            nccl += nccl_bytes(layout.ep) + nccl_bytes(layout.expert_shard)
         if pipe is not None:  # a pipeline rank's sends and receives: a 2-rank communicator a neighbour stage
             nccl += nccl_bytes(2) * (2 if layout.virtual_stages > 1 else 1)
     device_total = reserved + overheads.cuda_context_bytes + nccl
@@ -1254,7 +1259,8 @@ def _estimate(
     )
     at_peak = set(_PHASE_TERMS[phase]) | {"allocator_cache", "cuda_context", "nccl_buffers"}
     if phase == "forward/backward":
-        at_peak |= {"logits_loss"} if loss_peak >= in_backward + folded_ws else {"backward_workspace"}
+        in_bwd = loss_peak < in_backward + folded_ws + reduce_buffer
+        at_peak |= {"backward_workspace", "grad_reduce_buffer"} if in_bwd else {"logits_loss"}
         if grads_held:
             at_peak.add("gradients")
     if folded:
