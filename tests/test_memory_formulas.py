@@ -700,3 +700,23 @@ def test_target_parameters_reach_gpt_oss_experts():
     assert estimate_memory(arch, training, Layout()).peak_allocated_bytes > 0
     with pytest.raises(JobError, match=r"To fix: target mlp\.experts\.gate_up_proj and mlp\.experts\.down_proj"):
         estimate_memory(arch, training, Layout(recompute=Recompute.FULL))
+
+
+def test_zero2_holds_frozen_shards_and_a_gathered_block_as_forward_reaches_the_loss():
+    # FSDP2 without resharding after forward (measured: the grid's ZeRO-2 cases): frozen weights whole and
+    # sharded; as forward reaches the loss, the flat buffer of the last block gathered, in the gathered dtype
+    arch = architecture_from_hf(TINY)
+    lora = Training(method=Method.LORA, precision=Precision.BF16_PURE, seq_len=64, lora=LoraSetup(rank=8))
+    z2, z0 = (
+        estimate_memory(arch, lora, Layout(dp=4, zero=z, micro_batch=2), gpu_arch="cpu")
+        for z in (ZeroStage.GRADIENTS, ZeroStage.NONE)
+    )
+    assert z2.gpu_terms["weights_frozen"] == pytest.approx(z0.gpu_terms["weights_frozen"] * (1 + 1 / 4))
+    full = Training(method=Method.FULL, precision=Precision.FP32, seq_len=64)
+    est = estimate_memory(arch, full, Layout(dp=2, zero=ZeroStage.GRADIENTS, micro_batch=2), gpu_arch="cpu")
+    block = max(arch.layer_matrix_params[s] + arch.layer_vector_params[s] for s in arch.block_linears)
+    tokens, v = 2 * 64, arch.vocab
+    forward_loss = 4 * block + (4 * v + 4 * v) * tokens  # fp32 logits and log-softmax (no upcast)
+    states = sum(est.gpu_terms[k] for k in ("weights_trainable", "optimizer_states"))
+    # (it exceeds the loss's backward, 12 bytes a logit, and backward with a block's gradient being reduced)
+    assert est.phase_bytes["forward/backward"] == pytest.approx(states + est.gpu_terms["activations"] + forward_loss)

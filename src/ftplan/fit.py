@@ -281,7 +281,7 @@ def _check_host(est: MemoryEstimate, pool: Pool, offload: str) -> None:
         )
 
 
-_LINES = 3  # forward/backward lines a family carries (the loss, backward, a MoE forward)
+_LINES = 4  # forward/backward lines a family carries (the loss, backward, a MoE forward, the loss's forward)
 
 
 def _divisors(n: int) -> list[int]:

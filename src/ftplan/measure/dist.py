@@ -169,7 +169,8 @@ def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps
                 procs.append(subprocess.Popen([sys.executable, "-m", "ftplan.measure.dist", tmp, str(rank)],
                                               env=env, stdout=subprocess.DEVNULL, stderr=err))  # fmt: skip
         failed = _wait(procs)
-        if failed is not None:  # the other ranks would wait for it in a collective: they were stopped
+        done = all(Path(tmp, f"{rank}.json").exists() for rank in range(nproc))
+        if failed is not None and not done:  # the other ranks would wait for it in a collective: they were stopped
             err = logs[failed].read_text(errors="replace")
             lines = [line for line in err.strip().splitlines() if line and not line.startswith(" ")]
             code = procs[failed].returncode
@@ -222,7 +223,7 @@ def _rank(tmp: str, rank: int) -> None:
     try:
         if job.layout.pp > 1:
             measured = stages.measure_pipeline_rank(job, _one_rank(job), device, steps, seed, rank)
-            Path(tmp, f"{rank}.json").write_text(json.dumps(asdict(measured)))
+            _write_result(tmp, rank, measured)
             return
         dev = f"cuda:{rank}" if device == "cuda" else "cpu"
         model = build.build_model(_one_rank(job), dev, seed)  # every rank starts from the same weights
@@ -250,9 +251,17 @@ def _rank(tmp: str, rank: int) -> None:
         if loads is not None:
             per_layer = loads.loads(experts["ep"], job.layout.grad_accum)
             measured = replace(measured, expert_load=sum(per_layer) / len(per_layer))
-        Path(tmp, f"{rank}.json").write_text(json.dumps(asdict(measured)))
+        _write_result(tmp, rank, measured)
     finally:
         dist.destroy_process_group()
+
+
+def _write_result(tmp: str, rank: int, measured: Measurement) -> None:
+    """The rank's measurement, where the launcher reads it, whole or not at all: a rank whose process
+    then fails as it shuts down (gloo's threads can abort at exit) has still been measured."""
+    part = Path(tmp, f"{rank}.json.part")
+    part.write_text(json.dumps(asdict(measured)))
+    part.replace(Path(tmp, f"{rank}.json"))
 
 
 class _DDP:

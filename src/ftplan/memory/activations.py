@@ -599,7 +599,9 @@ def loss_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, tokens: int
       ``(c + 4 + 4/8)·V`` in forward, ``(4 + 2·4/8 + c/8)·V`` in backward.
     * fused (Liger-Kernel fused linear cross-entropy): logits exist for one chunk of
       ``⌈T / ⌈V/h⌉⌉`` tokens at a time (16-bit logits and fp32 gradient), plus the gradient
-      of the hidden states computed in forward (``c·h`` a token).
+      of the hidden states computed in forward (``c·h`` a token). The chunk is counted as
+      ``T / ⌈V/h⌉`` tokens here and one token more in :func:`loss_constant_bytes` (a bound on the
+      rounding up, which keeps the moment a line in the micro-batch).
 
     ``output_held``: the model's output stays alive through the loss's backward, as the last pipeline stage
     keeps it (torch.distributed.pipelining's forward cache, for the stage's backward): the logits (or a
@@ -608,17 +610,37 @@ def loss_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, tokens: int
     if arch.kind is Kind.ENCODER or not arch.has_head:
         return 0.0
     v, c = arch.vocab, dt.c
+    forward = loss_forward_bytes_per_token(arch, dt, loss, tokens)
     if loss is Loss.FUSED:
-        chunks = -(-v // arch.hidden)
-        chunk_tokens = -(-tokens // chunks)
-        return (c + 4) * v * chunk_tokens / max(tokens, 1) + c * arch.hidden * (2 if output_held else 1)
+        return forward + (c * arch.hidden if output_held else 0)
     if loss is Loss.CHUNKED:
         k = CHUNKED_LOSS_CHUNKS
         held = c * v * (1 - 1 / k) if output_held else 0.0
-        return max((c + 4 + 4 / k) * v, (4 + 8 / k + c / k) * v + held) + _softcap_saved(arch, dt, loss)
+        return max(forward, (4 + 8 / k + c / k) * v + held + _softcap_saved(arch, dt, loss))
     u = 4 if arch.loss_upcast else c
-    forward = c * v + (u * v if u != c else 0) + u * v
-    return max(forward, 3 * u * v + (c * v if output_held else 0)) + _softcap_saved(arch, dt, loss)
+    return max(forward, 3 * u * v + (c * v if output_held else 0) + _softcap_saved(arch, dt, loss))
+
+
+def loss_forward_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, tokens: int) -> float:
+    """The forward part of :func:`loss_bytes_per_token`: what a token holds around the loss as its forward
+    ends (the logits, their upcast and the log-softmax; a chunked loss's chunks; a fused loss's chunk)."""
+    if arch.kind is Kind.ENCODER or not arch.has_head:
+        return 0.0
+    v, c = arch.vocab, dt.c
+    if loss is Loss.FUSED:
+        return (c + 4) * v / -(-v // arch.hidden) + c * arch.hidden
+    if loss is Loss.CHUNKED:
+        return (c + 4 + 4 / CHUNKED_LOSS_CHUNKS) * v + _softcap_saved(arch, dt, loss)
+    u = 4 if arch.loss_upcast else c
+    return c * v + (u * v if u != c else 0) + u * v + _softcap_saved(arch, dt, loss)
+
+
+def loss_constant_bytes(arch: Architecture, dt: Dtypes, loss: Loss) -> float:
+    """Bytes around the loss that do not grow with the tokens: a fused loss's chunk rounded up by at
+    most one token (its 16-bit logits and fp32 gradient)."""
+    if loss is not Loss.FUSED or arch.kind is Kind.ENCODER or not arch.has_head:
+        return 0.0
+    return (dt.c + 4) * arch.vocab
 
 
 def _softcap_saved(arch: Architecture, dt: Dtypes, loss: Loss) -> float:

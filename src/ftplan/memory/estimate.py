@@ -78,8 +78,8 @@ class MemoryEstimate:
     phase_bytes: dict[str, int] = field(default_factory=dict)  # allocated bytes at each moment of the step
     # The forward/backward moment (without gradients held across micro-steps) as the maximum of lines
     # (bytes at micro-batch 0, bytes a sequence): the loss, backward and a MoE forward each grow with
-    # the micro-batch from their own constant; None where it is not exactly linear (the fused loss's
-    # chunking).
+    # the micro-batch from their own constant (a fused loss's chunk rounding bounded by one token);
+    # None where it is not exactly linear.
     fb_lines: tuple[tuple[float, float], ...] | None = None
     host_memory_bytes: int | None = None  # RAM per node, where the job states or the catalog implies it
 
@@ -968,6 +968,11 @@ def _estimate(
     if z >= ZeroStage.PARAMETERS:
         w_train = sw.w_train / n
         w_frozen = (sw.w_frozen - quant_state) / n + quant_state
+    elif z == ZeroStage.GRADIENTS and layout.offload is not Offload.OPTIMIZER and ps.frozen:
+        # FSDP2 shards frozen parameters too: without resharding after forward it holds them whole through
+        # forward and backward beside their shards (measured: the grid's LoRA ZeRO-2 case; DeepSpeed's
+        # ZeRO-2, which the optimizer-offload recipe follows, leaves them unpartitioned)
+        w_frozen += (sw.w_frozen - quant_state) / n
     t_opt = sw.t_local / n if z >= ZeroStage.OPTIMIZER else t_local  # trainable parameters this GPU updates
 
     host: dict[str, float] = {}
@@ -1044,7 +1049,9 @@ def _estimate(
     out_tokens = stacks.get("decoder", stacks.get("main", 0))
     head = pa.head * mb + pa.rotary + pa.head_constant
     constants = pa.rotary + pa.head_constant + (0.0 if full_recompute else sum(pa.constants.values()))
+    loss_const = act.loss_constant_bytes(arch, dt, training.loss) / t  # (the fused loss's chunk rounding)
     loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, out_tokens, pipe is not None) * out_tokens / t
+    loss_forward = act.loss_forward_bytes_per_token(arch, dt, training.loss, out_tokens) * out_tokens / t
     # logits the training loop keeps with the model's output, from the loss through the optimizer step
     # (ModelOutput); the loss's own peak comes on top of them (measured: benchmarks/measured_grid.yaml)
     kept_size = {ModelOutput.DROPPED: 0, ModelOutput.KEPT: c, ModelOutput.KEPT_FP32: 4}[training.model_output]
@@ -1124,7 +1131,14 @@ def _estimate(
         # transformers' from_pretrained keeps that weight in fp32 instead: no copy, and 2 bytes a router
         # weight more than the weights count, a smaller sum.
         cast_copies += 4 * arch.experts * arch.hidden * (1 if full_recompute else arch.layers_of("main")) / t
-    gathered = one_block = blocks = loss_block = 0.0
+    gathered = one_block = blocks = loss_block = forward_block = 0.0
+    if z == ZeroStage.GRADIENTS:
+        # ZeRO-2 (FSDP2 without resharding after forward) still holds the flat buffer of the last block it
+        # gathered, in the gathered dtype, as forward reaches the loss; freed before the loss's backward
+        # (traced on the grid's ZeRO-2 cases)
+        forward_block = block * frozen_bytes
+        if training.method is not Method.FULL:
+            forward_block += ps.trainable_matrix / arch.total_layers / t * rb.weight
     if z >= ZeroStage.PARAMETERS:
         # (a MoE's 16-bit experts under QLoRA: the gathered block counted at 16 bits, a bound)
         quantized = ps.quant_bits_per_weight and not ps.frozen_unquantized
@@ -1199,8 +1213,8 @@ def _estimate(
     # (at the loss FSDP has already gathered the last block for backward: its root's pre-backward prefetches it)
     # ZeRO-2 reduces each block's gradient as backward leaves it, as ZeRO-3 does: one block's reduce
     # buffer is alive while backward runs on (measured: the grid's ZeRO-2 cases, FSDP2)
-    branches = [(loss_block, loss_peak), (gathered + folded_ws + reduce_buffer, in_backward),
-                (gathered + unkept, moe_tok)]  # fmt: skip
+    branches = [(loss_block + loss_const, loss_peak), (gathered + folded_ws + reduce_buffer, in_backward),
+                (gathered + unkept, moe_tok), (forward_block + loss_const, loss_forward)]  # fmt: skip
     act_phase_extra = max(a + b for a, b in branches)
     cublas = cublas_workspace_bytes(gpu_arch)
 
@@ -1210,7 +1224,7 @@ def _estimate(
         "gradients": grads,
         "optimizer_states": opt_states,
         "activations": activations,
-        "logits_loss": loss_peak,
+        "logits_loss": loss_peak + loss_const,
         "backward_workspace": max(bwd_ws + recompute_ws, norm_ws) + folded_ws,
         "autocast_weight_copies": cast_copies,
         "zero3_gathered_params": gathered + root_gathered,
@@ -1259,7 +1273,7 @@ def _estimate(
     )
     at_peak = set(_PHASE_TERMS[phase]) | {"allocator_cache", "cuda_context", "nccl_buffers"}
     if phase == "forward/backward":
-        in_bwd = loss_peak < in_backward + folded_ws + reduce_buffer
+        in_bwd = loss_peak + loss_const < in_backward + folded_ws + reduce_buffer
         at_peak |= {"backward_workspace", "grad_reduce_buffer"} if in_bwd else {"logits_loss"}
         if grads_held:
             at_peak.add("gradients")
@@ -1301,9 +1315,7 @@ def _estimate(
         gpu_memory_bytes=gpu_memory_bytes,
         notes=tuple(notes),
         phase_bytes={k: int(v) for k, v in phases.items()},
-        fb_lines=None
-        if training.loss is Loss.FUSED
-        else _fb_lines(
+        fb_lines=_fb_lines(
             phases["forward/backward"] - grads_held - act_phase_extra,
             branches,
             layout.micro_batch,
