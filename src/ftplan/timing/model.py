@@ -108,6 +108,8 @@ class JobFlops:
     fp8_forward_weights: float = 0.0  # of ``fp8_cast_weights``: the forward's
     expert_weights: int = 0  # of ``weights``: the routed experts' (expert parallelism splits them)
     expert_trainable: int = 0  # of ``trainable``: the routed experts'
+    expert_linear: float = 0.0  # of ``linear``: the routed experts' matmuls a token (its top-k experts)
+    expert_forward: float = 0.0  # of ``expert_linear``: the forward's (repeated by full recomputation)
 
     @property
     def model(self) -> float:
@@ -132,6 +134,10 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         (x.weight_params + x.bias_params) * arch.layers_of(st) for st, xs in arch.block_linears.items() for x in xs
         if x.expert
     )  # fmt: skip
+    routed = sum(  # the experts' weights a token passes through
+        x.weight_params // x.count * arch.experts_per_token * arch.layers_of(st)
+        for st, xs in arch.block_linears.items() for x in xs if x.expert
+    )  # fmt: skip
     fp8 = _fp8_costs(arch) if training.fp8_setup is not None else {}
     return JobFlops(
         linear=linear,
@@ -147,6 +153,8 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         flash_recompute=attn_fwd if training.attention is Attention.SDPA else 0.0,
         expert_weights=experts,
         expert_trainable=experts if training.method is Method.FULL else 0,  # (EP refuses LoRA on experts)
+        expert_linear=(6.0 if training.method is Method.FULL else 4.0) * routed,
+        expert_forward=2.0 * routed,
         **fp8,
     )
 
@@ -249,6 +257,10 @@ def step_times(
         + flops.flash_recompute
         + np.where(recompute == 2, flops.recompute_full, np.where(recompute == 1, flops.recompute_selective, 0.0))
     )
+    # Expert parallelism: the step waits for the GPU whose experts take the most rows, capacity_factor × a
+    # balanced share (the memory model's bound on routing imbalance); a recomputed forward runs them again
+    imbalance = np.where(ep > 1, training.capacity_factor - 1, 0.0)
+    hw_flops = hw_flops + imbalance * (flops.expert_linear + np.where(recompute == 2, flops.expert_forward, 0.0))
     rate = hw.peak_tflops * 1e12 * hw.efficiency
     t_micro = tokens_micro * hw_flops / tp / rate
     if flops.fp8_linear:
