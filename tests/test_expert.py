@@ -125,3 +125,36 @@ def test_the_layout_search_splits_experts_of_moe_models_only(catalog):
     split = frame[frame["ep"] > 1]
     assert not split.empty and set(split["tp"]) == {1} and set(split["offload"]) == {"none"}
     assert ((frame["dp"] * frame["cp"]) % frame["ep"] == 0).all()
+
+
+def test_the_verifier_recomputes_an_expert_parallel_run_as_the_search_states_it(catalog):
+    from ftplan.plan import build_plan
+    from ftplan.scenario import resolve_scenario
+    from ftplan.schema.plan import Plan
+    from ftplan.schema.scenario import Scenario
+    from ftplan.solver import solve_campaign
+    from ftplan.verify import verify_plan
+
+    job = {"id": "moe", "model": "qwen3-30b-a3b", "method": "full", "seq_len": 4096, "global_batch": 64,
+           "tokens": 10**8}  # fmt: skip
+    pool = {"id": "p5", "kind": "cloud", "instance": "aws/p5.48xlarge", "quota_nodes": 2}
+    data = {"name": "ep", "jobs": [job], "pools": [pool], "objective": {"minimise": "cost"}}
+    campaign = resolve_scenario(Scenario.model_validate(data), catalog, "ep.yaml")
+    plan = build_plan(campaign, solve_campaign(campaign)).model_dump()
+    run = plan["runs"][0]
+    frame = fit_job(campaign.runs[0].job, [instance_pool(catalog, "aws/p5.48xlarge", nodes=2)]).layouts
+    rows = frame[(frame["ep"] > 1) & (frame["gpus"] == run["gpu_count"])]
+    assert not rows.empty
+    row = rows.iloc[0]
+    ints = ("dp", "tp", "pp", "cp", "ep", "zero", "dp_shard", "micro_batch", "grad_accum")
+    run["layout"] |= {k: int(row[k]) for k in ints} | {"offload": row["offload"], "recompute": row["recompute"]}
+    run |= {"memory_per_gpu_bytes": int(row["device_bytes"]), "headroom_bytes": int(row["headroom_bytes"]),
+            "hours": float(row["hours"]), "tokens_per_s": float(row["tokens_per_s"])}  # fmt: skip
+    problems = verify_plan(campaign, Plan.model_validate(plan))
+    # the run's memory and hours are what the verifier recomputes; only times and totals built on the old
+    # hours may now disagree
+    assert problems, "the totals still hold the planned layout's hours"
+    run_problems = [p for p in problems if p.startswith("moe")]
+    assert not [p for p in run_problems if "memory" in p or "headroom" in p or "h recomputed" in p or "valid" in p]
+    run["layout"]["ep"] = 1  # the same run stated without its experts split: the verifier sees the difference
+    assert any("memory" in p for p in verify_plan(campaign, Plan.model_validate(plan)))
