@@ -122,11 +122,11 @@ def test_autocast_casts_inputs_per_consumer():
 def test_loss_terms():
     arch = architecture_from_hf(TINY)
     # standard, upcast to fp32: max(2V + 4V + 4V, 3·4V) = 12V
-    assert loss_bytes_per_token(arch, Dtypes(2, 2), Loss.STANDARD, 1024) == 12 * 1000
+    assert loss_bytes_per_token(arch, Dtypes(2, 2), Loss.STANDARD) == 12 * 1000
     # chunked (8 chunks): max((2 + 4 + 0.5)V, (4 + 1 + 0.25)V) = 6.5V
-    assert loss_bytes_per_token(arch, Dtypes(2, 2), Loss.CHUNKED, 1024) == 6.5 * 1000
+    assert loss_bytes_per_token(arch, Dtypes(2, 2), Loss.CHUNKED) == 6.5 * 1000
     # fused: ⌈V/h⌉ = 4 chunks of 256 tokens: (2 + 4)·V·256/1024 + 2h
-    assert loss_bytes_per_token(arch, Dtypes(2, 2), Loss.FUSED, 1024) == 6 * 1000 / 4 + 512
+    assert loss_bytes_per_token(arch, Dtypes(2, 2), Loss.FUSED) == 6 * 1000 / 4 + 512
 
 
 def test_nf4_bits():
@@ -537,8 +537,8 @@ def test_gemma2_soft_capping_keeps_its_tanh_outputs():
     assert capped.final_softcap and capped.attn_softcap and not plain.final_softcap
     dt = Dtypes(c=2, r=2)
     for loss in (Loss.STANDARD, Loss.CHUNKED):
-        assert loss_bytes_per_token(capped, dt, loss, 128) - loss_bytes_per_token(plain, dt, loss, 128) == 2 * 1000
-    assert loss_bytes_per_token(capped, dt, Loss.FUSED, 128) == loss_bytes_per_token(plain, dt, Loss.FUSED, 128)
+        assert loss_bytes_per_token(capped, dt, loss) - loss_bytes_per_token(plain, dt, loss) == 2 * 1000
+    assert loss_bytes_per_token(capped, dt, Loss.FUSED) == loss_bytes_per_token(plain, dt, Loss.FUSED)
     eager = ("main", dt, Attention.EAGER, 128, 128, False, Recompute.NONE)
     assert layer_bytes_per_token(capped, *eager) - layer_bytes_per_token(plain, *eager) == 2 * 8 * 128
     sdpa = ("main", dt, Attention.SDPA, 128, 128, False, Recompute.NONE)

@@ -377,6 +377,11 @@ class Architecture:
         return {s: sum(x.weight_params for x in xs) for s, xs in self.block_linears.items()}
 
     @cached_property
+    def layer_expert_params(self) -> dict[str, int]:
+        """Routed-expert parameters (weights and biases) of one block, per stack (what EP splits)."""
+        return {s: sum(x.weight_params + x.bias_params for x in xs if x.expert) for s, xs in self.block_linears.items()}
+
+    @cached_property
     def layer_vector_params(self) -> dict[str, int]:
         """Biases and norm weights of one block, per stack (replicated under TP)."""
         out = {}

@@ -397,9 +397,7 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
             g, _, _, tp, zero, offload, rec, pp, _, cp, ep = fams[i]
             key, need = (zero, offload), float(fam_min[i])
             if key not in best_miss or need < best_miss[key][0]:
-                stages = (
-                    (f" pp {pp}" if pp > 1 else "") + (f" cp {cp}" if cp > 1 else "") + (f" ep {ep}" if ep > 1 else "")
-                )
+                stages = "".join(f" {n} {v}" for n, v in (("pp", pp), ("cp", cp), ("ep", ep)) if v > 1)
                 best_miss[key] = (need, f"best: {g} GPUs tp {tp}{stages} recompute {rec} micro-batch 1")
         fam_arr = np.array(fams, dtype=object)[idx[ok]]
         rows = {col: fam_arr[:, j].tolist() for j, col in enumerate(_FAMILY_COLUMNS)}

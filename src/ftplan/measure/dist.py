@@ -147,8 +147,8 @@ def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps
         gpu_arch = "hopper" if torch.cuda.get_device_capability()[0] == 9 else ""
     ests = [estimate_for_device(job, device, gpu_arch, rank if job.layout.pp > 1 else None) for rank in range(nproc)]
     if job.layout.ep > 1:  # the most a rank's experts may take: all the group's routed rows
-        ests = [estimate_for_device(replace(job, training=replace(job.training, capacity_factor=float(job.layout.ep))),
-                                    device, gpu_arch) for _ in range(nproc)]  # fmt: skip
+        bound = replace(job, training=replace(job.training, capacity_factor=float(job.layout.ep)))
+        ests = [estimate_for_device(bound, device, gpu_arch)] * nproc
     est = max(ests, key=lambda e: e.peak_allocated_bytes)
     if device == "cpu":
         need, have = est.peak_allocated_bytes * nproc, int(available_host_bytes() * HOST_MEMORY_FRACTION)

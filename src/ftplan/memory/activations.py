@@ -587,7 +587,7 @@ def rotary_bytes(arch: Architecture, dt: Dtypes, seq_len: int) -> float:
 CHUNKED_LOSS_CHUNKS = 8
 
 
-def loss_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, tokens: int, output_held: bool = False) -> float:
+def loss_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, output_held: bool = False) -> float:
     """Peak bytes a token needs around the loss, on top of the layers' saved activations.
 
     * standard: the lm_head output (``c`` bytes per vocabulary entry), its fp32 upcast where
@@ -610,7 +610,7 @@ def loss_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, tokens: int
     if arch.kind is Kind.ENCODER or not arch.has_head:
         return 0.0
     v, c = arch.vocab, dt.c
-    forward = loss_forward_bytes_per_token(arch, dt, loss, tokens)
+    forward = loss_forward_bytes_per_token(arch, dt, loss)
     if loss is Loss.FUSED:
         return forward + (c * arch.hidden if output_held else 0)
     if loss is Loss.CHUNKED:
@@ -621,7 +621,7 @@ def loss_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, tokens: int
     return max(forward, 3 * u * v + (c * v if output_held else 0) + _softcap_saved(arch, dt, loss))
 
 
-def loss_forward_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, tokens: int) -> float:
+def loss_forward_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss) -> float:
     """The forward part of :func:`loss_bytes_per_token`: what a token holds around the loss as its forward
     ends (the logits, their upcast and the log-softmax; a chunked loss's chunks; a fused loss's chunk)."""
     if arch.kind is Kind.ENCODER or not arch.has_head:

@@ -1050,8 +1050,8 @@ def _estimate(
     head = pa.head * mb + pa.rotary + pa.head_constant
     constants = pa.rotary + pa.head_constant + (0.0 if full_recompute else sum(pa.constants.values()))
     loss_const = act.loss_constant_bytes(arch, dt, training.loss) / t  # (the fused loss's chunk rounding)
-    loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, out_tokens, pipe is not None) * out_tokens / t
-    loss_forward = act.loss_forward_bytes_per_token(arch, dt, training.loss, out_tokens) * out_tokens / t
+    loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, pipe is not None) * out_tokens / t
+    loss_forward = act.loss_forward_bytes_per_token(arch, dt, training.loss) * out_tokens / t
     # logits the training loop keeps with the model's output, from the loss through the optimizer step
     # (ModelOutput); the loss's own peak comes on top of them (measured: benchmarks/measured_grid.yaml)
     kept_size = {ModelOutput.DROPPED: 0, ModelOutput.KEPT: c, ModelOutput.KEPT_FP32: 4}[training.model_output]
@@ -1160,9 +1160,7 @@ def _estimate(
             # layer's other parameters are gathered; backward holds a layer's other parameters, its experts and,
             # prefetched, the next layer's other parameters (one block and the block's parameters outside its
             # experts), and reduces one group's gradient at a time (measured: the grid's EP cases)
-            experts = max(
-                sum(x.weight_params + x.bias_params for x in xs if x.expert) for xs in arch.block_linears.values()
-            )
+            experts = max(arch.layer_expert_params.values())
             rest = max(0.0, block - experts / t)
             loss_block = rest * one_block / block
             blocks = one_block + loss_block

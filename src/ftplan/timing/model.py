@@ -130,10 +130,7 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         attn_fwd *= 2  # bidirectional: no causal halving
     ps = split_params(arch, training)
     linear = 6.0 * n if training.method is Method.FULL else 4.0 * n + 6.0 * ps.trainable
-    experts = sum(
-        (x.weight_params + x.bias_params) * arch.layers_of(st) for st, xs in arch.block_linears.items() for x in xs
-        if x.expert
-    )  # fmt: skip
+    experts = sum(n * arch.layers_of(st) for st, n in arch.layer_expert_params.items())
     routed = sum(  # the experts' weights a token passes through
         x.weight_params // x.count * arch.experts_per_token * arch.layers_of(st)
         for st, xs in arch.block_linears.items() for x in xs if x.expert
