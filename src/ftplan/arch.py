@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from ftplan.errors import JobError, did_you_mean
@@ -325,6 +325,7 @@ class Architecture:
     def _norm_params(self) -> int:
         return self.hidden * (2 if self.norm == "layernorm" else 1)
 
+    @lru_cache(maxsize=4096)  # noqa: B019 (architectures are few and live for the run; the search asks again and again)
     def pipeline_stage(self, layers: tuple[int, ...]) -> Architecture:
         """The decoder layers ``layers`` (model indices, in order) as what one pipeline rank holds: the
         embeddings where they include the first layer, the final norm and lm_head (its own copy of a tied
@@ -344,6 +345,7 @@ class Architecture:
             tied=self.tied and 0 in keep and self.layers - 1 in keep,
         )
 
+    @lru_cache(maxsize=4096)  # noqa: B019 (as pipeline_stage)
     def expert_shard(self, ep: int, load: float) -> Architecture:
         """What one rank of an expert-parallel group of ``ep`` holds: ``experts / ep`` routed experts (the
         router and shared experts whole), whose rows a token brings number ``load × experts_per_token`` (1: a
