@@ -9,7 +9,9 @@ own tools, and measures every rank as ``ftplan measure`` measures one process:
 * ZeRO 2 and 3: FSDP2 (``fully_shard`` on every transformer layer and on the model), without and
   with ``reshard_after_forward``; mixed precision through FSDP's ``MixedPrecisionPolicy``
   (16-bit gathered weights, fp32 shards and gradient reduction), not autocast; with ``dp_shard``
-  (HSDP) over a 2-D (replicate, shard) device mesh;
+  (HSDP) over a 2-D (replicate, shard) device mesh; on a CPU its all-gathers and reduce-scatters run
+  as in-place all-reduces (gloo's own allocate copies that its worker thread frees at a time of its own,
+  which NCCL never allocates);
 * pipeline stages (``layout.pp``): one rank a stage, :mod:`ftplan.measure.stages`;
 * expert parallelism (``layout.ep``, ZeRO-2/3): transformers' own EP (``apply_expert_parallelism`` with
   the model's ``base_model_ep_plan``, tokens sent to the experts' ranks by all-to-all), the experts
@@ -301,7 +303,54 @@ def _fully_shard(torch: Any, model: Any, job: ResolvedJob, device: str, experts:
         for layer in layers:
             fully_shard(layer, reshard_after_forward=reshard, mp_policy=mp, mesh=mesh)
     fully_shard(model, reshard_after_forward=reshard, mp_policy=mp, mesh=mesh)
+    if device == "cpu":
+        _in_place_collectives(torch, model)
     return mixed
+
+
+def _in_place_collectives(torch: Any, model: Any) -> None:
+    """FSDP2's all-gathers and reduce-scatters as in-place all-reduces, on every FSDP module of ``model``.
+
+    Gloo's reduce-scatter clones its input and its all-gather allocates a flat copy of its output; both
+    are freed when gloo's worker thread lets go of the work, some time after the call returns, so the
+    ranks' peak would depend on thread timing and hold buffers NCCL never allocates. An all-reduce
+    over the gathered buffer (the other ranks' slots zeroed) and over the reduce-scatter input (then
+    this rank's slot copied out) allocates nothing, and the ranks hold what FSDP2 holds on GPUs.
+    """
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FSDPModule
+
+    try:
+        from torch.distributed.fsdp._fully_shard._fsdp_api import AllGather, ReduceScatter
+    except ImportError as exc:  # FSDP2's custom collectives are not a public API yet
+        msg = f"this torch has no FSDP custom collectives ({exc}). To fix: install 'ftplan[measure]'."
+        raise MeasureError(msg) from exc
+
+    class Allocate:
+        def allocate(self, size: Any, *, dtype: Any, device: Any) -> Any:
+            return torch.empty(*size, dtype=dtype, device=device)
+
+    class Gather(Allocate, AllGather):
+        """``input_tensor`` is this rank's slot of ``output_tensor`` (FSDP2 copies it in there)."""
+
+        def __call__(self, output_tensor: Any, input_tensor: Any, group: Any, async_op: bool = False) -> Any:
+            slots, me = output_tensor.chunk(dist.get_world_size(group)), dist.get_rank(group)
+            for i, slot in enumerate(slots):
+                if i != me:
+                    slot.zero_()
+            if slots[me].data_ptr() != input_tensor.data_ptr():
+                slots[me].copy_(input_tensor)
+            return dist.all_reduce(output_tensor, group=group, async_op=async_op)
+
+    class Scatter(Allocate, ReduceScatter):
+        def __call__(self, output_tensor: Any, input_tensor: Any, group: Any, op: Any, async_op: bool = False) -> Any:
+            dist.all_reduce(input_tensor, op=op, group=group)  # FSDP2 frees its input after this
+            output_tensor.copy_(input_tensor.chunk(dist.get_world_size(group))[dist.get_rank(group)])
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.set_custom_all_gather(Gather())
+            module.set_custom_reduce_scatter(Scatter())
 
 
 def _transformers_model(model: Any) -> Any:
