@@ -49,10 +49,19 @@ def test_capacity_one_node_serialises(catalog):
     assert sol.status == "OPTIMAL"
     if a.gpu_count + b.gpu_count > 8:
         assert b.start_h >= a.end_h
-    # infeasible: a deadline below the two jobs back to back, with no other pool
-    fastest = min(r.end_h - r.start_h for r in plan.runs)
-    tight = scenario([job(1, allow={"max_gpus": 8}), job(2, allow={"max_gpus": 8})], [LAB],
-                     {"minimise": "cost", "deadline_h": round(fastest * 1.5, 3)})  # fmt: skip
+
+    # infeasible: a deadline below the two jobs back to back on the whole node, and below either job on
+    # half of it (the two side by side), with no other pool
+    def hours(max_gpus: int) -> float:  # (jobs long enough for 8 GPUs to be faster than 4 at the plan's minutes)
+        alone = scenario([job(1, tokens=2_000_000_000, allow={"max_gpus": max_gpus})], [LAB], {"minimise": "time"})
+        run = solve(alone, catalog)[2].runs[0]
+        return run.end_h - run.start_h
+
+    whole, side_by_side = hours(8), hours(4)
+    assert side_by_side > whole
+    deadline = (whole + min(2 * whole, side_by_side)) / 2
+    big = [job(i, tokens=2_000_000_000, allow={"max_gpus": 8}) for i in (1, 2)]
+    tight = scenario(big, [LAB], {"minimise": "cost", "deadline_h": round(deadline, 3)})
     with pytest.raises(InfeasibleError):
         solve(tight, catalog)
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from ftplan.arch import architecture_from_hf
 from ftplan.errors import FtplanError, JobError
 from ftplan.fit import fit_job, gpu_pool, instance_pool, rank
+from ftplan.fit import hardware as fit_hardware
 from ftplan.job import resolve_job
 from ftplan.memory import Layout, Training, ZeroStage, estimate_memory
 from ftplan.memory.setup import Attention, LoraSetup, Method, Precision
@@ -57,7 +58,9 @@ def test_compute_time_and_data_parallel_all_reduce():
     tr = Training(seq_len=128, precision=Precision.BF16_PURE, attention=Attention.EAGER)
     flops = tm.job_flops(architecture_from_hf(TINY), tr)
     t = _times(tr, dp=2)
-    assert t.compute[0] == pytest.approx(128 * flops.model / (100e12 * 0.5))
+    # weight matmuls at the efficiency, the attention core at the default ratio of it
+    attention_rate = 100e12 * 0.5 * tm.DEFAULT_ATTENTION_RATIO
+    assert t.compute[0] == pytest.approx(128 * (flops.linear / (100e12 * 0.5) + flops.attention / attention_rate))
     # 2 GPUs in one node: all-reduce of 2-byte gradients, 2·(n−1)/n, at 450·370/450 GB/s, overlapped
     # with the backward (2/3 of a full fine-tuning micro-step here minus the attention forward share)
     t_ar = 2 * 0.5 * flops.trainable * 2 / (370e9)
@@ -91,6 +94,53 @@ def test_recomputation_never_lowers_step_time(dp, zero, mb, accum, method):
     tr = Training(method=method, seq_len=256, lora=LoraSetup() if method is Method.LORA else None)
     times = [_times(tr, dp=dp, zero=zero, recompute=r, micro_batch=mb, grad_accum=accum).total[0] for r in (0, 1, 2)]
     assert times[0] <= times[1] + 1e-12 <= times[2] + 2e-12
+
+
+def test_hardware_flops_split_matmuls_from_the_attention_core():
+    arch = architecture_from_hf(TINY)
+    f = tm.job_flops(arch, Training(seq_len=128))  # SDPA: flash attention recomputes the scores backward
+    n, attn_fwd = 2 * 704_512 + 256_000, 2 * 256 * 2 * 128 / 2
+    for recompute, matmuls, attention in (
+        (0, 6 * n, 3 * attn_fwd + attn_fwd),
+        (1, 6 * n, 3 * attn_fwd + attn_fwd + attn_fwd),  # selective: the attention core again
+        (2, 8 * n, 3 * attn_fwd + attn_fwd + attn_fwd),  # full: the whole forward again
+    ):
+        assert tuple(map(float, f.hardware(recompute))) == (matmuls, attention)
+    stated = tm.Hardware(peak_tflops=100.0, efficiency=0.5, hbm_gbs=1.0, intra_node_gbs=1.0, host_link_gbs=1.0,
+                         gpus_per_node=8, network_gbps=None, attention_efficiency=0.2)  # fmt: skip
+    assert stated.attention_rate == pytest.approx(100e12 * 0.2)
+    assert HW.attention_rate == pytest.approx(100e12 * 0.5 * tm.DEFAULT_ATTENTION_RATIO)
+
+
+def test_a_stated_efficiency_scales_the_catalogs_attention_efficiency(catalog):
+    pool = gpu_pool(catalog, "h100-sxm-80gb", 8, 1.0)
+    h100 = catalog.gpu("h100-sxm-80gb")
+    hw = fit_hardware(pool, Precision.BF16_MIXED)
+    assert (hw.efficiency, hw.attention_efficiency) == (h100.efficiency, h100.attention_efficiency)
+    half = fit_hardware(pool, Precision.BF16_MIXED, efficiency=h100.efficiency / 2)
+    assert half.attention_efficiency == pytest.approx(h100.attention_efficiency / 2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seq=st.sampled_from([128, 512, 2048, 8192]), factor=st.sampled_from([2, 4]), recompute=st.sampled_from([0, 1, 2]),
+    zero=st.sampled_from([0, 3]), method=st.sampled_from([Method.FULL, Method.LORA]),
+)  # fmt: skip
+def test_longer_sequences_never_raise_tokens_per_second(seq, factor, recompute, zero, method):
+    # the same tokens a micro-step (factor sequences, or one factor times as long): attention grows with length
+    def tokens_per_s(s: int, mb: int) -> float:
+        tr = Training(method=method, seq_len=s, lora=LoraSetup() if method is Method.LORA else None)
+        return s * mb / _times(tr, dp=8, zero=zero, recompute=recompute, micro_batch=mb).total[0]
+
+    assert tokens_per_s(seq * factor, 1) <= tokens_per_s(seq, factor) * (1 + 1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(dp=st.sampled_from([8, 16, 64]), factor=st.sampled_from([2, 4, 8]), zero=st.sampled_from([0, 2, 3]))
+def test_more_nodes_never_raise_a_gpus_compute_time(dp, factor, zero):
+    tr = Training(seq_len=512)
+    small, large = (_times(tr, dp=n, zero=zero, micro_batch=2) for n in (dp, dp * factor))
+    assert large.compute[0] <= small.compute[0]
 
 
 @settings(max_examples=30, deadline=None)

@@ -466,9 +466,14 @@ def hardware(pool: Pool, precision: Precision, efficiency: float | None = None) 
     missing = [k for k in ("hbm_gbs", "intra_node_gbs", "host_link_gbs") if getattr(gpu, k) is None]
     if missing:
         raise CatalogError(f"gpu {gpu.id}: no {', '.join(missing)} in the catalog. To fix: add them to gpus.yaml.")
+    matmuls = efficiency or pool.efficiency or gpu.efficiency or tm.DEFAULT_EFFICIENCY
+    attention = None  # (the default ratio to the matmuls')
+    if gpu.attention_efficiency and gpu.efficiency:  # a stated efficiency scales the catalog's pair
+        attention = gpu.attention_efficiency * matmuls / gpu.efficiency
     return tm.Hardware(
         peak_tflops=tm.peak_tflops(gpu.tflops.model_dump(), precision),
-        efficiency=efficiency or pool.efficiency or gpu.efficiency or tm.DEFAULT_EFFICIENCY,
+        efficiency=matmuls,
+        attention_efficiency=min(attention, 1.0) if attention else None,
         hbm_gbs=gpu.hbm_gbs,
         intra_node_gbs=gpu.intra_node_gbs,
         host_link_gbs=gpu.host_link_gbs,

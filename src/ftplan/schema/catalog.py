@@ -32,7 +32,12 @@ class Gpu(_Row):
     intra_node_gbs: float | None = Field(None, description="per-GPU GPU-to-GPU bandwidth, unidirectional (GB/s)")
     intra_node_link: str | None = None
     host_link_gbs: float | None = Field(None, description="host link (PCIe x16) unidirectional (GB/s)")
-    efficiency: float | None = Field(None, gt=0, le=1, description="achieved fraction of dense peak (MFU)")
+    efficiency: float | None = Field(
+        None, gt=0, le=1, description="weight matmuls' achieved fraction of dense peak (hardware FLOPs)"
+    )
+    attention_efficiency: float | None = Field(
+        None, gt=0, le=1, description="the attention core's achieved fraction of dense peak (hardware FLOPs)"
+    )
     efficiency_source: str | None = None
     max_gpus_per_node: int = Field(8, gt=0, description="GPUs in the largest common server")
     nvlink_domain: int | None = Field(

@@ -22,7 +22,10 @@ torch.compile fuses them) and writes one byte an element, at the GPU's HBM bandw
 torchao's ``benchmarks/float8/float8_roofline.py``): a weight's fp32 master (4 bytes) and the gathered
 16-bit input and output gradient (2 bytes) are each cast twice a micro-step (forward and backward).
 
-Time: compute at ``peak × efficiency`` per GPU; collectives cost ``factor · bytes / busbw``
+Time: weight matmuls at ``peak × efficiency`` per GPU and the attention core (with its recomputations) at
+``peak × attention_efficiency``: both are fractions of peak over *hardware* FLOPs, fitted on llm-foundry's
+single-node runs (``benchmarks/throughput_accuracy.py --fit``: attention kernels run at a fifth to a third
+of the matmuls' efficiency there); collectives cost ``factor · bytes / busbw``
 (nccl-tests ``PERFORMANCE.md``: all-reduce ``2(n−1)/n``, all-gather and reduce-scatter ``(n−1)/n``),
 hidden behind compute where frameworks overlap them; offload moves bytes over the GPU's host link
 and runs the optimizer on the CPU.
@@ -39,9 +42,12 @@ from ftplan.memory.estimate import fp8_converted
 from ftplan.memory.params import split_params
 from ftplan.memory.setup import Attention, Method, Precision, Training
 
-# Fraction of dense peak used where the catalog has no measurement for a GPU: the median MFU of
-# llm-foundry's H100 BF16 FSDP benchmarks (time_model_notes §3), the lower of the two medians.
-DEFAULT_EFFICIENCY = 0.41
+# Fractions of dense peak where the catalog has none for a GPU: the weight matmuls' and the attention
+# core's, over hardware FLOPs, fitted on llm-foundry's single-node H100 BF16 runs (the lower of the two
+# GPUs fitted; ``benchmarks/throughput_accuracy.py --fit``). The attention core's is kept as a ratio to
+# the matmuls', so a pool that states its own efficiency scales both.
+DEFAULT_EFFICIENCY = 0.52
+DEFAULT_ATTENTION_RATIO = 0.100 / 0.520
 
 # NVLink/NVSwitch ring collectives reach ~370 GB/s of the 450 GB/s unidirectional line rate on
 # 8×H100 (NVIDIA/nccl-tests#212): the same protocol efficiency is applied to every intra-node link.
@@ -77,7 +83,7 @@ class Hardware:
     """What the time model needs of a pool: one GPU type in nodes of ``gpus_per_node``."""
 
     peak_tflops: float  # dense peak in the job's compute dtype
-    efficiency: float
+    efficiency: float  # weight matmuls' fraction of peak (hardware FLOPs)
     hbm_gbs: float
     intra_node_gbs: float  # unidirectional per-GPU link inside a node
     host_link_gbs: float  # per-GPU link to the host (PCIe)
@@ -86,6 +92,13 @@ class Hardware:
     fp8_tflops: float | None = None  # dense FP8 peak (None: no FP8 tensor cores)
     fp8_ratio: float = DEFAULT_FP8_MATMUL_RATIO  # FP8 matmul efficiency over the 16-bit one
     nvlink_domain: int | None = None  # GPUs on one NVLink domain, when more than a node's (NVL72)
+    attention_efficiency: float | None = None  # the attention core's (None: efficiency × DEFAULT_ATTENTION_RATIO)
+
+    @property
+    def attention_rate(self) -> float:
+        """FLOP/s of the attention kernels."""
+        eff = self.attention_efficiency or self.efficiency * DEFAULT_ATTENTION_RATIO
+        return self.peak_tflops * 1e12 * eff
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +127,15 @@ class JobFlops:
     @property
     def model(self) -> float:
         return self.linear + self.attention
+
+    def hardware(self, recompute: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+        """Hardware FLOPs a token, (weight matmuls, attention core), under a recomputation code: full
+        recomputation runs the forward's matmuls and attention again, selective the attention core; the
+        attention's flash-backward recompute is always in."""
+        recompute = np.asarray(recompute, dtype=float)
+        matmuls = self.linear + np.where(recompute == 2, self.recompute_full - self.recompute_selective, 0.0)
+        attention = self.attention + self.flash_recompute + np.where(recompute >= 1, self.recompute_selective, 0.0)
+        return matmuls, attention
 
 
 def job_flops(arch: Architecture, training: Training) -> JobFlops:
@@ -249,17 +271,15 @@ def step_times(
     s = training.seq_len
     c = training.precision.compute_bytes
     tokens_micro = mb * s / cp  # tokens per GPU-group per micro-step (context parallelism: this rank's share)
-    hw_flops = (
-        flops.model
-        + flops.flash_recompute
-        + np.where(recompute == 2, flops.recompute_full, np.where(recompute == 1, flops.recompute_selective, 0.0))
-    )
+    matmul_flops, attention_flops = flops.hardware(recompute)
     # Expert parallelism: the step waits for the GPU whose experts take the most rows, capacity_factor × a
     # balanced share (the memory model's bound on routing imbalance); a recomputed forward runs them again
     imbalance = np.where(ep > 1, training.capacity_factor - 1, 0.0)
-    hw_flops = hw_flops + imbalance * (flops.expert_linear + np.where(recompute == 2, flops.expert_forward, 0.0))
+    routed = flops.expert_linear + np.where(recompute == 2, flops.expert_forward, 0.0)
+    matmul_flops = matmul_flops + imbalance * routed
     rate = hw.peak_tflops * 1e12 * hw.efficiency
-    t_micro = tokens_micro * hw_flops / tp / rate
+    t_attention = tokens_micro * attention_flops / tp / hw.attention_rate
+    t_micro = tokens_micro * matmul_flops / tp / rate + t_attention
     if flops.fp8_linear:
         if not hw.fp8_tflops:
             raise ValueError("precision fp8 on a GPU without FP8 tensor cores")
@@ -285,9 +305,8 @@ def step_times(
     # around the ring; it overlaps the attention kernels' own time at best
     kv_bytes = tokens_micro * arch.kv_dim * (2 * c + 2 * c + 2 * 4) * (cp - 1)
     cp_link = _point_to_point(hw, tp * cp)
-    attention_share = (flops.attention + flops.flash_recompute) / hw_flops
     t_ring = arch.total_layers / pp * kv_bytes / tp / cp_link
-    ring = np.where(cp > 1, np.maximum(0.0, t_ring - t_micro * attention_share) * accum, 0.0)
+    ring = np.where(cp > 1, np.maximum(0.0, t_ring - t_attention / pp) * accum, 0.0)
     p2p_bytes = tokens_micro * arch.hidden * c
     link = _point_to_point(hw, tp * pp)
     # (one send each way a chunk micro-batch, on the critical path in each of the m·v + pp − 1 schedule slots)
