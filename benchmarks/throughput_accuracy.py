@@ -49,6 +49,11 @@ FITTED_SOURCES = {"foundry"}  # the catalog's GPU efficiencies are medians of ll
 # 8×200 Gbps HDR (shared/data/gpus.yaml inter_node_typical).
 NETWORK = {"h100-sxm-80gb": 3200.0, "h200-sxm-141gb": 3200.0, "a100-sxm-80gb": 1600.0, "a100-sxm-40gb": 1600.0}
 
+# Bus bandwidth the source measured on its own cluster, which a pool states (``allreduce_busbw_gbs``):
+# the Ultra-Scale Playbook's 8×H100 nodes, all-reduce of 256 MB by node count (its ``pp_comm_bandwidth``
+# data; time_model_notes §2.1).
+MEASURED_BUSBW = {"usp": {1: None, 2: 362.0, 4: 160.0, 8: 99.6, 16: 84.7, 32: 64.9, 64: 32.9}}
+
 # The sources' model names → catalog ids (an HF checkpoint name first where the case gives one).
 # Llama 3.3 70B has Llama 3.1 70B's architecture (meta-llama model cards).
 MODEL_NAMES = {
@@ -193,7 +198,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
         "recompute": _recompute(str(case.get("activation_checkpointing"))),
         "micro_batch": int(case["micro_batch"]), "grad_accum": _accum(case, dp),
         "measured": float(measured), "source": case["id"].split("-", 1)[0], "fp8": fp8, "kind": kind,
-        "nodes": nodes,
+        "nodes": nodes, "busbw": MEASURED_BUSBW.get(case["id"].split("-", 1)[0], {}).get(nodes),
     }  # fmt: skip
 
 
@@ -209,7 +214,7 @@ def _hardware(c: dict, catalog: Catalog) -> tm.Hardware:
     gpu = catalog.gpus[c["gpu"]]
     network = NETWORK.get(c["gpu"], 1600.0) if c["nodes"] > 1 else None
     pool = Pool(c["gpu"], gpu, gpus_per_node=8, max_nodes=max(c["nodes"], 1), network_gbps=network,
-                usd_per_node_hour=None)  # fmt: skip
+                usd_per_node_hour=None, allreduce_busbw_gbs=c["busbw"])  # fmt: skip
     return hardware(pool, c["training"].precision)
 
 

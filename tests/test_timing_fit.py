@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -63,7 +64,8 @@ def test_compute_time_and_data_parallel_all_reduce():
     assert t.compute[0] == pytest.approx(128 * (flops.linear / (100e12 * 0.5) + flops.attention / attention_rate))
     # 2 GPUs in one node: all-reduce of 2-byte gradients, 2·(n−1)/n, at 450·370/450 GB/s, overlapped
     # with the backward (2/3 of a full fine-tuning micro-step here minus the attention forward share)
-    t_ar = 2 * 0.5 * flops.trainable * 2 / (370e9)
+    # (one 25 MiB bucket here: one all-reduce's latency, NCCL's ring over 2 GPUs: 8.4 + 2 × 3.4 µs)
+    t_ar = 2 * 0.5 * flops.trainable * 2 / (370e9) + (8.4 + 2 * 3.4) * 1e-6
     window = t.compute[0] * (1 - flops.forward / flops.model)
     assert t.communication[0] == pytest.approx(max(0.0, t_ar - window))
 
@@ -74,15 +76,25 @@ def test_zero3_gathers_every_micro_step_and_tp_is_on_the_critical_path():
     four = _times(tr, dp=8, zero=3, micro_batch=1, grad_accum=4)
     assert four.communication[0] == pytest.approx(4 * one.communication[0])
     tp2 = _times(tr, tp=2)
-    # 4 collectives × 2 layers × 2(t−1)/t × (128 tokens · 256 · 2 bytes) / 370 GB/s
-    assert tp2.communication[0] == pytest.approx(8 * 1.0 * 128 * 256 * 2 / 370e9)
+    # 4 collectives × 2 layers × (2(t−1)/t × (128 tokens · 256 · 2 bytes) / 370 GB/s + NCCL's ring latency
+    # over 2 GPUs, 8.4 + 3.4 µs)
+    assert tp2.communication[0] == pytest.approx(8 * (1.0 * 128 * 256 * 2 / 370e9 + (8.4 + 3.4) * 1e-6))
 
 
-def test_bus_bandwidth_falls_with_nodes():
-    bw = tm.bus_bandwidth(HW, np.array([8, 16, 32, 64, 512]), "all-reduce")
-    assert bw[0] == pytest.approx(370.0)
-    assert list(bw[1:]) == sorted(bw[1:], reverse=True)
-    assert bw[1] == pytest.approx(362.0)  # 2 nodes of 3200 Gbps: the measured curve itself
+def test_bus_bandwidth_is_the_network_or_what_the_pool_measured_and_latency_grows_with_the_ring():
+    bw = tm.bus_bandwidth(HW, np.array([8, 16, 512]), "all-reduce")
+    assert bw[0] == pytest.approx(370.0)  # NVLink inside the node
+    assert list(bw[1:]) == pytest.approx([3200 / 8 * 84.8 / 100] * 2)  # the node's network, nccl-tests#119
+    measured = dataclasses.replace(HW, network_busbw_gbs=120.0)
+    assert tm.bus_bandwidth(measured, np.array([8, 64]))[1] == 120.0
+    # NCCL's ring (Simple): 8.4 µs + 3.4 µs a step over NVLink + 9.6 µs a step across nodes
+    ring = tm.collective_latency(HW, np.array([8, 16, 64]), np.array([8, 16, 64]), "all-gather")
+    assert list(ring) == pytest.approx([(8.4 + 7 * 3.4) * 1e-6, (8.4 + 14 * 3.4 + 9.6) * 1e-6,
+                                        (8.4 + 56 * 3.4 + 7 * 9.6) * 1e-6])  # fmt: skip
+    # an all-reduce across 64 nodes: NCCL's tree, 2·(7·28 + 6·50) µs + 8.4, is quicker than the ring
+    tree = tm.collective_latency(HW, np.array([512]), np.array([512]), "all-reduce")[0]
+    assert tree == pytest.approx((8.4 + 2 * (7 * 28 + 6 * 50)) * 1e-6)
+    assert tm.collective_latency(HW, np.array([1]), np.array([8]), "all-gather")[0] == 0.0
 
 
 @settings(max_examples=40, deadline=None)
@@ -229,6 +241,34 @@ def test_fit_cli(tmp_path):
     assert none.returncode == 1 and "no layout of llama-3.1-70b fits" in none.stderr and "Closest" in none.stderr
     # offloading everything fits the GPUs, but not a node of 192 GiB: the host memory is what refuses it
     assert "host memory per node" in none.stdout and "> 192.0 GiB" in none.stdout
+
+
+def test_a_measured_bus_bandwidth_is_used_across_nodes(catalog, tmp_path):
+    from ftplan.scenario import resolve_scenario
+    from ftplan.schema.scenario import Scenario
+
+    pools = [{"id": "lab", "kind": "owned", "gpu": "h100-sxm-80gb", "nodes": 8, "network_gbps": 3200,
+              "allreduce_busbw_gbs": 40.0}]  # fmt: skip
+    data = {"jobs": [{"id": "j", "model": "llama-3.1-8b", "method": "full", "seq_len": 2048, "tokens": 10**9,
+                      "global_batch": 256}], "pools": pools}  # fmt: skip
+    pool = resolve_scenario(Scenario.model_validate(data), catalog, "s").pools[0].pool
+    assert pool.allreduce_busbw_gbs == 40.0 and "40 GB/s all-reduce bus bandwidth, measured" in pool.hardware_note
+    assert fit_hardware(pool, Precision.BF16_MIXED).network_busbw_gbs == 40.0
+    # a slow measured network slows the multi-node layouts the search ranks first, never the one-node ones
+    job = _job(catalog, method="full", global_batch=256)
+    fast = fit_job(job, [gpu_pool(catalog, "h100", 32, 2.0, 3200)]).layouts
+    slow = fit_job(job, [dataclasses.replace(gpu_pool(catalog, "h100", 32, 2.0, 3200), allreduce_busbw_gbs=5.0)])
+    both = fast.merge(slow.layouts, on=["gpus", "tp", "pp", "cp", "ep", "zero", "dp_shard", "offload", "recompute",
+                                         "micro_batch"], suffixes=("", "_slow"))  # fmt: skip
+    assert (both["step_s_slow"] >= both["step_s"] - 1e-12).all()
+    assert (both.loc[both["gpus"] > 8, "step_s_slow"] > both.loc[both["gpus"] > 8, "step_s"]).any()
+    assert (both.loc[both["gpus"] <= 8, "step_s_slow"] == both.loc[both["gpus"] <= 8, "step_s"]).all()
+    out = subprocess.run(
+        [sys.executable, "-m", "ftplan", "fit", str(ROOT / "scenarios/jobs/llama-8b-lora-fit.yaml"), "--gpu", "h100",
+         "--gpus", "16", "--network-gbps", "3200", "--busbw-gbs", "0", "--top", "1"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2 and "--busbw-gbs" in out.stderr and "Traceback" not in out.stderr
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ class Pool:
     efficiency: float | None = None  # fraction of peak for this pool (default: the GPU's catalog value)
     host_memory_bytes: int | None = None  # RAM per node, which offloaded states must fit in (None: unknown)
     host_memory_note: str = ""  # where an assumed RAM comes from
+    allreduce_busbw_gbs: float | None = None  # measured across nodes (nccl-tests all_reduce_perf), when stated
 
     @property
     def nvlink_nodes(self) -> int:
@@ -65,6 +66,8 @@ class Pool:
     @property
     def hardware_note(self) -> str:
         net = f", {self.network_gbps:g} Gbps/node" if self.network_gbps else ", one node (no network)"
+        if self.network_gbps and self.allreduce_busbw_gbs:
+            net += f" ({self.allreduce_busbw_gbs:g} GB/s all-reduce bus bandwidth, measured)"
         if self.nvlink_nodes > 1:
             net = f", NVLink domain of {self.nvlink_nodes * self.gpus_per_node} GPUs" + (
                 net if self.network_gbps else " (no network beyond it)"
@@ -482,6 +485,7 @@ def hardware(pool: Pool, precision: Precision, efficiency: float | None = None) 
         fp8_tflops=gpu.tflops.fp8,
         fp8_ratio=gpu.fp8_matmul_ratio or tm.DEFAULT_FP8_MATMUL_RATIO,
         nvlink_domain=gpu.nvlink_domain,
+        network_busbw_gbs=pool.allreduce_busbw_gbs,
     )
 
 

@@ -56,3 +56,6 @@ MAX_TIME_LIMIT_S = 86_400.0
 
 MAX_PARETO = 50
 """Deadlines swept for the cost–time frontier (each is a full solve)."""
+
+# Most bus bandwidth a pool may state (GB/s): above any NVLink domain's (NVLink 5, 1.8 TB/s a GPU)
+MAX_BUSBW_GBS = 10_000.0

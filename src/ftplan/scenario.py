@@ -69,7 +69,8 @@ def _pool_spec(p: OwnedPool | CloudPool | PurchasePool, catalog: Catalog, where:
     if isinstance(p, CloudPool):
         fp = instance_pool(catalog, p.instance, nodes=1, spot=p.pricing == "spot", where=f"{where}.instance")
         # the quota bounds the instances in use at once; one run spans several only over a listed network
-        fp = replace(fp, max_nodes=p.quota_nodes, name=p.id, efficiency=p.efficiency)
+        fp = replace(fp, max_nodes=p.quota_nodes, name=p.id, efficiency=p.efficiency,
+                     allreduce_busbw_gbs=p.allreduce_busbw_gbs)  # fmt: skip
         assert fp.usd_per_node_hour is not None
         return PoolSpec(p.id, "cloud", fp, fp.usd_per_node_hour, placed=False)
     gpu = catalog.gpu(p.gpu, f"{where}.gpu")
@@ -77,7 +78,7 @@ def _pool_spec(p: OwnedPool | CloudPool | PurchasePool, catalog: Catalog, where:
     nodes = p.nodes if isinstance(p, OwnedPool) else p.max_nodes
     ram, ram_note = host_memory(catalog, gpu, per_node, p.host_memory_gib)
     fp = Pool(p.id, gpu, per_node, nodes, p.network_gbps, p.usd_per_node_h, efficiency=p.efficiency,
-              host_memory_bytes=ram, host_memory_note=ram_note)  # fmt: skip
+              host_memory_bytes=ram, host_memory_note=ram_note, allreduce_busbw_gbs=p.allreduce_busbw_gbs)  # fmt: skip
     if isinstance(p, OwnedPool):
         return PoolSpec(p.id, "owned", fp, p.usd_per_node_h)
     price = p.usd_per_node_h

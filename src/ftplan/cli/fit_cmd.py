@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from ftplan.cli.common import AT_LEAST_ONE, FORMAT_HELP, POSITIVE, Format, check
 from ftplan.errors import FtplanError
 from ftplan.fit import FitResult, fit_job, gpu_pool, instance_pool, rank
 from ftplan.job import resolve_job
-from ftplan.limits import MAX_RUN_NODES, MAX_USD_PER_HOUR
+from ftplan.limits import MAX_BUSBW_GBS, MAX_RUN_NODES, MAX_USD_PER_HOUR
 from ftplan.report.tables import fit_table
 from ftplan.schema.job import load_job
 
@@ -47,6 +48,12 @@ def fit(
     network_gbps: float | None = typer.Option(
         None, "--network-gbps", help="Network per node for --gpu pools.", callback=POSITIVE
     ),
+    busbw_gbs: float | None = typer.Option(
+        None,
+        "--busbw-gbs",
+        help="Measured all-reduce bus bandwidth across nodes (GB/s, nccl-tests) for every pool.",
+        callback=number(0, MAX_BUSBW_GBS, lo_open=True),
+    ),
     host_memory_gib: float | None = typer.Option(
         None, "--host-memory-gib", help="RAM per node of --gpu pools (offloaded states must fit).", callback=POSITIVE
     ),
@@ -76,6 +83,8 @@ def fit(
                 "no pool to fit on. To fix: give --gpu NAME or --instance CLOUD/TYPE (or gpu: in the job)."
             )
         pools = [gpu_pool(catalog, resolved.gpu.id, gpus, gpu_price, network_gbps, host_memory_gib)]
+    if busbw_gbs is not None:
+        pools = [replace(p, allreduce_busbw_gbs=busbw_gbs) for p in pools]
     result = fit_job(resolved, pools, efficiency)
     best = rank(result, by.value, top)
     records = json.loads(best[COLUMNS].to_json(orient="records")) if not best.empty else []

@@ -67,6 +67,9 @@ class OwnedPool(_Strict):
         0.0, ge=0, le=L.MAX_USD_PER_HOUR, description="running cost per node-hour (power, hosting), USD"
     )
     network_gbps: Float | None = Field(None, gt=0, description="network per node (Gbps); empty: jobs stay in a node")
+    allreduce_busbw_gbs: Float | None = Field(
+        None, gt=0, le=L.MAX_BUSBW_GBS, description="measured all-reduce bus bandwidth across nodes (GB/s, nccl-tests)"
+    )
     efficiency: Float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
     host_memory_gib: Float | None = Field(
         None, gt=0, le=L.MAX_HOST_MEMORY_GIB, description="RAM per node (GiB), which offloaded states must fit in"
@@ -79,6 +82,9 @@ class CloudPool(_Strict):
     instance: str = Field(description="catalog instance CLOUD/TYPE")
     pricing: Literal["on-demand", "spot"] = "on-demand"
     quota_nodes: Int = Field(gt=0, le=L.MAX_POOL_NODES, description="most instances running at once")
+    allreduce_busbw_gbs: Float | None = Field(
+        None, gt=0, le=L.MAX_BUSBW_GBS, description="measured all-reduce bus bandwidth across nodes (GB/s, nccl-tests)"
+    )
     efficiency: Float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
 
 
@@ -102,6 +108,9 @@ class PurchasePool(_Strict):
     )
     resale_fraction: Float = Field(0.0, ge=0, lt=1, description="share of the price recovered by reselling")
     network_gbps: Float | None = Field(None, gt=0)
+    allreduce_busbw_gbs: Float | None = Field(
+        None, gt=0, le=L.MAX_BUSBW_GBS, description="measured all-reduce bus bandwidth across nodes (GB/s, nccl-tests)"
+    )
     efficiency: Float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
     host_memory_gib: Float | None = Field(
         None, gt=0, le=L.MAX_HOST_MEMORY_GIB, description="RAM per node (GiB), which offloaded states must fit in"

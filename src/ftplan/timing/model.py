@@ -53,13 +53,22 @@ DEFAULT_ATTENTION_RATIO = 0.100 / 0.520
 # 8×H100 (NVIDIA/nccl-tests#212): the same protocol efficiency is applied to every intra-node link.
 INTRA_NODE_EFFICIENCY = 370 / 450
 
-# Measured bus bandwidth (GB/s, median, 256 MB messages) against node count on one cluster of
-# 8×H100 nodes with 3200 Gbps (400 GB/s) of network per node (Ultra-Scale Playbook
-# ``pp_comm_bandwidth`` data). Inter-node bandwidth is this curve scaled by the pool's network.
-_REF_NODE_GBS = 400.0
-_NODES = np.array([2, 4, 8, 16, 32, 64], dtype=float)
-_ALLREDUCE = np.array([362, 160, 99.6, 84.7, 64.9, 32.9])
-_ALLGATHER = np.array([185, 119, 69, 55, 28, 11])
+# Across nodes a collective's bus bandwidth is the node's network at the protocol efficiency nccl-tests
+# measured over InfiniBand: 84.8 GB/s average bus bandwidth of 100 GB/s theoretical on 3 nodes of
+# 8×A100 with 4×HDR200 each (NVIDIA/nccl-tests#119), unless the pool states its own measured bus
+# bandwidth (nccl-tests ``all_reduce_perf``), which is then used as is.
+NETWORK_EFFICIENCY = 84.8 / 100
+
+# A collective also pays a latency per ring step: NCCL's own cost model (src/graph/tuning.cc, ring
+# algorithm, Simple protocol) books a base 8.4 µs, 3.4 µs a step over NVLink and 9.6 µs a step that
+# crosses the network; a ring all-gather or reduce-scatter over n GPUs takes n − 1 steps (nodes − 1 of
+# them across nodes), an all-reduce twice as many. An all-reduce across nodes runs as NCCL's tree
+# (2·((GPUs a node − 1)·28 + log2(nodes)·50) µs on its Simple protocol, same file) when that is quicker.
+RING_BASE_US, RING_NVLINK_US, RING_NET_US = 8.4, 3.4, 9.6
+TREE_NVLINK_US, TREE_NET_US = 28.0, 50.0
+
+# DistributedDataParallel all-reduces gradients in buckets of 25 MiB (``bucket_cap_mb``, PyTorch docs).
+DDP_BUCKET_BYTES = 25 * 2**20
 
 # DeepSpeed CPU-Adam: 0.22 s per optimizer step of 10⁹ parameters on a 2×24-core Xeon host
 # (Ren et al. 2021, "ZeRO-Offload", Table 3; 5–7× PyTorch's CPU Adam, DeepSpeed tutorial).
@@ -93,6 +102,7 @@ class Hardware:
     fp8_ratio: float = DEFAULT_FP8_MATMUL_RATIO  # FP8 matmul efficiency over the 16-bit one
     nvlink_domain: int | None = None  # GPUs on one NVLink domain, when more than a node's (NVL72)
     attention_efficiency: float | None = None  # the attention core's (None: efficiency × DEFAULT_ATTENTION_RATIO)
+    network_busbw_gbs: float | None = None  # measured bus bandwidth across nodes (nccl-tests), when stated
 
     @property
     def attention_rate(self) -> float:
@@ -204,22 +214,38 @@ def _fp8_costs(arch: Architecture) -> dict[str, float]:
     }
 
 
-def _interp_nodes(curve: np.ndarray, nodes: np.ndarray) -> np.ndarray:
-    """Bus bandwidth at ``nodes`` (log-linear between the measured points, flat beyond)."""
-    return np.interp(np.log2(np.maximum(nodes, 2)), np.log2(_NODES), curve)
+def _domain(hw: Hardware) -> int:
+    """GPUs that reach each other over NVLink: a node, or an NVLink domain across nodes (NVL72)."""
+    return max(hw.nvlink_domain or 0, hw.gpus_per_node)
 
 
-def bus_bandwidth(hw: Hardware, group: np.ndarray, kind: str) -> np.ndarray:
-    """Bus bandwidth (GB/s) of a collective over ``group`` GPUs packed into nodes of the pool."""
+def bus_bandwidth(hw: Hardware, group: np.ndarray, kind: str = "all-gather") -> np.ndarray:
+    """Bus bandwidth (GB/s) of a collective over ``group`` GPUs packed into nodes of the pool: NVLink at
+    nccl-tests' protocol efficiency inside an NVLink domain; across domains the node's network at
+    ``NETWORK_EFFICIENCY``, or the pool's measured bus bandwidth, and never above NVLink. (``kind``:
+    ring collectives share one bus bandwidth; their latency differs, :func:`collective_latency`.)"""
     group = np.asarray(group, dtype=float)
     intra = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY
-    domain = max(hw.nvlink_domain or 0, hw.gpus_per_node)  # GPUs that reach each other over NVLink
-    nodes = np.ceil(group / domain)
-    if hw.network_gbps is None:
+    if hw.network_gbps is None and hw.network_busbw_gbs is None:
         return np.full_like(group, intra)
-    curve = _ALLREDUCE if kind == "all-reduce" else _ALLGATHER
-    inter = _interp_nodes(curve, nodes) * (hw.network_gbps / 8) / _REF_NODE_GBS
-    return np.where(nodes > 1, np.minimum(inter, intra), intra)
+    inter = hw.network_busbw_gbs or (hw.network_gbps or 0.0) / 8 * NETWORK_EFFICIENCY
+    return np.where(np.ceil(group / _domain(hw)) > 1, min(inter, intra), intra)
+
+
+def collective_latency(hw: Hardware, ranks: np.ndarray, span: np.ndarray, kind: str) -> np.ndarray:
+    """Seconds of latency of one collective among ``ranks`` GPUs laid over ``span`` consecutive GPUs
+    (NCCL's model, see RING_BASE_US): ring steps over NVLink and across nodes; an all-reduce across
+    nodes as the quicker of ring and tree."""
+    ranks, span = np.asarray(ranks, dtype=float), np.asarray(span, dtype=float)
+    nodes = np.minimum(np.ceil(span / _domain(hw)), np.maximum(ranks, 1))
+    twice = 2.0 if kind == "all-reduce" else 1.0
+    inter = twice * (nodes - 1)
+    ring = RING_BASE_US + (twice * (ranks - 1) - inter) * RING_NVLINK_US + inter * RING_NET_US
+    if kind == "all-reduce":
+        per_node = np.ceil(ranks / nodes)
+        tree = RING_BASE_US + 2 * ((per_node - 1) * TREE_NVLINK_US + np.log2(nodes) * TREE_NET_US)
+        ring = np.where(nodes > 1, np.minimum(ring, tree), ring)
+    return np.where(ranks > 1, ring * 1e-6, 0.0)
 
 
 def _point_to_point(hw: Hardware, span: np.ndarray) -> np.ndarray:
@@ -344,20 +370,32 @@ def step_times(
         g_exp, w_exp = g_exp / ep, w_exp / ep
     else:
         g_exp = w_exp = e_frac = np.zeros_like(shard)
+    # Latency: FSDP gathers and reduces one group at a time (a layer, and the root's embeddings and
+    # head), DDP one 25 MiB bucket at a time; HSDP's replicas all-reduce each group's shard
+    units = arch.total_layers / pp + 1
+    lat_ring = collective_latency(hw, shard, group, "all-gather")
+    lat_rep = np.where(replicas > 1, collective_latency(hw, replicas, replicas * on_node, "all-reduce"), 0.0)
+    lat_buckets = np.ceil(g_bytes / DDP_BUCKET_BYTES) * collective_latency(hw, shard, group, "all-reduce")
     # ZeRO 0: gradient all-reduce; ZeRO 1/2: reduce-scatter + all-gather of the update (same
     # volume, DeepSpeed 2020-03); both overlap the last micro-step's backward.
     t_dp = (
         np.where(
             zero == 0,
-            2 * (frac * g_bytes + e_frac * g_exp) / bw_ar,
-            (frac * g_bytes + e_frac * g_exp) * (1 + c / grad_bytes) / bw_ag,
+            2 * (frac * g_bytes + e_frac * g_exp) / bw_ar + lat_buckets,
+            (frac * g_bytes + e_frac * g_exp) * (1 + c / grad_bytes) / bw_ag + 2 * units * lat_ring,
         )
         + t_rep
+        + units * lat_rep
     )
     exposed_dp = np.maximum(0.0, t_dp - t_micro * backward_share)
     # ZeRO 3: parameters gathered in forward and again in backward, gradients reduce-scattered,
     # every micro-step; prefetching hides them behind that micro-step's compute.
-    t_z3 = (frac * (2 * w_bytes + g_bytes) + e_frac * (2 * w_exp + g_exp)) / bw_ag + t_rep
+    t_z3 = (
+        (frac * (2 * w_bytes + g_bytes) + e_frac * (2 * w_exp + g_exp)) / bw_ag
+        + 3 * units * lat_ring
+        + t_rep
+        + units * lat_rep
+    )
     exposed_z3 = np.maximum(0.0, t_z3 - t_micro) * accum
     # Every MoE layer sends each routed copy of a token to its expert's GPU and back, in forward and in
     # backward (and in the recomputed forward): all-to-alls of tokens × top-k × hidden, (ep − 1)/ep of it
@@ -374,7 +412,8 @@ def step_times(
     tp_frac = np.where(tp > 1, 2 * (tp - 1) / tp, 0.0)
     n_coll = np.where(recompute == 2, 6.0, 4.0) * arch.total_layers / pp
     bw_tp = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY * 1e9
-    comm = comm + n_coll * tp_frac * (tokens_micro * arch.hidden * c) / bw_tp * accum
+    t_tp = tp_frac * (tokens_micro * arch.hidden * c) / bw_tp + collective_latency(hw, tp, tp, "all-gather")
+    comm = comm + n_coll * t_tp * accum
 
     # ---- offload: PCIe traffic per step (≈4Ψ/n optimizer, ≈6Ψ/n with parameters; ZeRO-Offload,
     # ZeRO-Infinity) and CPU Adam over this node's shards, overlapping nothing in the worst case.
