@@ -71,6 +71,15 @@ MODEL_NAMES = {
     "phi3-mini (3.8b)": "phi-3-mini-4k",
 }
 
+# Models the catalog lacks, as the llama-shaped configuration they equal (time-model FLOPs only):
+# Qwen-7B (Qwen1) has 32 layers, 4096 wide, 32 heads, untied embeddings (QwenLM/Qwen tech_memo.md), SwiGLU
+# halves of 11008 (its config.json intermediate_size 22016 counts both) and a 151,936-entry vocabulary.
+SOURCE_CONFIGS = {
+    "qwen-7b (qwen1 series)": {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32,
+                               "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 11008,
+                               "vocab_size": 151936, "tie_word_embeddings": False},
+}  # fmt: skip
+
 # Sequence-length and node-count buckets of the summary
 SEQ_BUCKETS = ((1024, "≤ 1k"), (2048, "2k"), (8192, "4k–8k"), (16384, "16k"), (math.inf, "≥ 32k"))
 NODE_BUCKETS = ((1, "1 node"), (4, "2–4 nodes"), (16, "5–16 nodes"), (math.inf, "> 16 nodes"))
@@ -137,6 +146,8 @@ def _architecture(case: dict, catalog: Catalog) -> Architecture:
         key = MODEL_NAMES.get(name.strip().lower())
         if key:
             return catalog.architecture(key)
+        if name.strip().lower() in SOURCE_CONFIGS:
+            return architecture_from_hf(SOURCE_CONFIGS[name.strip().lower()], case["id"])
     raise OutOfScope("model not in the catalog")
 
 
