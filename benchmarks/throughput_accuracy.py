@@ -259,12 +259,12 @@ def baseline(c: dict, catalog: Catalog) -> float:
 FAMILIES = {"A100": ("a100-sxm-80gb", "a100-sxm-40gb"), "H100": ("h100-sxm-80gb",)}
 
 
-def fit(cases: list[dict], catalog: Catalog) -> None:
-    """Fit each GPU family's matmul and attention efficiencies (fractions of peak over hardware FLOPs) on
-    llm-foundry's single-node 16-bit runs: least squares on the relative time a token,
-    ``t ≈ matmul FLOPs / (peak · e_matmul) + attention FLOPs / (peak · e_attention)``, then print both
-    and the fit's error on the cases it was fitted on."""
-    rows = []
+def fit_efficiencies(cases: list[dict], catalog: Catalog) -> dict[str, tuple[float, float, np.ndarray]]:
+    """Each GPU family's matmul and attention efficiencies (fractions of peak over hardware FLOPs), fitted on
+    llm-foundry's single-node 16-bit runs by least squares on the relative time a token,
+    ``t ≈ matmul FLOPs / (peak · e_matmul) + attention FLOPs / (peak · e_attention)``, with the fit's
+    |relative error| on each case it was fitted on."""
+    out = {}
     for family, gpus in FAMILIES.items():
         chosen = [c for c in cases if c["source"] in FITTED_SOURCES and c["gpu"] in gpus and not c["fp8"]
                   and c["nodes"] == 1 and c["tp"] * c["pp"] == 1]  # fmt: skip
@@ -276,11 +276,28 @@ def fit(cases: list[dict], catalog: Catalog) -> None:
             t.append(1 / c["measured"])
         a_, t_ = np.array(a), np.array(t)
         (x, y), *_ = np.linalg.lstsq(a_ / t_[:, None], np.ones(len(t_)), rcond=None)
-        errs = np.abs(t_ / (a_ @ [x, y]) - 1)
-        rows.append([family, str(len(chosen)), f"{1 / x:.3f}", f"{1 / y:.3f}", f"{np.median(errs):.1%}",
-                     f"{_p90(list(errs)):.1%}"])  # fmt: skip
+        out[family] = (1 / x, 1 / y, np.abs(t_ / (a_ @ [x, y]) - 1))
+    return out
+
+
+def fit(cases: list[dict], catalog: Catalog) -> None:
+    """Print :func:`fit_efficiencies`."""
+    rows = [[family, str(len(errs)), f"{e:.3f}", f"{a:.3f}", f"{np.median(errs):.1%}", f"{_p90(list(errs)):.1%}"]
+            for family, (e, a, errs) in fit_efficiencies(cases, catalog).items()]  # fmt: skip
     print(render_table(["GPU", "cases", "matmul efficiency", "attention efficiency", "median |err|", "p90 |err|"],
                        rows, right={1, 2, 3, 4, 5}))  # fmt: skip
+
+
+def load_cases(catalog: Catalog) -> tuple[list[dict], dict[str, int]]:
+    """The cases in scope, and how many were left out for each reason."""
+    cases, skipped = [], {}
+    for path in FILES:
+        for raw in read_yaml(path):
+            try:
+                cases.append(translate(raw, catalog))
+            except OutOfScope as why:
+                skipped[str(why)] = skipped.get(str(why), 0) + 1
+    return cases, skipped
 
 
 def _bucket(value: float, buckets: tuple[tuple[float, str], ...]) -> str:
@@ -294,13 +311,7 @@ def _p90(es: list[float]) -> float:
 
 def main(argv: list[str]) -> None:
     catalog = load_catalog()
-    cases, skipped = [], {}
-    for path in FILES:
-        for raw in read_yaml(path):
-            try:
-                cases.append(translate(raw, catalog))
-            except OutOfScope as why:
-                skipped[str(why)] = skipped.get(str(why), 0) + 1
+    cases, skipped = load_cases(catalog)
     if "--fit" in argv:
         fit(cases, catalog)
         return

@@ -1,0 +1,34 @@
+"""The catalog's time-model efficiencies are what benchmarks/throughput_accuracy.py --fit gets from the
+published llm-foundry runs (the fit is reproducible from the data in the repository)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("throughput_accuracy", ROOT / "benchmarks/throughput_accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_catalogs_efficiencies_are_the_fit_on_llm_foundrys_runs(catalog):
+    bench = _benchmark()
+    cases, skipped = bench.load_cases(catalog)
+    fitted = bench.fit_efficiencies(cases, catalog)
+    for family, gpus in bench.FAMILIES.items():
+        matmuls, attention, errs = fitted[family]
+        for gpu in gpus:
+            assert catalog.gpus[gpu].efficiency == pytest.approx(matmuls, abs=5e-4)
+            assert catalog.gpus[gpu].attention_efficiency == pytest.approx(attention, abs=5e-4)
+        assert attention < matmuls  # attention kernels run below the matmuls' efficiency
+        assert len(errs) >= 15 and sorted(errs)[len(errs) // 2] < 0.10  # the fit's median error on its cases
+    h200, h100 = catalog.gpus["h200-sxm-141gb"], catalog.gpus["h100-sxm-80gb"]  # (the H100's compute)
+    assert (h200.efficiency, h200.attention_efficiency) == (h100.efficiency, h100.attention_efficiency)
+    assert sum(skipped.values()) + len(cases) > 200 and len(cases) > 100
