@@ -500,7 +500,7 @@ def _time_and_cost(
         frame["micro_batch"].to_numpy(), frame["grad_accum"].to_numpy(), frame["pp"].to_numpy(),
         dp_shard=frame["dp_shard"].to_numpy(), cp=frame["cp"].to_numpy(), ep=frame["ep"].to_numpy(),
     )  # fmt: skip
-    tokens_step = job.global_batch * job.training.seq_len
+    tokens_step = tm.step_tokens(job.training, job.global_batch)  # (data, not padding)
     steps = math.ceil(job.tokens / tokens_step)
     frame["step_s"] = t.total
     frame["compute_s"] = t.compute
@@ -508,7 +508,10 @@ def _time_and_cost(
     frame["offload_s"] = t.offload
     frame["other_s"] = t.other
     frame["tokens_per_s"] = tokens_step / t.total
-    frame["mfu"] = frame["tokens_per_s"] * flops.model / (frame["gpus"] * hw.peak_tflops * 1e12)
+    # model FLOPs of a data token: its attention spans its own sequence (or packed document)
+    _, span = tm.sequence_lengths(job.training, frame["micro_batch"].to_numpy())
+    model_flops = flops.linear + flops.attention * span / job.training.seq_len
+    frame["mfu"] = frame["tokens_per_s"] * model_flops / (frame["gpus"] * hw.peak_tflops * 1e12)
     frame["hours"] = steps * t.total / 3600
     frame["gpu_hours"] = frame["hours"] * frame["gpus"]
     nodes_paid = np.ceil(frame["gpus"] / pool.gpus_per_node)

@@ -241,11 +241,12 @@ def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int) -> list[str]:
         lay.dp, lay.tp, lay.zero, tm.OFFLOAD[lay.offload], tm.RECOMPUTE[lay.recompute], lay.micro_batch,
         lay.grad_accum, lay.pp)), dp_shard=np.array([lay.dp_shard]), cp=np.array([lay.cp]),
         ep=np.array([lay.ep]))  # fmt: skip
-    steps = math.ceil(job.tokens / (job.global_batch * job.training.seq_len))
+    step_tokens = tm.step_tokens(job.training, job.global_batch)
+    steps = math.ceil(job.tokens / step_tokens)
     hours = steps * float(t.total[0]) / 3600 * pool.time_factor
     if differ(r.hours, hours, REL_TOL):
         errs.append(f"{r.run}: {r.hours:.4f} h stated, {hours:.4f} h recomputed")
-    tokens_per_s = job.global_batch * job.training.seq_len / float(t.total[0])
+    tokens_per_s = step_tokens / float(t.total[0])
     if differ(r.tokens_per_s, tokens_per_s, REL_TOL):
         errs.append(f"{r.run}: {r.tokens_per_s:,.1f} tokens/s stated, {tokens_per_s:,.1f} recomputed")
     if r.end_h < r.start_h:

@@ -108,6 +108,11 @@ def main() -> None:
     job_case("lora_dropout_one", "less than 1", lora={"dropout": 1.0})
     job_case("lora_unknown", "unknown field", lora={"rnak": 8})
     job_case("lora_double_quant_int", "boolean", lora={"double_quant": 1})
+    job_case("data_p95_below_mean", "p95_tokens (100) is below mean_tokens (500)",
+             data={"mean_tokens": 500, "p95_tokens": 100})  # fmt: skip
+    job_case("data_longer_than_seq_len", "exceed seq_len 1,024", data={"mean_tokens": 2000})
+    job_case("data_packing_yes", "boolean", data={"mean_tokens": 500, "packing": "yes"})
+    job_case("data_no_mean", "mean_tokens", data={"p95_tokens": 500})
     job_case("layout_tp_zero", "greater than 0", layout={"tp": 0})
     job_case("layout_zero_5", "less than or equal to 3", layout={"zero": 5})
     job_case("layout_zero_name", "unknown sharding", layout={"zero": "shard_everything"})

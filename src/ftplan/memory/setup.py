@@ -153,6 +153,21 @@ class LoraSetup:
     base_fp32: bool = False  # LoRA under a mixed recipe: frozen base weights kept in fp32
 
 
+@dataclass(frozen=True)
+class SequenceData:
+    """The lengths of a job's sequences when they are not all ``seq_len`` long (time and throughput only;
+    memory is sized for a micro-batch of ``seq_len``-token sequences, the longest a step may see).
+
+    ``packing``: sequences are packed into rows of ``seq_len`` tokens and attend only within themselves
+    (flash attention's variable-length kernels, transformers' padding-free collator); otherwise every
+    micro-batch is padded to its longest sequence: its own length alone, ``p95`` with more than one
+    (``seq_len`` when ``p95`` is unknown)."""
+
+    mean: int  # tokens of a sequence, on average
+    p95: int | None = None  # tokens of a sequence, 95th percentile
+    packing: bool = False
+
+
 class Fp8Recipe(StrEnum):
     """torchao float8 training's scaling recipes (``Float8LinearConfig.from_recipe_name``)."""
 
@@ -196,6 +211,13 @@ class Training:
     # MoE under expert parallelism: the routed rows an expert-parallel rank's experts take, relative to a
     # balanced share (Switch Transformer's capacity factor; Fedus et al. 2021 train at 1.25)
     capacity_factor: float = 1.25
+    data: SequenceData | None = None  # None: every sequence is seq_len tokens
+
+    @property
+    def data_tokens(self) -> int:
+        """Tokens of data a sequence holds on average (padding excluded; a packed row is all data)."""
+        data = self.data
+        return self.seq_len if data is None or data.packing else data.mean
 
     @property
     def fp8_setup(self) -> Fp8Setup | None:

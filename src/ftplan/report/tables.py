@@ -157,8 +157,12 @@ def fit_table(result: Any, best: Any, by: str) -> str:
     """The `ftplan fit` ranking: one row per layout, then the pools and the excluded families."""
     job = result.job
     t = job.training
+    seq = f"seq {t.seq_len}"
+    if t.data is not None:  # the data's lengths, and how micro-batches hold them
+        p95 = f", p95 {t.data.p95:,}" if t.data.p95 else ""
+        seq += f" (mean {t.data.mean:,}{p95} tokens, {'packed' if t.data.packing else 'padded'})"
     title = (
-        f"{job.name} · {t.method.value} · {t.precision_label} · seq {t.seq_len} · global batch "
+        f"{job.name} · {t.method.value} · {t.precision_label} · {seq} · global batch "
         f"{job.global_batch} · {job.tokens / 1e9:.3g}B tokens · ranked by {by}"
     )
     rows = [

@@ -52,6 +52,25 @@ class LoraSpec(BaseModel):
     )
 
 
+class DataSpec(BaseModel):
+    """How long the job's sequences are, when not all seq_len tokens (time and throughput)."""
+
+    model_config = _STRICT
+    mean_tokens: Int = Field(gt=0, le=L.MAX_SEQ_LEN, description="tokens of a sequence on average")
+    p95_tokens: Int | None = Field(None, gt=0, le=L.MAX_SEQ_LEN, description="tokens of a sequence, 95th percentile")
+    packing: Bool = Field(
+        False,
+        description="true: sequences packed into rows of seq_len tokens, each attending only within itself; "
+        "false: every micro-batch padded to its longest sequence",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DataSpec:
+        if self.p95_tokens is not None and self.p95_tokens < self.mean_tokens:
+            raise ValueError(f"p95_tokens ({self.p95_tokens}) is below mean_tokens ({self.mean_tokens})")
+        return self
+
+
 class Fp8Spec(BaseModel):
     model_config = _STRICT
     recipe: Fp8Recipe = Field(
@@ -186,7 +205,11 @@ class JobSpec(BaseModel):
     overheads: OverheadSpec = Field(default_factory=OverheadSpec)
     tokens: Int | None = Field(None, gt=0, le=L.MAX_TOKENS, description="training tokens per epoch (for time and cost)")
     samples: Int | None = Field(
-        None, gt=0, le=L.MAX_TOKENS, description="sequences per epoch (tokens = samples × seq_len)"
+        None, gt=0, le=L.MAX_TOKENS,
+        description="sequences per epoch (tokens = samples × seq_len, or × data.mean_tokens)",
+    )  # fmt: skip
+    data: DataSpec | None = Field(
+        None, description="sequence lengths when not all seq_len tokens (default: every sequence seq_len long)"
     )
     epochs: Float = Field(1.0, gt=0, le=L.MAX_EPOCHS, description="passes over the data")
     global_batch: Int | None = Field(
@@ -204,11 +227,20 @@ class JobSpec(BaseModel):
             raise ValueError(f"an fp8 block needs precision: fp8 (the job says {self.precision.value})")
         if self.schema_version != 1:
             raise ValueError(f"schema_version {self.schema_version} is not supported (this ftplan reads 1)")
+        data = self.data
+        if data is not None:
+            longest = max(data.mean_tokens, data.p95_tokens or 0)
+            if longest > self.seq_len:
+                raise ValueError(
+                    f"data: sequences of {longest:,} tokens exceed seq_len {self.seq_len:,} (the longest a "
+                    "micro-batch may hold); raise seq_len or lower the lengths"
+                )
         if self.tokens is not None and self.samples is not None:
-            implied = self.samples * self.seq_len
+            per, what = (data.mean_tokens, "data.mean_tokens") if data else (self.seq_len, "seq_len")
+            implied = self.samples * per
             if implied != self.tokens:
                 raise ValueError(
-                    f"tokens ({self.tokens:,}) and samples ({self.samples:,} × seq_len {self.seq_len:,} = "
+                    f"tokens ({self.tokens:,}) and samples ({self.samples:,} × {what} {per:,} = "
                     f"{implied:,} tokens) disagree; give one of them"
                 )
         return self

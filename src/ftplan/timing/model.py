@@ -270,6 +270,30 @@ class StepTimes:
         return self.compute + self.communication + self.offload + self.other
 
 
+def sequence_lengths(training: Training, micro_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens a sequence costs and the span its attention covers, per micro-batch size
+    (:class:`~ftplan.memory.setup.SequenceData`): ``seq_len`` both without data lengths. A sequence
+    attends over its own length, counted at the p95 (long sequences hold most tokens and attention grows
+    with length) or, without one, the mean: so do a packed row's documents, while the row costs
+    ``seq_len`` tokens of data. A padded micro-batch costs its longest sequence: a sequence alone its
+    own length (the mean), more than one the p95 (``seq_len`` without one), over which they attend."""
+    mb = np.asarray(micro_batch, dtype=float)
+    s = float(training.seq_len)
+    data = training.data
+    if data is None:
+        return np.full_like(mb, s), np.full_like(mb, s)
+    own = float(min(data.p95 or data.mean, training.seq_len))  # a sequence's attention span
+    if data.packing:
+        return np.full_like(mb, s), np.full_like(mb, own)
+    longest = float(min(data.p95 or training.seq_len, training.seq_len))
+    return np.where(mb <= 1, float(data.mean), longest), np.where(mb <= 1, own, longest)
+
+
+def step_tokens(training: Training, global_batch: int) -> int:
+    """Tokens of data an optimizer step trains on (padding excluded)."""
+    return global_batch * training.data_tokens
+
+
 def step_times(
     flops: JobFlops,
     arch: Architecture,
@@ -294,10 +318,12 @@ def step_times(
         np.asarray(x, dtype=float)
         for x in (dp, tp, zero, offload, recompute, micro_batch, grad_accum, pp, virtual_stages, dp_shard, cp, ep)
     )
-    s = training.seq_len
     c = training.precision.compute_bytes
+    # tokens a sequence costs (its padded or packed length) and its attention span
+    s, span = sequence_lengths(training, mb)
     tokens_micro = mb * s / cp  # tokens per GPU-group per micro-step (context parallelism: this rank's share)
     matmul_flops, attention_flops = flops.hardware(recompute)
+    attention_flops = attention_flops * span / training.seq_len  # (JobFlops counts a seq_len span)
     # Expert parallelism: the step waits for the GPU whose experts take the most rows, capacity_factor × a
     # balanced share (the memory model's bound on routing imbalance); a recomputed forward runs them again
     imbalance = np.where(ep > 1, training.capacity_factor - 1, 0.0)
