@@ -51,7 +51,7 @@ def test_throughput_counts_data_not_padding(catalog):
     job = _job(catalog, data={"mean_tokens": 1024})  # padded to seq_len whenever two sequences share a batch
     padded = fit_job(job, pool).layouts.set_index(key)
     assert full.index.is_unique and padded.index.is_unique
-    both = full.join(padded, rsuffix="_pad", how="inner")
+    both = full.join(padded.add_suffix("_pad"), how="inner")
     many = both[both.index.get_level_values("micro_batch") > 1]
     assert not many.empty
     # the same work as seq_len-long sequences, a quarter of it data
