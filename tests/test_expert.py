@@ -113,7 +113,7 @@ def test_step_time_adds_the_all_to_alls_and_splits_the_expert_collectives(catalo
     w = flops.weights * 2.0
     g = flops.trainable * 4.0
     ew, eg = flops.expert_weights * 2.0, flops.expert_trainable * 4.0
-    bw = tm.bus_bandwidth(hw, np.array([8]), "all-gather")[0] * 1e9
+    bw = tm.bus_bandwidth(hw, np.array([8]))[0] * 1e9
     units = arch.total_layers + 1  # FSDP groups: the layers and the root, three collectives each
     t_z3 = 7 / 8 * (2 * (w - ew) + (g - eg)) / bw + 3 * units * tm.collective_latency(hw, 8, 8, "all-gather")
     assert eight.communication[0] == pytest.approx(max(0.0, t_z3 - eight.compute[0]) + a2a)

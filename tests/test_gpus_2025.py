@@ -45,7 +45,7 @@ def test_an_nvl72_rack_runs_across_trays_over_nvlink(catalog):
     assert (rack.gpus_per_node, rack.max_nodes, rack.nvlink_nodes, rack.max_run_nodes) == (4, 18, 18, 18)
     hw = tm.Hardware(peak_tflops=2500.0, efficiency=0.4, hbm_gbs=8000.0, intra_node_gbs=900.0, host_link_gbs=63.0,
                      gpus_per_node=4, network_gbps=1600.0, nvlink_domain=72)  # fmt: skip
-    bw = tm.bus_bandwidth(hw, np.array([4, 64, 72, 144]), "all-reduce")
+    bw = tm.bus_bandwidth(hw, np.array([4, 64, 72, 144]))
     assert list(bw[:3]) == pytest.approx([900 * tm.INTRA_NODE_EFFICIENCY] * 3)  # inside the rack: NVLink
     assert bw[3] == pytest.approx(1600 / 8 * tm.NETWORK_EFFICIENCY)  # two racks: over the trays' network
     h100 = gpu_pool(catalog, "h100-sxm-80gb", gpus=8)

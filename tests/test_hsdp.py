@@ -70,7 +70,7 @@ def test_the_replicate_all_reduce_is_each_gpus_share_of_the_nodes_network(catalo
     lat = tm.collective_latency(hw, np.array([8]), np.array([8]), "all-gather")[0]
     inside = 7 / 8 * (g + g * 2 / 4) / (450e9 * tm.INTRA_NODE_EFFICIENCY) + 2 * units * lat
     lat_rep = tm.collective_latency(hw, np.array([4]), np.array([32]), "all-reduce")[0]
-    across = 2 * 3 / 4 * g / 8 / (tm.bus_bandwidth(hw, np.array([32]), "all-reduce")[0] * 1e9 / 8) + units * lat_rep
+    across = 2 * 3 / 4 * g / 8 / (tm.bus_bandwidth(hw, np.array([32]))[0] * 1e9 / 8) + units * lat_rep
     t_micro = hybrid.compute[0] / 2
     backward = t_micro * (1 - flops.forward / flops.model)
     assert hybrid.communication[0] == pytest.approx(max(0.0, inside + across - backward))

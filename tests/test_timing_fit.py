@@ -82,7 +82,7 @@ def test_zero3_gathers_every_micro_step_and_tp_is_on_the_critical_path():
 
 
 def test_bus_bandwidth_is_the_network_or_what_the_pool_measured_and_latency_grows_with_the_ring():
-    bw = tm.bus_bandwidth(HW, np.array([8, 16, 512]), "all-reduce")
+    bw = tm.bus_bandwidth(HW, np.array([8, 16, 512]))
     assert bw[0] == pytest.approx(370.0)  # NVLink inside the node
     assert list(bw[1:]) == pytest.approx([3200 / 8 * 84.8 / 100] * 2)  # the node's network, nccl-tests#119
     measured = dataclasses.replace(HW, network_busbw_gbs=120.0)

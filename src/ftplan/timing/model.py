@@ -219,11 +219,12 @@ def _domain(hw: Hardware) -> int:
     return max(hw.nvlink_domain or 0, hw.gpus_per_node)
 
 
-def bus_bandwidth(hw: Hardware, group: np.ndarray, kind: str = "all-gather") -> np.ndarray:
+def bus_bandwidth(hw: Hardware, group: np.ndarray) -> np.ndarray:
     """Bus bandwidth (GB/s) of a collective over ``group`` GPUs packed into nodes of the pool: NVLink at
     nccl-tests' protocol efficiency inside an NVLink domain; across domains the node's network at
-    ``NETWORK_EFFICIENCY``, or the pool's measured bus bandwidth, and never above NVLink. (``kind``:
-    ring collectives share one bus bandwidth; their latency differs, :func:`collective_latency`.)"""
+    ``NETWORK_EFFICIENCY``, or the pool's measured bus bandwidth, and never above NVLink. Every
+    collective shares it (bus bandwidth is normalised to the link); their latencies differ,
+    :func:`collective_latency`."""
     group = np.asarray(group, dtype=float)
     intra = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY
     if hw.network_gbps is None and hw.network_busbw_gbs is None:
@@ -380,10 +381,9 @@ def step_times(
     replicas = dp * cp / shard
     frac = np.where(shard > 1, (shard - 1) / shard, 0.0)
     group = shard * tp
-    bw_ar = bus_bandwidth(hw, group, "all-reduce") * 1e9
-    bw_ag = bus_bandwidth(hw, group, "all-gather") * 1e9
+    bw = bus_bandwidth(hw, group) * 1e9
     on_node = np.minimum(group, max(hw.nvlink_domain or 0, hw.gpus_per_node))
-    bw_rep = bus_bandwidth(hw, replicas * on_node, "all-reduce") * 1e9 / on_node
+    bw_rep = bus_bandwidth(hw, replicas * on_node) * 1e9 / on_node
     t_rep = np.where(replicas > 1, 2 * (replicas - 1) / replicas * g_bytes / shard / bw_rep, 0.0)
     # Expert parallelism: a GPU holds 1/ep of the routed experts, whose collectives run over the shard/ep
     # ranks holding the same experts (transformers' and torchtitan's efsdp group)
@@ -407,8 +407,8 @@ def step_times(
     t_dp = (
         np.where(
             zero == 0,
-            2 * (frac * g_bytes + e_frac * g_exp) / bw_ar + lat_buckets,
-            (frac * g_bytes + e_frac * g_exp) * (1 + c / grad_bytes) / bw_ag + 2 * units * lat_ring,
+            2 * (frac * g_bytes + e_frac * g_exp) / bw + lat_buckets,
+            (frac * g_bytes + e_frac * g_exp) * (1 + c / grad_bytes) / bw + 2 * units * lat_ring,
         )
         + t_rep
         + units * lat_rep
@@ -417,7 +417,7 @@ def step_times(
     # ZeRO 3: parameters gathered in forward and again in backward, gradients reduce-scattered,
     # every micro-step; prefetching hides them behind that micro-step's compute.
     t_z3 = (
-        (frac * (2 * w_bytes + g_bytes) + e_frac * (2 * w_exp + g_exp)) / bw_ag
+        (frac * (2 * w_bytes + g_bytes) + e_frac * (2 * w_exp + g_exp)) / bw
         + 3 * units * lat_ring
         + t_rep
         + units * lat_rep
