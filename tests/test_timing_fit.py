@@ -269,6 +269,20 @@ def test_a_measured_bus_bandwidth_is_used_across_nodes(catalog, tmp_path):
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert out.returncode == 2 and "--busbw-gbs" in out.stderr and "Traceback" not in out.stderr
+    # a measured bandwidth across nodes where no run can cross nodes is refused, not ignored
+    lonely = subprocess.run(
+        [sys.executable, "-m", "ftplan", "fit", str(ROOT / "scenarios/jobs/llama-8b-lora-fit.yaml"), "--gpu", "h100",
+         "--busbw-gbs", "40", "--top", "1"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert lonely.returncode == 1 and lonely.stderr.startswith("error: --busbw-gbs: no pool has a network")
+    for pool, phrase in (
+        ({"id": "lab", "kind": "owned", "gpu": "h100", "nodes": 2, "allreduce_busbw_gbs": 40.0}, "give network_gbps"),
+        ({"id": "c", "kind": "cloud", "instance": "runpod/1x_H100-SXM_SECURE", "quota_nodes": 2,
+          "allreduce_busbw_gbs": 40.0}, "lists no network"),
+    ):  # fmt: skip
+        with pytest.raises(Exception, match=phrase):
+            resolve_scenario(Scenario.model_validate(data | {"pools": [pool]}), catalog, "s")
 
 
 @pytest.mark.parametrize(

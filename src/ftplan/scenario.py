@@ -69,6 +69,11 @@ def _pool_spec(p: OwnedPool | CloudPool | PurchasePool, catalog: Catalog, where:
     if isinstance(p, CloudPool):
         fp = instance_pool(catalog, p.instance, nodes=1, spot=p.pricing == "spot", where=f"{where}.instance")
         # the quota bounds the instances in use at once; one run spans several only over a listed network
+        if p.allreduce_busbw_gbs is not None and fp.network_gbps is None:
+            raise ScenarioError(
+                f"{where}.allreduce_busbw_gbs: {p.instance} lists no network, so its runs stay in one instance "
+                "and a bus bandwidth across nodes is never used. To fix: drop allreduce_busbw_gbs."
+            )
         fp = replace(fp, max_nodes=p.quota_nodes, name=p.id, efficiency=p.efficiency,
                      allreduce_busbw_gbs=p.allreduce_busbw_gbs)  # fmt: skip
         assert fp.usd_per_node_hour is not None

@@ -84,7 +84,12 @@ def fit(
             )
         pools = [gpu_pool(catalog, resolved.gpu.id, gpus, gpu_price, network_gbps, host_memory_gib)]
     if busbw_gbs is not None:
-        pools = [replace(p, allreduce_busbw_gbs=busbw_gbs) for p in pools]
+        if not any(p.network_gbps for p in pools):
+            raise FtplanError(
+                "--busbw-gbs: no pool has a network, so no run crosses nodes and a bus bandwidth across nodes "
+                "is never used. To fix: give --network-gbps with --gpus beyond a node, or an instance with a network."
+            )
+        pools = [replace(p, allreduce_busbw_gbs=busbw_gbs) if p.network_gbps else p for p in pools]
     result = fit_job(resolved, pools, efficiency)
     best = rank(result, by.value, top)
     records = json.loads(best[COLUMNS].to_json(orient="records")) if not best.empty else []

@@ -57,7 +57,25 @@ class ScenarioJob(JobSpec):
         return self
 
 
-class OwnedPool(_Strict):
+class _Networked(_Strict):
+    """A pool whose nodes the scenario describes: their network, and what nccl-tests measured over it."""
+
+    network_gbps: Float | None = Field(None, gt=0, description="network per node (Gbps); empty: jobs stay in a node")
+    allreduce_busbw_gbs: Float | None = Field(
+        None, gt=0, le=L.MAX_BUSBW_GBS, description="measured all-reduce bus bandwidth across nodes (GB/s, nccl-tests)"
+    )
+
+    @model_validator(mode="after")
+    def _measured_over_a_network(self) -> _Networked:
+        if self.allreduce_busbw_gbs is not None and self.network_gbps is None:
+            raise ValueError(
+                "allreduce_busbw_gbs is measured across nodes, and runs cross nodes only over a network: "
+                "give network_gbps too, or drop allreduce_busbw_gbs"
+            )
+        return self
+
+
+class OwnedPool(_Networked):
     id: Identifier = Field(description="unique pool id (no '/', '#' or spaces)")
     kind: Literal["owned"]
     gpu: str = Field(description="catalog GPU id or alias")
@@ -65,10 +83,6 @@ class OwnedPool(_Strict):
     nodes: Int = Field(gt=0, le=L.MAX_POOL_NODES, description="nodes owned")
     usd_per_node_h: Float = Field(
         0.0, ge=0, le=L.MAX_USD_PER_HOUR, description="running cost per node-hour (power, hosting), USD"
-    )
-    network_gbps: Float | None = Field(None, gt=0, description="network per node (Gbps); empty: jobs stay in a node")
-    allreduce_busbw_gbs: Float | None = Field(
-        None, gt=0, le=L.MAX_BUSBW_GBS, description="measured all-reduce bus bandwidth across nodes (GB/s, nccl-tests)"
     )
     efficiency: Float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
     host_memory_gib: Float | None = Field(
@@ -88,7 +102,7 @@ class CloudPool(_Strict):
     efficiency: Float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
 
 
-class PurchasePool(_Strict):
+class PurchasePool(_Networked):
     id: Identifier = Field(description="unique pool id (no '/', '#' or spaces)")
     kind: Literal["purchase"]
     gpu: str = Field(description="catalog GPU id or alias")
@@ -107,10 +121,6 @@ class PurchasePool(_Strict):
         0.0, ge=0, le=L.MAX_USD_PER_HOUR, description="running cost per node-hour once bought, USD"
     )
     resale_fraction: Float = Field(0.0, ge=0, lt=1, description="share of the price recovered by reselling")
-    network_gbps: Float | None = Field(None, gt=0)
-    allreduce_busbw_gbs: Float | None = Field(
-        None, gt=0, le=L.MAX_BUSBW_GBS, description="measured all-reduce bus bandwidth across nodes (GB/s, nccl-tests)"
-    )
     efficiency: Float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
     host_memory_gib: Float | None = Field(
         None, gt=0, le=L.MAX_HOST_MEMORY_GIB, description="RAM per node (GiB), which offloaded states must fit in"
