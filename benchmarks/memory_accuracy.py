@@ -1,12 +1,20 @@
-"""Memory model vs published measurements: per-case and summary error by source.
+"""Memory model vs published measurements: per-case and summary error by source, and what the headroom
+policies would have done with these runs.
 
 Usage: python benchmarks/memory_accuracy.py
+
+The last table plans every graded published run under each headroom policy: the policy accepts a card of
+exactly the memory it asks for (``HeadroomPolicy.required``), and the run would have run out of memory on
+that card when it measured more. In-sample uses the bands of ``catalogs/error_bands.yaml``, which hold the
+run itself; leave-one-out rebuilds each run's band without it, as a run the bands never saw.
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
+from ftplan.bands import ErrorBands, HeadroomPolicy, load_bands
 from ftplan.catalog import load_catalog
 from ftplan.report.tables import render_table
 from ftplan.validation import not_usable, run_cases, run_out_of_scope, summarise
@@ -49,8 +57,45 @@ def main() -> None:
     s = summarise([*results, *out])
     print(f"graded and out of scope together: {s['n']} cases, median |err| {s['median']:.1%}, p90 {s['p90']:.1%}")
     print()
+    print(policy_table(results))
+    print()
     print("Not usable")
     print(render_table(["case", "why"], [list(row) for row in not_usable(CASES)]))
+
+
+POLICIES = (
+    HeadroomPolicy(confidence=0.5), HeadroomPolicy(confidence=0.9), HeadroomPolicy(confidence=0.95),
+    HeadroomPolicy(), HeadroomPolicy(confidence=None, margin=0.05), HeadroomPolicy(confidence=None, margin=0.1),
+)  # fmt: skip
+
+
+def policy_table(results: list) -> str:
+    """Per policy: published runs planned into out-of-memory (in-sample, leave-one-out) and the memory asked
+    beyond planning at the median of the band."""
+    bands = load_bands()
+    rows = []
+    for policy in POLICIES:
+        oom = oom_out = 0
+        extra, short = [], []
+        for r in results:
+            gib = 2**30
+            est, meas = r.estimate_gib * gib, r.measured_gib * gib
+            band = bands.band("memory", r.regime)
+            without = ErrorBands({k: tuple(c for c in v if c[0] != r.case) for k, v in bands.cases.items()})
+            band_out = without.band("memory", r.regime)
+            need, need_out = policy.required(est, band), policy.required(est, band_out)
+            oom += need < meas
+            oom_out += need_out < meas
+            if need_out < meas:
+                short.append(f"{r.case} {meas / need_out - 1:.1%} short")
+            extra.append(need / band.value(est, 0.5) - 1)
+        name = policy.label + (" (default)" if policy == HeadroomPolicy() else "")
+        rows.append([name, f"{oom} of {len(results)}", f"{oom_out} of {len(results)}" + (
+                     f" ({', '.join(short)})" if policy == HeadroomPolicy() else ""),
+                     f"{statistics.median(extra):+.1%}", f"{max(extra):+.1%}"])  # fmt: skip
+    heads = ["headroom policy", "out of memory (in-sample)", "out of memory (leave-one-out)",
+             "memory asked vs median, median", "worst"]  # fmt: skip
+    return "Headroom policies on the graded published runs\n" + render_table(heads, rows, right={1, 2, 3, 4})
 
 
 if __name__ == "__main__":

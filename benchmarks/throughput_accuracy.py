@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ftplan.arch import Architecture, architecture_from_hf
+from ftplan.bands import NODE_BUCKETS, SEQ_BUCKETS, bucket
 from ftplan.catalog import Catalog, load_catalog
 from ftplan.errors import FtplanError
 from ftplan.fit import Pool, hardware
@@ -79,10 +80,6 @@ SOURCE_CONFIGS = {
                                "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 11008,
                                "vocab_size": 151936, "tie_word_embeddings": False},
 }  # fmt: skip
-
-# Sequence-length and node-count buckets of the summary
-SEQ_BUCKETS = ((1024, "≤ 1k"), (2048, "2k"), (8192, "4k–8k"), (16384, "16k"), (math.inf, "≥ 32k"))
-NODE_BUCKETS = ((1, "1 node"), (4, "2–4 nodes"), (16, "5–16 nodes"), (math.inf, "> 16 nodes"))
 
 
 class OutOfScope(Exception):
@@ -300,10 +297,6 @@ def load_cases(catalog: Catalog) -> tuple[list[dict], dict[str, int]]:
     return cases, skipped
 
 
-def _bucket(value: float, buckets: tuple[tuple[float, str], ...]) -> str:
-    return next(label for bound, label in buckets if value <= bound)
-
-
 def _p90(es: list[float]) -> float:
     es = sorted(es)
     return es[min(len(es) - 1, math.ceil(0.9 * len(es)) - 1)]
@@ -332,7 +325,7 @@ def main(argv: list[str]) -> None:
         part = "fitted" if c["source"] in FITTED_SOURCES else "held out"
         for key in (
             f"part: {part}", f"source: {c['source']}", f"gpu: {c['gpu']}", f"method: {c['kind']}",
-            f"seq: {_bucket(c['training'].seq_len, SEQ_BUCKETS)}", f"nodes: {_bucket(c['nodes'], NODE_BUCKETS)}",
+            f"seq: {bucket(c['training'].seq_len, SEQ_BUCKETS)}", f"nodes: {bucket(c['nodes'], NODE_BUCKETS)}",
             "precision: FP8" if c["fp8"] else "precision: 16-bit", "pipeline: yes" if c["pp"] > 1 else "pipeline: no",
         ):  # fmt: skip
             groups.setdefault(key, []).append((e, b))

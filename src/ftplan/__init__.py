@@ -6,8 +6,9 @@ bad input raises :class:`FtplanError` with the command line's message. The build
 them stay importable.
 """
 
-from ftplan.api import Fit, campaign, check, fit, job, memory, plan
+from ftplan.api import Fit, campaign, check, fit, job, memory, memory_band, plan
 from ftplan.arch import Architecture, architecture_from_hf
+from ftplan.bands import HeadroomPolicy, load_bands
 from ftplan.candidates import build_candidates
 from ftplan.catalog import Catalog, load_catalog
 from ftplan.errors import FtplanError
@@ -28,6 +29,7 @@ __all__ = [
     "Catalog",
     "Fit",
     "FtplanError",
+    "HeadroomPolicy",
     "JobSpec",
     "Layout",
     "LoraSetup",
@@ -47,11 +49,13 @@ __all__ = [
     "gpu_pool",
     "instance_pool",
     "job",
+    "load_bands",
     "load_catalog",
     "load_job",
     "load_scenario",
     "measure_job",
     "memory",
+    "memory_band",
     "plan",
     "rank",
     "resolve_job",

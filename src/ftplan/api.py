@@ -24,12 +24,13 @@ from typing import Any
 
 import pandas as pd
 
+from ftplan.bands import HeadroomPolicy, MemoryVerdict
 from ftplan.candidates import build_candidates
 from ftplan.catalog import Catalog, load_catalog
 from ftplan.errors import FtplanError
 from ftplan.fit import FitResult, fit_job, gpu_pool, instance_pool, rank
 from ftplan.io import validate_mapping
-from ftplan.job import ResolvedJob, estimate_job, resolve_job
+from ftplan.job import ResolvedJob, estimate_job, memory_verdict, resolve_job
 from ftplan.memory import MemoryEstimate
 from ftplan.plan import load_plan, verified_plan
 from ftplan.scenario import Campaign, ScenarioError, load_scenario, resolve_scenario
@@ -54,6 +55,15 @@ def job(source: JobInput, catalog: Catalog | None = None) -> ResolvedJob:
 def memory(source: JobInput, catalog: Catalog | None = None) -> MemoryEstimate:
     """`ftplan memory`: the per-GPU memory of one job and layout, term by term, and whether it fits."""
     return estimate_job(job(source, catalog))
+
+
+def memory_band(
+    source: JobInput, catalog: Catalog | None = None, policy: HeadroomPolicy | None = None
+) -> MemoryVerdict:
+    """`ftplan memory`'s band and verdict: the device total's error band (``.band``, ``.band_text()``), the
+    memory ``policy`` (else the job's, else the default) asks for, whether that fits and the chance it fits."""
+    resolved = job(source, catalog)
+    return memory_verdict(resolved, estimate_job(resolved), policy)
 
 
 @dataclass(frozen=True)
@@ -83,9 +93,10 @@ def fit(
     spot: bool = False,
     catalog: Catalog | None = None,
     host_memory_gib: float | None = None,
+    policy: HeadroomPolicy | None = None,
 ) -> Fit:
     """`ftplan fit`: the layouts of one job on GPU types (one node each, ``host_memory_gib`` of RAM
-    where given) or cloud instances."""
+    where given) or cloud instances that fit under the headroom ``policy`` (else the job's, else the default)."""
     catalog = catalog or load_catalog()
     resolved = job(source, catalog)
     pools = [gpu_pool(catalog, g, host_memory_gib=host_memory_gib) for g in gpus]
@@ -94,18 +105,19 @@ def fit(
         if resolved.gpu is None:
             raise FtplanError("no pool to fit on. To fix: give gpus=[...] or instances=[...] (or gpu: in the job).")
         pools = [gpu_pool(catalog, resolved.gpu.id, host_memory_gib=host_memory_gib)]
-    return Fit(fit_job(resolved, pools))
+    return Fit(fit_job(resolved, pools, policy=policy))
 
 
-def campaign(source: ScenarioInput, catalog: Catalog | None = None) -> Campaign:
-    """A scenario file (or mapping, or :class:`Scenario`) resolved: runs, pools and options."""
+def campaign(source: ScenarioInput, catalog: Catalog | None = None, policy: HeadroomPolicy | None = None) -> Campaign:
+    """A scenario file (or mapping, or :class:`Scenario`) resolved: runs, pools and options; ``policy``
+    overrides every job's headroom policy (as ``--memory-confidence``/``--memory-margin`` do)."""
     catalog = catalog or load_catalog()
     if isinstance(source, Scenario):
-        return resolve_scenario(source, catalog, source.name or "scenario")
+        return resolve_scenario(source, catalog, source.name or "scenario", policy)
     if isinstance(source, Mapping):
         sc = validate_mapping(dict(source), Scenario, "scenario", ScenarioError, "jobs, pools, objective and solver")
-        return resolve_scenario(sc, catalog, sc.name or "scenario")
-    return resolve_scenario(load_scenario(Path(source)), catalog, str(source))
+        return resolve_scenario(sc, catalog, sc.name or "scenario", policy)
+    return resolve_scenario(load_scenario(Path(source)), catalog, str(source), policy)
 
 
 def plan(
@@ -113,17 +125,24 @@ def plan(
     catalog: Catalog | None = None,
     progress: Callable[[Progress], None] | None = None,
     status: Callable[[str], None] | None = None,
+    policy: HeadroomPolicy | None = None,
 ) -> Plan:
     """`ftplan plan`: a layout, pool, nodes, GPUs and start time for every run, verified."""
-    c = campaign(source, catalog)
+    c = campaign(source, catalog, policy)
     table = build_candidates(c, status=status)
     return verified_plan(c, solve_campaign(c, table, progress=progress, phases=status))
 
 
-def check(source: ScenarioInput, plan_source: Plan | str | Path, catalog: Catalog | None = None) -> list[str]:
-    """`ftplan check`: every rule the plan breaks (an empty list for a valid plan)."""
+def check(
+    source: ScenarioInput,
+    plan_source: Plan | str | Path,
+    catalog: Catalog | None = None,
+    policy: HeadroomPolicy | None = None,
+) -> list[str]:
+    """`ftplan check`: every rule the plan breaks (an empty list for a valid plan); every run must fit under
+    the scenario's headroom policy (or ``policy``) as well as under the one it records."""
     p = plan_source if isinstance(plan_source, Plan) else load_plan(Path(plan_source))
-    return verify_plan(campaign(source, catalog), p)
+    return verify_plan(campaign(source, catalog, policy), p)
 
 
-__all__ = ["Fit", "campaign", "check", "fit", "job", "memory", "plan"]
+__all__ = ["Fit", "campaign", "check", "fit", "job", "memory", "memory_band", "plan"]

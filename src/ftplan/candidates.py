@@ -45,6 +45,9 @@ class Candidate:
     optimizer: str
     device_bytes: int
     headroom_bytes: int
+    required_bytes: int  # the device memory its job's headroom policy asks the GPU to hold
+    band_bytes: tuple[int, int]  # the device memory's 90% band
+    fit_probability: float  # share of the band's published runs whose error would still fit
     tokens_per_s: float
     hours: float
     usd: float
@@ -117,7 +120,7 @@ def _search(
     for opt in allow.optimizers or [job.training.optimizer]:
         variant = replace(job, training=replace(job.training, optimizer=opt))
         for pool in campaign.pools:
-            result = fit_job(variant, [pool.pool])
+            result = fit_job(variant, [pool.pool], policy=campaign.policy(spec.id))
             excluded.extend(result.excluded)
             closest = closest or result.closest
             frame = result.layouts
@@ -159,7 +162,9 @@ def _candidate(job_id: str, pool: PoolSpec, r) -> Candidate:
         dp=int(r.dp), tp=int(r.tp), pp=int(r.pp), zero=int(r.zero),
         dp_shard=int(r.dp_shard), cp=int(r.cp), ep=int(r.ep), offload=str(r.offload), recompute=str(r.recompute),
         micro_batch=int(r.micro_batch), grad_accum=int(r.grad_accum), optimizer=str(r.optimizer),
-        device_bytes=int(r.device_bytes), headroom_bytes=int(r.headroom_bytes), tokens_per_s=float(r.tokens_per_s),
+        device_bytes=int(r.device_bytes), headroom_bytes=int(r.headroom_bytes), required_bytes=int(r.required_bytes),
+        band_bytes=(round(r.band_low_bytes), round(r.band_high_bytes)), fit_probability=float(r.fit_probability),
+        tokens_per_s=float(r.tokens_per_s),
         hours=float(r.hours), usd=float(r.usd_run), minutes=hours_to_minutes(float(r.hours)),
         cost_units=usd_to_units(float(r.usd_run)),
     )  # fmt: skip

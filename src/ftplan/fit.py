@@ -19,6 +19,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ftplan.bands import (
+    BAND_COVERAGE,
+    Band,
+    HeadroomPolicy,
+    effective_policy,
+    layout_memory_regime,
+    load_bands,
+    time_regime,
+)
 from ftplan.catalog import Catalog, host_memory
 from ftplan.errors import CatalogError, FtplanError, JobError
 from ftplan.job import ResolvedJob
@@ -168,6 +177,7 @@ class FitResult:
     evaluated: int = 0
     pools: list[Pool] = field(default_factory=list)
     closest: str = ""  # the family that came closest to fitting, when none fits
+    policy: HeadroomPolicy = field(default_factory=HeadroomPolicy)  # the headroom every layout kept
 
 
 _FAMILY_COLUMNS = ("gpus", "nodes", "dp", "tp", "zero", "offload", "recompute", "pp", "dp_shard", "cp", "ep")
@@ -291,8 +301,12 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None) -> FitResult:
-    """Every layout of ``job`` on ``pools`` that fits, with its time and cost (unsorted)."""
+def fit_job(
+    job: ResolvedJob, pools: list[Pool], efficiency: float | None = None, policy: HeadroomPolicy | None = None
+) -> FitResult:
+    """Every layout of ``job`` on ``pools`` that fits under the headroom ``policy`` (else the job's, else the
+    default), with its time and cost (unsorted)."""
+    policy = effective_policy(policy, job.policy)
     if job.tokens is None:
         raise JobError("the job has no tokens. To fix: add `tokens:` (or `samples:`) and optionally `epochs:`.")
     arch, tr = job.arch, job.training
@@ -390,11 +404,13 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
             excluded.append(f"{pool.name} {which[0]}{more}: {reason}")
         if not fams:
             continue
-        ok = device <= gpu.memory_bytes
+        bands = [_memory_band(job, f) for f in fams]
+        required = policy.required_array(device, _per_row(bands, idx, 1 - (policy.confidence or 0.5)))
+        ok = required <= gpu.memory_bytes
         evaluated += len(mbs)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         fam_ok = np.logical_or.reduceat(ok, starts)
-        fam_min = np.minimum.reduceat(device, starts)
+        fam_min = np.minimum.reduceat(required, starts)
         best_miss: dict[tuple[int, str], tuple[float, str]] = {}
         for i in np.flatnonzero(~fam_ok):
             g, _, _, tp, zero, offload, rec, pp, _, cp, ep = fams[i]
@@ -407,13 +423,20 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
         rows["micro_batch"] = mbs[ok].astype(int)
         rows["grad_accum"] = accum[ok].astype(int)
         rows["device_bytes"] = device[ok]
+        rows["required_bytes"] = np.ceil(required[ok])
+        rows["band_low_bytes"] = device[ok] / (1 + _per_row(bands, idx, 1 - (1 - BAND_COVERAGE) / 2)[ok])
+        rows["band_high_bytes"] = device[ok] / (1 + _per_row(bands, idx, (1 - BAND_COVERAGE) / 2)[ok])
+        rows["fit_probability"] = [
+            bands[i].fit_probability(d, gpu.memory_bytes) for i, d in zip(idx[ok], device[ok], strict=True)
+        ]
+        rows["memory_band"] = [bands[i].source() for i in idx[ok]]
         fitted_families = {(z, o) for z, o in zip(rows["zero"], rows["offload"], strict=True)}
         for (zero, offload), (need, where) in sorted(best_miss.items()):
             if (zero, offload) in fitted_families:
                 continue
             line = (
                 f"{pool.name}: {ZERO_NAMES[zero]} offload {offload}: {need / GIB:.1f} GiB > "
-                f"{gpu.memory_bytes / GIB:.1f} GiB ({where})"
+                f"{gpu.memory_bytes / GIB:.1f} GiB under {policy.label} ({where})"
             )
             excluded.append(line)
             short = need - gpu.memory_bytes
@@ -428,8 +451,20 @@ def fit_job(job: ResolvedJob, pools: list[Pool], efficiency: float | None = None
         frames.append(_time_and_cost(frame, job, flops, pool, efficiency))
     layouts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return FitResult(
-        job=job, layouts=layouts, excluded=excluded, evaluated=evaluated, pools=list(pools), closest=closest[1]
-    )
+        job=job, layouts=layouts, excluded=excluded, evaluated=evaluated, pools=list(pools), closest=closest[1],
+        policy=policy,
+    )  # fmt: skip
+
+
+def _memory_band(job: ResolvedJob, family: tuple) -> Band:
+    """The error band of a layout family's device memory (:mod:`ftplan.bands`)."""
+    g, nodes, _, _, zero, offload = family[:6]
+    return load_bands().band("memory", layout_memory_regime(job.arch, job.training, g, zero, offload, nodes))
+
+
+def _per_row(bands: list[Band], idx: np.ndarray, level: float) -> np.ndarray:
+    """Each row's band error at ``level`` (rows index families through ``idx``)."""
+    return np.array([b.error(level) for b in bands], dtype=float)[idx] if bands else np.zeros(0)
 
 
 def _pipeline_rows(
@@ -513,6 +548,13 @@ def _time_and_cost(
     model_flops = flops.linear + flops.attention * span / job.training.seq_len
     frame["mfu"] = frame["tokens_per_s"] * model_flops / (frame["gpus"] * hw.peak_tflops * 1e12)
     frame["hours"] = steps * t.total / 3600
+    # the job's duration band: the time model's errors on published runs of the same regime
+    tail = (1 - BAND_COVERAGE) / 2
+    keys = list(zip(frame["pp"], frame["nodes"], strict=True))
+    bands = {k: load_bands().band("time", time_regime(job.training, int(k[0]), int(k[1]))) for k in set(keys)}
+    frame["hours_band_low"] = frame["hours"] * [1 + bands[k].error(tail) for k in keys]
+    frame["hours_band_high"] = frame["hours"] * [1 + bands[k].error(1 - tail) for k in keys]
+    frame["time_band"] = [bands[k].source() for k in keys]
     frame["gpu_hours"] = frame["hours"] * frame["gpus"]
     nodes_paid = np.ceil(frame["gpus"] / pool.gpus_per_node)
     if pool.usd_per_node_hour is None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ftplan.arch import Architecture, architecture_from_hf
+from ftplan.bands import HeadroomPolicy, MemoryVerdict, effective_policy, load_bands, make_policy, memory_regime
 from ftplan.catalog import Catalog, host_memory
 from ftplan.errors import JobError
 from ftplan.memory import (
@@ -42,6 +43,7 @@ class ResolvedJob:
     global_batch: int = 1  # sequences per optimizer step
     host_memory_bytes: int | None = None  # RAM per node offloaded states must fit in (None: unknown)
     host_memory_note: str = ""  # where an assumed RAM comes from
+    policy: HeadroomPolicy | None = None  # the headroom the job file asks for (None: its scenario's or the default)
 
 
 def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> ResolvedJob:
@@ -106,7 +108,16 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
     except JobError as exc:
         raise JobError(f"{source}: {exc}") from None
     ram, ram_note = host_memory(catalog, gpu, per_node, spec.host_memory_gib)
-    return ResolvedJob(name, arch, training, layout, gpu, overheads, hf_config, tokens, global_batch, ram, ram_note)
+    policy = make_policy(spec.memory_confidence, spec.memory_margin, source)
+    return ResolvedJob(
+        name, arch, training, layout, gpu, overheads, hf_config, tokens, global_batch, ram, ram_note, policy
+    )
+
+
+def memory_verdict(job: ResolvedJob, est: MemoryEstimate, policy: HeadroomPolicy | None = None) -> MemoryVerdict:
+    """``est``'s device total with its error band, under ``policy`` (else the job's, else the default)."""
+    band = load_bands().band("memory", memory_regime(job.arch, job.training, job.layout))
+    return MemoryVerdict(effective_policy(policy, job.policy), band, est.device_total_bytes, est.gpu_memory_bytes)
 
 
 def estimate_job(job: ResolvedJob) -> MemoryEstimate:

@@ -13,7 +13,7 @@ from ftplan.candidates import Candidate
 from ftplan.errors import FtplanError
 from ftplan.io import load_validated, write_text_atomic
 from ftplan.scenario import Campaign, PoolSpec, purchase_charge
-from ftplan.schema.plan import Plan, PlanLayout, PlanRun, PlanSolver, PlanTotals, PoolUse
+from ftplan.schema.plan import Plan, PlanLayout, PlanMemoryPolicy, PlanRun, PlanSolver, PlanTotals, PoolUse
 from ftplan.solver.solve import Solution
 from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD
 from ftplan.verify import verify_plan
@@ -89,7 +89,9 @@ def build_plan(campaign: Campaign, sol: Solution) -> Plan:
                                   micro_batch=c.micro_batch, grad_accum=c.grad_accum, optimizer=c.optimizer,
                                   precision=run.job.training.precision.value),
                 memory_per_gpu_bytes=c.device_bytes, headroom_bytes=c.headroom_bytes,
-                tokens_per_s=c.tokens_per_s, hours=c.hours, usd=c.usd,
+                memory_policy=PlanMemoryPolicy(**campaign.policy(run.job_id).as_dict()),
+                memory_required_bytes=c.required_bytes, memory_band_bytes=list(c.band_bytes),
+                fit_probability=round(c.fit_probability, 6), tokens_per_s=c.tokens_per_s, hours=c.hours, usd=c.usd,
             )
         )  # fmt: skip
     totals = plan_totals(campaign, runs_out, sol.bought)

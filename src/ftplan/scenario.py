@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ftplan.bands import HeadroomPolicy, effective_policy, make_policy
 from ftplan.catalog import Catalog, host_memory
 from ftplan.errors import FtplanError, did_you_mean
 from ftplan.fit import Pool, instance_pool
@@ -59,6 +60,11 @@ class Campaign:
     runs: list[Run]
     pools: list[PoolSpec]
     jobs: dict[str, ResolvedJob]  # one resolved job per scenario job id
+    # the headroom each job's runs keep: the command line's, else the job's, else the scenario's, else the default
+    policies: dict[str, HeadroomPolicy] = field(default_factory=dict)
+
+    def policy(self, job_id: str) -> HeadroomPolicy:
+        return self.policies.get(job_id) or HeadroomPolicy()
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -105,8 +111,11 @@ def purchase_charge(pool: PoolSpec, horizon_h: float | None) -> float:
     return net * min(1.0, horizon_h / pool.amortisation_h)
 
 
-def resolve_scenario(scenario: Scenario, catalog: Catalog, source: str = "scenario") -> Campaign:
-    """Resolve models, GPUs and instances; expand counts into runs; check dependencies."""
+def resolve_scenario(
+    scenario: Scenario, catalog: Catalog, source: str = "scenario", policy: HeadroomPolicy | None = None
+) -> Campaign:
+    """Resolve models, GPUs and instances; expand counts into runs; check dependencies. ``policy`` (the command
+    line's) overrides every job's headroom policy."""
     jobs: dict[str, ResolvedJob] = {}
     for i, j in enumerate(scenario.jobs):
         where = f"{source}: jobs[{i}] ({j.id})"
@@ -130,7 +139,9 @@ def resolve_scenario(scenario: Scenario, catalog: Catalog, source: str = "scenar
     pools = []
     for i, p in enumerate(scenario.pools):
         pools.append(_pool_spec(p, catalog, f"{source}: pools[{i}] ({p.id})"))
-    return Campaign(scenario, source, runs, pools, jobs)
+    default = make_policy(scenario.memory_confidence, scenario.memory_margin, source)
+    policies = {jid: effective_policy(policy, job.policy, default) for jid, job in jobs.items()}
+    return Campaign(scenario, source, runs, pools, jobs, policies)
 
 
 def _check_cycles(scenario: Scenario, source: str) -> None:

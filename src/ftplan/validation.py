@@ -6,6 +6,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from ftplan.bands import memory_regime
 from ftplan.catalog import Catalog
 from ftplan.io import read_yaml
 from ftplan.job import estimate_job, resolve_job
@@ -24,6 +25,7 @@ class CaseResult:
     measured_gib: float
     estimate_gib: float
     reason: str = ""  # why an out-of-scope case is not graded
+    regime: tuple[str, ...] = ()  # the job's memory regime (ftplan.bands.memory_regime)
 
     @property
     def rel_error(self) -> float:
@@ -55,7 +57,8 @@ def _run(rows: list[dict], path: Path, catalog: Catalog) -> list[CaseResult]:
     out = []
     for row in rows:
         spec = parse_job(row["job"], f"{path}: {row['case']}")
-        est = estimate_job(resolve_job(spec, catalog, row["case"]))
+        job = resolve_job(spec, catalog, row["case"])
+        est = estimate_job(job)
         out.append(
             CaseResult(
                 case=row["case"],
@@ -64,6 +67,7 @@ def _run(rows: list[dict], path: Path, catalog: Catalog) -> list[CaseResult]:
                 measured_gib=float(row["measured_gib"]),
                 estimate_gib=statistic(est, row["metric"]) / GIB,
                 reason=row.get("reason", ""),
+                regime=memory_regime(job.arch, job.training, job.layout),
             )
         )
     return out

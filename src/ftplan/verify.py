@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ftplan.bands import HeadroomPolicy, effective_policy, layout_memory_regime, load_bands, make_policy
+from ftplan.errors import FtplanError
 from ftplan.fit import hardware
 from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, Training, ZeroStage, estimate_memory
 from ftplan.memory.pipeline import PipelineSchedule
@@ -76,7 +78,7 @@ def verify_plan(campaign: Campaign, plan: Plan) -> list[str]:
         if pool is None:
             errors.append(f"{r.run}: unknown pool {r.pool!r}")
             continue
-        errors += _check_run(r, run, pool, bought.get(pool.id, 0))
+        errors += _check_run(r, run, pool, bought.get(pool.id, 0), campaign.policy(run.job_id))
     if errors:
         return errors
     return (
@@ -144,6 +146,46 @@ def planned_training(run: Run, r: PlanRun) -> Training:
     return replace(run.job.training, optimizer=Optimizer(r.layout.optimizer))
 
 
+def _headroom(r: PlanRun, run: Run, pool: PoolSpec, est: MemoryEstimate, asked: HeadroomPolicy) -> list[str]:
+    """The run's memory under the policy it records and under the one its scenario (or command line) asks for;
+    its band, its required bytes and its chance of fitting re-derived."""
+    gpu = pool.pool.gpu
+    gib = 2**30
+    try:
+        stated = effective_policy(
+            make_policy(r.memory_policy.memory_confidence, r.memory_policy.memory_margin, f"{r.run}: memory_policy")
+        )
+    except FtplanError as exc:
+        return [str(exc)]
+    if r.memory_policy.memory_confidence is None and r.memory_policy.memory_margin is None:
+        return [f"{r.run}: memory_policy states neither memory_confidence nor memory_margin"]
+    lay = r.layout
+    nodes = math.ceil(r.gpu_count / pool.gpus_per_node)
+    band = load_bands().band(
+        "memory", layout_memory_regime(run.job.arch, run.job.training, r.gpu_count, lay.zero, lay.offload, nodes)
+    )
+    device = est.device_total_bytes
+    errs = []
+    for policy, whose in ((stated, "the policy it records"), (asked, "the policy asked for")):
+        need = policy.required(device, band)
+        if need > gpu.memory_bytes:
+            looser = "" if policy == stated else f" (it was planned under {stated.label}, a looser policy)"
+            errs.append(f"{r.run}: needs {need / gib:.2f} GiB per GPU under {policy.label} ({whose}), {gpu.id} has "
+                        f"{gpu.memory_bytes / gib:.2f} GiB{looser}")  # fmt: skip
+        if policy == asked:
+            break
+    need = stated.required(device, band)
+    if abs(need - r.memory_required_bytes) > BYTES_TOL + 1:
+        errs.append(f"{r.run}: memory_required_bytes {r.memory_required_bytes} stated, {need:.0f} recomputed")
+    lo, hi = band.interval(device)
+    if any(abs(a - b) > BYTES_TOL + 1 for a, b in zip(r.memory_band_bytes, (lo, hi), strict=True)):
+        errs.append(f"{r.run}: memory_band_bytes {r.memory_band_bytes} stated, [{lo:.0f}, {hi:.0f}] recomputed")
+    p = band.fit_probability(device, gpu.memory_bytes)
+    if abs(p - r.fit_probability) > 1e-6:
+        errs.append(f"{r.run}: fit_probability {r.fit_probability} stated, {p:.6f} recomputed")
+    return errs
+
+
 def run_memory(run: Run, r: PlanRun, pool: PoolSpec) -> MemoryEstimate:
     """The memory model on a planned run's layout and pool (what the plan states per GPU)."""
     lay, job, gpu = r.layout, run.job, pool.pool.gpu
@@ -179,7 +221,7 @@ def _allowed(r: PlanRun, run: Run) -> list[str]:
     return errs
 
 
-def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int) -> list[str]:
+def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int, campaign_policy: HeadroomPolicy) -> list[str]:
     errs: list[str] = _allowed(r, run)
     lay, job = r.layout, run.job
     if lay.dp * lay.tp * lay.pp * lay.cp != r.gpu_count:
@@ -221,9 +263,7 @@ def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int) -> list[str]:
         est = run_memory(run, r, pool)
     except Exception as exc:  # an impossible layout is a violation, not a crash
         return [f"{r.run}: layout is not valid: {exc}"]
-    if not est.fits:
-        errs.append(f"{r.run}: needs {est.device_total_bytes / 2**30:.2f} GiB per GPU, {gpu.id} has "
-                    f"{gpu.memory_bytes / 2**30:.2f} GiB")  # fmt: skip
+    errs += _headroom(r, run, pool, est, campaign_policy)
     ram = pool.pool.host_memory_bytes
     if ram is None and r.layout.offload != "none":
         errs.append(f"{r.run}: offloads to nodes of pool {pool.id}, whose host memory is unknown (host_memory_gib)")

@@ -16,6 +16,7 @@ import pandas as pd
 import typer
 import yaml
 
+from ftplan.bands import HeadroomPolicy, make_policy, parse_margin
 from ftplan.errors import FtplanError
 from ftplan.io import write_text_atomic
 
@@ -102,6 +103,44 @@ def number(
 
 POSITIVE = number(0, lo_open=True)
 AT_LEAST_ONE = number(1)
+
+
+def _margin_value(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _check_margin(value: str | None) -> str | None:
+    if value is None:
+        return value
+    try:
+        parse_margin(_margin_value(value), "--memory-margin")
+    except FtplanError as exc:
+        raise typer.BadParameter(str(exc).removeprefix("--memory-margin: ")) from None
+    return value
+
+
+CONFIDENCE_OPTION: Any = typer.Option(
+    None,
+    "--memory-confidence",
+    help="Fit only if this quantile of the peak memory fits (error band of published runs; default 0.99).",
+    callback=number(0, 1, lo_open=True, hi_open=True),
+)
+MARGIN_OPTION: Any = typer.Option(
+    None,
+    "--memory-margin",
+    help="Instead: memory to leave free, a fraction of the card (0.1) or an amount ('6 GiB').",
+    callback=_check_margin,
+)
+
+
+def cli_policy(confidence: float | None, margin: str | None) -> HeadroomPolicy | None:
+    """The headroom policy the command line states (None: the job's or scenario's, else the default)."""
+    if confidence is not None and margin is not None:
+        raise typer.BadParameter("give one of --memory-confidence and --memory-margin", param_hint="--memory-margin")
+    return make_policy(confidence, None if margin is None else _margin_value(margin), "command line")
 
 
 class Live:

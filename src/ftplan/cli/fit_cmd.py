@@ -11,7 +11,19 @@ import pandas as pd
 import typer
 
 from ftplan.catalog import load_catalog
-from ftplan.cli.common import AT_LEAST_ONE, FORMAT_HELP, POSITIVE, Format, check_writable, emit, number, render
+from ftplan.cli.common import (
+    AT_LEAST_ONE,
+    CONFIDENCE_OPTION,
+    FORMAT_HELP,
+    MARGIN_OPTION,
+    POSITIVE,
+    Format,
+    check_writable,
+    cli_policy,
+    emit,
+    number,
+    render,
+)
 from ftplan.errors import FtplanError
 from ftplan.fit import FitResult, fit_job, gpu_pool, instance_pool, rank
 from ftplan.job import resolve_job
@@ -28,8 +40,9 @@ class By(StrEnum):
 COLUMNS = [
     "pool", "gpus", "nodes", "dp", "tp", "pp", "cp", "ep", "zero", "dp_shard", "offload", "recompute", "micro_batch",
     "grad_accum",
-    "device_bytes", "headroom_bytes", "step_s", "compute_s", "comm_s", "offload_s", "other_s", "tokens_per_s",
-    "mfu", "hours", "gpu_hours", "usd",
+    "device_bytes", "headroom_bytes", "required_bytes", "band_low_bytes", "band_high_bytes", "fit_probability",
+    "step_s", "compute_s", "comm_s", "offload_s", "other_s", "tokens_per_s",
+    "mfu", "hours", "hours_band_low", "hours_band_high", "gpu_hours", "usd", "memory_band", "time_band",
 ]  # fmt: skip
 
 
@@ -67,6 +80,8 @@ def fit(
     efficiency: float | None = typer.Option(
         None, "--efficiency", help="Override the GPUs' fraction of peak (0, 1].", callback=number(0, 1, lo_open=True)
     ),
+    memory_confidence: float | None = CONFIDENCE_OPTION,
+    memory_margin: str | None = MARGIN_OPTION,
     format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
@@ -90,12 +105,13 @@ def fit(
                 "is never used. To fix: give --network-gbps with --gpus beyond a node, or an instance with a network."
             )
         pools = [replace(p, allreduce_busbw_gbs=busbw_gbs) if p.network_gbps else p for p in pools]
-    result = fit_job(resolved, pools, efficiency)
+    result = fit_job(resolved, pools, efficiency, cli_policy(memory_confidence, memory_margin))
     best = rank(result, by.value, top)
     records = json.loads(best[COLUMNS].to_json(orient="records")) if not best.empty else []
     payload = {
         "job": resolved.name,
         "by": by.value,
+        "memory_policy": result.policy.as_dict(),
         "evaluated": result.evaluated,
         "fitting": len(result.layouts),
         "layouts": records,

@@ -7,10 +7,20 @@ from typing import Any
 
 import typer
 
+from ftplan.bands import MemoryVerdict
 from ftplan.catalog import load_catalog
-from ftplan.cli.common import FORMAT_HELP, Format, check_writable, emit, render
+from ftplan.cli.common import (
+    CONFIDENCE_OPTION,
+    FORMAT_HELP,
+    MARGIN_OPTION,
+    Format,
+    check_writable,
+    cli_policy,
+    emit,
+    render,
+)
 from ftplan.io import read_yaml
-from ftplan.job import estimate_job, resolve_job
+from ftplan.job import estimate_job, memory_verdict, resolve_job
 from ftplan.report.tables import memory_table
 from ftplan.schema.job import parse_job
 
@@ -70,6 +80,8 @@ def memory(
     lora_rank: int | None = typer.Option(None, "--lora-rank", help="LoRA rank."),
     lora_targets: str | None = typer.Option(None, "--lora-targets", help="Comma-separated modules or all-linear."),
     gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="GPUs sharing one host."),
+    memory_confidence: float | None = CONFIDENCE_OPTION,
+    memory_margin: str | None = MARGIN_OPTION,
     format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
@@ -121,6 +133,7 @@ def memory(
     spec = parse_job(data, source)
     resolved = resolve_job(spec, load_catalog(), source)
     est = estimate_job(resolved)
+    verdict = memory_verdict(resolved, est, cli_policy(memory_confidence, memory_margin))
     t, lay = resolved.training, resolved.layout
     title = (
         f"{resolved.name} · {t.method.value} · {t.precision_label} · {t.optimizer.value} · "
@@ -136,12 +149,14 @@ def memory(
     rows += [{"where": "host", "term": k, "bytes": v} for k, v in est.host_terms.items()]
     rows.append({"where": "gpu", "term": "device_total", "bytes": est.device_total_bytes})
     gpu_id = resolved.gpu.id if resolved.gpu else None
-    emit(render(format, lambda: memory_table(est, title), lambda: estimate_to_dict(est, resolved.name, gpu_id),
-                lambda: rows), output)  # fmt: skip
+    emit(render(format, lambda: memory_table(est, title, verdict),
+                lambda: estimate_to_dict(est, resolved.name, gpu_id, verdict), lambda: rows), output)  # fmt: skip
 
 
-def estimate_to_dict(est: Any, model: str, gpu: str | None) -> dict[str, Any]:
-    """The JSON form of a memory estimate (keys are part of the interface)."""
+def estimate_to_dict(est: Any, model: str, gpu: str | None, verdict: MemoryVerdict | None = None) -> dict[str, Any]:
+    """The JSON form of a memory estimate (keys are part of the interface): ``fits`` is under the headroom
+    policy (``memory``), ``estimate_fits`` the bare estimate's."""
+    fits = est.fits if verdict is None or est.fits is None else bool(verdict.fits) and est.host_fits
     return {
         "model": model,
         "gpu": gpu,
@@ -151,10 +166,12 @@ def estimate_to_dict(est: Any, model: str, gpu: str | None) -> dict[str, Any]:
         "host_bytes_per_node": est.host_bytes_per_node,
         "host_memory_bytes": est.host_memory_bytes,
         "gpu_memory_bytes": est.gpu_memory_bytes,
-        "fits": est.fits,
+        "fits": fits,
+        "estimate_fits": est.fits,
         "headroom_bytes": est.headroom_bytes,
         "peak_phase": est.peak_phase,
         "breakdown": est.gpu_terms,
         "host_breakdown": est.host_terms,
         "notes": list(est.notes),
+        **({"memory": verdict.as_dict()} if verdict is not None else {}),
     }

@@ -9,7 +9,18 @@ import typer
 
 from ftplan.candidates import build_candidates
 from ftplan.catalog import load_catalog
-from ftplan.cli.common import FORMAT_HELP, Format, Live, check_writable, emit, number, render
+from ftplan.cli.common import (
+    CONFIDENCE_OPTION,
+    FORMAT_HELP,
+    MARGIN_OPTION,
+    Format,
+    Live,
+    check_writable,
+    cli_policy,
+    emit,
+    number,
+    render,
+)
 from ftplan.errors import FtplanError
 from ftplan.limits import MAX_HOURS, MAX_TIME_LIMIT_S, MAX_USD
 from ftplan.plan import load_plan, verified_plan, write_plan
@@ -55,12 +66,15 @@ def plan(
         None, "--time-limit", help="Solver time limit (seconds).", callback=number(0, MAX_TIME_LIMIT_S, lo_open=True)
     ),
     gantt: Path | None = typer.Option(None, "--gantt", help="Draw the schedule per node to this PNG."),
+    memory_confidence: float | None = CONFIDENCE_OPTION,
+    memory_margin: str | None = MARGIN_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line."),
 ) -> None:
     """Choose a layout for every job, place and schedule the runs, and write the plan."""
     check_writable(output, gantt)
     sc = _override(load_scenario(scenario), objective, deadline, budget, time_limit)
-    campaign = resolve_scenario(sc, load_catalog(), str(scenario))
+    policy = cli_policy(memory_confidence, memory_margin)
+    campaign = resolve_scenario(sc, load_catalog(), str(scenario), policy)
     live = Live(quiet)
     table = build_candidates(campaign, status=live)
     solution = solve_campaign(campaign, table, progress=live.progress, phases=live)
@@ -91,7 +105,9 @@ def plan_rows(plan: Plan) -> list[dict[str, object]]:
                                   "gpu_count": r.gpu_count, "start_h": r.start_h, "end_h": r.end_h}  # fmt: skip
         row.update(r.layout.model_dump())
         row.update(memory_per_gpu_bytes=r.memory_per_gpu_bytes, headroom_bytes=r.headroom_bytes,
-                   tokens_per_s=r.tokens_per_s, hours=r.hours, usd=r.usd)  # fmt: skip
+                   memory_required_bytes=r.memory_required_bytes, memory_band_low_bytes=r.memory_band_bytes[0],
+                   memory_band_high_bytes=r.memory_band_bytes[1], fit_probability=r.fit_probability,
+                   **r.memory_policy.model_dump(), tokens_per_s=r.tokens_per_s, hours=r.hours, usd=r.usd)  # fmt: skip
         rows.append(row)
     return rows
 
@@ -99,9 +115,13 @@ def plan_rows(plan: Plan) -> list[dict[str, object]]:
 def check(
     scenario: Path = typer.Argument(..., help="Scenario YAML the plan was made for."),
     plan_file: Path = typer.Argument(..., help="Plan file (.yaml or .json) to verify."),
+    memory_confidence: float | None = CONFIDENCE_OPTION,
+    memory_margin: str | None = MARGIN_OPTION,
 ) -> None:
-    """Verify a plan against its scenario without the solver; exit 1 listing every violation."""
-    campaign = resolve_scenario(load_scenario(scenario), load_catalog(), str(scenario))
+    """Verify a plan against its scenario without the solver; exit 1 listing every violation. Every run must
+    fit under its scenario's headroom policy (or the one given here) as well as under the one it records."""
+    policy = cli_policy(memory_confidence, memory_margin)
+    campaign = resolve_scenario(load_scenario(scenario), load_catalog(), str(scenario), policy)
     parsed = load_plan(plan_file)
     violations = verify_plan(campaign, parsed)
     if violations:

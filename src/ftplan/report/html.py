@@ -15,7 +15,7 @@ from ftplan.report.compare_report import frontier_png
 from ftplan.report.gantt import gantt_png
 from ftplan.report.tables import TERM_LABELS
 from ftplan.scenario import Campaign
-from ftplan.schema.plan import Plan
+from ftplan.schema.plan import Plan, PlanRun
 from ftplan.units import GIB
 from ftplan.verify import run_memory
 
@@ -62,16 +62,20 @@ def memory_terms(campaign: Campaign, plan: Plan) -> dict[str, dict[str, int]]:
         gpu = pools[r.pool].pool.gpu
         est = run_memory(runs[r.run], r, pools[r.pool])
         terms = {k: v for k, v in est.gpu_terms.items() if k in est.peak_terms and v > 0}
-        out[r.run] = terms | {"_capacity": gpu.memory_bytes}
+        out[r.run] = terms | {
+            "_capacity": gpu.memory_bytes, "_band_low": r.memory_band_bytes[0], "_band_high": r.memory_band_bytes[1],
+            "_fit_permille": round(1000 * r.fit_probability),
+        }  # fmt: skip
     return out
 
 
 def _memory_svg(terms: dict[str, dict[str, int]]) -> str:
-    """Stacked horizontal bars: the terms at each run's peak, against its GPU's memory."""
+    """Stacked horizontal bars: the terms at each run's peak, against its GPU's memory, with a whisker over the
+    device total's 90% band and the run's chance of fitting."""
     names = sorted({k for t in terms.values() for k in t if not k.startswith("_")})
     colour = {n: _COLOURS[i % len(_COLOURS)] for i, n in enumerate(names)}
     width, label_w, row_h = 900, 190, 22
-    scale = (width - label_w - 60) / max(t["_capacity"] for t in terms.values())
+    scale = (width - label_w - 170) / max(max(t["_capacity"], t.get("_band_high", 0)) for t in terms.values())
     parts = []
     for i, (run, t) in enumerate(terms.items()):
         y = i * row_h + 4
@@ -87,7 +91,17 @@ def _memory_svg(terms: dict[str, dict[str, int]]) -> str:
         cap = label_w + t["_capacity"] * scale
         parts.append(f'<line x1="{cap:.1f}" x2="{cap:.1f}" y1="{y - 2}" y2="{y + 18}" stroke="#000"/>')
         used = sum(v for k, v in t.items() if not k.startswith("_"))
-        parts.append(f'<text x="{cap + 4:.1f}" y="{y + 14}" font-size="11">{used / GIB:.1f} GiB</text>')
+        text = f"{used / GIB:.1f} GiB"
+        if "_band_low" in t:
+            lo, hi = label_w + t["_band_low"] * scale, label_w + t["_band_high"] * scale
+            tip = f"90% band {t['_band_low'] / GIB:.1f}–{t['_band_high'] / GIB:.1f} GiB"
+            parts.append(f'<g class="band" stroke="#b00020" stroke-width="1.5"><title>{tip}</title>'
+                         f'<line x1="{lo:.1f}" x2="{hi:.1f}" y1="{y + 8}" y2="{y + 8}"/>'
+                         f'<line x1="{lo:.1f}" x2="{lo:.1f}" y1="{y + 3}" y2="{y + 13}"/>'
+                         f'<line x1="{hi:.1f}" x2="{hi:.1f}" y1="{y + 3}" y2="{y + 13}"/></g>')  # fmt: skip
+            text += f" · P(fit) {t['_fit_permille'] / 10:.0f}%"
+        parts.append(f'<text x="{max(cap, hi if "_band_low" in t else cap) + 4:.1f}" y="{y + 14}" '
+                     f'font-size="11">{text}</text>')  # fmt: skip
     height = len(terms) * row_h + 8
     legend = "".join(
         f'<span><i style="background:{colour[n]}"></i>{html.escape(TERM_LABELS.get(n, n))}</span>' for n in names
@@ -95,6 +109,10 @@ def _memory_svg(terms: dict[str, dict[str, int]]) -> str:
     svg = (f'<svg id="memory" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
            f'{"".join(parts)}</svg>')  # fmt: skip
     return f'{svg}<div class="legend">{legend}</div>'
+
+
+def _policy(r: PlanRun) -> str:
+    return " ".join(f"{k} {v}" for k, v in r.memory_policy.model_dump().items() if v is not None)
 
 
 def render_html(
@@ -110,6 +128,7 @@ def render_html(
         [r.run, r.pool, ", ".join(r.nodes), str(r.gpu_count), f"{r.start_h:.2f}", f"{r.end_h:.2f}",
          f"dp{r.layout.dp} tp{r.layout.tp} ZeRO-{r.layout.zero} offload {r.layout.offload}", r.layout.recompute,
          f"{r.layout.micro_batch}×{r.layout.grad_accum}", f"{r.memory_per_gpu_bytes / GIB:.1f}",
+         f"{r.memory_band_bytes[0] / GIB:.1f}–{r.memory_band_bytes[1] / GIB:.1f}", f"{100 * r.fit_probability:.0f}%",
          f"{r.tokens_per_s:,.0f}", f"{r.usd:,.2f}"]
         for r in plan.runs
     ]  # fmt: skip
@@ -145,16 +164,21 @@ def render_html(
                 "recompute",
                 "mb×acc",
                 "GiB/GPU",
+                "90% band GiB",
+                "P(fit)",
                 "tokens/s",
                 "USD",
             ],
             runs,
-            {3, 4, 5, 9, 10, 11},
+            {3, 4, 5, 9, 10, 11, 12, 13},
         ),
         _table("pools", ["pool", "GPU-hours", "utilisation", "nodes bought", "purchase USD"], pools, {1, 2, 3, 4}),
         "<h2>Schedule</h2>",
         _img(gantt_png(plan), "schedule per node", "schedule"),
         "<h2>Memory per GPU at each run's peak</h2>",
+        f"<p>Whiskers: the device total's 90% band from the memory model's errors on published runs of the run's "
+        f"regime; P(fit): the share of those runs whose error would still fit the card. Headroom policy: "
+        f"{html.escape('; '.join(dict.fromkeys(_policy(r) for r in plan.runs)))}.</p>",
         _memory_svg(memory_terms(campaign, plan)),
     ]
     if comparison:

@@ -19,11 +19,14 @@ def plan_table(plan: Plan) -> str:
             r.run, r.pool, nodes, str(r.gpu_count), f"{r.start_h:.2f}", f"{r.end_h:.2f}",
             f"dp{lay.dp} tp{lay.tp}{stages} Z{lay.zero}{shard}{offload}",
             lay.recompute, f"{lay.micro_batch}×{lay.grad_accum}", lay.optimizer,
-            f"{r.memory_per_gpu_bytes / GIB:.1f}", f"{r.tokens_per_s:,.0f}", f"{r.usd:,.2f}",
+            f"{r.memory_per_gpu_bytes / GIB:.1f}", f"{100 * r.fit_probability:.0f}%", f"{r.tokens_per_s:,.0f}",
+            f"{r.usd:,.2f}",
         ])  # fmt: skip
     headers = ["run", "pool", "nodes", "GPUs", "start h", "end h", "layout", "recompute", "mb×acc", "optimizer",
-               "GiB/GPU", "tokens/s", "USD"]  # fmt: skip
-    out = [f"plan for {plan.scenario}", "", render_table(headers, rows, right={3, 4, 5, 10, 11, 12})]
+               "GiB/GPU", "P(fit)", "tokens/s", "USD"]  # fmt: skip
+    out = [f"plan for {plan.scenario}", "", render_table(headers, rows, right={3, 4, 5, 10, 11, 12, 13})]
+    policies = dict.fromkeys(_policy_label(r.memory_policy.model_dump()) for r in plan.runs)
+    out.append(f"memory headroom: {'; '.join(policies)} (P(fit): share of the memory band's published runs that fit)")
     t = plan.totals
     out.append(f"\ncost ${t.cost_usd:,.2f} · makespan {t.makespan_h:.2f} h · {t.gpu_hours:,.1f} GPU-hours")
     pools = [
@@ -51,3 +54,7 @@ def plan_table(plan: Plan) -> str:
         line += "\nstopped by Ctrl-C: the best plan found so far"
     out.append(line)
     return "\n".join(out)
+
+
+def _policy_label(policy: dict[str, object]) -> str:
+    return " ".join(f"{k} {v}" for k, v in policy.items() if v is not None)

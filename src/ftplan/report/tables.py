@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ftplan.bands import MemoryVerdict
 from ftplan.memory import MemoryEstimate
 from ftplan.units import GIB
 
@@ -55,7 +56,7 @@ def _gib(n: float) -> str:
     return f"{n / GIB:.2f}"
 
 
-def memory_table(est: MemoryEstimate, title: str) -> str:
+def memory_table(est: MemoryEstimate, title: str, verdict: MemoryVerdict | None = None) -> str:
     """The `ftplan memory` breakdown: per-GPU terms, the three statistics, host memory, verdict."""
     rows = [
         [TERM_LABELS.get(k, k), _gib(v), "yes" if k in est.peak_terms else ""] for k, v in est.gpu_terms.items() if v
@@ -75,14 +76,20 @@ def memory_table(est: MemoryEstimate, title: str) -> str:
         out += ["", render_table(["host memory per node", "GiB"], host, right={1})]
     for note in est.notes:
         out.append(f"note: {note}")
+    if verdict is not None:
+        out.append(f"device total: {verdict.band_text()}")
     if est.gpu_memory_bytes is not None:
         head = est.headroom_bytes or 0
-        verdict = "FITS" if est.fits else "DOES NOT FIT"
-        out += [
-            "",
-            f"{verdict}: {_gib(est.device_total_bytes)} GiB of {_gib(est.gpu_memory_bytes)} GiB "
-            f"({'headroom' if head >= 0 else 'short by'} {_gib(abs(head))} GiB)",
-        ]
+        fits = est.fits if verdict is None else bool(verdict.fits) and est.host_fits
+        line = (
+            f"{'FITS' if fits else 'DOES NOT FIT'}: {_gib(est.device_total_bytes)} GiB of {_gib(est.gpu_memory_bytes)} "
+            f"GiB ({'headroom' if head >= 0 else 'short by'} {_gib(abs(head))} GiB)"
+        )
+        if verdict is not None:
+            line += (
+                f"; under {verdict.policy.label} it needs {_gib(verdict.required_bytes)} GiB; {verdict.chance_text()}"
+            )
+        out += ["", line]
         if not est.host_fits:
             out[-1] += (
                 f"; host memory per node {_gib(est.host_bytes_per_node)} GiB > {_gib(est.host_memory_bytes or 0)} GiB"
@@ -171,16 +178,25 @@ def fit_table(result: Any, best: Any, by: str) -> str:
             f"Z{r.zero}" + (f"/{r.dp_shard}" if r.dp_shard else ""),
             r.offload, r.recompute,
             f"{r.micro_batch}×{r.grad_accum}",
-            f"{r.device_bytes / GIB:.1f}", f"{r.tokens_per_s:,.0f}", f"{r.step_s:.2f}", f"{100 * r.mfu:.0f}%",
-            f"{r.hours:,.1f}", "—" if r.usd != r.usd else f"{r.usd:,.0f}",
+            f"{r.device_bytes / GIB:.1f}", f"{r.required_bytes / GIB:.1f}", f"{100 * r.fit_probability:.0f}%",
+            f"{r.tokens_per_s:,.0f}", f"{r.step_s:.2f}", f"{100 * r.mfu:.0f}%",
+            f"{r.hours:,.1f}", f"{r.hours_band_low:,.1f}–{r.hours_band_high:,.1f}",
+            "—" if r.usd != r.usd else f"{r.usd:,.0f}",
         ]
         for r in best.itertuples()
     ]  # fmt: skip
     headers = ["pool", "GPUs", "tp", "pp", "cp", "ep", "ZeRO", "offload", "recompute", "mb×acc", "GiB/GPU",
-               "tokens/s", "step s", "MFU", "hours", "USD"]  # fmt: skip
+               "need GiB", "P(fit)", "tokens/s", "step s", "MFU", "hours", "90% band", "USD"]  # fmt: skip
     out = [title, ""]
-    out.append(render_table(headers, rows, right=set(range(1, 16)) - {6, 7, 8}) if rows else "no layout fits")
-    out.append(f"\n{len(result.layouts):,} of {result.evaluated:,} layouts fit.")
+    out.append(render_table(headers, rows, right=set(range(1, 19)) - {6, 7, 8}) if rows else "no layout fits")
+    out.append(f"\n{len(result.layouts):,} of {result.evaluated:,} layouts fit under {result.policy.label}.")
+    if not best.empty:
+        out.append(
+            "need GiB: the device memory the policy asks a GPU to hold; P(fit): the share of the memory band's "
+            "published runs whose error would still fit the card; 90% band: the hours' band."
+        )
+        for what, col in (("memory band", "memory_band"), ("time band", "time_band")):
+            out += [f"{what}: {text}" for text in dict.fromkeys(best[col])]
     for pool in result.pools:
         out.append(f"pool {pool.name}: {pool.hardware_note}; {pool.price_note or 'no price'}")
     if result.excluded:

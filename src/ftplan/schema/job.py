@@ -145,6 +145,29 @@ class LayoutSpec(BaseModel):
         return value
 
 
+CONFIDENCE_HELP = (
+    "fit a layout only if this quantile of its peak memory fits (the estimate over its regime's error band from "
+    "published runs); default 0.99"
+)
+MARGIN_HELP = "instead of memory_confidence: memory left free, a fraction of the card (0.1) or an amount ('6 GiB')"
+
+
+def check_margin(value: Any) -> Any:
+    """``memory_margin``: a fraction of the card in [0, 1) or an amount with a unit (see :mod:`ftplan.bands`)."""
+    from ftplan.bands import parse_margin
+    from ftplan.errors import FtplanError
+
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("memory_margin is a fraction of the card (0.1) or an amount such as '6 GiB'")
+    try:
+        parse_margin(value, "memory_margin")
+    except FtplanError as exc:
+        raise ValueError(str(exc).removeprefix("memory_margin: ")) from None
+    return float(value) if not isinstance(value, str) else value
+
+
 class OverheadSpec(BaseModel):
     model_config = _STRICT
     allocator_fraction: Float | None = Field(None, ge=0, le=2, description="reserved/allocated − 1")
@@ -202,6 +225,8 @@ class JobSpec(BaseModel):
         "cloud instances with this GPU and node size)",
     )  # fmt: skip
     layout: LayoutSpec = Field(default_factory=LayoutSpec)
+    memory_confidence: Float | None = Field(None, gt=0, lt=1, description=CONFIDENCE_HELP)
+    memory_margin: float | str | None = Field(None, description=MARGIN_HELP)
     overheads: OverheadSpec = Field(default_factory=OverheadSpec)
     tokens: Int | None = Field(None, gt=0, le=L.MAX_TOKENS, description="training tokens per epoch (for time and cost)")
     samples: Int | None = Field(
@@ -219,8 +244,12 @@ class JobSpec(BaseModel):
         description="sequences per optimizer step (default: micro_batch × grad_accum × dp)",
     )
 
+    _margin = field_validator("memory_margin", mode="before")(check_margin)
+
     @model_validator(mode="after")
     def _one_model(self) -> JobSpec:
+        if self.memory_confidence is not None and self.memory_margin is not None:
+            raise ValueError("memory_confidence and memory_margin both given; keep one of them")
         if (self.model is None) == (self.architecture is None):
             raise ValueError("give exactly one of 'model' (a catalog id) or 'architecture' (config fields)")
         if self.fp8 is not None and self.precision is not Precision.FP8:

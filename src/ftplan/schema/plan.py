@@ -32,6 +32,13 @@ class PlanLayout(_Strict):
     )
 
 
+class PlanMemoryPolicy(_Strict):
+    """The headroom policy a run was planned under (one of the two)."""
+
+    memory_confidence: Float | None = Field(None, gt=0, lt=1, description="the peak's quantile that fits the card")
+    memory_margin: float | str | None = Field(None, description="memory left free: a fraction of the card or an amount")
+
+
 class PlanRun(_Strict):
     run: str = Field(description="run id (job id, or job id#k for a sweep)")
     job: str
@@ -44,6 +51,10 @@ class PlanRun(_Strict):
     layout: PlanLayout
     memory_per_gpu_bytes: Int = Field(description="estimated device total per GPU (bytes)")
     headroom_bytes: int
+    memory_policy: PlanMemoryPolicy = Field(description="the headroom policy the run was planned under")
+    memory_required_bytes: Int = Field(description="device memory per GPU the policy asks for (bytes)")
+    memory_band_bytes: list[Int] = Field(min_length=2, max_length=2, description="the estimate's 90% band (bytes)")
+    fit_probability: Float = Field(ge=0, le=1, description="share of the band's published runs that would fit")
     tokens_per_s: float
     hours: Float = Field(description="training hours (the interval may be longer: whole minutes)")
     usd: Float = Field(description="what the run costs on its pool (USD)")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ftplan import limits as L
 from ftplan.memory.setup import Optimizer, Recompute
-from ftplan.schema.job import JobSpec
+from ftplan.schema.job import CONFIDENCE_HELP, MARGIN_HELP, JobSpec, check_margin
 from ftplan.schema.types import Bool, Float, Identifier, Int
 
 
@@ -154,9 +154,15 @@ class Scenario(_Strict):
     pools: list[Pool] = Field(min_length=1)  # type: ignore[valid-type]
     objective: Objective = Field(default_factory=Objective)
     solver: SolverOptions = Field(default_factory=SolverOptions)
+    memory_confidence: Float | None = Field(None, gt=0, lt=1, description=f"every job's default: {CONFIDENCE_HELP}")
+    memory_margin: float | str | None = Field(None, description=f"every job's default: {MARGIN_HELP}")
+
+    _margin = field_validator("memory_margin", mode="before")(check_margin)
 
     @model_validator(mode="after")
     def _ids(self) -> Scenario:
+        if self.memory_confidence is not None and self.memory_margin is not None:
+            raise ValueError("memory_confidence and memory_margin both given; keep one of them")
         runs = sum(j.count for j in self.jobs)
         if runs > L.MAX_RUNS:
             raise ValueError(
