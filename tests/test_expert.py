@@ -151,6 +151,8 @@ def test_the_verifier_recomputes_an_expert_parallel_run_as_the_search_states_it(
     ints = ("dp", "tp", "pp", "cp", "ep", "zero", "dp_shard", "micro_batch", "grad_accum")
     run["layout"] |= {k: int(row[k]) for k in ints} | {"offload": row["offload"], "recompute": row["recompute"]}
     run |= {"memory_per_gpu_bytes": int(row["device_bytes"]), "headroom_bytes": int(row["headroom_bytes"]),
+            "memory_required_bytes": int(row["required_bytes"]), "fit_probability": float(row["fit_probability"]),
+            "memory_band_bytes": [round(row["band_low_bytes"]), round(row["band_high_bytes"])],
             "hours": float(row["hours"]), "tokens_per_s": float(row["tokens_per_s"])}  # fmt: skip
     problems = verify_plan(campaign, Plan.model_validate(plan))
     # the run's memory and hours are what the verifier recomputes; only times and totals built on the old
