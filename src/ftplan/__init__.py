@@ -6,7 +6,7 @@ bad input raises :class:`FtplanError` with the command line's message. The build
 them stay importable.
 """
 
-from ftplan.api import Fit, campaign, check, fit, job, memory, memory_band, plan
+from ftplan.api import Fit, campaign, check, export, fit, job, memory, memory_band, plan
 from ftplan.arch import Architecture, architecture_from_hf
 from ftplan.bands import HeadroomPolicy, load_bands
 from ftplan.candidates import build_candidates
@@ -44,6 +44,7 @@ __all__ = [
     "check",
     "estimate_job",
     "estimate_memory",
+    "export",
     "fit",
     "fit_job",
     "gpu_pool",

@@ -145,4 +145,20 @@ def check(
     return verify_plan(campaign(source, catalog, policy), p)
 
 
-__all__ = ["Fit", "campaign", "check", "fit", "job", "memory", "memory_band", "plan"]
+def export(
+    source: ScenarioInput,
+    plan_source: Plan | str | Path,
+    to: str,
+    out_dir: str | Path,
+    time_margin: float | None = None,
+    catalog: Catalog | None = None,
+) -> list[Path]:
+    """`ftplan export`: the plan (verified first) as ``to``'s files under ``out_dir``; the paths written."""
+    from ftplan.export import export_plan
+
+    catalog = catalog or load_catalog()
+    p = plan_source if isinstance(plan_source, Plan) else load_plan(Path(plan_source))
+    return export_plan(campaign(source, catalog), p, to, Path(out_dir), time_margin, catalog)
+
+
+__all__ = ["Fit", "campaign", "check", "export", "fit", "job", "memory", "memory_band", "plan"]

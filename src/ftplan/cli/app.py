@@ -10,7 +10,17 @@ import sys
 
 import typer
 
-from ftplan.cli import budget_cmd, catalog_cmd, compare_cmd, fit_cmd, measure_cmd, memory_cmd, plan_cmd, report_cmd
+from ftplan.cli import (
+    budget_cmd,
+    catalog_cmd,
+    compare_cmd,
+    export_cmd,
+    fit_cmd,
+    measure_cmd,
+    memory_cmd,
+    plan_cmd,
+    report_cmd,
+)
 from ftplan.errors import FtplanError
 
 app = typer.Typer(
@@ -30,6 +40,7 @@ app.command("schema")(plan_cmd.schema)
 app.command("compare")(compare_cmd.compare)
 app.command("budget")(budget_cmd.budget)
 app.command("report")(report_cmd.report)
+app.command("export")(export_cmd.export)
 
 _state = {"debug": False}
 

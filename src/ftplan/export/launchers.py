@@ -1,0 +1,360 @@
+"""Launcher files for one planned run: DeepSpeed's JSON, accelerate's YAML, TRL's SFT config, torchrun's lines.
+
+Each builder returns ``{file name: text}`` for the run's directory plus ``sources``: every field it wrote and
+the plan (or scenario) field it came from, which the exporter writes to the run's ``SOURCES.md`` (JSON holds no
+comments). What a format cannot express is refused in one line naming the run and the format that can.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+
+import yaml
+
+from ftplan.errors import FtplanError
+from ftplan.export.runs import MASTER_PORT, RunExport
+
+# TrainingArguments.optim for each optimizer kernel (transformers' OptimizerNames). adamw-forloop has none:
+# adamw_torch is the foreach kernel, whose step temporaries are larger than what was planned, so it is refused.
+HF_OPTIM = {
+    "adamw": "adamw_torch",
+    "adamw-fused": "adamw_torch_fused",
+    "adamw-8bit": "adamw_bnb_8bit",
+    "sgd": "sgd",
+    "adafactor": "adafactor",
+    "paged-adamw": "paged_adamw_32bit",
+    "paged-adamw-8bit": "paged_adamw_8bit",
+}
+# Precisions the Hugging Face stack (Trainer, accelerate, DeepSpeed) runs as planned: autocast over fp32
+# weights, or fp32 throughout. bf16-pure (no fp32 master copy) and FP8 training are torchtune's, lit-gpt's and
+# torchtitan's recipes.
+HF_PRECISIONS = {"fp32": "no", "bf16-mixed": "bf16", "fp16-mixed": "fp16"}
+
+
+@dataclass
+class Files:
+    """A run's generated files and where each field came from."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    sources: list[tuple[str, str, str]] = field(default_factory=list)  # (file, field, plan field)
+
+    def note(self, file: str, pairs: dict[str, str]) -> None:
+        self.sources += [(file, k, v) for k, v in pairs.items()]
+
+
+def _refuse(r: RunExport, fmt: str, why: str, instead: str = "torchrun") -> FtplanError:
+    return FtplanError(f"run {r.id}: {why}, which --to {fmt} cannot express. To fix: export --to {instead}")
+
+
+def check_hf(r: RunExport, fmt: str) -> None:
+    """What the Hugging Face stack cannot run as planned: refused, never approximated."""
+    lay = r.layout
+    for name, value in (("tp", lay.tp), ("pp", lay.pp), ("cp", lay.cp), ("ep", lay.ep)):
+        if value > 1:
+            raise _refuse(r, fmt, f"the plan runs it with {name} {value}")
+    if lay.dp_shard:
+        raise _refuse(r, fmt, f"the plan shards its states over groups of {lay.dp_shard} ranks (HSDP)")
+    if lay.precision not in HF_PRECISIONS:
+        raise _refuse(r, fmt, f"the plan trains it in {lay.precision}")
+    if lay.optimizer not in HF_OPTIM:
+        raise _refuse(r, fmt, f"the plan steps it with {lay.optimizer} (no Trainer optimizer matches its memory)")
+
+
+def deepspeed_config(r: RunExport) -> tuple[dict, dict[str, str]]:
+    """DeepSpeed's JSON config (its Hugging Face integration's form: optimizer hyperparameters ``auto``)."""
+    lay = r.layout
+    cfg: dict = {
+        "train_micro_batch_size_per_gpu": lay.micro_batch,
+        "gradient_accumulation_steps": lay.grad_accum,
+        "train_batch_size": lay.micro_batch * lay.grad_accum * lay.dp,
+        "zero_optimization": {"stage": lay.zero},
+    }
+    src = {
+        "train_micro_batch_size_per_gpu": "runs[].layout.micro_batch",
+        "gradient_accumulation_steps": "runs[].layout.grad_accum",
+        "train_batch_size": "runs[].layout.micro_batch × grad_accum × dp",
+        "zero_optimization.stage": "runs[].layout.zero",
+    }
+    zero = cfg["zero_optimization"]
+    if lay.offload in ("optimizer", "optimizer+params"):
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        src["zero_optimization.offload_optimizer"] = "runs[].layout.offload"
+        # ZeRO-Offload steps on the host with DeepSpeed's CPU Adam (its Hugging Face integration fills ``auto``)
+        cfg["optimizer"] = {"type": "AdamW", "params": {k: "auto" for k in ("lr", "betas", "eps", "weight_decay")}}
+        src["optimizer.type"] = "runs[].layout.offload (the host steps AdamW)"
+    if lay.offload == "optimizer+params":
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+        src["zero_optimization.offload_param"] = "runs[].layout.offload"
+    if lay.precision == "bf16-mixed":
+        cfg["bf16"] = {"enabled": True}
+        src["bf16.enabled"] = "runs[].layout.precision"
+    elif lay.precision == "fp16-mixed":
+        cfg["fp16"] = {"enabled": True}
+        src["fp16.enabled"] = "runs[].layout.precision"
+    return cfg, src
+
+
+def _launch_header(r: RunExport, what: str) -> list[str]:
+    nodes = " ".join(r.hostnames)
+    return [
+        "#!/usr/bin/env bash",
+        f"# {what} for run {r.id} (job {r.job.id}) on {r.run.pool}: {r.run.gpu_count} GPUs, nodes {nodes}",
+        f"# planned: starts at {r.run.start_h:.2f} h, {r.run.hours:.2f} h of training (runs[].start_h, runs[].hours)",
+        "# PYTORCH_CUDA_ALLOC_CONF is left unset: the memory model's allocator overhead is the default caching",
+        "# allocator's (src/ftplan/memory/overheads.py).",
+        "set -euo pipefail",
+        'HERE="$(cd "$(dirname "$0")" && pwd)"',
+        f"NODE_RANK=${{NODE_RANK:-0}}  # this node's index in: {nodes}",
+        "TRAIN_SCRIPT=${TRAIN_SCRIPT:?set TRAIN_SCRIPT to your training script}",
+    ]
+
+
+def torchrun_line(r: RunExport) -> str:
+    """torchrun's arguments for this run (rendezvous at the first node of the plan)."""
+    if r.num_nodes == 1:
+        return f"torchrun --standalone --nnodes 1 --nproc-per-node {r.nproc_per_node}"
+    return (
+        f'torchrun --nnodes {r.num_nodes} --nproc-per-node {r.nproc_per_node} --node-rank "$NODE_RANK" '
+        f"--rdzv-backend c10d --rdzv-endpoint {r.hostnames[0]}:{MASTER_PORT} --rdzv-id {shlex.quote(r.dirname)}"
+    )
+
+
+GLOBAL_BATCH = "runs[].layout: micro_batch × grad_accum × dp"
+
+
+def plan_env(r: RunExport) -> tuple[str, dict[str, str]]:
+    """Every planned value as an environment variable a training script (torchtitan, Megatron, your own) reads."""
+    lay, job = r.layout, r.job
+    values = {
+        "FTPLAN_RUN": (r.id, "runs[].run"),
+        "FTPLAN_MODEL": (job.model or "inline architecture", "jobs[].model"),
+        "FTPLAN_METHOD": (job.method.value, "jobs[].method"),
+        "FTPLAN_SEQ_LEN": (job.seq_len, "jobs[].seq_len"),
+        "FTPLAN_GLOBAL_BATCH": (lay.micro_batch * lay.grad_accum * lay.dp, GLOBAL_BATCH),
+        "FTPLAN_MICRO_BATCH": (lay.micro_batch, "runs[].layout.micro_batch"),
+        "FTPLAN_GRAD_ACCUM": (lay.grad_accum, "runs[].layout.grad_accum"),
+        "FTPLAN_DP": (lay.dp, "runs[].layout.dp"),
+        "FTPLAN_TP": (lay.tp, "runs[].layout.tp"),
+        "FTPLAN_PP": (lay.pp, "runs[].layout.pp"),
+        "FTPLAN_PP_SCHEDULE": (lay.pp_schedule, "runs[].layout.pp_schedule"),
+        "FTPLAN_CP": (lay.cp, "runs[].layout.cp"),
+        "FTPLAN_EP": (lay.ep, "runs[].layout.ep"),
+        "FTPLAN_ZERO": (lay.zero, "runs[].layout.zero"),
+        "FTPLAN_DP_SHARD": (lay.dp_shard or lay.dp, "runs[].layout.dp_shard (0: all of dp)"),
+        "FTPLAN_OFFLOAD": (lay.offload, "runs[].layout.offload"),
+        "FTPLAN_RECOMPUTE": (lay.recompute, "runs[].layout.recompute"),
+        "FTPLAN_OPTIMIZER": (lay.optimizer, "runs[].layout.optimizer"),
+        "FTPLAN_PRECISION": (lay.precision, "runs[].layout.precision"),
+    }  # fmt: skip
+    if job.lora is not None or job.method.value != "full":
+        from ftplan.schema.job import LoraSpec
+
+        lora = job.lora or LoraSpec()
+        values |= {
+            "FTPLAN_LORA_RANK": (lora.rank, "jobs[].lora.rank"),
+            "FTPLAN_LORA_ALPHA": (lora.alpha, "jobs[].lora.alpha"),
+            "FTPLAN_LORA_TARGETS": (",".join(r.lora_targets), "jobs[].lora.target_modules (default: attention)"),
+        }
+    lines = [f"# planned values of run {r.id}; each line names the plan field it came from"]
+    lines += [f"export {k}={shlex.quote(str(v))}  # {s}" for k, (v, s) in values.items()]
+    return "\n".join(lines) + "\n", {k: s for k, (_, s) in values.items()}
+
+
+def torchrun_files(r: RunExport) -> Files:
+    out = Files()
+    env, src = plan_env(r)
+    out.files["plan.env"] = env
+    out.note("plan.env", src)
+    lines = _launch_header(r, "torchrun")
+    lines += ['source "$HERE/plan.env"', f'exec {torchrun_line(r)} "$TRAIN_SCRIPT" "$@"']
+    out.files["launch.sh"] = "\n".join(lines) + "\n"
+    out.note("launch.sh", {"--nnodes": "len(runs[].nodes)", "--nproc-per-node": "runs[].gpu_count / nodes",
+                           "--rdzv-endpoint": "runs[].nodes[0]"})  # fmt: skip
+    return out
+
+
+def deepspeed_files(r: RunExport) -> Files:
+    check_hf(r, "deepspeed")
+    out = Files()
+    cfg, src = deepspeed_config(r)
+    out.files["ds_config.json"] = json.dumps(cfg, indent=2) + "\n"
+    out.note("ds_config.json", src)
+    out.files["hostfile"] = "".join(f"{h} slots={r.nproc_per_node}\n" for h in r.hostnames)
+    out.note("hostfile", {"host slots": "runs[].nodes, runs[].gpus"})
+    lines = _launch_header(r, "DeepSpeed launcher")
+    lines.append(
+        f'exec deepspeed --hostfile "$HERE/hostfile" --num_nodes {r.num_nodes} --num_gpus {r.nproc_per_node} '
+        f'--master_addr {r.hostnames[0]} --master_port {MASTER_PORT} "$TRAIN_SCRIPT" '
+        f'--deepspeed "$HERE/ds_config.json" "$@"'
+    )
+    out.files["launch.sh"] = "\n".join(lines) + "\n"
+    return out
+
+
+def accelerate_config(r: RunExport) -> tuple[dict, dict[str, str], bool]:
+    """accelerate's config: FSDP2 for ZeRO-2/3 (offloading all or nothing), its DeepSpeed plugin for ZeRO-1
+    or an optimizer-only offload, DDP otherwise. Returns the config, the sources and whether it uses DeepSpeed."""
+    check_hf(r, "accelerate")
+    lay = r.layout
+    cfg: dict = {
+        "compute_environment": "LOCAL_MACHINE",
+        "mixed_precision": HF_PRECISIONS[lay.precision],
+        "num_machines": r.num_nodes,
+        "num_processes": r.run.gpu_count,
+        "machine_rank": 0,
+        "main_process_ip": r.hostnames[0],
+        "main_process_port": MASTER_PORT,
+        "rdzv_backend": "static",
+        "same_network": True,
+        "use_cpu": False,
+        "gpu_ids": "all",
+    }
+    src = {
+        "mixed_precision": "runs[].layout.precision", "num_machines": "len(runs[].nodes)",
+        "num_processes": "runs[].gpu_count", "main_process_ip": "runs[].nodes[0]",
+        "machine_rank": "0 here; launch.sh passes --machine_rank $NODE_RANK",
+    }  # fmt: skip
+    uses_ds = lay.zero == 1 or lay.offload == "optimizer"
+    if uses_ds:
+        cfg["distributed_type"] = "DEEPSPEED"
+        cfg["deepspeed_config"] = {"deepspeed_config_file": "ds_config.json", "zero3_init_flag": lay.zero == 3}
+        src["deepspeed_config"] = "runs[].layout.zero, runs[].layout.offload (ds_config.json)"
+    elif lay.zero >= 2:
+        cfg["distributed_type"] = "FSDP"
+        cfg["fsdp_config"] = {
+            "fsdp_version": 2,
+            "fsdp_reshard_after_forward": lay.zero == 3,
+            "fsdp_offload_params": lay.offload == "optimizer+params",
+            "fsdp_activation_checkpointing": lay.recompute != "none",
+            "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "fsdp_state_dict_type": "SHARDED_STATE_DICT",
+            "fsdp_cpu_ram_efficient_loading": True,
+        }
+        src |= {
+            "fsdp_config.fsdp_reshard_after_forward": "runs[].layout.zero (3: reshard, 2: keep)",
+            "fsdp_config.fsdp_offload_params": "runs[].layout.offload",
+            "fsdp_config.fsdp_activation_checkpointing": "runs[].layout.recompute",
+        }
+    else:
+        cfg["distributed_type"] = "MULTI_GPU" if r.run.gpu_count > 1 else "NO"
+        src["distributed_type"] = "runs[].gpu_count, runs[].layout.zero 0"
+    return cfg, src, uses_ds
+
+
+def accelerate_files(r: RunExport) -> Files:
+    out = Files()
+    cfg, src, uses_ds = accelerate_config(r)
+    out.files["accelerate_config.yaml"] = _yaml(cfg, f"accelerate config of run {r.id} (see SOURCES.md)")
+    out.note("accelerate_config.yaml", src)
+    if uses_ds:
+        ds, ds_src = deepspeed_config(r)
+        out.files["ds_config.json"] = json.dumps(ds, indent=2) + "\n"
+        out.note("ds_config.json", ds_src)
+    lines = _launch_header(r, "accelerate")
+    lines.append(
+        'exec accelerate launch --config_file "$HERE/accelerate_config.yaml" --machine_rank "$NODE_RANK" '
+        '"$TRAIN_SCRIPT" "$@"'
+    )
+    out.files["launch.sh"] = "\n".join(lines) + "\n"
+    return out
+
+
+def training_arguments(r: RunExport) -> tuple[dict, dict[str, str]]:
+    """transformers' ``TrainingArguments`` fields the plan decides (TRL's ``SFTConfig`` extends them)."""
+    check_hf(r, "trl")
+    lay = r.layout
+    args: dict = {
+        "per_device_train_batch_size": lay.micro_batch,
+        "gradient_accumulation_steps": lay.grad_accum,
+        # selective recomputation has no Trainer switch: full recomputation keeps less, never more
+        "gradient_checkpointing": lay.recompute != "none",
+        "optim": HF_OPTIM[lay.optimizer],
+        "bf16": lay.precision == "bf16-mixed",
+        "fp16": lay.precision == "fp16-mixed",
+    }
+    src = {
+        "per_device_train_batch_size": "runs[].layout.micro_batch",
+        "gradient_accumulation_steps": "runs[].layout.grad_accum",
+        "gradient_checkpointing": "runs[].layout.recompute (selective → full: less memory, more time)",
+        "optim": "runs[].layout.optimizer",
+        "bf16": "runs[].layout.precision", "fp16": "runs[].layout.precision",
+    }  # fmt: skip
+    if lay.zero >= 1:
+        args["deepspeed"] = "ds_config.json"
+        src["deepspeed"] = "runs[].layout.zero, runs[].layout.offload (ds_config.json)"
+    return args, src
+
+
+def sft_config(r: RunExport) -> tuple[dict, dict[str, str]]:
+    """TRL's ``SFTConfig``: the training arguments plus the sequence length and packing."""
+    args, src = training_arguments(r)
+    job = r.job
+    args["max_length"] = job.seq_len
+    src["max_length"] = "jobs[].seq_len"
+    args["packing"] = bool(job.data.packing) if job.data else False
+    src["packing"] = "jobs[].data.packing (no data block: every sequence seq_len long, unpacked)"
+    return args, src
+
+
+def lora_config(r: RunExport) -> tuple[dict, dict[str, str]] | None:
+    """PEFT's ``LoraConfig`` fields (None for full fine-tuning)."""
+    from ftplan.schema.job import LoraSpec
+
+    job = r.job
+    if job.method.value == "full":
+        return None
+    lora = job.lora or LoraSpec()
+    alpha = int(lora.alpha) if float(lora.alpha).is_integer() else lora.alpha
+    cfg: dict = {"r": lora.rank, "lora_alpha": alpha, "lora_dropout": lora.dropout, "task_type": "CAUSAL_LM"}
+    src = {"r": "jobs[].lora.rank", "lora_alpha": "jobs[].lora.alpha", "lora_dropout": "jobs[].lora.dropout"}
+    targets = list(r.lora_targets)
+    cfg["target_modules"] = "all-linear" if targets == ["all-linear"] else targets
+    src["target_modules"] = "jobs[].lora.target_modules (default: the model's attention projections, as planned)"
+    if lora.modules_to_save:
+        cfg["modules_to_save"] = list(lora.modules_to_save)
+        src["modules_to_save"] = "jobs[].lora.modules_to_save"
+    if lora.target_parameters:
+        cfg["target_parameters"] = list(lora.target_parameters)
+        src["target_parameters"] = "jobs[].lora.target_parameters"
+    return cfg, src
+
+
+def bnb_config(r: RunExport) -> tuple[dict, dict[str, str]] | None:
+    """transformers' ``BitsAndBytesConfig`` for QLoRA (NF4, as the memory model quantises)."""
+    from ftplan.schema.job import LoraSpec
+
+    if r.job.method.value != "qlora":
+        return None
+    lora = r.job.lora or LoraSpec()
+    compute = {"bf16-mixed": "bfloat16", "fp16-mixed": "float16"}.get(r.layout.precision, "float32")
+    cfg = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": lora.double_quant,
+           "bnb_4bit_compute_dtype": compute}  # fmt: skip
+    return cfg, {"load_in_4bit": "jobs[].method qlora", "bnb_4bit_use_double_quant": "jobs[].lora.double_quant",
+                 "bnb_4bit_compute_dtype": "runs[].layout.precision"}  # fmt: skip
+
+
+def trl_files(r: RunExport) -> Files:
+    out = Files()
+    args, src = sft_config(r)
+    out.files["sft_config.json"] = json.dumps(args, indent=2) + "\n"
+    out.note("sft_config.json", src)
+    if r.layout.zero >= 1:
+        ds, ds_src = deepspeed_config(r)
+        out.files["ds_config.json"] = json.dumps(ds, indent=2) + "\n"
+        out.note("ds_config.json", ds_src)
+    for name, built in (("lora_config.json", lora_config(r)), ("bnb_config.json", bnb_config(r))):
+        if built is not None:
+            out.files[name] = json.dumps(built[0], indent=2) + "\n"
+            out.note(name, built[1])
+    lines = _launch_header(
+        r, "TRL SFT (your script builds SFTConfig, LoraConfig and BitsAndBytesConfig from these files)"
+    )
+    lines.append(f'cd "$HERE" && exec {torchrun_line(r)} "$TRAIN_SCRIPT" "$@"')
+    out.files["launch.sh"] = "\n".join(lines) + "\n"
+    return out
+
+
+def _yaml(data: dict, comment: str) -> str:
+    return f"# {comment}\n" + yaml.safe_dump(data, sort_keys=False)

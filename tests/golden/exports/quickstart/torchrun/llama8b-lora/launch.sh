@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# torchrun for run llama8b-lora (job llama8b-lora) on lab-h100: 8 GPUs, nodes lab-h100-node0
+# planned: starts at 0.00 h, 2.41 h of training (runs[].start_h, runs[].hours)
+# PYTORCH_CUDA_ALLOC_CONF is left unset: the memory model's allocator overhead is the default caching
+# allocator's (src/ftplan/memory/overheads.py).
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+NODE_RANK=${NODE_RANK:-0}  # this node's index in: lab-h100-node0
+TRAIN_SCRIPT=${TRAIN_SCRIPT:?set TRAIN_SCRIPT to your training script}
+source "$HERE/plan.env"
+exec torchrun --standalone --nnodes 1 --nproc-per-node 8 "$TRAIN_SCRIPT" "$@"
