@@ -113,6 +113,15 @@ def main() -> None:
     job_case("data_longer_than_seq_len", "exceed seq_len 1,024", data={"mean_tokens": 2000})
     job_case("data_packing_yes", "boolean", data={"mean_tokens": 500, "packing": "yes"})
     job_case("data_no_mean", "mean_tokens", data={"p95_tokens": 500})
+    axolotl = "base_model: meta-llama/Llama-3.1-8B\nadapter: lora\nsequence_len: 2048\nmicro_batch_size: 2\n"
+    case("config_axolotl_optimizer.yml", axolotl + "optimizer: lion_8bit\n", ["import", "axolotl", "{file}"], 1,
+         "field 'optimizer': 'lion_8bit'")  # fmt: skip
+    case("config_axolotl_model.yml", axolotl.replace("meta-llama/Llama-3.1-8B", "acme/none-7b"),
+         ["memory", "{file}", "--from", "axolotl"], 1, "not in the catalog")  # fmt: skip
+    case("config_trl_from_unknown.json", '{"max_length": 10}', ["memory", "{file}", "--from", "megatron"], 2,
+         "use one of")  # fmt: skip
+    case("config_deepspeed_no_model.json", '{"train_micro_batch_size_per_gpu": 2}', ["import", "deepspeed", "{file}"],
+         1, "pass --model")  # fmt: skip
     job_case("memory_confidence_one", "less than 1", memory_confidence=1.0)
     job_case("memory_margin_large", "not a fraction of the card", memory_margin=1.5)
     job_case("memory_margin_unit", "neither a fraction of the card nor an amount", memory_margin="6 GB per GPU")

@@ -16,6 +16,7 @@ from ftplan.cli import (
     compare_cmd,
     export_cmd,
     fit_cmd,
+    import_cmd,
     measure_cmd,
     memory_cmd,
     plan_cmd,
@@ -41,6 +42,7 @@ app.command("compare")(compare_cmd.compare)
 app.command("budget")(budget_cmd.budget)
 app.command("report")(report_cmd.report)
 app.command("export")(export_cmd.export)
+app.command("import")(import_cmd.import_)
 
 _state = {"debug": False}
 

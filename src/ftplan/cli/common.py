@@ -136,6 +136,22 @@ MARGIN_OPTION: Any = typer.Option(
 )
 
 
+def _check_from(value: str | None) -> str | None:
+    from ftplan.importers import FORMATS
+
+    if value is not None and value not in FORMATS:
+        raise typer.BadParameter(f"use one of {', '.join(FORMATS)}")
+    return value
+
+
+FROM_OPTION: Any = typer.Option(
+    None,
+    "--from",
+    help="Read JOB as an axolotl, torchtune, trl or deepspeed config (see `ftplan import`).",
+    callback=_check_from,
+)
+
+
 def cli_policy(confidence: float | None, margin: str | None) -> HeadroomPolicy | None:
     """The headroom policy the command line states (None: the job's or scenario's, else the default)."""
     if confidence is not None and margin is not None:

@@ -15,6 +15,7 @@ from ftplan.cli.common import (
     AT_LEAST_ONE,
     CONFIDENCE_OPTION,
     FORMAT_HELP,
+    FROM_OPTION,
     MARGIN_OPTION,
     POSITIVE,
     Format,
@@ -26,10 +27,11 @@ from ftplan.cli.common import (
 )
 from ftplan.errors import FtplanError
 from ftplan.fit import FitResult, fit_job, gpu_pool, instance_pool, rank
+from ftplan.importers import import_config
 from ftplan.job import resolve_job
 from ftplan.limits import MAX_BUSBW_GBS, MAX_RUN_NODES, MAX_USD_PER_HOUR
 from ftplan.report.tables import fit_table
-from ftplan.schema.job import load_job
+from ftplan.schema.job import load_job, parse_job
 
 
 class By(StrEnum):
@@ -82,13 +84,25 @@ def fit(
     ),
     memory_confidence: float | None = CONFIDENCE_OPTION,
     memory_margin: str | None = MARGIN_OPTION,
+    from_format: str | None = FROM_OPTION,
+    tokens: int | None = typer.Option(
+        None, "--tokens", help="Training tokens (a config from --from states none).", callback=AT_LEAST_ONE
+    ),
     format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """Rank the layouts of one job that fit, by time or cost, and say why the others do not."""
     check_writable(output)
-    spec = load_job(job)
     catalog = load_catalog()
+    if from_format is not None:
+        data = import_config(from_format, job, catalog).job
+        if tokens is not None:
+            data["tokens"] = tokens
+        spec = parse_job(data, str(job))
+    else:
+        spec = load_job(job)
+        if tokens is not None:
+            spec = parse_job(spec.model_dump(exclude_unset=True) | {"tokens": tokens, "samples": None}, str(job))
     resolved = resolve_job(spec, catalog, str(job))
     pools = [gpu_pool(catalog, g, gpus, gpu_price, network_gbps, host_memory_gib) for g in gpu]
     pools += [instance_pool(catalog, i, nodes, spot) for i in instance]

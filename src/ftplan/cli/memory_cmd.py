@@ -12,6 +12,7 @@ from ftplan.catalog import load_catalog
 from ftplan.cli.common import (
     CONFIDENCE_OPTION,
     FORMAT_HELP,
+    FROM_OPTION,
     MARGIN_OPTION,
     Format,
     check_writable,
@@ -19,6 +20,7 @@ from ftplan.cli.common import (
     emit,
     render,
 )
+from ftplan.importers import import_config
 from ftplan.io import read_yaml
 from ftplan.job import estimate_job, memory_verdict, resolve_job
 from ftplan.report.tables import memory_table
@@ -82,6 +84,7 @@ def memory(
     gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="GPUs sharing one host."),
     memory_confidence: float | None = CONFIDENCE_OPTION,
     memory_margin: str | None = MARGIN_OPTION,
+    from_format: str | None = FROM_OPTION,
     format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
@@ -89,7 +92,10 @@ def memory(
     check_writable(output)
     data: dict[str, Any] = {}
     source = "command line"
-    if job is not None:
+    if job is not None and from_format is not None:
+        imported = import_config(from_format, job, load_catalog(), model, seq_len, dp or 1)
+        data, source = dict(imported.job), str(job)
+    elif job is not None:
         loaded = read_yaml(job)
         if not isinstance(loaded, dict):
             from ftplan.errors import JobError

@@ -293,8 +293,10 @@ def sft_config(r: RunExport) -> tuple[dict, dict[str, str]]:
     job = r.job
     args["max_length"] = job.seq_len
     src["max_length"] = "jobs[].seq_len"
-    args["packing"] = bool(job.data.packing) if job.data else False
-    src["packing"] = "jobs[].data.packing (no data block: every sequence seq_len long, unpacked)"
+    # without a data block every sequence is seq_len tokens: full rows, which SFT data reaches by packing,
+    # unless the job pads (attention_mask: padded)
+    args["packing"] = bool(job.data.packing) if job.data else job.attention_mask.value == "none"
+    src["packing"] = "jobs[].data.packing (no data block: jobs[].attention_mask none → packed rows of seq_len)"
     return args, src
 
 

@@ -53,15 +53,20 @@ def slurm_files(r: RunExport, margin: float) -> Files:
     return out
 
 
+def _script(*comment: str) -> list[str]:
+    """A driver's first lines: the interpreter, what it does, strict mode and its own directory."""
+    return ["#!/usr/bin/env bash", *(f"# {c}" for c in comment), "set -euo pipefail",
+            'HERE="$(cd "$(dirname "$0")" && pwd)"']  # fmt: skip
+
+
 def slurm_driver(runs: list[RunExport], skipped: list[RunExport]) -> str:
     """``submit.sh``: submits every run in start order with its dependencies and records the job ids."""
-    lines = [
-        "#!/usr/bin/env bash",
-        "# Submit the campaign's runs on owned or bought nodes to Slurm, in planned start order.",
-        "# Each run starts no earlier than its planned time after this submission (--begin in run.sbatch) and",
-        "# after the runs it depends on succeed (--dependency=afterok). Job ids go to jobids.tsv.",
-        "set -euo pipefail",
-        'HERE="$(cd "$(dirname "$0")" && pwd)"',
+    lines = _script(
+        "Submit the campaign's runs on owned or bought nodes to Slurm, in planned start order.",
+        "Each run starts no earlier than its planned time after this submission (--begin in run.sbatch) and",
+        "after the runs it depends on succeed (--dependency=afterok). Job ids go to jobids.tsv.",
+    )
+    lines += [
         ': > "$HERE/jobids.tsv"',
         "declare -A ID",
     ]
@@ -135,13 +140,12 @@ def skypilot_files(r: RunExport) -> Files:
 
 def skypilot_driver(runs: list[RunExport], skipped: list[RunExport]) -> str:
     """``launch.sh``: each cloud run at its planned start, after its dependencies; spot runs as managed jobs."""
-    lines = [
-        "#!/usr/bin/env bash",
-        "# Launch the campaign's cloud runs with SkyPilot at their planned start (after this script starts), each",
-        "# after the runs it depends on succeeded (done markers). Spot runs go to managed jobs (sky jobs launch),",
-        "# which recover from preemption; on-demand runs to a cluster torn down when the run ends (--down).",
-        "set -euo pipefail",
-        'HERE="$(cd "$(dirname "$0")" && pwd)"',
+    lines = _script(
+        "Launch the campaign's cloud runs with SkyPilot at their planned start (after this script starts), each",
+        "after the runs it depends on succeeded (done markers). Spot runs go to managed jobs (sky jobs launch),",
+        "which recover from preemption; on-demand runs to a cluster torn down when the run ends (--down).",
+    )
+    lines += [
         'DONE=${FTPLAN_DONE:-$HERE/done}; mkdir -p "$DONE"',
         "T0=$(date +%s)",
     ]
@@ -165,13 +169,12 @@ def skypilot_driver(runs: list[RunExport], skipped: list[RunExport]) -> str:
 def node_driver(runs: list[RunExport]) -> str:
     """``run_node.sh NODE``: on one node of the plan, start each of its runs at the planned time, after the runs
     it depends on have finished (their done markers), with this node's rank in the run."""
-    lines = [
-        "#!/usr/bin/env bash",
-        "# Usage: run_node.sh NODE (a node id of the plan, e.g. lab-h100-node0), on that node, with TRAIN_SCRIPT set",
-        "# and FTPLAN_DONE a directory every node shares. Runs start at their planned time (seconds after the",
-        "# campaign's T0, FTPLAN_T0 in epoch seconds, default now), after the runs they depend on wrote done markers.",
-        "set -euo pipefail",
-        'HERE="$(cd "$(dirname "$0")" && pwd)"',
+    lines = _script(
+        "Usage: run_node.sh NODE (a node id of the plan, e.g. lab-h100-node0), on that node, with TRAIN_SCRIPT set",
+        "and FTPLAN_DONE a directory every node shares. Runs start at their planned time (seconds after the",
+        "campaign's T0, FTPLAN_T0 in epoch seconds, default now), after the runs they depend on wrote done markers.",
+    )
+    lines += [
         "NODE=${1:?give this node's id}",
         'DONE=${FTPLAN_DONE:-$HERE/done}; mkdir -p "$DONE"',
         "T0=${FTPLAN_T0:-$(date +%s)}",
