@@ -145,28 +145,39 @@ def test_memory_and_fit_read_a_config_with_from():
     assert runner.invoke(app, ["memory", cfg, "--from", "nemo"]).exit_code == 2
 
 
-def test_a_config_survives_import_plan_and_export(catalog, tmp_path):
-    """TRL config → job → a campaign on an 8×H100 node (the recipe fixed, the layout the planner's) → TRL export:
-    every recipe field that was mapped comes back, and the batch per step is the config's."""
-    src = CONFIGS / "trl/sft_qwen2.5-7b_lora.json"
+TRL_CONFIGS = sorted(p.name for p in (CONFIGS / "trl").glob("sft_*.json"))
+
+
+@pytest.mark.parametrize("name", TRL_CONFIGS)
+def test_a_config_survives_import_plan_and_export(catalog, tmp_path, name):
+    """TRL config → job → a campaign on an 8×H100 node (the recipe, recomputation and ZeRO stage fixed; the rest of
+    the layout the planner's) → TRL export: every recipe field that was mapped comes back, and the batch per step
+    is the config's."""
+    src = CONFIGS / "trl" / name
     raw = _raw(src)
     job = import_config("trl", src, catalog, gpus=8).job
     fixed = {k: v for k, v in job.items() if k not in ("micro_batch", "grad_accum", "layout")}
-    global_batch = job["micro_batch"] * job["grad_accum"] * job["layout"].get("dp", 1)
+    layout = job["layout"]
+    global_batch = job["micro_batch"] * job["grad_accum"] * layout.get("dp", 1)
+    allow = {"recompute": [layout.get("recompute", "none")], "zero": [layout.get("zero", 0)], "offload": False}
     scenario = {
         "name": "round-trip",
-        "jobs": [fixed | {"id": "sft", "tokens": 50_000_000, "global_batch": global_batch,
-                          "allow": {"recompute": [job["layout"]["recompute"]]}}],
+        "jobs": [fixed | {"id": "sft", "tokens": 50_000_000, "global_batch": global_batch, "allow": allow}],
         "pools": [{"id": "lab", "kind": "owned", "gpu": "h100", "nodes": 1, "usd_per_node_h": 20.0}],
-    }  # fmt: skip
+    }
     plan = ftplan.plan(scenario)
     export_plan(ftplan.campaign(scenario), plan, "trl", tmp_path)
     sft = json.loads((tmp_path / "sft/sft_config.json").read_text())
-    lora = json.loads((tmp_path / "sft/lora_config.json").read_text())
-    assert sft["bf16"] is raw["bf16"] and sft["optim"] == raw["optim"] and sft["max_length"] == raw["max_length"]
-    assert sft["packing"] is raw["packing"] and sft["gradient_checkpointing"] is raw["gradient_checkpointing"]
-    assert (lora["r"], lora["lora_alpha"], lora["lora_dropout"]) == (raw["lora_r"], raw["lora_alpha"],
-                                                                     raw["lora_dropout"])  # fmt: skip
-    assert lora["target_modules"] == raw["lora_target_modules"]
+    for key in ("bf16", "optim", "max_length", "packing", "gradient_checkpointing"):
+        assert sft[key] == raw[key], key
+    if "deepspeed" in raw:
+        ds = json.loads((tmp_path / "sft" / sft["deepspeed"]).read_text())
+        original = json.loads((src.parent / raw["deepspeed"]).read_text())
+        assert ds["zero_optimization"]["stage"] == original["zero_optimization"]["stage"]
+    if raw.get("use_peft"):
+        lora = json.loads((tmp_path / "sft/lora_config.json").read_text())
+        assert (lora["r"], lora["lora_alpha"], lora["lora_dropout"]) == (raw["lora_r"], raw["lora_alpha"],
+                                                                         raw["lora_dropout"])  # fmt: skip
+        assert lora["target_modules"] == raw["lora_target_modules"]
     lay = plan.runs[0].layout
     assert sft["per_device_train_batch_size"] * sft["gradient_accumulation_steps"] * lay.dp == global_batch
