@@ -11,7 +11,9 @@ Formats (``FORMATS``):
   ``--begin`` and ``--dependency=afterok`` and records the job ids;
 * ``skypilot``: ``task.yaml`` per cloud run and ``launch.sh`` (managed jobs for spot).
 
-The launcher formats add ``run_node.sh NODE``, which starts each run of that node at its planned time after its
+Every run directory but SkyPilot's (whose task carries them as ``envs``) has ``plan.env``, every planned value
+(degrees, recomputation, optimizer, ...), which its launch script sources for the training script. The launcher
+formats add ``run_node.sh NODE``, which starts each run of that node at its planned time after its
 dependencies. Every run directory has ``SOURCES.md``: each field written and the plan field it came from. Files
 are written atomically; the plan must pass the verifier first.
 """

@@ -162,13 +162,19 @@ def plan_env(r: RunExport) -> tuple[str, dict[str, str]]:
     return "\n".join(lines) + "\n", {k: s for k, (_, s) in values.items()}
 
 
-def torchrun_files(r: RunExport) -> Files:
+def with_plan_env(r: RunExport) -> Files:
+    """A run's files start with ``plan.env``: every planned value (recomputation, degrees, ...) for its script."""
     out = Files()
     env, src = plan_env(r)
     out.files["plan.env"] = env
     out.note("plan.env", src)
+    return out
+
+
+def torchrun_files(r: RunExport) -> Files:
+    out = with_plan_env(r)
     lines = _launch_header(r, "torchrun")
-    lines += ['source "$HERE/plan.env"', f'exec {torchrun_line(r)} "$TRAIN_SCRIPT" "$@"']
+    lines += [f'exec {torchrun_line(r)} "$TRAIN_SCRIPT" "$@"']
     out.files["launch.sh"] = "\n".join(lines) + "\n"
     out.note("launch.sh", {"--nnodes": "len(runs[].nodes)", "--nproc-per-node": "runs[].gpu_count / nodes",
                            "--rdzv-endpoint": "runs[].nodes[0]"})  # fmt: skip
@@ -177,7 +183,7 @@ def torchrun_files(r: RunExport) -> Files:
 
 def deepspeed_files(r: RunExport) -> Files:
     check_hf(r, "deepspeed")
-    out = Files()
+    out = with_plan_env(r)
     cfg, src = deepspeed_config(r)
     out.files["ds_config.json"] = json.dumps(cfg, indent=2) + "\n"
     out.note("ds_config.json", src)
@@ -244,7 +250,7 @@ def accelerate_config(r: RunExport) -> tuple[dict, dict[str, str], bool]:
 
 
 def accelerate_files(r: RunExport) -> Files:
-    out = Files()
+    out = with_plan_env(r)
     cfg, src, uses_ds = accelerate_config(r)
     out.files["accelerate_config.yaml"] = _yaml(cfg, f"accelerate config of run {r.id} (see SOURCES.md)")
     out.note("accelerate_config.yaml", src)
@@ -338,7 +344,7 @@ def bnb_config(r: RunExport) -> tuple[dict, dict[str, str]] | None:
 
 
 def trl_files(r: RunExport) -> Files:
-    out = Files()
+    out = with_plan_env(r)
     args, src = sft_config(r)
     out.files["sft_config.json"] = json.dumps(args, indent=2) + "\n"
     out.note("sft_config.json", src)

@@ -7,7 +7,7 @@ import shlex
 
 import yaml
 
-from ftplan.export.launchers import Files, plan_env, torchrun_line
+from ftplan.export.launchers import Files, plan_env, torchrun_line, with_plan_env
 from ftplan.export.runs import MASTER_PORT, RunExport
 
 
@@ -23,10 +23,7 @@ _LiteralDumper.add_representer(
 
 def slurm_files(r: RunExport, margin: float) -> Files:
     """``run.sbatch``: the run's nodes, GPUs, wall time and planned start; one torchrun per node under srun."""
-    out = Files()
-    env, src = plan_env(r)
-    out.files["plan.env"] = env
-    out.note("plan.env", src)
+    out = with_plan_env(r)
     minutes = r.time_limit_minutes(margin)
     lines = [
         "#!/bin/bash",

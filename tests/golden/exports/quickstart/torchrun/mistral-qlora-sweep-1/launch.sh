@@ -7,5 +7,4 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 NODE_RANK=${NODE_RANK:-0}  # this node's index in: lab-h100-node0
 TRAIN_SCRIPT=${TRAIN_SCRIPT:?set TRAIN_SCRIPT to your training script}
-source "$HERE/plan.env"
 exec torchrun --standalone --nnodes 1 --nproc-per-node 4 "$TRAIN_SCRIPT" "$@"
