@@ -108,16 +108,22 @@ def fit(
     return Fit(fit_job(resolved, pools, policy=policy))
 
 
-def campaign(source: ScenarioInput, catalog: Catalog | None = None, policy: HeadroomPolicy | None = None) -> Campaign:
+def campaign(
+    source: ScenarioInput,
+    catalog: Catalog | None = None,
+    policy: HeadroomPolicy | None = None,
+    time_confidence: float | None = None,
+) -> Campaign:
     """A scenario file (or mapping, or :class:`Scenario`) resolved: runs, pools and options; ``policy``
-    overrides every job's headroom policy (as ``--memory-confidence``/``--memory-margin`` do)."""
+    overrides every job's headroom policy (as ``--memory-confidence``/``--memory-margin`` do), ``time_confidence``
+    the scenario's (``--time-confidence``)."""
     catalog = catalog or load_catalog()
     if isinstance(source, Scenario):
-        return resolve_scenario(source, catalog, source.name or "scenario", policy)
+        return resolve_scenario(source, catalog, source.name or "scenario", policy, time_confidence)
     if isinstance(source, Mapping):
         sc = validate_mapping(dict(source), Scenario, "scenario", ScenarioError, "jobs, pools, objective and solver")
-        return resolve_scenario(sc, catalog, sc.name or "scenario", policy)
-    return resolve_scenario(load_scenario(Path(source)), catalog, str(source), policy)
+        return resolve_scenario(sc, catalog, sc.name or "scenario", policy, time_confidence)
+    return resolve_scenario(load_scenario(Path(source)), catalog, str(source), policy, time_confidence)
 
 
 def plan(
@@ -126,9 +132,10 @@ def plan(
     progress: Callable[[Progress], None] | None = None,
     status: Callable[[str], None] | None = None,
     policy: HeadroomPolicy | None = None,
+    time_confidence: float | None = None,
 ) -> Plan:
     """`ftplan plan`: a layout, pool, nodes, GPUs and start time for every run, verified."""
-    c = campaign(source, catalog, policy)
+    c = campaign(source, catalog, policy, time_confidence)
     table = build_candidates(c, status=status)
     return verified_plan(c, solve_campaign(c, table, progress=progress, phases=status))
 
@@ -138,11 +145,13 @@ def check(
     plan_source: Plan | str | Path,
     catalog: Catalog | None = None,
     policy: HeadroomPolicy | None = None,
+    time_confidence: float | None = None,
 ) -> list[str]:
     """`ftplan check`: every rule the plan breaks (an empty list for a valid plan); every run must fit under
-    the scenario's headroom policy (or ``policy``) as well as under the one it records."""
+    the scenario's headroom policy (or ``policy``) as well as under the one it records, and durations be planned
+    at least at the scenario's time confidence (or ``time_confidence``)."""
     p = plan_source if isinstance(plan_source, Plan) else load_plan(Path(plan_source))
-    return verify_plan(campaign(source, catalog, policy), p)
+    return verify_plan(campaign(source, catalog, policy, time_confidence), p)
 
 
 def export(

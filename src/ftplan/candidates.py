@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pandas as pd
 
 from ftplan.fit import fit_job
 from ftplan.job import ResolvedJob
 from ftplan.scenario import Campaign, PoolSpec
 from ftplan.schema.scenario import ScenarioJob
+from ftplan.timing.deadlines import duration_factor
 from ftplan.units import hours_to_minutes, usd_to_units
 
 
@@ -127,7 +129,7 @@ def _search(
             if frame.empty:
                 continue
             frame = frame.assign(optimizer=opt.value, pool_id=pool.id)
-            frame["hours"] = frame["hours"] * pool.time_factor
+            frame["hours"] = frame["hours"] * pool.time_factor * _duration_factors(campaign, variant, frame)
             frame["gpu_hours"] = frame["hours"] * frame["gpus"]
             frame["usd_run"] = [run_cost_usd(pool, g, h) for g, h in zip(frame["gpus"], frame["hours"], strict=True)]
             frames.append(frame)
@@ -152,6 +154,15 @@ def _search(
         front = _pareto(fastest.reset_index(drop=True)).sort_values(["hours", "gpus"]).head(max_per_pool)
         cands += [_candidate(spec.id, pool, r) for r in front.itertuples()]
     return cands, excluded, closest
+
+
+def _duration_factors(campaign: Campaign, job: ResolvedJob, frame: pd.DataFrame) -> np.ndarray:
+    """Each row's duration at the campaign's ``time_confidence`` over the estimate (ones without one)."""
+    if campaign.time_confidence is None:
+        return np.ones(len(frame))
+    keys = list(zip(frame["pp"].astype(int), frame["nodes"].astype(int), strict=True))
+    factor = {k: duration_factor(job.training, k[0], k[1], campaign.time_confidence) for k in set(keys)}
+    return np.array([factor[k] for k in keys], dtype=float)
 
 
 def _candidate(job_id: str, pool: PoolSpec, r) -> Candidate:

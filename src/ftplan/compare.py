@@ -110,7 +110,7 @@ def subset(campaign: Campaign, pools: list[PoolSpec], table: CandidateTable) -> 
                 changed = True
     runs = [r for r in campaign.runs if r.id not in left]
     jobs = {r.job_id: campaign.jobs[r.job_id] for r in runs}
-    sub = Campaign(campaign.scenario, campaign.source, runs, pools, jobs, campaign.policies)
+    sub = Campaign(campaign.scenario, campaign.source, runs, pools, jobs, campaign.policies, campaign.time_confidence)
     return sub, CandidateTable({j: by_job[j] for j in jobs}, table.excluded, table.closest), left
 
 

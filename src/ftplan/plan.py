@@ -13,8 +13,18 @@ from ftplan.candidates import Candidate
 from ftplan.errors import FtplanError
 from ftplan.io import load_validated, write_text_atomic
 from ftplan.scenario import Campaign, PoolSpec, purchase_charge
-from ftplan.schema.plan import Plan, PlanLayout, PlanMemoryPolicy, PlanRun, PlanSolver, PlanTotals, PoolUse
+from ftplan.schema.plan import (
+    Plan,
+    PlanLayout,
+    PlanMemoryPolicy,
+    PlanRun,
+    PlanSolver,
+    PlanTiming,
+    PlanTotals,
+    PoolUse,
+)
 from ftplan.solver.solve import Solution
+from ftplan.timing.deadlines import deadline_odds
 from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD
 from ftplan.verify import verify_plan
 
@@ -98,10 +108,19 @@ def build_plan(campaign: Campaign, sol: Solution) -> Plan:
     greedy_cost = greedy_span = None
     if sol.greedy is not None:
         greedy_cost, greedy_span = greedy_summary(campaign, sol)
+    odds = deadline_odds(campaign, runs_out, campaign.time_confidence, seed=sol.seed)
     return Plan(
         scenario=campaign.scenario.name or campaign.source,
         runs=runs_out,
         totals=totals,
+        timing=PlanTiming(
+            time_confidence=campaign.time_confidence,
+            deadline_probability=odds.probability,
+            makespan_p50_h=round(odds.makespan_p50_h, 6),
+            makespan_p90_h=round(odds.makespan_p90_h, 6),
+            draws=odds.draws,
+            seed=odds.seed,
+        ),
         solver=PlanSolver(
             status=sol.status,
             objective=sol.objective,

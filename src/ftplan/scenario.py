@@ -62,6 +62,8 @@ class Campaign:
     jobs: dict[str, ResolvedJob]  # one resolved job per scenario job id
     # the headroom each job's runs keep: the command line's, else the job's, else the scenario's, else the default
     policies: dict[str, HeadroomPolicy] = field(default_factory=dict)
+    # plan every run at this quantile of its duration (None: at the estimate); the command line's, else the scenario's
+    time_confidence: float | None = None
 
     def policy(self, job_id: str) -> HeadroomPolicy:
         return self.policies.get(job_id) or HeadroomPolicy()
@@ -112,10 +114,15 @@ def purchase_charge(pool: PoolSpec, horizon_h: float | None) -> float:
 
 
 def resolve_scenario(
-    scenario: Scenario, catalog: Catalog, source: str = "scenario", policy: HeadroomPolicy | None = None
+    scenario: Scenario,
+    catalog: Catalog,
+    source: str = "scenario",
+    policy: HeadroomPolicy | None = None,
+    time_confidence: float | None = None,
 ) -> Campaign:
-    """Resolve models, GPUs and instances; expand counts into runs; check dependencies. ``policy`` (the command
-    line's) overrides every job's headroom policy."""
+    """Resolve models, GPUs and instances; expand counts into runs; check dependencies. ``policy`` and
+    ``time_confidence`` (the command line's) override the jobs' headroom policies and the scenario's
+    ``objective.time_confidence``."""
     jobs: dict[str, ResolvedJob] = {}
     for i, j in enumerate(scenario.jobs):
         where = f"{source}: jobs[{i}] ({j.id})"
@@ -141,7 +148,8 @@ def resolve_scenario(
         pools.append(_pool_spec(p, catalog, f"{source}: pools[{i}] ({p.id})"))
     default = make_policy(scenario.memory_confidence, scenario.memory_margin, source)
     policies = {jid: effective_policy(policy, job.policy, default) for jid, job in jobs.items()}
-    return Campaign(scenario, source, runs, pools, jobs, policies)
+    confidence = time_confidence if time_confidence is not None else scenario.objective.time_confidence
+    return Campaign(scenario, source, runs, pools, jobs, policies, confidence)
 
 
 def _check_cycles(scenario: Scenario, source: str) -> None:

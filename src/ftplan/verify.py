@@ -34,6 +34,7 @@ from ftplan.memory.setup import Optimizer
 from ftplan.scenario import Campaign, PoolSpec, Run, purchase_charge
 from ftplan.schema.plan import Plan, PlanRun, PoolUse
 from ftplan.timing import model as tm
+from ftplan.timing.deadlines import deadline_odds, duration_factor
 from ftplan.units import (
     MINUTES_PER_HOUR,
     MONEY_UNITS_PER_USD,
@@ -78,7 +79,8 @@ def verify_plan(campaign: Campaign, plan: Plan) -> list[str]:
         if pool is None:
             errors.append(f"{r.run}: unknown pool {r.pool!r}")
             continue
-        errors += _check_run(r, run, pool, bought.get(pool.id, 0), campaign.policy(run.job_id))
+        errors += _check_run(r, run, pool, bought.get(pool.id, 0), campaign.policy(run.job_id),
+                             plan.timing.time_confidence)  # fmt: skip
     if errors:
         return errors
     return (
@@ -87,7 +89,27 @@ def verify_plan(campaign: Campaign, plan: Plan) -> list[str]:
         + _timing(plan, campaign)
         + _totals(plan, campaign)
         + _solver(plan)
+        + _odds(plan, campaign)
     )
+
+
+def _odds(plan: Plan, campaign: Campaign) -> list[str]:
+    """The plan's time confidence against the one asked for, and its Monte Carlo re-run with its own seed."""
+    t, asked = plan.timing, campaign.time_confidence
+    errs = []
+    if asked is not None and (t.time_confidence is None or t.time_confidence < asked):
+        errs.append(f"timing: durations planned at time_confidence {t.time_confidence}, looser than the "
+                    f"{asked} asked for")  # fmt: skip
+    odds = deadline_odds(campaign, plan.runs, t.time_confidence, seed=t.seed, draws=t.draws)
+    if (odds.probability is None) != (t.deadline_probability is None) or (
+        odds.probability is not None and abs(odds.probability - (t.deadline_probability or 0.0)) > 1e-9
+    ):
+        errs.append(f"timing: deadline_probability {t.deadline_probability} stated, {odds.probability} recomputed")
+    for name, stated, now in (("makespan_p50_h", t.makespan_p50_h, odds.makespan_p50_h),
+                              ("makespan_p90_h", t.makespan_p90_h, odds.makespan_p90_h)):  # fmt: skip
+        if abs(stated - now) > 1e-5:
+            errs.append(f"timing: {name} {stated} stated, {now:.6f} recomputed")
+    return errs
 
 
 def _identity(plan: Plan, campaign: Campaign) -> list[str]:
@@ -221,7 +243,9 @@ def _allowed(r: PlanRun, run: Run) -> list[str]:
     return errs
 
 
-def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int, campaign_policy: HeadroomPolicy) -> list[str]:
+def _check_run(
+    r: PlanRun, run: Run, pool: PoolSpec, bought: int, campaign_policy: HeadroomPolicy, confidence: float | None
+) -> list[str]:
     errs: list[str] = _allowed(r, run)
     lay, job = r.layout, run.job
     if lay.dp * lay.tp * lay.pp * lay.cp != r.gpu_count:
@@ -284,6 +308,7 @@ def _check_run(r: PlanRun, run: Run, pool: PoolSpec, bought: int, campaign_polic
     step_tokens = tm.step_tokens(job.training, job.global_batch)
     steps = math.ceil(job.tokens / step_tokens)
     hours = steps * float(t.total[0]) / 3600 * pool.time_factor
+    hours *= duration_factor(job.training, lay.pp, len(r.nodes), confidence)  # the plan's quantile of durations
     if differ(r.hours, hours, REL_TOL):
         errs.append(f"{r.run}: {r.hours:.4f} h stated, {hours:.4f} h recomputed")
     tokens_per_s = step_tokens / float(t.total[0])

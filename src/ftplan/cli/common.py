@@ -128,6 +128,12 @@ CONFIDENCE_OPTION: Any = typer.Option(
     help="Fit only if this quantile of the peak memory fits (error band of published runs; default 0.99).",
     callback=number(0, 1, lo_open=True, hi_open=True),
 )
+TIME_CONFIDENCE_OPTION: Any = typer.Option(
+    None,
+    "--time-confidence",
+    help="Plan every run at this quantile of its duration (the time model's error on published runs).",
+    callback=number(0, 1, lo_open=True, hi_open=True),
+)
 MARGIN_OPTION: Any = typer.Option(
     None,
     "--memory-margin",

@@ -13,6 +13,7 @@ from ftplan.cli.common import (
     CONFIDENCE_OPTION,
     FORMAT_HELP,
     MARGIN_OPTION,
+    TIME_CONFIDENCE_OPTION,
     Format,
     Live,
     check_writable,
@@ -68,13 +69,14 @@ def plan(
     gantt: Path | None = typer.Option(None, "--gantt", help="Draw the schedule per node to this PNG."),
     memory_confidence: float | None = CONFIDENCE_OPTION,
     memory_margin: str | None = MARGIN_OPTION,
+    time_confidence: float | None = TIME_CONFIDENCE_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line."),
 ) -> None:
     """Choose a layout for every job, place and schedule the runs, and write the plan."""
     check_writable(output, gantt)
     sc = _override(load_scenario(scenario), objective, deadline, budget, time_limit)
     policy = cli_policy(memory_confidence, memory_margin)
-    campaign = resolve_scenario(sc, load_catalog(), str(scenario), policy)
+    campaign = resolve_scenario(sc, load_catalog(), str(scenario), policy, time_confidence)
     live = Live(quiet)
     table = build_candidates(campaign, status=live)
     solution = solve_campaign(campaign, table, progress=live.progress, phases=live)
@@ -117,11 +119,13 @@ def check(
     plan_file: Path = typer.Argument(..., help="Plan file (.yaml or .json) to verify."),
     memory_confidence: float | None = CONFIDENCE_OPTION,
     memory_margin: str | None = MARGIN_OPTION,
+    time_confidence: float | None = TIME_CONFIDENCE_OPTION,
 ) -> None:
     """Verify a plan against its scenario without the solver; exit 1 listing every violation. Every run must
-    fit under its scenario's headroom policy (or the one given here) as well as under the one it records."""
+    fit under its scenario's headroom policy (or the one given here) as well as under the one it records, and
+    its durations be planned at least at the time confidence asked for."""
     policy = cli_policy(memory_confidence, memory_margin)
-    campaign = resolve_scenario(load_scenario(scenario), load_catalog(), str(scenario), policy)
+    campaign = resolve_scenario(load_scenario(scenario), load_catalog(), str(scenario), policy, time_confidence)
     parsed = load_plan(plan_file)
     violations = verify_plan(campaign, parsed)
     if violations:

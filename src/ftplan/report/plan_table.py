@@ -27,6 +27,14 @@ def plan_table(plan: Plan) -> str:
     out = [f"plan for {plan.scenario}", "", render_table(headers, rows, right={3, 4, 5, 10, 11, 12, 13})]
     policies = dict.fromkeys(_policy_label(r.memory_policy.model_dump()) for r in plan.runs)
     out.append(f"memory headroom: {'; '.join(policies)} (P(fit): share of the memory band's published runs that fit)")
+    tm = plan.timing
+    at = f"at the {tm.time_confidence:g} quantile of their durations" if tm.time_confidence else "at their estimates"
+    odds = (f"; chance every deadline holds: {100 * tm.deadline_probability:.0f}%"
+            if tm.deadline_probability is not None else "")  # fmt: skip
+    out.append(
+        f"time: runs planned {at}{odds}; makespan {tm.makespan_p50_h:.2f} h median, {tm.makespan_p90_h:.2f} h "
+        f"90th percentile ({tm.draws:,} draws of the time model's error on published runs, seed {tm.seed})"
+    )
     t = plan.totals
     out.append(f"\ncost ${t.cost_usd:,.2f} · makespan {t.makespan_h:.2f} h · {t.gpu_hours:,.1f} GPU-hours")
     pools = [

@@ -99,9 +99,25 @@ class PlanSolver(_Strict):
     then_gap: Float | None = None
 
 
+class PlanTiming(_Strict):
+    """How sure the plan's times are (ftplan.timing.deadlines)."""
+
+    time_confidence: Float | None = Field(
+        None, gt=0, lt=1, description="durations planned at this quantile of the time model's error (None: estimates)"
+    )
+    deadline_probability: Float | None = Field(
+        None, ge=0, le=1, description="the chance every deadline holds (Monte Carlo); None without deadlines"
+    )
+    makespan_p50_h: Float = Field(ge=0, description="the makespan's median over the draws (hours)")
+    makespan_p90_h: Float = Field(ge=0, description="the makespan's 90th percentile over the draws (hours)")
+    draws: Int = Field(gt=0)
+    seed: Int = Field(ge=0)
+
+
 class Plan(_Strict):
     schema_version: Literal[1] = 1
     scenario: str = Field(description="scenario name or file")
     runs: list[PlanRun]
     totals: PlanTotals
     solver: PlanSolver
+    timing: PlanTiming

@@ -136,6 +136,10 @@ class Objective(_Strict):
     deadline_h: Float | None = Field(None, gt=0, le=L.MAX_HOURS, description="every job ends by this many hours")
     budget_usd: Float | None = Field(None, gt=0, le=L.MAX_USD, description="the campaign costs at most this")
     capex_usd: Float | None = Field(None, gt=0, le=L.MAX_USD, description="purchases (list price) cost at most this")
+    time_confidence: Float | None = Field(
+        None, gt=0, lt=1,
+        description="plan every run at this quantile of its duration (the time model's error on published runs)",
+    )  # fmt: skip
 
 
 class SolverOptions(_Strict):
