@@ -9,7 +9,9 @@ violation, not the first.
 Every field of a plan is re-derived and compared, except these, which are informational (they
 describe how the plan was found, not what it does): ``solver.wall_s``, ``solver.seed``,
 ``solver.workers``, ``solver.ortools_version``, ``solver.greedy_cost_usd``,
-``solver.greedy_makespan_h``, ``solver.stopped_early`` and ``solver.source``. The solver's objective, value, bound,
+``solver.greedy_makespan_h``, ``solver.stopped_early``, ``solver.source`` and ``timing.deadline_probability``
+(the chance the deadlines of the scenario the plan was made for hold; a check against other deadlines would
+give another, and its draws are re-derived through the makespan quantiles). The solver's objective, value, bound,
 gap and status are held to the plan itself: the value is the plan's cost or makespan, the bound is
 not above it, the gap is theirs, and OPTIMAL means a gap of zero. ``scenario`` must be the
 scenario's name (or, for a scenario without one, its file name).
@@ -101,10 +103,6 @@ def _odds(plan: Plan, campaign: Campaign) -> list[str]:
         errs.append(f"timing: durations planned at time_confidence {t.time_confidence}, looser than the "
                     f"{asked} asked for")  # fmt: skip
     odds = deadline_odds(campaign, plan.runs, t.time_confidence, seed=t.seed, draws=t.draws)
-    if (odds.probability is None) != (t.deadline_probability is None) or (
-        odds.probability is not None and abs(odds.probability - (t.deadline_probability or 0.0)) > 1e-9
-    ):
-        errs.append(f"timing: deadline_probability {t.deadline_probability} stated, {odds.probability} recomputed")
     for name, stated, now in (("makespan_p50_h", t.makespan_p50_h, odds.makespan_p50_h),
                               ("makespan_p90_h", t.makespan_p90_h, odds.makespan_p90_h)):  # fmt: skip
         if abs(stated - now) > 1e-5:
