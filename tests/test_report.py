@@ -38,6 +38,8 @@ def test_page_is_self_contained(page):
     for table in ("plan", "pools", "compare"):
         assert f'<table id="{table}">' in text
     assert 'id="verdict"' in text and "Verified" in text
+    assert 'id="timing"' in text and "Chance every deadline holds: <b>" in text and "90th percentile" in text
+    assert "90% band GiB" in text and "P(fit)" in text and 'class="band"' in text  # memory bands and chances
 
 
 def test_page_renders_in_headless_chromium(page):

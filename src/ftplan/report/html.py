@@ -111,6 +111,17 @@ def _memory_svg(terms: dict[str, dict[str, int]]) -> str:
     return f'{svg}<div class="legend">{legend}</div>'
 
 
+def _timing(plan: Plan) -> str:
+    """How sure the plan's times are: the chance its deadlines hold and the makespan's spread (timing block)."""
+    tm = plan.timing
+    at = f"at the {tm.time_confidence:g} quantile of their durations" if tm.time_confidence else "at their estimates"
+    odds = ("" if tm.deadline_probability is None else
+            f"Chance every deadline holds: <b>{100 * tm.deadline_probability:.0f}%</b> · ")  # fmt: skip
+    return (f'<p id="timing">{odds}makespan {tm.makespan_p50_h:.2f} h median, {tm.makespan_p90_h:.2f} h 90th '
+            f"percentile · runs planned {at} ({tm.draws:,} draws of the time model's error on published runs, "
+            f"seed {tm.seed})</p>")  # fmt: skip
+
+
 def _policy(r: PlanRun) -> str:
     return " ".join(f"{k} {v}" for k, v in r.memory_policy.model_dump().items() if v is not None)
 
@@ -149,6 +160,7 @@ def render_html(
         f"<h1>{html.escape(title)}</h1>",
         f"<p>Cost <b>${t.cost_usd:,.2f}</b> · makespan <b>{t.makespan_h:.2f} h</b> · {t.gpu_hours:,.1f} GPU-hours · "
         f"solver {s.status}, gap {100 * s.gap:.2f}%, {s.wall_s:.2f} s (OR-Tools {html.escape(s.ortools_version)})</p>",
+        _timing(plan),
         verdict,
         "<h2>Runs</h2>",
         _table(
