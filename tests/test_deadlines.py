@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ftplan
+from ftplan import bands
 from ftplan.bands import ErrorBands, load_bands
 from ftplan.candidates import build_candidates
 from ftplan.timing import deadlines
@@ -78,7 +79,7 @@ def test_late_runs_push_what_follows_them(monkeypatch, error, holds):
     its GPUs or through a dependency) starts late, and the makespan doubles or more."""
     plan = ftplan.plan(QUICKSTART)
     campaign = ftplan.campaign(QUICKSTART)
-    monkeypatch.setattr(deadlines, "load_bands", lambda: _bands_with_time_error(error))
+    monkeypatch.setattr(bands, "load_bands", lambda: _bands_with_time_error(error))
     odds = deadline_odds(campaign, plan.runs, None, seed=0, draws=50)
     planned = max(r.start_h + r.hours for r in plan.runs)
     if holds:

@@ -23,9 +23,7 @@ import math
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ftplan.errors import FtplanError
 from ftplan.units import GIB
@@ -163,7 +161,6 @@ class ErrorBands:
     """Every validation case with its regime and signed error, per kind (``memory``, ``time``)."""
 
     cases: dict[str, tuple[tuple[str, tuple[str, ...], float], ...]]
-    path: str = ""
 
     def band(self, kind: str, regime: tuple[str, ...]) -> Band:
         return _band(self, kind, regime)
@@ -182,7 +179,8 @@ class ErrorBands:
 
 
 @cache
-def _band_cached(bands: ErrorBands, kind: str, regime: tuple[str, ...]) -> Band:
+def _band(bands: ErrorBands, kind: str, regime: tuple[str, ...]) -> Band:
+    """The deepest prefix of ``regime`` holding at least :data:`MIN_CASES` cases (cached per loaded file)."""
     chosen, narrower, narrower_n = (), "", 0
     for depth in range(1, len(regime) + 1):
         n = sum(key[:depth] == regime[:depth] for _, key, _ in bands.cases[kind])
@@ -192,10 +190,6 @@ def _band_cached(bands: ErrorBands, kind: str, regime: tuple[str, ...]) -> Band:
         chosen = regime[:depth]
     errors, cases = bands.errors_of(kind, chosen)
     return Band(kind, chosen, errors, cases, narrower, narrower_n)
-
-
-def _band(bands: ErrorBands, kind: str, regime: tuple[str, ...]) -> Band:
-    return _band_cached(bands, kind, regime)
 
 
 def default_bands_path() -> Path:
@@ -229,7 +223,17 @@ def load_bands(path: Path | None = None) -> ErrorBands:
                 f"{p}: no {kind} cases. To fix: regenerate it with python benchmarks/error_bands.py --write"
             )
         cases[kind] = tuple(rows)
-    return ErrorBands(cases=cases, path=str(p))
+    return ErrorBands(cases=cases)
+
+
+def memory_band(arch: Architecture, training: Training, gpus: int, zero: int, offload: str, nodes: int) -> Band:
+    """The error band of a layout's device memory."""
+    return load_bands().band("memory", layout_memory_regime(arch, training, gpus, zero, offload, nodes))
+
+
+def time_band(training: Training, pp: int, nodes: int) -> Band:
+    """The error band of a run's duration."""
+    return load_bands().band("time", time_regime(training, pp, nodes))
 
 
 # ---- the headroom policy ----------------------------------------------------------------------------
@@ -273,21 +277,14 @@ class HeadroomPolicy:
             return {"memory_margin": self.margin}
         return {"memory_margin": f"{self.margin_bytes / GIB:g} GiB"}
 
-    def required(self, device_bytes: float, band: Band) -> float:
-        """The bytes a card must hold for ``device_bytes`` estimated to fit under this policy."""
+    def required(self, device_bytes: Any, band: Band) -> Any:
+        """The bytes a card must hold for ``device_bytes`` (a number or an array) estimated to fit under this
+        policy."""
         if self.confidence is not None:
             return band.value(device_bytes, self.confidence)
         if self.margin is not None:
             return device_bytes / (1 - self.margin)
         return device_bytes + float(self.margin_bytes or 0)
-
-    def required_array(self, device: np.ndarray, error_at: np.ndarray) -> np.ndarray:
-        """:meth:`required` over arrays; ``error_at`` is each row's band error at ``1 − confidence``."""
-        if self.confidence is not None:
-            return device / (1 + error_at)
-        if self.margin is not None:
-            return device / (1 - self.margin)
-        return device + float(self.margin_bytes or 0)
 
 
 def parse_margin(value: float | str, where: str) -> HeadroomPolicy:
@@ -347,6 +344,7 @@ class MemoryVerdict:
     band: Band
     estimate_bytes: float
     capacity_bytes: float | None
+    host_fits: bool = True  # the offloaded states fit the node's RAM (or it is unknown)
 
     @property
     def required_bytes(self) -> float:
@@ -354,7 +352,10 @@ class MemoryVerdict:
 
     @property
     def fits(self) -> bool | None:
-        return None if self.capacity_bytes is None else self.required_bytes <= self.capacity_bytes
+        """The policy's bytes fit the card and the host states its RAM (None without a card)."""
+        if self.capacity_bytes is None:
+            return None
+        return self.required_bytes <= self.capacity_bytes and self.host_fits
 
     @property
     def probability(self) -> float | None:

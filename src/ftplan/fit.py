@@ -19,15 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ftplan.bands import (
-    BAND_COVERAGE,
-    Band,
-    HeadroomPolicy,
-    effective_policy,
-    layout_memory_regime,
-    load_bands,
-    time_regime,
-)
+from ftplan.bands import Band, HeadroomPolicy, effective_policy, memory_band, time_band
 from ftplan.catalog import Catalog, host_memory
 from ftplan.errors import CatalogError, FtplanError, JobError
 from ftplan.job import ResolvedJob
@@ -404,11 +396,13 @@ def fit_job(
             excluded.append(f"{pool.name} {which[0]}{more}: {reason}")
         if not fams:
             continue
-        bands = [_memory_band(job, f) for f in fams]
-        required = policy.required_array(device, _per_row(bands, idx, 1 - (policy.confidence or 0.5)))
+        # each family's rows are contiguous (``starts``, ``counts``) and share its memory band
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        bands = [memory_band(job.arch, job.training, f[0], f[4], f[5], f[1]) for f in fams]
+        groups = list(zip(starts, counts, bands, strict=True))
+        required = _per_family(policy.required, device, groups)
         ok = required <= gpu.memory_bytes
         evaluated += len(mbs)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         fam_ok = np.logical_or.reduceat(ok, starts)
         fam_min = np.minimum.reduceat(required, starts)
         best_miss: dict[tuple[int, str], tuple[float, str]] = {}
@@ -424,8 +418,8 @@ def fit_job(
         rows["grad_accum"] = accum[ok].astype(int)
         rows["device_bytes"] = device[ok]
         rows["required_bytes"] = np.ceil(required[ok])
-        rows["band_low_bytes"] = device[ok] / (1 + _per_row(bands, idx, 1 - (1 - BAND_COVERAGE) / 2)[ok])
-        rows["band_high_bytes"] = device[ok] / (1 + _per_row(bands, idx, (1 - BAND_COVERAGE) / 2)[ok])
+        rows["band_low_bytes"] = _per_family(lambda d, b: b.interval(d)[0], device, groups)[ok]
+        rows["band_high_bytes"] = _per_family(lambda d, b: b.interval(d)[1], device, groups)[ok]
         rows["fit_probability"] = [
             bands[i].fit_probability(d, gpu.memory_bytes) for i, d in zip(idx[ok], device[ok], strict=True)
         ]
@@ -456,15 +450,10 @@ def fit_job(
     )  # fmt: skip
 
 
-def _memory_band(job: ResolvedJob, family: tuple) -> Band:
-    """The error band of a layout family's device memory (:mod:`ftplan.bands`)."""
-    g, nodes, _, _, zero, offload = family[:6]
-    return load_bands().band("memory", layout_memory_regime(job.arch, job.training, g, zero, offload, nodes))
-
-
-def _per_row(bands: list[Band], idx: np.ndarray, level: float) -> np.ndarray:
-    """Each row's band error at ``level`` (rows index families through ``idx``)."""
-    return np.array([b.error(level) for b in bands], dtype=float)[idx] if bands else np.zeros(0)
+def _per_family(value: Any, device: np.ndarray, groups: list[tuple[int, int, Band]]) -> np.ndarray:
+    """``value(device bytes of a family's rows, its band)`` over every row; ``groups`` holds each family's first
+    row, row count and memory band (a family's rows are contiguous)."""
+    return np.concatenate([value(device[a : a + n], b) for a, n, b in groups])
 
 
 def _pipeline_rows(
@@ -549,11 +538,10 @@ def _time_and_cost(
     frame["mfu"] = frame["tokens_per_s"] * model_flops / (frame["gpus"] * hw.peak_tflops * 1e12)
     frame["hours"] = steps * t.total / 3600
     # the job's duration band: the time model's errors on published runs of the same regime
-    tail = (1 - BAND_COVERAGE) / 2
     keys = list(zip(frame["pp"], frame["nodes"], strict=True))
-    bands = {k: load_bands().band("time", time_regime(job.training, int(k[0]), int(k[1]))) for k in set(keys)}
-    frame["hours_band_low"] = frame["hours"] * [1 + bands[k].error(tail) for k in keys]
-    frame["hours_band_high"] = frame["hours"] * [1 + bands[k].error(1 - tail) for k in keys]
+    bands = {k: time_band(job.training, int(k[0]), int(k[1])) for k in set(keys)}
+    frame["hours_band_low"] = [bands[k].interval(h)[0] for k, h in zip(keys, frame["hours"], strict=True)]
+    frame["hours_band_high"] = [bands[k].interval(h)[1] for k, h in zip(keys, frame["hours"], strict=True)]
     frame["time_band"] = [bands[k].source() for k in keys]
     frame["gpu_hours"] = frame["hours"] * frame["gpus"]
     nodes_paid = np.ceil(frame["gpus"] / pool.gpus_per_node)

@@ -17,16 +17,14 @@ import yaml
 
 from ftplan.catalog import Catalog
 from ftplan.errors import JobError
+from ftplan.export.launchers import HF_OPTIM
 from ftplan.io import read_text, read_yaml
 
 FORMATS = ("axolotl", "torchtune", "trl", "deepspeed")
 
-# optimizer names (transformers' OptimizerNames, which axolotl and TRL use) → ftplan's kernels
-HF_OPTIMIZERS = {
-    "adamw_torch": "adamw", "adamw_torch_fused": "adamw-fused", "adamw_bnb_8bit": "adamw-8bit",
-    "adamw_8bit": "adamw-8bit", "paged_adamw_32bit": "paged-adamw", "paged_adamw_8bit": "paged-adamw-8bit",
-    "sgd": "sgd", "adafactor": "adafactor",
-}  # fmt: skip
+# optimizer names (transformers' OptimizerNames, which axolotl and TRL use) → ftplan's kernels: the names the
+# TRL export writes, read back, and bitsandbytes' alias
+HF_OPTIMIZERS = {name: kernel for kernel, name in HF_OPTIM.items()} | {"adamw_8bit": "adamw-8bit"}
 # torchtune optimizer components → kernels (torch.optim.AdamW's own flags decide fused or for-loop)
 TUNE_OPTIMIZERS = {
     "bitsandbytes.optim.PagedAdamW8bit": "paged-adamw-8bit", "bitsandbytes.optim.PagedAdamW": "paged-adamw",

@@ -117,7 +117,8 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
 def memory_verdict(job: ResolvedJob, est: MemoryEstimate, policy: HeadroomPolicy | None = None) -> MemoryVerdict:
     """``est``'s device total with its error band, under ``policy`` (else the job's, else the default)."""
     band = load_bands().band("memory", memory_regime(job.arch, job.training, job.layout))
-    return MemoryVerdict(effective_policy(policy, job.policy), band, est.device_total_bytes, est.gpu_memory_bytes)
+    policy = effective_policy(policy, job.policy)
+    return MemoryVerdict(policy, band, est.device_total_bytes, est.gpu_memory_bytes, est.host_fits)
 
 
 def estimate_job(job: ResolvedJob) -> MemoryEstimate:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ftplan.bands import HeadroomPolicy, effective_policy, layout_memory_regime, load_bands, make_policy
+from ftplan.bands import HeadroomPolicy, make_policy, memory_band
 from ftplan.errors import FtplanError
 from ftplan.fit import hardware
 from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, Training, ZeroStage, estimate_memory
@@ -171,29 +171,28 @@ def _headroom(r: PlanRun, run: Run, pool: PoolSpec, est: MemoryEstimate, asked: 
     its band, its required bytes and its chance of fitting re-derived."""
     gpu = pool.pool.gpu
     gib = 2**30
+    if r.memory_policy.memory_confidence is None and r.memory_policy.memory_margin is None:
+        return [f"{r.run}: memory_policy states neither memory_confidence nor memory_margin"]
     try:
-        stated = effective_policy(
-            make_policy(r.memory_policy.memory_confidence, r.memory_policy.memory_margin, f"{r.run}: memory_policy")
+        stated = make_policy(
+            r.memory_policy.memory_confidence, r.memory_policy.memory_margin, f"{r.run}: memory_policy"
         )
     except FtplanError as exc:
         return [str(exc)]
-    if r.memory_policy.memory_confidence is None and r.memory_policy.memory_margin is None:
-        return [f"{r.run}: memory_policy states neither memory_confidence nor memory_margin"]
+    assert stated is not None
     lay = r.layout
-    nodes = math.ceil(r.gpu_count / pool.gpus_per_node)
-    band = load_bands().band(
-        "memory", layout_memory_regime(run.job.arch, run.job.training, r.gpu_count, lay.zero, lay.offload, nodes)
-    )
+    band = memory_band(run.job.arch, run.job.training, r.gpu_count, lay.zero, lay.offload,
+                       math.ceil(r.gpu_count / pool.gpus_per_node))  # fmt: skip
     device = est.device_total_bytes
     errs = []
-    for policy, whose in ((stated, "the policy it records"), (asked, "the policy asked for")):
+    checks = [(stated, "the policy it records", "")]
+    if asked != stated:
+        checks.append((asked, "the policy asked for", f" (it was planned under {stated.label}, a looser policy)"))
+    for policy, whose, looser in checks:
         need = policy.required(device, band)
         if need > gpu.memory_bytes:
-            looser = "" if policy == stated else f" (it was planned under {stated.label}, a looser policy)"
             errs.append(f"{r.run}: needs {need / gib:.2f} GiB per GPU under {policy.label} ({whose}), {gpu.id} has "
                         f"{gpu.memory_bytes / gib:.2f} GiB{looser}")  # fmt: skip
-        if policy == asked:
-            break
     need = stated.required(device, band)
     if abs(need - r.memory_required_bytes) > BYTES_TOL + 1:
         errs.append(f"{r.run}: memory_required_bytes {r.memory_required_bytes} stated, {need:.0f} recomputed")

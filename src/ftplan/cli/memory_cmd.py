@@ -162,7 +162,7 @@ def memory(
 def estimate_to_dict(est: Any, model: str, gpu: str | None, verdict: MemoryVerdict | None = None) -> dict[str, Any]:
     """The JSON form of a memory estimate (keys are part of the interface): ``fits`` is under the headroom
     policy (``memory``), ``estimate_fits`` the bare estimate's."""
-    fits = est.fits if verdict is None or est.fits is None else bool(verdict.fits) and est.host_fits
+    fits = est.fits if verdict is None else verdict.fits
     return {
         "model": model,
         "gpu": gpu,

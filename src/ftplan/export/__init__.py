@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ftplan.bands import load_bands, time_regime
+from ftplan.bands import time_band
 from ftplan.catalog import Catalog
 from ftplan.errors import FtplanError
 from ftplan.export.launchers import Files, accelerate_files, deepspeed_files, torchrun_files, trl_files
@@ -49,8 +49,7 @@ def time_margin_of(campaign: Campaign, r: RunExport) -> float:
     """The share of planned hours a scheduler's limit adds by default: the time model's error on published runs
     of the run's regime at :data:`TIME_LEVEL` (never below zero)."""
     job = campaign.jobs[r.job.id]
-    band = load_bands().band("time", time_regime(job.training, r.layout.pp, r.num_nodes))
-    return max(0.0, band.error(TIME_LEVEL))
+    return max(0.0, time_band(job.training, r.layout.pp, r.num_nodes).error(TIME_LEVEL))
 
 
 def _sources(r: RunExport, files: Files) -> str:

@@ -15,6 +15,7 @@ import yaml
 
 from ftplan.errors import FtplanError
 from ftplan.export.runs import MASTER_PORT, RunExport
+from ftplan.schema.job import LoraSpec
 
 # TrainingArguments.optim for each optimizer kernel (transformers' OptimizerNames). adamw-forloop has none:
 # adamw_torch is the foreach kernel, whose step temporaries are larger than what was planned, so it is refused.
@@ -149,8 +150,6 @@ def plan_env(r: RunExport) -> tuple[str, dict[str, str]]:
         "FTPLAN_PRECISION": (lay.precision, "runs[].layout.precision"),
     }  # fmt: skip
     if job.lora is not None or job.method.value != "full":
-        from ftplan.schema.job import LoraSpec
-
         lora = job.lora or LoraSpec()
         values |= {
             "FTPLAN_LORA_RANK": (lora.rank, "jobs[].lora.rank"),
@@ -308,8 +307,6 @@ def sft_config(r: RunExport) -> tuple[dict, dict[str, str]]:
 
 def lora_config(r: RunExport) -> tuple[dict, dict[str, str]] | None:
     """PEFT's ``LoraConfig`` fields (None for full fine-tuning)."""
-    from ftplan.schema.job import LoraSpec
-
     job = r.job
     if job.method.value == "full":
         return None
@@ -331,8 +328,6 @@ def lora_config(r: RunExport) -> tuple[dict, dict[str, str]] | None:
 
 def bnb_config(r: RunExport) -> tuple[dict, dict[str, str]] | None:
     """transformers' ``BitsAndBytesConfig`` for QLoRA (NF4, as the memory model quantises)."""
-    from ftplan.schema.job import LoraSpec
-
     if r.job.method.value != "qlora":
         return None
     lora = r.job.lora or LoraSpec()

@@ -13,9 +13,10 @@ import html
 from ftplan.compare import ChoiceResult
 from ftplan.report.compare_report import frontier_png
 from ftplan.report.gantt import gantt_png
+from ftplan.report.plan_table import planned_at, policy_label, spread
 from ftplan.report.tables import TERM_LABELS
 from ftplan.scenario import Campaign
-from ftplan.schema.plan import Plan, PlanRun
+from ftplan.schema.plan import Plan
 from ftplan.units import GIB
 from ftplan.verify import run_memory
 
@@ -114,16 +115,9 @@ def _memory_svg(terms: dict[str, dict[str, int]]) -> str:
 def _timing(plan: Plan) -> str:
     """How sure the plan's times are: the chance its deadlines hold and the makespan's spread (timing block)."""
     tm = plan.timing
-    at = f"at the {tm.time_confidence:g} quantile of their durations" if tm.time_confidence else "at their estimates"
     odds = ("" if tm.deadline_probability is None else
             f"Chance every deadline holds: <b>{100 * tm.deadline_probability:.0f}%</b> · ")  # fmt: skip
-    return (f'<p id="timing">{odds}makespan {tm.makespan_p50_h:.2f} h median, {tm.makespan_p90_h:.2f} h 90th '
-            f"percentile · runs planned {at} ({tm.draws:,} draws of the time model's error on published runs, "
-            f"seed {tm.seed})</p>")  # fmt: skip
-
-
-def _policy(r: PlanRun) -> str:
-    return " ".join(f"{k} {v}" for k, v in r.memory_policy.model_dump().items() if v is not None)
+    return f'<p id="timing">{odds}{html.escape(spread(tm))} · runs planned {planned_at(tm)}</p>'
 
 
 def render_html(
@@ -190,7 +184,7 @@ def render_html(
         "<h2>Memory per GPU at each run's peak</h2>",
         f"<p>Whiskers: the device total's 90% band from the memory model's errors on published runs of the run's "
         f"regime; P(fit): the share of those runs whose error would still fit the card. Headroom policy: "
-        f"{html.escape('; '.join(dict.fromkeys(_policy(r) for r in plan.runs)))}.</p>",
+        f"{html.escape('; '.join(dict.fromkeys(policy_label(r.memory_policy) for r in plan.runs)))}.</p>",
         _memory_svg(memory_terms(campaign, plan)),
     ]
     if comparison:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ftplan.report.tables import render_table
-from ftplan.schema.plan import Plan
+from ftplan.schema.plan import Plan, PlanMemoryPolicy, PlanTiming
 from ftplan.units import GIB
 
 
@@ -25,16 +25,12 @@ def plan_table(plan: Plan) -> str:
     headers = ["run", "pool", "nodes", "GPUs", "start h", "end h", "layout", "recompute", "mb×acc", "optimizer",
                "GiB/GPU", "P(fit)", "tokens/s", "USD"]  # fmt: skip
     out = [f"plan for {plan.scenario}", "", render_table(headers, rows, right={3, 4, 5, 10, 11, 12, 13})]
-    policies = dict.fromkeys(_policy_label(r.memory_policy.model_dump()) for r in plan.runs)
+    policies = dict.fromkeys(policy_label(r.memory_policy) for r in plan.runs)
     out.append(f"memory headroom: {'; '.join(policies)} (P(fit): share of the memory band's published runs that fit)")
     tm = plan.timing
-    at = f"at the {tm.time_confidence:g} quantile of their durations" if tm.time_confidence else "at their estimates"
     odds = (f"; chance every deadline holds: {100 * tm.deadline_probability:.0f}%"
             if tm.deadline_probability is not None else "")  # fmt: skip
-    out.append(
-        f"time: runs planned {at}{odds}; makespan {tm.makespan_p50_h:.2f} h median, {tm.makespan_p90_h:.2f} h "
-        f"90th percentile ({tm.draws:,} draws of the time model's error on published runs, seed {tm.seed})"
-    )
+    out.append(f"time: runs planned {planned_at(tm)}{odds}; {spread(tm)}")
     t = plan.totals
     out.append(f"\ncost ${t.cost_usd:,.2f} · makespan {t.makespan_h:.2f} h · {t.gpu_hours:,.1f} GPU-hours")
     pools = [
@@ -64,5 +60,16 @@ def plan_table(plan: Plan) -> str:
     return "\n".join(out)
 
 
-def _policy_label(policy: dict[str, object]) -> str:
-    return " ".join(f"{k} {v}" for k, v in policy.items() if v is not None)
+def policy_label(policy: PlanMemoryPolicy) -> str:
+    """A run's headroom policy as the command line states it."""
+    return " ".join(f"{k} {v}" for k, v in policy.model_dump().items() if v is not None)
+
+
+def planned_at(tm: PlanTiming) -> str:
+    return f"at the {tm.time_confidence:g} quantile of their durations" if tm.time_confidence else "at their estimates"
+
+
+def spread(tm: PlanTiming) -> str:
+    """The makespan's median and 90th percentile, and what they were drawn from."""
+    return (f"makespan {tm.makespan_p50_h:.2f} h median, {tm.makespan_p90_h:.2f} h 90th percentile ({tm.draws:,} "
+            f"draws of the time model's error on published runs, seed {tm.seed})")  # fmt: skip

@@ -80,7 +80,7 @@ def memory_table(est: MemoryEstimate, title: str, verdict: MemoryVerdict | None 
         out.append(f"device total: {verdict.band_text()}")
     if est.gpu_memory_bytes is not None:
         head = est.headroom_bytes or 0
-        fits = est.fits if verdict is None else bool(verdict.fits) and est.host_fits
+        fits = est.fits if verdict is None else verdict.fits
         line = (
             f"{'FITS' if fits else 'DOES NOT FIT'}: {_gib(est.device_total_bytes)} GiB of {_gib(est.gpu_memory_bytes)} "
             f"GiB ({'headroom' if head >= 0 else 'short by'} {_gib(abs(head))} GiB)"

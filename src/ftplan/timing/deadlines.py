@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ftplan.bands import Band, load_bands, time_regime
+from ftplan.bands import time_band
 
 if TYPE_CHECKING:
     from ftplan.memory.setup import Training
@@ -27,15 +27,11 @@ if TYPE_CHECKING:
 DRAWS = 2000  # Monte Carlo draws; the chance's standard error is at most 1.1 points
 
 
-def time_band(training: Training, pp: int, nodes: int) -> Band:
-    return load_bands().band("time", time_regime(training, pp, nodes))
-
-
 def duration_factor(training: Training, pp: int, nodes: int, confidence: float | None) -> float:
     """What an estimated duration is multiplied by to plan at ``confidence`` (1 without one)."""
     if confidence is None:
         return 1.0
-    return 1.0 + time_band(training, pp, nodes).error(confidence)
+    return time_band(training, pp, nodes).value(1.0, confidence)
 
 
 @dataclass(frozen=True)
