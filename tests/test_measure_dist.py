@@ -1,9 +1,10 @@
 """`ftplan measure --nproc` on a CPU (gloo): every rank of a data-parallel or pipeline job beside the estimate.
 
-Ten cases of benchmarks/measured_grid_dist.yaml, one per way PyTorch runs data parallelism
+Twelve cases of benchmarks/measured_grid_dist.yaml, one per way PyTorch runs data parallelism
 (DistributedDataParallel, ZeroRedundancyOptimizer, FSDP2 with and without resharding after forward,
-LoRA under FSDP2 with and without resharding (recomputation with), FSDP2 over a 2×2 HSDP mesh), two pipelines (1F1B full
-fine-tuning, interleaved 1F1B) and an expert-parallel MoE job (transformers' EP, Qwen3-MoE);
+LoRA under FSDP2 with and without resharding (recomputation with), FSDP2 over a 2×2 HSDP mesh), two pipelines
+(1F1B full fine-tuning, interleaved 1F1B), an expert-parallel MoE job (transformers' EP, Qwen3-MoE) and two
+tensor-parallel jobs (torchtitan's DTensor plan: sequence parallelism, a vocabulary-parallel loss);
 `python benchmarks/measured_accuracy.py --grid benchmarks/measured_grid_dist.yaml` runs them all.
 """
 
@@ -29,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GRID = {c["case"]: c["job"] for c in read_yaml(ROOT / "benchmarks/measured_grid_dist.yaml")["cases"]}
 CASES = ["llama-full-fp32-ddp", "llama-full-bf16pure-zero1", "llama-full-mixed-zero2", "llama-full-mixed-zero3",
          "llama-lora-bf16pure-zero2", "llama-lora-bf16pure-zero3-recompute", "llama-full-fp32-pp2-1f1b",
-         "llama-full-fp32-pp2-interleaved", "llama-full-fp32-hsdp-2x2", "qwen3moe-full-fp32-zero3-ep2"]  # fmt: skip
+         "llama-full-fp32-pp2-interleaved", "llama-full-fp32-hsdp-2x2", "qwen3moe-full-fp32-zero3-ep2",
+         "llama-full-mixed-tp2-seq256", "qwen3-full-bf16pure-tp2"]  # fmt: skip
 # (deepseek-full-fp32-zero3-ep2 is left to the benchmark: its routing after the warm-up step depends on the order
 # gloo sums gradients in, and one run in three puts its peak 4.8% above the estimate at the mean load)
 
@@ -120,7 +122,16 @@ _GPT2 = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 2, "vocab_s
     ("case", "changes", "nproc", "message"),
     [
         ("llama-full-mixed-zero3", {}, 3, r"the job has layout\.dp 2"),
-        ("llama-full-mixed-zero3", {"layout": {"dp": 1, "tp": 2}}, 2, "tensor parallelism is not measured"),
+        ("llama-full-fp32-tp2", {}, 4, r"the job has layout\.tp 2"),
+        ("llama-full-fp32-tp2", {"layout": {"tp": 2, "dp": 2}}, 2, "tensor parallelism alone"),
+        ("llama-full-fp32-tp2", {"method": "lora"}, 2, "method full"),
+        ("llama-full-fp32-tp2", {"architecture": _GPT2}, 2, "Llama-style decoders"),
+        (
+            "qwen3-full-bf16pure-tp2",
+            {"architecture": {**GRID["qwen3-full-bf16pure-tp2"]["architecture"], "tie_word_embeddings": True}},
+            2,
+            "tie_word_embeddings: false",
+        ),
         ("llama-full-mixed-zero3", {"layout": {"dp": 2, "zero": 3, "offload": "optimizer"}}, 2, "measure offload none"),
         ("llama-full-mixed-zero3", {"layout": {"dp": 2, "zero": 1}}, 2, "ZeroRedundancyOptimizer does not run"),
         ("llama-full-mixed-zero3", {}, 9, "--nproc must be 2 to 8"),
@@ -133,6 +144,32 @@ _GPT2 = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 2, "vocab_s
 def test_what_nproc_cannot_run_is_refused_in_one_line(catalog, case, changes, nproc, message):
     with pytest.raises(MeasureError, match=message):
         measure_distributed(_job(catalog, dict(GRID[case], **changes)), nproc)
+
+
+def test_tensor_parallel_ranks_hold_the_gathered_inputs_whole(catalog):
+    # torch's DTensor plan keeps each column-parallel linear's gathered input whole: every rank saves what
+    # megatron-style sequence parallelism (inputs kept sharded) would save, plus (tp - 1) shards of those inputs
+    from dataclasses import replace
+
+    from ftplan.measure.run import estimate_for_device
+    from ftplan.memory import SequenceParallel
+    from ftplan.memory.activations import Dtypes, gathered_bytes_per_token
+
+    dist = _measured(catalog, "llama-full-mixed-tp2-seq256")
+    job, worst = dist.job, dist.worst
+    megatron = replace(job, training=replace(job.training, sequence_parallel=SequenceParallel.MEGATRON))
+    mega = estimate_for_device(megatron, "cpu")
+    tokens = job.training.seq_len * job.layout.micro_batch
+    t = job.layout.tp
+    per_layer = gathered_bytes_per_token(job.arch, "main", Dtypes(c=2, r=4, autocast=True)) * tokens * (t - 1) / t
+    # autocast casts the input of each of q, k, v, gate and up on its own: five bf16 copies, whole
+    assert per_layer == 5 * 2 * job.arch.hidden * tokens * (t - 1) / t
+    saved = worst.measurement.saved_layer_mean("main")
+    assert saved == pytest.approx(mega.activation_terms["layer:main"] + per_layer, rel=1e-3)
+    assert saved == pytest.approx(worst.estimate.activation_terms["layer:main"], rel=1e-3)
+    # and the vocabulary-parallel embedding's gradient comes back whole
+    grads = worst.measurement.gradients - mega.gpu_terms["gradients"]
+    assert grads == pytest.approx(4 * job.arch.vocab * job.arch.hidden * (t - 1) / t, rel=1e-3)
 
 
 def test_cli_nproc_json_names_every_rank(tmp_path):

@@ -720,3 +720,48 @@ def test_zero2_holds_frozen_shards_and_a_gathered_block_as_forward_reaches_the_l
     states = sum(est.gpu_terms[k] for k in ("weights_trainable", "optimizer_states"))
     # (it exceeds the loss's backward, 12 bytes a logit, and backward with a block's gradient being reduced)
     assert est.phase_bytes["forward/backward"] == pytest.approx(states + est.gpu_terms["activations"] + forward_loss)
+
+
+def _tp(tp: int, style: str, precision: Precision = Precision.FP32) -> object:
+    from ftplan.memory import SequenceParallel
+
+    arch = architecture_from_hf(dict(TINY, num_key_value_heads=8))  # (tp must divide the key/value heads)
+    tr = Training(precision=precision, seq_len=512, sequence_parallel=SequenceParallel(style))
+    return estimate_memory(arch, tr, Layout(tp=tp, micro_batch=2), gpu_arch="cpu")
+
+
+def test_tensor_parallel_activations_by_sequence_parallel_style():
+    # megatron: every layer's saves divided by tp; torch (DTensor plans): the gathered inputs of q/k/v and
+    # gate/up (fp32 full fine-tuning: one h-wide input each) kept whole, i.e. (tp - 1) shards more a token
+    h, tokens, t = TINY["hidden_size"], 512 * 2, 4
+    one = _tp(1, "megatron").activation_terms["layer:main"]
+    mega = _tp(t, "megatron")
+    torch_ = _tp(t, "torch")
+    assert mega.activation_terms["layer:main"] == pytest.approx(one / t)
+    gathered = 2 * 4 * h  # two inputs of h fp32 values a token
+    assert torch_.activation_terms["layer:main"] - mega.activation_terms["layer:main"] == pytest.approx(
+        gathered * (t - 1) * tokens / t
+    )
+    # the head: token ids (8 bytes a token) and the rotary tables (fp32 cos and sin of a head a position,
+    # one pair a step) whole under both; the lm_head's input whole under torch
+    head_one = _tp(1, "megatron").activation_terms["head"]
+    whole = 8 * tokens + 2 * 512 * (h // 8) * 4
+    assert mega.activation_terms["head"] == pytest.approx((head_one - whole) / t + whole)
+    assert torch_.activation_terms["head"] - mega.activation_terms["head"] == pytest.approx(4 * h * tokens * (t - 1) / t)
+    # DTensor's embedding gradient comes back whole: (tp - 1) shards of vocab × hidden fp32 more
+    grads = torch_.gpu_terms["gradients"] - mega.gpu_terms["gradients"]
+    assert grads == pytest.approx(4 * TINY["vocab_size"] * h * (t - 1) / t)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    tp=st.sampled_from([1, 2]),
+    style=st.sampled_from(["torch", "megatron"]),
+    precision=st.sampled_from([Precision.FP32, Precision.BF16_MIXED, Precision.BF16_PURE]),
+)
+def test_more_tensor_parallelism_never_raises_what_it_divides(tp, style, precision):
+    # doubling tp never raises a GPU's activations or states, and torch's style never holds less than megatron's
+    lo, hi = _tp(tp, style, precision), _tp(2 * tp, style, precision)
+    for term in ("activations", "weights_trainable", "gradients", "optimizer_states"):
+        assert hi.gpu_terms[term] <= lo.gpu_terms[term] + 1e-6, term
+    assert _tp(2 * tp, "torch", precision).peak_allocated_bytes >= _tp(2 * tp, "megatron", precision).peak_allocated_bytes

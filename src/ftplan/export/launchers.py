@@ -138,6 +138,7 @@ def plan_env(r: RunExport) -> tuple[str, dict[str, str]]:
         "FTPLAN_GRAD_ACCUM": (lay.grad_accum, "runs[].layout.grad_accum"),
         "FTPLAN_DP": (lay.dp, "runs[].layout.dp"),
         "FTPLAN_TP": (lay.tp, "runs[].layout.tp"),
+        "FTPLAN_SEQUENCE_PARALLEL": (job.sequence_parallel.value, "jobs[].sequence_parallel"),
         "FTPLAN_PP": (lay.pp, "runs[].layout.pp"),
         "FTPLAN_PP_SCHEDULE": (lay.pp_schedule, "runs[].layout.pp_schedule"),
         "FTPLAN_CP": (lay.cp, "runs[].layout.cp"),

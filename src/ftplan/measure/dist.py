@@ -13,6 +13,8 @@ own tools, and measures every rank as ``ftplan measure`` measures one process:
   as in-place all-reduces (gloo's own allocate copies that its worker thread frees at a time of its own,
   which NCCL never allocates);
 * pipeline stages (``layout.pp``): one rank a stage, :mod:`ftplan.measure.stages`;
+* tensor parallelism (``layout.tp``): one rank a shard, torchtitan's DTensor plan with sequence
+  parallelism and a vocabulary-parallel loss, :mod:`ftplan.measure.tensor`;
 * expert parallelism (``layout.ep``, ZeRO-2/3): transformers' own EP (``apply_expert_parallelism`` with
   the model's ``base_model_ep_plan``, tokens sent to the experts' ranks by all-to-all), the experts
   FSDP-sharded over the ranks holding the same experts and the rest over all, as transformers' FSDP
@@ -42,7 +44,7 @@ from typing import Any
 
 from ftplan.errors import MeasureError
 from ftplan.job import ResolvedJob
-from ftplan.measure import build, stages
+from ftplan.measure import build, stages, tensor
 from ftplan.measure.run import (
     HOST_MEMORY_FRACTION,
     Comparison,
@@ -90,10 +92,10 @@ def check_distributed(job: ResolvedJob, nproc: int, device: str) -> None:
         build.check_measurable(_one_rank(job), device)
         return
     if lay.tp != 1:
-        raise MeasureError(
-            "--nproc measures data parallelism (DDP, ZeRO-1, FSDP2); tensor parallelism is not measured yet. "
-            "To fix: set layout.tp 1."
-        )
+        tensor.check_tensor_parallel(job, nproc)
+        _check_recipe(job)
+        build.check_measurable(_one_rank(job), device)
+        return
     if lay.ep > 1:
         if lay.zero < ZeroStage.GRADIENTS:
             raise MeasureError(
@@ -105,13 +107,7 @@ def check_distributed(job: ResolvedJob, nproc: int, device: str) -> None:
     if lay.dp != nproc:
         raise MeasureError(f"--nproc {nproc} runs {nproc} data-parallel ranks; the job has layout.dp {lay.dp}. "
                            f"To fix: set layout.dp {nproc}.")  # fmt: skip
-    if lay.offload is not Offload.NONE:
-        raise MeasureError(
-            "offload moves states from GPU memory to the host; on a CPU there is nothing to move. "
-            "To fix: measure offload none (the model moves the offloaded terms to the host)."
-        )
-    if tr.fp8_setup is not None:
-        raise MeasureError("--nproc does not measure fp8 jobs yet. To fix: measure fp8 with one process.")
+    _check_recipe(job)
     if lay.zero == ZeroStage.OPTIMIZER and tr.precision.mixed:
         raise MeasureError(
             "ZeRO-1 under a mixed recipe is DeepSpeed's (16-bit weights, an fp32 master shard), which "
@@ -127,9 +123,20 @@ def check_distributed(job: ResolvedJob, nproc: int, device: str) -> None:
     build.check_measurable(_one_rank(job), device)
 
 
+def _check_recipe(job: ResolvedJob) -> None:
+    """What no multi-process measurement runs: offload (nothing to move on a CPU) and fp8."""
+    if job.layout.offload is not Offload.NONE:
+        raise MeasureError(
+            "offload moves states from GPU memory to the host; on a CPU there is nothing to move. "
+            "To fix: measure offload none (the model moves the offloaded terms to the host)."
+        )
+    if job.training.fp8_setup is not None:
+        raise MeasureError("--nproc does not measure fp8 jobs yet. To fix: measure fp8 with one process.")
+
+
 def _one_rank(job: ResolvedJob) -> ResolvedJob:
     """The job as one rank builds it: the wrapping is this module's."""
-    return replace(job, layout=replace(job.layout, dp=1, pp=1, zero=ZeroStage.NONE, gpus_per_node=1))
+    return replace(job, layout=replace(job.layout, dp=1, tp=1, pp=1, zero=ZeroStage.NONE, gpus_per_node=1))
 
 
 def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps: int = 1,
@@ -229,6 +236,13 @@ def _rank(tmp: str, rank: int) -> None:
             return
         dev = f"cuda:{rank}" if device == "cuda" else "cpu"
         model = build.build_model(_one_rank(job), dev, seed)  # every rank starts from the same weights
+        if job.layout.tp > 1:
+            tensor.parallelize(model, job, device)
+            params = [p for p in model.parameters() if p.requires_grad]
+            with tensor.loss_parallel():
+                measured = measure_steps(job, model, params, build.build_optimizer(job, params), device, steps, seed)
+            _write_result(tmp, rank, measured)
+            return
         zero = job.layout.zero
         autocast = True
         loads, experts = _expert_parallel(model, job, device) if job.layout.ep > 1 else (None, None)

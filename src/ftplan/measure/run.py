@@ -193,6 +193,7 @@ class _SavedTracker:
             self.region = region
 
     def add(self, t: Any) -> None:
+        traced = t if t.grad_fn is not None else _local(t)  # a DTensor's cast leads back to its parameter
         t = _local(t)
         storage = t.untyped_storage()
         ptr = _ptr(t)
@@ -202,7 +203,7 @@ class _SavedTracker:
         entry = self.entries.get(key)
         if entry is not None and entry[2]() is storage:  # the same storage, saved again
             return
-        region = "weight_casts" if self._is_weight_cast(t) else self.region
+        region = "weight_casts" if self._is_weight_cast(traced) else self.region
         self.entries[key] = (region, ptr, weakref.ref(storage))
 
     def settle(self, model: Any) -> None:
@@ -298,8 +299,13 @@ def _ptr(t: Any) -> int:
 
 
 def _local(t: Any) -> Any:
-    """This process's part of a tensor: the local shard of a DTensor (FSDP2, tensor parallelism)."""
-    return t.to_local() if hasattr(t, "to_local") else t
+    """This process's part of a tensor: the local shard of a DTensor (FSDP2, tensor parallelism), the
+    result inside a functional collective's waiting wrapper (tensor parallelism's redistributions)."""
+    if hasattr(t, "to_local"):
+        t = t.to_local()
+    while hasattr(t, "elem") and hasattr(t, "trigger_wait"):  # funcol's AsyncCollectiveTensor
+        t = t.trigger_wait()
+    return t
 
 
 def _tensor_bytes(tensors: Any) -> int:
@@ -449,7 +455,10 @@ def _live_storages(torch: Any, existing: list[Any], resizable: bool = False) -> 
     """A dispatch mode counting live storage bytes, starting from ``existing`` tensors; with
     ``resizable``, at the size each storage has after every op (FSDP resizes its gathered
     parameters' storages to nothing instead of freeing them)."""
+    from torch.distributed.tensor import DTensor
     from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
+
+    inner = True
 
     class LiveStorages(TorchDispatchMode):
         """The bytes of every storage alive, op by op: each op's outputs are counted from the op that
@@ -496,6 +505,10 @@ def _live_storages(torch: Any, existing: list[Any], resizable: bool = False) -> 
                     self.live[key] = storage.nbytes()
 
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            if inner and any(issubclass(t, DTensor) for t in types):
+                # a DTensor runs its op as ops on local tensors and collectives, which this mode then sees
+                # one by one (the buffers a redistribution allocates included)
+                return NotImplemented
             out = func(*args, **(kwargs or {}))
             if resizable:
                 self._resized()

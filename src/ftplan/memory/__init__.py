@@ -17,6 +17,7 @@ from ftplan.memory.setup import (
     Optimizer,
     Precision,
     Recompute,
+    SequenceParallel,
     Training,
     ZeroGrad,
     ZeroStage,
@@ -25,5 +26,5 @@ from ftplan.memory.setup import (
 __all__ = [
     "Attention", "AttentionMask", "Fp8Recipe", "Fp8Setup", "Layout", "LoraSetup", "Loss", "MemoryEstimate",
     "Method", "ModelOutput", "Offload", "Optimizer", "Overheads", "PipelineSchedule", "Precision", "Recompute",
-    "Training", "ZeroGrad", "ZeroStage", "check_layout", "estimate_memory", "fp8_linears",
+    "SequenceParallel", "Training", "ZeroGrad", "ZeroStage", "check_layout", "estimate_memory", "fp8_linears",
 ]  # fmt: skip

@@ -470,6 +470,19 @@ def _act_name(arch: Architecture) -> str:
     return "silu"
 
 
+def _block_inputs(arch: Architecture, stack: str, g: Grads) -> tuple[list[Linear], list[str], list[str], bool]:
+    """A layer's linears, those that read the attention block's input and the MLP's, and whether
+    anything in the attention block trains (then the MLP's input needs a gradient)."""
+    blk = arch.block_linears[stack if stack in arch.block_linears else next(iter(arch.block_linears))]
+    attn_in = [x.name for x in blk if x.role in ("q", "k", "v", "qkv", "q_a", "kv_a") and x.stack != "cross"]
+    mlp_in = [x.name for x in blk if x.role in ("gate", "up", "gate_up", "router")]
+    if any(x.role == "router" for x in blk):  # the router and a shared expert read the input; experts gather theirs
+        mlp_in = mlp_in[:1] + [x.name for x in blk if x.role in ("shared_gate", "shared_up", "shared_router")]
+    o_names = [x.name for x in blk if x.role in ("o", "q_b", "kv_b")]
+    attn_trains = g.full or g.input_grad or any(x in g.targets for x in attn_in + o_names)
+    return blk, attn_in, mlp_in, attn_trains
+
+
 def layer_bytes_per_token(
     arch: Architecture,
     stack: str,
@@ -492,13 +505,7 @@ def layer_bytes_per_token(
     if recompute is Recompute.SELECTIVE:
         att = Attention.SDPA  # selective recomputation keeps only the core-attention inputs
         mask_len = 0
-    blk = arch.block_linears[stack if stack in arch.block_linears else next(iter(arch.block_linears))]
-    attn_in = [x.name for x in blk if x.role in ("q", "k", "v", "qkv", "q_a", "kv_a") and x.stack != "cross"]
-    mlp_in = [x.name for x in blk if x.role in ("gate", "up", "gate_up", "router")]
-    if any(x.role == "router" for x in blk):  # the router and a shared expert read the input; experts gather theirs
-        mlp_in = mlp_in[:1] + [x.name for x in blk if x.role in ("shared_gate", "shared_up", "shared_router")]
-    o_names = [x.name for x in blk if x.role in ("o", "q_b", "kv_b")]
-    attn_trains = g.full or g.input_grad or any(x in g.targets for x in attn_in + o_names)
+    blk, attn_in, mlp_in, attn_trains = _block_inputs(arch, stack, g)
     post = arch.norm_placement == "post"  # OLMo 2: the sublayers read the residual stream, norms follow them
     if arch.parallel_residual and arch.norms_per_layer == 1:  # phi: one norm feeds attention and MLP
         total = _norm(arch, dt, attn_in + mlp_in, g)
@@ -534,6 +541,32 @@ def layer_bytes_per_token(
     return total
 
 
+def gathered_bytes_per_token(arch: Architecture, stack: str, dt: Dtypes, grads: Grads = FULL) -> float:
+    """Bytes a token saves, in one layer of ``stack``, for the inputs of the linears that read a norm's
+    output (q/k/v, and gate/up or the router): the input tensor parallelism all-gathers over the sequence
+    before its column-parallel linears; the same terms :func:`layer_bytes_per_token` counts."""
+    h, g = arch.hidden, grads
+    _, attn_in, mlp_in, attn_trains = _block_inputs(arch, stack, g)
+    grad_in = g.input_grad or g.full
+    if arch.parallel_residual and arch.norms_per_layer == 1:  # one norm feeds both
+        return _consumers(dt, h, attn_in + mlp_in, g, grad_in)
+    mlp_grad = grad_in if arch.parallel_residual else attn_trains or g.full
+    return _consumers(dt, h, attn_in, g, grad_in) + _consumers(dt, h, mlp_in, g, mlp_grad)
+
+
+def head_gathered_bytes_per_token(arch: Architecture, dt: Dtypes, lm_head_trains: bool) -> float:
+    """Bytes a token saves for the lm_head's input (the final norm's output), which tensor parallelism
+    gathers over the sequence before the vocabulary-parallel head (see :func:`head_bytes_per_token`)."""
+    if not (arch.final_norm and arch.has_head and lm_head_trains and arch.kind is not Kind.ENCODER):
+        return 0.0
+    return dt.r * arch.hidden if dt.r == dt.c else dt.c * arch.hidden
+
+
+def token_id_bytes_per_token(arch: Architecture, embed_trains: bool) -> float:
+    """The int64 token ids a trained embedding keeps (every tensor-parallel rank keeps them whole)."""
+    return 8.0 if embed_trains and arch.has_embedding else 0.0
+
+
 def cross_kv_bytes_per_sequence(arch: Architecture, dt: Dtypes, enc_len: int) -> float:
     """Keys and values each decoder layer projects from the encoder output (per sequence)."""
     return 2 * dt.c * arch.kv_dim * enc_len
@@ -554,7 +587,7 @@ def head_bytes_per_token(
     """
     if not arch.has_embedding:  # a later pipeline stage: no token ids, no embedding dropout
         embed_trains, dropout = False, False
-    n = 8.0 if embed_trains else 0.0
+    n = token_id_bytes_per_token(arch, embed_trains)
     if dropout and arch.embed_dropout > 0:
         n += arch.hidden  # the embedding dropout's one-byte mask (the first layer keeps its output)
     if arch.kind is Kind.ENCODER:
@@ -587,7 +620,9 @@ def rotary_bytes(arch: Architecture, dt: Dtypes, seq_len: int) -> float:
 CHUNKED_LOSS_CHUNKS = 8
 
 
-def loss_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, output_held: bool = False) -> float:
+def loss_bytes_per_token(
+    arch: Architecture, dt: Dtypes, loss: Loss, output_held: bool = False, vocab_parallel: bool = False
+) -> float:
     """Peak bytes a token needs around the loss, on top of the layers' saved activations.
 
     * standard: the lm_head output (``c`` bytes per vocabulary entry), its fp32 upcast where
@@ -606,11 +641,19 @@ def loss_bytes_per_token(arch: Architecture, dt: Dtypes, loss: Loss, output_held
     ``output_held``: the model's output stays alive through the loss's backward, as the last pipeline stage
     keeps it (torch.distributed.pipelining's forward cache, for the stage's backward): the logits (or a
     fused loss's hidden states) are added to the backward's peak.
+
+    ``vocab_parallel``: the standard loss over vocabulary-sharded logits (torch's ``loss_parallel``, which tensor
+    parallelism's DTensor plans run): its log-softmax holds the shifted logits and their exponential beside
+    the upcast, and its backward computes ``(one-hot + exp(log-softmax)) · grad``, holding four fp32 logits
+    (``torch/distributed/tensor/parallel/loss.py``; measured: benchmarks/measured_grid_dist.yaml's tp cases).
     """
     if arch.kind is Kind.ENCODER or not arch.has_head:
         return 0.0
     v, c = arch.vocab, dt.c
     forward = loss_forward_bytes_per_token(arch, dt, loss)
+    if vocab_parallel and loss is Loss.STANDARD:
+        u = 4 if arch.loss_upcast else c
+        return max(forward + u * v, 4 * u * v + _softcap_saved(arch, dt, loss))
     if loss is Loss.FUSED:
         return forward + (c * arch.hidden if output_held else 0)
     if loss is Loss.CHUNKED:

@@ -46,6 +46,7 @@ from ftplan.memory.setup import (
     Optimizer,
     Precision,
     Recompute,
+    SequenceParallel,
     Training,
     ZeroGrad,
     ZeroStage,
@@ -543,6 +544,9 @@ def _per_sequence(
     if arch.dense_layers:  # a MoE model's leading dense layers: a stack of their own, first
         seq = {"dense": s, **({"main": s} if arch.layers_of("main") else {})}
     saves, embed_trains, lm_head_trains = _grads(arch, training, host)
+    # tensor parallelism shards the sequence between its matmuls (sequence parallelism): what a token saves
+    # is divided by t, but for what every rank holds whole (see SequenceParallel)
+    gathered = t > 1 and training.sequence_parallel is SequenceParallel.TORCH
     layer: dict[str, float] = {}
     mean: dict[str, float] = {}
     constants: dict[str, float] = {}
@@ -566,26 +570,25 @@ def _per_sequence(
                 x.name in saves.targets for x in arch.block_linears["main"] if x.role in ATTENTION_ROLES
             )
         nope = _nope_flags(arch, stack)
-        each = [
-            act.layer_bytes_per_token(*args, saves.first_layer() if i < n_first and first else saves, m, nope[i])
-            for i, m in enumerate(masks)
-        ]
+        grads = [saves.first_layer() if i < n_first and first else saves for i in range(n_layers)]
+        each = [act.layer_bytes_per_token(*args, grads[i], m, nope[i]) for i, m in enumerate(masks)]
+        if gathered:  # the column-parallel linears' gathered inputs, whole on every rank: t times a shard
+            each = [e + (t - 1) * act.gathered_bytes_per_token(arch, stack, dt, grads[i]) for i, e in enumerate(each)]
         layer[stack] = max(each) * tokens / t  # the widest layer: the working set a recomputed step rebuilds
         mean[stack] = sum(each) / n_layers * tokens / t
-        constants[stack] = (
-            sum(
-                act.layer_constant_bytes(arch, saves.first_layer() if i < n_first and first else saves, stack)
-                for i in range(n_layers)
-            )
-            / t
-        )
+        constants[stack] = sum(act.layer_constant_bytes(arch, grads[i], stack) for i in range(n_layers)) / t
         if arch.attn_temperature and (saves.full or saves.input_grad):
             # Llama 4's NoPE layers scale the queries by one fp32 temperature a position, which the multiply keeps
             constants[stack] += 4 * tokens * sum(nope)
     cross_kv = act.cross_kv_bytes_per_sequence(arch, dt, s) / t if arch.kind is Kind.ENCODER_DECODER else 0.0
     out_tokens = seq.get("decoder", seq.get("main", 0))
     head_tok = act.head_bytes_per_token(arch, dt, dropout, saves, embed_trains, lm_head_trains)
-    head = head_tok * out_tokens / t + (head_tok * seq["encoder"] / t if arch.kind is Kind.ENCODER_DECODER else 0)
+    whole_tok = act.token_id_bytes_per_token(arch, embed_trains)  # (the ids every rank embeds)
+    if gathered:
+        whole_tok += act.head_gathered_bytes_per_token(arch, dt, lm_head_trains)
+    head = (head_tok + (t - 1) * whole_tok) * out_tokens / t
+    if arch.kind is Kind.ENCODER_DECODER:
+        head += (head_tok + (t - 1) * whole_tok) * seq["encoder"] / t
     if arch.pooler:  # the pooled [CLS] vector of each sequence, which the classification head keeps
         head += c * arch.hidden / t
     widest = max(arch.ffn * max(arch.experts_per_token, 1), arch.hidden)
@@ -621,7 +624,7 @@ def _per_sequence(
         window_masks=window_masks, seq=seq,
         layer=layer, mean=mean,
         cross_kv=cross_kv, head=head, constants=constants,
-        rotary=act.rotary_bytes(arch, dt, s) / t if _rotary_kept(arch, saves, embed_trains) else 0.0,
+        rotary=act.rotary_bytes(arch, dt, s) if _rotary_kept(arch, saves, embed_trains) else 0.0,  # whole a rank
         moe_first_frozen=moe_first_frozen,
         head_constant=act.head_constant_bytes(arch, s, embed_trains) / t,
         loss_saved=act.loss_saved_bytes_per_token(arch, dt, training.loss) * out_tokens / t,
@@ -894,6 +897,15 @@ def _states(
     # constants whole (Answer.AI fsdp_qlora's loader quantises on every rank for that reason)
     quant_state = ps.frozen_matrix / t * (ps.quant_bits_per_weight - 4) / 8 if ps.quant_bits_per_weight else 0.0
     grads = rb.grad * t_local
+    if (
+        t > 1
+        and training.sequence_parallel is SequenceParallel.TORCH
+        and arch.has_embedding
+        and _grads(arch, training)[1]
+    ):
+        # DTensor's backward of a vocabulary-parallel embedding returns its gradient replicated: whole on
+        # every rank until the optimizer step (measured: benchmarks/measured_grid_dist.yaml's tp cases)
+        grads += rb.grad * arch.vocab * arch.hidden * (1 - 1 / t)
     opt_states = _optimizer_state_bytes(training.optimizer, ps, t_local, rb, t) + rb.master * t_local
     saved16 = _saved_modules_16bit(training, layout, ps, t)
     if saved16:
@@ -1050,7 +1062,8 @@ def _estimate(
     head = pa.head * mb + pa.rotary + pa.head_constant
     constants = pa.rotary + pa.head_constant + (0.0 if full_recompute else sum(pa.constants.values()))
     loss_const = act.loss_constant_bytes(arch, dt, training.loss) / t  # (the fused loss's chunk rounding)
-    loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, pipe is not None) * out_tokens / t
+    vocab_parallel = t > 1 and training.sequence_parallel is SequenceParallel.TORCH
+    loss_peak = act.loss_bytes_per_token(arch, dt, training.loss, pipe is not None, vocab_parallel) * out_tokens / t
     loss_forward = act.loss_forward_bytes_per_token(arch, dt, training.loss) * out_tokens / t
     # logits the training loop keeps with the model's output, from the loss through the optimizer step
     # (ModelOutput); the loss's own peak comes on top of them (measured: benchmarks/measured_grid.yaml)

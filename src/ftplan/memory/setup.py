@@ -117,6 +117,28 @@ class Loss(StrEnum):
     FUSED = "fused"  # fused linear + cross-entropy: logits never materialised (Liger-Kernel)
 
 
+class SequenceParallel(StrEnum):
+    """How tensor parallelism shards the activations between its matmuls (``layout.tp`` > 1).
+
+    Both run the norms, dropout and residual stream on ``seq_len / tp`` tokens a rank and all-gather
+    the sequence before the column-parallel linears (Korthikanti et al. 2022, "Reducing Activation
+    Recomputation in Large Transformer Models" §4.2.2). They differ in what the gathered input costs:
+
+    * ``torch``: PyTorch's DTensor plans (``parallelize_module`` with ``SequenceParallel`` on the norms,
+      as torchtitan runs them): the column-parallel linears save the gathered input, whole, for their
+      weight gradient (q/k/v share one, gate/up another, the lm_head a third); the token ids and rotary
+      tables are whole on every rank; a vocabulary-parallel embedding's gradient comes back whole
+      (measured: ``ftplan measure --nproc`` on benchmarks/measured_grid_dist.yaml's tp cases).
+    * ``megatron``: Megatron-LM's sequence parallelism saves the sharded input and all-gathers it again
+      in backward, so every saved activation but the token ids and rotary tables is divided by ``tp``
+      (derived from the paper and Megatron-Core's ``LinearWithGradAccumulationAndAsyncCommunication``;
+      not measured).
+    """
+
+    TORCH = "torch"
+    MEGATRON = "megatron"
+
+
 class ZeroGrad(StrEnum):
     """How the training loop clears gradients between optimizer steps."""
 
@@ -212,6 +234,7 @@ class Training:
     # balanced share (Switch Transformer's capacity factor; Fedus et al. 2021 train at 1.25)
     capacity_factor: float = 1.25
     data: SequenceData | None = None  # None: every sequence is seq_len tokens
+    sequence_parallel: SequenceParallel = SequenceParallel.TORCH  # tensor parallelism's activations
 
     @property
     def data_tokens(self) -> int:

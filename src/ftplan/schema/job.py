@@ -21,6 +21,7 @@ from ftplan.memory.setup import (
     Optimizer,
     Precision,
     Recompute,
+    SequenceParallel,
     ZeroGrad,
 )
 from ftplan.schema.types import Bool, Float, Int
@@ -211,6 +212,12 @@ class JobSpec(BaseModel):
         "kept: it keeps the model's output, logits included, through backward and the optimizer step "
         "(outputs = model(**batch); outputs.loss.backward()); kept-fp32: the same with Transformers < 4.46, "
         "whose causal LMs returned fp32 logits",
+    )
+    sequence_parallel: SequenceParallel = Field(
+        SequenceParallel.TORCH,
+        description="how tensor parallelism (layout.tp > 1) keeps the sequence-gathered inputs of its column-parallel "
+        "linears: torch (PyTorch DTensor plans, torchtitan: kept whole, with a vocabulary-parallel loss) | megatron "
+        "(Megatron-LM, NeMo: kept sharded, gathered again in backward)",
     )
     capacity_factor: Float = Field(
         1.25, ge=1, le=64,
