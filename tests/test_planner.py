@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import pytest
@@ -170,8 +171,38 @@ def test_optimum_matches_brute_force(catalog, minimise):
     sol = solve_campaign(campaign, table)
     cands = {r.id: table.by_job[r.job_id] for r in campaign.runs}
     assert sol.status == "OPTIMAL"
-    assert sol.objective_value == _brute_force(campaign, cands, minimise)
+    best = _brute_force(campaign, cands, minimise)
+    assert sol.objective_value == best
+    assert sol.lp_bound is not None and sol.lp_bound <= best  # the relaxation bounds the exhaustive optimum
     assert verify_plan(campaign, build_plan(campaign, sol)) == []
+
+
+def test_lp_bound_sees_capacity_the_cheapest_candidates_ignore(catalog):
+    # two whole-node jobs, one cheap owned node and a dearer cloud instance, and a deadline that lets the
+    # node run only one of them: every run at its cheapest candidate is a loose bound, the relaxation is exact
+    from ftplan.solver.bound import lp_bound
+    from ftplan.solver.model import build_model
+
+    big = [job(i, tokens=2_000_000_000, allow={"max_gpus": 8}) for i in (1, 2)]
+    probe = resolve_scenario(scenario(big, [LAB, CLOUD]), catalog, "lp")
+    table = build_candidates(probe, max_per_pool=1)
+    minutes = max(c.minutes for cs in table.by_job.values() for c in cs)
+    sc = scenario(big, [LAB, CLOUD], {"minimise": "cost", "deadline_h": round(1.5 * minutes / 60, 3)})
+    campaign = resolve_scenario(sc, catalog, "lp")
+    table = build_candidates(campaign, max_per_pool=1)
+    m = build_model(campaign, table)
+    cheapest = sum(min(c.cost_units for c in cs) for cs in m.cands.values())
+    relaxed = lp_bound(m, "cost")
+    sol = solve_campaign(campaign, table)
+    assert sol.status == "OPTIMAL"
+    assert cheapest < relaxed <= sol.objective_value
+    # the relaxation's optimum by hand: the node's GPU-minutes up to the deadline hold `share` of the two runs
+    # on the lab candidate, the rest goes to the cloud
+    lab, cloud = (next(c for c in next(iter(m.cands.values())) if c.pool_id == p) for p in ("lab", "cloud"))
+    share = min(2.0, 8 * m.horizon / (lab.gpus * lab.minutes))
+    assert cloud.cost_units > lab.cost_units and (2 - share) * cloud.minutes <= m.horizon
+    expected = 2 * cloud.cost_units - (cloud.cost_units - lab.cost_units) * share
+    assert relaxed == math.ceil(expected - 1e-6 * expected)
 
 
 def test_deterministic(catalog):
@@ -293,6 +324,7 @@ def test_random_campaigns_verify(catalog, n, methods, tokens, deps, quota, minim
     except InfeasibleError:
         return
     assert verify_plan(campaign, build_plan(campaign, sol)) == []
+    assert sol.lp_bound is not None and sol.lp_bound <= sol.objective_value  # a lower bound, never above a plan
 
 
 def test_pool_efficiency_overrides_the_catalog(catalog):

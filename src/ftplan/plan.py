@@ -126,6 +126,7 @@ def build_plan(campaign: Campaign, sol: Solution) -> Plan:
             objective=sol.objective,
             objective_value=_scale(sol.objective, sol.objective_value),
             bound=_scale(sol.objective, sol.bound),
+            lp_bound=None if sol.lp_bound is None else _scale(sol.objective, sol.lp_bound),
             gap=sol.gap,
             wall_s=round(sol.wall_s, 3),
             seed=sol.seed,

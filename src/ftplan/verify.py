@@ -144,6 +144,8 @@ def _solver(plan: Plan) -> list[str]:
             errs.append(f"solver: {label} is OPTIMAL with a gap of {100 * true_gap:.2f}%")
 
     stage("objective", s.objective, s.objective_value, s.bound, s.gap, s.status)
+    if s.lp_bound is not None and _units(s.objective, s.lp_bound) > _units(s.objective, s.bound):
+        errs.append(f"solver: LP bound {s.lp_bound:,.4f} is above the best bound {s.bound:,.4f}")
     values = (s.then_value, s.then_bound, s.then_gap)
     if s.then is None:
         if s.then_status is not None or values != (None, None, None):

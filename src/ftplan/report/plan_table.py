@@ -41,7 +41,8 @@ def plan_table(plan: Plan) -> str:
     out.append(render_table(["pool", "GPU-hours", "utilisation", "bought", "purchase USD"], pools, right={1, 2, 3, 4}))
     s = plan.solver
     fmt = (lambda v: f"${v:,.2f}") if s.objective == "cost" else (lambda v: f"{v:,.2f} h")
-    line = (f"\nsolver: {s.status} · {s.objective} {fmt(s.objective_value)} · bound {fmt(s.bound)} · "
+    lp = f" (LP relaxation {fmt(s.lp_bound)})" if s.lp_bound is not None else ""
+    line = (f"\nsolver: {s.status} · {s.objective} {fmt(s.objective_value)} · bound {fmt(s.bound)}{lp} · "
             f"gap {100 * s.gap:.2f}% · {s.wall_s:.2f} s · seed {s.seed} · {s.workers} worker(s)")  # fmt: skip
     if s.source == "greedy":
         line += "\nthe greedy warm start's plan: CP-SAT found none as good within its time limit"

@@ -81,6 +81,9 @@ class PlanSolver(_Strict):
     objective: str
     objective_value: Float = Field(description="USD (cost) or hours (time)")
     bound: Float = Field(description="best bound, same unit")
+    lp_bound: Float | None = Field(
+        None, description="the linear relaxation's bound on the objective (ftplan.solver.bound), same unit"
+    )
     gap: float
     wall_s: float
     seed: int

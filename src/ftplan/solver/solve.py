@@ -16,6 +16,7 @@ from ftplan.candidates import CandidateTable, build_candidates
 from ftplan.errors import FtplanError
 from ftplan.limits import MAX_HOURS
 from ftplan.scenario import Campaign
+from ftplan.solver.bound import lp_bound
 from ftplan.solver.greedy import Placement, greedy_plan
 from ftplan.solver.model import Model, build_model
 from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, budget_units, deadline_minutes, usd_to_units
@@ -63,6 +64,7 @@ class Solution:
     then_value: float | None = None  # its value and bound: money units (cost) or minutes (time)
     then_bound: float | None = None
     source: str = "cp-sat"  # cp-sat | greedy: where the plan came from (the best one known)
+    lp_bound: float | None = None  # the linear relaxation's bound on the first objective, same units
 
     @property
     def then_gap(self) -> float | None:
@@ -200,6 +202,8 @@ def solve_campaign(
     m = build_model(campaign, table)
     obj = campaign.scenario.objective
     opts = campaign.scenario.solver
+    say("LP relaxation bound")
+    relaxed = lp_bound(m, obj.minimise)
     say("greedy warm start")
     greedy = _best_greedy(m, campaign, obj.minimise)
     if greedy is not None:
@@ -266,11 +270,14 @@ def solve_campaign(
         assert result is not None
         solver, status, goal, (placements, ends, bought) = result
         value = solver.value(m.cost if first == "cost" else m.makespan)
-    bound = min(first_bound, value)  # the first objective's bound (a second stage keeps its value ≤ the first)
+    # the first objective's bound: CP-SAT's or the relaxation's, whichever is higher (a second stage keeps the
+    # first's value at most what it was)
+    bound = min(max(first_bound, relaxed if relaxed is not None else -math.inf), value)
     gap = abs(value - bound) / max(abs(value), 1e-9)
     # CP-SAT says OPTIMAL once the relative-gap limit is met; call it optimal only when proven (a
     # greedy plan that meets a valid lower bound is proven too)
-    proven = (first_status == cp_model.OPTIMAL or use_greedy) and gap <= 1e-9
+    met = relaxed is not None and relaxed >= value  # the relaxation's bound proves the plan optimal
+    proven = (first_status == cp_model.OPTIMAL or use_greedy or met) and gap <= 1e-9
     name = "OPTIMAL" if proven else "FEASIBLE"
     then = order[1] if len(order) > 1 else None
     if then is not None and second is None:
@@ -281,7 +288,7 @@ def solve_campaign(
         workers=opts.workers, placements=placements, ends=ends, bought=bought, greedy=greedy, table=table,
         stopped=stopped, greedy_objective=_greedy_objective(m, greedy, first), then=then,
         then_status=second[0] if second else None, then_value=second[1] if second else None,
-        then_bound=second[2] if second else None, source="greedy" if use_greedy else "cp-sat",
+        then_bound=second[2] if second else None, source="greedy" if use_greedy else "cp-sat", lp_bound=relaxed,
     )  # fmt: skip
 
 
