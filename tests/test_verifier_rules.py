@@ -172,6 +172,7 @@ EDITS: dict[str, Callable[[dict], None]] = {
     "value": add(lambda p: p["solver"], "objective_value", 1 / 60),
     "bound above": setter(lambda p: p["solver"], bound=0.16, gap=1 / 15),
     "gap": setter(lambda p: p["solver"], gap=1e-6),
+    "lp bound above the best": setter(lambda p: p["solver"], lp_bound=0.5),
     "optimal with a gap": setter(lambda p: p["solver"], bound=0.12, gap=0.2),
     "then repeats": setter(lambda p: p["solver"], then="time"),
     "then value": add(lambda p: p["solver"], "then_value", 0.01),
@@ -196,6 +197,7 @@ EDITS: dict[str, Callable[[dict], None]] = {
 
 # inside every tolerance, or exactly on a boundary: the plan stays valid
 VALID: dict[str, Callable[[dict], None]] = {
+    "lp bound at the best bound": lambda p: p["solver"].update(lp_bound=p["solver"]["bound"]),
     "memory 2 bytes off": add(lambda p: R(p, Z3), "memory_per_gpu_bytes", BYTES_TOL),
     "headroom 2 bytes off": add(lambda p: R(p, Z3), "headroom_bytes", -BYTES_TOL),
     "longer interval": setter(lambda p: R(p, TP), start_h=0.0),
