@@ -110,3 +110,59 @@ def test_measure_says_why_it_cannot_run_a_ring(catalog):
 
     with pytest.raises(MeasureError, match="CUDA's SDPA kernels"):
         measure_distributed(_job(catalog, seq_len=256, layout={"cp": 2}), 2)
+
+
+def test_an_ulysses_rank_saves_its_share_and_the_output_projections_own_input(catalog):
+    # DeepSpeed-Ulysses: the output projection reads the all-to-all's result, kept beside the attention output
+    # (c × q_dim a local token and layer); no ring buffers; the rotary tables follow every sample's position ids
+    job = _job(catalog, method="full", context_parallel="ulysses")
+    lay = replace(job.layout, micro_batch=2)
+    uly = estimate_memory(job.arch, job.training, replace(lay, cp=4))
+    short = estimate_memory(job.arch, replace(job.training, seq_len=65536 // 4), lay)
+    tokens, c, arch = 65536 // 4, 2, job.arch
+    per_layer = uly.activation_terms["layer:main"] - short.activation_terms["layer:main"]
+    assert per_layer == c * arch.q_dim * tokens * 2
+    rotary = 2 * tokens * arch.head_dim * 4  # fp32 cos and sin of a head a position
+    assert uly.activation_terms["head"] - short.activation_terms["head"] == pytest.approx(rotary * (2 - 1))
+    assert uly.gpu_terms["backward_workspace"] == short.gpu_terms["backward_workspace"]
+
+
+def test_ulysses_repeats_key_value_heads_where_cp_exceeds_them(catalog):
+    # 8 key/value heads over 16 ranks: each rank keeps one head of the whole sequence, two local tokens' worth
+    job = _job(catalog, method="full", context_parallel="ulysses")
+    at = {cp: estimate_memory(job.arch, job.training, replace(job.layout, cp=cp)) for cp in (8, 16)}
+    short = {cp: estimate_memory(job.arch, replace(job.training, seq_len=65536 // cp), job.layout) for cp in (8, 16)}
+    extra = {cp: at[cp].activation_terms["layer:main"] - short[cp].activation_terms["layer:main"] for cp in (8, 16)}
+    c, arch, tokens = 2, job.arch, 65536 // 16
+    assert extra[16] == (c * arch.q_dim + 2 * c * arch.head_dim * (16 - 8)) * tokens
+    assert extra[8] == c * arch.q_dim * 65536 // 8
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"layout": {"cp": 3}, "seq_len": 65535}, r"use cp in \[2, 4, 8, 16, 32\]"),
+        ({"layout": {"cp": 4}, "model": "gemma-2-9b"}, "sliding windows"),
+        ({"layout": {"cp": 4}, "model": "deepseek-v3", "method": "lora"}, "separate q/k/v"),
+        ({"layout": {"cp": 4}, "attention": "eager"}, "DeepSpeed-Ulysses runs SDPA"),
+    ],
+)
+def test_ulysses_layouts_it_cannot_run_are_refused(catalog, fields, message):
+    with pytest.raises(JobError, match=message):
+        _job(catalog, context_parallel="ulysses", **fields)
+
+
+def test_ulysses_step_time_adds_its_all_to_alls(catalog, h100_node):
+    # four all-to-alls a layer forward and four backward, (cp − 1)/cp of q, k, v and the output leaving the GPU,
+    # over NVLink; nothing hides them
+    job = _job(catalog, context_parallel="ulysses")
+    arch, tr = job.arch, job.training
+    flops = tm.job_flops(arch, tr)
+    hw = h100_node()
+    args = (np.array([1]), np.array([1]), np.array([0]), np.array([0]), np.array([0]), np.array([1]), np.array([1]))
+    one = tm.step_times(flops, arch, tr, hw, *args)
+    four = tm.step_times(flops, arch, tr, hw, *args, cp=np.array([4]))
+    assert four.compute[0] == pytest.approx(one.compute[0] / 4)
+    a2a = 65536 / 4 * 2 * (2 * arch.q_dim + 2 * arch.kv_dim) * 3 / 4
+    assert four.communication[0] == pytest.approx(arch.total_layers * 2 * a2a / (450e9 * tm.INTRA_NODE_EFFICIENCY))
+    assert four.communication[0] > 0

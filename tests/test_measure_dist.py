@@ -1,10 +1,11 @@
 """`ftplan measure --nproc` on a CPU (gloo): every rank of a data-parallel or pipeline job beside the estimate.
 
-Twelve cases of benchmarks/measured_grid_dist.yaml, one per way PyTorch runs data parallelism
+Fourteen cases of benchmarks/measured_grid_dist.yaml, one per way PyTorch runs data parallelism
 (DistributedDataParallel, ZeroRedundancyOptimizer, FSDP2 with and without resharding after forward,
 LoRA under FSDP2 with and without resharding (recomputation with), FSDP2 over a 2×2 HSDP mesh), two pipelines
 (1F1B full fine-tuning, interleaved 1F1B), an expert-parallel MoE job (transformers' EP, Qwen3-MoE) and two
-tensor-parallel jobs (torchtitan's DTensor plan: sequence parallelism, a vocabulary-parallel loss);
+tensor-parallel jobs (torchtitan's DTensor plan: sequence parallelism, a vocabulary-parallel loss) and two
+context-parallel jobs (DeepSpeed-Ulysses: under FSDP2, and over more ranks than key/value heads);
 `python benchmarks/measured_accuracy.py --grid benchmarks/measured_grid_dist.yaml` runs them all.
 """
 
@@ -31,7 +32,8 @@ GRID = {c["case"]: c["job"] for c in read_yaml(ROOT / "benchmarks/measured_grid_
 CASES = ["llama-full-fp32-ddp", "llama-full-bf16pure-zero1", "llama-full-mixed-zero2", "llama-full-mixed-zero3",
          "llama-lora-bf16pure-zero2", "llama-lora-bf16pure-zero3-recompute", "llama-full-fp32-pp2-1f1b",
          "llama-full-fp32-pp2-interleaved", "llama-full-fp32-hsdp-2x2", "qwen3moe-full-fp32-zero3-ep2",
-         "llama-full-mixed-tp2-seq256", "qwen3-full-bf16pure-tp2"]  # fmt: skip
+         "llama-full-mixed-tp2-seq256", "qwen3-full-bf16pure-tp2", "llama-full-mixed-ulysses2-zero3",
+         "llama-full-fp32-ulysses4-kv-repeated"]  # fmt: skip
 # (deepseek-full-fp32-zero3-ep2 is left to the benchmark: its routing after the warm-up step depends on the order
 # gloo sums gradients in, and one run in three puts its peak 4.8% above the estimate at the mean load)
 
@@ -122,6 +124,9 @@ _GPT2 = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 2, "vocab_s
     ("case", "changes", "nproc", "message"),
     [
         ("llama-full-mixed-zero3", {}, 3, r"the job has layout\.dp 2"),
+        ("llama-full-fp32-ulysses2", {"context_parallel": "ring"}, 2, "measure context_parallel ulysses"),
+        ("llama-full-fp32-ulysses2", {}, 4, r"the job has dp 1 and cp 2"),
+        ("llama-full-fp32-ulysses2", {"layout": {"cp": 2, "tp": 2}}, 4, "with data parallelism alone"),
         ("llama-full-fp32-tp2", {}, 4, r"the job has layout\.tp 2"),
         ("llama-full-fp32-tp2", {"layout": {"tp": 2, "dp": 2}}, 2, "tensor parallelism alone"),
         ("llama-full-fp32-tp2", {"method": "lora"}, 2, "method full"),

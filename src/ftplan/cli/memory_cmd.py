@@ -80,6 +80,9 @@ def memory(
         "--sequence-parallel",
         help="tp > 1: torch (DTensor plans keep gathered inputs whole) | megatron (kept sharded)",
     ),
+    context_parallel: str | None = typer.Option(
+        None, "--context-parallel", help="cp > 1: ring (torch's ring attention) | ulysses (DeepSpeed-Ulysses)"
+    ),
     fp8_recipe: str | None = typer.Option(None, "--fp8-recipe", help="precision fp8: tensorwise | rowwise"),
     fp8_all_gather: bool | None = typer.Option(
         None, "--fp8-all-gather/--no-fp8-all-gather", help="precision fp8, zero 3: gather weight shards in FP8."
@@ -111,7 +114,7 @@ def memory(
         model=model, method=method, gpu=gpu, seq_len=seq_len, micro_batch=micro_batch, grad_accum=grad_accum,
         precision=precision, optimizer=optimizer, attention=attention, attention_mask=attention_mask, loss=loss,
         model_output=model_output, gpus_per_node=gpus_per_node, capacity_factor=capacity_factor,
-        sequence_parallel=sequence_parallel,
+        sequence_parallel=sequence_parallel, context_parallel=context_parallel,
     )  # fmt: skip
     for key, value in flags.items():
         if value is not None:

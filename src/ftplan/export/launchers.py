@@ -142,6 +142,7 @@ def plan_env(r: RunExport) -> tuple[str, dict[str, str]]:
         "FTPLAN_PP": (lay.pp, "runs[].layout.pp"),
         "FTPLAN_PP_SCHEDULE": (lay.pp_schedule, "runs[].layout.pp_schedule"),
         "FTPLAN_CP": (lay.cp, "runs[].layout.cp"),
+        "FTPLAN_CONTEXT_PARALLEL": (job.context_parallel.value, "jobs[].context_parallel"),
         "FTPLAN_EP": (lay.ep, "runs[].layout.ep"),
         "FTPLAN_ZERO": (lay.zero, "runs[].layout.zero"),
         "FTPLAN_DP_SHARD": (lay.dp_shard or lay.dp, "runs[].layout.dp_shard (0: all of dp)"),

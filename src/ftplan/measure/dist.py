@@ -13,6 +13,8 @@ own tools, and measures every rank as ``ftplan measure`` measures one process:
   as in-place all-reduces (gloo's own allocate copies that its worker thread frees at a time of its own,
   which NCCL never allocates);
 * pipeline stages (``layout.pp``): one rank a stage, :mod:`ftplan.measure.stages`;
+* context parallelism (``layout.cp``, ``context_parallel: ulysses``): DeepSpeed-Ulysses, each rank its share
+  of its group's sequences, :mod:`ftplan.measure.ulysses`;
 * tensor parallelism (``layout.tp``): one rank a shard, torchtitan's DTensor plan with sequence
   parallelism and a vocabulary-parallel loss, :mod:`ftplan.measure.tensor`;
 * expert parallelism (``layout.ep``, ZeRO-2/3): transformers' own EP (``apply_expert_parallelism`` with
@@ -44,13 +46,14 @@ from typing import Any
 
 from ftplan.errors import MeasureError
 from ftplan.job import ResolvedJob
-from ftplan.measure import build, stages, tensor
+from ftplan.measure import build, stages, tensor, ulysses
 from ftplan.measure.run import (
     HOST_MEMORY_FRACTION,
     Comparison,
     Measurement,
     available_host_bytes,
     estimate_for_device,
+    job_batch,
     measure_steps,
 )
 from ftplan.memory import Method, Offload, Precision, ZeroStage
@@ -79,11 +82,7 @@ def check_distributed(job: ResolvedJob, nproc: int, device: str) -> None:
     if not 2 <= nproc <= MAX_PROCESSES:
         raise MeasureError(f"--nproc must be 2 to {MAX_PROCESSES}, got {nproc}. To fix: use --nproc 1 for one process.")
     if lay.cp > 1:
-        raise MeasureError(
-            "context parallelism runs torch's ring attention on CUDA's SDPA kernels (flash, memory-efficient, "
-            "cuDNN), which a CPU does not have; --nproc does not measure it. To fix: measure cp 1 (the estimate "
-            "splits the sequence and adds the ring's buffers, read from torch's source)."
-        )
+        ulysses.check_ulysses(job)
     if lay.pp > 1:
         if lay.pp != nproc:
             raise MeasureError(f"--nproc {nproc} runs one rank a pipeline stage; the job has layout.pp {lay.pp}. "
@@ -104,7 +103,10 @@ def check_distributed(job: ResolvedJob, nproc: int, device: str) -> None:
             )
         if lay.dp_shard and lay.dp_shard != lay.dp:
             raise MeasureError("--nproc measures expert parallelism without HSDP. To fix: drop layout.dp_shard.")
-    if lay.dp != nproc:
+    if lay.dp * lay.cp != nproc:
+        if lay.cp > 1:
+            raise MeasureError(f"--nproc {nproc} runs dp × cp ranks; the job has dp {lay.dp} and cp {lay.cp}. "
+                               f"To fix: use --nproc {lay.dp * lay.cp}.")  # fmt: skip
         raise MeasureError(f"--nproc {nproc} runs {nproc} data-parallel ranks; the job has layout.dp {lay.dp}. "
                            f"To fix: set layout.dp {nproc}.")  # fmt: skip
     _check_recipe(job)
@@ -136,7 +138,7 @@ def _check_recipe(job: ResolvedJob) -> None:
 
 def _one_rank(job: ResolvedJob) -> ResolvedJob:
     """The job as one rank builds it: the wrapping is this module's."""
-    return replace(job, layout=replace(job.layout, dp=1, tp=1, pp=1, zero=ZeroStage.NONE, gpus_per_node=1))
+    return replace(job, layout=replace(job.layout, dp=1, tp=1, pp=1, cp=1, zero=ZeroStage.NONE, gpus_per_node=1))
 
 
 def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps: int = 1,
@@ -245,6 +247,11 @@ def _rank(tmp: str, rank: int) -> None:
             return
         zero = job.layout.zero
         autocast = True
+        batch = None
+        if job.layout.cp > 1:  # a context-parallel group shares its sequences: each rank gets its share of them
+            ulysses.register(model, job)
+            group = rank // job.layout.cp
+            batch = ulysses.local_batch(job_batch(job, dev, seed + group), job, rank)
         loads, experts = _expert_parallel(model, job, device) if job.layout.ep > 1 else (None, None)
         if zero >= ZeroStage.GRADIENTS:
             autocast = not _fully_shard(torch, model, job, device, experts)
@@ -263,7 +270,7 @@ def _rank(tmp: str, rank: int) -> None:
             else:
                 opt = build.build_optimizer(job, params)
         measured = measure_steps(job, model, params, opt, device, steps, seed + rank, autocast=autocast,
-                                 sharded=zero >= ZeroStage.GRADIENTS)  # fmt: skip
+                                 sharded=zero >= ZeroStage.GRADIENTS, batch=batch)  # fmt: skip
         if loads is not None:
             per_layer = loads.loads(experts["ep"], job.layout.grad_accum)
             measured = replace(measured, expert_load=sum(per_layer) / len(per_layer))

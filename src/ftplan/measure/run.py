@@ -258,7 +258,8 @@ class _SavedTracker:
 _VIEW_OR_CAST = {"ToCopyBackward0", "TBackward0", "TransposeBackward0", "PermuteBackward0", "ViewBackward0"}
 
 
-def _batch(job: ResolvedJob, device: str, seed: int) -> dict[str, Any]:
+def job_batch(job: ResolvedJob, device: str, seed: int) -> dict[str, Any]:
+    """One micro-batch of the job's inputs from ``seed``: random token ids, labels and the job's mask."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -357,13 +358,15 @@ def measure_steps(
     seed: int,
     autocast: bool = True,
     sharded: bool = False,
+    batch: dict[str, Any] | None = None,
 ) -> Measurement:
     """Run one warm-up step and ``steps`` measured steps of ``model`` (wrapped for data parallelism or
     not) and measure them. ``autocast`` off where a sharding wrapper casts the parameters itself
     (FSDP's mixed precision); ``sharded`` where storages are freed by resizing rather than by being
-    dropped (FSDP's gathered parameters), which the op-by-op counter then follows."""
+    dropped (FSDP's gathered parameters), which the op-by-op counter then follows; ``batch``: this rank's
+    inputs where they are not the job's whole sequences (context parallelism)."""
     torch = build.require_torch()
-    batch = _batch(job, device, seed)
+    batch = job_batch(job, device, seed) if batch is None else batch
     accum = job.layout.grad_accum
     stacks = build.layer_lists(model, job.arch)
     tracker = _SavedTracker(model, stacks, job.layout.recompute is Recompute.FULL)

@@ -19,12 +19,12 @@ from ftplan.job import ResolvedJob
 from ftplan.measure import build
 from ftplan.measure.run import (
     Measurement,
-    _batch,
     _live_storages,
     _optimizer_tensors,
     _profile_cpu,
     _SavedTracker,
     _tensor_bytes,
+    job_batch,
     measurement_of,
 )
 from ftplan.memory import ModelOutput
@@ -100,7 +100,7 @@ def measure_pipeline_rank(job: ResolvedJob, one_rank: ResolvedJob, device: str, 
         schedule = pl.Schedule1F1B(stages[0], n_microbatches=m, loss_fn=loss_fn)
     else:
         schedule = pl.ScheduleInterleaved1F1B(stages, n_microbatches=m, loss_fn=loss_fn)
-    mb_batch = _batch(job, dev, seed)  # one micro-batch; the schedule splits m of them
+    mb_batch = job_batch(job, dev, seed)  # one micro-batch; the schedule splits m of them
     ids = mb_batch["input_ids"].repeat(m, 1)
     first, last = 0 in mine, n_chunks - 1 in mine
     tracker = _SavedTracker(holder, {"main": [layer for ch in chunks for layer in ch.layers]},

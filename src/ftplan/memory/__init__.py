@@ -6,6 +6,7 @@ from ftplan.memory.pipeline import PipelineSchedule
 from ftplan.memory.setup import (
     Attention,
     AttentionMask,
+    ContextParallel,
     Fp8Recipe,
     Fp8Setup,
     Layout,
@@ -24,7 +25,8 @@ from ftplan.memory.setup import (
 )
 
 __all__ = [
-    "Attention", "AttentionMask", "Fp8Recipe", "Fp8Setup", "Layout", "LoraSetup", "Loss", "MemoryEstimate",
-    "Method", "ModelOutput", "Offload", "Optimizer", "Overheads", "PipelineSchedule", "Precision", "Recompute",
-    "SequenceParallel", "Training", "ZeroGrad", "ZeroStage", "check_layout", "estimate_memory", "fp8_linears",
+    "Attention", "AttentionMask", "ContextParallel", "Fp8Recipe", "Fp8Setup", "Layout", "LoraSetup", "Loss",
+    "MemoryEstimate", "Method", "ModelOutput", "Offload", "Optimizer", "Overheads", "PipelineSchedule", "Precision",
+    "Recompute", "SequenceParallel", "Training", "ZeroGrad", "ZeroStage", "check_layout", "estimate_memory",
+    "fp8_linears",
 ]  # fmt: skip

@@ -554,6 +554,23 @@ def gathered_bytes_per_token(arch: Architecture, stack: str, dt: Dtypes, grads: 
     return _consumers(dt, h, attn_in, g, grad_in) + _consumers(dt, h, mlp_in, g, mlp_grad)
 
 
+def ulysses_bytes_per_token(arch: Architecture, stack: str, dt: Dtypes, grads: Grads, cp: int) -> float:
+    """Bytes a local token adds to one layer of ``stack`` under DeepSpeed-Ulysses over ``cp`` ranks.
+
+    The all-to-alls give attention the whole sequence for ``heads / cp`` heads, so the attention core saves
+    what it saves for ``seq_len / cp`` tokens of all heads; two things differ (measured: ``ftplan measure
+    --nproc`` on benchmarks/measured_grid_dist.yaml's ulysses cases): the output projection's input is the
+    all-to-all's result, not a view of the attention output, so it is kept beside it; and where cp exceeds
+    the key/value heads each rank repeats a head for its share of the queries (one head of the whole
+    sequence, not ``kv_heads / cp``)."""
+    blk, _, _, attn_trains = _block_inputs(arch, stack, grads)
+    o_names = [x.name for x in blk if x.role == "o"]
+    n = dt.c * arch.q_dim if grads.full or any(x in grads.targets for x in o_names) else 0.0
+    if attn_trains and cp > arch.kv_heads:
+        n += 2 * dt.c * arch.head_dim * (cp - arch.kv_heads)
+    return n
+
+
 def head_gathered_bytes_per_token(arch: Architecture, dt: Dtypes, lm_head_trains: bool) -> float:
     """Bytes a token saves for the lm_head's input (the final norm's output), which tensor parallelism
     gathers over the sequence before the vocabulary-parallel head (see :func:`head_bytes_per_token`)."""

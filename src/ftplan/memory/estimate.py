@@ -36,6 +36,7 @@ from ftplan.memory.params import ParamSplit, lora_params, lora_targets, paramete
 from ftplan.memory.setup import (
     Attention,
     AttentionMask,
+    ContextParallel,
     Fp8Recipe,
     Fp8Setup,
     Layout,
@@ -276,16 +277,21 @@ def _check_pipeline(arch: Architecture, training: Training, layout: Layout) -> N
 
 
 def _check_context(arch: Architecture, training: Training, layout: Layout) -> None:
-    """Refuse context-parallel layouts torch's ring attention cannot run or ftplan does not model."""
+    """Refuse context-parallel layouts torch's ring attention (or DeepSpeed-Ulysses) cannot run or ftplan does
+    not model."""
     cp, s = layout.cp, training.seq_len
     if arch.kind is not Kind.DECODER:
         raise JobError(f"layout.cp {cp} on a {arch.kind.value} model: context parallelism is modelled for decoders.")
+    ulysses = training.context_parallel is ContextParallel.ULYSSES
+    kernel = "DeepSpeed-Ulysses runs SDPA" if ulysses else "torch's ring attention runs SDPA's causal kernels"
     if training.attention is not Attention.SDPA or training.attention_mask is not AttentionMask.NONE:
         raise JobError(
-            f"layout.cp {cp}: torch's ring attention runs SDPA's causal kernels without a mask tensor. To fix: set "
-            "attention sdpa and attention_mask none (packed sequences)."
+            f"layout.cp {cp}: {kernel} without a mask tensor. To fix: set attention sdpa and attention_mask none "
+            "(packed sequences)."
         )
-    if s % (2 * cp):
+    if ulysses:
+        _check_ulysses(arch, training, layout)
+    elif s % (2 * cp):
         raise JobError(
             f"layout.cp {cp}: seq_len {s} must split into 2 × cp = {2 * cp} equal chunks (the causal load "
             f"balancing gives each rank two). To fix: use a seq_len that is a multiple of {2 * cp}."
@@ -294,6 +300,28 @@ def _check_context(arch: Architecture, training: Training, layout: Layout) -> No
         raise JobError(
             f"layout.cp {cp} on {arch.model_type}: sliding windows, chunked attention, sinks and soft-capping are "
             "not what ring attention's kernels compute. To fix: use cp 1."
+        )
+
+
+def _check_ulysses(arch: Architecture, training: Training, layout: Layout) -> None:
+    """What DeepSpeed-Ulysses (``UlyssesSPAttentionHF``) refuses, and what ftplan does not model of it."""
+    cp, s = layout.cp, training.seq_len
+    kv = arch.kv_heads
+    heads = [d for d in range(2, arch.heads + 1) if arch.heads % d == 0 and (kv % d == 0 or d % kv == 0)]
+    if cp not in heads:
+        raise JobError(
+            f"layout.cp {cp}: DeepSpeed-Ulysses gives each rank heads / cp of the {arch.heads} attention heads and "
+            f"needs cp and the {kv} key/value heads to divide one another. To fix: use cp in {heads or [1]}."
+        )
+    if s % cp:
+        raise JobError(
+            f"layout.cp {cp}: seq_len {s} must split into {cp} equal shards. To fix: use a multiple of {cp}."
+        )
+    if any(x.role not in ("q", "k", "v", "o") for x in arch.block_linears[next(iter(arch.block_linears))]
+           if x.role in ATTENTION_ROLES):  # fmt: skip
+        raise JobError(
+            f"layout.cp {cp} with context_parallel ulysses on {arch.model_type}: its attention is not separate q/k/v "
+            "projections of equal head size, which is what ftplan models of Ulysses. To fix: use context_parallel ring."
         )
 
 
@@ -525,7 +553,7 @@ class _PerSequence:
 
 @lru_cache(maxsize=4096)
 def _per_sequence(
-    arch: Architecture, training: Training, r: int, t: int, recompute: Recompute, host: bool = False
+    arch: Architecture, training: Training, r: int, t: int, recompute: Recompute, host: bool = False, cp: int = 1
 ) -> _PerSequence:
     """The activation model for one sequence; the layout only scales it (cached: a layout search
     asks for the same job under many data-parallel, ZeRO and micro-batch choices)."""
@@ -547,6 +575,8 @@ def _per_sequence(
     # tensor parallelism shards the sequence between its matmuls (sequence parallelism): what a token saves
     # is divided by t, but for what every rank holds whole (see SequenceParallel)
     gathered = t > 1 and training.sequence_parallel is SequenceParallel.TORCH
+    # DeepSpeed-Ulysses: a cp rank's tokens (seq_len is already its share) with its own attention extras
+    ulysses = cp > 1 and training.context_parallel is ContextParallel.ULYSSES
     layer: dict[str, float] = {}
     mean: dict[str, float] = {}
     constants: dict[str, float] = {}
@@ -574,6 +604,8 @@ def _per_sequence(
         each = [act.layer_bytes_per_token(*args, grads[i], m, nope[i]) for i, m in enumerate(masks)]
         if gathered:  # the column-parallel linears' gathered inputs, whole on every rank: t times a shard
             each = [e + (t - 1) * act.gathered_bytes_per_token(arch, stack, dt, grads[i]) for i, e in enumerate(each)]
+        if ulysses:
+            each = [e + act.ulysses_bytes_per_token(arch, stack, dt, grads[i], cp) for i, e in enumerate(each)]
         layer[stack] = max(each) * tokens / t  # the widest layer: the working set a recomputed step rebuilds
         mean[stack] = sum(each) / n_layers * tokens / t
         constants[stack] = sum(act.layer_constant_bytes(arch, grads[i], stack) for i in range(n_layers)) / t
@@ -589,6 +621,9 @@ def _per_sequence(
     head = (head_tok + (t - 1) * whole_tok) * out_tokens / t
     if arch.kind is Kind.ENCODER_DECODER:
         head += (head_tok + (t - 1) * whole_tok) * seq["encoder"] / t
+    rotary = act.rotary_bytes(arch, dt, s) if _rotary_kept(arch, saves, embed_trains) else 0.0  # whole a rank
+    if ulysses:  # the model's position ids are every sample's (global positions): rotary tables a sequence
+        head, rotary = head + rotary, 0.0
     if arch.pooler:  # the pooled [CLS] vector of each sequence, which the classification head keeps
         head += c * arch.hidden / t
     widest = max(arch.ffn * max(arch.experts_per_token, 1), arch.hidden)
@@ -624,7 +659,7 @@ def _per_sequence(
         window_masks=window_masks, seq=seq,
         layer=layer, mean=mean,
         cross_kv=cross_kv, head=head, constants=constants,
-        rotary=act.rotary_bytes(arch, dt, s) if _rotary_kept(arch, saves, embed_trains) else 0.0,  # whole a rank
+        rotary=rotary,
         moe_first_frozen=moe_first_frozen,
         head_constant=act.head_constant_bytes(arch, s, embed_trains) / t,
         loss_saved=act.loss_saved_bytes_per_token(arch, dt, training.loss) * out_tokens / t,
@@ -1010,7 +1045,7 @@ def _estimate(
 
     # ---- activations -------------------------------------------------------------------------
     on_cpu = gpu_arch.lower() == "cpu"
-    pa = _per_sequence(arch, training, r, t, layout.recompute, on_cpu)
+    pa = _per_sequence(arch, training, r, t, layout.recompute, on_cpu, layout.cp)
     if pa.t5_eager:
         notes.append("T5 attention (relative position bias) runs eager: attention set to eager")
     if ps.frozen_unquantized:
@@ -1074,7 +1109,7 @@ def _estimate(
     moe_tok = _moe_forward_bytes(arch, saves, pa.moe_first_frozen, c, r) * out_tokens / t
     loss_saved = pa.loss_saved * mb
     bwd_ws = pa.bwd_ws * mb  # gradient of the widest tensor + its input
-    if layout.cp > 1:
+    if layout.cp > 1 and training.context_parallel is ContextParallel.RING:
         bwd_ws += _ring_workspace(arch, c, layout.cp) * out_tokens / t
     if full_recompute and arch.routing == "llama4":
         # A recomputed Llama 4 layer runs every expert on every token again while the gradient of the layer

@@ -139,6 +139,20 @@ class SequenceParallel(StrEnum):
     MEGATRON = "megatron"
 
 
+class ContextParallel(StrEnum):
+    """How context parallelism (``layout.cp`` > 1) runs attention over a sequence split across ranks.
+
+    * ``ring``: torch's ring attention (``torch.distributed.tensor.experimental.context_parallel``, as
+      torchtitan runs it): every rank keeps its queries and gathers the others' keys and values.
+    * ``ulysses``: DeepSpeed-Ulysses (Jacobs et al. 2023), as DeepSpeed's ``UlyssesSPAttentionHF`` (Arctic Long
+      Sequence Training) runs it on Hugging Face models: all-to-alls give each rank the whole sequence for
+      ``heads / cp`` heads before attention and its own tokens back after; heads must divide by cp.
+    """
+
+    RING = "ring"
+    ULYSSES = "ulysses"
+
+
 class ZeroGrad(StrEnum):
     """How the training loop clears gradients between optimizer steps."""
 
@@ -235,6 +249,7 @@ class Training:
     capacity_factor: float = 1.25
     data: SequenceData | None = None  # None: every sequence is seq_len tokens
     sequence_parallel: SequenceParallel = SequenceParallel.TORCH  # tensor parallelism's activations
+    context_parallel: ContextParallel = ContextParallel.RING  # how layout.cp splits attention
 
     @property
     def data_tokens(self) -> int:

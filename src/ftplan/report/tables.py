@@ -146,6 +146,8 @@ def dist_measure_table(d: Any) -> str:
         how += f", experts over {lay.ep} ranks (transformers' EP)"
     if lay.replicas > 1:
         how += f", HSDP: {lay.replicas} replicas of {lay.shard}-rank shard groups"
+    if lay.cp > 1:
+        how += f", each sequence over {lay.cp} ranks (DeepSpeed-Ulysses)"
     if lay.pp > 1:
         chunks = f", {lay.virtual_stages} chunks a rank" if lay.virtual_stages > 1 else ""
         how = f"{lay.pp} pipeline stages, {lay.pp_schedule.value}{chunks}, {lay.grad_accum} micro-batches a step"

@@ -13,6 +13,7 @@ from ftplan.memory.setup import (
     ZERO_ALIASES,
     Attention,
     AttentionMask,
+    ContextParallel,
     Fp8Recipe,
     Loss,
     Method,
@@ -218,6 +219,11 @@ class JobSpec(BaseModel):
         description="how tensor parallelism (layout.tp > 1) keeps the sequence-gathered inputs of its column-parallel "
         "linears: torch (PyTorch DTensor plans, torchtitan: kept whole, with a vocabulary-parallel loss) | megatron "
         "(Megatron-LM, NeMo: kept sharded, gathered again in backward)",
+    )
+    context_parallel: ContextParallel = Field(
+        ContextParallel.RING,
+        description="how context parallelism (layout.cp > 1) splits attention: ring (torch's ring attention, "
+        "torchtitan) | ulysses (DeepSpeed-Ulysses all-to-alls over heads, DeepSpeed's Arctic Long Sequence Training)",
     )
     capacity_factor: Float = Field(
         1.25, ge=1, le=64,

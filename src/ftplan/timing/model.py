@@ -40,7 +40,7 @@ import numpy as np
 from ftplan.arch import Architecture, Kind
 from ftplan.memory.estimate import fp8_converted
 from ftplan.memory.params import split_params
-from ftplan.memory.setup import Attention, Method, Precision, Training
+from ftplan.memory.setup import Attention, ContextParallel, Method, Precision, Training
 
 # Fractions of dense peak where the catalog has none for a GPU: the weight matmuls' and the attention
 # core's, over hardware FLOPs, fitted on llm-foundry's single-node H100 BF16 runs (the lower of the two
@@ -356,10 +356,19 @@ def step_times(
     # ---- context parallelism (torch's ring attention, all-gather rotation): every attention layer gathers
     # the other ranks' keys and values in forward and again in backward, and passes the fp32 k/v gradients
     # around the ring; it overlaps the attention kernels' own time at best
-    kv_bytes = tokens_micro * arch.kv_dim * (2 * c + 2 * c + 2 * 4) * (cp - 1)
     cp_link = _point_to_point(hw, tp * cp)
-    t_ring = arch.total_layers / pp * kv_bytes / tp / cp_link
-    ring = np.where(cp > 1, np.maximum(0.0, t_ring - t_attention / pp) * accum, 0.0)
+    if training.context_parallel is ContextParallel.ULYSSES:
+        # DeepSpeed-Ulysses: all-to-alls send q, k and v to the ranks of their heads and the output back, four a
+        # layer in forward, four in backward (and four again in a recomputed forward), (cp − 1)/cp of each leaving
+        # the GPU; k and v repeated where cp exceeds the key/value heads; the attention waits for them
+        kv = arch.kv_dim * np.maximum(1.0, cp / arch.kv_heads)
+        a2a_cp = tokens_micro * c * (2 * arch.q_dim + 2 * kv) * np.where(cp > 1, (cp - 1) / cp, 0.0)
+        passes = np.where(recompute == 2, 3.0, 2.0)
+        t_cp = arch.total_layers / pp * passes * a2a_cp / tp / cp_link * accum
+    else:
+        kv_bytes = tokens_micro * arch.kv_dim * (2 * c + 2 * c + 2 * 4) * (cp - 1)
+        t_ring = arch.total_layers / pp * kv_bytes / tp / cp_link
+        t_cp = np.where(cp > 1, np.maximum(0.0, t_ring - t_attention / pp) * accum, 0.0)
     p2p_bytes = tokens_micro * arch.hidden * c
     link = _point_to_point(hw, tp * pp)
     # (one send each way a chunk micro-batch, on the critical path in each of the m·v + pp − 1 schedule slots)
@@ -431,7 +440,7 @@ def step_times(
     a2a = tokens_micro * arch.experts_per_token * arch.hidden * c * np.where(ep > 1, (ep - 1) / ep, 0.0)
     n_a2a = np.where(recompute == 2, 6.0, 4.0) * moe_layers / pp
     t_a2a = n_a2a * a2a / _point_to_point(hw, ep * tp * cp) * accum
-    comm = np.where(zero == 3, exposed_z3, exposed_dp) + p2p + ring + t_a2a
+    comm = np.where(zero == 3, exposed_z3, exposed_dp) + p2p + t_cp + t_a2a
 
     # ---- tensor parallel (with sequence parallelism): 4 collectives of b·s·h per layer, 6 with
     # full recomputation, on the critical path (Korthikanti et al. 2022).
