@@ -48,6 +48,8 @@ _RUNS: dict[str, object] = {}
 def _measured(catalog, case: str):
     """Each case runs once per session (two processes each)."""
     if case not in _RUNS:
+        if GRID[case].get("context_parallel") == "ulysses":
+            pytest.importorskip("deepspeed")  # (DeepSpeed's Ulysses: the exports extra brings it)
         job = _job(catalog, GRID[case])
         _RUNS[case] = measure_distributed(job, job.layout.gpus)
     return _RUNS[case]
