@@ -139,8 +139,7 @@ def main() -> None:
     job_case("nan_seq_len", "finite", seq_len=float("nan"))
     job_case("sequence_parallel_unknown", "'torch' or 'megatron'", sequence_parallel="deepspeed")
     job_case("context_parallel_unknown", "'ring' or 'ulysses'", context_parallel="all-gather")
-    job_case("ulysses_cp_not_dividing_heads", "use cp in", context_parallel="ulysses", seq_len=1023,
-             layout={"cp": 3})
+    job_case("ulysses_cp_not_dividing_heads", "use cp in", context_parallel="ulysses", seq_len=1023, layout={"cp": 3})
     case("job_duplicate_key.yaml", "model: qwen2.5-0.5b\nseq_len: 1024\nseq_len: 2048\n", ["memory", "{file}"], 1,
          "given twice")  # fmt: skip
     case("job_not_utf8.yaml", "model: qwen2.5-0.5b\nseq_len: 1024\n# caf\xe9\n".encode("latin-1"), ["memory", "{file}"],
