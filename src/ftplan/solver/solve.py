@@ -65,6 +65,7 @@ class Solution:
     then_bound: float | None = None
     source: str = "cp-sat"  # cp-sat | greedy: where the plan came from (the best one known)
     lp_bound: float | None = None  # the linear relaxation's bound on the first objective, same units
+    search_bound: float | None = None  # CP-SAT's own (or, keeping the greedy plan, the cheapest candidates')
 
     @property
     def then_gap(self) -> float | None:
@@ -289,6 +290,7 @@ def solve_campaign(
         stopped=stopped, greedy_objective=_greedy_objective(m, greedy, first), then=then,
         then_status=second[0] if second else None, then_value=second[1] if second else None,
         then_bound=second[2] if second else None, source="greedy" if use_greedy else "cp-sat", lp_bound=relaxed,
+        search_bound=float(first_bound),
     )  # fmt: skip
 
 
