@@ -77,15 +77,21 @@ def test_context_layouts_ring_attention_cannot_run_are_refused(catalog, fields, 
         _job(catalog, layout={"cp": 4}, **fields)
 
 
-def test_step_time_splits_the_tokens_and_adds_the_rings_exposed_traffic(catalog, h100_node):
-    job = _job(catalog)
+def _one_and_four(job, hw):
+    """Step times of the job on one GPU and with each sequence over four (cp 4), and its FLOPs."""
     arch, tr = job.arch, job.training
     flops = tm.job_flops(arch, tr)
-    hw = h100_node()
     args = (np.array([1]), np.array([1]), np.array([0]), np.array([0]), np.array([0]), np.array([1]), np.array([1]))
     one = tm.step_times(flops, arch, tr, hw, *args)
     four = tm.step_times(flops, arch, tr, hw, *args, cp=np.array([4]))
     assert four.compute[0] == pytest.approx(one.compute[0] / 4)
+    return four, flops
+
+
+def test_step_time_splits_the_tokens_and_adds_the_rings_exposed_traffic(catalog, h100_node):
+    job = _job(catalog)
+    arch = job.arch
+    four, flops = _one_and_four(job, h100_node())
     kv_bytes = 65536 / 4 * arch.kv_dim * (2 * 2 + 2 * 2 + 2 * 4) * 3
     t_ring = arch.total_layers * kv_bytes / (450e9 * tm.INTRA_NODE_EFFICIENCY)
     attention = four.compute[0] * (flops.attention + flops.flash_recompute) / (flops.model + flops.flash_recompute)
@@ -156,13 +162,8 @@ def test_ulysses_step_time_adds_its_all_to_alls(catalog, h100_node):
     # four all-to-alls a layer forward and four backward, (cp − 1)/cp of q, k, v and the output leaving the GPU,
     # over NVLink; nothing hides them
     job = _job(catalog, context_parallel="ulysses")
-    arch, tr = job.arch, job.training
-    flops = tm.job_flops(arch, tr)
-    hw = h100_node()
-    args = (np.array([1]), np.array([1]), np.array([0]), np.array([0]), np.array([0]), np.array([1]), np.array([1]))
-    one = tm.step_times(flops, arch, tr, hw, *args)
-    four = tm.step_times(flops, arch, tr, hw, *args, cp=np.array([4]))
-    assert four.compute[0] == pytest.approx(one.compute[0] / 4)
+    arch = job.arch
+    four, _ = _one_and_four(job, h100_node())
     a2a = 65536 / 4 * 2 * (2 * arch.q_dim + 2 * arch.kv_dim) * 3 / 4
     assert four.communication[0] == pytest.approx(arch.total_layers * 2 * a2a / (450e9 * tm.INTRA_NODE_EFFICIENCY))
     assert four.communication[0] > 0
