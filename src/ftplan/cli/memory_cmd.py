@@ -152,11 +152,13 @@ def memory(
     t, lay = resolved.training, resolved.layout
     title = (
         f"{resolved.name} · {t.method.value} · {t.precision_label} · {t.optimizer.value} · "
-        f"seq {t.seq_len} × micro-batch {lay.micro_batch} · dp {lay.dp} tp {lay.tp} zero {int(lay.zero)} "
+        f"seq {t.seq_len} × micro-batch {lay.micro_batch} · dp {lay.dp} tp {lay.tp}"
+        + (f" ({t.sequence_parallel.value} sequence parallelism)" if lay.tp > 1 else "")
+        + f" zero {int(lay.zero)} "
         f"offload {lay.offload.value} recompute {lay.recompute.value}"
         + (f" pp {lay.pp} {lay.pp_schedule.value}" if lay.pp > 1 else "")
         + (f" (HSDP: shard groups of {lay.shard})" if lay.replicas > 1 else "")
-        + (f" cp {lay.cp}" if lay.cp > 1 else "")
+        + (f" cp {lay.cp} ({t.context_parallel.value})" if lay.cp > 1 else "")
         + (f" ep {lay.ep} (capacity factor {t.capacity_factor:g})" if lay.ep > 1 else "")
         + (f" · {resolved.gpu.id}" if resolved.gpu else "")
     )
