@@ -332,3 +332,18 @@ def test_pool_efficiency_overrides_the_catalog(catalog):
     _, _, base = solve(scenario([job(1)], [LAB], {"minimise": "time"}), catalog)
     _, _, halved = solve(scenario([job(1)], [slow], {"minimise": "time"}), catalog)
     assert halved.runs[0].hours > base.runs[0].hours * 2  # A100 catalog efficiency 0.545 → 0.2
+
+
+def test_jobs_that_differ_in_size_share_one_search_and_scale_their_hours(catalog):
+    # the 50M-token job's candidates, taken from the 200M-token job's search, are what its own search gives
+    big, small = job(1, tokens=200_000_000), job(2, tokens=50_000_000)
+    both = build_candidates(resolve_scenario(scenario([big, small], [LAB, CLOUD]), catalog, "both"))
+    alone = build_candidates(resolve_scenario(scenario([small], [LAB, CLOUD]), catalog, "alone"))
+    shared, own = both.by_job["j2"], alone.by_job["j2"]
+    assert [(c.pool_id, c.gpus, c.tp, c.zero, c.micro_batch) for c in shared] == [
+        (c.pool_id, c.gpus, c.tp, c.zero, c.micro_batch) for c in own
+    ]
+    for a, b in zip(shared, own, strict=True):
+        assert a.hours == pytest.approx(b.hours, rel=1e-12) and a.usd == pytest.approx(b.usd, rel=1e-12)
+        assert (a.minutes, a.cost_units) == (b.minutes, b.cost_units)
+    assert both.by_job["j1"][0].hours == pytest.approx(4 * both.by_job["j2"][0].hours, rel=1e-3)

@@ -10,6 +10,7 @@ minutes and costs whole money units here, in one place (``ftplan.units``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -20,6 +21,7 @@ from ftplan.fit import fit_job
 from ftplan.job import ResolvedJob
 from ftplan.scenario import Campaign, PoolSpec
 from ftplan.schema.scenario import ScenarioJob
+from ftplan.timing import model as tm
 from ftplan.timing.deadlines import duration_factor
 from ftplan.units import hours_to_minutes, usd_to_units
 
@@ -94,21 +96,43 @@ def build_candidates(
     by_job: dict[str, list[Candidate]] = {}
     excluded: dict[str, list[str]] = {}
     closest: dict[str, str] = {}
-    memo: dict[str, tuple[list[Candidate], list[str], str]] = {}  # identical jobs share their search
+    # jobs that differ only in how much they train on share one search: their layouts, memory and step times
+    # are the same, and their hours and costs scale with their optimizer steps
+    memo: dict[str, tuple[list[Candidate], list[str], str, int]] = {}
     specs = {j.id: j for j in campaign.scenario.jobs}
     for n, (job_id, job) in enumerate(campaign.jobs.items(), 1):
         if status is not None:
             status(f"candidates: job {n:,} of {len(campaign.jobs):,} ({job_id})")
         spec = specs[job_id]
-        key = spec.model_dump_json(exclude={"id", "count", "deadline_h", "depends_on", "priority"})
+        key = spec.model_dump_json(exclude=_NOT_THE_SEARCH)
         if key not in memo:
-            memo[key] = _search(campaign, job, spec, max_per_pool)
-        cands, why, near = memo[key]
-        by_job[job_id] = [replace(c, job_id=job_id) for c in cands]
+            memo[key] = (*_search(campaign, job, spec, max_per_pool), _steps(job))
+        cands, why, near, steps = memo[key]
+        by_job[job_id] = [_scaled(c, job_id, _steps(job) / steps) for c in cands]
         excluded[job_id] = list(why)
         if near:
             closest[job_id] = near
     return CandidateTable(by_job, excluded, closest)
+
+
+# scenario job fields that do not change a job's layouts, memory or step time: its identity and schedule, and
+# its size (which scales its hours)
+_NOT_THE_SEARCH = {"id", "count", "deadline_h", "depends_on", "priority", "tokens", "samples", "epochs"}
+
+
+def _steps(job: ResolvedJob) -> int:
+    """Optimizer steps of the job (``fit``'s count: its tokens over the tokens of data a step takes)."""
+    return math.ceil((job.tokens or 0) / tm.step_tokens(job.training, job.global_batch))
+
+
+def _scaled(c: Candidate, job_id: str, factor: float) -> Candidate:
+    """A candidate of a job the same as ``c``'s but ``factor`` times as many steps: hours and cost scale
+    (a run is paid by the hour), its layout, memory and throughput do not."""
+    if factor == 1.0:
+        return replace(c, job_id=job_id)
+    hours, usd = c.hours * factor, c.usd * factor
+    return replace(c, job_id=job_id, hours=hours, usd=usd, minutes=hours_to_minutes(hours),
+                   cost_units=usd_to_units(usd))  # fmt: skip
 
 
 def _search(
