@@ -461,8 +461,6 @@ def _live_storages(torch: Any, existing: list[Any], resizable: bool = False) -> 
     from torch.distributed.tensor import DTensor
     from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
 
-    inner = True
-
     class LiveStorages(TorchDispatchMode):
         """The bytes of every storage alive, op by op: each op's outputs are counted from the op that
         makes them until their storage is freed. The CPU profiler's timeline merges events that share
@@ -508,7 +506,7 @@ def _live_storages(torch: Any, existing: list[Any], resizable: bool = False) -> 
                     self.live[key] = storage.nbytes()
 
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            if inner and any(issubclass(t, DTensor) for t in types):
+            if any(issubclass(t, DTensor) for t in types):
                 # a DTensor runs its op as ops on local tensors and collectives, which this mode then sees
                 # one by one (the buffers a redistribution allocates included)
                 return NotImplemented

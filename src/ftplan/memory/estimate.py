@@ -307,11 +307,11 @@ def _check_ulysses(arch: Architecture, training: Training, layout: Layout) -> No
     """What DeepSpeed-Ulysses (``UlyssesSPAttentionHF``) refuses, and what ftplan does not model of it."""
     cp, s = layout.cp, training.seq_len
     kv = arch.kv_heads
-    heads = [d for d in range(2, arch.heads + 1) if arch.heads % d == 0 and (kv % d == 0 or d % kv == 0)]
-    if cp not in heads:
+    degrees = [d for d in range(2, arch.heads + 1) if arch.heads % d == 0 and (kv % d == 0 or d % kv == 0)]
+    if cp not in degrees:
         raise JobError(
             f"layout.cp {cp}: DeepSpeed-Ulysses gives each rank heads / cp of the {arch.heads} attention heads and "
-            f"needs cp and the {kv} key/value heads to divide one another. To fix: use cp in {heads or [1]}."
+            f"needs cp and the {kv} key/value heads to divide one another. To fix: use cp in {degrees or [1]}."
         )
     if s % cp:
         raise JobError(

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import math
 
-from ftplan.solver.model import Model
+from ftplan.solver.model import Model, earliest_starts
 from ftplan.units import budget_units, deadline_minutes
+
+LP_MARGIN = 1e-6  # relative: 100 × GLOP's default feasibility tolerances (GlopParameters, 1e-8)
 
 
 def lp_bound(m: Model, goal: str) -> float | None:
@@ -33,7 +35,7 @@ def lp_bound(m: Model, goal: str) -> float | None:
     camp, horizon = m.campaign, float(m.horizon)
     runs = {r.id: r for r in camp.runs}
     campaign_deadline = camp.scenario.objective.deadline_h
-    release = _earliest_starts(m)
+    release = earliest_starts(camp, m.cands)
     x: dict[tuple[str, int], object] = {}
     end: dict[str, object] = {}
     duration: dict[str, object] = {}
@@ -83,26 +85,6 @@ def lp_bound(m: Model, goal: str) -> float | None:
     if lp.Solve() != pywraplp.Solver.OPTIMAL:
         return None
     value = lp.Objective().Value()
-    return float(max(0, math.ceil(value - 1e-6 * max(1.0, abs(value)))))  # GLOP's tolerance, then whole units
-
-
-def _earliest_starts(m: Model) -> dict[str, int]:
-    """Each run's earliest start: the longest chain of its predecessors at their fastest candidates (in
-    dependency order, without recursion: a campaign may chain a thousand runs)."""
-    fastest = {rid: min(c.minutes for c in cs) for rid, cs in m.cands.items()}
-    deps = {r.id: list(r.depends_on) for r in m.campaign.runs}
-    after: dict[str, list[str]] = {rid: [] for rid in deps}
-    waiting = {rid: len(ds) for rid, ds in deps.items()}
-    for rid, ds in deps.items():
-        for d in ds:
-            after[d].append(rid)
-    start = dict.fromkeys(deps, 0)
-    ready = [rid for rid, n in waiting.items() if n == 0]
-    while ready:
-        rid = ready.pop()
-        for nxt in after[rid]:
-            start[nxt] = max(start[nxt], start[rid] + fastest[rid])
-            waiting[nxt] -= 1
-            if waiting[nxt] == 0:
-                ready.append(nxt)
-    return start
+    # an optimum GLOP reports may sit its feasibility tolerances (GlopParameters: 1e-8 primal and dual) beyond
+    # the true one: a relative margin far above them is taken off before rounding up to whole units
+    return float(max(0, math.ceil(value - LP_MARGIN * max(1.0, abs(value)))))

@@ -18,7 +18,7 @@ from ftplan.limits import MAX_HOURS
 from ftplan.scenario import Campaign
 from ftplan.solver.bound import lp_bound
 from ftplan.solver.greedy import Placement, greedy_plan
-from ftplan.solver.model import Model, build_model
+from ftplan.solver.model import Model, build_model, earliest_starts
 from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, budget_units, deadline_minutes, usd_to_units
 
 
@@ -148,16 +148,9 @@ def check_magnitudes(campaign: Campaign, table: CandidateTable) -> None:
 
 
 def _critical_path(campaign: Campaign, table: CandidateTable) -> dict[str, int]:
-    fastest = {r.id: min(c.minutes for c in table.by_job[r.job_id]) for r in campaign.runs}
-    runs = {r.id: r for r in campaign.runs}
-    memo: dict[str, int] = {}
-
-    def finish(rid: str) -> int:
-        if rid not in memo:
-            memo[rid] = fastest[rid] + max((finish(d) for d in runs[rid].depends_on), default=0)
-        return memo[rid]
-
-    return {rid: finish(rid) for rid in runs}
+    """Each run's earliest end: its earliest start plus its fastest candidate."""
+    cands = {r.id: table.by_job[r.job_id] for r in campaign.runs}
+    return {rid: t + min(c.minutes for c in cands[rid]) for rid, t in earliest_starts(campaign, cands).items()}
 
 
 class _Callback(cp_model.CpSolverSolutionCallback):
