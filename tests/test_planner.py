@@ -130,10 +130,33 @@ def test_campaign_deadline_lower_bound_is_explained(catalog):
         solve(scenario(jobs, [LAB], {"minimise": "cost", "deadline_h": 0.2}), catalog)
 
 
+def _peak(items, start, end):
+    """Largest total demand of ``(start, end, demand)`` items at any minute of [start, end)."""
+    points = {start, *(s for s, _, _ in items if start < s < end)}
+    return max(sum(d for s, e, d in items if s <= t < e) for t in points)
+
+
+def _first_fit(c, pool, node_use, cloud_use):
+    """Earliest start of candidate ``c`` and the lowest nodes with room, by checking every end so far
+    (independent of the planner's timelines)."""
+    if not pool.placed:
+        items = cloud_use.get(pool.id, [])
+        for t in sorted({0, *(e for _, e, _ in items)}):
+            if _peak(items, t, t + c.minutes) + c.nodes <= pool.nodes:
+                return t, ()
+    demand = pool.gpus_per_node if c.whole_nodes else c.gpus
+    need = c.nodes if c.whole_nodes else 1
+    every = [it for k in range(pool.nodes) for it in node_use.get((pool.id, k), [])]
+    for t in sorted({0, *(e for _, e, _ in every)}):
+        free = [k for k in range(pool.nodes)
+                if _peak(node_use.get((pool.id, k), []), t, t + c.minutes) + demand <= pool.gpus_per_node]  # fmt: skip
+        if len(free) >= need:
+            return t, tuple(free[:need])
+    raise AssertionError("the last end always has room")
+
+
 def _brute_force(campaign, cands, minimise):
     """Best objective over every candidate choice and every run order (serial schedule generation)."""
-    from ftplan.solver.greedy import _earliest
-
     pools = {p.id: p for p in campaign.pools}
     runs = campaign.runs
     best = None
@@ -145,7 +168,7 @@ def _brute_force(campaign, cands, minimise):
             for j in order:
                 c = cands[runs[j].id][choice[j]]
                 pool = pools[c.pool_id]
-                start, nodes = _earliest(c, pool, pool.nodes, 0, node_use, cloud_use)
+                start, nodes = _first_fit(c, pool, node_use, cloud_use)
                 end = start + c.minutes
                 if pool.placed:
                     for k in nodes:

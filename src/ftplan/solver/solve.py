@@ -288,11 +288,40 @@ def solve_campaign(
 
 
 def _best_greedy(m: Model, campaign: Campaign, minimise: str) -> dict[str, Placement] | None:
-    """The best complete greedy plan: cheapest-first (or earliest-end) at full and tightened
-    deadlines; earliest-end as the last resort."""
-    tries = [(minimise, s) for s in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)] if _has_deadline(campaign) else [(minimise, 1.0)]
-    plans = [p for key, s in [*tries, ("time", 1.0)] if (p := greedy_plan(campaign, m.cands, key, s)) is not None]
-    return min(plans, key=lambda p: _greedy_objective(m, p, minimise), default=None)
+    """The best complete greedy plan. Under deadlines, cheapest-first can fill the inventory too late for
+    the runs after it; so cheapest-first is also tried at tightened deadlines, and with a price on time
+    (see ``greedy_plan``) doubled from far below the campaign's cost per minute until it plans every run,
+    and a few doublings further; earliest-end first is the last resort."""
+    if not _has_deadline(campaign):
+        plans = [greedy_plan(campaign, m.cands, minimise), greedy_plan(campaign, m.cands, "time")]
+    else:
+        plans = [greedy_plan(campaign, m.cands, minimise, s) for s in (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)]
+        if minimise == "cost":
+            plans += _priced_greedy(m, campaign)
+        plans.append(greedy_plan(campaign, m.cands, "time"))
+    return min((p for p in plans if p is not None), key=lambda p: _greedy_objective(m, p, minimise), default=None)
+
+
+PRICE_STEPS = range(-24, 9)  # time prices tried: 2^k × the cheapest campaign's cost per deadline minute
+PRICE_MORE = 4  # doublings tried past the first price that plans every run (the cost is not monotone in it)
+
+
+def _priced_greedy(m: Model, campaign: Campaign) -> list[dict[str, Placement]]:
+    """Cheapest-first greedy plans with a price on each run's end, from a vanishing price up."""
+    deadlines = [d for d in (campaign.scenario.objective.deadline_h, *(r.deadline_h for r in campaign.runs)) if d]
+    scale = sum(min(c.cost_units for c in cs) for cs in m.cands.values()) / deadline_minutes(max(deadlines))
+    plans: list[dict[str, Placement]] = []
+    left = None
+    for k in PRICE_STEPS:
+        plan = greedy_plan(campaign, m.cands, "cost", time_price=scale * 2.0**k)
+        if plan is not None:
+            plans.append(plan)
+            left = PRICE_MORE if left is None else left
+        if left is not None:
+            if left == 0:
+                break
+            left -= 1
+    return plans
 
 
 def _greedy_holds(
