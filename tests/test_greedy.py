@@ -3,6 +3,7 @@ time point, and its plans under a price on time."""
 
 from __future__ import annotations
 
+import random
 from types import SimpleNamespace
 
 from hypothesis import given, settings
@@ -91,3 +92,53 @@ def test_run_order_takes_the_first_ready_run_in_rank(rows):
         pending.remove(run)
         done.append(run.id)
     assert [r.id for r in order] == done
+
+
+def test_a_price_on_time_plans_what_cheapest_first_cannot_for_less_than_earliest_end(catalog):
+    """Under a deadline at half the cheapest-first makespan, cheapest-first finishes some run too late;
+    the priced greedy meets the deadline for well under what earliest-end first costs."""
+    from ftplan.candidates import build_candidates
+    from ftplan.scenario import resolve_scenario
+    from ftplan.schema.scenario import Scenario
+    from ftplan.solver.greedy import greedy_plan
+    from ftplan.solver.model import build_model
+    from ftplan.solver.solve import _best_greedy, _greedy_objective, _priced_greedy
+
+    rng = random.Random(50)
+    kinds = [("qwen2.5-0.5b", "full"), ("qwen2.5-1.5b", "full"), ("llama-3.2-3b", "lora"), ("qwen2.5-7b", "lora"),
+             ("llama-3.1-8b", "lora"), ("llama-3.1-8b", "full"), ("mistral-7b-v0.3", "qlora"), ("gemma-2-9b", "lora"),
+             ("qwen2.5-14b", "lora"), ("qwen2.5-14b", "qlora"), ("phi-3-mini-4k", "full"),
+             ("llama-3.2-1b", "full")]  # fmt: skip
+    jobs = []
+    for i in range(50):
+        model, method = rng.choice(kinds)
+        jobs.append({"id": f"j{i}", "model": model, "method": method, "seq_len": 2048, "global_batch": 32,
+                     "tokens": rng.choice([50_000_000, 200_000_000, 500_000_000])})  # fmt: skip
+        if i and rng.random() < 0.15:
+            jobs[-1]["depends_on"] = [f"j{rng.randrange(i)}"]
+    pools = [
+        {"id": "lab-a100", "kind": "owned", "gpu": "a100-sxm-80gb", "nodes": 4, "usd_per_node_h": 6.0,
+         "network_gbps": 800},
+        {"id": "lab-h100", "kind": "owned", "gpu": "h100-sxm-80gb", "nodes": 2, "usd_per_node_h": 9.0},
+        {"id": "p5", "kind": "cloud", "instance": "aws/p5.48xlarge", "quota_nodes": 2},
+        {"id": "p4de", "kind": "cloud", "instance": "aws/p4de.24xlarge", "quota_nodes": 4},
+        {"id": "runpod-h100", "kind": "cloud", "instance": "runpod/1x_H100-SXM_SECURE", "quota_nodes": 8},
+        {"id": "lambda-a100", "kind": "cloud", "instance": "lambda/gpu_8x_a100_80gb_sxm4", "quota_nodes": 2},
+    ]  # fmt: skip
+    data = {"jobs": jobs, "pools": pools, "objective": {"minimise": "cost"}}
+    probe = resolve_scenario(Scenario.model_validate(data), catalog, "t")
+    table = build_candidates(probe)
+    cands = {r.id: table.by_job[r.job_id] for r in probe.runs}
+    cheapest = greedy_plan(probe, cands, "cost")
+    span = max(p.start + cands[r][p.cand].minutes for r, p in cheapest.items())
+    data["objective"]["deadline_h"] = round(span / 60 / 2, 2)
+    campaign = resolve_scenario(Scenario.model_validate(data), catalog, "t")
+    m = build_model(campaign, table)
+    assert greedy_plan(campaign, cands, "cost") is None
+    fastest = greedy_plan(campaign, cands, "time")
+    priced = _priced_greedy(m, campaign)
+    assert priced
+    best = min(priced, key=lambda p: _greedy_objective(m, p, "cost"))
+    assert _best_greedy(m, campaign, "cost") is not None
+    assert _greedy_objective(m, best, "cost") < 0.9 * _greedy_objective(m, fastest, "cost")
+    assert max(p.start + cands[r][p.cand].minutes for r, p in best.items()) <= 60 * data["objective"]["deadline_h"]
