@@ -44,7 +44,7 @@ def test_timeline_refuses_more_than_capacity():
 
 def _inventory(nodes: int):
     pool = SimpleNamespace(id="p", placed=True, nodes=nodes, gpus_per_node=8, kind="owned")
-    return Inventory(SimpleNamespace(pools=[pool]), {"p": nodes}), pool
+    return Inventory(SimpleNamespace(pools=[pool], history=None), {"p": nodes}), pool
 
 
 @settings(max_examples=200, deadline=None)
@@ -84,7 +84,7 @@ def test_run_order_takes_the_first_ready_run_in_rank(rows):
         for i, (p, _, deps) in enumerate(rows)
     ]  # dependencies on earlier runs only: no cycle
     cands = {f"r{i}": [SimpleNamespace(minutes=m)] for i, (_, m, _) in enumerate(rows)}
-    order = run_order(SimpleNamespace(runs=runs), cands)
+    order = run_order(SimpleNamespace(runs=runs, history=None), cands)
     pending = sorted(runs, key=lambda r: (-r.spec.priority, -cands[r.id][0].minutes))
     done: list[str] = []
     while pending:  # the rule, spelled out: rescan the ranked list for its first run whose dependencies are placed

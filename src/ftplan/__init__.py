@@ -1,12 +1,12 @@
 """ftplan: plan LLM fine-tuning — memory per GPU, layouts, time, cost and placement.
 
 The library behind the ``ftplan`` command. Its short face (``ftplan.api``): ``memory``, ``fit``,
-``plan`` and ``check`` take a file path or a mapping of the same fields and return typed results;
+``plan``, ``check`` and ``replan`` take a file path or a mapping of the same fields and return typed results;
 bad input raises :class:`FtplanError` with the command line's message. The building blocks below
 them stay importable.
 """
 
-from ftplan.api import Fit, campaign, check, export, fit, job, memory, memory_band, plan
+from ftplan.api import Fit, campaign, check, export, fit, job, memory, memory_band, plan, replan
 from ftplan.arch import Architecture, architecture_from_hf
 from ftplan.bands import HeadroomPolicy, load_bands
 from ftplan.candidates import build_candidates
@@ -59,6 +59,7 @@ __all__ = [
     "memory_band",
     "plan",
     "rank",
+    "replan",
     "resolve_job",
     "resolve_scenario",
     "solve_campaign",

@@ -9,6 +9,7 @@ the command line's one-line message on bad input, and returns what the command p
     best = ftplan.fit({...job fields...}, gpus=["h100"]).ranked("time")  # pandas DataFrame
     plan = ftplan.plan("scenarios/quickstart.yaml")                      # Plan (verified)
     assert ftplan.check("scenarios/quickstart.yaml", plan) == []         # violations, if any
+    new = ftplan.replan("scenarios/quickstart.yaml", plan, {"now_h": 1.0})  # Replanned: .plan, .changes
 
 The building blocks (``resolve_job``, ``fit_job``, ``resolve_scenario``, ``solve_campaign``,
 ``build_plan``, ``verify_plan``) stay importable for finer control; these calls compose them exactly
@@ -33,10 +34,12 @@ from ftplan.io import validate_mapping
 from ftplan.job import ResolvedJob, estimate_job, memory_verdict, resolve_job
 from ftplan.memory import MemoryEstimate
 from ftplan.plan import load_plan, verified_plan
+from ftplan.replan import Replanned, StatusError, load_status, replan_campaign
 from ftplan.scenario import Campaign, ScenarioError, load_scenario, resolve_scenario
 from ftplan.schema.job import load_job, parse_job
 from ftplan.schema.plan import Plan
 from ftplan.schema.scenario import Scenario
+from ftplan.schema.status import CampaignStatus
 from ftplan.solver import Progress, solve_campaign
 from ftplan.verify import verify_plan
 
@@ -154,6 +157,30 @@ def check(
     return verify_plan(campaign(source, catalog, policy, time_confidence), p)
 
 
+def replan(
+    source: ScenarioInput,
+    plan_source: Plan | str | Path,
+    status_source: CampaignStatus | Mapping[str, Any] | str | Path,
+    allow_migrate: bool = False,
+    catalog: Catalog | None = None,
+    progress: Callable[[Progress], None] | None = None,
+    status: Callable[[str], None] | None = None,
+) -> Replanned:
+    """`ftplan replan`: what is left of a campaign under way planned from the status's ``now_h`` (finished runs
+    kept as facts, runs in progress where they are unless ``allow_migrate``, lost nodes avoided), verified,
+    with the changes against the previous plan and what was assumed."""
+    p = plan_source if isinstance(plan_source, Plan) else load_plan(Path(plan_source))
+    if isinstance(status_source, CampaignStatus):
+        st, name = status_source, "status"
+    elif isinstance(status_source, Mapping):
+        st = validate_mapping(dict(status_source), CampaignStatus, "status", StatusError, "now_h, runs and nodes_lost")
+        name = "status"
+    else:
+        st, name = load_status(Path(status_source)), str(status_source)
+    previous = Path(plan_source).name if not isinstance(plan_source, Plan) else "plan"
+    return replan_campaign(campaign(source, catalog), p, st, previous, name, allow_migrate, progress, status)
+
+
 def export(
     source: ScenarioInput,
     plan_source: Plan | str | Path,
@@ -170,4 +197,4 @@ def export(
     return export_plan(campaign(source, catalog), p, to, Path(out_dir), time_margin, catalog)
 
 
-__all__ = ["Fit", "campaign", "check", "export", "fit", "job", "memory", "memory_band", "plan"]
+__all__ = ["Fit", "campaign", "check", "export", "fit", "job", "memory", "memory_band", "plan", "replan"]

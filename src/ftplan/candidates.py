@@ -129,10 +129,29 @@ def _scaled(c: Candidate, job_id: str, factor: float) -> Candidate:
     """A candidate of a job the same as ``c``'s but ``factor`` times as many steps: hours and cost scale
     (a run is paid by the hour), its layout, memory and throughput do not."""
     if factor == 1.0:
-        return replace(c, job_id=job_id)
+        return c if c.job_id == job_id else replace(c, job_id=job_id)
     hours, usd = c.hours * factor, c.usd * factor
     return replace(c, job_id=job_id, hours=hours, usd=usd, minutes=hours_to_minutes(hours),
                    cost_units=usd_to_units(usd))  # fmt: skip
+
+
+def run_candidates(campaign: Campaign, table: CandidateTable) -> dict[str, list[Candidate]]:
+    """Each run's candidates: its job's, scaled to the share of the job the run has left (a campaign under
+    way); a run in progress has its continuation in place first, then, when it may move, its job's scaled to
+    what is left from its checkpoint."""
+    h = campaign.history
+    if h is None:
+        return {r.id: table.by_job[r.job_id] for r in campaign.runs}
+    out: dict[str, list[Candidate]] = {}
+    for r in campaign.runs:
+        base = table.by_job[r.job_id]
+        scaled = [_scaled(c, r.job_id, h.work.get(r.id, 1.0)) for c in base]
+        if r.id in h.pins:
+            stay: Candidate = h.pins[r.id][0]  # type: ignore[assignment]
+            out[r.id] = [stay, *scaled] if r.id in h.movable else [stay]
+        else:
+            out[r.id] = scaled
+    return out
 
 
 def _search(

@@ -17,6 +17,7 @@ from ftplan.schema.plan import (
     Plan,
     PlanLayout,
     PlanMemoryPolicy,
+    PlanReplan,
     PlanRun,
     PlanSolver,
     PlanTiming,
@@ -25,7 +26,7 @@ from ftplan.schema.plan import (
 )
 from ftplan.solver.solve import Solution
 from ftplan.timing.deadlines import deadline_odds
-from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD
+from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, usd_to_units
 from ftplan.verify import verify_plan
 
 
@@ -33,16 +34,33 @@ def node_id(pool: PoolSpec, k: int) -> str:
     return f"{pool.id}/{'node' if pool.placed else 'i'}{k}"
 
 
-def _assign(intervals: list[tuple[int, int, str, int]], slots: int) -> dict[str, list[int]]:
+def _assign(
+    intervals: list[tuple[int, int, str, int]], slots: int, wanted: dict[str, tuple[int, ...]] | None = None
+) -> dict[str, list[int]]:
     """Give each (start, end, key, demand) interval ``demand`` of ``slots`` indices, none shared in
-    time, lowest free indices first (time and memory grow with the intervals, not the slots)."""
+    time, lowest free indices first (time and memory grow with the intervals, not the slots). A key in
+    ``wanted`` (a run in progress) keeps its indices: it starts first, at the earliest of all."""
+    wanted = wanted or {}
     busy: list[tuple[int, int]] = []  # heap of (end, index)
     free: list[int] = []  # heap of released indices below ``fresh``
     fresh = 0  # indices from here on were never used
     out: dict[str, list[int]] = {}
-    for start, end, key, demand in sorted(intervals):
+    for start, _, end, key, demand in sorted((s, k not in wanted, e, k, d) for s, e, k, d in intervals):
         while busy and busy[0][0] <= start:
             heapq.heappush(free, heapq.heappop(busy)[1])
+        if key in wanted:
+            want = wanted[key]
+            while fresh <= max(want):
+                heapq.heappush(free, fresh)
+                fresh += 1
+            if not set(want) <= set(free):
+                raise FtplanError(f"internal error: a run in progress's slots {want} are taken at minute {start}")
+            free = [i for i in free if i not in want]
+            heapq.heapify(free)
+            out[key] = sorted(want)
+            for i in want:
+                heapq.heappush(busy, (end, i))
+            continue
         got = [heapq.heappop(free) for _ in range(min(demand, len(free)))]
         while len(got) < demand and fresh < slots:
             got.append(fresh)
@@ -55,40 +73,56 @@ def _assign(intervals: list[tuple[int, int, str, int]], slots: int) -> dict[str,
     return out
 
 
-def build_plan(campaign: Campaign, sol: Solution) -> Plan:
-    chosen: dict[str, Candidate] = {
-        rid: sol.table.by_job[_job(campaign, rid)][p.cand] for rid, p in sol.placements.items()
-    }
+def build_plan(campaign: Campaign, sol: Solution, replan: PlanReplan | None = None) -> Plan:
+    """The plan of a solution: every run's nodes, GPU indices, times, layout and cost, with the totals.
+
+    For a campaign under way (``campaign.history``) the parts that ran before now come first, as facts,
+    and the solver's figures count what they cost (the solve planned only what is left)."""
+    h = campaign.history
+    jobs = {r.id: r.job_id for r in campaign.runs}
+    chosen: dict[str, Candidate] = {rid: sol.candidate(rid, jobs[rid]) for rid in sol.placements}
+    pinned = {rid for rid, p in sol.placements.items() if h is not None and rid in h.pins and p.cand == 0}
     gpu_idx: dict[tuple[str, str], list[int]] = {}  # (run, node id) → GPU indices
     run_nodes: dict[str, list[str]] = {}
     for pool in campaign.pools:
         runs = [rid for rid, c in chosen.items() if c.pool_id == pool.id]
         if pool.placed:
             for k in sorted({k for rid in runs for k in sol.placements[rid].nodes}):
-                items = []
+                items, wanted = [], {}
                 for rid in runs:
                     place, c = sol.placements[rid], chosen[rid]
                     if k in place.nodes:
                         demand = pool.gpus_per_node if c.whole_nodes else c.gpus
                         items.append((place.start, place.start + c.minutes, rid, demand))
+                        if rid in pinned:
+                            pin = h.pins[rid][1]  # type: ignore[union-attr]
+                            wanted[rid] = pin.gpus[pin.nodes.index(k)]
                 nid = node_id(pool, k)
-                for rid, idx in _assign(items, pool.gpus_per_node).items():
+                for rid, idx in _assign(items, pool.gpus_per_node, wanted).items():
                     gpu_idx[rid, nid] = idx
                     run_nodes.setdefault(rid, []).append(nid)
         else:
             items = [
                 (sol.placements[r].start, sol.placements[r].start + chosen[r].minutes, r, chosen[r].nodes) for r in runs
             ]
-            for rid, slots in _assign(items, pool.nodes).items():
+            wanted = {r: h.pins[r][1].nodes for r in runs if r in pinned}  # type: ignore[union-attr]
+            for rid, slots in _assign(items, pool.nodes, wanted).items():
                 c = chosen[rid]
                 for k in slots:
                     nid = node_id(pool, k)
                     run_nodes.setdefault(rid, []).append(nid)
                     gpu_idx[rid, nid] = list(range(min(c.gpus, pool.gpus_per_node)))
-    runs_out = []
+    runs_out: list[PlanRun] = []
     for run in campaign.runs:
+        if h is not None:
+            runs_out += h.done.get(run.id, [])  # type: ignore[arg-type]
+            if run.id in h.split:  # the part of a run in progress up to now: as kept in place, or as moved
+                runs_out.append(h.split[run.id][0 if run.id in pinned else 1])  # type: ignore[arg-type]
+        if run.id not in sol.placements:
+            continue
         c, place = chosen[run.id], sol.placements[run.id]
         nodes = run_nodes[run.id]
+        work = 1.0 if h is None else (h.pins[run.id][1].work if run.id in pinned else h.work.get(run.id, 1.0))
         runs_out.append(
             PlanRun(
                 run=run.id, job=run.job_id, pool=c.pool_id, nodes=nodes,
@@ -102,6 +136,7 @@ def build_plan(campaign: Campaign, sol: Solution) -> Plan:
                 memory_policy=PlanMemoryPolicy(**campaign.policy(run.job_id).as_dict()),
                 memory_required_bytes=c.required_bytes, memory_band_bytes=list(c.band_bytes),
                 fit_probability=round(c.fit_probability, 6), tokens_per_s=c.tokens_per_s, hours=c.hours, usd=c.usd,
+                work=work,
             )
         )  # fmt: skip
     totals = plan_totals(campaign, runs_out, sol.bought)
@@ -109,8 +144,14 @@ def build_plan(campaign: Campaign, sol: Solution) -> Plan:
     if sol.greedy is not None:
         greedy_cost, greedy_span = greedy_summary(campaign, sol)
     odds = deadline_odds(campaign, runs_out, campaign.time_confidence, seed=sol.seed)
+    # what ran before now is part of the campaign's cost: the solver's figures (of what is left) count it too
+    spent = sum(usd_to_units(r.usd) for r in runs_out if r.state == "done")
+    value, bound, gap = _with_spent(sol.objective, sol.objective_value, sol.bound, sol.gap, spent)
+    lp = None if sol.lp_bound is None else sol.lp_bound + (value - sol.objective_value)
+    then_value, then_bound, then_gap = _with_spent(sol.then, sol.then_value, sol.then_bound, sol.then_gap, spent)
     return Plan(
         scenario=campaign.scenario.name or campaign.source,
+        replan=replan,
         runs=runs_out,
         totals=totals,
         timing=PlanTiming(
@@ -124,25 +165,35 @@ def build_plan(campaign: Campaign, sol: Solution) -> Plan:
         solver=PlanSolver(
             status=sol.status,
             objective=sol.objective,
-            objective_value=_scale(sol.objective, sol.objective_value),
-            bound=_scale(sol.objective, sol.bound),
-            lp_bound=None if sol.lp_bound is None else _scale(sol.objective, sol.lp_bound),
-            gap=sol.gap,
+            objective_value=_scale(sol.objective, value),
+            bound=_scale(sol.objective, bound),
+            lp_bound=None if lp is None else _scale(sol.objective, lp),
+            gap=gap,
             wall_s=round(sol.wall_s, 3),
             seed=sol.seed,
             workers=sol.workers,
             ortools_version=ortools.__version__,
-            greedy_cost_usd=greedy_cost,
+            greedy_cost_usd=None if greedy_cost is None else greedy_cost + spent / MONEY_UNITS_PER_USD,
             greedy_makespan_h=greedy_span,
             stopped_early=sol.stopped,
             source=sol.source,
             then=sol.then,
             then_status=sol.then_status,
-            then_value=None if sol.then_value is None else _scale(sol.then, sol.then_value),
-            then_bound=None if sol.then_bound is None else _scale(sol.then, sol.then_bound),
-            then_gap=sol.then_gap,
+            then_value=None if then_value is None else _scale(sol.then, then_value),
+            then_bound=None if then_bound is None else _scale(sol.then, then_bound),
+            then_gap=then_gap,
         ),
     )
+
+
+def _with_spent(
+    goal: str | None, value: float | None, bound: float | None, gap: float | None, spent: int
+) -> tuple[float | None, float | None, float | None]:
+    """A cost objective's value, bound and gap with the money already spent (units) added; others as they are."""
+    if goal != "cost" or not spent or value is None or bound is None:
+        return value, bound, gap
+    value, bound = value + spent, bound + spent
+    return value, bound, abs(value - bound) / max(abs(value), 1e-9)
 
 
 def _scale(goal: str | None, value: float) -> float:
@@ -182,9 +233,10 @@ def greedy_summary(campaign: Campaign, sol: Solution) -> tuple[float, float]:
     """Cost and makespan of the greedy warm start (what first-fit list scheduling gives)."""
     assert sol.greedy is not None
     pools = {p.id: p for p in campaign.pools}
-    cost, span, bought = 0.0, 0, {}
+    cost, span = 0.0, 0
+    bought = dict(campaign.history.bought) if campaign.history is not None else {}
     for rid, place in sol.greedy.items():
-        c = sol.table.by_job[_job(campaign, rid)][place.cand]
+        c = sol.cands[rid][place.cand] if sol.cands is not None else sol.table.by_job[_job(campaign, rid)][place.cand]
         cost += c.usd
         span = max(span, place.start + c.minutes)
         if pools[c.pool_id].kind == "purchase" and place.nodes:
@@ -194,9 +246,9 @@ def greedy_summary(campaign: Campaign, sol: Solution) -> tuple[float, float]:
     return cost, span / MINUTES_PER_HOUR
 
 
-def verified_plan(campaign: Campaign, sol: Solution) -> Plan:
+def verified_plan(campaign: Campaign, sol: Solution, replan: PlanReplan | None = None) -> Plan:
     """The plan of a solution, checked by the verifier: a plan that fails it is never handed out."""
-    plan = build_plan(campaign, sol)
+    plan = build_plan(campaign, sol, replan)
     problems = verify_plan(campaign, plan)
     if problems:
         raise FtplanError(f"internal error: the solved plan fails verification: {problems[0]}")
@@ -208,9 +260,21 @@ def load_plan(path: Path) -> Plan:
     return load_validated(path, Plan, what="plan fields")
 
 
+def plan_data(plan: Plan) -> dict:
+    """A plan as plain data, without the re-planning fields a plan made by ``ftplan plan`` leaves at
+    their defaults (so its file reads as before re-planning existed)."""
+    data = plan.model_dump(mode="json")
+    if data["replan"] is None:
+        del data["replan"]
+    for r in data["runs"]:
+        if r["state"] == "planned" and r["work"] == 1.0:
+            del r["state"], r["work"]
+    return data
+
+
 def write_plan(plan: Plan, path: Path) -> None:
     """Write a plan as YAML (``.yaml``/``.yml``) or JSON, atomically."""
-    data = plan.model_dump(mode="json")
+    data = plan_data(plan)
     if Path(path).suffix in (".yaml", ".yml"):
         text = yaml.safe_dump(data, sort_keys=False)
     else:
@@ -218,4 +282,4 @@ def write_plan(plan: Plan, path: Path) -> None:
     write_text_atomic(Path(path), text)
 
 
-__all__ = ["build_plan", "load_plan", "plan_totals", "verified_plan", "write_plan"]
+__all__ = ["build_plan", "load_plan", "plan_data", "plan_totals", "verified_plan", "write_plan"]

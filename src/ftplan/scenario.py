@@ -54,6 +54,35 @@ class Run:
 
 
 @dataclass(frozen=True)
+class Pin:
+    """Where a run in progress is: it goes on from ``start`` (minutes) on these nodes and GPUs."""
+
+    start: int
+    nodes: tuple[int, ...]  # node indices of a placed pool; instance indices of a cloud pool
+    gpus: tuple[tuple[int, ...], ...]  # GPU indices on each node (placed pools)
+    work: float  # share of its job left to do from ``start``
+
+
+@dataclass(frozen=True)
+class History:
+    """A campaign under way (``ftplan.replan``): what the solve must keep and what is left to plan.
+
+    Everything new starts at ``now`` or later. A run in ``pins`` is in progress: its first candidate
+    (``candidates.run_candidates``) goes on where it is; in ``movable`` it may instead restart from its
+    checkpoint anywhere, doing ``work`` of its job. Other runs to plan do ``work`` (1 when absent)."""
+
+    now: int  # minutes since the first plan's start
+    work: dict[str, float]
+    pins: dict[str, tuple[object, Pin]]  # run → (its continuation: a Candidate, where it runs)
+    movable: frozenset[str]
+    lost: dict[str, frozenset[int]]  # placed pool → node indices out of use from ``now``
+    bought: dict[str, int]  # purchase pool → nodes bought already
+    done: dict[str, list[object]] = field(default_factory=dict)  # run → its parts that ran (PlanRun), facts
+    # a pinned run's part that ran up to now, as kept in place (index 0) and as moved (index 1)
+    split: dict[str, tuple[object, object]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Campaign:
     scenario: Scenario
     source: str
@@ -64,6 +93,7 @@ class Campaign:
     policies: dict[str, HeadroomPolicy] = field(default_factory=dict)
     # plan every run at this quantile of its duration (None: at the estimate); the command line's, else the scenario's
     time_confidence: float | None = None
+    history: History | None = None  # a campaign under way (ftplan replan)
 
     def policy(self, job_id: str) -> HeadroomPolicy:
         return self.policies.get(job_id) or HeadroomPolicy()

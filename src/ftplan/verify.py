@@ -34,7 +34,7 @@ from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, Training, 
 from ftplan.memory.pipeline import PipelineSchedule
 from ftplan.memory.setup import Optimizer
 from ftplan.scenario import Campaign, PoolSpec, Run, purchase_charge
-from ftplan.schema.plan import Plan, PlanRun, PoolUse
+from ftplan.schema.plan import Plan, PlanReplan, PlanRun, PoolUse
 from ftplan.timing import model as tm
 from ftplan.timing.deadlines import deadline_odds, duration_factor
 from ftplan.units import (
@@ -63,15 +63,15 @@ def verify_plan(campaign: Campaign, plan: Plan) -> list[str]:
     errors: list[str] = []
     pools = {p.id: p for p in campaign.pools}
     runs = {r.id: r for r in campaign.runs}
-    seen: set[str] = set()
+    parts: dict[str, list[PlanRun]] = {}
     for r in plan.runs:
         if r.run not in runs:
             errors.append(f"run {r.run!r} is not in the scenario")
             continue
-        if r.run in seen:
-            errors.append(f"run {r.run!r} is placed twice")
-        seen.add(r.run)
-    errors += [f"run {rid!r} is not placed" for rid in runs if rid not in seen]
+        parts.setdefault(r.run, []).append(r)
+    errors += [f"run {rid!r} is not placed" for rid in runs if rid not in parts]
+    for rid, ps in parts.items():
+        errors += _parts(rid, ps, plan.replan)
     bought = {u.pool: u.nodes_bought for u in plan.totals.pools}
     for r in plan.runs:
         if r.run not in runs:
@@ -81,8 +81,11 @@ def verify_plan(campaign: Campaign, plan: Plan) -> list[str]:
         if pool is None:
             errors.append(f"{r.run}: unknown pool {r.pool!r}")
             continue
-        errors += _check_run(r, run, pool, bought.get(pool.id, 0), campaign.policy(run.job_id),
-                             plan.timing.time_confidence)  # fmt: skip
+        if r.state == "done":  # a part that ran: a fact, its time and price as they were
+            errors += _check_done(r, run, pool, bought.get(pool.id, 0), campaign.policy(run.job_id))
+        else:
+            errors += _check_run(r, run, pool, bought.get(pool.id, 0), campaign.policy(run.job_id),
+                                 plan.timing.time_confidence)  # fmt: skip
     if errors:
         return errors
     return (
@@ -93,6 +96,54 @@ def verify_plan(campaign: Campaign, plan: Plan) -> list[str]:
         + _solver(plan)
         + _odds(plan, campaign)
     )
+
+
+WORK_TOL = 1e-9  # the shares of a job its parts do, summed
+
+
+def _parts(rid: str, parts: list[PlanRun], replan: PlanReplan | None) -> list[str]:
+    """A run's parts: one planned part doing all its work, or, in a re-plan, the parts that ran before
+    now (done) then at most one planned from now, one after another, doing the job's work between them."""
+    if replan is None:
+        if len(parts) > 1:
+            return [f"run {rid!r} is placed twice"]
+        if parts[0].state != "planned" or parts[0].work != 1.0:
+            return [f"{rid}: a {parts[0].state} part doing {parts[0].work:g} of its job outside a re-plan"]
+        return []
+    errs: list[str] = []
+    ordered = sorted(parts, key=lambda r: (r.start_h, r.state != "done"))
+    if [r.state for r in ordered if r.state == "planned"] not in ([], ["planned"]) or (
+        ordered[-1].state != "planned" and any(r.state == "planned" for r in ordered)
+    ):
+        errs.append(f"{rid}: more than one planned part, or a planned part before a done one")
+    for a, b in itertools.pairwise(ordered):
+        if b.start_h < a.end_h - 1e-9:
+            errs.append(f"{rid}: parts overlap ({b.start_h:.2f} h < {a.end_h:.2f} h)")
+    now = replan.now_h
+    for r in ordered:
+        if r.state == "done" and r.end_h > now + 1e-9:
+            errs.append(f"{rid}: a done part ends at {r.end_h:.2f} h, after now ({now:g} h)")
+        if r.state == "planned" and start_minutes(r.start_h) < start_minutes(now):
+            errs.append(f"{rid}: starts at {r.start_h:.2f} h, before now ({now:g} h)")
+        if r.state == "planned" and r.work <= 0:
+            errs.append(f"{rid}: a planned part doing none of its job")
+        if r.state == "planned" and set(r.nodes) & set(replan.nodes_lost):
+            errs.append(f"{rid}: planned on lost node(s) {sorted(set(r.nodes) & set(replan.nodes_lost))}")
+    work = sum(r.work for r in parts)
+    finished = all(r.state == "done" for r in parts)
+    if (not finished and abs(work - 1.0) > WORK_TOL) or work > 1.0 + WORK_TOL:
+        errs.append(f"{rid}: its parts do {work:.6f} of the job, not all of it")
+    return errs
+
+
+def _check_done(r: PlanRun, run: Run, pool: PoolSpec, bought: int, policy: HeadroomPolicy) -> list[str]:
+    """A part that ran: its layout and memory as any run's; its hours are its interval."""
+    errs = _placement(r, run, pool, bought)
+    if errs:
+        return errs
+    if differ(r.hours, r.end_h - r.start_h, REL_TOL):
+        errs.append(f"{r.run}: a done part of {r.hours:.4f} h over {r.end_h - r.start_h:.4f} h")
+    return errs
 
 
 def _odds(plan: Plan, campaign: Campaign) -> list[str]:
@@ -245,6 +296,85 @@ def _allowed(r: PlanRun, run: Run) -> list[str]:
 def _check_run(
     r: PlanRun, run: Run, pool: PoolSpec, bought: int, campaign_policy: HeadroomPolicy, confidence: float | None
 ) -> list[str]:
+    errs = _placement(r, run, pool, bought)
+    if errs:
+        return errs
+    gpu = pool.pool.gpu
+    try:
+        est = run_memory(run, r, pool)
+    except Exception as exc:  # an impossible layout is a violation, not a crash
+        return [f"{r.run}: layout is not valid: {exc}"]
+    errs += _headroom(r, run, pool, est, campaign_policy)
+    ram = pool.pool.host_memory_bytes
+    if ram is None and r.layout.offload != "none":
+        errs.append(f"{r.run}: offloads to nodes of pool {pool.id}, whose host memory is unknown (host_memory_gib)")
+    if ram is not None and est.host_bytes_per_node > ram:
+        errs.append(f"{r.run}: needs {est.host_bytes_per_node / 2**30:.2f} GiB of host memory per node for offloaded "
+                    f"or paged states, the pool's nodes have {ram / 2**30:.2f} GiB")  # fmt: skip
+    if abs(est.device_total_bytes - r.memory_per_gpu_bytes) > BYTES_TOL:
+        errs.append(f"{r.run}: memory {r.memory_per_gpu_bytes} bytes stated, {est.device_total_bytes} recomputed")
+    if abs(gpu.memory_bytes - r.memory_per_gpu_bytes - r.headroom_bytes) > BYTES_TOL:
+        errs.append(f"{r.run}: headroom {r.headroom_bytes} bytes stated, "
+                    f"{gpu.memory_bytes - r.memory_per_gpu_bytes} recomputed")  # fmt: skip
+    whole, tokens_per_s = run_hours(run, r, pool, confidence)
+    hours = whole * r.work  # the share of the job this part does (a re-plan's remainder)
+    if differ(r.hours, hours, REL_TOL):
+        errs.append(f"{r.run}: {r.hours:.4f} h stated, {hours:.4f} h recomputed")
+    if differ(r.tokens_per_s, tokens_per_s, REL_TOL):
+        errs.append(f"{r.run}: {r.tokens_per_s:,.1f} tokens/s stated, {tokens_per_s:,.1f} recomputed")
+    if r.end_h < r.start_h:
+        errs.append(f"{r.run}: ends at {r.end_h:.2f} h, before it starts at {r.start_h:.2f} h")
+    elif end_minutes(r.end_h) - start_minutes(r.start_h) < hours_to_minutes(hours):
+        errs.append(f"{r.run}: interval {r.end_h - r.start_h:.3f} h is shorter than its {hours:.3f} h")
+    per = pool.gpus_per_node
+    nodes_paid = math.ceil(r.gpu_count / per)
+    usd = hours * (
+        nodes_paid * pool.usd_per_node_h if pool.kind == "cloud" else pool.usd_per_node_h * r.gpu_count / per
+    )
+    if differ(r.usd, usd, REL_TOL):
+        errs.append(f"{r.run}: ${r.usd:.2f} stated, ${usd:.2f} recomputed")
+    return errs
+
+
+def run_hours(run: Run, r: PlanRun, pool: PoolSpec, confidence: float | None) -> tuple[float, float]:
+    """Hours the whole job takes at the run's layout on its pool (at the plan's quantile of durations), and
+    its tokens per second: the time model as the layout search applies it."""
+    lay, job = r.layout, run.job
+    training = planned_training(run, r)
+    hw = hardware(pool.pool, training.precision)
+    flops = tm.job_flops(job.arch, training)
+    t = tm.step_times(flops, job.arch, training, hw, *(np.array([v]) for v in (
+        lay.dp, lay.tp, lay.zero, tm.OFFLOAD[lay.offload], tm.RECOMPUTE[lay.recompute], lay.micro_batch,
+        lay.grad_accum, lay.pp)), dp_shard=np.array([lay.dp_shard]), cp=np.array([lay.cp]),
+        ep=np.array([lay.ep]))  # fmt: skip
+    step_tokens = tm.step_tokens(job.training, job.global_batch)
+    steps = math.ceil(job.tokens / step_tokens)
+    hours = steps * float(t.total[0]) / 3600 * pool.time_factor
+    hours *= duration_factor(job.training, lay.pp, len(r.nodes), confidence)  # the plan's quantile of durations
+    return hours, step_tokens / float(t.total[0])
+
+
+def restated(run: Run, r: PlanRun, pool: PoolSpec, policy: HeadroomPolicy, confidence: float | None) -> PlanRun:
+    """The run's memory, speed and hours as the models and ``policy`` give them today (a run in progress
+    planned by an earlier ftplan, or under another policy, goes on at the figures the verifier expects)."""
+    est = run_memory(run, r, pool)
+    lay, gpu = r.layout, pool.pool.gpu
+    band = memory_band(run.job.arch, run.job.training, r.gpu_count, lay.zero, lay.offload,
+                       math.ceil(r.gpu_count / pool.gpus_per_node))  # fmt: skip
+    device = est.device_total_bytes
+    whole, tokens_per_s = run_hours(run, r, pool, confidence)
+    lo, hi = band.interval(device)
+    return r.model_copy(update={
+        "memory_per_gpu_bytes": device, "headroom_bytes": gpu.memory_bytes - device,
+        "memory_policy": type(r.memory_policy)(**policy.as_dict()),
+        "memory_required_bytes": math.ceil(policy.required(device, band)), "memory_band_bytes": [round(lo), round(hi)],
+        "fit_probability": round(band.fit_probability(device, gpu.memory_bytes), 6), "tokens_per_s": tokens_per_s,
+        "hours": whole * r.work,
+    })  # fmt: skip
+
+
+def _placement(r: PlanRun, run: Run, pool: PoolSpec, bought: int) -> list[str]:
+    """The run's layout against its job and GPU count, and its nodes and GPU indices against its pool."""
     errs: list[str] = _allowed(r, run)
     lay, job = r.layout, run.job
     if lay.dp * lay.tp * lay.pp * lay.cp != r.gpu_count:
@@ -278,51 +408,6 @@ def _check_run(
         m = NODE_ID.fullmatch(n)
         if m is None or m["pool"] != pool.id or not n.startswith(f"{pool.id}/{kind}") or int(m["k"]) >= limit:
             errs.append(f"{r.run}: node {n!r} is not one of the pool's {limit} nodes")
-    if errs:
-        return errs
-    training = planned_training(run, r)
-    gpu = pool.pool.gpu
-    try:
-        est = run_memory(run, r, pool)
-    except Exception as exc:  # an impossible layout is a violation, not a crash
-        return [f"{r.run}: layout is not valid: {exc}"]
-    errs += _headroom(r, run, pool, est, campaign_policy)
-    ram = pool.pool.host_memory_bytes
-    if ram is None and r.layout.offload != "none":
-        errs.append(f"{r.run}: offloads to nodes of pool {pool.id}, whose host memory is unknown (host_memory_gib)")
-    if ram is not None and est.host_bytes_per_node > ram:
-        errs.append(f"{r.run}: needs {est.host_bytes_per_node / 2**30:.2f} GiB of host memory per node for offloaded "
-                    f"or paged states, the pool's nodes have {ram / 2**30:.2f} GiB")  # fmt: skip
-    if abs(est.device_total_bytes - r.memory_per_gpu_bytes) > BYTES_TOL:
-        errs.append(f"{r.run}: memory {r.memory_per_gpu_bytes} bytes stated, {est.device_total_bytes} recomputed")
-    if abs(gpu.memory_bytes - r.memory_per_gpu_bytes - r.headroom_bytes) > BYTES_TOL:
-        errs.append(f"{r.run}: headroom {r.headroom_bytes} bytes stated, "
-                    f"{gpu.memory_bytes - r.memory_per_gpu_bytes} recomputed")  # fmt: skip
-    hw = hardware(pool.pool, training.precision)
-    flops = tm.job_flops(job.arch, training)
-    t = tm.step_times(flops, job.arch, training, hw, *(np.array([v]) for v in (
-        lay.dp, lay.tp, lay.zero, tm.OFFLOAD[lay.offload], tm.RECOMPUTE[lay.recompute], lay.micro_batch,
-        lay.grad_accum, lay.pp)), dp_shard=np.array([lay.dp_shard]), cp=np.array([lay.cp]),
-        ep=np.array([lay.ep]))  # fmt: skip
-    step_tokens = tm.step_tokens(job.training, job.global_batch)
-    steps = math.ceil(job.tokens / step_tokens)
-    hours = steps * float(t.total[0]) / 3600 * pool.time_factor
-    hours *= duration_factor(job.training, lay.pp, len(r.nodes), confidence)  # the plan's quantile of durations
-    if differ(r.hours, hours, REL_TOL):
-        errs.append(f"{r.run}: {r.hours:.4f} h stated, {hours:.4f} h recomputed")
-    tokens_per_s = step_tokens / float(t.total[0])
-    if differ(r.tokens_per_s, tokens_per_s, REL_TOL):
-        errs.append(f"{r.run}: {r.tokens_per_s:,.1f} tokens/s stated, {tokens_per_s:,.1f} recomputed")
-    if r.end_h < r.start_h:
-        errs.append(f"{r.run}: ends at {r.end_h:.2f} h, before it starts at {r.start_h:.2f} h")
-    elif end_minutes(r.end_h) - start_minutes(r.start_h) < hours_to_minutes(hours):
-        errs.append(f"{r.run}: interval {r.end_h - r.start_h:.3f} h is shorter than its {hours:.3f} h")
-    nodes_paid = math.ceil(r.gpu_count / per)
-    usd = hours * (
-        nodes_paid * pool.usd_per_node_h if pool.kind == "cloud" else pool.usd_per_node_h * r.gpu_count / per
-    )
-    if differ(r.usd, usd, REL_TOL):
-        errs.append(f"{r.run}: ${r.usd:.2f} stated, ${usd:.2f} recomputed")
     return errs
 
 
@@ -362,19 +447,25 @@ def _overlaps(spans: list[tuple[float, float, str]]) -> list[str]:
 
 
 def _timing(plan: Plan, campaign: Campaign) -> list[str]:
+    """Deadlines on each run's last part's end; dependencies before its first part's start."""
     errs: list[str] = []
-    by_run = {r.run: r for r in plan.runs}
+    first: dict[str, PlanRun] = {}
+    last: dict[str, PlanRun] = {}
+    for r in sorted(plan.runs, key=lambda r: r.start_h):
+        first.setdefault(r.run, r)
+        last[r.run] = r
     deadline = campaign.scenario.objective.deadline_h
     for run in campaign.runs:
-        r = by_run[run.id]
+        r = last[run.id]
         end = end_minutes(r.end_h)
         if run.deadline_h is not None and end > deadline_minutes(run.deadline_h):
             errs.append(f"{run.id}: ends at {r.end_h:.2f} h, after its deadline of {run.deadline_h:g} h")
         if deadline is not None and end > deadline_minutes(deadline):
             errs.append(f"{run.id}: ends at {r.end_h:.2f} h, after the campaign deadline of {deadline:g} h")
+        start = first[run.id].start_h
         for dep in run.depends_on:
-            if start_minutes(r.start_h) < end_minutes(by_run[dep].end_h):
-                errs.append(f"{run.id}: starts at {r.start_h:.2f} h, before {dep} ends at {by_run[dep].end_h:.2f} h")
+            if start_minutes(start) < end_minutes(last[dep].end_h):
+                errs.append(f"{run.id}: starts at {start:.2f} h, before {dep} ends at {last[dep].end_h:.2f} h")
     return errs
 
 

@@ -20,6 +20,7 @@ from ftplan.cli import (
     measure_cmd,
     memory_cmd,
     plan_cmd,
+    replan_cmd,
     report_cmd,
 )
 from ftplan.errors import FtplanError
@@ -37,6 +38,7 @@ app.command("measure")(measure_cmd.measure)
 app.command("fit")(fit_cmd.fit)
 app.command("plan")(plan_cmd.plan)
 app.command("check")(plan_cmd.check)
+app.command("replan")(replan_cmd.replan)
 app.command("schema")(plan_cmd.schema)
 app.command("compare")(compare_cmd.compare)
 app.command("budget")(budget_cmd.budget)

@@ -24,7 +24,7 @@ from ftplan.cli.common import (
 )
 from ftplan.errors import FtplanError
 from ftplan.limits import MAX_HOURS, MAX_TIME_LIMIT_S, MAX_USD
-from ftplan.plan import load_plan, verified_plan, write_plan
+from ftplan.plan import load_plan, plan_data, verified_plan, write_plan
 from ftplan.report.plan_table import plan_table
 from ftplan.scenario import load_scenario, resolve_scenario
 from ftplan.schema.plan import Plan
@@ -94,7 +94,7 @@ def plan(
             written = f" ({output} was written)" if output is not None else ""
             raise FtplanError(f"{exc}{written}") from None
         typer.echo(f"wrote {gantt}", err=True)
-    data = result.model_dump(mode="json")
+    data = plan_data(result)
     emit(render(format, lambda: plan_table(result), lambda: data, lambda: plan_rows(result)), None)
 
 

@@ -16,7 +16,8 @@ def plan_table(plan: Plan) -> str:
         shard = f"/{lay.dp_shard}" if lay.dp_shard else ""
         offload = f" off:{lay.offload}" if lay.offload != "none" else ""
         rows.append([
-            r.run, r.pool, nodes, str(r.gpu_count), f"{r.start_h:.2f}", f"{r.end_h:.2f}",
+            f"{r.run} (ran)" if r.state == "done" else r.run, r.pool, nodes, str(r.gpu_count),
+            f"{r.start_h:.2f}", f"{r.end_h:.2f}",
             f"dp{lay.dp} tp{lay.tp}{stages} Z{lay.zero}{shard}{offload}",
             lay.recompute, f"{lay.micro_batch}×{lay.grad_accum}", lay.optimizer,
             f"{r.memory_per_gpu_bytes / GIB:.1f}", f"{100 * r.fit_probability:.0f}%", f"{r.tokens_per_s:,.0f}",
@@ -24,7 +25,12 @@ def plan_table(plan: Plan) -> str:
         ])  # fmt: skip
     headers = ["run", "pool", "nodes", "GPUs", "start h", "end h", "layout", "recompute", "mb×acc", "optimizer",
                "GiB/GPU", "P(fit)", "tokens/s", "USD"]  # fmt: skip
-    out = [f"plan for {plan.scenario}", "", render_table(headers, rows, right={3, 4, 5, 10, 11, 12, 13})]
+    title = f"plan for {plan.scenario}"
+    if plan.replan is not None:
+        lost = f", nodes lost: {', '.join(plan.replan.nodes_lost)}" if plan.replan.nodes_lost else ""
+        title += (f", re-planned at {plan.replan.now_h:g} h from {plan.replan.previous}{lost}; (ran): parts done "
+                  "before then, as they ran")  # fmt: skip
+    out = [title, "", render_table(headers, rows, right={3, 4, 5, 10, 11, 12, 13})]
     policies = dict.fromkeys(policy_label(r.memory_policy) for r in plan.runs)
     out.append(f"memory headroom: {'; '.join(policies)} (P(fit): share of the memory band's published runs that fit)")
     tm = plan.timing

@@ -58,6 +58,10 @@ class PlanRun(_Strict):
     tokens_per_s: float
     hours: Float = Field(description="training hours (the interval may be longer: whole minutes)")
     usd: Float = Field(description="what the run costs on its pool (USD)")
+    state: Literal["planned", "done"] = Field(
+        "planned", description="done: a part that ran before a re-plan's 'now' (a fact, not recomputed)"
+    )
+    work: Float = Field(1.0, ge=0, le=1, description="share of the job's training this part does (1: all of it)")
 
 
 class PoolUse(_Strict):
@@ -117,9 +121,19 @@ class PlanTiming(_Strict):
     seed: Int = Field(ge=0)
 
 
+class PlanReplan(_Strict):
+    """A plan made while its campaign runs (``ftplan replan``): what it was built from."""
+
+    now_h: Float = Field(ge=0, description="the time the campaign stood at (hours since the first plan's start)")
+    previous: str = Field(description="the plan it replaced (file name)")
+    nodes_lost: list[str] = Field(default_factory=list, description="nodes unusable from now_h")
+    migrate: Bool = Field(False, description="runs in progress were allowed to move (restarting at a checkpoint)")
+
+
 class Plan(_Strict):
     schema_version: Literal[1] = 1
     scenario: str = Field(description="scenario name or file")
+    replan: PlanReplan | None = Field(None, description="set on a plan made by ftplan replan")
     runs: list[PlanRun]
     totals: PlanTotals
     solver: PlanSolver

@@ -57,7 +57,7 @@ def lp_bound(m: Model, goal: str) -> float | None:
         end[rid] = lp.NumVar(0.0, limit, f"e[{rid}]")
     makespan = lp.NumVar(0.0, horizon, "M")
     for rid, run in runs.items():
-        lp.Add(end[rid] >= duration[rid])
+        lp.Add(end[rid] >= release[rid] + duration[rid])
         for dep in run.depends_on:
             lp.Add(end[rid] >= end[dep] + duration[rid])
         lp.Add(makespan >= end[rid])
@@ -71,7 +71,8 @@ def lp_bound(m: Model, goal: str) -> float | None:
             continue
         unit = pool.gpus_per_node if pool.placed else 1
         if pool.kind == "purchase":
-            bought = lp.NumVar(0.0, float(m.nodes[pool.id]), f"B[{pool.id}]")
+            already = float(camp.history.bought.get(pool.id, 0)) if camp.history is not None else 0.0
+            bought = lp.NumVar(already, float(m.nodes[pool.id]), f"B[{pool.id}]")
             cost += m.purchase_units[pool.id] * bought
             lp.Add(sum(work) <= unit * horizon * bought)
             if goal == "time":

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from ftplan.candidates import Candidate
 from ftplan.scenario import Campaign, PoolSpec, Run, purchase_charge
-from ftplan.solver.model import modelled_nodes
+from ftplan.solver.model import modelled_nodes, pin_of, release_minute
 from ftplan.units import deadline_minutes, usd_to_units
 
 
@@ -84,6 +84,21 @@ class Inventory:
         self.pools = {p.id: p for p in campaign.pools}
         self.nodes = {p.id: [Timeline() for _ in range(named[p.id])] for p in campaign.pools if p.placed}
         self.cloud = {p.id: Timeline() for p in campaign.pools if not p.placed}
+        h = campaign.history
+        if h is not None:  # a lost node is full from now on
+            for pool_id, lost in h.lost.items():
+                for k in lost:
+                    if k < len(self.nodes[pool_id]):
+                        self.nodes[pool_id][k].add(h.now, FOREVER, self.pools[pool_id].gpus_per_node)
+
+    def fits_at(self, c: Candidate, start: int, nodes: tuple[int, ...]) -> bool:
+        """Whether ``c`` fits at ``start`` on these nodes (a run in progress going on where it is)."""
+        pool = self.pools[c.pool_id]
+        if not pool.placed:
+            return self.cloud[pool.id].earliest(start, c.minutes, c.nodes, pool.nodes) == start
+        timelines = self.nodes[pool.id]
+        demand = demand_per_node(pool, c)
+        return all(timelines[k].earliest(start, c.minutes, demand, pool.gpus_per_node) == start for k in nodes)
 
     def earliest(self, c: Candidate, ready: int) -> tuple[int, tuple[int, ...]] | None:
         """Earliest start ≥ ready with room for ``c`` on its pool, and the nodes it takes (the lowest
@@ -116,6 +131,9 @@ class Inventory:
             self.cloud[pool.id].add(place.start, end, c.nodes)
 
 
+FOREVER = 2**62  # the end of a lost node's unavailability (minutes)
+
+
 def demand_per_node(pool: PoolSpec, c: Candidate) -> int:
     """GPUs a candidate takes on each node it is placed on: all of them for a multi-node layout."""
     return pool.gpus_per_node if c.whole_nodes else c.gpus
@@ -123,8 +141,10 @@ def demand_per_node(pool: PoolSpec, c: Candidate) -> int:
 
 def run_order(campaign: Campaign, cands: dict[str, list[Candidate]]) -> list[Run]:
     """Dependency order: of the runs whose dependencies are placed, the highest priority, then the
-    longest (its fastest candidate), then the first listed."""
-    rank = sorted(campaign.runs, key=lambda r: (-r.spec.priority, -min((c.minutes for c in cands[r.id]), default=0)))
+    longest (its fastest candidate), then the first listed; runs in progress first of all."""
+    pins = campaign.history.pins if campaign.history is not None else {}
+    rank = sorted(campaign.runs, key=lambda r: (r.id not in pins, -r.spec.priority,
+                                                -min((c.minutes for c in cands[r.id]), default=0)))  # fmt: skip
     position = {r.id: i for i, r in enumerate(rank)}
     waiting = {r.id: len(r.depends_on) for r in rank}
     after: dict[str, list[str]] = {r.id: [] for r in rank}
@@ -163,15 +183,16 @@ def greedy_plan(
     """
     pools = {p.id: p for p in campaign.pools}
     held = Inventory(campaign, modelled_nodes(campaign, cands))
-    bought: dict[str, int] = {}
+    bought: dict[str, int] = dict(campaign.history.bought) if campaign.history is not None else {}
     ends: dict[str, int] = {}
     plan: dict[str, Placement] = {}
+    now = release_minute(campaign)
     campaign_deadline = campaign.scenario.objective.deadline_h
     capex = campaign.scenario.objective.capex_usd
     charge = {p.id: usd_to_units(purchase_charge(p, campaign_deadline)) for p in campaign.pools if p.kind == "purchase"}
     for run in run_order(campaign, cands):
         cs = cands[run.id]
-        ready = max((ends[d] for d in run.depends_on), default=0)
+        ready = max((ends[d] for d in run.depends_on), default=now)
         limits = [deadline_minutes(x) for x in (run.deadline_h, campaign_deadline) if x is not None]
         limit = int(min(limits) * slack) if limits else None
         # each candidate's bound on its key: its cost (a purchase only adds), or its end if it could start at once
@@ -187,10 +208,15 @@ def greedy_plan(
                 break  # no later candidate can beat the best
             if limit is not None and ready + c.minutes > limit:
                 continue
-            shape = (c.pool_id, c.gpus, c.nodes, c.whole_nodes, c.minutes)
-            if shape not in starts:
-                starts[shape] = held.earliest(c, ready)
-            found = starts[shape]
+            pin = pin_of(campaign, run.id, i)
+            if pin is not None:
+                nodes = pin.nodes if pools[c.pool_id].placed else ()
+                found = (pin.start, nodes) if held.fits_at(c, pin.start, pin.nodes) else None
+            else:
+                shape = (c.pool_id, c.gpus, c.nodes, c.whole_nodes, c.minutes)
+                if shape not in starts:
+                    starts[shape] = held.earliest(c, ready)
+                found = starts[shape]
             if found is None:
                 continue
             start, nodes = found

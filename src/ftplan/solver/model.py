@@ -31,8 +31,12 @@ Objective
   cost = Σ x_c·k_c + Σ_p B_p·purchase_p (money units), or time = M, or one then the other
   (lexicographic: the first optimum becomes a constraint of the second solve).
 
+A campaign under way (``Campaign.history``, see ``ftplan.replan``) adds: s_r ≥ now; a run in progress
+keeps its continuation's start and nodes (x_c ⇒ s_r = its start, a_{c,k} = x_c on its nodes); a lost
+node is full from now to H; nodes bought already stay bought (b_{p,k} = 1).
+
 Time is in whole minutes and money in hundredths of a cent (``ftplan.units``). The horizon H is the
-campaign deadline, or the sum of every run's slowest candidate.
+campaign deadline, or now plus the sum of every run's slowest candidate.
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ from functools import cached_property
 
 from ortools.sat.python import cp_model
 
-from ftplan.candidates import Candidate, CandidateTable
-from ftplan.scenario import Campaign, PoolSpec, purchase_charge
+from ftplan.candidates import Candidate, CandidateTable, run_candidates
+from ftplan.scenario import Campaign, Pin, PoolSpec, purchase_charge
 from ftplan.units import budget_units, deadline_minutes, usd_to_units
 
 
@@ -86,7 +90,29 @@ def modelled_nodes(campaign: Campaign, cands: dict[str, list[Candidate]]) -> dic
             most[c.pool_id] = max(most.get(c.pool_id, 0), c.nodes)
         for pid, n in most.items():
             need[pid] = need.get(pid, 0) + n
+    h = campaign.history
+    if h is not None:  # lost nodes are not there to use; runs in progress and bought nodes keep their numbers
+        for pid, lost in h.lost.items():
+            need[pid] = need.get(pid, 0) + len(lost)
+        for rid, (_, pin) in h.pins.items():
+            pid = cands[rid][0].pool_id
+            need[pid] = max(need.get(pid, 0), max(pin.nodes, default=-1) + 1)
+        for pid, n in h.bought.items():
+            need[pid] = max(need.get(pid, 0), n)
     return {p.id: min(p.nodes, need.get(p.id, 0)) for p in campaign.pools}
+
+
+def release_minute(campaign: Campaign) -> int:
+    """The earliest any run may start: 0, or a campaign under way's now."""
+    return campaign.history.now if campaign.history is not None else 0
+
+
+def pin_of(campaign: Campaign, rid: str, i: int) -> Pin | None:
+    """Where candidate ``i`` of run ``rid`` must run: a run in progress's continuation (its first)."""
+    h = campaign.history
+    if h is None or i != 0 or rid not in h.pins:
+        return None
+    return h.pins[rid][1]
 
 
 def earliest_starts(campaign: Campaign, cands: dict[str, list[Candidate]]) -> dict[str, int]:
@@ -99,7 +125,7 @@ def earliest_starts(campaign: Campaign, cands: dict[str, list[Candidate]]) -> di
     for rid, ds in deps.items():
         for d in ds:
             after[d].append(rid)
-    start = dict.fromkeys(deps, 0)
+    start = dict.fromkeys(deps, release_minute(campaign))
     ready = [rid for rid, n in waiting.items() if n == 0]
     while ready:
         rid = ready.pop()
@@ -113,7 +139,7 @@ def earliest_starts(campaign: Campaign, cands: dict[str, list[Candidate]]) -> di
 
 def horizon_minutes(campaign: Campaign, cands: dict[str, list[Candidate]]) -> int:
     deadline = campaign.scenario.objective.deadline_h
-    serial = sum(max(c.minutes for c in cs) for cs in cands.values())
+    serial = release_minute(campaign) + sum(max(c.minutes for c in cs) for cs in cands.values())
     if deadline is not None:
         return min(serial, deadline_minutes(deadline))
     return serial
@@ -121,12 +147,13 @@ def horizon_minutes(campaign: Campaign, cands: dict[str, list[Candidate]]) -> in
 
 def build_model(campaign: Campaign, table: CandidateTable) -> Model:
     cp = cp_model.CpModel()
-    cands = {r.id: table.by_job[r.job_id] for r in campaign.runs}
+    cands = run_candidates(campaign, table)
     m = Model(cp=cp, campaign=campaign, cands=cands, nodes=modelled_nodes(campaign, cands))
     m.horizon = horizon_minutes(campaign, cands)
     h = m.horizon
+    now = release_minute(campaign)
     for run in campaign.runs:
-        m.start[run.id] = cp.new_int_var(0, h, f"s[{run.id}]")
+        m.start[run.id] = cp.new_int_var(now, h, f"s[{run.id}]")
         m.end[run.id] = cp.new_int_var(0, h, f"e[{run.id}]")
         for i, _ in enumerate(cands[run.id]):
             m.x[run.id, i] = cp.new_bool_var(f"x[{run.id},{i}]")
@@ -135,6 +162,8 @@ def build_model(campaign: Campaign, table: CandidateTable) -> Model:
             m.purchase_units[p.id] = usd_to_units(purchase_charge(p, campaign.scenario.objective.deadline_h))
             for k in range(m.nodes[p.id]):
                 m.bought[p.id, k] = cp.new_bool_var(f"b[{p.id},{k}]")
+                if campaign.history is not None and k < campaign.history.bought.get(p.id, 0):
+                    cp.add(m.bought[p.id, k] == 1)  # bought already
     _choice_and_duration(m)
     _placement_and_capacity(m)
     _quota(m)
@@ -150,6 +179,9 @@ def _choice_and_duration(m: Model) -> None:
         m.cp.add_exactly_one(m.x[rid, i] for i in range(len(cs)))
         for i, c in enumerate(cs):
             m.cp.add(m.end[rid] == m.start[rid] + c.minutes).only_enforce_if(m.x[rid, i])
+            pin = pin_of(m.campaign, rid, i)
+            if pin is not None:
+                m.cp.add(m.start[rid] == pin.start).only_enforce_if(m.x[rid, i])
 
 
 def _placement_and_capacity(m: Model) -> None:
@@ -160,7 +192,8 @@ def _placement_and_capacity(m: Model) -> None:
             if not pool.placed:
                 continue
             lits = []
-            for k in range(m.nodes[pool.id]):
+            pin = pin_of(m.campaign, rid, i)
+            for k in range(m.nodes[pool.id]) if pin is None else pin.nodes:
                 lit = m.cp.new_bool_var(f"a[{rid},{i},{k}]")
                 m.place[rid, i, k] = lit
                 lits.append(lit)
@@ -168,6 +201,13 @@ def _placement_and_capacity(m: Model) -> None:
                 demand = pool.gpus_per_node if c.whole_nodes else c.gpus
                 per_node.setdefault((pool.id, k), []).append((iv, demand))
             m.cp.add(sum(lits) == (c.nodes if c.whole_nodes else 1) * m.x[rid, i])
+    h = m.campaign.history
+    if h is not None:  # a lost node is full from now on
+        for pool_id, lost in h.lost.items():
+            for k in sorted(lost):
+                if k < m.nodes[pool_id] and m.horizon > h.now:
+                    iv = m.cp.new_fixed_size_interval_var(h.now, m.horizon - h.now, f"lost[{pool_id},{k}]")
+                    per_node.setdefault((pool_id, k), []).append((iv, m.pool(pool_id).gpus_per_node))
     for (pool_id, _), items in per_node.items():
         cap = m.pool(pool_id).gpus_per_node
         m.cp.add_cumulative([iv for iv, _ in items], [d for _, d in items], cap)

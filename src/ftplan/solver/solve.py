@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
-from ftplan.candidates import CandidateTable, build_candidates
+from ftplan.candidates import Candidate, CandidateTable, build_candidates, run_candidates
 from ftplan.errors import FtplanError
 from ftplan.limits import MAX_HOURS
 from ftplan.scenario import Campaign
@@ -66,6 +66,12 @@ class Solution:
     source: str = "cp-sat"  # cp-sat | greedy: where the plan came from (the best one known)
     lp_bound: float | None = None  # the linear relaxation's bound on the first objective, same units
     search_bound: float | None = None  # CP-SAT's own (or, keeping the greedy plan, the cheapest candidates')
+    cands: dict[str, list[Candidate]] | None = None  # each run's candidates (``Placement.cand`` indexes them)
+
+    def candidate(self, rid: str, job_id: str) -> Candidate:
+        """The candidate run ``rid`` (of job ``job_id``) was given."""
+        cs = self.cands[rid] if self.cands is not None else self.table.by_job[job_id]
+        return cs[self.placements[rid].cand]
 
     @property
     def then_gap(self) -> float | None:
@@ -89,8 +95,10 @@ def explain_infeasible(campaign: Campaign, table: CandidateTable) -> None:
             )
     deadline = campaign.scenario.objective.deadline_h
     chain = _critical_path(campaign, table)
+    cands = run_candidates(campaign, table)
+    now = f" from now ({campaign.history.now / MINUTES_PER_HOUR:.2f} h)" if campaign.history is not None else ""
     for run in campaign.runs:
-        fastest = min(c.minutes for c in table.by_job[run.job_id])
+        fastest = min(c.minutes for c in cands[run.id])
         for limit, what in (
             (run.deadline_h, f"its deadline of {run.deadline_h} h"),
             (deadline, f"the campaign deadline of {deadline} h"),
@@ -99,7 +107,7 @@ def explain_infeasible(campaign: Campaign, table: CandidateTable) -> None:
                 continue
             if fastest > deadline_minutes(limit):
                 raise InfeasibleError(
-                    f"job {run.id!r} takes at least {fastest / MINUTES_PER_HOUR:.2f} h on the fastest option, "
+                    f"job {run.id!r} takes at least {fastest / MINUTES_PER_HOUR:.2f} h on the fastest option{now}, "
                     f"beyond {what}. "
                     "To fix: move the deadline or add faster pools."
                 )
@@ -109,13 +117,14 @@ def explain_infeasible(campaign: Campaign, table: CandidateTable) -> None:
                     f"run first), beyond {what}. To fix: move the deadline or add faster pools."
                 )
     if deadline is not None:
-        work = sum(min(c.gpu_hours for c in table.by_job[r.job_id]) for r in campaign.runs)
+        work = sum(min(c.gpu_hours for c in cands[r.id]) for r in campaign.runs)
         gpus = sum(p.nodes * p.gpus_per_node for p in campaign.pools)
-        if work / gpus > deadline:
+        start_h = campaign.history.now / MINUTES_PER_HOUR if campaign.history is not None else 0.0
+        if work / gpus > deadline - start_h:
             raise InfeasibleError(
-                f"the campaign needs at least {work:,.0f} GPU-hours; the inventory's {gpus} GPUs give "
-                f"{gpus * deadline:,.0f} by the deadline of {deadline} h (makespan lower bound "
-                f"{work / gpus:.1f} h). To fix: move the deadline, raise quotas or add pools."
+                f"the campaign needs at least {work:,.0f} GPU-hours{now}; the inventory's {gpus} GPUs give "
+                f"{gpus * (deadline - start_h):,.0f} by the deadline of {deadline} h (makespan lower bound "
+                f"{start_h + work / gpus:.1f} h). To fix: move the deadline, raise quotas or add pools."
             )
 
 
@@ -127,8 +136,9 @@ def check_magnitudes(campaign: Campaign, table: CandidateTable) -> None:
 
     The file limits keep each number sane; a job of 10^15 tokens on a slow pool can still take
     centuries. Runs are summed at their slowest and dearest candidates, as the model's horizon is."""
-    minutes = {r.id: max(c.minutes for c in table.by_job[r.job_id]) for r in campaign.runs}
-    units = {r.id: max(c.cost_units for c in table.by_job[r.job_id]) for r in campaign.runs}
+    cands = run_candidates(campaign, table)
+    minutes = {r.id: max(c.minutes for c in cands[r.id]) for r in campaign.runs}
+    units = {r.id: max(c.cost_units for c in cands[r.id]) for r in campaign.runs}
     limit_minutes = int(MAX_HOURS * MINUTES_PER_HOUR)
     if sum(minutes.values()) > limit_minutes:
         worst = max(minutes, key=minutes.__getitem__)
@@ -149,7 +159,7 @@ def check_magnitudes(campaign: Campaign, table: CandidateTable) -> None:
 
 def _critical_path(campaign: Campaign, table: CandidateTable) -> dict[str, int]:
     """Each run's earliest end: its earliest start plus its fastest candidate."""
-    cands = {r.id: table.by_job[r.job_id] for r in campaign.runs}
+    cands = run_candidates(campaign, table)
     return {rid: t + min(c.minutes for c in cands[rid]) for rid, t in earliest_starts(campaign, cands).items()}
 
 
@@ -283,7 +293,7 @@ def solve_campaign(
         stopped=stopped, greedy_objective=_greedy_objective(m, greedy, first), then=then,
         then_status=second[0] if second else None, then_value=second[1] if second else None,
         then_bound=second[2] if second else None, source="greedy" if use_greedy else "cp-sat", lp_bound=relaxed,
-        search_bound=float(first_bound),
+        search_bound=float(first_bound), cands=m.cands,
     )  # fmt: skip
 
 
@@ -355,8 +365,9 @@ def _lower_bound(m: Model, table: CandidateTable, goal: str, solver: cp_model.Cp
 
 
 def _bought(m: Model, plan: dict[str, Placement]) -> dict[str, int]:
-    """Nodes each purchase pool must buy for a plan's placements (its highest node index + 1)."""
-    bought: dict[str, int] = {}
+    """Nodes each purchase pool must buy for a plan's placements (its highest node index + 1), at least
+    those bought already (a campaign under way)."""
+    bought: dict[str, int] = dict(m.campaign.history.bought) if m.campaign.history is not None else {}
     for r, p in plan.items():
         pool = m.pool(m.cands[r][p.cand].pool_id)
         if pool.kind == "purchase" and p.nodes:

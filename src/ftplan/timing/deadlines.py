@@ -66,9 +66,10 @@ def deadline_odds(campaign: Campaign, runs: list[PlanRun], confidence: float | N
         key = band.regime  # (runs that share a band share its bias)
         if key not in regimes:
             regimes[key] = np.asarray(band.errors)[rng.integers(0, band.n, size=draws)]
-        # the model's hours (spot's restarts included, as planned), without the planning quantile
+        # the model's hours (spot's restarts included, as planned), without the planning quantile; a part that
+        # ran (a re-plan's fact) took what it took
         planned = r.hours / duration_factor(job.training, r.layout.pp, nodes, confidence)
-        duration = planned * (1 + regimes[key])
+        duration = planned * (1 + regimes[key]) if r.state == "planned" else np.full(draws, r.end_h - r.start_h)
         start = np.full(draws, r.start_h)
         for dep in by_id[r.run].depends_on:
             if dep in ends:
