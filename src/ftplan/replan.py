@@ -125,7 +125,12 @@ def replan_campaign(
             movable.add(run.id)
     if not left:
         raise StatusError(f"{status_name}: every run has finished by {now_h:g} h; nothing is left to plan.")
-    history = replace(history, movable=frozenset(movable), bought=_bought(previous, pools))
+    before = {}  # where runs planned again were: the search after the objectives keeps them there if it can
+    for rid in left - set(history.pins):
+        planned = next((r for r in parts.get(rid, []) if r.state == "planned"), None)
+        if planned is not None and planned.pool in pools and not set(planned.nodes) & lost_ids:
+            before[rid] = (planned.pool, _indices(planned) if pools[planned.pool].placed else ())
+    history = replace(history, movable=frozenset(movable), bought=_bought(previous, pools), previous=before)
     whole = replace(campaign, history=history)
     rest = replace(whole, runs=[replace(r, depends_on=tuple(d for d in r.depends_on if d in left))
                                 for r in campaign.runs if r.id in left])  # fmt: skip
@@ -232,9 +237,14 @@ def _continuation(planned: PlanRun, pool: PoolSpec) -> Candidate:
     )  # fmt: skip
 
 
+def _indices(planned: PlanRun) -> tuple[int, ...]:
+    """The node (or instance) numbers of a planned run's node ids."""
+    return tuple(int(NODE.fullmatch(n)["k"]) for n in planned.nodes)  # type: ignore[index]
+
+
 def _pin(planned: PlanRun, now: int, work: float) -> Pin:
     """Where a run in progress is: from ``now`` (minutes) on its nodes and GPUs, doing ``work`` of its job."""
-    nodes = tuple(int(NODE.fullmatch(n)["k"]) for n in planned.nodes)  # type: ignore[index]
+    nodes = _indices(planned)
     return Pin(start=now, nodes=nodes, gpus=tuple(tuple(planned.gpus[n]) for n in planned.nodes), work=work)
 
 

@@ -80,6 +80,9 @@ class History:
     done: dict[str, list[object]] = field(default_factory=dict)  # run → its parts that ran (PlanRun), facts
     # a pinned run's part that ran up to now, as kept in place (index 0) and as moved (index 1)
     split: dict[str, tuple[object, object]] = field(default_factory=dict)
+    # runs the previous plan had placed and that are planned again: its pool and node (or instance count) for
+    # each, which the re-plan keeps where the objectives allow
+    previous: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -282,3 +282,28 @@ def _objective_terms(m: Model) -> None:
     budget = m.campaign.scenario.objective.budget_usd
     if budget is not None:
         m.cp.add(m.cost <= budget_units(budget))
+
+
+def stay_literals(m: Model) -> list[cp_model.IntVar]:
+    """For a re-plan: one literal per run planned again that holds when the run keeps its previous pool and
+    nodes (a cloud run: its pool); the search after the objectives maximises their sum, so a re-plan moves
+    only what it must."""
+    h = m.campaign.history
+    lits = []
+    for rid, (pool_id, nodes) in (h.previous.items() if h is not None else ()):
+        if rid not in m.cands:
+            continue
+        stay = m.cp.new_bool_var(f"stay[{rid}]")
+        same = [i for i, c in enumerate(m.cands[rid]) if c.pool_id == pool_id]
+        if m.pool(pool_id).placed:
+            same = [i for i in same if m.cands[rid][i].nodes == len(nodes)]
+            held = [m.place[rid, i, k] for i in same for k in nodes if (rid, i, k) in m.place]
+            if len(held) < len(nodes) or not same:
+                continue
+            m.cp.add(sum(held) >= len(nodes)).only_enforce_if(stay)
+        else:
+            if not same:
+                continue
+            m.cp.add(sum(m.x[rid, i] for i in same) >= 1).only_enforce_if(stay)
+        lits.append(stay)
+    return lits

@@ -18,7 +18,7 @@ from ftplan.limits import MAX_HOURS
 from ftplan.scenario import Campaign
 from ftplan.solver.bound import lp_bound
 from ftplan.solver.greedy import Placement, greedy_plan
-from ftplan.solver.model import Model, build_model, earliest_starts
+from ftplan.solver.model import Model, build_model, earliest_starts, stay_literals
 from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, budget_units, deadline_minutes, usd_to_units
 
 
@@ -262,6 +262,12 @@ def solve_campaign(
                 m.cp.add(expr <= round(solver.objective_value))
                 m.cp.clear_hints()
                 _hint(m, result[3][0])
+        if result is not None and not use_greedy and not stopped and m.campaign.history is not None:
+            left = opts.time_limit_s - (time.monotonic() - t0)
+            kept = _keep_places(m, result, order, second, left, ctrl_c, say)
+            if kept is not None:
+                result, second = kept
+                stopped = stopped or ctrl_c.hit
     if stopped and not keep_partial:
         raise KeyboardInterrupt
     first = order[0]
@@ -295,6 +301,37 @@ def solve_campaign(
         then_bound=second[2] if second else None, source="greedy" if use_greedy else "cp-sat", lp_bound=relaxed,
         search_bound=float(first_bound), cands=m.cands,
     )  # fmt: skip
+
+
+def _keep_places(m: Model, result: tuple, order: list[str], second: tuple | None, left: float, ctrl_c: _Interrupts,
+                 say: Callable[[str], None]) -> tuple[tuple, tuple | None] | None:  # fmt: skip
+    """A re-plan's last search: the objectives held at what was found, as many runs as can keep their previous
+    pool and nodes. The plan it finds, with the objectives' values read from it (never worse), or None."""
+    lits = stay_literals(m)
+    if not lits or left <= 0.05:
+        return None
+    say("CP-SAT: keep runs where they were")
+    solver0, _, goal, read = result
+    exprs = [m.cost if g == "cost" else m.makespan for g in order]
+    for expr in exprs:
+        m.cp.add(expr <= solver0.value(expr))
+    m.cp.clear_hints()
+    _hint(m, read[0])
+    m.cp.maximize(sum(lits))
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = left
+    solver.parameters.random_seed = m.campaign.scenario.solver.seed
+    solver.parameters.num_workers = m.campaign.scenario.solver.workers
+    solver.parameters.catch_sigint_signal = False
+    ctrl_c.solver = solver
+    status = solver.solve(m.cp)
+    ctrl_c.solver = None
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    if second is not None and second[1] is not None:  # the second objective as this plan has it (≤ before)
+        value = solver.value(exprs[1])
+        second = ("OPTIMAL" if value == second[2] else "FEASIBLE", value, second[2])
+    return (solver, status, goal, _read(m, solver)), second
 
 
 def _best_greedy(m: Model, campaign: Campaign, minimise: str) -> dict[str, Placement] | None:
