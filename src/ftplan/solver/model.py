@@ -290,7 +290,7 @@ def stay_literals(m: Model) -> list[cp_model.IntVar]:
     only what it must."""
     h = m.campaign.history
     lits = []
-    for rid, (pool_id, nodes) in (h.previous.items() if h is not None else ()):
+    for rid, (pool_id, nodes) in h.previous.items() if h is not None else ():
         if rid not in m.cands:
             continue
         stay = m.cp.new_bool_var(f"stay[{rid}]")
