@@ -16,7 +16,7 @@ CASES = yaml.safe_load((HERE / "cases.yaml").read_text())
 
 def test_corpus_is_large_enough():
     assert len(CASES) >= 100
-    assert {c["file"].split("_")[0] for c in CASES} == {"job", "scenario", "plan", "config"}
+    assert {c["file"].split("_")[0] for c in CASES} == {"job", "scenario", "plan", "config", "status"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["file"] for c in CASES])
