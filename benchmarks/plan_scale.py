@@ -1,4 +1,4 @@
-"""Planner scale: synthetic campaigns of 10–1,000 jobs over 6–10 pools, CP-SAT against greedy first-fit.
+"""Planner scale: synthetic campaigns of 10–1,000 jobs over 6–20 pools, CP-SAT against greedy first-fit.
 "CP-SAT bound" is the search's own lower bound (the cheapest candidates' where the greedy plan is kept), "LP
 bound" the linear relaxation's (ftplan.solver.bound), both in USD; the gap is to the higher of the two.
 
@@ -42,6 +42,16 @@ POOLS = [
     {"id": "lab-l40s", "kind": "owned", "gpu": "l40s-48gb", "nodes": 2, "usd_per_node_h": 3.0},
     {"id": "a3", "kind": "cloud", "instance": "gcp/a3-highgpu-8g", "quota_nodes": 2},
     {"id": "nd-a100", "kind": "cloud", "instance": "azure/Standard_ND96amsr_A100_v4", "quota_nodes": 2},
+    {"id": "p5-spot", "kind": "cloud", "instance": "aws/p5.48xlarge", "pricing": "spot", "quota_nodes": 2},
+    {"id": "p5en", "kind": "cloud", "instance": "aws/p5en.48xlarge", "quota_nodes": 2},
+    {"id": "p4d", "kind": "cloud", "instance": "aws/p4d.24xlarge", "quota_nodes": 4},
+    {"id": "a2-8g", "kind": "cloud", "instance": "gcp/a2-highgpu-8g", "quota_nodes": 2},
+    {"id": "g6e-spot", "kind": "cloud", "instance": "aws/g6e.48xlarge", "pricing": "spot", "quota_nodes": 4},
+    {"id": "lab2-a100", "kind": "owned", "gpu": "a100-sxm-80gb", "nodes": 2, "usd_per_node_h": 6.5},
+    {"id": "lab2-h100", "kind": "owned", "gpu": "h100-sxm-80gb", "nodes": 2, "usd_per_node_h": 9.5},
+    {"id": "p4de-spot", "kind": "cloud", "instance": "aws/p4de.24xlarge", "pricing": "spot", "quota_nodes": 2},
+    {"id": "g5-48", "kind": "cloud", "instance": "aws/g5.48xlarge", "quota_nodes": 2},
+    {"id": "runpod-h100-b", "kind": "cloud", "instance": "runpod/1x_H100-SXM_SECURE", "quota_nodes": 4},
 ]  # fmt: skip
 
 
@@ -68,7 +78,7 @@ def main() -> None:
     catalog = load_catalog()
     rows, savings = [], []
     for n in (int(x) for x in args.sizes.split(",")):
-        n_pools = 6 if n <= 50 else 8 if n <= 200 else 10
+        n_pools = 6 if n <= 50 else 8 if n <= 200 else 10 if n <= 500 else 20
         data = campaign_data(n, n_pools, seed=n)
         probe = resolve_scenario(Scenario.model_validate(data), catalog, data["name"])
         t0 = time.perf_counter()

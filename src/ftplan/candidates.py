@@ -164,8 +164,9 @@ def _search(
     frames = []
     for opt in allow.optimizers or [job.training.optimizer]:
         variant = replace(job, training=replace(job.training, optimizer=opt))
+        memo: dict = {}  # this job's memory estimates, shared by its pools of one GPU architecture
         for pool in campaign.pools:
-            result = fit_job(variant, [pool.pool], policy=campaign.policy(spec.id))
+            result = fit_job(variant, [pool.pool], policy=campaign.policy(spec.id), memo=memo)
             excluded.extend(result.excluded)
             closest = closest or result.closest
             frame = result.layouts

@@ -294,17 +294,22 @@ def _divisors(n: int) -> list[int]:
 
 
 def fit_job(
-    job: ResolvedJob, pools: list[Pool], efficiency: float | None = None, policy: HeadroomPolicy | None = None
+    job: ResolvedJob,
+    pools: list[Pool],
+    efficiency: float | None = None,
+    policy: HeadroomPolicy | None = None,
+    memo: dict[tuple[Layout, str], MemoryEstimate] | None = None,
 ) -> FitResult:
     """Every layout of ``job`` on ``pools`` that fits under the headroom ``policy`` (else the job's, else the
-    default), with its time and cost (unsorted)."""
+    default), with its time and cost (unsorted). ``memo`` keeps the memory estimates (by layout and GPU
+    architecture) for the next call on the same job: a campaign's pools of one GPU share them."""
     policy = effective_policy(policy, job.policy)
     if job.tokens is None:
         raise JobError("the job has no tokens. To fix: add `tokens:` (or `samples:`) and optionally `epochs:`.")
     arch, tr = job.arch, job.training
     flops = tm.job_flops(arch, tr)
     frames, excluded, evaluated = [], [], 0
-    cache: dict[tuple[Layout, str], MemoryEstimate] = {}
+    cache: dict[tuple[Layout, str], MemoryEstimate] = {} if memo is None else memo
 
     def estimate(layout: Layout, gpu_arch: str) -> MemoryEstimate:
         """The memory model, shared by pools of the same node size and GPU architecture."""
