@@ -96,8 +96,10 @@ class PlanSolver(_Strict):
     greedy_cost_usd: Float | None = None
     greedy_makespan_h: Float | None = None
     stopped_early: Bool = False
-    source: Literal["cp-sat", "greedy"] = Field(
-        "cp-sat", description="where the plan came from: CP-SAT, or the greedy warm start when CP-SAT had none as good"
+    source: Literal["cp-sat", "greedy", "lns"] = Field(
+        "cp-sat",
+        description="where the plan came from: CP-SAT, the greedy warm start when CP-SAT had none as good, or the "
+        "neighbourhood search from the better of them (large campaigns)",
     )
     then: Literal["cost", "time"] | None = Field(None, description="second objective (lexicographic)")
     then_status: Literal["OPTIMAL", "FEASIBLE", "NOT RUN"] | None = None

@@ -18,6 +18,7 @@ from ftplan.limits import MAX_HOURS
 from ftplan.scenario import Campaign
 from ftplan.solver.bound import lp_bound
 from ftplan.solver.greedy import Placement, greedy_plan
+from ftplan.solver.lns import Improved, improve
 from ftplan.solver.model import Model, build_model, earliest_starts, stay_literals
 from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, budget_units, deadline_minutes, usd_to_units
 
@@ -63,7 +64,7 @@ class Solution:
     then_status: str | None = None  # OPTIMAL | FEASIBLE | NOT RUN (Ctrl-C or no time left)
     then_value: float | None = None  # its value and bound: money units (cost) or minutes (time)
     then_bound: float | None = None
-    source: str = "cp-sat"  # cp-sat | greedy: where the plan came from (the best one known)
+    source: str = "cp-sat"  # cp-sat | greedy | lns: where the plan came from (the best one known)
     lp_bound: float | None = None  # the linear relaxation's bound on the first objective, same units
     search_bound: float | None = None  # CP-SAT's own (or, keeping the greedy plan, the cheapest candidates')
     cands: dict[str, list[Candidate]] | None = None  # each run's candidates (``Placement.cand`` indexes them)
@@ -218,6 +219,8 @@ def solve_campaign(
     stopped = False
     first_bound, first_status = 0.0, cp_model.UNKNOWN
     use_greedy = False
+    value_override: float | None = None  # the first objective of a plan the neighbourhood search found
+    source = "cp-sat"
     second: tuple[str, float | None, float | None] | None = None  # status, value, bound of the second stage
     with _Interrupts() as ctrl_c:
         for stage, goal in enumerate(order):
@@ -229,7 +232,8 @@ def solve_campaign(
             m.cp.minimize(expr)
             solver = cp_model.CpSolver()
             remaining = opts.time_limit_s - (time.monotonic() - t0)
-            limit = max(0.1, remaining if stage else opts.time_limit_s)
+            large = stage == 0 and len(m.cands) >= LNS_MIN_RUNS  # the search's share, the rest for neighbourhoods
+            limit = max(0.1, remaining if stage else opts.time_limit_s * (FULL_SHARE if large else 1.0))
             solver.parameters.max_time_in_seconds = limit
             solver.parameters.random_seed = opts.seed
             solver.parameters.num_workers = opts.workers
@@ -240,6 +244,22 @@ def solve_campaign(
             ctrl_c.solver = None
             stopped = stopped or ctrl_c.hit
             found = status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+            searched = None
+            if large and not stopped and status not in (cp_model.INFEASIBLE, cp_model.MODEL_INVALID, cp_model.OPTIMAL):
+                searched = _search_neighbourhoods(m, goal, solver if found else None, greedy, relaxed, t0, ctrl_c,
+                                                  say, progress)  # fmt: skip
+                stopped = stopped or ctrl_c.hit
+            if searched is not None:  # better than CP-SAT's plan and the greedy one
+                result = (None, status, goal, _as_read(m, searched.placements))
+                value_override, source = float(searched.value), "lns"
+                first_bound, first_status = _lower_bound(m, table, goal, solver), cp_model.FEASIBLE
+                if stopped:
+                    break
+                if stage + 1 < len(order):
+                    m.cp.add(expr <= searched.value)
+                    m.cp.clear_hints()
+                    _hint(m, searched.placements)
+                continue
             if stage == 0 and _greedy_holds(m, greedy, goal, solver if found else None, status):
                 use_greedy = True  # no plan from CP-SAT (or a worse one): the warm start is the best known
                 first_bound, first_status = _lower_bound(m, table, goal, solver), cp_model.UNKNOWN
@@ -262,7 +282,7 @@ def solve_campaign(
                 m.cp.add(expr <= round(solver.objective_value))
                 m.cp.clear_hints()
                 _hint(m, result[3][0])
-        if result is not None and not use_greedy and not stopped and m.campaign.history is not None:
+        if result is not None and result[0] is not None and not use_greedy and not stopped and m.campaign.history:
             left = opts.time_limit_s - (time.monotonic() - t0)
             kept = _keep_places(m, result, order, second, left, ctrl_c, say)
             if kept is not None:
@@ -279,7 +299,9 @@ def solve_campaign(
     else:
         assert result is not None
         solver, status, goal, (placements, ends, bought) = result
-        value = solver.value(m.cost if first == "cost" else m.makespan)
+        value = value_override if solver is None else solver.value(m.cost if first == "cost" else m.makespan)
+        if solver is not None:
+            source = "cp-sat"
     # the first objective's bound: CP-SAT's or the relaxation's, whichever is higher (a second stage keeps the
     # first's value at most what it was)
     bound = min(max(first_bound, relaxed if relaxed is not None else -math.inf), value)
@@ -298,9 +320,50 @@ def solve_campaign(
         workers=opts.workers, placements=placements, ends=ends, bought=bought, greedy=greedy, table=table,
         stopped=stopped, greedy_objective=_greedy_objective(m, greedy, first), then=then,
         then_status=second[0] if second else None, then_value=second[1] if second else None,
-        then_bound=second[2] if second else None, source="greedy" if use_greedy else "cp-sat", lp_bound=relaxed,
+        then_bound=second[2] if second else None, source="greedy" if use_greedy else source, lp_bound=relaxed,
         search_bound=float(first_bound), cands=m.cands,
     )  # fmt: skip
+
+
+LNS_MIN_RUNS = 51  # up to 50 runs one search gets within 2% (benchmarks/plan_scale.py); from here on it shares
+FULL_SHARE = 0.5  # its time limit with the neighbourhood search (ftplan.solver.lns), this share first
+
+
+def _search_neighbourhoods(
+    m: Model, goal: str, solver: cp_model.CpSolver | None, greedy: dict[str, Placement] | None,
+    relaxed: float | None, t0: float, ctrl_c: _Interrupts, say: Callable[[str], None],
+    progress: Callable[[Progress], None] | None,
+) -> Improved | None:  # fmt: skip
+    """The neighbourhood search from the best plan held (CP-SAT's or the greedy one) for the time left; its
+    result when it found a better plan, else None."""
+    opts = m.campaign.scenario.solver
+    plans = []
+    if greedy is not None and _greedy_holds(m, greedy, goal, None, cp_model.UNKNOWN):
+        plans.append((round(_greedy_objective(m, greedy, goal) or 0), greedy))
+    if solver is not None:
+        plans.append((round(solver.objective_value), _read(m, solver)[0]))
+    left = opts.time_limit_s - (time.monotonic() - t0)
+    if not plans or left < 0.5:
+        return None
+    value, start = min(plans, key=lambda p: p[0])
+    bound = max(solver.best_objective_bound if solver is not None else 0.0, relaxed or 0.0)
+    scale = MONEY_UNITS_PER_USD if goal == "cost" else MINUTES_PER_HOUR
+    began = time.monotonic()
+
+    def better(v: int) -> None:
+        if progress is not None:
+            progress(Progress(goal, v / scale, bound / scale, time.monotonic() - began))
+
+    say("neighbourhood search")
+    found = improve(m, start, value, goal, left, opts.seed, bound / (1 - opts.relative_gap), better,
+                    lambda: ctrl_c.hit, lambda s: setattr(ctrl_c, "solver", s))  # fmt: skip
+    return found if found.improvements else None
+
+
+def _as_read(m: Model, plan: dict[str, Placement]) -> tuple[dict[str, Placement], dict[str, int], dict[str, int]]:
+    """A plan in the form ``_read`` gives: placements, ends, nodes bought."""
+    ends = {r: p.start + m.cands[r][p.cand].minutes for r, p in plan.items()}
+    return plan, ends, _bought(m, plan)
 
 
 def _keep_places(m: Model, result: tuple, order: list[str], second: tuple | None, left: float, ctrl_c: _Interrupts,
