@@ -26,7 +26,7 @@ from ftplan.solver.greedy import Placement
 from ftplan.solver.model import Model
 
 STEP_TIME = 2.0  # deterministic seconds a step may take (CP-SAT's unit, about a second of one core)
-FIRST_SIZE = 30  # runs freed by the first step
+FIRST_SHARE, FIRST_MOST = 0.1, 30  # runs freed by the first step: a tenth of them, at most 30
 MIN_SIZE, GROW, SHRINK = 5, 1.25, 0.8  # neighbourhood size: floor, and its change after a step without gain
 
 
@@ -53,14 +53,14 @@ def improve(
     attach: Callable[[cp_model.CpSolver | None], None] | None = None,
     wall: float | None = None,
 ) -> Improved:
-    """Better plans for ``goal`` from ``plan`` (objective ``value``) within ``budget`` seconds (deterministic
-    and wall alike), until the objective reaches ``stop_at`` (the bound's relative-gap target)
-    or ``stopped`` says so; ``wall`` (default ``budget``) caps the wall time. ``better`` hears each new objective; ``attach`` is given each step's solver (and
-    None after it), so that Ctrl-C can stop it."""
+    """Better plans for ``goal`` from ``plan`` (objective ``value``) within ``budget`` deterministic seconds
+    and ``wall`` (default ``budget``) seconds of wall time, until the objective reaches ``stop_at`` (the
+    bound's relative-gap target) or ``stopped`` says so. ``better`` hears each new objective; ``attach`` is
+    given each step's solver (and None after it), so that Ctrl-C can stop it."""
     rng = random.Random(seed)
     expr = m.cost if goal == "cost" else m.makespan
     runs = list(m.cands)
-    size = float(min(len(runs), FIRST_SIZE))
+    size = float(min(len(runs), max(MIN_SIZE, min(FIRST_MOST, round(FIRST_SHARE * len(runs))))))
     spent, steps, gains = 0.0, 0, 0
     began = time.monotonic()
     wall = budget if wall is None else wall
