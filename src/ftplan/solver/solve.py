@@ -326,7 +326,8 @@ def solve_campaign(
 
 
 LNS_MIN_RUNS = 51  # up to 50 runs one search gets within 2% (benchmarks/plan_scale.py); from here on it shares
-FULL_SHARE = 0.5  # its time limit with the neighbourhood search (ftplan.solver.lns), this share first
+FULL_SHARE = 0.25  # its time limit with the neighbourhood search (ftplan.solver.lns), this share first: at 200
+# runs and one worker the whole search finds nothing better than the warm start in 30 s (benchmarks/plan_scale.py)
 
 
 def _search_neighbourhoods(
