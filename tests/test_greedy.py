@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ftplan.candidates import Candidate
 from ftplan.solver.greedy import Inventory, Placement, Timeline, run_order
 
 intervals = st.lists(st.tuples(st.integers(0, 60), st.integers(1, 30), st.integers(1, 8)), max_size=12)
@@ -42,6 +43,13 @@ def test_timeline_refuses_more_than_capacity():
     assert Timeline().earliest(0, 10, 9, 8) is None
 
 
+def _cand(**fields):
+    """The fields of a candidate the inventory reads, with the candidate's own GPUs-per-node rule."""
+    c = SimpleNamespace(**fields)
+    c.demand_per_node = lambda per: Candidate.demand_per_node(c, per)
+    return c
+
+
 def _inventory(nodes: int):
     pool = SimpleNamespace(id="p", placed=True, nodes=nodes, gpus_per_node=8, kind="owned")
     return Inventory(SimpleNamespace(pools=[pool], history=None), {"p": nodes}), pool
@@ -57,10 +65,10 @@ def test_multi_node_start_is_the_first_with_enough_whole_nodes(taken, need, minu
     use: dict[int, list] = {k: [] for k in range(4)}
     for k, start, length, d in taken:
         if _peak(use[k], start, start + length) + d <= 8:
-            c = SimpleNamespace(pool_id="p", minutes=length, gpus=d, nodes=1, whole_nodes=False)
+            c = _cand(pool_id="p", minutes=length, gpus=d, nodes=1, whole_nodes=False)
             held.take(c, Placement(0, start, (k,)))
             use[k].append((start, start + length, d))
-    c = SimpleNamespace(pool_id="p", minutes=minutes, gpus=8 * need, nodes=need, whole_nodes=True)
+    c = _cand(pool_id="p", minutes=minutes, gpus=8 * need, nodes=need, whole_nodes=True)
     start, nodes = held.earliest(c, ready)
     every = sorted({ready, *(e for items in use.values() for _, e, _ in items if e > ready)})
     expected = next(
@@ -72,7 +80,7 @@ def test_multi_node_start_is_the_first_with_enough_whole_nodes(taken, need, minu
 
 def test_more_nodes_than_the_pool_has_is_no_start():
     held, _ = _inventory(2)
-    c = SimpleNamespace(pool_id="p", minutes=5, gpus=24, nodes=3, whole_nodes=True)
+    c = _cand(pool_id="p", minutes=5, gpus=24, nodes=3, whole_nodes=True)
     assert held.earliest(c, 0) is None
 
 

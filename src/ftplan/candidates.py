@@ -62,6 +62,10 @@ class Candidate:
     def gpu_hours(self) -> float:
         return self.hours * self.gpus
 
+    def demand_per_node(self, gpus_per_node: int) -> int:
+        """GPUs it takes on each node it is placed on: all of them for a multi-node layout."""
+        return gpus_per_node if self.whole_nodes else self.gpus
+
 
 @dataclass
 class CandidateTable:
@@ -144,13 +148,11 @@ def run_candidates(campaign: Campaign, table: CandidateTable) -> dict[str, list[
         return {r.id: table.by_job[r.job_id] for r in campaign.runs}
     out: dict[str, list[Candidate]] = {}
     for r in campaign.runs:
-        base = table.by_job[r.job_id]
-        scaled = [_scaled(c, r.job_id, h.work.get(r.id, 1.0)) for c in base]
-        if r.id in h.pins:
-            stay: Candidate = h.pins[r.id][0]  # type: ignore[assignment]
-            out[r.id] = [stay, *scaled] if r.id in h.movable else [stay]
+        stay: list[Candidate] = [h.pins[r.id][0]] if r.id in h.pins else []  # type: ignore[list-item]
+        if stay and r.id not in h.movable:
+            out[r.id] = stay
         else:
-            out[r.id] = scaled
+            out[r.id] = stay + [_scaled(c, r.job_id, h.work.get(r.id, 1.0)) for c in table.by_job[r.job_id]]
     return out
 
 

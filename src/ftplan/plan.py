@@ -92,8 +92,7 @@ def build_plan(campaign: Campaign, sol: Solution, replan: PlanReplan | None = No
                 for rid in runs:
                     place, c = sol.placements[rid], chosen[rid]
                     if k in place.nodes:
-                        demand = pool.gpus_per_node if c.whole_nodes else c.gpus
-                        items.append((place.start, place.start + c.minutes, rid, demand))
+                        items.append((place.start, place.start + c.minutes, rid, c.demand_per_node(pool.gpus_per_node)))
                         if rid in pinned:
                             pin = h.pins[rid][1]  # type: ignore[union-attr]
                             wanted[rid] = pin.gpus[pin.nodes.index(k)]
@@ -236,7 +235,7 @@ def greedy_summary(campaign: Campaign, sol: Solution) -> tuple[float, float]:
     cost, span = 0.0, 0
     bought = dict(campaign.history.bought) if campaign.history is not None else {}
     for rid, place in sol.greedy.items():
-        c = sol.cands[rid][place.cand] if sol.cands is not None else sol.table.by_job[_job(campaign, rid)][place.cand]
+        c = sol.candidate(rid, _job(campaign, rid), place.cand)
         cost += c.usd
         span = max(span, place.start + c.minutes)
         if pools[c.pool_id].kind == "purchase" and place.nodes:

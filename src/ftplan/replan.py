@@ -77,10 +77,11 @@ def replan_campaign(
     movable: set[str] = set()
     assumed: list[str] = []
     left: set[str] = set()
+    planned_part = {rid: next((r for r in ps if r.state == "planned"), None) for rid, ps in parts.items()}
     for run in campaign.runs:
         done = [r for r in parts.get(run.id, []) if r.state == "done"]
         history.done[run.id] = done
-        planned = next((r for r in parts.get(run.id, []) if r.state == "planned"), None)
+        planned = planned_part.get(run.id)
         prior = sum(r.work for r in done)
         if planned is None:
             if not done:  # a job new to the scenario
@@ -96,7 +97,7 @@ def replan_campaign(
             if end > now_h or end < planned.start_h:
                 raise StatusError(f"{where}.ended_h: {end:g} h is not between its start ({planned.start_h:.2f} h) "
                                   f"and now ({now_h:g} h).")  # fmt: skip
-            history.done[run.id] = [*done, _ran(planned, planned.start_h, end, 1.0 - prior, pools)]
+            history.done[run.id] = [*done, _ran(planned, planned.start_h, end, 1.0 - prior)]
             continue
         if st.state == "pending":
             history.work[run.id] = 1.0 - prior
@@ -105,29 +106,33 @@ def replan_campaign(
         if planned.start_h > now_h:
             raise StatusError(f"{where}.state: {st.state}, but the plan starts it at {planned.start_h:.2f} h, after "
                               f"now ({now_h:g} h). To fix: mark it pending.")  # fmt: skip
-        checkpoint = _checkpoint(st, prior, where, run.id, assumed)
+        checkpoint = _checkpoint(st, prior, where)
+        if st.checkpointed is None and (st.state == "failed" or allow_migrate):
+            assumed.append(f"{run.id}: no checkpoint given, a restart begins its part again")
         left.add(run.id)
         history.work[run.id] = 1.0 - checkpoint
         if st.state == "failed":
-            history.done[run.id] = [*done, _ran(planned, planned.start_h, now_h, checkpoint - prior, pools)]
+            history.done[run.id] = [*done, _ran(planned, planned.start_h, now_h, checkpoint - prior)]
             continue
-        p = _progress(st, planned, prior, now_h, run.job.tokens, where, run.id, assumed)
+        p = _progress(st, planned, prior, now_h, run.job.tokens, where)
+        if st.progress is None and st.tokens_done is None and run.id in status.runs:  # (unlisted: said above)
+            assumed.append(f"{run.id}: no progress given, taken as on schedule ({100 * p:.1f}% done)")
         if p >= 1.0:
-            history.done[run.id] = [*done, _ran(planned, planned.start_h, now_h, 1.0 - prior, pools)]
+            history.done[run.id] = [*done, _ran(planned, planned.start_h, now_h, 1.0 - prior)]
             left.discard(run.id)
             continue
         pool = pools[planned.pool]
         going = _going_on(campaign, run, planned, pool, 1.0 - p, where)
         history.pins[run.id] = (_continuation(going, pool), _pin(planned, now, 1.0 - p))
-        history.split[run.id] = (_ran(planned, planned.start_h, now_h, p - prior, pools),
-                                 _ran(planned, planned.start_h, now_h, checkpoint - prior, pools))  # fmt: skip
+        history.split[run.id] = (_ran(planned, planned.start_h, now_h, p - prior),
+                                 _ran(planned, planned.start_h, now_h, checkpoint - prior))  # fmt: skip
         if allow_migrate:
             movable.add(run.id)
     if not left:
         raise StatusError(f"{status_name}: every run has finished by {now_h:g} h; nothing is left to plan.")
     before = {}  # where runs planned again were: the search after the objectives keeps them there if it can
     for rid in left - set(history.pins):
-        planned = next((r for r in parts.get(rid, []) if r.state == "planned"), None)
+        planned = planned_part.get(rid)
         if planned is not None and planned.pool in pools and not set(planned.nodes) & lost_ids:
             before[rid] = (planned.pool, _indices(planned) if pools[planned.pool].placed else ())
     history = replace(history, movable=frozenset(movable), bought=_bought(previous, pools), previous=before)
@@ -167,8 +172,8 @@ def _on_schedule(planned: PlanRun, now_h: float, assumed: list[str]) -> RunStatu
     return RunStatus(state="pending")
 
 
-def _progress(st: RunStatus, planned: PlanRun, prior: float, now_h: float, tokens: float | None, where: str,
-              rid: str, assumed: list[str]) -> float:  # fmt: skip
+def _progress(st: RunStatus, planned: PlanRun, prior: float, now_h: float, tokens: float | None,
+              where: str) -> float:  # fmt: skip
     """Share of the job trained by now: stated (as a share or in tokens), else the plan's pace."""
     if st.tokens_done is not None:
         if not tokens:
@@ -178,25 +183,21 @@ def _progress(st: RunStatus, planned: PlanRun, prior: float, now_h: float, token
         p = st.progress
     else:
         p = prior + planned.work * (now_h - planned.start_h) / (planned.end_h - planned.start_h)
-        if st.state == "running" and rid not in [a.split(":")[0] for a in assumed]:
-            assumed.append(f"{rid}: no progress given, taken as on schedule ({100 * p:.1f}% done)")
     if p < prior - 1e-9:
         raise StatusError(f"{where}: progress {p:.4f} is below what its earlier parts did ({prior:.4f}).")
     return min(max(p, prior), 1.0)
 
 
-def _checkpoint(st: RunStatus, prior: float, where: str, rid: str, assumed: list[str]) -> float:
+def _checkpoint(st: RunStatus, prior: float, where: str) -> float:
     """Share of the job its last checkpoint holds; without one stated, where this part began (the worst case)."""
     if st.checkpointed is None:
-        if st.state == "failed":
-            assumed.append(f"{rid}: no checkpoint given, restarts its part from the beginning")
         return prior
     if st.checkpointed < prior - 1e-9:
         raise StatusError(f"{where}.checkpointed: {st.checkpointed:g} is below what its earlier parts did ({prior:g}).")
     return st.checkpointed
 
 
-def _ran(planned: PlanRun, start_h: float, end_h: float, work: float, pools: dict[str, PoolSpec]) -> PlanRun:
+def _ran(planned: PlanRun, start_h: float, end_h: float, work: float) -> PlanRun:
     """The part of a planned run that ran from ``start_h`` to ``end_h``, doing ``work`` of its job; paid by the
     hour at the price it was planned at."""
     hours = end_h - start_h

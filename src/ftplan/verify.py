@@ -112,9 +112,8 @@ def _parts(rid: str, parts: list[PlanRun], replan: PlanReplan | None) -> list[st
         return []
     errs: list[str] = []
     ordered = sorted(parts, key=lambda r: (r.start_h, r.state != "done"))
-    if [r.state for r in ordered if r.state == "planned"] not in ([], ["planned"]) or (
-        ordered[-1].state != "planned" and any(r.state == "planned" for r in ordered)
-    ):
+    planned = [r for r in ordered if r.state == "planned"]
+    if len(planned) > 1 or (planned and ordered[-1] is not planned[0]):
         errs.append(f"{rid}: more than one planned part, or a planned part before a done one")
     for a, b in itertools.pairwise(ordered):
         if b.start_h < a.end_h - 1e-9:

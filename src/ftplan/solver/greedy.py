@@ -17,21 +17,11 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
-from dataclasses import dataclass
 
 from ftplan.candidates import Candidate
-from ftplan.scenario import Campaign, PoolSpec, Run, purchase_charge
-from ftplan.solver.model import modelled_nodes, pin_of, release_minute
+from ftplan.scenario import Campaign, Run, purchase_charge
+from ftplan.solver.model import Placement, modelled_nodes, pin_of, release_minute
 from ftplan.units import deadline_minutes, usd_to_units
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where and when one run goes: candidate index, start minute, nodes of its pool."""
-
-    cand: int
-    start: int
-    nodes: tuple[int, ...]  # node indices for owned/purchase pools; empty for cloud pools
 
 
 class Timeline:
@@ -97,7 +87,7 @@ class Inventory:
         if not pool.placed:
             return self.cloud[pool.id].earliest(start, c.minutes, c.nodes, pool.nodes) == start
         timelines = self.nodes[pool.id]
-        demand = demand_per_node(pool, c)
+        demand = c.demand_per_node(pool.gpus_per_node)
         return all(timelines[k].earliest(start, c.minutes, demand, pool.gpus_per_node) == start for k in nodes)
 
     def earliest(self, c: Candidate, ready: int) -> tuple[int, tuple[int, ...]] | None:
@@ -108,7 +98,7 @@ class Inventory:
             start = self.cloud[pool.id].earliest(ready, c.minutes, c.nodes, pool.nodes)
             return None if start is None else (start, ())
         timelines = self.nodes[pool.id]
-        demand, need = demand_per_node(pool, c), (c.nodes if c.whole_nodes else 1)
+        demand, need = c.demand_per_node(pool.gpus_per_node), (c.nodes if c.whole_nodes else 1)
         if need > len(timelines):
             return None
         start = ready
@@ -126,17 +116,12 @@ class Inventory:
         end = place.start + c.minutes
         if pool.placed:
             for k in place.nodes:
-                self.nodes[pool.id][k].add(place.start, end, demand_per_node(pool, c))
+                self.nodes[pool.id][k].add(place.start, end, c.demand_per_node(pool.gpus_per_node))
         else:
             self.cloud[pool.id].add(place.start, end, c.nodes)
 
 
 FOREVER = 2**62  # the end of a lost node's unavailability (minutes)
-
-
-def demand_per_node(pool: PoolSpec, c: Candidate) -> int:
-    """GPUs a candidate takes on each node it is placed on: all of them for a multi-node layout."""
-    return pool.gpus_per_node if c.whole_nodes else c.gpus
 
 
 def run_order(campaign: Campaign, cands: dict[str, list[Candidate]]) -> list[Run]:

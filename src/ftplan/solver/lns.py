@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
-from ftplan.solver.greedy import Placement
-from ftplan.solver.model import Model
+from ftplan.solver.model import Model, Placement, hint_runs, placement_of
 
 STEP_TIME = 2.0  # deterministic seconds a step may take (CP-SAT's unit, about a second of one core)
 FIRST_SHARE, FIRST_MOST = 0.1, 30  # runs freed by the first step: a tenth of them, at most 30
@@ -71,7 +70,7 @@ def improve(
         for rid, place in plan.items():
             if rid not in free:
                 _fix(sub, m, rid, place)
-            _hint_run(sub, m, rid, place)
+        hint_runs(sub, m, plan)
         sub.add(expr <= value - 1)
         sub.minimize(expr)
         solver = cp_model.CpSolver()
@@ -87,7 +86,7 @@ def improve(
         spent += solver.response_proto.deterministic_time
         steps += 1
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            plan = {rid: _placement(m, solver, rid) for rid in runs}
+            plan = {rid: placement_of(m, solver, rid) for rid in runs}
             value = round(solver.objective_value)
             gains += 1
             if better is not None:
@@ -124,24 +123,3 @@ def _fix(sub: cp_model.CpModel, m: Model, rid: str, place: Placement) -> None:
         lit = m.place.get((rid, place.cand, k))
         if lit is not None:
             sub.add(lit == int(k in place.nodes))
-
-
-def _hint_run(sub: cp_model.CpModel, m: Model, rid: str, place: Placement) -> None:
-    cs = m.cands[rid]
-    for i in range(len(cs)):
-        sub.add_hint(m.x[rid, i], i == place.cand)
-    sub.add_hint(m.start[rid], place.start)
-    sub.add_hint(m.end[rid], place.start + cs[place.cand].minutes)
-    for i, c in enumerate(cs):
-        for k in range(m.nodes.get(c.pool_id, 0)):
-            lit = m.place.get((rid, i, k))
-            if lit is not None:
-                sub.add_hint(lit, i == place.cand and k in place.nodes)
-
-
-def _placement(m: Model, solver: cp_model.CpSolver, rid: str) -> Placement:
-    cs = m.cands[rid]
-    i = next(i for i in range(len(cs)) if solver.value(m.x[rid, i]))
-    nodes = tuple(k for k in range(m.nodes.get(cs[i].pool_id, 0))
-                  if (rid, i, k) in m.place and solver.value(m.place[rid, i, k]))  # fmt: skip
-    return Placement(i, solver.value(m.start[rid]), nodes)

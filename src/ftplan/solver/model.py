@@ -51,6 +51,15 @@ from ftplan.scenario import Campaign, Pin, PoolSpec, purchase_charge
 from ftplan.units import budget_units, deadline_minutes, usd_to_units
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where and when one run goes: candidate index, start minute, nodes of its pool."""
+
+    cand: int
+    start: int
+    nodes: tuple[int, ...]  # node indices for owned/purchase pools; empty for cloud pools
+
+
 @dataclass
 class Model:
     """The CP-SAT model and its variables (a container the constraints and the plan read)."""
@@ -198,8 +207,7 @@ def _placement_and_capacity(m: Model) -> None:
                 m.place[rid, i, k] = lit
                 lits.append(lit)
                 iv = m.cp.new_optional_fixed_size_interval_var(m.start[rid], c.minutes, lit, f"iv[{rid},{i},{k}]")
-                demand = pool.gpus_per_node if c.whole_nodes else c.gpus
-                per_node.setdefault((pool.id, k), []).append((iv, demand))
+                per_node.setdefault((pool.id, k), []).append((iv, c.demand_per_node(pool.gpus_per_node)))
             m.cp.add(sum(lits) == (c.nodes if c.whole_nodes else 1) * m.x[rid, i])
     h = m.campaign.history
     if h is not None:  # a lost node is full from now on
@@ -307,3 +315,26 @@ def stay_literals(m: Model) -> list[cp_model.IntVar]:
             m.cp.add(sum(m.x[rid, i] for i in same) >= 1).only_enforce_if(stay)
         lits.append(stay)
     return lits
+
+
+def hint_runs(cp: cp_model.CpModel, m: Model, plan: dict[str, Placement]) -> None:
+    """Hint ``cp`` (``m.cp`` or a copy of it) with each run's candidate, start, end and nodes in ``plan``."""
+    for rid, place in plan.items():
+        cs = m.cands[rid]
+        for i in range(len(cs)):
+            cp.add_hint(m.x[rid, i], i == place.cand)
+        cp.add_hint(m.start[rid], place.start)
+        cp.add_hint(m.end[rid], place.start + cs[place.cand].minutes)
+        for i, c in enumerate(cs):
+            for k in range(m.nodes.get(c.pool_id, 0)):
+                if (rid, i, k) in m.place:
+                    cp.add_hint(m.place[rid, i, k], i == place.cand and k in place.nodes)
+
+
+def placement_of(m: Model, solver: cp_model.CpSolver, rid: str) -> Placement:
+    """Run ``rid``'s candidate, start and nodes in the solver's solution (of ``m.cp`` or a copy of it)."""
+    cs = m.cands[rid]
+    i = next(i for i in range(len(cs)) if solver.value(m.x[rid, i]))
+    nodes = tuple(k for k in range(m.nodes.get(cs[i].pool_id, 0))
+                  if (rid, i, k) in m.place and solver.value(m.place[rid, i, k]))  # fmt: skip
+    return Placement(i, solver.value(m.start[rid]), nodes)

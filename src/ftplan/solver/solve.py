@@ -19,7 +19,7 @@ from ftplan.scenario import Campaign
 from ftplan.solver.bound import lp_bound
 from ftplan.solver.greedy import Placement, greedy_plan
 from ftplan.solver.lns import Improved, improve
-from ftplan.solver.model import Model, build_model, earliest_starts, stay_literals
+from ftplan.solver.model import Model, build_model, earliest_starts, hint_runs, placement_of, stay_literals
 from ftplan.units import MINUTES_PER_HOUR, MONEY_UNITS_PER_USD, budget_units, deadline_minutes, usd_to_units
 
 
@@ -69,10 +69,10 @@ class Solution:
     search_bound: float | None = None  # CP-SAT's own (or, keeping the greedy plan, the cheapest candidates')
     cands: dict[str, list[Candidate]] | None = None  # each run's candidates (``Placement.cand`` indexes them)
 
-    def candidate(self, rid: str, job_id: str) -> Candidate:
-        """The candidate run ``rid`` (of job ``job_id``) was given."""
+    def candidate(self, rid: str, job_id: str, cand: int | None = None) -> Candidate:
+        """Candidate ``cand`` of run ``rid`` (of job ``job_id``); by default, the one its placement chose."""
         cs = self.cands[rid] if self.cands is not None else self.table.by_job[job_id]
-        return cs[self.placements[rid].cand]
+        return cs[self.placements[rid].cand if cand is None else cand]
 
     @property
     def then_gap(self) -> float | None:
@@ -220,7 +220,6 @@ def solve_campaign(
     first_bound, first_status = 0.0, cp_model.UNKNOWN
     use_greedy = False
     value_override: float | None = None  # the first objective of a plan the neighbourhood search found
-    source = "cp-sat"
     second: tuple[str, float | None, float | None] | None = None  # status, value, bound of the second stage
     with _Interrupts() as ctrl_c:
         for stage, goal in enumerate(order):
@@ -251,7 +250,7 @@ def solve_campaign(
                 stopped = stopped or ctrl_c.hit
             if searched is not None:  # better than CP-SAT's plan and the greedy one
                 result = (None, status, goal, _as_read(m, searched.placements))
-                value_override, source = float(searched.value), "lns"
+                value_override = float(searched.value)
                 first_bound, first_status = _lower_bound(m, table, goal, solver), cp_model.FEASIBLE
                 if stopped:
                     break
@@ -293,15 +292,13 @@ def solve_campaign(
     first = order[0]
     if use_greedy:
         assert greedy is not None
-        placements, value = greedy, float(_greedy_objective(m, greedy, first) or 0.0)
-        ends = {r: p.start + m.cands[r][p.cand].minutes for r, p in greedy.items()}
-        bought = _bought(m, greedy)
+        placements, ends, bought = _as_read(m, greedy)
+        value = float(_greedy_objective(m, greedy, first) or 0.0)
     else:
         assert result is not None
         solver, status, goal, (placements, ends, bought) = result
         value = value_override if solver is None else solver.value(m.cost if first == "cost" else m.makespan)
-        if solver is not None:
-            source = "cp-sat"
+    source = "greedy" if use_greedy else "lns" if solver is None else "cp-sat"
     # the first objective's bound: CP-SAT's or the relaxation's, whichever is higher (a second stage keeps the
     # first's value at most what it was)
     bound = min(max(first_bound, relaxed if relaxed is not None else -math.inf), value)
@@ -320,7 +317,7 @@ def solve_campaign(
         workers=opts.workers, placements=placements, ends=ends, bought=bought, greedy=greedy, table=table,
         stopped=stopped, greedy_objective=_greedy_objective(m, greedy, first), then=then,
         then_status=second[0] if second else None, then_value=second[1] if second else None,
-        then_bound=second[2] if second else None, source="greedy" if use_greedy else source, lp_bound=relaxed,
+        then_bound=second[2] if second else None, source=source, lp_bound=relaxed,
         search_bound=float(first_bound), cands=m.cands,
     )  # fmt: skip
 
@@ -513,14 +510,8 @@ def _no_solution(status: int, campaign: Campaign) -> str:
 
 
 def _read(m: Model, solver: cp_model.CpSolver) -> tuple[dict[str, Placement], dict[str, int], dict[str, int]]:
-    placements, ends = {}, {}
-    for rid, cs in m.cands.items():
-        i = next(i for i in range(len(cs)) if solver.value(m.x[rid, i]))
-        nodes = tuple(
-            k for k in range(m.nodes[cs[i].pool_id]) if (rid, i, k) in m.place and solver.value(m.place[rid, i, k])
-        )
-        placements[rid] = Placement(i, solver.value(m.start[rid]), nodes)
-        ends[rid] = solver.value(m.end[rid])
+    placements = {rid: placement_of(m, solver, rid) for rid in m.cands}
+    ends = {rid: solver.value(m.end[rid]) for rid in m.cands}
     bought: dict[str, int] = {}
     for (p, _), b in m.bought.items():
         bought[p] = bought.get(p, 0) + int(solver.value(b))
@@ -528,16 +519,7 @@ def _read(m: Model, solver: cp_model.CpSolver) -> tuple[dict[str, Placement], di
 
 
 def _hint(m: Model, plan: dict[str, Placement]) -> None:
-    for rid, place in plan.items():
-        cs = m.cands[rid]
-        for i in range(len(cs)):
-            m.cp.add_hint(m.x[rid, i], i == place.cand)
-        m.cp.add_hint(m.start[rid], place.start)
-        m.cp.add_hint(m.end[rid], place.start + cs[place.cand].minutes)
-        for i, c in enumerate(cs):
-            for k in range(m.nodes[c.pool_id]):
-                if (rid, i, k) in m.place:
-                    m.cp.add_hint(m.place[rid, i, k], i == place.cand and k in place.nodes)
+    hint_runs(m.cp, m, plan)
     used = _bought(m, plan)
     for (p, k), b in m.bought.items():
         m.cp.add_hint(b, k < used.get(p, 0))
