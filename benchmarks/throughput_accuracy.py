@@ -4,20 +4,23 @@ Cases: ``throughput_public.yaml`` (pre-training and a few fine-tuning runs) and
 ``throughput_finetune_public.yaml`` (LoRA, QLoRA and full fine-tuning: Qwen's README, NeMo Automodel,
 LitGPT, universal-llm-trainer; copied from the team's validation data with its provenance). Each case
 runs with its own layout (dp, tp, pipeline stages and their interleaving, ZeRO stage, recomputation,
-micro-batch, accumulation, LoRA rank and targets) and is compared on tokens/s per GPU.
+micro-batch, accumulation, LoRA rank and targets) and its stack's kernels (``FUSED_SOURCES``), and is
+compared on tokens/s per GPU: as published, or a source's TFLOP/s per GPU over the FLOPs a token its own
+formula counts (``FLOP_CONVENTIONS``).
 
 Model dimensions come from the case, else from the catalog by the model's name (``MODEL_NAMES`` maps
-the sources' spellings to catalog ids). Out of scope, each counted by its reason: GPUs and models the
-catalog does not hold, context parallelism, offload, variable-length batches (a job states no length
-distribution yet), FP8 outside full training, MoE and models above 75B.
+the sources' spellings to catalog ids; ``SOURCE_CONFIGS`` holds Qwen1's, which the catalog lacks).
+Out of scope, each counted by its reason: GPUs and models the catalog does not hold, context
+parallelism, offload, variable-length batches (a job states no length distribution yet), a pipeline
+without a stated micro-batch, FP8 outside full training, MoE.
 
 Baseline: the llm-analysis formula — the job's weight-matmul FLOPs (6N full, 4N + adapters with frozen
 weights), attention counted without causal halving (``12·L·s·d_q`` a token), a full recomputation's extra
 forward where the case recomputes — at the GPU's peak × the catalog efficiency, with no communication.
 
-Fitted vs held out: the catalog's GPU efficiencies are medians of llm-foundry's tables, so the foundry
-cases are the part the constants were fitted on and every other source is held out; the summary prints
-both parts separately.
+Fitted vs held out: the catalog's GPU efficiencies are fitted on llm-foundry's single-node runs and the
+per-operation dispatch time on Qwen's (``--fit``), so those two sources are the part the constants were
+fitted on and every other source is held out; the summary prints both parts separately.
 
 Usage: python benchmarks/throughput_accuracy.py [--cases] [--fit]
 """
@@ -28,6 +31,7 @@ import math
 import re
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +42,14 @@ from ftplan.catalog import Catalog, load_catalog
 from ftplan.errors import FtplanError
 from ftplan.fit import Pool, hardware
 from ftplan.io import read_yaml
-from ftplan.memory.setup import Fp8Setup, LoraSetup, Method, Precision, Training
+from ftplan.memory.setup import Fp8Setup, Kernels, LoraSetup, Method, Precision, Training
 from ftplan.report.tables import render_table
+from ftplan.timing import dispatch
 from ftplan.timing import model as tm
 
 HERE = Path(__file__).parent
 FILES = (HERE / "throughput_public.yaml", HERE / "throughput_finetune_public.yaml")
-FITTED_SOURCES = {"foundry"}  # the catalog's GPU efficiencies are medians of llm-foundry's tables
+FITTED_SOURCES = {"foundry", "qwen1"}  # the catalog's efficiencies (llm-foundry) and the dispatch time (Qwen)
 
 # Network per 8-GPU node where a case does not state it: DGX/HGX H100 8×400 Gbps NDR, DGX A100
 # 8×200 Gbps HDR (shared/data/gpus.yaml inter_node_typical).
@@ -64,6 +69,7 @@ MODEL_NAMES = {
     "qwen/qwen2.5-32b-instruct": "qwen2.5-32b",
     "llama 3.1 8b": "llama-3.1-8b",
     "llama 3.1 70b": "llama-3.1-70b",
+    "llama 3.1 405b": "llama-3.1-405b",
     "llama 2 7b": "llama-2-7b",
     "llama 2 13b": "llama-2-13b",
     "llama-2 7b": "llama-2-7b",
@@ -72,14 +78,34 @@ MODEL_NAMES = {
     "phi3-mini (3.8b)": "phi-3-mini-4k",
 }
 
-# Models the catalog lacks, as the llama-shaped configuration they equal (time-model FLOPs only):
-# Qwen-7B (Qwen1) has 32 layers, 4096 wide, 32 heads, untied embeddings (QwenLM/Qwen tech_memo.md), SwiGLU
-# halves of 11008 (its config.json intermediate_size 22016 counts both) and a 151,936-entry vocabulary.
+
+# Models the catalog lacks, as the llama-shaped configuration they equal (time-model FLOPs only). Qwen1
+# (QwenLM/Qwen): layers, heads and width from the Qwen technical report (arXiv 2309.16609, Table 1) and
+# tech_memo.md; untied embeddings; SwiGLU halves of each checkpoint's config.json ``intermediate_size``
+# (which counts both: 11008, 22016, 27392, 49152); vocabularies of 151,936 (1.8B, 7B) and 152,064 (14B, 72B).
+def _qwen1(hidden: int, layers: int, heads: int, ffn: int, vocab: int) -> dict:
+    return {"model_type": "llama", "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+            "num_key_value_heads": heads, "intermediate_size": ffn, "vocab_size": vocab,
+            "tie_word_embeddings": False}  # fmt: skip
+
+
 SOURCE_CONFIGS = {
-    "qwen-7b (qwen1 series)": {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32,
-                               "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 11008,
-                               "vocab_size": 151936, "tie_word_embeddings": False},
+    "qwen-1.8b (qwen1 series)": _qwen1(2048, 24, 16, 5504, 151936),
+    "qwen-7b (qwen1 series)": _qwen1(4096, 32, 32, 11008, 151936),
+    "qwen-14b (qwen1 series)": _qwen1(5120, 40, 40, 13696, 152064),
+    "qwen-72b (qwen1 series)": _qwen1(8192, 80, 64, 24576, 152064),
 }  # fmt: skip
+
+
+# Sources whose stacks run fused kernels (``kernels: fused``): Megatron-LM/Megatron-Core and NeMo (fused softmax,
+# bias-activation and norm kernels; Transformer Engine), NeMo Automodel (Transformer Engine attention and its
+# Triton LoRA kernel, stated per case) and torchtune (torch.compile on, per its README). Every other source runs
+# eager PyTorch: Transformers + PEFT (Qwen, universal-llm-trainer), Composer (llm-foundry), nanotron (the
+# Ultra-Scale Playbook) and torchtitan without compile.
+FUSED_SOURCES = {"mbridge", "nemo2407", "automodel", "torchtune", "narayanan21", "korthikanti22", "mcore"}
+# The source the per-operation dispatch time is fitted on (Hugging Face Trainer + PEFT, eager): its constant
+# and the catalog's efficiencies are fitted together (``--fit``), so these cases are part of the fitted part.
+DISPATCH_SOURCES = {"qwen1"}
 
 
 class OutOfScope(Exception):
@@ -126,9 +152,12 @@ def _int(value: object) -> int | None:
 
 def _architecture(case: dict, catalog: Catalog) -> Architecture:
     m = case.get("model") or {}
-    needed = ("hidden", "layers", "heads", "ffn", "vocab")
-    if all(m.get(k) for k in needed):
-        h, ffn = int(m["hidden"]), int(m["ffn"])
+    needed = ("hidden", "layers", "heads", "vocab")
+    gpt = str(m.get("name") or "").upper().startswith("GPT")
+    if all(m.get(k) for k in needed) and (m.get("ffn") or gpt):
+        # GPT-3-style models without a stated MLP width: 4 × the model's (Brown et al. 2020, §2.1)
+        h = int(m["hidden"])
+        ffn = int(m.get("ffn") or 4 * h)
         cfg = {
             "model_type": "llama" if ffn != 4 * h else "gpt_neox", "hidden_size": h,
             "num_hidden_layers": int(m["layers"]), "num_attention_heads": int(m["heads"]),
@@ -162,7 +191,6 @@ def _lora(case: dict) -> LoraSetup:
 def translate(case: dict, catalog: Catalog) -> dict:
     """The case as the time model's inputs; raises :class:`OutOfScope` with the reason."""
     hw, par = case.get("hardware") or {}, case.get("parallelism") or {}
-    meas, derived = case.get("measured") or {}, case.get("derived") or {}
     gpu = _gpu_id(str(hw.get("gpu", "")), catalog)
     prec = str(case.get("precision", "")).lower()
     method = str(case.get("method", "")).split(" ")[0]
@@ -170,7 +198,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
     kind = {"pretrain": "pretrain", "full_ft": "full", "full": "full", "lora": "LoRA", "qlora": "QLoRA"}.get(method)
     if kind is None:
         raise OutOfScope(f"method {method!r}")
-    if "4-bit" in prec or "nf4" in prec:
+    if ("4-bit" in prec or "nf4" in prec) and "qlora:" not in prec:  # ("QLoRA: NF4 …" names another row's)
         kind = "QLoRA"
     if fp8 and kind not in ("pretrain", "full"):  # FP8 is modelled for full training
         raise OutOfScope("FP8 with frozen weights")
@@ -181,14 +209,17 @@ def translate(case: dict, catalog: Catalog) -> dict:
     seq = _int(case.get("seq_len")) or _int((case.get("model") or {}).get("seq_len"))
     if seq is None:
         raise OutOfScope("variable-length batches")
-    measured = meas.get("tokens_per_s_per_gpu") or derived.get("tokens_per_s_per_gpu")
-    if not measured or not case.get("micro_batch"):
-        raise OutOfScope("no tokens/s per GPU")
-    arch = _architecture(case, catalog)
-    if arch.is_moe or arch.total_params > 75e9:
-        raise OutOfScope("MoE or above 75B")
     count = int(hw.get("count") or 1)
     tp, pp = int(par.get("tp") or 1), int(par.get("pp") or 1)
+    micro_batch = _int(case.get("micro_batch"))
+    if micro_batch is None:
+        if pp > 1:  # (the pipeline's bubble depends on it)
+            raise OutOfScope("micro-batch not stated")
+        micro_batch = 1  # without a pipeline it only sets how much compute hides the gradient reduction
+    arch = _architecture(case, catalog)
+    if arch.is_moe:
+        raise OutOfScope("MoE")
+    measured = _tokens_per_s(case, arch, seq, count)
     dp = count // (tp * pp)
     # Megatron's virtual pipeline size (vp): chunks a rank holds under the interleaved schedule
     virtual = int(par.get("vp") or 1) if pp > 1 else 1
@@ -198,45 +229,92 @@ def translate(case: dict, catalog: Catalog) -> dict:
         precision=Precision.FP8 if fp8 else Precision.FP16_MIXED if "fp16" in prec else Precision.BF16_MIXED,
         seq_len=seq, lora=_lora(case) if frozen else None,
         fp8=Fp8Setup(all_gather="all-gather" in prec) if fp8 else None,
+        kernels=Kernels.FUSED if case["id"].split("-", 1)[0] in FUSED_SOURCES else Kernels.EAGER,
     )  # fmt: skip
     nodes = int(hw.get("nodes") or math.ceil(count / 8))
     return {
         "id": case["id"], "arch": arch, "training": training, "gpu": gpu, "dp": dp, "tp": tp, "pp": pp,
         "virtual": virtual, "zero": _zero(str(par.get("sharding") or "")),
         "recompute": _recompute(str(case.get("activation_checkpointing"))),
-        "micro_batch": int(case["micro_batch"]), "grad_accum": _accum(case, dp),
+        "micro_batch": micro_batch, "grad_accum": _accum(case, dp, micro_batch),
         "measured": float(measured), "source": case["id"].split("-", 1)[0], "fp8": fp8, "kind": kind,
         "nodes": nodes, "busbw": MEASURED_BUSBW.get(case["id"].split("-", 1)[0], {}).get(nodes),
     }  # fmt: skip
 
 
-def _accum(case: dict, dp: int) -> int:
+def _accum(case: dict, dp: int, micro_batch: int) -> int:
     """Micro-steps a step: as stated, else the global batch over dp micro-batches (1 without either)."""
     if case.get("grad_accum"):
         return int(case["grad_accum"])
     gbs = case.get("global_batch_seqs")
-    return max(1, int(gbs) // (dp * int(case["micro_batch"]))) if gbs else 1
+    return max(1, int(gbs) // (dp * micro_batch)) if gbs else 1
 
 
-def _hardware(c: dict, catalog: Catalog) -> tm.Hardware:
+# Sources that publish TFLOP/s per GPU (or MFU) instead of tokens/s, and the FLOPs a token their formula
+# counts (``flops_convention`` of each case), from layers n (l in the papers), width h, sequence s, vocabulary V:
+# - Narayanan et al. 2021 (arXiv 2104.04473, eq. 3): 96·B·s·l·h²·(1 + s/6h + V/16lh) an iteration, full
+#   recomputation included;
+# - Korthikanti et al. 2022 (arXiv 2205.05198, §6.3): 72·B·s·l·h²·(1 + s/6h + V/12lh), model FLOPs;
+# - Megatron-Core's ``num_floating_point_operations`` (r0.8 README table): 6 FLOPs a matmul weight a token
+#   (lm_head included) plus non-causal attention 12·l·s·h.
+FLOP_CONVENTIONS = {
+    "narayanan21": lambda n, h, s, v, arch: 96 * n * h * h * (1 + s / (6 * h) + v / (16 * n * h)),
+    "korthikanti22": lambda n, h, s, v, arch: 72 * n * h * h * (1 + s / (6 * h) + v / (12 * n * h)),
+    "mcore": lambda n, h, s, v, arch: 6 * (arch.matrix_params + v * h) + 12 * n * s * arch.q_dim,
+}
+
+
+def _tokens_per_s(case: dict, arch: Architecture, seq: int, count: int) -> float:
+    """Tokens/s per GPU: as published, else the source's TFLOP/s per GPU over the FLOPs a token its own
+    formula counts (FLOP_CONVENTIONS). torchtune's README states tokens/s without saying per GPU; its
+    multi-GPU rows are only possible as totals (their notes), so they are divided by the GPUs."""
+    meas, derived = case.get("measured") or {}, case.get("derived") or {}
+    value = meas.get("tokens_per_s_per_gpu") or derived.get("tokens_per_s_per_gpu")
+    if value:
+        return float(value)
+    if meas.get("tokens_per_s_reported"):
+        return float(meas["tokens_per_s_reported"]) / count
+    source = case["id"].split("-", 1)[0]
+    tflops = meas.get("tflops_per_gpu")
+    peak = (case.get("flops_convention") or {}).get("peak_tflops")
+    if tflops is None and meas.get("mfu_pct") and peak:
+        tflops = float(meas["mfu_pct"]) / 100 * float(peak)
+    if tflops is None or source not in FLOP_CONVENTIONS:
+        raise OutOfScope("no tokens/s per GPU")
+    per_token = FLOP_CONVENTIONS[source](arch.layers, arch.hidden, seq, arch.vocab, arch)
+    return float(tflops) * 1e12 / per_token
+
+
+def _hardware(c: dict, catalog: Catalog, efficiencies: tuple[float, float] | None = None) -> tm.Hardware:
+    """The case's hardware; ``efficiencies`` (matmuls, attention) in place of the catalog's."""
     gpu = catalog.gpus[c["gpu"]]
     network = NETWORK.get(c["gpu"], 1600.0) if c["nodes"] > 1 else None
     pool = Pool(c["gpu"], gpu, gpus_per_node=8, max_nodes=max(c["nodes"], 1), network_gbps=network,
                 usd_per_node_hour=None, allreduce_busbw_gbs=c["busbw"])  # fmt: skip
-    return hardware(pool, c["training"].precision)
+    hw = hardware(pool, c["training"].precision)
+    if efficiencies is not None:
+        hw = replace(hw, efficiency=efficiencies[0], attention_efficiency=efficiencies[1])
+    return hw
 
 
-def predict(c: dict, catalog: Catalog) -> float:
-    """The time model's tokens/s per GPU."""
-    hw = _hardware(c, catalog)
+def _times(c: dict, catalog: Catalog, efficiencies: tuple[float, float] | None = None) -> tm.StepTimes:
+    hw = _hardware(c, catalog, efficiencies)
     flops = tm.job_flops(c["arch"], c["training"])
-    t = tm.step_times(
+    return tm.step_times(
         flops, c["arch"], c["training"], hw, np.array([c["dp"]]), np.array([c["tp"]]), np.array([c["zero"]]),
         np.array([0]), np.array([c["recompute"]]), np.array([c["micro_batch"]]), np.array([c["grad_accum"]]),
         np.array([c["pp"]]), np.array([c["virtual"]]),
     )  # fmt: skip
-    tokens_per_gpu = c["micro_batch"] * c["grad_accum"] * c["training"].seq_len / (c["tp"] * c["pp"])
-    return float(tokens_per_gpu / t.total[0])
+
+
+def _tokens_per_gpu(c: dict) -> float:
+    """Tokens a GPU's step trains on."""
+    return c["micro_batch"] * c["grad_accum"] * c["training"].seq_len / (c["tp"] * c["pp"])
+
+
+def predict(c: dict, catalog: Catalog) -> float:
+    """The time model's tokens/s per GPU."""
+    return float(_tokens_per_gpu(c) / _times(c, catalog).total[0])
 
 
 def baseline(c: dict, catalog: Catalog) -> float:
@@ -254,35 +332,65 @@ def baseline(c: dict, catalog: Catalog) -> float:
 # GPU families whose efficiencies are fitted (one compute die each: the A100s differ in memory only, and
 # the H200 has the H100's compute)
 FAMILIES = {"A100": ("a100-sxm-80gb", "a100-sxm-40gb"), "H100": ("h100-sxm-80gb",)}
+FIT_ROUNDS = 20  # alternations of the two fits; they settle within 1e-6 relative in under ten
 
 
-def fit_efficiencies(cases: list[dict], catalog: Catalog) -> dict[str, tuple[float, float, np.ndarray]]:
-    """Each GPU family's matmul and attention efficiencies (fractions of peak over hardware FLOPs), fitted on
-    llm-foundry's single-node 16-bit runs by least squares on the relative time a token,
-    ``t ≈ matmul FLOPs / (peak · e_matmul) + attention FLOPs / (peak · e_attention)``, with the fit's
-    |relative error| on each case it was fitted on."""
-    out = {}
-    for family, gpus in FAMILIES.items():
-        chosen = [c for c in cases if c["source"] in FITTED_SOURCES and c["gpu"] in gpus and not c["fp8"]
-                  and c["nodes"] == 1 and c["tp"] * c["pp"] == 1]  # fmt: skip
-        a, t = [], []
-        for c in chosen:
-            matmuls, attention = tm.job_flops(c["arch"], c["training"]).hardware(c["recompute"])
-            peak = _hardware(c, catalog).peak_tflops * 1e12
-            a.append([float(matmuls) / peak, float(attention) / peak])
-            t.append(1 / c["measured"])
-        a_, t_ = np.array(a), np.array(t)
-        (x, y), *_ = np.linalg.lstsq(a_ / t_[:, None], np.ones(len(t_)), rcond=None)
-        out[family] = (1 / x, 1 / y, np.abs(t_ / (a_ @ [x, y]) - 1))
-    return out
+def _fit_pair(chosen: list[dict], catalog: Catalog, per_op: float) -> tuple[float, float, np.ndarray]:
+    """One GPU family's matmul and attention efficiencies (fractions of peak over hardware FLOPs) by least
+    squares on the relative time a token, ``t − dispatch ≈ matmul FLOPs / (peak · e_matmul) + attention FLOPs /
+    (peak · e_attention)``, the dispatch time at ``per_op`` seconds an operation; with the |relative error|
+    of each case's whole time."""
+    a, t, d = [], [], []
+    for c in chosen:
+        matmuls, attention = tm.job_flops(c["arch"], c["training"]).hardware(c["recompute"])
+        peak = _hardware(c, catalog).peak_tflops * 1e12
+        ops = _times(c, catalog).dispatch[0] / dispatch.SECONDS_PER_OP
+        a.append([float(matmuls) / peak, float(attention) / peak])
+        t.append(1 / c["measured"])
+        d.append(ops * per_op / _tokens_per_gpu(c))
+    a_, t_, d_ = np.array(a), np.array(t), np.array(d)
+    (x, y), *_ = np.linalg.lstsq(a_ / t_[:, None], 1 - d_ / t_, rcond=None)
+    return 1 / x, 1 / y, np.abs(t_ / (a_ @ [x, y] + d_) - 1)
+
+
+def _fit_per_op(chosen: list[dict], catalog: Catalog, effs: dict[str, tuple[float, float]]) -> float:
+    """Seconds an operation by least squares on relative step time, ``t ≈ t_model without dispatch + ops · x``."""
+    rows, rhs = [], []
+    for c in chosen:
+        family = next(f for f, gpus in FAMILIES.items() if c["gpu"] in gpus)
+        st = _times(c, catalog, effs[family])
+        t = _tokens_per_gpu(c) / c["measured"]
+        rows.append(st.dispatch[0] / dispatch.SECONDS_PER_OP / t)
+        rhs.append(1 - (st.total[0] - st.dispatch[0]) / t)
+    r, b = np.array(rows), np.array(rhs)
+    return float(r @ b / (r @ r))
+
+
+def fit_efficiencies(cases: list[dict], catalog: Catalog) -> tuple[dict[str, tuple[float, float, np.ndarray]], float]:
+    """Each GPU family's efficiencies, fitted on llm-foundry's single-node 16-bit runs, and the seconds an
+    eager operation dispatches, fitted on Qwen's fine-tuning runs: alternately, each with the other's last
+    value, until both settle. Returns the pairs with the fit's |relative error| on each case, and the seconds."""
+    chosen = {
+        family: [c for c in cases if c["source"] == "foundry" and c["gpu"] in gpus and not c["fp8"]
+                 and c["nodes"] == 1 and c["tp"] * c["pp"] == 1]
+        for family, gpus in FAMILIES.items()
+    }  # fmt: skip
+    tuned = [c for c in cases if c["source"] in DISPATCH_SOURCES]
+    per_op = dispatch.SECONDS_PER_OP
+    for _ in range(FIT_ROUNDS):
+        pairs = {f: _fit_pair(cs, catalog, per_op) for f, cs in chosen.items()}
+        per_op = _fit_per_op(tuned, catalog, {f: (e, a) for f, (e, a, _) in pairs.items()})
+    return pairs, per_op
 
 
 def fit(cases: list[dict], catalog: Catalog) -> None:
     """Print :func:`fit_efficiencies`."""
+    pairs, per_op = fit_efficiencies(cases, catalog)
     rows = [[family, str(len(errs)), f"{e:.3f}", f"{a:.3f}", f"{np.median(errs):.1%}", f"{_p90(list(errs)):.1%}"]
-            for family, (e, a, errs) in fit_efficiencies(cases, catalog).items()]  # fmt: skip
+            for family, (e, a, errs) in pairs.items()]  # fmt: skip
     print(render_table(["GPU", "cases", "matmul efficiency", "attention efficiency", "median |err|", "p90 |err|"],
                        rows, right={1, 2, 3, 4, 5}))  # fmt: skip
+    print(f"\nseconds an eager operation dispatches: {per_op * 1e6:.1f} µs (fitted on {', '.join(DISPATCH_SOURCES)})")
 
 
 def load_cases(catalog: Catalog) -> tuple[list[dict], dict[str, int]]:

@@ -158,6 +158,8 @@ def test_accelerate_loads_every_config(exported):
             assert cfg.num_processes == yaml.safe_load(path.read_text())["num_processes"]
             if cfg.distributed_type == "DEEPSPEED":
                 assert (path.parent / cfg.deepspeed_config["deepspeed_config_file"]).exists()
+            fused = "FTPLAN_KERNELS=fused" in (path.parent / "plan.env").read_text()
+            assert (cfg.dynamo_config or {}).get("dynamo_backend") == ("INDUCTOR" if fused else None)
             seen += 1
     assert seen >= 5
 
@@ -185,7 +187,8 @@ def test_trl_peft_and_transformers_build_their_configs(plans, exported, tmp_path
             assert cfg.per_device_train_batch_size == r.layout.micro_batch
             assert cfg.gradient_accumulation_steps == r.layout.grad_accum
             assert cfg.max_length == r.job.seq_len
-            seen.add("sft")
+            assert cfg.torch_compile == (r.job.kernels.value == "fused")  # the plan's hours assume compiled kernels
+            seen.add("fused" if cfg.torch_compile else "sft")
             if (run_dir / "lora_config.json").exists():
                 lora = LoraConfig(**json.loads((run_dir / "lora_config.json").read_text()))
                 want = set(r.lora_targets)
@@ -195,7 +198,7 @@ def test_trl_peft_and_transformers_build_their_configs(plans, exported, tmp_path
                 bnb = BitsAndBytesConfig(**json.loads((run_dir / "bnb_config.json").read_text()))
                 assert bnb.load_in_4bit and bnb.bnb_4bit_quant_type == "nf4"
                 seen.add("bnb")
-    assert seen == {"sft", "lora", "bnb"}
+    assert seen == {"sft", "fused", "lora", "bnb"}
 
 
 SKY_PYTHON = Path(os.environ.get("FTPLAN_SKYPILOT_PYTHON", ROOT / ".venv-sky/bin/python"))

@@ -32,7 +32,7 @@ POOLS = [
 
 @pytest.fixture(scope="module")
 def hard_scenario(tmp_path_factory, catalog):
-    """30 jobs under a deadline at half the greedy makespan, no gap limit: CP-SAT searches for a minute."""
+    """30 jobs under a deadline at 0.35 of the greedy makespan, no gap limit: CP-SAT searches for a minute."""
     rng = random.Random(30)
     jobs = []
     for i in range(30):
@@ -45,7 +45,8 @@ def hard_scenario(tmp_path_factory, catalog):
     table = build_candidates(probe)
     cands = {r.id: table.by_job[r.job_id] for r in probe.runs}
     g = greedy_plan(probe, cands, "cost")
-    data["objective"]["deadline_h"] = round(0.5 * max(p.start + cands[r][p.cand].minutes for r, p in g.items()) / 60, 2)
+    span = max(p.start + cands[r][p.cand].minutes for r, p in g.items())
+    data["objective"]["deadline_h"] = round(0.35 * span / 60, 2)
     path = tmp_path_factory.mktemp("interrupt") / "scenario.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

@@ -84,12 +84,13 @@ def test_purchase_buys_what_the_deadline_needs(catalog):
     jobs = [job(1, allow={"max_gpus": 8}), job(2, allow={"max_gpus": 8})]
     _, _, relaxed = solve(scenario(jobs, [buy], {"minimise": "cost", "deadline_h": 100}), catalog)
     assert next(u for u in relaxed.totals.pools if u.pool == "buy").nodes_bought == 1
-    serial = sum(r.end_h - r.start_h for r in relaxed.runs)
-    _, _, tight = solve(scenario(jobs, [buy], {"minimise": "cost", "deadline_h": round(serial * 0.75, 3)}), catalog)
+    # the fastest one node can do, and a deadline a tenth below it: only a second node meets it
+    _, _, one = solve(scenario(jobs, [buy | {"max_nodes": 1}], {"minimise": "time"}), catalog)
+    tight_h = round(one.totals.makespan_h * 0.9, 3)
+    _, _, tight = solve(scenario(jobs, [buy], {"minimise": "cost", "deadline_h": tight_h}), catalog)
     assert next(u for u in tight.totals.pools if u.pool == "buy").nodes_bought == 2
     with pytest.raises(InfeasibleError):
-        solve(scenario(jobs, [buy | {"max_nodes": 1}], {"minimise": "cost", "deadline_h": round(serial * 0.75, 3)}),
-              catalog)  # fmt: skip
+        solve(scenario(jobs, [buy | {"max_nodes": 1}], {"minimise": "cost", "deadline_h": tight_h}), catalog)
 
 
 def test_dependencies_and_job_deadlines(catalog):
@@ -239,7 +240,9 @@ def test_verifier_catches_tampering(catalog):
     data = plan.model_dump()
     a, b = data["runs"]
     # overlap on the same GPUs
-    bad = dict(data, runs=[a, dict(b, start_h=a["start_h"], end_h=a["start_h"] + b["end_h"] - b["start_h"])])
+    overlap = dict(b, nodes=a["nodes"], gpus=a["gpus"], gpu_count=a["gpu_count"], start_h=a["start_h"],
+                   end_h=a["start_h"] + b["end_h"] - b["start_h"])  # fmt: skip
+    bad = dict(data, runs=[a, overlap])
     assert any("overlap" in v for v in verify_plan(campaign, Plan.model_validate(bad)))
     bad = dict(data, runs=[dict(a, layout=dict(a["layout"], micro_batch=a["layout"]["micro_batch"] * 2)), b])
     assert any("global batch" in v for v in verify_plan(campaign, Plan.model_validate(bad)))

@@ -1,5 +1,6 @@
-"""The catalog's time-model efficiencies are what benchmarks/throughput_accuracy.py --fit gets from the
-published llm-foundry runs (the fit is reproducible from the data in the repository)."""
+"""The catalog's time-model efficiencies and the per-operation dispatch time are what
+benchmarks/throughput_accuracy.py --fit gets from the published llm-foundry and Qwen runs (the fit is reproducible
+from the data in the repository)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+
+from ftplan.timing import dispatch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +24,8 @@ def _benchmark():
 def test_the_catalogs_efficiencies_are_the_fit_on_llm_foundrys_runs(catalog):
     bench = _benchmark()
     cases, skipped = bench.load_cases(catalog)
-    fitted = bench.fit_efficiencies(cases, catalog)
+    fitted, per_op = bench.fit_efficiencies(cases, catalog)
+    assert pytest.approx(per_op, abs=0.05e-6) == dispatch.SECONDS_PER_OP  # (the constant, to 0.1 µs)
     for family, gpus in bench.FAMILIES.items():
         matmuls, attention, errs = fitted[family]
         for gpu in gpus:

@@ -217,7 +217,9 @@ VALID: dict[str, Callable[[dict], None]] = {
     "no then": setter(
         lambda p: p["solver"], then=None, then_status=None, then_value=None, then_bound=None, then_gap=None
     ),
-    "feasible with a gap": setter(lambda p: p["solver"], status="FEASIBLE", bound=0.8 * MAKESPAN, gap=0.2),
+    "feasible with a gap": setter(
+        lambda p: p["solver"], status="FEASIBLE", bound=0.8 * MAKESPAN, lp_bound=0.8 * MAKESPAN, gap=0.2
+    ),
 }
 
 

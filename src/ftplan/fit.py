@@ -536,6 +536,7 @@ def _time_and_cost(
     frame["comm_s"] = t.communication
     frame["offload_s"] = t.offload
     frame["other_s"] = t.other
+    frame["dispatch_s"] = t.dispatch
     frame["tokens_per_s"] = tokens_step / t.total
     # model FLOPs of a data token: its attention spans its own sequence (or packed document)
     _, span = tm.sequence_lengths(job.training, frame["micro_batch"].to_numpy())

@@ -145,11 +145,22 @@ def _precision(out: Imported, bf16_key: str, bf16: Any, fp16: Any, base: str = "
         out.set(f"{bf16_key} (off)", "precision", "fp32")
 
 
+def _kernels(out: Imported, cfg: dict, keys: list[str]) -> None:
+    """torch.compile or fused (Liger) kernels, where the config states them: ``kernels: fused`` if any is on,
+    else ``eager`` (the default: one kernel per operation)."""
+    stated = [k for k in keys if k in cfg]
+    if stated:
+        out.set(" / ".join(stated), "kernels", "fused" if any(cfg[k] for k in stated) else "eager")
+
+
 def _axolotl(out: Imported, cfg: dict, base: Path, catalog: Catalog) -> set[str]:
     used = {"base_model", "adapter", "load_in_4bit", "load_in_8bit", "lora_r", "lora_alpha", "lora_dropout",
             "lora_target_modules", "lora_target_linear", "lora_modules_to_save", "sequence_len", "micro_batch_size",
             "gradient_accumulation_steps", "gradient_checkpointing", "optimizer", "bf16", "fp16", "sample_packing",
-            "flash_attention", "sdp_attention", "eager_attention", "deepspeed", "fsdp", "fsdp_config"}  # fmt: skip
+            "flash_attention", "sdp_attention", "eager_attention", "deepspeed", "fsdp", "fsdp_config",
+            "torch_compile"}  # fmt: skip
+    liger = sorted(k for k in cfg if k.startswith("liger_") and cfg[k])
+    used |= set(liger)
     if "base_model" not in cfg:
         raise JobError(f"{out.source}: field 'base_model' is missing. To fix: name the model, or pass --model")
     out.set("base_model", "model", _model(out, "base_model", str(cfg["base_model"]), catalog))
@@ -183,6 +194,7 @@ def _axolotl(out: Imported, cfg: dict, base: Path, catalog: Catalog) -> set[str]
     # unpacked batches are padded; SDPA then takes an explicit mask, flash attention none
     padded = not cfg.get("sample_packing") and not cfg.get("flash_attention")
     out.set("sample_packing / flash_attention", "attention_mask", "padded" if padded else "none")
+    _kernels(out, cfg, ["torch_compile", *liger])
     if cfg.get("deepspeed"):
         _deepspeed_file(out, "deepspeed", str(cfg["deepspeed"]), base)
     elif cfg.get("fsdp") or cfg.get("fsdp_config"):
@@ -197,7 +209,7 @@ def _tune_component(cfg: dict, key: str) -> str:
 
 def _torchtune(out: Imported, cfg: dict, base: Path, catalog: Catalog, gpus: int) -> set[str]:
     used = {"model", "tokenizer", "batch_size", "gradient_accumulation_steps", "enable_activation_checkpointing",
-            "optimizer", "dtype", "loss", "dataset", "fsdp_cpu_offload"}  # fmt: skip
+            "optimizer", "dtype", "loss", "dataset", "fsdp_cpu_offload", "compile"}  # fmt: skip
     builder = _tune_component(cfg, "model").rsplit(".", 1)[-1]
     method = "qlora" if builder.startswith("qlora_") else "lora" if builder.startswith("lora_") else "full"
     name = builder.removeprefix("qlora_").removeprefix("lora_")
@@ -247,6 +259,7 @@ def _torchtune(out: Imported, cfg: dict, base: Path, catalog: Catalog, gpus: int
             else "standard")  # fmt: skip
     packed = (cfg.get("dataset") or {}).get("packed", False) if isinstance(cfg.get("dataset"), dict) else False
     out.set("dataset.packed", "attention_mask", "none" if packed else "padded")
+    _kernels(out, cfg, ["compile"])
     if gpus > 1:  # torchtune's distributed recipes shard with FSDP2
         out.set("(distributed recipe: FSDP2)", "layout.zero", 3)
         if cfg.get("fsdp_cpu_offload"):
@@ -258,7 +271,8 @@ def _trl(out: Imported, cfg: dict, base: Path, catalog: Catalog) -> set[str]:
     used = {"model_name_or_path", "per_device_train_batch_size", "gradient_accumulation_steps",
             "gradient_checkpointing", "activation_checkpointing", "optim", "bf16", "fp16", "max_length",
             "max_seq_length", "packing", "deepspeed", "fsdp", "fsdp_config", "use_peft", "lora_r", "lora_alpha",
-            "lora_dropout", "lora_target_modules", "load_in_4bit", "load_in_8bit"}  # fmt: skip
+            "lora_dropout", "lora_target_modules", "load_in_4bit", "load_in_8bit", "torch_compile",
+            "use_liger_kernel"}  # fmt: skip
     if cfg.get("model_name_or_path"):
         out.set("model_name_or_path", "model", _model(out, "model_name_or_path", str(cfg["model_name_or_path"]),
                                                       catalog))  # fmt: skip
@@ -283,6 +297,7 @@ def _trl(out: Imported, cfg: dict, base: Path, catalog: Catalog) -> set[str]:
     _optimizer(out, "optim", str(cfg.get("optim", "adamw_torch")))
     _precision(out, "bf16", cfg.get("bf16"), cfg.get("fp16"))
     out.set("packing", "attention_mask", "none" if cfg.get("packing") else "padded")
+    _kernels(out, cfg, ["torch_compile", "use_liger_kernel"])
     if cfg.get("deepspeed"):
         _deepspeed_file(out, "deepspeed", str(cfg["deepspeed"]), base)
     elif cfg.get("fsdp"):

@@ -30,6 +30,7 @@ from ftplan.fit import FitResult, fit_job, gpu_pool, instance_pool, rank
 from ftplan.importers import import_config
 from ftplan.job import resolve_job
 from ftplan.limits import MAX_BUSBW_GBS, MAX_RUN_NODES, MAX_USD_PER_HOUR
+from ftplan.memory.setup import Kernels
 from ftplan.report.tables import fit_table
 from ftplan.schema.job import load_job, parse_job
 
@@ -43,7 +44,7 @@ COLUMNS = [
     "pool", "gpus", "nodes", "dp", "tp", "pp", "cp", "ep", "zero", "dp_shard", "offload", "recompute", "micro_batch",
     "grad_accum",
     "device_bytes", "headroom_bytes", "required_bytes", "band_low_bytes", "band_high_bytes", "fit_probability",
-    "step_s", "compute_s", "comm_s", "offload_s", "other_s", "tokens_per_s",
+    "step_s", "compute_s", "comm_s", "offload_s", "other_s", "dispatch_s", "tokens_per_s",
     "mfu", "hours", "hours_band_low", "hours_band_high", "gpu_hours", "usd", "memory_band", "time_band",
 ]  # fmt: skip
 
@@ -88,6 +89,9 @@ def fit(
     tokens: int | None = typer.Option(
         None, "--tokens", help="Training tokens (a config from --from states none).", callback=AT_LEAST_ONE
     ),
+    kernels: Kernels | None = typer.Option(
+        None, "--kernels", help="eager | fused: how the training loop runs on the GPU (overrides the job's)."
+    ),
     format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
@@ -103,6 +107,8 @@ def fit(
         spec = load_job(job)
         if tokens is not None:
             spec = parse_job(spec.model_dump(exclude_unset=True) | {"tokens": tokens, "samples": None}, str(job))
+    if kernels is not None:
+        spec = parse_job(spec.model_dump(exclude_unset=True) | {"kernels": kernels.value}, str(job))
     resolved = resolve_job(spec, catalog, str(job))
     pools = [gpu_pool(catalog, g, gpus, gpu_price, network_gbps, host_memory_gib) for g in gpu]
     pools += [instance_pool(catalog, i, nodes, spot) for i in instance]

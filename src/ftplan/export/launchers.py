@@ -15,6 +15,7 @@ import yaml
 
 from ftplan.errors import FtplanError
 from ftplan.export.runs import MASTER_PORT, RunExport
+from ftplan.memory.setup import Kernels
 from ftplan.schema.job import LoraSpec
 
 # TrainingArguments.optim for each optimizer kernel (transformers' OptimizerNames). adamw-forloop has none:
@@ -150,6 +151,7 @@ def plan_env(r: RunExport) -> tuple[str, dict[str, str]]:
         "FTPLAN_RECOMPUTE": (lay.recompute, "runs[].layout.recompute"),
         "FTPLAN_OPTIMIZER": (lay.optimizer, "runs[].layout.optimizer"),
         "FTPLAN_PRECISION": (lay.precision, "runs[].layout.precision"),
+        "FTPLAN_KERNELS": (job.kernels.value, "jobs[].kernels (fused: the planned hours assume compiled kernels)"),
     }  # fmt: skip
     if job.lora is not None or job.method.value != "full":
         lora = job.lora or LoraSpec()
@@ -247,6 +249,9 @@ def accelerate_config(r: RunExport) -> tuple[dict, dict[str, str], bool]:
     else:
         cfg["distributed_type"] = "MULTI_GPU" if r.run.gpu_count > 1 else "NO"
         src["distributed_type"] = "runs[].gpu_count, runs[].layout.zero 0"
+    if r.job.kernels is Kernels.FUSED:  # the planned hours assume compiled kernels: torch.compile by inductor
+        cfg["dynamo_config"] = {"dynamo_backend": "INDUCTOR"}
+        src["dynamo_config.dynamo_backend"] = "jobs[].kernels fused"
     return cfg, src, uses_ds
 
 
@@ -291,6 +296,9 @@ def training_arguments(r: RunExport) -> tuple[dict, dict[str, str]]:
     if lay.zero >= 1:
         args["deepspeed"] = "ds_config.json"
         src["deepspeed"] = "runs[].layout.zero, runs[].layout.offload (ds_config.json)"
+    if r.job.kernels is Kernels.FUSED:  # the planned hours assume compiled kernels
+        args["torch_compile"] = True
+        src["torch_compile"] = "jobs[].kernels fused"
     return args, src
 
 

@@ -9,6 +9,7 @@ from ftplan.memory.setup import (
     ContextParallel,
     Fp8Recipe,
     Fp8Setup,
+    Kernels,
     Layout,
     LoraSetup,
     Loss,
@@ -25,7 +26,7 @@ from ftplan.memory.setup import (
 )
 
 __all__ = [
-    "Attention", "AttentionMask", "ContextParallel", "Fp8Recipe", "Fp8Setup", "Layout", "LoraSetup", "Loss",
+    "Attention", "AttentionMask", "ContextParallel", "Fp8Recipe", "Fp8Setup", "Kernels", "Layout", "LoraSetup", "Loss",
     "MemoryEstimate", "Method", "ModelOutput", "Offload", "Optimizer", "Overheads", "PipelineSchedule", "Precision",
     "Recompute", "SequenceParallel", "Training", "ZeroGrad", "ZeroStage", "check_layout", "estimate_memory",
     "fp8_linears",

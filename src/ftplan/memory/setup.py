@@ -153,6 +153,20 @@ class ContextParallel(StrEnum):
     ULYSSES = "ulysses"
 
 
+class Kernels(StrEnum):
+    """How the training loop runs its operations on the GPU (the time model's per-operation term,
+    :mod:`ftplan.timing.dispatch`).
+
+    * ``eager``: one kernel per PyTorch operation (Transformers, PEFT, TRL, Accelerate, plain DDP or FSDP):
+      each adds its dispatch and launch time.
+    * ``fused``: torch.compile, CUDA graphs or a stack of fused kernels (Megatron-Core or NeMo with Transformer
+      Engine, Liger, Unsloth): launches are few, and the term is left out.
+    """
+
+    EAGER = "eager"
+    FUSED = "fused"
+
+
 class ZeroGrad(StrEnum):
     """How the training loop clears gradients between optimizer steps."""
 
@@ -250,6 +264,7 @@ class Training:
     data: SequenceData | None = None  # None: every sequence is seq_len tokens
     sequence_parallel: SequenceParallel = SequenceParallel.TORCH  # tensor parallelism's activations
     context_parallel: ContextParallel = ContextParallel.RING  # how layout.cp splits attention
+    kernels: Kernels = Kernels.EAGER  # one kernel per operation, or a fused stack (time only)
 
     @property
     def data_tokens(self) -> int:

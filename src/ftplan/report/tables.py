@@ -165,6 +165,10 @@ def dist_measure_table(d: Any) -> str:
     return "\n".join(out)
 
 
+# A step whose per-operation dispatch is more than this share is called launch-bound in `ftplan fit`
+LAUNCH_BOUND = 0.2
+
+
 def fit_table(result: Any, best: Any, by: str) -> str:
     """The `ftplan fit` ranking: one row per layout, then the pools and the excluded families."""
     job = result.job
@@ -202,6 +206,13 @@ def fit_table(result: Any, best: Any, by: str) -> str:
         )
         for what, col in (("memory band", "memory_band"), ("time band", "time_band")):
             out += [f"{what}: {text}" for text in dict.fromkeys(best[col])]
+        first = best.iloc[0]
+        if first["dispatch_s"] > LAUNCH_BOUND * first["step_s"]:
+            out.append(
+                f"launch-bound: {first['dispatch_s'] / first['step_s']:.0%} of the first layout's step is eager "
+                "PyTorch's per-operation dispatch (kernels: eager); larger micro-batches spread it over more tokens, "
+                "and a compiled or fused stack (kernels: fused) launches a fraction of the kernels."
+            )
     for pool in result.pools:
         out.append(f"pool {pool.name}: {pool.hardware_note}; {pool.price_note or 'no price'}")
     if result.excluded:

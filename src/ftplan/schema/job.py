@@ -15,6 +15,7 @@ from ftplan.memory.setup import (
     AttentionMask,
     ContextParallel,
     Fp8Recipe,
+    Kernels,
     Loss,
     Method,
     ModelOutput,
@@ -224,6 +225,12 @@ class JobSpec(BaseModel):
         ContextParallel.RING,
         description="how context parallelism (layout.cp > 1) splits attention: ring (torch's ring attention, "
         "torchtitan) | ulysses (DeepSpeed-Ulysses all-to-alls over heads, DeepSpeed's Arctic Long Sequence Training)",
+    )
+    kernels: Kernels = Field(
+        Kernels.EAGER,
+        description="how the training loop runs on the GPU: eager (one kernel per PyTorch operation: Transformers, "
+        "PEFT, TRL, Accelerate, plain DDP/FSDP; each adds its launch time) | fused (torch.compile, CUDA graphs, "
+        "Megatron-Core/NeMo with Transformer Engine, Liger or Unsloth kernels)",
     )
     capacity_factor: Float = Field(
         1.25, ge=1, le=64,

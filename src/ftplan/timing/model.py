@@ -40,14 +40,15 @@ import numpy as np
 from ftplan.arch import Architecture, Kind
 from ftplan.memory.estimate import fp8_converted
 from ftplan.memory.params import split_params
-from ftplan.memory.setup import Attention, ContextParallel, Method, Precision, Training
+from ftplan.memory.setup import Attention, ContextParallel, Kernels, Method, Precision, Training
+from ftplan.timing import dispatch
 
 # Fractions of dense peak where the catalog has none for a GPU: the weight matmuls' and the attention
 # core's, over hardware FLOPs, fitted on llm-foundry's single-node H100 BF16 runs (the lower of the two
 # GPUs fitted; ``benchmarks/throughput_accuracy.py --fit``). The attention core's is kept as a ratio to
 # the matmuls', so a pool that states its own efficiency scales both.
-DEFAULT_EFFICIENCY = 0.52
-DEFAULT_ATTENTION_RATIO = 0.100 / 0.520
+DEFAULT_EFFICIENCY = 0.541
+DEFAULT_ATTENTION_RATIO = 0.101 / 0.541
 
 # NVLink/NVSwitch ring collectives reach ~370 GB/s of the 450 GB/s unidirectional line rate on
 # 8×H100 (NVIDIA/nccl-tests#212): the same protocol efficiency is applied to every intra-node link.
@@ -265,10 +266,11 @@ class StepTimes:
     communication: np.ndarray  # exposed (not hidden behind compute)
     offload: np.ndarray  # exposed host traffic and CPU optimizer
     other: np.ndarray  # QLoRA dequantisation
+    dispatch: np.ndarray  # eager PyTorch's per-operation dispatch and launch (timing.dispatch)
 
     @property
     def total(self) -> np.ndarray:
-        return self.compute + self.communication + self.offload + self.other
+        return self.compute + self.communication + self.offload + self.other + self.dispatch
 
 
 def sequence_lengths(training: Training, micro_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -468,7 +470,14 @@ def step_times(
     if training.method is Method.QLORA:
         passes = 2 + (recompute == 2)
         other = passes * flops.frozen_matrix / (tp * pp) * 2.5 / (hw.hbm_gbs * 1e9) * accum
-    return StepTimes(compute=compute, communication=comm, offload=offload_t, other=other)
+    # ---- eager PyTorch: every operation a micro-step and the optimizer step dispatch adds its host and launch
+    # time (timing.dispatch), on each pipeline slot like the compute it precedes
+    if training.kernels is Kernels.EAGER:
+        ops = dispatch.micro_step_ops(arch, training, recompute, pp) * accum * (1 + bubble)
+        launches = (ops + dispatch.step_ops(arch, training)) * dispatch.SECONDS_PER_OP
+    else:
+        launches = np.zeros_like(compute)
+    return StepTimes(compute=compute, communication=comm, offload=offload_t, other=other, dispatch=launches)
 
 
 def peak_tflops(gpu_tflops: dict[str, float | None], precision: Precision) -> float:

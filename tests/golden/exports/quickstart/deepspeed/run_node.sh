@@ -12,17 +12,19 @@ case "$NODE" in
     sleep $(( T0 + 0 - $(date +%s) > 0 ? T0 + 0 - $(date +%s) : 0 ))
     NODE_RANK=0 bash "$HERE/llama8b-lora/launch.sh"
     touch "$DONE/llama8b-lora"
-    sleep $(( T0 + 8700 - $(date +%s) > 0 ? T0 + 8700 - $(date +%s) : 0 ))
-    NODE_RANK=0 bash "$HERE/mistral-qlora-sweep-1/launch.sh"
-    touch "$DONE/mistral-qlora-sweep-1"
-    sleep $(( T0 + 8700 - $(date +%s) > 0 ? T0 + 8700 - $(date +%s) : 0 ))
-    NODE_RANK=0 bash "$HERE/mistral-qlora-sweep-2/launch.sh"
-    touch "$DONE/mistral-qlora-sweep-2"
+    sleep $(( T0 + 10800 - $(date +%s) > 0 ? T0 + 10800 - $(date +%s) : 0 ))
+    NODE_RANK=0 bash "$HERE/qwen7b-full/launch.sh"
+    touch "$DONE/qwen7b-full"
     ;;
   p4de-i0)
     sleep $(( T0 + 0 - $(date +%s) > 0 ? T0 + 0 - $(date +%s) : 0 ))
-    NODE_RANK=0 bash "$HERE/qwen7b-full/launch.sh"
-    touch "$DONE/qwen7b-full"
+    NODE_RANK=0 bash "$HERE/mistral-qlora-sweep-1/launch.sh"
+    touch "$DONE/mistral-qlora-sweep-1"
+    ;;
+  p4de-i1)
+    sleep $(( T0 + 0 - $(date +%s) > 0 ? T0 + 0 - $(date +%s) : 0 ))
+    NODE_RANK=0 bash "$HERE/mistral-qlora-sweep-2/launch.sh"
+    touch "$DONE/mistral-qlora-sweep-2"
     ;;
   *) echo "no run of the plan uses node $NODE" >&2; exit 2 ;;
 esac

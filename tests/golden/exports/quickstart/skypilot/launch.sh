@@ -6,9 +6,10 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 DONE=${FTPLAN_DONE:-$HERE/done}; mkdir -p "$DONE"
 T0=$(date +%s)
-# qwen7b-full: starts at 0.00 h (runs[].start_h)
-( sleep $(( T0 + 0 - $(date +%s) > 0 ? T0 + 0 - $(date +%s) : 0 )) && sky launch -y --down -c ftplan-qwen7b-full "$HERE/qwen7b-full/task.yaml" && touch "$DONE/qwen7b-full" ) &
+# mistral-qlora-sweep#1: starts at 0.00 h (runs[].start_h)
+( sleep $(( T0 + 0 - $(date +%s) > 0 ? T0 + 0 - $(date +%s) : 0 )) && sky launch -y --down -c ftplan-mistral-qlora-sweep-1 "$HERE/mistral-qlora-sweep-1/task.yaml" && touch "$DONE/mistral-qlora-sweep-1" ) &
+# mistral-qlora-sweep#2: starts at 0.00 h (runs[].start_h)
+( sleep $(( T0 + 0 - $(date +%s) > 0 ? T0 + 0 - $(date +%s) : 0 )) && sky launch -y --down -c ftplan-mistral-qlora-sweep-2 "$HERE/mistral-qlora-sweep-2/task.yaml" && touch "$DONE/mistral-qlora-sweep-2" ) &
 # llama8b-lora runs on lab-h100 (owned or bought nodes): export --to slurm
-# mistral-qlora-sweep#1 runs on lab-h100 (owned or bought nodes): export --to slurm
-# mistral-qlora-sweep#2 runs on lab-h100 (owned or bought nodes): export --to slurm
+# qwen7b-full runs on lab-h100 (owned or bought nodes): export --to slurm
 wait

@@ -8,9 +8,8 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 declare -A ID
 ID[llama8b-lora]=$(cd "$HERE/llama8b-lora" && FTPLAN_RUN_DIR="$HERE/llama8b-lora" sbatch --parsable --export=ALL run.sbatch)
 printf "%s\t%s\n" llama8b-lora "${ID[llama8b-lora]}" >> "$HERE/jobids.tsv"
-ID['mistral-qlora-sweep#1']=$(cd "$HERE/mistral-qlora-sweep-1" && FTPLAN_RUN_DIR="$HERE/mistral-qlora-sweep-1" sbatch --parsable --export=ALL run.sbatch)
-printf "%s\t%s\n" 'mistral-qlora-sweep#1' "${ID['mistral-qlora-sweep#1']}" >> "$HERE/jobids.tsv"
-ID['mistral-qlora-sweep#2']=$(cd "$HERE/mistral-qlora-sweep-2" && FTPLAN_RUN_DIR="$HERE/mistral-qlora-sweep-2" sbatch --parsable --export=ALL run.sbatch)
-printf "%s\t%s\n" 'mistral-qlora-sweep#2' "${ID['mistral-qlora-sweep#2']}" >> "$HERE/jobids.tsv"
-# qwen7b-full runs on cloud pool p4de: export --to skypilot
+ID[qwen7b-full]=$(cd "$HERE/qwen7b-full" && FTPLAN_RUN_DIR="$HERE/qwen7b-full" sbatch --parsable --export=ALL run.sbatch)
+printf "%s\t%s\n" qwen7b-full "${ID[qwen7b-full]}" >> "$HERE/jobids.tsv"
+# mistral-qlora-sweep#1 runs on cloud pool p4de: export --to skypilot
+# mistral-qlora-sweep#2 runs on cloud pool p4de: export --to skypilot
 cat "$HERE/jobids.tsv"

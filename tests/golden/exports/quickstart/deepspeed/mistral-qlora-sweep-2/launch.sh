@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# DeepSpeed launcher for run mistral-qlora-sweep#2 (job mistral-qlora-sweep) on lab-h100: 4 GPUs, nodes lab-h100-node0
-# planned: starts at 2.42 h, 2.18 h of training (runs[].start_h, runs[].hours)
+# DeepSpeed launcher for run mistral-qlora-sweep#2 (job mistral-qlora-sweep) on p4de: 8 GPUs, nodes p4de-i1
+# planned: starts at 0.00 h, 2.58 h of training (runs[].start_h, runs[].hours)
 # PYTORCH_CUDA_ALLOC_CONF is left unset: the memory model's allocator overhead is the default caching
 # allocator's (src/ftplan/memory/overheads.py).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-NODE_RANK=${NODE_RANK:-0}  # this node's index in: lab-h100-node0
+NODE_RANK=${NODE_RANK:-0}  # this node's index in: p4de-i1
 TRAIN_SCRIPT=${TRAIN_SCRIPT:?set TRAIN_SCRIPT to your training script}
-exec deepspeed --hostfile "$HERE/hostfile" --num_nodes 1 --num_gpus 4 --master_addr lab-h100-node0 --master_port 29500 "$TRAIN_SCRIPT" --deepspeed "$HERE/ds_config.json" "$@"
+exec deepspeed --hostfile "$HERE/hostfile" --num_nodes 1 --num_gpus 8 --master_addr p4de-i1 --master_port 29500 "$TRAIN_SCRIPT" --deepspeed "$HERE/ds_config.json" "$@"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# torchrun for run mistral-qlora-sweep#1 (job mistral-qlora-sweep) on lab-h100: 4 GPUs, nodes lab-h100-node0
-# planned: starts at 2.42 h, 2.18 h of training (runs[].start_h, runs[].hours)
+# torchrun for run mistral-qlora-sweep#1 (job mistral-qlora-sweep) on p4de: 8 GPUs, nodes p4de-i0
+# planned: starts at 0.00 h, 2.58 h of training (runs[].start_h, runs[].hours)
 # PYTORCH_CUDA_ALLOC_CONF is left unset: the memory model's allocator overhead is the default caching
 # allocator's (src/ftplan/memory/overheads.py).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
-NODE_RANK=${NODE_RANK:-0}  # this node's index in: lab-h100-node0
+NODE_RANK=${NODE_RANK:-0}  # this node's index in: p4de-i0
 TRAIN_SCRIPT=${TRAIN_SCRIPT:?set TRAIN_SCRIPT to your training script}
-exec torchrun --standalone --nnodes 1 --nproc-per-node 4 "$TRAIN_SCRIPT" "$@"
+exec torchrun --standalone --nnodes 1 --nproc-per-node 8 "$TRAIN_SCRIPT" "$@"

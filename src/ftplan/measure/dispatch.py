@@ -1,0 +1,83 @@
+"""Count the operations a training micro-step dispatches, for the time model's per-operation term
+(:mod:`ftplan.timing.dispatch`).
+
+Each PyTorch operation that computes is counted as it reaches the dispatcher (a ``TorchDispatchMode``):
+views and metadata queries, which launch no kernel, are not. One layer's count is the difference between
+the same job's model with ``layers + 1`` and ``layers`` layers, so the head's operations cancel.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+from ftplan.arch import architecture_from_hf
+from ftplan.errors import MeasureError
+from ftplan.job import ResolvedJob
+from ftplan.measure import build
+from ftplan.measure.run import job_batch
+
+# Operations that only view or describe a tensor: no kernel runs for them
+NO_KERNEL = frozenset({
+    "view", "_unsafe_view", "t", "transpose", "expand", "permute", "unsqueeze", "squeeze", "slice", "select",
+    "as_strided", "alias", "detach", "_reshape_alias", "split", "unbind", "reshape", "split_with_sizes", "chunk",
+    "narrow", "lift_fresh", "empty", "empty_like", "new_empty", "new_empty_strided", "empty_strided", "is_same_size",
+    "diagonal", "view_as_real", "view_as_complex", "unflatten", "flatten", "_has_compatible_shallow_copy_type",
+    "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_contiguous", "dim", "size", "stride", "numel",
+    "_local_scalar_dense", "item", "lift_fresh_copy", "set_",
+})  # fmt: skip
+
+
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")  # a config's layer count, by family
+
+
+def _counter(torch: Any) -> Any:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: Counter[str] = Counter()
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            self.ops[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    return Count()
+
+
+def micro_step_ops(job: ResolvedJob) -> tuple[int, int]:
+    """Operations the first micro-step of an optimizer step of ``job`` dispatches on a CPU, (forward,
+    backward), after a warm-up micro-step: the whole model's. (Later micro-steps add one gradient accumulation a
+    trainable tensor, which the time model leaves out.)"""
+    torch = build.require_torch()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    model = build.build_model(job, "cpu", 0)
+    batch = job_batch(job, "cpu", 0)
+    cast = build.autocast_context(job, "cpu")
+    counts = (0, 0)
+    for _ in range(2):  # (the first pass initialises lazily built state)
+        model.zero_grad(set_to_none=True)  # a step's first micro-step: nothing to accumulate into
+        fwd, bwd = _counter(torch), _counter(torch)
+        with fwd, cast:
+            loss = model(**batch).loss
+        with bwd:
+            loss.backward()
+        counts = tuple(sum(n for op, n in c.ops.items() if op not in NO_KERNEL) for c in (fwd, bwd))
+    return counts
+
+
+def layer_ops(job: ResolvedJob) -> tuple[int, int]:
+    """Operations one more layer adds to a micro-step, (forward, backward): ``job``'s model with two and with
+    three layers (its config's layer count replaced)."""
+    key = next((k for k in LAYER_KEYS if k in job.hf_config), None)
+    if key is None:
+        raise MeasureError(f"{job.name}: its config names no layer count ({', '.join(LAYER_KEYS)}).")
+    counts = []
+    for layers in (2, 3):
+        config = dict(job.hf_config, **{key: layers})
+        counts.append(micro_step_ops(replace(job, hf_config=config, arch=architecture_from_hf(config, job.name))))
+    (f2, b2), (f3, b3) = counts
+    return f3 - f2, b3 - b2

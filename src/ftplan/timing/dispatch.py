@@ -1,0 +1,133 @@
+"""Operations an eager PyTorch step dispatches, and the time they cost beyond their arithmetic.
+
+An eager training loop (Transformers, PEFT, TRL, Accelerate, plain DDP or FSDP) runs every PyTorch
+operation as its own GPU kernel: each costs host time to dispatch and a launch, whatever its size. With
+large micro-batches that is hidden in the kernels' own time; with small ones (a few hundred tokens a
+micro-step, LoRA's adapters, many layers) it is a large part of the step. A fused stack — torch.compile,
+CUDA graphs, Megatron-Core or NeMo with Transformer Engine, Liger or Unsloth kernels — launches a fraction
+as many kernels; a job says which it runs with ``kernels: eager | fused`` and the term is left out for
+``fused``.
+
+The counts are measured, not assumed: ``python benchmarks/dispatch_counts.py`` runs a forward and backward
+of tiny models (2 and 3 layers, so one layer's count is their difference) under a dispatch mode and counts
+every operation that computes (views and metadata excluded), and prints them beside :func:`layer_ops`;
+``tests/test_dispatch.py`` holds the two equal. Per layer:
+
+* a family's block, full fine-tuning, SDPA attention (``BASE``), by precision class: ``mixed`` (autocast
+  casts each weight and input), ``pure`` (16-bit weights), ``fp32``;
+* LoRA adds per adapted linear ``ADAPTER`` operations (two matmuls, the scaling, the sum, and under autocast
+  the adapters' casts), and every frozen linear saves ``FROZEN`` (its weight gradient; under autocast its
+  cast, frozen weights being stored 16-bit): measured on Llama with all seven linears adapted and with q and
+  v only;
+* eager attention adds ``EAGER_ATTENTION`` (the score matmul, mask, softmax and dropout as operations of
+  their own), and full recomputation runs the forward's operations again in backward;
+* QLoRA dequantises each frozen linear before each use: one more kernel a pass (bitsandbytes'
+  ``MatMul4Bit`` calls ``dequantize_4bit`` in forward and again in backward; not measurable on a CPU);
+* the head (embeddings, final norm, lm_head, loss) adds ``HEAD`` a micro-step, the optimizer ``OPTIMIZER``
+  a step (multi-tensor and fused kernels), or so many a trainable tensor (one tensor at a time).
+
+Families not measured take the largest measured dense block's counts (Gemma 2's), MoE ones Mixtral's:
+transformers' grouped expert kernels make a MoE layer's count independent of its experts (measured: 4 and 8
+experts dispatch the same).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ftplan.arch import Architecture
+from ftplan.memory.params import lora_targets
+from ftplan.memory.setup import Attention, Method, Optimizer, Precision, Training
+
+# Seconds each dispatched operation adds to a step: host dispatch and launch, fitted by least squares on the
+# relative step time of Qwen's published LoRA, QLoRA and full fine-tuning runs (Hugging Face Trainer + PEFT,
+# eager; benchmarks/throughput_accuracy.py --fit, which also prints its error on every other source). Within
+# the 5–25 µs a PyTorch operation's host path takes (Python, autograd and dispatcher layers, the CUDA launch).
+SECONDS_PER_OP = 14.3e-6
+
+# Operations one layer dispatches in forward and in backward, full fine-tuning with SDPA attention, by
+# precision class (benchmarks/dispatch_counts.py).
+BASE: dict[str, dict[str, tuple[int, int]]] = {
+    "llama": {"mixed": (48, 87), "pure": (38, 71), "fp32": (34, 67)},
+    "mistral": {"mixed": (48, 87), "pure": (38, 71), "fp32": (34, 67)},
+    "qwen2": {"mixed": (51, 93), "pure": (38, 74), "fp32": (34, 70)},
+    "qwen3": {"mixed": (64, 117), "pure": (54, 103), "fp32": (46, 95)},
+    "phi": {"mixed": (51, 82), "pure": (31, 57), "fp32": (31, 57)},
+    "gpt_neox": {"mixed": (37, 59), "pure": (23, 40), "fp32": (23, 40)},
+    "mixtral": {"mixed": (63, 105), "pure": (57, 95), "fp32": (51, 88)},
+    # (transformers builds Gemma 2 with eager attention only: measured so, less EAGER_ATTENTION)
+    "gemma2": {"mixed": (71, 122), "pure": (66, 110), "fp32": (52, 96)},
+}
+DENSE_FALLBACK, MOE_FALLBACK = "gemma2", "mixtral"
+
+# Per adapted linear (forward, backward), and saved per frozen linear (forward, backward); measured on Llama
+# (7 linears adapted, then q and v only: the two solve for both), as fractions of its seven linears.
+ADAPTER = {"mixed": (8.0, 10.0), "pure": (4.0, 6.0), "fp32": (4.0, 6.0)}
+FROZEN = {"mixed": (10 / 7, 27 / 7), "pure": (0.0, 11 / 7), "fp32": (0.0, 11 / 7)}
+EAGER_ATTENTION = (9, 11)
+HEAD = (34, 24)  # embeddings, final norm, lm_head and loss (the most of the families measured)
+
+# An optimizer step: multi-tensor (foreach) and fused kernels dispatch a fixed number; one tensor at a time
+# so many a trainable tensor (AdamW for-loop: 9, measured; bitsandbytes' 8-bit and paged optimizers update
+# each tensor in one kernel plus its state lookup, ``Optimizer8bit.step``; Adafactor as the for-loop AdamW).
+OPTIMIZER = {Optimizer.ADAMW: 13, Optimizer.ADAMW_FUSED: 6, Optimizer.SGD: 7}
+OPTIMIZER_PER_TENSOR = {
+    Optimizer.ADAMW_FORLOOP: 9, Optimizer.ADAFACTOR: 9, Optimizer.ADAMW_8BIT: 2, Optimizer.PAGED_ADAMW: 2,
+    Optimizer.PAGED_ADAMW_8BIT: 2,
+}  # fmt: skip
+
+
+def precision_class(precision: Precision) -> str:
+    """``mixed`` (autocast), ``pure`` (16-bit weights) or ``fp32``."""
+    if precision is Precision.FP32:
+        return "fp32"
+    return "pure" if precision in (Precision.BF16_PURE, Precision.BF16_FP32_ADAPTERS) else "mixed"
+
+
+def _base(arch: Architecture) -> dict[str, tuple[int, int]]:
+    if arch.model_type in BASE:
+        return BASE[arch.model_type]
+    return BASE[MOE_FALLBACK if arch.is_moe else DENSE_FALLBACK]
+
+
+def layer_ops(arch: Architecture, training: Training) -> tuple[float, float]:
+    """Operations one layer dispatches (forward, backward) without recomputation (see module docstring)."""
+    cls = precision_class(training.precision)
+    fwd, bwd = (float(x) for x in _base(arch)[cls])
+    if training.attention is Attention.EAGER:
+        fwd, bwd = fwd + EAGER_ATTENTION[0], bwd + EAGER_ATTENTION[1]
+    if training.method is not Method.FULL and training.lora is not None:
+        linears = [x for xs in arch.block_linears.values() for x in xs]
+        frozen = len(linears)
+        adapted = len({x.name for x in linears} & lora_targets(arch, training.lora))
+        fwd += adapted * ADAPTER[cls][0] - frozen * FROZEN[cls][0]
+        bwd += adapted * ADAPTER[cls][1] - frozen * FROZEN[cls][1]
+        if training.method is Method.QLORA:  # one dequantisation a frozen linear and pass
+            fwd, bwd = fwd + frozen, bwd + frozen
+    return fwd, bwd
+
+
+def micro_step_ops(arch: Architecture, training: Training, recompute: np.ndarray, pp: np.ndarray) -> np.ndarray:
+    """Operations one pipeline stage (the whole model without one) dispatches a micro-step: its layers'
+    forward and backward, the forward again under full recomputation (code 2), and the head."""
+    fwd, bwd = layer_ops(arch, training)
+    per_layer = fwd + bwd + np.where(np.asarray(recompute) == 2, fwd, 0.0)  # (a recomputed QLoRA forward dequantises)
+    return arch.total_layers / np.asarray(pp, dtype=float) * per_layer + sum(HEAD)
+
+
+def trainable_tensors(arch: Architecture, training: Training) -> int:
+    """Trainable tensors the optimizer steps: a layer's linears (weights and biases) and norms, and the
+    embeddings, final norm and head under full fine-tuning; two a layer and adapted linear under LoRA."""
+    linears = [x for xs in arch.block_linears.values() for x in xs]
+    if training.method is Method.FULL:
+        return arch.total_layers * (len(linears) + sum(x.bias for x in linears) + 2) + 3
+    adapted = len({x.name for x in linears} & lora_targets(arch, training.lora)) if training.lora else 0
+    return arch.total_layers * 2 * adapted
+
+
+def step_ops(arch: Architecture, training: Training) -> float:
+    """Operations an optimizer step dispatches (on one GPU: its pipeline stage's tensors are fewer; counted
+    whole, an upper bound)."""
+    if training.optimizer in OPTIMIZER:
+        return float(OPTIMIZER[training.optimizer])
+    return float(OPTIMIZER_PER_TENSOR[training.optimizer] * trainable_tensors(arch, training))
