@@ -1,8 +1,31 @@
 from __future__ import annotations
 
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 
 from ftplan.catalog import Catalog, load_catalog
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load_benchmark(name: str) -> ModuleType:
+    if str(BENCHMARKS) not in sys.path:  # (its siblings importable, as when it runs)
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def benchmark_script() -> Callable[[str], ModuleType]:
+    """Loads the script ``benchmarks/<name>.py`` as a module."""
+    return _load_benchmark
 
 
 @pytest.fixture(scope="session")

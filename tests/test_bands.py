@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,17 +31,9 @@ BANDS = load_bands()
 runner = CliRunner()
 
 
-def _script():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("error_bands", ROOT / "benchmarks/error_bands.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_data_file_is_what_the_benchmarks_give_today():
+def test_the_data_file_is_what_the_benchmarks_give_today(benchmark_script):
     """`python benchmarks/error_bands.py --write` regenerates it; any model change that moves an error shows here."""
-    script = _script()
+    script = benchmark_script("error_bands")
     assert (ROOT / "catalogs/error_bands.yaml").read_text() == script.render(script.derive())
 
 

@@ -3,7 +3,6 @@ arithmetic, and `kernels: eager | fused`."""
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
 
@@ -23,18 +22,11 @@ from ftplan.timing import model as tm
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("dispatch_counts", ROOT / "benchmarks/dispatch_counts.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def counted():
+def counted(benchmark_script):
     pytest.importorskip("torch")
     pytest.importorskip("peft")
-    bench = _bench()
+    bench = benchmark_script("dispatch_counts")
     warnings.filterwarnings("ignore")
     llama = bench.rows(["llama"], list(bench.VARIANTS))
     others = bench.rows(["qwen3", "mixtral", "gpt_neox"], ["full, bf16-mixed", "LoRA all-linear, bf16-mixed"])

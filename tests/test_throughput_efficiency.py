@@ -4,25 +4,13 @@ from the data in the repository)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from ftplan.timing import dispatch
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _benchmark():
-    spec = importlib.util.spec_from_file_location("throughput_accuracy", ROOT / "benchmarks/throughput_accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_catalogs_efficiencies_are_the_fit_on_llm_foundrys_runs(catalog):
-    bench = _benchmark()
+def test_the_catalogs_efficiencies_are_the_fit_on_llm_foundrys_runs(catalog, benchmark_script):
+    bench = benchmark_script("throughput_accuracy")
     cases, skipped = bench.load_cases(catalog)
     fitted, per_op = bench.fit_efficiencies(cases, catalog)
     assert pytest.approx(per_op, abs=0.05e-6) == dispatch.SECONDS_PER_OP  # (the constant, to 0.1 µs)
