@@ -2,7 +2,8 @@
 # The memory model against a real GPU: run on a machine with a CUDA build of torch, transformers,
 # peft and torchao (pip install -e ".[measure]" where a CUDA wheel is available; a case the machine
 # cannot run, such as FP8 without torchao, is skipped with its reason). Writes the tables to
-# $OUT (or benchmarks/results) with the GPU's name; about two minutes on an H100.
+# $OUT (or benchmarks/results) with the GPU's name, then times single-GPU steps against the time model
+# (benchmarks/step_timing.py); about three minutes on an H100.
 set -euo pipefail
 out="${OUT:-benchmarks/results}"
 mkdir -p "$out"
@@ -14,3 +15,4 @@ mkdir -p "$out"
 python3 benchmarks/measured_accuracy.py --device cuda --keep-dropout --grid benchmarks/measured_grid_cuda.yaml \
   | tee "$out/measured_accuracy_cuda.txt"
 python3 benchmarks/measured_accuracy.py --device cuda | tee "$out/measured_accuracy_cuda_cpu_grid.txt"
+python3 benchmarks/step_timing.py --steps 5 | tee "$out/step_timing_cuda.txt"

@@ -70,7 +70,7 @@ def test_dispatch_time_in_exact_arithmetic(catalog):
     # a Llama layer under LoRA on all 7 linears, autocast: forward 48 + 7·8 − 7·10/7 = 94, backward
     # 87 + 7·10 − 7·27/7 = 130; full recomputation runs the forward again: 94·2 + 130 = 318 a layer
     assert dispatch.layer_ops(job.arch, job.training) == pytest.approx((94, 130))
-    micro = 32 * 318 + 34 + 24  # 32 layers and the head
+    micro = 32 * 318 + 34 - 13  # 32 layers, and the head with frozen embeddings (backward stops at layer 0)
     step = 4 * micro + 13  # 4 micro-steps and the multi-tensor AdamW step
     t = _times(job, HW)
     assert t.dispatch[0] == pytest.approx(step * dispatch.SECONDS_PER_OP, rel=1e-12)
@@ -145,3 +145,42 @@ def test_imported_configs_that_compile_or_fuse_say_kernels_fused(catalog, tmp_pa
     assert import_config(fmt, path, catalog).job["kernels"] == "fused"
     if fmt == "torchtune":  # its stated compile: False
         assert import_config(fmt, src, catalog).job["kernels"] == "eager"
+
+
+TINY_4 = {
+    "model_type": "llama", "hidden_size": 256, "intermediate_size": 704, "num_attention_heads": 8,
+    "num_key_value_heads": 2, "num_hidden_layers": 4, "vocab_size": 1000, "tie_word_embeddings": False,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("extra", [{}, {"method": "lora", "lora": {"rank": 8, "target_modules": "all-linear"}},
+                                   {"layout": {"recompute": "full"}}])  # fmt: skip
+def test_measure_counts_a_micro_steps_operations_beside_the_time_model(catalog, extra):
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from ftplan.measure import measure_job
+
+    data = {"architecture": TINY_4, "precision": "bf16-mixed", "seq_len": 64, "micro_batch": 2, "dropout": False}
+    c = measure_job(resolve_job(parse_job(data | extra, "tiny"), catalog, "tiny"), count_ops=True)
+    (f, b), (mf, mb) = c.measurement.ops, c.model_ops
+    assert mf == pytest.approx(f, rel=0.02) and mb == pytest.approx(b, rel=0.02)  # the head's few ops apart
+    assert c.measurement.step_seconds is None and c.model_step is None  # (timed on a GPU only)
+
+
+def test_a_cuda_device_is_found_in_the_catalog_and_timed_by_the_model(catalog):
+    from ftplan.measure.run import catalog_gpu, model_step_times
+
+    assert catalog_gpu("NVIDIA H100 80GB HBM3") == "h100-sxm-80gb"
+    assert catalog_gpu("NVIDIA H200") == "h200-sxm-141gb"
+    assert catalog_gpu("Some Accelerator 9000") is None
+    job = _job(catalog, micro_batch=2, grad_accum=2)
+    t = model_step_times(job, "h100-sxm-80gb")
+    expected = _times(job, tm_hardware(catalog), micro_batch=2, grad_accum=2)
+    assert t.total[0] == pytest.approx(expected.total[0], rel=1e-12) and t.dispatch[0] > 0
+
+
+def tm_hardware(catalog):
+    from ftplan.fit import hardware
+    from ftplan.memory.setup import Precision
+
+    return hardware(gpu_pool(catalog, "h100-sxm-80gb", gpus=1), Precision.BF16_MIXED)

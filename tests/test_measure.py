@@ -154,6 +154,9 @@ def test_cli_measure_json_and_errors(tmp_path):
     peak = next(t for t in out["terms"] if t["term"] == "peak allocated")
     assert abs(peak["rel_error"]) < 0.05
     assert out["saved_by_layer"]
+    ops = out["ops"]  # operations a micro-step dispatched, beside the time model's count
+    assert ops["forward"] > 0 and ops["model_backward"] == pytest.approx(ops["backward"], rel=0.3)
+    assert "time" not in out  # (steps are timed on a GPU only)
     bad = subprocess.run(
         [sys.executable, "-m", "ftplan", "measure", str(job), "--device", "tpu"],
         capture_output=True, text=True, check=False,

@@ -44,7 +44,7 @@ def measure(
         rows = [{"rank": i, **term} for i, r in enumerate(ranks) for term in r["terms"]]
         emit(render(format, lambda: dist_measure_table(dist), lambda: data, lambda: rows), output)
         return
-    comparison = measure_job(resolved, device=device, steps=steps, seed=seed)
+    comparison = measure_job(resolved, device=device, steps=steps, seed=seed, count_ops=True)
     data = comparison_to_dict(comparison)
     emit(render(format, lambda: measure_table(comparison), lambda: data, lambda: data["terms"]), output)
 
@@ -67,4 +67,24 @@ def comparison_to_dict(c: Any) -> dict[str, Any]:
         ],
         "saved_by_layer": m.saved_by_layer,
         "peak_categories": m.peak_categories,
+        **({"ops": _ops(c)} if m.ops is not None else {}),
+        **({"time": _time(c)} if m.step_seconds is not None else {}),
+    }
+
+
+def _ops(c: Any) -> dict[str, Any]:
+    """Operations a micro-step dispatched, beside the time model's count."""
+    (f, b), (mf, mb) = c.measurement.ops, c.model_ops
+    return {"forward": f, "backward": b, "model_forward": mf, "model_backward": mb}
+
+
+def _time(c: Any) -> dict[str, Any]:
+    """A GPU step's seconds, beside the time model's on the catalog's GPU (null where the catalog has none)."""
+    t = c.model_step
+    parts = ("compute", "communication", "offload", "other", "dispatch")
+    return {
+        "step_seconds": c.measurement.step_seconds,
+        "model_gpu": c.model_gpu,
+        "model_step_seconds": None if t is None else float(t.total[0]),
+        "model_parts_seconds": None if t is None else {p: float(getattr(t, p)[0]) for p in parts},
     }

@@ -33,7 +33,8 @@ NO_KERNEL = frozenset({
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")  # a config's layer count, by family
 
 
-def _counter(torch: Any) -> Any:
+def operation_counter(torch: Any) -> Any:
+    """A dispatch mode that counts the operations run under it by name (``.ops``)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):
@@ -48,6 +49,11 @@ def _counter(torch: Any) -> Any:
     return Count()
 
 
+def computing(counter: Any) -> int:
+    """Operations of ``counter`` that launch a kernel (views and metadata left out)."""
+    return sum(n for op, n in counter.ops.items() if op not in NO_KERNEL)
+
+
 def micro_step_ops(job: ResolvedJob) -> tuple[int, int]:
     """Operations the first micro-step of an optimizer step of ``job`` dispatches on a CPU, (forward,
     backward), after a warm-up micro-step: the whole model's. (Later micro-steps add one gradient accumulation a
@@ -60,12 +66,12 @@ def micro_step_ops(job: ResolvedJob) -> tuple[int, int]:
     counts = (0, 0)
     for _ in range(2):  # (the first pass initialises lazily built state)
         model.zero_grad(set_to_none=True)  # a step's first micro-step: nothing to accumulate into
-        fwd, bwd = _counter(torch), _counter(torch)
+        fwd, bwd = operation_counter(torch), operation_counter(torch)
         with fwd, cast:
             loss = model(**batch).loss
         with bwd:
             loss.backward()
-        counts = tuple(sum(n for op, n in c.ops.items() if op not in NO_KERNEL) for c in (fwd, bwd))
+        counts = (computing(fwd), computing(bwd))
     return counts
 
 

@@ -19,17 +19,25 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
+import time
 import warnings
 import weakref
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from ftplan.arch import Kind
-from ftplan.errors import MeasureError
+from ftplan.catalog import load_catalog
+from ftplan.errors import FtplanError, MeasureError
+from ftplan.fit import gpu_pool, hardware
 from ftplan.job import ResolvedJob
 from ftplan.measure import build
 from ftplan.memory import AttentionMask, MemoryEstimate, ModelOutput, Overheads, Recompute, ZeroGrad, estimate_memory
+from ftplan.timing import dispatch
+from ftplan.timing.model import OFFLOAD, RECOMPUTE, StepTimes, job_flops, step_times
 from ftplan.units import GIB
 
 # Host memory a measurement may use, as a fraction of what the OS reports available: the rest
@@ -57,6 +65,11 @@ class Measurement:
     # expert parallelism: the routed rows this rank's experts took, relative to a balanced share (mean
     # over the MoE layers and forwards)
     expert_load: float | None = None
+    # operations the first micro-step of a step dispatched, (forward, backward) (None: not counted)
+    ops: tuple[int, int] | None = None
+    # seconds a step took on a GPU, synchronised (the median of the steps after the first, which also
+    # tracks saved tensors); None on a CPU, whose steps run under the memory profiler
+    step_seconds: float | None = None
 
     def saved_layer_mean(self, stack: str) -> float:
         values = [v for k, v in self.saved_by_layer.items() if k.split(".", 1)[0] == stack]
@@ -87,6 +100,16 @@ class Comparison:
     job: ResolvedJob
     estimate: MemoryEstimate
     measurement: Measurement
+    # on a GPU the catalog holds: its id and the time model's step on it (one GPU, the job's micro-batch,
+    # accumulation, recomputation and kernels)
+    model_gpu: str | None = None
+    model_step: StepTimes | None = None
+
+    @property
+    def model_ops(self) -> tuple[float, float]:
+        """Operations the time model counts for a micro-step, (forward, backward)."""
+        full = self.job.layout.recompute is Recompute.FULL
+        return dispatch.pass_ops(self.job.arch, self.job.training, full)
 
     @property
     def rows(self) -> list[Row]:
@@ -313,8 +336,12 @@ def _tensor_bytes(tensors: Any) -> int:
     return sum(_local(t).numel() * _local(t).element_size() for t in tensors)
 
 
-def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int = 0) -> Comparison:
-    """Build the job's model, run warm-up plus ``steps`` measured steps, compare with the estimate."""
+def measure_job(
+    job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int = 0, count_ops: bool = False
+) -> Comparison:
+    """Build the job's model, run warm-up plus ``steps`` measured steps, compare with the estimate; with
+    ``count_ops``, count the operations a micro-step dispatches too (the time model's per-operation term). On
+    a GPU the steps are timed and set beside the time model's step on that GPU, where the catalog has it."""
     if device not in ("cpu", "cuda"):
         raise MeasureError(f"--device must be cpu or cuda, got {device!r}.")
     if steps < 1:
@@ -344,8 +371,40 @@ def measure_job(job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     model = build.build_model(job, device, seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    measurement = measure_steps(job, model, params, build.build_optimizer(job, params), device, steps, seed)
-    return Comparison(job, est, measurement)
+    opt = build.build_optimizer(job, params)
+    measurement = measure_steps(job, model, params, opt, device, steps, seed, count_ops=count_ops)
+    if device != "cuda":
+        return Comparison(job, est, measurement)
+    gpu = catalog_gpu(torch.cuda.get_device_name())
+    return Comparison(job, est, measurement, gpu, model_step_times(job, gpu) if gpu else None)
+
+
+def catalog_gpu(device_name: str) -> str | None:
+    """The catalog's id of a CUDA device (``torch.cuda.get_device_name``, e.g. "NVIDIA H100 80GB HBM3"): the
+    longest leading part of its name, by words and then by hyphens, that the catalog knows; None if none."""
+    catalog = load_catalog()
+    name = device_name.removeprefix("NVIDIA ").strip()
+    words = name.split()
+    tries = [" ".join(words[:n]) for n in range(len(words), 0, -1)]
+    parts = words[0].split("-") if words else []
+    tries += ["-".join(parts[:n]) for n in range(len(parts) - 1, 0, -1)]
+    for t in tries:
+        with contextlib.suppress(FtplanError):
+            return catalog.gpu(t).id
+    return None
+
+
+def model_step_times(job: ResolvedJob, gpu: str) -> StepTimes:
+    """The time model's step of ``job`` as ``ftplan measure`` runs it: one GPU ``gpu`` (a catalog id), the
+    job's micro-batch, accumulation, offload, recomputation and kernels."""
+    lay = job.layout
+    hw = hardware(gpu_pool(load_catalog(), gpu, gpus=1), job.training.precision)
+    codes = {"offload": OFFLOAD[lay.offload.value], "recompute": RECOMPUTE[lay.recompute.value]}
+    return step_times(
+        job_flops(job.arch, job.training), job.arch, job.training, hw, np.array([1]), np.array([1]), np.array([0]),
+        np.array([codes["offload"]]), np.array([codes["recompute"]]), np.array([lay.micro_batch]),
+        np.array([lay.grad_accum]),
+    )  # fmt: skip
 
 
 def measure_steps(
@@ -359,12 +418,14 @@ def measure_steps(
     autocast: bool = True,
     sharded: bool = False,
     batch: dict[str, Any] | None = None,
+    count_ops: bool = False,
 ) -> Measurement:
     """Run one warm-up step and ``steps`` measured steps of ``model`` (wrapped for data parallelism or
     not) and measure them. ``autocast`` off where a sharding wrapper casts the parameters itself
     (FSDP's mixed precision); ``sharded`` where storages are freed by resizing rather than by being
     dropped (FSDP's gathered parameters), which the op-by-op counter then follows; ``batch``: this rank's
-    inputs where they are not the job's whole sequences (context parallelism)."""
+    inputs where they are not the job's whole sequences (context parallelism); ``count_ops``: count the
+    operations the warm-up step's first micro-step dispatches (:mod:`ftplan.measure.dispatch`)."""
     torch = build.require_torch()
     batch = job_batch(job, device, seed) if batch is None else batch
     accum = job.layout.grad_accum
@@ -373,12 +434,21 @@ def measure_steps(
     sizes: dict[str, int] = {}
     kept: list[Any] = []  # model outputs the loop holds (model_output kept)
     cast = build.autocast_context(job, device) if autocast else contextlib.nullcontext()
+    counters: list[Any] = []  # the warm-up's first micro-step's forward and backward operation counters
 
-    def step(track: bool) -> None:
+    def counted(i: int, warm_up: bool) -> Any:
+        if not (count_ops and warm_up and i == 0):
+            return contextlib.nullcontext()
+        from ftplan.measure.dispatch import operation_counter
+
+        counters.append(operation_counter(torch))
+        return counters[-1]
+
+    def step(track: bool, warm_up: bool = False) -> None:
         for i in range(accum):
             tracker.active = track and i == 0
             tracker.region = "head"
-            with torch.autograd.graph.saved_tensors_hooks(tracker.pack, lambda t: t), cast:
+            with torch.autograd.graph.saved_tensors_hooks(tracker.pack, lambda t: t), cast, counted(i, warm_up):
                 output = model(**batch)
                 loss = output.loss / accum
             if tracker.active:
@@ -388,21 +458,25 @@ def measure_steps(
                 del output  # the loop keeps only the loss (Transformers' Trainer)
             else:
                 kept[:] = [output]  # held through backward and the step; the next forward's rebinds it
-            loss.backward()
+            with counted(i, warm_up):
+                loss.backward()
             del loss
         sizes["gradients"] = _tensor_bytes(p.grad for p in params if p.grad is not None)
         opt.step()
         opt.zero_grad(set_to_none=job.training.zero_grad is ZeroGrad.NONE)
         kept.clear()
 
+    seconds: list[float] = []
     try:
-        step(track=False)  # warm-up: creates the optimizer states
+        step(track=False, warm_up=True)  # warm-up: creates the optimizer states
         if device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             for i in range(steps):
+                began = time.perf_counter()
                 step(track=i == 0)
-            torch.cuda.synchronize()
+                torch.cuda.synchronize()
+                seconds.append(time.perf_counter() - began)
             peak, reserved, categories = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved(), {}
         else:
             live = _live_storages(torch, [*model.parameters(), *model.buffers(), *_optimizer_tensors(torch, opt),
@@ -414,8 +488,15 @@ def measure_steps(
             reserved = None
     finally:
         tracker.close()
-    return measurement_of(torch, device, steps, (params, list(model.parameters())), sizes["gradients"], opt,
-                          tracker, (peak, reserved, categories))  # fmt: skip
+    m = measurement_of(torch, device, steps, (params, list(model.parameters())), sizes["gradients"], opt,
+                       tracker, (peak, reserved, categories))  # fmt: skip
+    if counters:
+        from ftplan.measure.dispatch import computing
+
+        m = replace(m, ops=(computing(counters[0]), computing(counters[1])))
+    if seconds:
+        m = replace(m, step_seconds=statistics.median(seconds[1:] or seconds))
+    return m
 
 
 def measurement_of(

@@ -121,9 +121,31 @@ def measure_table(c: Any) -> str:
     if m.peak_categories:
         cats = ", ".join(f"{k} {_mib(v)}" for k, v in sorted(m.peak_categories.items(), key=lambda kv: -kv[1]))
         out.append(f"\nprofiler categories at the peak (MiB): {cats}")
+    if m.ops is not None:
+        (f, b), (mf, mb) = m.ops, c.model_ops
+        out.append(
+            f"operations a micro-step dispatches: forward {f:,} (time model {mf:,.0f}), backward {b:,} "
+            f"(time model {mb:,.0f}); under kernels: {t.kernels.value} each costs {_op_us()} µs in the time model"
+        )
+    if m.step_seconds is not None:
+        step = f"step time: {m.step_seconds:.4f} s measured"
+        if c.model_step is None:
+            step += "; this GPU is not in the catalog, so the time model has no figure for it"
+        else:
+            ts = c.model_step
+            parts = ", ".join(f"{p} {float(getattr(ts, p)[0]):.4f}" for p in ("compute", "dispatch", "other")
+                              if float(getattr(ts, p)[0]))  # fmt: skip
+            step += f"; time model on {c.model_gpu}: {float(ts.total[0]):.4f} s ({parts})"
+        out.append(step)
     if m.device == "cpu":
         out.append("note: a CPU has no CUDA context, NCCL buffers or caching allocator; the estimate leaves them out.")
     return "\n".join(out)
+
+
+def _op_us() -> str:
+    from ftplan.timing.dispatch import SECONDS_PER_OP
+
+    return f"{SECONDS_PER_OP * 1e6:.1f}"
 
 
 def dist_measure_table(d: Any) -> str:

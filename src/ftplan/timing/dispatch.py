@@ -23,8 +23,9 @@ every operation that computes (views and metadata excluded), and prints them bes
   their own), and full recomputation runs the forward's operations again in backward;
 * QLoRA dequantises each frozen linear before each use: one more kernel a pass (bitsandbytes'
   ``MatMul4Bit`` calls ``dequantize_4bit`` in forward and again in backward; not measurable on a CPU);
-* the head (embeddings, final norm, lm_head, loss) adds ``HEAD`` a micro-step, the optimizer ``OPTIMIZER``
-  a step (multi-tensor and fused kernels), or so many a trainable tensor (one tensor at a time).
+* the head (embeddings, final norm, lm_head, loss) adds ``HEAD`` a micro-step (``HEAD_FROZEN`` with frozen
+  embeddings, whose backward stops at the first layer), the optimizer ``OPTIMIZER`` a step (multi-tensor and
+  fused kernels), or so many a trainable tensor (one tensor at a time).
 
 Families not measured take the largest measured dense block's counts (Gemma 2's), MoE ones Mixtral's:
 transformers' grouped expert kernels make a MoE layer's count independent of its experts (measured: 4 and 8
@@ -43,7 +44,7 @@ from ftplan.memory.setup import Attention, Method, Optimizer, Precision, Trainin
 # relative step time of Qwen's published LoRA, QLoRA and full fine-tuning runs (Hugging Face Trainer + PEFT,
 # eager; benchmarks/throughput_accuracy.py --fit, which also prints its error on every other source). Within
 # the 5–25 µs a PyTorch operation's host path takes (Python, autograd and dispatcher layers, the CUDA launch).
-SECONDS_PER_OP = 14.3e-6
+SECONDS_PER_OP = 14.4e-6
 
 # Operations one layer dispatches in forward and in backward, full fine-tuning with SDPA attention, by
 # precision class (benchmarks/dispatch_counts.py).
@@ -66,6 +67,9 @@ ADAPTER = {"mixed": (8.0, 10.0), "pure": (4.0, 6.0), "fp32": (4.0, 6.0)}
 FROZEN = {"mixed": (10 / 7, 27 / 7), "pure": (0.0, 11 / 7), "fp32": (0.0, 11 / 7)}
 EAGER_ATTENTION = (9, 11)
 HEAD = (34, 24)  # embeddings, final norm, lm_head and loss (the most of the families measured)
+# With frozen embeddings (LoRA, QLoRA) backward stops at the first layer's input: the head's backward less what
+# the first layer then skips (measured on Llama, Mistral, Qwen2, Qwen3 and Mixtral alike)
+HEAD_FROZEN = (34, -13)
 
 # An optimizer step: multi-tensor (foreach) and fused kernels dispatch a fixed number; one tensor at a time
 # so many a trainable tensor (AdamW for-loop: 9, measured; bitsandbytes' 8-bit and paged optimizers update
@@ -112,7 +116,20 @@ def micro_step_ops(arch: Architecture, training: Training, recompute: np.ndarray
     forward and backward, the forward again under full recomputation (code 2), and the head."""
     fwd, bwd = layer_ops(arch, training)
     per_layer = fwd + bwd + np.where(np.asarray(recompute) == 2, fwd, 0.0)  # (a recomputed QLoRA forward dequantises)
-    return arch.total_layers / np.asarray(pp, dtype=float) * per_layer + sum(HEAD)
+    return arch.total_layers / np.asarray(pp, dtype=float) * per_layer + sum(head_ops(training))
+
+
+def head_ops(training: Training) -> tuple[int, int]:
+    """The head's operations a micro-step, (forward, backward)."""
+    return HEAD if training.method is Method.FULL else HEAD_FROZEN
+
+
+def pass_ops(arch: Architecture, training: Training, full_recompute: bool) -> tuple[float, float]:
+    """Operations a whole micro-step dispatches, (forward, backward): every layer's and the head's, the
+    backward running the forward again under full recomputation (what ``ftplan measure`` counts)."""
+    fwd, bwd = layer_ops(arch, training)
+    (hf, hb), layers = head_ops(training), arch.total_layers
+    return layers * fwd + hf, layers * (bwd + (fwd if full_recompute else 0.0)) + hb
 
 
 def trainable_tensors(arch: Architecture, training: Training) -> int:
