@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ftplan.cli.app import app, run
-from ftplan.plan import verified_plan, write_plan
+from ftplan.plan import load_plan, verified_plan, write_plan
 from ftplan.replan import StatusError, replan_campaign
 from ftplan.scenario import resolve_scenario
 from ftplan.schema.scenario import Scenario
@@ -136,6 +136,17 @@ def test_cli_replan_writes_a_plan_check_accepts(first, tmp_path, capsys):
     assert "change: cost $" in res.output and "re-planned at" in res.output
     res = runner.invoke(app, ["check", str(sc), str(new)])
     assert res.exit_code == 0 and "valid for" in res.output
+    # planned at a looser-than-default time quantile: what is left runs longer, and check holds it to that
+    res = runner.invoke(app, ["replan", str(sc), str(old), "--status", str(st), "-o", str(new), "-q",
+                              "--time-confidence", "0.9"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "runs planned at the 0.9 quantile" in res.output
+    assert runner.invoke(app, ["check", str(sc), str(new), "--time-confidence", "0.9"]).exit_code == 0
+    import ftplan
+
+    from_python = ftplan.replan(sc, old, st, time_confidence=0.9).plan  # the same from Python
+    assert from_python.totals.cost_usd == pytest.approx(load_plan(new).totals.cost_usd)
+    assert ftplan.check(sc, from_python, time_confidence=0.9) == []
     st.write_text("now_h: -1\n")
     assert run(["replan", str(sc), str(old), "--status", str(st)]) == 1
     err = capsys.readouterr().err

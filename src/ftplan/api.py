@@ -165,10 +165,13 @@ def replan(
     catalog: Catalog | None = None,
     progress: Callable[[Progress], None] | None = None,
     status: Callable[[str], None] | None = None,
+    policy: HeadroomPolicy | None = None,
+    time_confidence: float | None = None,
 ) -> Replanned:
     """`ftplan replan`: what is left of a campaign under way planned from the status's ``now_h`` (finished runs
     kept as facts, runs in progress where they are unless ``allow_migrate``, lost nodes avoided), verified,
-    with the changes against the previous plan and what was assumed."""
+    with the changes against the previous plan and what was assumed; under the headroom ``policy`` and
+    ``time_confidence`` where given (else the scenario's), as `plan` takes them."""
     p = plan_source if isinstance(plan_source, Plan) else load_plan(Path(plan_source))
     if isinstance(status_source, CampaignStatus):
         st, name = status_source, "status"
@@ -178,7 +181,8 @@ def replan(
     else:
         st, name = load_status(Path(status_source)), str(status_source)
     previous = Path(plan_source).name if not isinstance(plan_source, Plan) else "plan"
-    return replan_campaign(campaign(source, catalog), p, st, previous, name, allow_migrate, progress, status)
+    c = campaign(source, catalog, policy, time_confidence)
+    return replan_campaign(c, p, st, previous, name, allow_migrate, progress, status)
 
 
 def export(

@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 
 from ftplan.catalog import load_catalog
-from ftplan.cli.common import Live, check_writable, number
+from ftplan.cli.common import (
+    CONFIDENCE_OPTION,
+    MARGIN_OPTION,
+    TIME_CONFIDENCE_OPTION,
+    Live,
+    check_writable,
+    cli_policy,
+    number,
+)
 from ftplan.cli.plan_cmd import _override
 from ftplan.limits import MAX_TIME_LIMIT_S
 from ftplan.plan import load_plan, write_plan
@@ -27,13 +35,17 @@ def replan(
     time_limit: float | None = typer.Option(
         None, "--time-limit", help="Solver time limit (seconds).", callback=number(0, MAX_TIME_LIMIT_S, lo_open=True)
     ),
+    memory_confidence: float | None = CONFIDENCE_OPTION,
+    memory_margin: str | None = MARGIN_OPTION,
+    time_confidence: float | None = TIME_CONFIDENCE_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress line."),
 ) -> None:
     """Re-plan a running campaign from now: finished runs stay as facts, runs in progress stay where they are
     (unless --allow-migrate), lost nodes are avoided, everything else is planned again; prints what changed."""
     check_writable(output)
     sc = _override(load_scenario(scenario), None, None, None, time_limit)
-    campaign = resolve_scenario(sc, load_catalog(), str(scenario))
+    policy = cli_policy(memory_confidence, memory_margin)
+    campaign = resolve_scenario(sc, load_catalog(), str(scenario), policy, time_confidence)
     previous = load_plan(plan_file)
     state = load_status(status)
     live = Live(quiet)
