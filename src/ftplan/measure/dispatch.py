@@ -54,7 +54,7 @@ def computing(counter: Any) -> int:
     return sum(n for op, n in counter.ops.items() if op not in NO_KERNEL)
 
 
-def micro_step_ops(job: ResolvedJob) -> tuple[int, int]:
+def count_micro_step(job: ResolvedJob) -> tuple[int, int]:
     """Operations the first micro-step of an optimizer step of ``job`` dispatches on a CPU, (forward,
     backward), after a warm-up micro-step: the whole model's. (Later micro-steps add one gradient accumulation a
     trainable tensor, which the time model leaves out.)"""
@@ -84,6 +84,6 @@ def layer_ops(job: ResolvedJob) -> tuple[int, int]:
     counts = []
     for layers in (2, 3):
         config = dict(job.hf_config, **{key: layers})
-        counts.append(micro_step_ops(replace(job, hf_config=config, arch=architecture_from_hf(config, job.name))))
+        counts.append(count_micro_step(replace(job, hf_config=config, arch=architecture_from_hf(config, job.name))))
     (f2, b2), (f3, b3) = counts
     return f3 - f2, b3 - b2

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ftplan.bands import MemoryVerdict
-from ftplan.memory import MemoryEstimate
+from ftplan.memory import Kernels, MemoryEstimate
+from ftplan.timing.dispatch import SECONDS_PER_OP
 from ftplan.units import GIB
 
 TERM_LABELS = {
@@ -123,9 +124,14 @@ def measure_table(c: Any) -> str:
         out.append(f"\nprofiler categories at the peak (MiB): {cats}")
     if m.ops is not None:
         (f, b), (mf, mb) = m.ops, c.model_ops
+        cost = (
+            f"under kernels: eager each costs {SECONDS_PER_OP * 1e6:.1f} µs in the time model"
+            if t.kernels is Kernels.EAGER
+            else "under kernels: fused the time model charges nothing for them"
+        )
         out.append(
             f"operations a micro-step dispatches: forward {f:,} (time model {mf:,.0f}), backward {b:,} "
-            f"(time model {mb:,.0f}); under kernels: {t.kernels.value} each costs {_op_us()} µs in the time model"
+            f"(time model {mb:,.0f}); {cost}"
         )
     if m.step_seconds is not None:
         step = f"step time: {m.step_seconds:.4f} s measured"
@@ -140,12 +146,6 @@ def measure_table(c: Any) -> str:
     if m.device == "cpu":
         out.append("note: a CPU has no CUDA context, NCCL buffers or caching allocator; the estimate leaves them out.")
     return "\n".join(out)
-
-
-def _op_us() -> str:
-    from ftplan.timing.dispatch import SECONDS_PER_OP
-
-    return f"{SECONDS_PER_OP * 1e6:.1f}"
 
 
 def dist_measure_table(d: Any) -> str:

@@ -28,7 +28,8 @@ single-node runs (``benchmarks/throughput_accuracy.py --fit``: attention kernels
 of the matmuls' efficiency there); collectives cost ``factor · bytes / busbw``
 (nccl-tests ``PERFORMANCE.md``: all-reduce ``2(n−1)/n``, all-gather and reduce-scatter ``(n−1)/n``),
 hidden behind compute where frameworks overlap them; offload moves bytes over the GPU's host link
-and runs the optimizer on the CPU.
+and runs the optimizer on the CPU. An eager stack (``kernels: eager``) also pays every operation it dispatches
+(:mod:`ftplan.timing.dispatch`: counted per layer in real micro-steps, each at a fitted host time).
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ DDP_BUCKET_BYTES = 25 * 2**20
 # (Ren et al. 2021, "ZeRO-Offload", Table 3; 5–7× PyTorch's CPU Adam, DeepSpeed tutorial).
 CPU_ADAM_S_PER_GPARAM = 0.22
 
-# Fixed time per optimizer step outside the model's kernels (launches, clipping, scheduler,
-# logging) is not separately measured in the team's data; the efficiency factor absorbs it.
+# Kernel launches are their own term (``timing.dispatch``, eager stacks only); other fixed time per optimizer
+# step (clipping, scheduler, logging) is not separately measured in the team's data: the efficiency absorbs it.
 
 # FP8 matmuls reach a smaller fraction of their peak than 16-bit ones. Per GPU the ratio comes from its
 # measured maximum achievable matmul FLOPS (catalog ``mamf_tflops``: fp8/peak ÷ bf16/peak); a GPU without
