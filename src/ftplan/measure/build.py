@@ -238,21 +238,25 @@ def layer_lists(model: Any, arch: Architecture | None = None) -> dict[str, Any]:
     return found
 
 
-def optimizer_class(job: ResolvedJob) -> tuple[Any, dict[str, Any]]:
+# The learning rate of a measurement: the steps' memory does not depend on it
+LEARNING_RATE = 1e-4
+
+
+def optimizer_class(job: ResolvedJob, lr: float = LEARNING_RATE) -> tuple[Any, dict[str, Any]]:
     """The job's optimizer class and arguments; ``adamw`` is the multi-tensor (``foreach``) one CUDA
     uses by default."""
     torch = require_torch()
     opt = job.training.optimizer
     if opt is Optimizer.ADAMW:
-        return torch.optim.AdamW, {"lr": 1e-4, "foreach": True}
+        return torch.optim.AdamW, {"lr": lr, "foreach": True}
     if opt is Optimizer.ADAMW_FUSED:
-        return torch.optim.AdamW, {"lr": 1e-4, "fused": True}
+        return torch.optim.AdamW, {"lr": lr, "fused": True}
     if opt is Optimizer.ADAMW_FORLOOP:
-        return torch.optim.AdamW, {"lr": 1e-4, "foreach": False}
+        return torch.optim.AdamW, {"lr": lr, "foreach": False}
     if opt is Optimizer.SGD:
-        return torch.optim.SGD, {"lr": 1e-4, "momentum": 0.9, "foreach": True}
+        return torch.optim.SGD, {"lr": lr, "momentum": 0.9, "foreach": True}
     if opt is Optimizer.ADAFACTOR:
-        return torch.optim.Adafactor, {"lr": 1e-4, "foreach": False}
+        return torch.optim.Adafactor, {"lr": lr, "foreach": False}
     import bitsandbytes as bnb
 
     cls = {
@@ -260,12 +264,12 @@ def optimizer_class(job: ResolvedJob) -> tuple[Any, dict[str, Any]]:
         Optimizer.PAGED_ADAMW: bnb.optim.PagedAdamW,
         Optimizer.PAGED_ADAMW_8BIT: bnb.optim.PagedAdamW8bit,
     }[opt]
-    return cls, {"lr": 1e-4}
+    return cls, {"lr": lr}
 
 
-def build_optimizer(job: ResolvedJob, params: list[Any]) -> Any:
+def build_optimizer(job: ResolvedJob, params: list[Any], lr: float = LEARNING_RATE) -> Any:
     """The job's optimizer over ``params``."""
-    cls, kwargs = optimizer_class(job)
+    cls, kwargs = optimizer_class(job, lr)
     return cls(params, **kwargs)
 
 

@@ -253,10 +253,14 @@ def _rank(tmp: str, rank: int) -> None:
             group = rank // job.layout.cp
             batch = ulysses.local_batch(job_batch(job, dev, seed + group), job, rank)
         loads, experts = _expert_parallel(model, job, device) if job.layout.ep > 1 else (None, None)
+        # Under expert parallelism the ranks keep their weights (learning rate 0: the step's memory is the same),
+        # so the measured step routes its tokens as the seeded weights do, whatever order gloo summed the
+        # warm-up's gradients in (which, with learning, moves a few tokens across experts from run to run)
+        lr = 0.0 if job.layout.ep > 1 else build.LEARNING_RATE
         if zero >= ZeroStage.GRADIENTS:
             autocast = not _fully_shard(torch, model, job, device, experts)
             params = [p for p in model.parameters() if p.requires_grad]
-            opt = build.build_optimizer(job, params)
+            opt = build.build_optimizer(job, params, lr)
         else:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -265,10 +269,10 @@ def _rank(tmp: str, rank: int) -> None:
             if zero == ZeroStage.OPTIMIZER:
                 from torch.distributed.optim import ZeroRedundancyOptimizer
 
-                cls, kwargs = build.optimizer_class(job)
+                cls, kwargs = build.optimizer_class(job, lr)
                 opt = ZeroRedundancyOptimizer(params, optimizer_class=cls, **kwargs)
             else:
-                opt = build.build_optimizer(job, params)
+                opt = build.build_optimizer(job, params, lr)
         measured = measure_steps(job, model, params, opt, device, steps, seed + rank, autocast=autocast,
                                  sharded=zero >= ZeroStage.GRADIENTS, batch=batch)  # fmt: skip
         if loads is not None:
