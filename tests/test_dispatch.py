@@ -86,6 +86,8 @@ def test_qlora_dequantises_each_frozen_linear_each_pass_and_forloop_optimizers_c
     assert dispatch.step_ops(forloop.arch, forloop.training) == 9 * 2 * 7 * 32
     full = _job(catalog, method="full", lora=None, optimizer="adamw-forloop")
     assert dispatch.step_ops(full.arch, full.training) == 9 * (32 * (7 + 2) + 3)
+    adafactor = _job(catalog, method="full", lora=None, optimizer="adafactor")
+    assert dispatch.step_ops(adafactor.arch, adafactor.training) == 17 * (32 * (7 + 2) + 3)
 
 
 def test_a_fused_stack_pays_no_dispatch_and_an_eager_one_never_runs_faster(catalog):

@@ -399,11 +399,10 @@ def model_step_times(job: ResolvedJob, gpu: str) -> StepTimes:
     job's micro-batch, accumulation, offload, recomputation and kernels."""
     lay = job.layout
     hw = hardware(gpu_pool(load_catalog(), gpu, gpus=1), job.training.precision)
-    codes = {"offload": OFFLOAD[lay.offload.value], "recompute": RECOMPUTE[lay.recompute.value]}
     return step_times(
         job_flops(job.arch, job.training), job.arch, job.training, hw, np.array([1]), np.array([1]), np.array([0]),
-        np.array([codes["offload"]]), np.array([codes["recompute"]]), np.array([lay.micro_batch]),
-        np.array([lay.grad_accum]),
+        np.array([OFFLOAD[lay.offload.value]]), np.array([RECOMPUTE[lay.recompute.value]]),
+        np.array([lay.micro_batch]), np.array([lay.grad_accum]),
     )  # fmt: skip
 
 
