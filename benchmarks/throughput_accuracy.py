@@ -9,10 +9,11 @@ compared on tokens/s per GPU: as published, or a source's TFLOP/s per GPU over t
 formula counts (``FLOP_CONVENTIONS``).
 
 Model dimensions come from the case, else from the catalog by the model's name (``MODEL_NAMES`` maps
-the sources' spellings to catalog ids; ``SOURCE_CONFIGS`` holds Qwen1's, which the catalog lacks).
-Out of scope, each counted by its reason: GPUs and models the catalog does not hold, context
-parallelism, offload, variable-length batches (a job states no length distribution yet), a pipeline
-without a stated micro-batch, FP8 outside full training, MoE.
+the sources' spellings to catalog ids; ``SOURCE_CONFIGS`` holds Qwen1's and Nemotron's, which the catalog
+lacks). Context-parallel cases run over ``cp`` ranks a sequence (Megatron's ring attention, the time model's
+``ring``). Out of scope, each counted by its reason: GPUs and models the catalog does not hold, offload,
+variable-length batches whose length distribution the source does not publish, a pipeline without a stated
+micro-batch, FP8 outside full training, MoE.
 
 Baseline: the llm-analysis formula — the job's weight-matmul FLOPs (6N full, 4N + adapters with frozen
 weights), attention counted without causal halving (``12·L·s·d_q`` a token), a full recomputation's extra
@@ -76,7 +77,14 @@ MODEL_NAMES = {
     "llama2-13b": "llama-2-13b",
     "llama2-70b": "llama-2-70b",
     "phi3-mini (3.8b)": "phi-3-mini-4k",
+    "llama2-7b": "llama-2-7b",
 }
+
+
+# NeMo's GPT3 rows state no vocabulary: its throughput tables count GPT3's as 51,200 (``LLM_VOCAB_SIZE_MAP``,
+# nemo/collections/common/parts/perf_metrics_utils.py; GPT-2's 50,257 tokens padded by Megatron).
+NEMO_SOURCES = {"nemo", "nemo2407"}
+NEMO_GPT3_VOCAB = 51200
 
 
 # Models the catalog lacks, as the llama-shaped configuration they equal (time-model FLOPs only). Qwen1
@@ -89,7 +97,18 @@ def _qwen1(hidden: int, layers: int, heads: int, ffn: int, vocab: int) -> dict:
             "tie_word_embeddings": False}  # fmt: skip
 
 
+# Nemotron (NeMo's ``Nemotron3Config22B`` and ``Nemotron4Config340B``, nemo/collections/llm/gpt/model/nemotron.py):
+# a squared-ReLU MLP without a gate (a two-matrix MLP, as StarCoder2's), the vocabulary of NeMo's
+# ``LLM_VOCAB_SIZE_MAP`` (nemo/collections/common/parts/perf_metrics_utils.py), which its throughput tables use.
+def _nemotron(hidden: int, layers: int, heads: int, kv_heads: int, ffn: int) -> dict:
+    return {"model_type": "starcoder2", "hidden_size": hidden, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "num_key_value_heads": kv_heads, "intermediate_size": ffn,
+            "vocab_size": 256000, "tie_word_embeddings": False, "use_bias": False}  # fmt: skip
+
+
 SOURCE_CONFIGS = {
+    "nemotron-22b": _nemotron(6144, 40, 48, 48, 24576),
+    "nemotron-340b": _nemotron(18432, 96, 96, 8, 73728),
     "qwen-1.8b (qwen1 series)": _qwen1(2048, 24, 16, 5504, 151936),
     "qwen-7b (qwen1 series)": _qwen1(4096, 32, 32, 11008, 151936),
     "qwen-14b (qwen1 series)": _qwen1(5120, 40, 40, 13696, 152064),
@@ -102,7 +121,7 @@ SOURCE_CONFIGS = {
 # Triton LoRA kernel, stated per case) and torchtune (torch.compile on, per its README). Every other source runs
 # eager PyTorch: Transformers + PEFT (Qwen, universal-llm-trainer), Composer (llm-foundry), nanotron (the
 # Ultra-Scale Playbook) and torchtitan without compile.
-FUSED_SOURCES = {"mbridge", "nemo2407", "automodel", "torchtune", "narayanan21", "korthikanti22", "mcore"}
+FUSED_SOURCES = {"mbridge", "nemo", "nemo2407", "automodel", "torchtune", "narayanan21", "korthikanti22", "mcore"}
 # The source the per-operation dispatch time is fitted on (Hugging Face Trainer + PEFT, eager): its constant
 # and the catalog's efficiencies are fitted together (``--fit``), so these cases are part of the fitted part.
 DISPATCH_SOURCES = {"qwen1"}
@@ -151,9 +170,11 @@ def _int(value: object) -> int | None:
 
 
 def _architecture(case: dict, catalog: Catalog) -> Architecture:
-    m = case.get("model") or {}
+    m = dict(case.get("model") or {})
     needed = ("hidden", "layers", "heads", "vocab")
     gpt = str(m.get("name") or "").upper().startswith("GPT")
+    if gpt and not m.get("vocab") and case["id"].split("-", 1)[0] in NEMO_SOURCES:
+        m["vocab"] = NEMO_GPT3_VOCAB
     if all(m.get(k) for k in needed) and (m.get("ffn") or gpt):
         # GPT-3-style models without a stated MLP width: 4 × the model's (Brown et al. 2020, §2.1)
         h = int(m["hidden"])
@@ -202,15 +223,13 @@ def translate(case: dict, catalog: Catalog) -> dict:
         kind = "QLoRA"
     if fp8 and kind not in ("pretrain", "full"):  # FP8 is modelled for full training
         raise OutOfScope("FP8 with frozen weights")
-    if (par.get("cp") or 1) != 1:
-        raise OutOfScope("context parallelism")
     if str(par.get("offload") or "none").strip().lower() != "none":
         raise OutOfScope("offload")
     seq = _int(case.get("seq_len")) or _int((case.get("model") or {}).get("seq_len"))
     if seq is None:
         raise OutOfScope("variable-length batches")
     count = int(hw.get("count") or 1)
-    tp, pp = int(par.get("tp") or 1), int(par.get("pp") or 1)
+    tp, pp, cp = int(par.get("tp") or 1), int(par.get("pp") or 1), int(par.get("cp") or 1)
     micro_batch = _int(case.get("micro_batch"))
     if micro_batch is None:
         if pp > 1:  # (the pipeline's bubble depends on it)
@@ -220,7 +239,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
     if arch.is_moe:
         raise OutOfScope("MoE")
     measured = _tokens_per_s(case, arch, seq, count)
-    dp = count // (tp * pp)
+    dp = count // (tp * pp * cp)
     # Megatron's virtual pipeline size (vp): chunks a rank holds under the interleaved schedule
     virtual = int(par.get("vp") or 1) if pp > 1 else 1
     frozen = kind in ("LoRA", "QLoRA")
@@ -233,7 +252,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
     )  # fmt: skip
     nodes = int(hw.get("nodes") or math.ceil(count / 8))
     return {
-        "id": case["id"], "arch": arch, "training": training, "gpu": gpu, "dp": dp, "tp": tp, "pp": pp,
+        "id": case["id"], "arch": arch, "training": training, "gpu": gpu, "dp": dp, "tp": tp, "pp": pp, "cp": cp,
         "virtual": virtual, "zero": _zero(str(par.get("sharding") or "")),
         "recompute": _recompute(str(case.get("activation_checkpointing"))),
         "micro_batch": micro_batch, "grad_accum": _accum(case, dp, micro_batch),
@@ -256,8 +275,14 @@ def _accum(case: dict, dp: int, micro_batch: int) -> int:
 #   recomputation included;
 # - Korthikanti et al. 2022 (arXiv 2205.05198, §6.3): 72·B·s·l·h²·(1 + s/6h + V/12lh), model FLOPs;
 # - Megatron-Core's ``num_floating_point_operations`` (r0.8 README table): 6 FLOPs a matmul weight a token
-#   (lm_head included) plus non-causal attention 12·l·s·h.
+#   (lm_head included) plus non-causal attention 12·l·s·h;
+# - NeMo's ``llama2`` formula (nemo/utils/flops_formulas.py), which its performance tables use:
+#   l·h²·(12 + 12·g/a + 18·f/h + 12·s/h + 6·V/(l·h)) a token, g query groups of a heads, MLP width f: the
+#   same count as Megatron-Core's for a gated MLP.
 FLOP_CONVENTIONS = {
+    "nemo": lambda n, h, s, v, arch: (
+        n * h * h * (12 + 12 * arch.kv_heads / arch.heads + 18 * arch.ffn / h + 12 * s / h + 6 * v / (n * h))
+    ),
     "narayanan21": lambda n, h, s, v, arch: 96 * n * h * h * (1 + s / (6 * h) + v / (16 * n * h)),
     "korthikanti22": lambda n, h, s, v, arch: 72 * n * h * h * (1 + s / (6 * h) + v / (12 * n * h)),
     "mcore": lambda n, h, s, v, arch: 6 * (arch.matrix_params + v * h) + 12 * n * s * arch.q_dim,
@@ -275,7 +300,8 @@ def _tokens_per_s(case: dict, arch: Architecture, seq: int, count: int) -> float
     if meas.get("tokens_per_s_reported"):
         return float(meas["tokens_per_s_reported"]) / count
     source = case["id"].split("-", 1)[0]
-    tflops = meas.get("tflops_per_gpu")
+    # (NeMo's long-sequence table: the model TFLOP/s of the layout the case lists, context parallelism included)
+    tflops = meas.get("tflops_per_gpu") or meas.get("model_tflops_per_gpu_with_cp")
     peak = (case.get("flops_convention") or {}).get("peak_tflops")
     if tflops is None and meas.get("mfu_pct") and peak:
         tflops = float(meas["mfu_pct"]) / 100 * float(peak)
@@ -303,13 +329,13 @@ def _times(c: dict, catalog: Catalog, efficiencies: tuple[float, float] | None =
     return tm.step_times(
         flops, c["arch"], c["training"], hw, np.array([c["dp"]]), np.array([c["tp"]]), np.array([c["zero"]]),
         np.array([0]), np.array([c["recompute"]]), np.array([c["micro_batch"]]), np.array([c["grad_accum"]]),
-        np.array([c["pp"]]), np.array([c["virtual"]]),
+        np.array([c["pp"]]), np.array([c["virtual"]]), cp=np.array([c["cp"]]),
     )  # fmt: skip
 
 
 def _tokens_per_gpu(c: dict) -> float:
     """Tokens a GPU's step trains on."""
-    return c["micro_batch"] * c["grad_accum"] * c["training"].seq_len / (c["tp"] * c["pp"])
+    return c["micro_batch"] * c["grad_accum"] * c["training"].seq_len / (c["tp"] * c["pp"] * c["cp"])
 
 
 def predict(c: dict, catalog: Catalog) -> float:
@@ -421,7 +447,7 @@ def main(argv: list[str]) -> None:
         pred, base = predict(c, catalog), baseline(c, catalog)
         err, berr = (pred - c["measured"]) / c["measured"], (base - c["measured"]) / c["measured"]
         results.append((c, abs(err), abs(berr)))
-        gpus = str(c["dp"] * c["tp"] * c["pp"])
+        gpus = str(c["dp"] * c["tp"] * c["pp"] * c["cp"])
         rows.append([c["id"], c["kind"], c["gpu"], gpus, f"{c['measured']:,.0f}", f"{pred:,.0f}", f"{err:+.1%}",
                      f"{berr:+.1%}"])  # fmt: skip
     if "--cases" in argv:
@@ -435,6 +461,7 @@ def main(argv: list[str]) -> None:
             f"part: {part}", f"source: {c['source']}", f"gpu: {c['gpu']}", f"method: {c['kind']}",
             f"seq: {bucket(c['training'].seq_len, SEQ_BUCKETS)}", f"nodes: {bucket(c['nodes'], NODE_BUCKETS)}",
             "precision: FP8" if c["fp8"] else "precision: 16-bit", "pipeline: yes" if c["pp"] > 1 else "pipeline: no",
+            "context parallelism: yes" if c["cp"] > 1 else "context parallelism: no",
         ):  # fmt: skip
             groups.setdefault(key, []).append((e, b))
         groups.setdefault("all", []).append((e, b))

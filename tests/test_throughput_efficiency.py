@@ -24,3 +24,31 @@ def test_the_catalogs_efficiencies_are_the_fit_on_llm_foundrys_runs(catalog, ben
     h200, h100 = catalog.gpus["h200-sxm-141gb"], catalog.gpus["h100-sxm-80gb"]  # (the H100's compute)
     assert (h200.efficiency, h200.attention_efficiency) == (h100.efficiency, h100.attention_efficiency)
     assert sum(skipped.values()) + len(cases) > 200 and len(cases) > 100
+
+
+def test_context_parallel_cases_are_laid_out_over_cp_ranks(catalog, benchmark_script):
+    bench = benchmark_script("throughput_accuracy")
+    cases, _ = bench.load_cases(catalog)
+    c = next(c for c in cases if c["id"] == "nemo-longseq-llama2-7b-32k")  # 32 GPUs: tp 2, cp 2, dp 8
+    assert (c["tp"], c["cp"], c["dp"]) == (2, 2, 8)
+    # each GPU trains on its cp share of the tensor-parallel group's sequences
+    assert bench._tokens_per_gpu(c) == c["micro_batch"] * c["grad_accum"] * 32768 / 4
+
+
+def test_nemos_flop_formula_is_megatron_cores_for_a_gated_mlp(catalog, benchmark_script):
+    bench = benchmark_script("throughput_accuracy")
+    for model in ("llama-2-7b", "llama-3.1-70b"):
+        arch = catalog.architecture(model)
+        args = (arch.layers, arch.hidden, 4096, arch.vocab, arch)
+        nemo, mcore = bench.FLOP_CONVENTIONS["nemo"](*args), bench.FLOP_CONVENTIONS["mcore"](*args)
+        assert nemo == pytest.approx(mcore, rel=1e-12)
+
+
+def test_nemotron_4_340b_has_its_published_parameter_count(benchmark_script):
+    from ftplan.arch import architecture_from_hf
+
+    bench = benchmark_script("throughput_accuracy")
+    arch = architecture_from_hf(bench.SOURCE_CONFIGS["nemotron-340b"], "nemotron-340b")
+    # Nemotron-4 340B technical report (arXiv 2406.11704): 9.4B embedding and 331.6B non-embedding parameters
+    assert arch.vocab * arch.hidden * 2 == pytest.approx(9.4e9, rel=0.01)
+    assert arch.total_params - 2 * arch.vocab * arch.hidden == pytest.approx(331.6e9, rel=0.005)
