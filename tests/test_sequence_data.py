@@ -120,3 +120,79 @@ def test_a_plan_of_padded_jobs_verifies(catalog):
     assert verify_plan(campaign, plan) == []
     runs = {r.run: r for r in plan.runs}
     assert runs["sft"].tokens_per_s > 0 and runs["packed"].tokens_per_s > 0
+
+
+def test_a_histogram_gives_a_padded_batchs_longest_sequence_exactly():
+    mb = np.array([1, 2, 3])
+    data = SequenceData.from_histogram({1000: 3, 3000: 1})  # counts: a quarter of the sequences are 3,000 long
+    assert (data.mean, data.p95, data.lengths, data.shares) == (1500, 3000, (1000, 3000), (0.75, 0.25))
+    s, span = tm.sequence_lengths(Training(seq_len=4096, data=data), mb)
+    # m sequences: all 1,000 long with probability 0.75^m, else padded to 3,000
+    short = 0.75**mb
+    assert s == pytest.approx(1000 * short + 3000 * (1 - short))
+    assert span == pytest.approx((1000**2 * short + 3000**2 * (1 - short)) / s)  # E[longest²] / E[longest]
+    packed = Training(seq_len=4096, data=SequenceData.from_histogram({1000: 3, 3000: 1}, packing=True))
+    s, span = tm.sequence_lengths(packed, mb)
+    # rows of seq_len; a token's document is E[l²] / E[l] long
+    assert list(s) == [4096] * 3 and span == pytest.approx([(0.75e6 + 0.25 * 9e6) / 1500] * 3)
+
+
+def test_a_one_length_histogram_is_every_sequence_that_long():
+    mb = np.array([1, 4, 64])
+    for packing in (False, True):
+        tr = Training(seq_len=4096, data=SequenceData.from_histogram({2048: 7}, packing))
+        s, span = tm.sequence_lengths(tr, mb)
+        assert list(span) == pytest.approx([2048] * 3)
+        assert list(s) == pytest.approx([4096 if packing else 2048] * 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.dictionaries(st.integers(1, 4096), st.floats(0.01, 100.0), min_size=1, max_size=12))
+def test_a_padded_batchs_longest_sequence_grows_with_the_batch(histogram):
+    data = SequenceData.from_histogram(histogram)
+    s, span = tm.sequence_lengths(Training(seq_len=4096, data=data), np.array([1, 2, 4, 16]))
+    mean = sum(n * w for n, w in histogram.items()) / sum(histogram.values())
+    assert s[0] == pytest.approx(mean)  # one sequence costs its own length
+    assert np.all(np.diff(s) >= -1e-9) and s[-1] <= max(histogram) + 1e-9
+    assert np.all(span >= s - 1e-9)  # E[longest²] / E[longest] ≥ E[longest]
+    assert min(histogram) <= data.p95 <= max(histogram) and abs(data.mean - mean) <= 0.5
+
+
+def test_a_job_states_its_lengths_as_a_histogram(catalog):
+    shares = _job(catalog, data={"lengths": {512: 0.75, 2048: 0.25}})
+    counts = _job(catalog, data={"lengths": {"512": 300, "2048": 100}})  # counts, and text keys (JSON)
+    assert shares.training.data == counts.training.data
+    assert (shares.training.data.mean, shares.training.data.p95) == (896, 2048)
+    job = _job(catalog, tokens=None, samples=1000, data={"lengths": {512: 3, 2048: 1}})
+    assert job.tokens == 896_000  # samples × the histogram's mean
+    pool = [gpu_pool(catalog, "h100", 8, 2.0)]
+    fast = fit_job(_job(catalog, data={"lengths": {512: 1}}), pool).layouts
+    slow = fit_job(_job(catalog, data={"lengths": {512: 0.9, 4096: 0.1}}), pool).layouts
+    assert fast["step_s"].min() < slow["step_s"].min()
+    for bad, why in [
+        ({"lengths": {512: 1}, "mean_tokens": 500}, "either lengths .a histogram. or mean_tokens"),
+        ({"lengths": {}}, "lengths is empty"),
+        ({"lengths": {512: 0}}, "length 512 has share 0"),
+        ({"lengths": {8192: 1}}, "exceed seq_len 4,096"),
+        ({"packing": True}, "give mean_tokens .and p95_tokens., or lengths"),
+        ({"lengths": {"long": 1}}, "data.lengths"),
+    ]:
+        with pytest.raises(JobError, match=why):
+            _job(catalog, data=bad)
+
+
+def test_the_histogram_job_fits_from_the_command_line_and_from_python():
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    import ftplan
+    from ftplan.cli.app import app
+
+    path = Path(__file__).parents[1] / "scenarios" / "jobs" / "llama-8b-sft-histogram-fit.yaml"
+    result = CliRunner().invoke(app, ["fit", str(path), "--gpu", "h100", "--gpus", "8", "--top", "2"])
+    assert result.exit_code == 0, result.output
+    assert "(mean 986, p95 2,048 tokens of 5 lengths, padded)" in result.output
+    job = ftplan.fit(path, gpus=["h100"]).result.job
+    assert job.training.data.lengths == (256, 512, 1024, 2048, 4096)
+    assert job.tokens == 200_000 * 986  # samples × the histogram's mean (0.25·256 + … + 0.05·4096 = 985.6)

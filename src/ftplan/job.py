@@ -22,7 +22,6 @@ from ftplan.memory import (
     check_layout,
     estimate_memory,
 )
-from ftplan.memory.setup import SequenceData
 from ftplan.schema.catalog import Gpu
 from ftplan.schema.job import JobSpec, LoraSpec
 from ftplan.units import GIB, MIB
@@ -82,7 +81,7 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         loss=spec.loss, dropout=spec.dropout, zero_grad=spec.zero_grad, model_output=spec.model_output, lora=lora,
         capacity_factor=spec.capacity_factor, sequence_parallel=spec.sequence_parallel,
         context_parallel=spec.context_parallel, kernels=spec.kernels,
-        data=SequenceData(spec.data.mean_tokens, spec.data.p95_tokens, spec.data.packing) if spec.data else None,
+        data=spec.data.sequence_data() if spec.data else None,
         fp8=Fp8Setup(recipe=spec.fp8.recipe, all_gather=spec.fp8.all_gather) if spec.fp8 else None,
     )  # fmt: skip
     per_node = spec.gpus_per_node or (gpu.max_gpus_per_node if gpu else 8)
@@ -102,7 +101,7 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
     if spec.tokens is not None:
         tokens = spec.tokens * spec.epochs
     elif spec.samples is not None:
-        tokens = spec.samples * (spec.data.mean_tokens if spec.data else spec.seq_len) * spec.epochs
+        tokens = spec.samples * (spec.data.sequence_data().mean if spec.data else spec.seq_len) * spec.epochs
     global_batch = spec.global_batch or spec.micro_batch * spec.grad_accum * lay.dp
     try:
         check_layout(arch, training, layout)

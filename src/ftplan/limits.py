@@ -29,6 +29,9 @@ the divisors of the global batch."""
 MAX_SEQ_LEN = 1 << 24
 """Tokens per sequence (16.8M): beyond every released context window."""
 
+MAX_HISTOGRAM_BINS = 100_000
+"""Lengths in a job's histogram of sequence lengths (``data.lengths``): one a token up to 100k tokens."""
+
 MAX_TOKENS = 10**15
 """Training tokens of one job: 50× the largest published pretraining runs."""
 

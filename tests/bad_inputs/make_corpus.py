@@ -112,6 +112,9 @@ def main() -> None:
              data={"mean_tokens": 500, "p95_tokens": 100})  # fmt: skip
     job_case("data_longer_than_seq_len", "exceed seq_len 1,024", data={"mean_tokens": 2000})
     job_case("data_packing_yes", "boolean", data={"mean_tokens": 500, "packing": "yes"})
+    job_case("data_lengths_and_mean", "either lengths (a histogram) or mean_tokens",
+             data={"mean_tokens": 500, "lengths": {256: 1, 1024: 1}})  # fmt: skip
+    job_case("data_lengths_negative_share", "length 256 has share -1", data={"lengths": {256: -1, 512: 2}})
     job_case("data_no_mean", "mean_tokens", data={"p95_tokens": 500})
     axolotl = "base_model: meta-llama/Llama-3.1-8B\nadapter: lora\nsequence_len: 2048\nmicro_batch_size: 2\n"
     case("config_axolotl_optimizer.yml", axolotl + "optimizer: lion_8bit\n", ["import", "axolotl", "{file}"], 1,

@@ -6,6 +6,8 @@ thousands per second; ``ftplan.schema.job`` validates user input and builds them
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
@@ -210,12 +212,31 @@ class SequenceData:
 
     ``packing``: sequences are packed into rows of ``seq_len`` tokens and attend only within themselves
     (flash attention's variable-length kernels, transformers' padding-free collator); otherwise every
-    micro-batch is padded to its longest sequence: its own length alone, ``p95`` with more than one
-    (``seq_len`` when ``p95`` is unknown)."""
+    micro-batch is padded to its longest sequence. Stated by the mean (and p95) length, or by a histogram
+    (``lengths``, ``shares``: every length and the share of the sequences it holds), from which the time
+    model takes a padded micro-batch's expected longest sequence exactly (:func:`from_histogram`)."""
 
     mean: int  # tokens of a sequence, on average
     p95: int | None = None  # tokens of a sequence, 95th percentile
     packing: bool = False
+    lengths: tuple[int, ...] = ()  # a histogram's lengths, ascending (empty: mean and p95 only)
+    shares: tuple[float, ...] = ()  # the share of the sequences each length holds (summing to 1)
+
+    @classmethod
+    def from_histogram(cls, histogram: Mapping[int, float], packing: bool = False) -> SequenceData:
+        """The data of a histogram ``{tokens: share or count}``; its mean rounded to a token, its p95 the
+        shortest length that 95% of the sequences do not exceed."""
+        lengths = tuple(sorted(histogram))
+        total = math.fsum(histogram[n] for n in lengths)
+        shares = tuple(histogram[n] / total for n in lengths)
+        mean = max(1, round(math.fsum(n * p for n, p in zip(lengths, shares, strict=True))))
+        below, p95 = 0.0, lengths[-1]
+        for n, p in zip(lengths, shares, strict=True):
+            below += p
+            if below >= 0.95 - 1e-12:
+                p95 = n
+                break
+        return cls(mean, p95, packing, lengths, shares)
 
 
 class Fp8Recipe(StrEnum):

@@ -198,7 +198,8 @@ def fit_table(result: Any, best: Any, by: str) -> str:
     seq = f"seq {t.seq_len}"
     if t.data is not None:  # the data's lengths, and how micro-batches hold them
         p95 = f", p95 {t.data.p95:,}" if t.data.p95 else ""
-        seq += f" (mean {t.data.mean:,}{p95} tokens, {'packed' if t.data.packing else 'padded'})"
+        of = f" of {len(t.data.lengths):,} lengths" if t.data.lengths else ""
+        seq += f" (mean {t.data.mean:,}{p95} tokens{of}, {'packed' if t.data.packing else 'padded'})"
     title = (
         f"{job.name} · {t.method.value} · {t.precision_label} · {seq} · global batch "
         f"{job.global_batch} · {job.tokens / 1e9:.3g}B tokens · ranked by {by}"

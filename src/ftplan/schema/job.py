@@ -23,10 +23,11 @@ from ftplan.memory.setup import (
     Optimizer,
     Precision,
     Recompute,
+    SequenceData,
     SequenceParallel,
     ZeroGrad,
 )
-from ftplan.schema.types import Bool, Float, Int
+from ftplan.schema.types import Bool, Float, Int, LengthKey
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,22 +57,64 @@ class LoraSpec(BaseModel):
 
 
 class DataSpec(BaseModel):
-    """How long the job's sequences are, when not all seq_len tokens (time and throughput)."""
+    """How long the job's sequences are, when not all seq_len tokens (time and throughput): their mean
+    (and p95), or their histogram."""
 
     model_config = _STRICT
-    mean_tokens: Int = Field(gt=0, le=L.MAX_SEQ_LEN, description="tokens of a sequence on average")
+    mean_tokens: Int | None = Field(
+        None, gt=0, le=L.MAX_SEQ_LEN, description="tokens of a sequence on average (or give lengths)"
+    )
     p95_tokens: Int | None = Field(None, gt=0, le=L.MAX_SEQ_LEN, description="tokens of a sequence, 95th percentile")
+    lengths: dict[LengthKey, Float] | None = Field(
+        None,
+        description="histogram of the sequences' lengths: tokens → share (or count) of the sequences of that "
+        "length, e.g. {256: 0.5, 1024: 0.4, 4096: 0.1}; in place of mean_tokens and p95_tokens",
+    )
     packing: Bool = Field(
         False,
         description="true: sequences packed into rows of seq_len tokens, each attending only within itself; "
         "false: every micro-batch padded to its longest sequence",
     )
 
+    @field_validator("lengths")
+    @classmethod
+    def _histogram(cls, v: dict[int, float] | None) -> dict[int, float] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("lengths is empty; give at least one length: share")
+        if len(v) > L.MAX_HISTOGRAM_BINS:
+            raise ValueError(f"lengths has {len(v):,} entries, at most {L.MAX_HISTOGRAM_BINS:,}; merge neighbours")
+        for tokens, share in v.items():
+            if not 0 < tokens <= L.MAX_SEQ_LEN:
+                raise ValueError(f"length {tokens} is not between 1 and {L.MAX_SEQ_LEN:,} tokens")
+            if not share > 0:
+                raise ValueError(f"length {tokens} has share {share}; shares must be positive (drop empty lengths)")
+        return v
+
     @model_validator(mode="after")
     def _ordered(self) -> DataSpec:
-        if self.p95_tokens is not None and self.p95_tokens < self.mean_tokens:
+        if self.lengths is not None and (self.mean_tokens is not None or self.p95_tokens is not None):
+            raise ValueError("give either lengths (a histogram) or mean_tokens and p95_tokens, not both")
+        if self.lengths is None and self.mean_tokens is None:
+            raise ValueError("give mean_tokens (and p95_tokens), or lengths (a histogram of the sequences' lengths)")
+        if self.p95_tokens is not None and self.mean_tokens is not None and self.p95_tokens < self.mean_tokens:
             raise ValueError(f"p95_tokens ({self.p95_tokens}) is below mean_tokens ({self.mean_tokens})")
         return self
+
+    def sequence_data(self) -> SequenceData:
+        """The lengths as the models take them."""
+        if self.lengths is not None:
+            return SequenceData.from_histogram(self.lengths, self.packing)
+        assert self.mean_tokens is not None  # (the validator)
+        return SequenceData(self.mean_tokens, self.p95_tokens, self.packing)
+
+    @property
+    def longest(self) -> int:
+        """Tokens of the longest sequence the data states (its p95 where it states no histogram)."""
+        if self.lengths is not None:
+            return max(self.lengths)
+        return self.p95_tokens or self.mean_tokens or 0
 
 
 class Fp8Spec(BaseModel):
@@ -251,7 +294,7 @@ class JobSpec(BaseModel):
     tokens: Int | None = Field(None, gt=0, le=L.MAX_TOKENS, description="training tokens per epoch (for time and cost)")
     samples: Int | None = Field(
         None, gt=0, le=L.MAX_TOKENS,
-        description="sequences per epoch (tokens = samples × seq_len, or × data.mean_tokens)",
+        description="sequences per epoch (tokens = samples × seq_len, or × the data's mean length)",
     )  # fmt: skip
     data: DataSpec | None = Field(
         None, description="sequence lengths when not all seq_len tokens (default: every sequence seq_len long)"
@@ -278,14 +321,15 @@ class JobSpec(BaseModel):
             raise ValueError(f"schema_version {self.schema_version} is not supported (this ftplan reads 1)")
         data = self.data
         if data is not None:
-            longest = data.p95_tokens or data.mean_tokens  # (a p95 is never below the mean)
+            longest = data.longest  # (a p95 is never below the mean)
             if longest > self.seq_len:
                 raise ValueError(
                     f"data: sequences of {longest:,} tokens exceed seq_len {self.seq_len:,} (the longest a "
                     "micro-batch may hold); raise seq_len or lower the lengths"
                 )
         if self.tokens is not None and self.samples is not None:
-            per, what = (data.mean_tokens, "data.mean_tokens") if data else (self.seq_len, "seq_len")
+            what = "data.mean_tokens" if data and data.mean_tokens else "the mean of data.lengths"
+            per, what = (data.sequence_data().mean, what) if data else (self.seq_len, "seq_len")
             implied = self.samples * per
             if implied != self.tokens:
                 raise ValueError(

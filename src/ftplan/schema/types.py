@@ -28,6 +28,17 @@ Float = Annotated[float, BeforeValidator(_number)]
 Bool = Annotated[bool, Strict()]
 
 
+def _digits(value: Any) -> Any:
+    """A mapping's integer key written as text (a JSON object's keys are text) is read as the integer."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value
+
+
+# An integer key of a mapping (a histogram's lengths): an integer, or its digits as text
+LengthKey = Annotated[int, BeforeValidator(_number), BeforeValidator(_digits)]
+
+
 def _identifier(value: str) -> str:
     if not value:
         raise ValueError("an id must have at least 1 character")

@@ -276,16 +276,33 @@ class StepTimes:
 
 def sequence_lengths(training: Training, micro_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tokens a sequence costs and the span its attention covers, per micro-batch size
-    (:class:`~ftplan.memory.setup.SequenceData`): ``seq_len`` both without data lengths. A sequence
-    attends over its own length, counted at the p95 (long sequences hold most tokens and attention grows
-    with length) or, without one, the mean: so do a packed row's documents, while the row costs
-    ``seq_len`` tokens of data. A padded micro-batch costs its longest sequence: a sequence alone its
-    own length (the mean), more than one the p95 (``seq_len`` without one), over which they attend."""
+    (:class:`~ftplan.memory.setup.SequenceData`): ``seq_len`` both without data lengths.
+
+    From a histogram, exactly: a padded micro-batch of ``m`` sequences drawn from it costs ``m`` times its
+    longest, whose expectation is ``Σ lᵢ·(Fᵢᵐ − Fᵢ₋₁ᵐ)`` (``F`` the cumulative shares), and every sequence
+    attends over that longest, so the span is ``E[longest²] / E[longest]``; a packed row costs ``seq_len``
+    tokens and its documents attend within themselves, a span of ``E[l²] / E[l]`` (the mean length a token
+    sits in). From the mean and p95: a sequence attends over its own length, counted at the p95 (long
+    sequences hold most tokens and attention grows with length) or, without one, the mean: so do a packed
+    row's documents, while the row costs ``seq_len`` tokens of data. A padded micro-batch costs its longest
+    sequence: a sequence alone its own length (the mean), more than one the p95 (``seq_len`` without one),
+    over which they attend."""
     mb = np.asarray(micro_batch, dtype=float)
     s = float(training.seq_len)
     data = training.data
     if data is None:
         return np.full_like(mb, s), np.full_like(mb, s)
+    if data.lengths:
+        lengths = np.minimum(np.array(data.lengths, dtype=float), s)
+        shares = np.array(data.shares)
+        if data.packing:
+            span = float(shares @ lengths**2 / (shares @ lengths))
+            return np.full_like(mb, s), np.full_like(mb, span)
+        cdf = np.minimum(np.cumsum(shares), 1.0)
+        at_most = cdf[None, :] ** np.maximum(mb, 1.0)[..., None]  # P(longest ≤ lᵢ), per micro-batch size
+        p_longest = np.diff(at_most, axis=-1, prepend=0.0)
+        longest = p_longest @ lengths
+        return longest, (p_longest @ lengths**2) / longest
     own = float(min(data.p95 or data.mean, training.seq_len))  # a sequence's attention span
     if data.packing:
         return np.full_like(mb, s), np.full_like(mb, own)
