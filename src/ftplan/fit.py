@@ -286,7 +286,8 @@ def _check_host(est: MemoryEstimate, pool: Pool, offload: str) -> None:
         )
 
 
-_LINES = 4  # forward/backward lines a family carries (the loss, backward, a MoE forward, the loss's forward)
+_LINES = 5  # forward/backward lines a family carries (the loss, backward, a MoE forward, the loss's forward, and
+# ZeRO-3's root group gathered again as backward begins)
 
 
 def _divisors(n: int) -> list[int]:

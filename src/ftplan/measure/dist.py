@@ -239,10 +239,7 @@ def _rank(tmp: str, rank: int) -> None:
         dev = f"cuda:{rank}" if device == "cuda" else "cpu"
         model = build.build_model(_one_rank(job), dev, seed)  # every rank starts from the same weights
         if job.layout.tp > 1:
-            tensor.parallelize(model, job, device)
-            params = [p for p in model.parameters() if p.requires_grad]
-            with tensor.loss_parallel():
-                measured = measure_steps(job, model, params, build.build_optimizer(job, params), device, steps, seed)
+            measured = _tensor_parallel_rank(torch, model, job, device, steps, seed)
             _write_result(tmp, rank, measured)
             return
         zero = job.layout.zero
@@ -283,6 +280,26 @@ def _rank(tmp: str, rank: int) -> None:
         dist.destroy_process_group()
 
 
+def _tensor_parallel_rank(torch: Any, model: Any, job: ResolvedJob, device: str, steps: int, seed: int) -> Measurement:
+    """A tensor-parallel rank: its shard of torchtitan's plan, and with data parallelism FSDP2 over the ranks
+    holding the same shard (torchtitan's 2-D mesh, (dp, tp)); each data-parallel replica its own sequences."""
+    lay = job.layout
+    autocast, batch = True, None
+    if lay.dp > 1:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh(device, (lay.dp, lay.tp), mesh_dim_names=("dp", "tp"))
+        tensor.parallelize(model, job, device, mesh["tp"])
+        autocast = not _fully_shard(torch, model, job, device, mesh=mesh["dp"])
+        batch = job_batch(job, device, seed + mesh.get_local_rank("dp"))
+    else:
+        tensor.parallelize(model, job, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    with tensor.loss_parallel():
+        return measure_steps(job, model, params, build.build_optimizer(job, params), device, steps, seed,
+                             autocast=autocast, sharded=lay.dp > 1, batch=batch)  # fmt: skip
+
+
 def _write_result(tmp: str, rank: int, measured: Measurement) -> None:
     """The rank's measurement, where the launcher reads it, whole or not at all: a rank whose process
     then fails as it shuts down (gloo's threads can abort at exit) has still been measured."""
@@ -305,11 +322,11 @@ class _DDP:
         return getattr(self._ddp.module, name)
 
 
-def _fully_shard(torch: Any, model: Any, job: ResolvedJob, device: str, experts: Any = None) -> bool:
+def _fully_shard(torch: Any, model: Any, job: ResolvedJob, device: str, experts: Any = None, mesh: Any = None) -> bool:
     """FSDP2 on every transformer layer and the model (ZeRO-3 reshards after forward, ZeRO-2 does
-    not), over a 2-D (replicate, shard) mesh under HSDP, and first on the experts over ``experts`` (the
-    (efsdp, ep) mesh of expert parallelism); returns whether FSDP casts the parameters itself (mixed
-    precision), so autocast is off."""
+    not), over ``mesh`` (the data-parallel ranks of a tensor-parallel job), a 2-D (replicate, shard) mesh
+    under HSDP, or all ranks; first on the experts over ``experts`` (the (efsdp, ep) mesh of expert
+    parallelism); returns whether FSDP casts the parameters itself (mixed precision), so autocast is off."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -318,8 +335,7 @@ def _fully_shard(torch: Any, model: Any, job: ResolvedJob, device: str, experts:
     low = torch.bfloat16 if job.training.precision is Precision.BF16_MIXED else torch.float16
     mp = MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32) if mixed else MixedPrecisionPolicy()
     lay = job.layout
-    mesh = None
-    if lay.replicas > 1:
+    if mesh is None and lay.replicas > 1:
         mesh = init_device_mesh(device, (lay.replicas, lay.shard), mesh_dim_names=("replicate", "shard"))
     if experts is not None:  # the experts over the ranks holding the same ones first (transformers' fsdp.py)
         for module in _expert_modules(model):  # (transformers reshards them after forward; here as the layers)

@@ -30,13 +30,22 @@ _ROW = ("o", "down")
 def check_tensor_parallel(job: ResolvedJob, nproc: int) -> None:
     """Refuse, with the reason, what the DTensor plan cannot run as the estimate counts it."""
     lay, arch = job.layout, job.arch
-    if lay.tp != nproc:
-        raise MeasureError(f"--nproc {nproc} runs one rank a tensor-parallel shard; the job has layout.tp {lay.tp}. "
-                           f"To fix: use --nproc {lay.tp}.")  # fmt: skip
-    if lay.gpus != lay.tp:
+    if lay.tp * lay.dp != nproc:
         raise MeasureError(
-            f"--nproc measures tensor parallelism alone; the job also has dp {lay.dp}, pp {lay.pp}, cp {lay.cp}. "
-            "To fix: set layout.dp, pp and cp to 1 (measure data parallelism with tp 1)."
+            f"--nproc {nproc} runs one rank a tensor-parallel shard of each data-parallel replica; the job has "
+            f"layout.tp {lay.tp} and dp {lay.dp}. To fix: use --nproc {lay.tp * lay.dp}."
+        )
+    if lay.pp > 1 or lay.cp > 1 or lay.ep > 1:
+        raise MeasureError(
+            f"--nproc measures tensor parallelism alone or under FSDP; the job also has pp {lay.pp}, cp {lay.cp}, "
+            f"ep {lay.ep}. To fix: set layout.pp, cp and ep to 1."
+        )
+    if lay.dp > 1 and (lay.zero < 2 or (lay.dp_shard and lay.dp_shard != lay.dp)):
+        raise MeasureError(
+            f"--nproc runs tensor parallelism with data parallelism as torchtitan does, FSDP2 over the data-parallel "
+            f"ranks (ZeRO-2/3, without HSDP); the job has zero {int(lay.zero)}"
+            f"{f', dp_shard {lay.dp_shard}' if lay.dp_shard else ''}. To fix: set zero 2 or 3 (and drop dp_shard), "
+            "or dp 1."
         )
     if job.training.method is not Method.FULL:
         raise MeasureError(
@@ -61,8 +70,9 @@ def check_tensor_parallel(job: ResolvedJob, nproc: int) -> None:
         )
 
 
-def parallelize(model: Any, job: ResolvedJob, device: str) -> None:
-    """Shard ``model`` over all ranks with torchtitan's Llama plan (module docstring)."""
+def parallelize(model: Any, job: ResolvedJob, device: str, mesh: Any = None) -> None:
+    """Shard ``model`` with torchtitan's Llama plan (module docstring) over ``mesh``, the tensor-parallel
+    ranks (default: all of them)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Replicate, Shard
     from torch.distributed.tensor.parallel import (
@@ -73,7 +83,8 @@ def parallelize(model: Any, job: ResolvedJob, device: str) -> None:
         parallelize_module,
     )
 
-    mesh = init_device_mesh(device, (job.layout.tp,), mesh_dim_names=("tp",))
+    if mesh is None:
+        mesh = init_device_mesh(device, (job.layout.tp,), mesh_dim_names=("tp",))
     names = {x.name: x.role for lin in job.arch.block_linears.values() for x in lin}
     base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     for layer in base.layers:

@@ -835,6 +835,17 @@ def _frozen_cast_params(arch: Architecture, embed_trains: bool) -> int:
     return total
 
 
+def _replicated_embedding_grad(arch: Architecture, training: Training, t: int) -> bool:
+    """Whether a tensor-parallel rank holds the token embedding's gradient whole: torch's plan shards the
+    embedding over the vocabulary (a DTensor), whose backward returns the gradient replicated."""
+    return (
+        t > 1
+        and training.sequence_parallel is SequenceParallel.TORCH
+        and arch.has_embedding
+        and _grads(arch, training)[1]
+    )
+
+
 def _local(matrix: float, vector: float, embed: float, tp: int) -> float:
     """Per-GPU share under tensor parallelism: matrices and (vocab-parallel) embeddings split."""
     return (matrix + embed) / tp + vector
@@ -932,14 +943,10 @@ def _states(
     # constants whole (Answer.AI fsdp_qlora's loader quantises on every rank for that reason)
     quant_state = ps.frozen_matrix / t * (ps.quant_bits_per_weight - 4) / 8 if ps.quant_bits_per_weight else 0.0
     grads = rb.grad * t_local
-    if (
-        t > 1
-        and training.sequence_parallel is SequenceParallel.TORCH
-        and arch.has_embedding
-        and _grads(arch, training)[1]
-    ):
+    if layout.zero < ZeroStage.GRADIENTS and _replicated_embedding_grad(arch, training, t):
         # DTensor's backward of a vocabulary-parallel embedding returns its gradient replicated: whole on
-        # every rank until the optimizer step (measured: benchmarks/measured_grid_dist.yaml's tp cases)
+        # every rank until the optimizer step (measured: benchmarks/measured_grid_dist.yaml's tp cases);
+        # under FSDP it is reduce-scattered into the shard as backward ends (root_reduce)
         grads += rb.grad * arch.vocab * arch.hidden * (1 - 1 / t)
     opt_states = _optimizer_state_bytes(training.optimizer, ps, t_local, rb, t) + rb.master * t_local
     saved16 = _saved_modules_16bit(training, layout, ps, t)
@@ -1217,19 +1224,26 @@ def _estimate(
     root_gathered = 0.0
     if z >= ZeroStage.PARAMETERS:
         # FSDP's root group holds what is outside the transformer blocks (embeddings, final norm,
-        # lm_head, as Accelerate's transformer-layer wrapping leaves them); the root is not resharded
-        # after forward (FSDP2 sets reshard_after_forward False for it), so its gathered parameters
-        # stay from the first forward to the end of backward (measured: benchmarks/measured_grid_dist.yaml)
+        # lm_head, as Accelerate's transformer-layer wrapping leaves them); its gathered parameters are
+        # alive through forward and again through backward (measured: benchmarks/measured_grid_dist.yaml)
         root = arch.embedding_params + arch.lm_head_params + arch.other_params
         root_gathered = _local(0, 0, root, t) * (c if training.method is Method.FULL else frozen_bytes)
-    # ... and reduced last, when backward ends: FSDP2 has by then resharded the root's parameters and
-    # holds its whole gradient, a copy in the reduce dtype (fp32 under mixed precision, from a 16-bit
-    # gradient) and the flat reduce-scatter input (measured); the blocks' gradients are sharded already
+    # ... and reduced last, when backward ends, once FSDP2 has resharded the root's parameters (foreach_reduce,
+    # torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py): the unsharded gradients in the parameters'
+    # dtype (the token embedding's whole where tensor parallelism returns it replicated), the flat
+    # reduce-scatter input in the reduce dtype (fp32 under mixed precision) over this rank's shards of them,
+    # and a copy of the largest gradient (measured at the flat input's allocation, with and without tensor
+    # parallelism, fp32 and bf16-mixed: benchmarks/measured_grid_dist.yaml's root cases); the blocks'
+    # gradients are sharded already
     root_reduce = root_grad_shard = 0.0
     if z >= ZeroStage.PARAMETERS and ps.trainable_embed:
         root_trained = _local(0, 0, min(ps.trainable_embed, arch.embedding_params + arch.lm_head_params), t)
+        unsharded = root_trained
+        if _replicated_embedding_grad(arch, training, t):  # the embedding's gradient whole (FSDP + TP)
+            unsharded += arch.vocab * arch.hidden * (1 - 1 / t)
         reduce = 4 if training.precision.mixed else c
-        root_reduce = root_trained * (c + (reduce if reduce != c else 0) + reduce)
+        largest = min(root_trained, arch.vocab * arch.hidden / t)
+        root_reduce = c * (unsharded + largest) + reduce * root_trained
         root_grad_shard = root_trained * rb.grad / n
     reduce_buffer = block * rb.grad if (z == ZeroStage.GRADIENTS and training.method is Method.FULL) else 0.0
     dequant = 2.0 * arch.largest_linear_params if training.method is Method.QLORA else 0.0
@@ -1261,6 +1275,12 @@ def _estimate(
     # buffer is alive while backward runs on (measured: the grid's ZeRO-2 cases, FSDP2)
     branches = [(loss_block + loss_const, loss_peak), (gathered + folded_ws + reduce_buffer, in_backward),
                 (gathered + unkept, moe_tok), (forward_block + loss_const, loss_forward)]  # fmt: skip
+    if z >= ZeroStage.PARAMETERS:
+        # ZeRO-3 reshards the root group after forward too (fully_shard(reshard_after_forward=True), as
+        # Accelerate and torchtitan call it) and gathers it again as backward begins, beside what the loss saved:
+        # FSDP2's flat all-gather output and the parameters copied out of it are both alive then
+        # (foreach_all_gather_copy_out; measured: the grid's -root cases)
+        branches.append((root_gathered, loss_saved))
     act_phase_extra = max(a + b for a, b in branches)
     cublas = cublas_workspace_bytes(gpu_arch)
 

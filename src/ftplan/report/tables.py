@@ -174,8 +174,9 @@ def dist_measure_table(d: Any) -> str:
         chunks = f", {lay.virtual_stages} chunks a rank" if lay.virtual_stages > 1 else ""
         how = f"{lay.pp} pipeline stages, {lay.pp_schedule.value}{chunks}, {lay.grad_accum} micro-batches a step"
     if lay.tp > 1:
+        fsdp = f", {zero[int(lay.zero)]} over {lay.dp} data-parallel ranks (a (dp, tp) mesh)" if lay.dp > 1 else ""
         how = (f"tensor parallel over {lay.tp} ranks (DTensor: sequence parallelism, vocabulary-parallel loss; "
-               f"estimated as sequence_parallel {d.job.training.sequence_parallel.value})")  # fmt: skip
+               f"estimated as sequence_parallel {d.job.training.sequence_parallel.value}){fsdp}")  # fmt: skip
     out = [
         f"{len(d.ranks)} ranks · {how}",
         "",
