@@ -51,7 +51,7 @@ def test_the_search_improves_the_greedy_plan_and_repeats_itself(campaign):
     m = build_model(camp, table)
     start = _best_greedy(m, camp, "cost")
     value = round(_greedy_objective(m, start, "cost"))
-    runs = [lns.improve(m, start, value, "cost", budget=5.0, seed=3, stop_at=0, wall=600) for _ in range(2)]
+    runs = [lns.improve(m, start, value, "cost", budget=2.5, seed=3, stop_at=0, wall=600) for _ in range(2)]
     assert runs[0].improvements > 0 and runs[0].value < value
     assert runs[0].value == round(_greedy_objective(m, runs[0].placements, "cost"))
     assert runs[0] == runs[1]  # deterministic time: the same steps, the same plan
