@@ -89,6 +89,15 @@ def deepspeed_config(r: RunExport) -> tuple[dict, dict[str, str]]:
     if lay.offload == "optimizer+params":
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
         src["zero_optimization.offload_param"] = "runs[].layout.offload"
+    if lay.zero > 0:
+        # DeepSpeed's ZeRO-1/2 gradient bucket (stage_1_and_2.py: reduce_bucket_size elements, default 5e8, in
+        # fp32 under ZeRO-1 and 16 bits under ZeRO-2; twice with overlap_comm) and ZeRO-3's prefetch are not
+        # the FSDP2 buffers the memory model counts: the user is told, not left to find out
+        src["zero_optimization buckets"] = (
+            "not set (DeepSpeed's defaults): ZeRO-1/2's gradient bucket of reduce_bucket_size 5e8 elements (2 GB "
+            "fp32 under ZeRO-1, 1 GB 16-bit under ZeRO-2) and ZeRO-3's prefetch are outside the plan's memory "
+            "estimate, which counts FSDP2's buffers; keep that headroom or set smaller buckets"
+        )
     if lay.precision == "bf16-mixed":
         cfg["bf16"] = {"enabled": True}
         src["bf16.enabled"] = "runs[].layout.precision"
