@@ -42,7 +42,8 @@ def main() -> None:
         job = resolve_job(parse_job(data, case["case"]), catalog, case["case"])
         try:
             if job.layout.gpus > 1:
-                ranks = measure_distributed(job, job.layout.gpus, device=args.device).ranks
+                engine = case.get("engine", "torch")
+                ranks = measure_distributed(job, job.layout.gpus, device=args.device, engine=engine).ranks
             else:
                 ranks = (measure_job(job, device=args.device),)
         except MeasureError as exc:  # e.g. FP8 without torchao or FP8 tensor cores: the other cases still run

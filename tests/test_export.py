@@ -29,6 +29,7 @@ from ftplan.cli.app import app
 from ftplan.errors import FtplanError
 from ftplan.export import FORMATS, export_plan, time_margin_of
 from ftplan.export.runs import run_exports
+from ftplan.memory.deepspeed import block_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
@@ -137,6 +138,9 @@ def test_deepspeed_parses_every_config_with_its_batch_arithmetic(plans, exported
             cfg = deepspeed_config.DeepSpeedConfig(str(path), mpu=_DataParallel(r.layout.dp))
             assert cfg.train_batch_size == r.layout.micro_batch * r.layout.grad_accum * r.layout.dp
             assert cfg.zero_optimization_stage == r.layout.zero
+            if r.layout.zero:  # DeepSpeed's buckets in the estimate's unit, one block (ftplan.memory.deepspeed)
+                assert cfg.zero_config.reduce_bucket_size == block_params(r.arch)
+                assert r.layout.zero < 3 or cfg.zero_config.max_live_parameters == 2 * block_params(r.arch)
             assert cfg.zero_config.offload_optimizer is not None or r.layout.offload == "none"
             assert cfg.bfloat16_config.enabled == (r.layout.precision == "bf16-mixed")
             seen += 1

@@ -73,10 +73,11 @@ EXPECTED = {
                                  "optimizer": "adamw-fused", "attention_mask": "none",
                                  "lora": {"rank": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}},
     "sft_llama3.2-3b_full_zero2.json": {"model": "llama-3.2-3b", "method": "full", "layout": {"zero": 2},
-                                        "attention_mask": "padded"},
-    "zero3_offload_8gpu.json": {"micro_batch": 2, "grad_accum": 8, "precision": "bf16-mixed",
+                                        "attention_mask": "padded", "engine": "deepspeed"},
+    "zero3_offload_8gpu.json": {"micro_batch": 2, "grad_accum": 8, "precision": "bf16-mixed", "engine": "deepspeed",
                                 "layout": {"dp": 8, "zero": 3, "offload": "optimizer+params"}},
-    "zero2_fp16.json": {"precision": "fp16-mixed", "layout": {"dp": 4, "zero": 2, "offload": "optimizer"}},
+    "zero2_fp16.json": {"precision": "fp16-mixed", "layout": {"dp": 4, "zero": 2, "offload": "optimizer"},
+                        "engine": "deepspeed"},
 }  # fmt: skip
 
 

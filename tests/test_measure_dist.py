@@ -30,13 +30,15 @@ from ftplan.measure import measure_distributed
 from ftplan.schema.job import parse_job
 
 ROOT = Path(__file__).resolve().parents[1]
-GRID = {c["case"]: c["job"] for c in read_yaml(ROOT / "benchmarks/measured_grid_dist.yaml")["cases"]}
+CASES_DATA = read_yaml(ROOT / "benchmarks/measured_grid_dist.yaml")["cases"]
+GRID = {c["case"]: c["job"] for c in CASES_DATA}
+ENGINE = {c["case"]: c.get("engine", "torch") for c in CASES_DATA}
 CASES = ["llama-full-fp32-ddp", "llama-full-bf16pure-zero1", "llama-full-mixed-zero2", "llama-full-mixed-zero3",
          "llama-lora-bf16pure-zero3-recompute", "llama-full-fp32-pp2-1f1b",
          "llama-full-fp32-pp2-interleaved", "llama-full-fp32-hsdp-2x2", "qwen3moe-full-fp32-zero3-ep2",
          "llama-full-mixed-tp2-seq256", "qwen3-full-bf16pure-tp2", "llamavocab-full-fp32-tp2-fsdp2-zero3-root",
          "llamavocab-lora-bf16pure-zero3-root",
-         "llama-full-mixed-ulysses2-zero3"]  # fmt: skip
+         "llama-full-mixed-ulysses2-zero3", "llama-full-mixed-zero3-deepspeed"]  # fmt: skip
 # (llama-lora-bf16pure-zero2, llama-full-fp32-ulysses4-kv-repeated and deepseek-full-fp32-zero3-ep2 are left to the
 # benchmark, for the suite's time: 16 s, 17 s and 35 s. Expert-parallel ranks measure
 # at learning rate 0, so their routing no longer depends on the order gloo sums the warm-up's gradients in: it
@@ -53,9 +55,9 @@ _RUNS: dict[str, object] = {}
 def _measured(catalog, case: str):
     """Each case runs once per session (two processes each)."""
     if case not in _RUNS:
-        if GRID[case].get("context_parallel") == "ulysses":
-            pytest.importorskip("deepspeed")  # (DeepSpeed's Ulysses: the exports extra brings it)
-        job = _job(catalog, GRID[case])
+        if GRID[case].get("context_parallel") == "ulysses" or ENGINE[case] == "deepspeed":
+            pytest.importorskip("deepspeed")  # (DeepSpeed's Ulysses and ZeRO: the exports extra brings it)
+        job = _job(catalog, dict(GRID[case], engine=ENGINE[case]))
         _RUNS[case] = measure_distributed(job, job.layout.gpus)
     return _RUNS[case]
 
@@ -68,7 +70,9 @@ def test_every_rank_is_held_to_the_estimate(catalog, case):
     for c in dist.ranks:
         # (mixed: FSDP's fp32 shard is the estimate's master copy; ZeRO-2: FSDP's parameters are the shards,
         # the whole copies it gathers and keeps are not parameters)
-        if not job.training.precision.mixed and job.layout.zero != 2:
+        if c.measurement.engine == "deepspeed":  # its flat buffers: weights, gradient partitions, states, bucket
+            assert c.row("states held between steps").rel_error == pytest.approx(0.0, abs=2e-3)
+        elif not job.training.precision.mixed and job.layout.zero != 2:
             for term in ("weights_trainable", "gradients", "optimizer_states"):
                 assert c.row(term).rel_error == pytest.approx(0.0, abs=2e-3), term
         assert abs(c.row("activations (layers + head)").rel_error) <= 0.01
@@ -159,6 +163,40 @@ def test_what_nproc_cannot_run_is_refused_in_one_line(catalog, case, changes, np
         measure_distributed(_job(catalog, dict(GRID[case], **changes)), nproc)
 
 
+@pytest.mark.parametrize(
+    ("changes", "nproc", "message"),
+    [
+        ({"layout": {"dp": 2}}, 2, "measured at ZeRO stages 1-3; the job has zero 0"),
+        ({}, 4, r"the job has layout\.dp 2"),
+        ({"precision": "fp16-mixed"}, 2, "measures fp32 and bf16-mixed on a CPU"),
+        ({"layout": {"dp": 2, "zero": 3, "offload": "optimizer"}}, 2, "measure offload none"),
+    ],
+)
+def test_what_the_deepspeed_engine_cannot_run_is_refused_in_one_line(catalog, changes, nproc, message):
+    job = _job(catalog, dict(GRID["llama-full-mixed-zero3"], engine="deepspeed", **changes))
+    with pytest.raises(MeasureError, match=message):
+        measure_distributed(job, nproc)
+    with pytest.raises(MeasureError, match="--engine must be torch or deepspeed"):
+        measure_distributed(_job(catalog, GRID["llama-full-mixed-zero3"]), 2, engine="megatron")
+    with pytest.raises(MeasureError, match="engine deepspeed shards over ranks"):
+        __import__("ftplan.measure", fromlist=["measure_job"]).measure_job(job)
+
+
+def test_deepspeed_zero3_holds_its_partitions_and_bucket_beside_the_fsdp2_estimate(catalog):
+    # what DeepSpeed's ZeRO-3 keeps between steps: the estimate's states plus a 16-bit partition of the
+    # parameters and one of their gradients, and one block's reduce bucket (ftplan.memory.deepspeed)
+    from ftplan.measure.run import estimate_for_device
+    from ftplan.memory.deepspeed import block_params
+
+    dist = _measured(catalog, "llama-full-mixed-zero3-deepspeed")
+    job, worst = dist.job, dist.worst
+    fsdp = estimate_for_device(_job(catalog, GRID["llama-full-mixed-zero3"]), "cpu").gpu_terms
+    n, psi = job.layout.dp, job.arch.total_params
+    assert worst.estimate.gpu_terms["deepspeed_buffers"] == 2 * 2 * psi // n + 2 * block_params(job.arch)
+    held = fsdp["weights_trainable"] + fsdp["optimizer_states"] + 4 * psi // n + 2 * block_params(job.arch)
+    assert worst.measurement.states == pytest.approx(held, rel=2e-3)
+
+
 def test_tensor_parallel_ranks_hold_the_gathered_inputs_whole(catalog):
     # torch's DTensor plan keeps each column-parallel linear's gathered input whole: every rank saves what
     # megatron-style sequence parallelism (inputs kept sharded) would save, plus (tp - 1) shards of those inputs
@@ -193,6 +231,12 @@ def test_cli_nproc_json_names_every_rank(tmp_path):
     assert out.returncode == 0, out.stderr
     data = __import__("json").loads(out.stdout)
     assert len(data["ranks"]) == 2 and data["worst_rank"] in (0, 1)
+    usage = subprocess.run([sys.executable, "-m", "ftplan", "measure", str(job), "--engine", "x"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    assert usage.returncode == 2 and "--engine" in usage.stderr and "Traceback" not in usage.stderr
+    one = subprocess.run([sys.executable, "-m", "ftplan", "measure", str(job), "--engine", "deepspeed"],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert one.returncode == 1 and "or engine torch" in one.stderr and "Traceback" not in one.stderr
     bad = subprocess.run([sys.executable, "-m", "ftplan", "measure", str(job), "--nproc", "3"],
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "layout.dp 2" in bad.stderr

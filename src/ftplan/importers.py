@@ -52,6 +52,7 @@ class Imported:
     mapped: list[tuple[str, str]] = field(default_factory=list)  # (config field, job field)
     ignored: list[str] = field(default_factory=list)  # top-level fields ftplan does not model
     read: list[str] = field(default_factory=list)  # top-level fields it read (mapped, or checked and unset)
+    notes: list[str] = field(default_factory=list)  # what the user should know of how the job is modelled
 
     def set(self, config_field: str, job_field: str, value: Any) -> None:
         """Set ``job_field`` (dotted for nested: ``layout.zero``) from ``config_field``."""
@@ -67,6 +68,7 @@ class Imported:
         head += [f"#   {c} → {j}" for c, j in self.mapped]
         if self.ignored:
             head.append("# ignored (not modelled): " + ", ".join(self.ignored))
+        head += [f"# note: {n}" for n in self.notes]
         return "\n".join(head) + "\n" + yaml.safe_dump(self.job, sort_keys=False)
 
 
@@ -107,6 +109,13 @@ def _deepspeed_zero(out: Imported, cfg: dict, prefix: str = "") -> None:
     if stage not in (0, 1, 2, 3):
         raise _bad(out, f"{prefix}zero_optimization.stage", stage, "use a ZeRO stage 0-3")
     out.set(f"{prefix}zero_optimization.stage", "layout.zero", int(stage))
+    if stage:
+        out.set(f"{prefix}zero_optimization", "engine", "deepspeed")
+        out.notes.append(
+            "DeepSpeed's buckets are modelled as `ftplan export --to deepspeed` writes them (one transformer block: "
+            "reduce_bucket_size, allgather_bucket_size, stage3_prefetch_bucket_size; two blocks live); DeepSpeed's "
+            "defaults (5e8, 5e7, 1e9 elements) hold more"
+        )
     off_opt = (zero.get("offload_optimizer") or {}).get("device", "none")
     off_par = (zero.get("offload_param") or {}).get("device", "none")
     for k, v in (("offload_optimizer.device", off_opt), ("offload_param.device", off_par)):

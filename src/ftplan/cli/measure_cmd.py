@@ -10,8 +10,9 @@ import typer
 from ftplan.catalog import load_catalog
 from ftplan.cli.common import FORMAT_HELP, Format, check_writable, emit, number, render
 from ftplan.job import resolve_job
+from ftplan.memory import Engine
 from ftplan.report.tables import dist_measure_table, measure_table
-from ftplan.schema.job import load_job
+from ftplan.schema.job import load_job, parse_job
 
 
 def measure(
@@ -25,6 +26,13 @@ def measure(
         help="Processes: 2-8 run the job's data-parallel layout (layout.dp ranks).",
         callback=number(1, 8),
     ),
+    engine: Engine | None = typer.Option(
+        None,
+        "--engine",
+        help="With --nproc, what runs the ZeRO stage (overrides the job's engine): torch (DDP, "
+        "ZeroRedundancyOptimizer, FSDP2) | deepspeed (DeepSpeed's ZeRO engine, with the config `ftplan export --to "
+        "deepspeed` writes).",
+    ),
     format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
@@ -33,6 +41,8 @@ def measure(
 
     check_writable(output)
     spec = load_job(job)
+    if engine is not None:
+        spec = parse_job(spec.model_dump(exclude_unset=True) | {"engine": engine.value}, str(job))
     resolved = resolve_job(spec, load_catalog(), str(job))
     if nproc > 1:
         dist = measure_distributed(resolved, nproc, device=device, steps=steps, seed=seed)

@@ -23,6 +23,7 @@ from ftplan.cli.common import (
 from ftplan.importers import import_config
 from ftplan.io import read_yaml
 from ftplan.job import estimate_job, memory_verdict, resolve_job
+from ftplan.memory import Engine
 from ftplan.report.tables import memory_table
 from ftplan.schema.job import parse_job
 
@@ -92,6 +93,9 @@ def memory(
     gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="GPUs sharing one host."),
     memory_confidence: float | None = CONFIDENCE_OPTION,
     memory_margin: str | None = MARGIN_OPTION,
+    engine: str | None = typer.Option(
+        None, "--engine", help="torch | deepspeed: what runs data parallelism and ZeRO (DeepSpeed's ZeRO-3 holds more)."
+    ),
     from_format: str | None = FROM_OPTION,
     format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
@@ -114,7 +118,7 @@ def memory(
         model=model, method=method, gpu=gpu, seq_len=seq_len, micro_batch=micro_batch, grad_accum=grad_accum,
         precision=precision, optimizer=optimizer, attention=attention, attention_mask=attention_mask, loss=loss,
         model_output=model_output, gpus_per_node=gpus_per_node, capacity_factor=capacity_factor,
-        sequence_parallel=sequence_parallel, context_parallel=context_parallel,
+        sequence_parallel=sequence_parallel, context_parallel=context_parallel, engine=engine,
     )  # fmt: skip
     for key, value in flags.items():
         if value is not None:
@@ -160,6 +164,7 @@ def memory(
         + (f" (HSDP: shard groups of {lay.shard})" if lay.replicas > 1 else "")
         + (f" cp {lay.cp} ({t.context_parallel.value})" if lay.cp > 1 else "")
         + (f" ep {lay.ep} (capacity factor {t.capacity_factor:g})" if lay.ep > 1 else "")
+        + (f" · {t.engine.value}" if t.engine is not Engine.TORCH else "")
         + (f" · {resolved.gpu.id}" if resolved.gpu else "")
     )
     rows = [{"where": "gpu", "term": k, "bytes": v} for k, v in est.gpu_terms.items()]

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from ftplan.arch import Architecture
 from ftplan.errors import FtplanError
 from ftplan.export.runs import MASTER_PORT, RunExport
-from ftplan.memory.setup import Kernels
+from ftplan.memory.deepspeed import SETTING_REASONS, extra_bytes, zero_settings
+from ftplan.memory.setup import Engine, Kernels, Precision
 from ftplan.schema.job import LoraSpec
+from ftplan.units import GIB
 
 # TrainingArguments.optim for each optimizer kernel (transformers' OptimizerNames). adamw-forloop has none:
 # adamw_torch is the foreach kernel, whose step temporaries are larger than what was planned, so it is refused.
@@ -65,13 +68,42 @@ def check_hf(r: RunExport, fmt: str) -> None:
 
 
 def deepspeed_config(r: RunExport) -> tuple[dict, dict[str, str]]:
-    """DeepSpeed's JSON config (its Hugging Face integration's form: optimizer hyperparameters ``auto``)."""
+    """DeepSpeed's JSON config (its Hugging Face integration's form: optimizer hyperparameters ``auto``), refused
+    where DeepSpeed's own buffers would not fit the run's headroom."""
     lay = r.layout
+    cfg, src = deepspeed_json(r.arch, lay.micro_batch, lay.grad_accum, lay.dp, lay.zero, lay.offload, lay.precision)
+    extra = sum(extra_bytes(r.arch, r.trainable_params, Precision(lay.precision), lay.zero, lay.dp).values())
+    if extra and r.job.engine is Engine.DEEPSPEED:
+        src["zero_optimization (memory)"] = (
+            f"DeepSpeed's ZeRO-3 partitions and reduce bucket ({extra / GIB:.2f} GiB a GPU) are in the plan's "
+            "estimate (jobs[].engine deepspeed)"
+        )
+    elif extra > r.run.headroom_bytes:
+        raise FtplanError(
+            f"run {r.id}: DeepSpeed's ZeRO-3 holds {extra / GIB:.2f} GiB a GPU more than the plan's estimate (16-bit "
+            f"parameter and gradient partitions, a reduce bucket) and the run has {r.run.headroom_bytes / GIB:.2f} "
+            "GiB of headroom. To fix: export --to accelerate (FSDP2, as planned), or plan the job with engine "
+            "deepspeed"
+        )
+    elif extra:
+        src["zero_optimization (memory)"] = (
+            f"DeepSpeed's ZeRO-3 holds {extra / GIB:.2f} GiB a GPU beyond the plan's estimate (16-bit parameter and "
+            f"gradient partitions, a reduce bucket), within the run's {r.run.headroom_bytes / GIB:.2f} GiB headroom; "
+            "plan the job with engine deepspeed to count them"
+        )
+    return cfg, src
+
+
+def deepspeed_json(
+    arch: Architecture, micro_batch: int, grad_accum: int, dp: int, zero: int, offload: str, precision: str
+) -> tuple[dict, dict[str, str]]:
+    """DeepSpeed's JSON config of a layout, and the plan field each value came from: what ``--to deepspeed``
+    writes and what ``ftplan measure --engine deepspeed`` runs."""
     cfg: dict = {
-        "train_micro_batch_size_per_gpu": lay.micro_batch,
-        "gradient_accumulation_steps": lay.grad_accum,
-        "train_batch_size": lay.micro_batch * lay.grad_accum * lay.dp,
-        "zero_optimization": {"stage": lay.zero},
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": grad_accum,
+        "train_batch_size": micro_batch * grad_accum * dp,
+        "zero_optimization": {"stage": zero},
     }
     src = {
         "train_micro_batch_size_per_gpu": "runs[].layout.micro_batch",
@@ -79,29 +111,26 @@ def deepspeed_config(r: RunExport) -> tuple[dict, dict[str, str]]:
         "train_batch_size": "runs[].layout.micro_batch × grad_accum × dp",
         "zero_optimization.stage": "runs[].layout.zero",
     }
-    zero = cfg["zero_optimization"]
-    if lay.offload in ("optimizer", "optimizer+params"):
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    zero_cfg = cfg["zero_optimization"]
+    if offload in ("optimizer", "optimizer+params"):
+        zero_cfg["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
         src["zero_optimization.offload_optimizer"] = "runs[].layout.offload"
         # ZeRO-Offload steps on the host with DeepSpeed's CPU Adam (its Hugging Face integration fills ``auto``)
         cfg["optimizer"] = {"type": "AdamW", "params": {k: "auto" for k in ("lr", "betas", "eps", "weight_decay")}}
         src["optimizer.type"] = "runs[].layout.offload (the host steps AdamW)"
-    if lay.offload == "optimizer+params":
-        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    if offload == "optimizer+params":
+        zero_cfg["offload_param"] = {"device": "cpu", "pin_memory": True}
         src["zero_optimization.offload_param"] = "runs[].layout.offload"
-    if lay.zero > 0:
-        # DeepSpeed's ZeRO-1/2 gradient bucket (stage_1_and_2.py: reduce_bucket_size elements, default 5e8, in
-        # fp32 under ZeRO-1 and 16 bits under ZeRO-2; twice with overlap_comm) and ZeRO-3's prefetch are not
-        # the FSDP2 buffers the memory model counts: the user is told, not left to find out
-        src["zero_optimization buckets"] = (
-            "not set (DeepSpeed's defaults): ZeRO-1/2's gradient bucket of reduce_bucket_size 5e8 elements (2 GB "
-            "fp32 under ZeRO-1, 1 GB 16-bit under ZeRO-2) and ZeRO-3's prefetch are outside the plan's memory "
-            "estimate, which counts FSDP2's buffers; keep that headroom or set smaller buckets"
-        )
-    if lay.precision == "bf16-mixed":
+    if zero > 0:
+        # DeepSpeed's buckets are absolute element counts (a 1 GB reduce bucket by default): written in the
+        # estimate's unit instead, the model's largest transformer block (ftplan.memory.deepspeed)
+        sizes = zero_settings(arch, zero)
+        zero_cfg |= sizes
+        src |= {f"zero_optimization.{key}": SETTING_REASONS[key] for key in sizes}
+    if precision == "bf16-mixed":
         cfg["bf16"] = {"enabled": True}
         src["bf16.enabled"] = "runs[].layout.precision"
-    elif lay.precision == "fp16-mixed":
+    elif precision == "fp16-mixed":
         cfg["fp16"] = {"enabled": True}
         src["fp16.enabled"] = "runs[].layout.precision"
     return cfg, src
@@ -212,8 +241,9 @@ def deepspeed_files(r: RunExport) -> Files:
 
 
 def accelerate_config(r: RunExport) -> tuple[dict, dict[str, str], bool]:
-    """accelerate's config: FSDP2 for ZeRO-2/3 (offloading all or nothing), its DeepSpeed plugin for ZeRO-1
-    or an optimizer-only offload, DDP otherwise. Returns the config, the sources and whether it uses DeepSpeed."""
+    """accelerate's config: FSDP2 for ZeRO-2/3 (offloading all or nothing), its DeepSpeed plugin for ZeRO-1,
+    an optimizer-only offload or a job planned with engine deepspeed, DDP otherwise. Returns the config, the
+    sources and whether it uses DeepSpeed."""
     check_hf(r, "accelerate")
     lay = r.layout
     cfg: dict = {
@@ -234,11 +264,12 @@ def accelerate_config(r: RunExport) -> tuple[dict, dict[str, str], bool]:
         "num_processes": "runs[].gpu_count", "main_process_ip": "runs[].nodes[0]",
         "machine_rank": "0 here; launch.sh passes --machine_rank $NODE_RANK",
     }  # fmt: skip
-    uses_ds = lay.zero == 1 or lay.offload == "optimizer"
+    # (a job planned for DeepSpeed's engine runs it at every ZeRO stage)
+    uses_ds = lay.zero == 1 or lay.offload == "optimizer" or (lay.zero >= 1 and r.job.engine is Engine.DEEPSPEED)
     if uses_ds:
         cfg["distributed_type"] = "DEEPSPEED"
         cfg["deepspeed_config"] = {"deepspeed_config_file": "ds_config.json", "zero3_init_flag": lay.zero == 3}
-        src["deepspeed_config"] = "runs[].layout.zero, runs[].layout.offload (ds_config.json)"
+        src["deepspeed_config"] = "runs[].layout.zero, runs[].layout.offload, jobs[].engine (ds_config.json)"
     elif lay.zero >= 2:
         cfg["distributed_type"] = "FSDP"
         cfg["fsdp_config"] = {

@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ftplan.arch import Architecture
 from ftplan.catalog import Catalog, load_catalog
 from ftplan.errors import FtplanError
+from ftplan.memory.params import split_params
 from ftplan.scenario import Campaign
 from ftplan.schema.plan import Plan, PlanRun
 from ftplan.schema.scenario import CloudPool, ScenarioJob
@@ -31,6 +33,8 @@ class RunExport:
     instance: str | None = None  # cloud: CLOUD/TYPE
     region: str | None = None  # cloud: the region the catalog priced it in
     spot: bool = False
+    arch: Architecture | None = None  # the job's model (the buckets and buffers of a DeepSpeed config)
+    trainable_params: int = 0  # parameters the job trains
 
     @property
     def id(self) -> str:
@@ -103,7 +107,8 @@ def run_exports(campaign: Campaign, plan: Plan, catalog: Catalog | None = None) 
                 depends_on=runs[r.run].depends_on,
                 instance=f"{inst.cloud}/{inst.instance_type}" if inst else None, region=inst.region if inst else None,
                 lora_targets=lora.target_modules if (lora := runs[r.run].job.training.lora) else (),
-                spot=cloud and spec.pricing == "spot",
+                spot=cloud and spec.pricing == "spot", arch=(job := runs[r.run].job).arch,
+                trainable_params=split_params(job.arch, job.training).trainable,
             )
         )  # fmt: skip
     return out

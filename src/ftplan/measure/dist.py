@@ -17,6 +17,9 @@ own tools, and measures every rank as ``ftplan measure`` measures one process:
   of its group's sequences, :mod:`ftplan.measure.ulysses`;
 * tensor parallelism (``layout.tp``): one rank a shard, torchtitan's DTensor plan with sequence
   parallelism and a vocabulary-parallel loss, :mod:`ftplan.measure.tensor`;
+* a job with ``engine: deepspeed`` (or ``--engine deepspeed``): ZeRO 1-3 as DeepSpeed's engine runs them, with
+  the config ``ftplan export --to deepspeed`` writes, :mod:`ftplan.measure.deepspeed_zero` (its estimate counts
+  DeepSpeed's own buffers, :mod:`ftplan.memory.deepspeed`);
 * expert parallelism (``layout.ep``, ZeRO-2/3): transformers' own EP (``apply_expert_parallelism`` with
   the model's ``base_model_ep_plan``, tokens sent to the experts' ranks by all-to-all), the experts
   FSDP-sharded over the ranks holding the same experts and the rest over all, as transformers' FSDP
@@ -46,7 +49,7 @@ from typing import Any
 
 from ftplan.errors import MeasureError
 from ftplan.job import ResolvedJob
-from ftplan.measure import build, stages, tensor, ulysses
+from ftplan.measure import build, deepspeed_zero, stages, tensor, ulysses
 from ftplan.measure.run import (
     HOST_MEMORY_FRACTION,
     Comparison,
@@ -56,7 +59,7 @@ from ftplan.measure.run import (
     job_batch,
     measure_steps,
 )
-from ftplan.memory import Method, Offload, Precision, ZeroStage
+from ftplan.memory import Engine, Method, Offload, Precision, ZeroStage
 from ftplan.units import GIB
 
 MAX_PROCESSES = 8  # ranks one machine runs (a node's GPUs)
@@ -81,6 +84,10 @@ def check_distributed(job: ResolvedJob, nproc: int, device: str) -> None:
     lay, tr = job.layout, job.training
     if not 2 <= nproc <= MAX_PROCESSES:
         raise MeasureError(f"--nproc must be 2 to {MAX_PROCESSES}, got {nproc}. To fix: use --nproc 1 for one process.")
+    if tr.engine is Engine.DEEPSPEED:
+        deepspeed_zero.check(job, nproc)
+        build.check_measurable(_one_rank(job), device)
+        return
     if lay.cp > 1:
         ulysses.check_ulysses(job)
     if lay.pp > 1:
@@ -142,8 +149,14 @@ def _one_rank(job: ResolvedJob) -> ResolvedJob:
 
 
 def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps: int = 1,
-                        seed: int = 0) -> DistComparison:  # fmt: skip
-    """Run ``nproc`` ranks of the job's data-parallel layout and measure each."""
+                        seed: int = 0, engine: str | None = None) -> DistComparison:  # fmt: skip
+    """Run ``nproc`` ranks of the job's data-parallel layout and measure each; ``engine`` (torch | deepspeed) in
+    place of the job's: what runs its ZeRO stage."""
+    if engine is not None:
+        engines = [e.value for e in Engine]
+        if engine not in engines:
+            raise MeasureError(f"--engine must be {' or '.join(engines)}, got {engine!r}.")
+        job = replace(job, training=replace(job.training, engine=Engine(engine)))
     if device not in ("cpu", "cuda"):
         raise MeasureError(f"--device must be cpu or cuda, got {device!r}.")
     if steps < 1:
@@ -242,6 +255,9 @@ def _rank(tmp: str, rank: int) -> None:
             measured = _tensor_parallel_rank(torch, model, job, device, steps, seed)
             _write_result(tmp, rank, measured)
             return
+        if job.training.engine is Engine.DEEPSPEED:
+            _write_result(tmp, rank, _deepspeed_rank(model, job, device, steps, seed, rank))
+            return
         zero = job.layout.zero
         autocast = True
         batch = None
@@ -298,6 +314,15 @@ def _tensor_parallel_rank(torch: Any, model: Any, job: ResolvedJob, device: str,
     with tensor.loss_parallel():
         return measure_steps(job, model, params, build.build_optimizer(job, params), device, steps, seed,
                              autocast=autocast, sharded=lay.dp > 1, batch=batch)  # fmt: skip
+
+
+def _deepspeed_rank(model: Any, job: ResolvedJob, device: str, steps: int, seed: int, rank: int) -> Measurement:
+    """A rank of DeepSpeed's ZeRO engine: its own bf16 (no autocast), its own backward and step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    engine, opt = deepspeed_zero.initialize(model, build.build_optimizer(job, params), job, device, rank)
+    return measure_steps(job, deepspeed_zero.Model(engine), params, opt, device, steps, seed + rank, autocast=False,
+                         sharded=job.layout.zero == ZeroStage.PARAMETERS, backward=opt.backward,
+                         engine="deepspeed")  # fmt: skip
 
 
 def _write_result(tmp: str, rank: int, measured: Measurement) -> None:

@@ -35,7 +35,16 @@ from ftplan.errors import FtplanError, MeasureError
 from ftplan.fit import gpu_pool, hardware
 from ftplan.job import ResolvedJob
 from ftplan.measure import build
-from ftplan.memory import AttentionMask, MemoryEstimate, ModelOutput, Overheads, Recompute, ZeroGrad, estimate_memory
+from ftplan.memory import (
+    AttentionMask,
+    Engine,
+    MemoryEstimate,
+    ModelOutput,
+    Overheads,
+    Recompute,
+    ZeroGrad,
+    estimate_memory,
+)
 from ftplan.timing import dispatch
 from ftplan.timing.model import OFFLOAD, RECOMPUTE, StepTimes, job_flops, step_times
 from ftplan.units import GIB
@@ -70,6 +79,10 @@ class Measurement:
     # seconds a step took on a GPU, synchronised (the median of the steps after the first, which also
     # tracks saved tensors); None on a CPU, whose steps run under the memory profiler
     step_seconds: float | None = None
+    # what ran the ZeRO stage: "torch" (DDP, ZeroRedundancyOptimizer, FSDP2) or "deepspeed" (its ZeRO engine,
+    # whose states live in its own flat buffers: ``states`` is then every byte alive as a step starts)
+    engine: str = "torch"
+    states: int | None = None
 
     def saved_layer_mean(self, stack: str) -> float:
         values = [v for k, v in self.saved_by_layer.items() if k.split(".", 1)[0] == stack]
@@ -115,13 +128,17 @@ class Comparison:
     def rows(self) -> list[Row]:
         e, m = self.estimate, self.measurement
         g, a = e.gpu_terms, e.activation_terms
-        rows = [
-            Row("weights_trainable", g["weights_trainable"], m.weights_trainable),
-            Row("weights_frozen", g["weights_frozen"], m.weights_frozen),
-            Row("gradients", g["gradients"], m.gradients),
-            Row("optimizer_states", g["optimizer_states"] + g["optimizer_paged"], m.optimizer_states),
-            Row("autocast_weight_copies", g["autocast_weight_copies"], m.weight_casts),
-        ]
+        if m.states is not None:  # DeepSpeed: its flat buffers, held from step to step, against what they hold
+            held = ("weights_trainable", "weights_frozen", "optimizer_states", "optimizer_paged", "deepspeed_buffers")
+            rows = [Row("states held between steps", sum(g.get(k, 0) for k in held), m.states)]
+        else:
+            rows = [
+                Row("weights_trainable", g["weights_trainable"], m.weights_trainable),
+                Row("weights_frozen", g["weights_frozen"], m.weights_frozen),
+                Row("gradients", g["gradients"], m.gradients),
+                Row("optimizer_states", g["optimizer_states"] + g["optimizer_paged"], m.optimizer_states),
+                Row("autocast_weight_copies", g["autocast_weight_copies"], m.weight_casts),
+            ]
         for key in sorted(k for k in a if k.startswith("layer:")):
             stack = key.split(":", 1)[1]
             rows.append(Row(f"saved per layer ({stack})", a[key], m.saved_layer_mean(stack)))
@@ -346,6 +363,9 @@ def measure_job(
         raise MeasureError(f"--device must be cpu or cuda, got {device!r}.")
     if steps < 1:
         raise MeasureError(f"--steps must be ≥ 1, got {steps}.")
+    if job.training.engine is not Engine.TORCH:
+        raise MeasureError(f"engine {job.training.engine.value} shards over ranks. To fix: measure with --nproc "
+                           "2 or more, or set engine torch.")  # fmt: skip
     build.check_measurable(job, device)
     torch = build.require_torch()
     gpu_arch = ""
@@ -418,13 +438,18 @@ def measure_steps(
     sharded: bool = False,
     batch: dict[str, Any] | None = None,
     count_ops: bool = False,
+    backward: Any = None,
+    engine: str = "torch",
 ) -> Measurement:
     """Run one warm-up step and ``steps`` measured steps of ``model`` (wrapped for data parallelism or
     not) and measure them. ``autocast`` off where a sharding wrapper casts the parameters itself
     (FSDP's mixed precision); ``sharded`` where storages are freed by resizing rather than by being
     dropped (FSDP's gathered parameters), which the op-by-op counter then follows; ``batch``: this rank's
     inputs where they are not the job's whole sequences (context parallelism); ``count_ops``: count the
-    operations the warm-up step's first micro-step dispatches (:mod:`ftplan.measure.dispatch`)."""
+    operations the warm-up step's first micro-step dispatches (:mod:`ftplan.measure.dispatch`); ``backward``:
+    what runs a micro-step's backward, ``backward(loss, micro_step)``, where an engine runs it (DeepSpeed's),
+    else ``loss.backward()``; ``engine`` "deepspeed": the states are DeepSpeed's own buffers, measured as every
+    tensor alive as the first measured step starts (``Measurement.states``)."""
     torch = build.require_torch()
     batch = job_batch(job, device, seed) if batch is None else batch
     accum = job.layout.grad_accum
@@ -458,7 +483,7 @@ def measure_steps(
             else:
                 kept[:] = [output]  # held through backward and the step; the next forward's rebinds it
             with counted(i, warm_up):
-                loss.backward()
+                loss.backward() if backward is None else backward(loss, i)
             del loss
         sizes["gradients"] = _tensor_bytes(p.grad for p in params if p.grad is not None)
         opt.step()
@@ -468,6 +493,7 @@ def measure_steps(
     seconds: list[float] = []
     try:
         step(track=False, warm_up=True)  # warm-up: creates the optimizer states
+        held = _alive_tensors(torch) if engine == "deepspeed" else []
         if device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -479,7 +505,7 @@ def measure_steps(
             peak, reserved, categories = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved(), {}
         else:
             live = _live_storages(torch, [*model.parameters(), *model.buffers(), *_optimizer_tensors(torch, opt),
-                                         *(p.grad for p in params if p.grad is not None), *batch.values()],
+                                         *(p.grad for p in params if p.grad is not None), *batch.values(), *held],
                                   resizable=sharded)  # fmt: skip
             with live:
                 peak, categories = _profile_cpu(torch, lambda: [step(track=i == 0) for i in range(steps)])
@@ -489,6 +515,11 @@ def measure_steps(
         tracker.close()
     m = measurement_of(torch, device, steps, (params, list(model.parameters())), sizes["gradients"], opt,
                        tracker, (peak, reserved, categories))  # fmt: skip
+    if engine == "deepspeed":
+        inputs = {t.untyped_storage().data_ptr() for t in batch.values()}
+        m = replace(
+            m, engine=engine, states=_storage_bytes(t for t in held if t.untyped_storage().data_ptr() not in inputs)
+        )
     if counters:
         from ftplan.measure.dispatch import computing
 
@@ -527,6 +558,19 @@ def measurement_of(
         peak_reserved=None if reserved is None else int(reserved),
         peak_categories=categories,
     )
+
+
+def _alive_tensors(torch: Any) -> list[Any]:
+    """Every tensor the process holds from Python (an engine's flat buffers and partitions included)."""
+    import gc
+
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, torch.Tensor) and not o.is_meta]
+
+
+def _storage_bytes(tensors: Any) -> int:
+    """Bytes of the storages under ``tensors``, each storage once."""
+    return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
 
 
 def _optimizer_tensors(torch: Any, opt: Any) -> list[Any]:

@@ -30,6 +30,7 @@ from typing import NamedTuple
 from ftplan.arch import ATTENTION_ROLES, Architecture, Kind, Linear
 from ftplan.errors import JobError
 from ftplan.memory import activations as act
+from ftplan.memory import deepspeed
 from ftplan.memory import pipeline as pl
 from ftplan.memory.overheads import Overheads, cublas_workspace_bytes, nccl_bytes
 from ftplan.memory.params import ParamSplit, lora_params, lora_targets, parameter_targets, split_params
@@ -37,6 +38,7 @@ from ftplan.memory.setup import (
     Attention,
     AttentionMask,
     ContextParallel,
+    Engine,
     Fp8Recipe,
     Fp8Setup,
     Layout,
@@ -111,6 +113,7 @@ STATE_TERMS = (
     "cublas_workspace",
     "ddp_gradient_buckets",
     "pipeline_recv_buffers",
+    "deepspeed_buffers",
 )
 # The terms each moment of a step holds (forward/backward adds the held gradients and the larger
 # of the loss peak and the backward working set).
@@ -144,6 +147,19 @@ def _fb_lines(
 
 def check_layout(arch: Architecture, training: Training, layout: Layout) -> None:
     """Raise :class:`JobError` for layouts the frameworks cannot run."""
+    if training.engine is Engine.DEEPSPEED:
+        for name in ("tp", "pp", "cp", "ep"):
+            if getattr(layout, name) > 1:
+                raise JobError(f"engine deepspeed is modelled for data parallelism and ZeRO alone (as `ftplan export "
+                               f"--to deepspeed` runs it); the layout has {name} {getattr(layout, name)}. To fix: "
+                               f"set layout.{name} 1, or engine torch.")  # fmt: skip
+        if layout.dp_shard and layout.dp_shard != layout.dp:
+            raise JobError("engine deepspeed is not modelled with HSDP (layout.dp_shard). To fix: drop dp_shard, "
+                           "or set engine torch.")  # fmt: skip
+        if training.precision in (Precision.BF16_PURE, Precision.BF16_FP32_ADAPTERS, Precision.FP8):
+            raise JobError(f"DeepSpeed trains in fp32, or in bf16/fp16 over an fp32 master copy; the job has precision "
+                           f"{training.precision.value}. To fix: set precision bf16-mixed, fp16-mixed or fp32, or "
+                           "engine torch.")  # fmt: skip
     if min(layout.dp, layout.tp, layout.micro_batch, layout.grad_accum, layout.gpus_per_node) < 1:
         for name in ("dp", "tp", "micro_batch", "grad_accum", "gpus_per_node"):
             value = getattr(layout, name)
@@ -1303,7 +1319,13 @@ def _estimate(
         "logits_kept": logits_kept,
         "load_unsharded_weights": max(0.0, load_bytes - w_train - w_frozen),
     }
-    persistent = w_train + w_frozen + opt_states + cublas + ddp_buckets + recv_buffers  # allocated once, for the run
+    # DeepSpeed's ZeRO engine: what it holds beyond these terms from its start (ZeRO-3's partitions, reduce bucket)
+    ds = 0
+    if training.engine is Engine.DEEPSPEED:
+        whole_ps = ps if whole is arch else split_params(whole, training)
+        ds = sum(deepspeed.extra_bytes(whole, whole_ps.trainable, training.precision, z, n).values())
+    gpu_terms["deepspeed_buffers"] = ds
+    persistent = w_train + w_frozen + opt_states + cublas + ddp_buckets + recv_buffers + ds  # allocated once
     states = persistent + logits_kept  # at every moment (see _PHASE_TERMS)
     phases = {
         "forward/backward": states + activations + cast_copies + root_gathered + dequant + grads_held + act_phase_extra,

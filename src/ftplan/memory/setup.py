@@ -155,6 +155,19 @@ class ContextParallel(StrEnum):
     ULYSSES = "ulysses"
 
 
+class Engine(StrEnum):
+    """What runs the layout's data parallelism and ZeRO sharding.
+
+    * ``torch``: PyTorch's own (DistributedDataParallel, ZeroRedundancyOptimizer, FSDP2), as the memory model's
+      terms count them.
+    * ``deepspeed``: DeepSpeed's ZeRO engine, with the buckets ftplan writes to its config; ZeRO-3 adds the
+      partitions and the reduce bucket it holds beyond them (:mod:`ftplan.memory.deepspeed`).
+    """
+
+    TORCH = "torch"
+    DEEPSPEED = "deepspeed"
+
+
 class Kernels(StrEnum):
     """How the training loop runs its operations on the GPU (the time model's per-operation term,
     :mod:`ftplan.timing.dispatch`).
@@ -286,6 +299,7 @@ class Training:
     sequence_parallel: SequenceParallel = SequenceParallel.TORCH  # tensor parallelism's activations
     context_parallel: ContextParallel = ContextParallel.RING  # how layout.cp splits attention
     kernels: Kernels = Kernels.EAGER  # one kernel per operation, or a fused stack (time only)
+    engine: Engine = Engine.TORCH  # what runs data parallelism and ZeRO (DeepSpeed's holds more under ZeRO-3)
 
     @property
     def data_tokens(self) -> int:

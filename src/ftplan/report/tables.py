@@ -26,6 +26,7 @@ TERM_LABELS = {
     "cublas_workspace": "cuBLAS workspace",
     "ddp_gradient_buckets": "DDP gradient buckets",
     "pipeline_recv_buffers": "pipeline receive buffers",
+    "deepspeed_buffers": "DeepSpeed ZeRO-3 partitions + reduce bucket",
     "logits_kept": "logits the loop keeps",
     "load_unsharded_weights": "loading: whole quantised model",
     "allocator_cache": "allocator cache (reserved − allocated)",
@@ -164,6 +165,9 @@ def dist_measure_table(d: Any) -> str:
         for row, c in zip(rows, d.ranks, strict=True):
             row.insert(1, f"{c.measurement.expert_load:.3f}")
     how = f"ZeRO-{int(lay.zero)} as {zero[int(lay.zero)]}"
+    if worst.measurement.engine == "deepspeed":
+        how = (f"ZeRO-{int(lay.zero)} as DeepSpeed's engine (the config `ftplan export --to deepspeed` writes; "
+               "estimated with DeepSpeed's own buffers)")  # fmt: skip
     if lay.ep > 1:
         how += f", experts over {lay.ep} ranks (transformers' EP)"
     if lay.replicas > 1:

@@ -14,6 +14,7 @@ from ftplan.memory.setup import (
     Attention,
     AttentionMask,
     ContextParallel,
+    Engine,
     Fp8Recipe,
     Kernels,
     Loss,
@@ -274,6 +275,12 @@ class JobSpec(BaseModel):
         description="how the training loop runs on the GPU: eager (one kernel per PyTorch operation: Transformers, "
         "PEFT, TRL, Accelerate, plain DDP/FSDP; each adds its launch time) | fused (torch.compile, CUDA graphs, "
         "Megatron-Core/NeMo with Transformer Engine, Liger or Unsloth kernels)",
+    )
+    engine: Engine = Field(
+        Engine.TORCH,
+        description="what runs data parallelism and ZeRO: torch (DDP, ZeroRedundancyOptimizer, FSDP2) | deepspeed "
+        "(DeepSpeed's ZeRO engine, as `ftplan export --to deepspeed` configures it: under ZeRO-3 it holds 16-bit "
+        "parameter and gradient partitions and a reduce bucket more)",
     )
     capacity_factor: Float = Field(
         1.25, ge=1, le=64,
