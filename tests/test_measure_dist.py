@@ -1,13 +1,13 @@
 """`ftplan measure --nproc` on a CPU (gloo): every rank of a data-parallel or pipeline job beside the estimate.
 
-Fourteen cases of benchmarks/measured_grid_dist.yaml, one per way PyTorch runs data parallelism
+Fifteen cases of benchmarks/measured_grid_dist.yaml, one per way PyTorch runs data parallelism
 (DistributedDataParallel, ZeroRedundancyOptimizer, FSDP2 with and without resharding after forward,
 LoRA under FSDP2 with resharding (recomputation with), FSDP2 over a 2×2 HSDP mesh), two pipelines
 (1F1B full fine-tuning, interleaved 1F1B), an expert-parallel MoE job (transformers' EP, Qwen3-MoE) and two
 tensor-parallel jobs (torchtitan's DTensor plan: sequence parallelism, a vocabulary-parallel loss), one under FSDP2
 over a (dp 2, tp 2) mesh whose peak is the root group's gradient reduction (a large vocabulary), a LoRA job whose
 peak is the root group gathered again as backward begins, and a
-context-parallel job (DeepSpeed-Ulysses under FSDP2);
+context-parallel job (DeepSpeed-Ulysses under FSDP2) and DeepSpeed's own ZeRO-3 engine;
 `python benchmarks/measured_accuracy.py --grid benchmarks/measured_grid_dist.yaml` runs them all.
 """
 

@@ -25,7 +25,7 @@ from ftplan.errors import CatalogError, FtplanError, JobError
 from ftplan.job import ResolvedJob
 from ftplan.limits import MAX_RUN_NODES
 from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, ZeroStage, check_layout, estimate_memory
-from ftplan.memory.estimate import STATE_TERMS
+from ftplan.memory.estimate import STATE_TERMS, gradients_held_apart
 from ftplan.memory.setup import Method, Precision, ZeroGrad
 from ftplan.schema.catalog import Gpu
 from ftplan.timing import model as tm
@@ -361,7 +361,8 @@ def fit_job(
                 fb11 = e11.phase_bytes["forward/backward"]
                 slope = estimate(replace(base, micro_batch=2), gpu.arch).phase_bytes["forward/backward"] - fb11
                 lines = ((fb11 - slope, slope),)
-            held = e11.gpu_terms["gradients"]  # kept across accumulation micro-steps (estimate.py)
+            # kept across accumulation micro-steps (estimate.py)
+            held = e11.gpu_terms["gradients"] if gradients_held_apart(tr, zero) else 0.0
             others = max(v for k, v in e11.phase_bytes.items() if k not in ("forward/backward", "loading"))
             fams.append(fam)
             g_terms = e11.gpu_terms

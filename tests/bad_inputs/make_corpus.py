@@ -142,6 +142,9 @@ def main() -> None:
     job_case("nan_seq_len", "finite", seq_len=float("nan"))
     job_case("sequence_parallel_unknown", "'torch' or 'megatron'", sequence_parallel="deepspeed")
     job_case("context_parallel_unknown", "'ring' or 'ulysses'", context_parallel="all-gather")
+    job_case("engine_unknown", "'torch' or 'deepspeed'", engine="megatron")
+    job_case("engine_deepspeed_with_tp", "or engine torch", engine="deepspeed", method="full",
+             layout={"dp": 4, "tp": 2, "zero": 3})  # fmt: skip
     job_case("ulysses_cp_not_dividing_heads", "use cp in", context_parallel="ulysses", seq_len=1023, layout={"cp": 3})
     case("job_duplicate_key.yaml", "model: qwen2.5-0.5b\nseq_len: 1024\nseq_len: 2048\n", ["memory", "{file}"], 1,
          "given twice")  # fmt: skip
