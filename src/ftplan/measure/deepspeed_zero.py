@@ -61,23 +61,31 @@ def config(job: ResolvedJob) -> dict[str, Any]:
     return cfg | {"zero_allow_untested_optimizer": True}
 
 
-def initialize(model: Any, opt: Any, job: ResolvedJob, device: str, rank: int) -> tuple[Any, Any]:
-    """DeepSpeed's engine over ``model`` and ``opt``: the engine, and an optimizer whose ``step`` is the engine's."""
-    os.environ.setdefault("LOCAL_RANK", str(rank))
-    os.environ.setdefault("DS_ACCELERATOR", device)
+def start(what: str) -> Any:
+    """DeepSpeed, imported, quiet, and its communication started on the torch process group already running;
+    ``what`` names what needs it (a refusal's reason)."""
     try:
         import deepspeed
         import deepspeed.comm.torch as ds_torch
     except ImportError as exc:
-        raise MeasureError(f"--engine deepspeed needs DeepSpeed ({exc}). To fix: install 'ftplan[exports]', "
+        raise MeasureError(f"{what} is measured with DeepSpeed ({exc}). To fix: install 'ftplan[exports]', "
                            "which brings DeepSpeed.") from None  # fmt: skip
-    # DeepSpeed compiles a shared-memory all-reduce for CPU inference when its communication starts; its ZeRO
+    # DeepSpeed compiles a shared-memory all-reduce for CPU inference when its communication starts; the
     # collectives here are torch's, so nothing is compiled
     ds_torch.build_shm_op = lambda: None
     for name in ("DeepSpeed", "deepspeed"):
         logging.getLogger(name).setLevel(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()):
         deepspeed.init_distributed(dist_backend=None, verbose=False)
+    return deepspeed
+
+
+def initialize(model: Any, opt: Any, job: ResolvedJob, device: str, rank: int) -> tuple[Any, Any]:
+    """DeepSpeed's engine over ``model`` and ``opt``: the engine, and an optimizer whose ``step`` is the engine's."""
+    os.environ.setdefault("LOCAL_RANK", str(rank))
+    os.environ.setdefault("DS_ACCELERATOR", device)
+    deepspeed = start("engine deepspeed")
+    with contextlib.redirect_stdout(io.StringIO()):
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=config(job))
     return engine, _EngineStep(engine, job.layout.grad_accum)
 
@@ -101,17 +109,3 @@ class _EngineStep:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """DeepSpeed zeroes its gradients at the step."""
-
-
-class Model:
-    """DeepSpeed's engine seen as the model it wraps (its layers, config and embeddings), so the measurement's
-    hooks attach to the same modules; calls go through the engine."""
-
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._engine(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine.module, name)

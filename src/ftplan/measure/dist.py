@@ -54,6 +54,7 @@ from ftplan.measure.run import (
     HOST_MEMORY_FRACTION,
     Comparison,
     Measurement,
+    Wrapped,
     available_host_bytes,
     estimate_for_device,
     job_batch,
@@ -277,7 +278,7 @@ def _rank(tmp: str, rank: int) -> None:
         else:
             from torch.nn.parallel import DistributedDataParallel
 
-            model = _DDP(DistributedDataParallel(model, device_ids=[rank] if device == "cuda" else None))
+            model = Wrapped(DistributedDataParallel(model, device_ids=[rank] if device == "cuda" else None))
             params = [p for p in model.parameters() if p.requires_grad]
             if zero == ZeroStage.OPTIMIZER:
                 from torch.distributed.optim import ZeroRedundancyOptimizer
@@ -320,7 +321,7 @@ def _deepspeed_rank(model: Any, job: ResolvedJob, device: str, steps: int, seed:
     """A rank of DeepSpeed's ZeRO engine: its own bf16 (no autocast), its own backward and step."""
     params = [p for p in model.parameters() if p.requires_grad]
     engine, opt = deepspeed_zero.initialize(model, build.build_optimizer(job, params), job, device, rank)
-    return measure_steps(job, deepspeed_zero.Model(engine), params, opt, device, steps, seed + rank, autocast=False,
+    return measure_steps(job, Wrapped(engine), params, opt, device, steps, seed + rank, autocast=False,
                          sharded=job.layout.zero == ZeroStage.PARAMETERS, backward=opt.backward,
                          engine="deepspeed")  # fmt: skip
 
@@ -331,20 +332,6 @@ def _write_result(tmp: str, rank: int, measured: Measurement) -> None:
     part = Path(tmp, f"{rank}.json.part")
     part.write_text(json.dumps(asdict(measured)))
     part.replace(Path(tmp, f"{rank}.json"))
-
-
-class _DDP:
-    """DistributedDataParallel seen as the model it wraps (its layers, config and embeddings), so
-    the measurement's hooks attach to the same modules; calls go through DDP."""
-
-    def __init__(self, ddp: Any) -> None:
-        self._ddp = ddp
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._ddp(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ddp.module, name)
 
 
 def _fully_shard(torch: Any, model: Any, job: ResolvedJob, device: str, experts: Any = None, mesh: Any = None) -> bool:

@@ -560,6 +560,21 @@ def measurement_of(
     )
 
 
+class Wrapped:
+    """A wrapper (DistributedDataParallel, DeepSpeed's engine) seen as the model it wraps (``.module``: its
+    layers, config and embeddings), so the measurement's hooks attach to the same modules; calls go through
+    the wrapper."""
+
+    def __init__(self, wrapper: Any) -> None:
+        self._wrapper = wrapper
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._wrapper(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapper.module, name)
+
+
 def _alive_tensors(torch: Any) -> list[Any]:
     """Every tensor the process holds from Python (an engine's flat buffers and partitions included)."""
     import gc

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 from typing import Any
 
 from ftplan.errors import MeasureError
@@ -40,20 +39,12 @@ def check_ulysses(job: ResolvedJob) -> None:
 
 def register(model: Any, job: ResolvedJob) -> None:
     """Swap the model's SDPA attention for DeepSpeed's Ulysses wrapper over groups of ``cp`` ranks."""
-    try:
-        import deepspeed
-        import deepspeed.comm.torch as ds_torch
-        from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPAttentionHF
-    except ImportError as exc:
-        raise MeasureError(f"context_parallel ulysses is measured with DeepSpeed ({exc}). To fix: install "
-                           "'ftplan[exports]', which brings DeepSpeed.") from None  # fmt: skip
-    # DeepSpeed compiles a shared-memory all-reduce for CPU inference when its communication starts; these ranks
-    # never call it (their all-reduces are torch's), so nothing is compiled
-    ds_torch.build_shm_op = lambda: None
-    for name in ("DeepSpeed", "deepspeed"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    from ftplan.measure.deepspeed_zero import start
+
+    start("context_parallel ulysses")
+    from deepspeed.runtime.sequence_parallel.ulysses_sp import UlyssesSPAttentionHF
+
     with contextlib.redirect_stdout(io.StringIO()):
-        deepspeed.init_distributed(dist_backend=None, verbose=False)
         UlyssesSPAttentionHF.register_with_transformers(
             model_name_or_path=model, core_attn_implementation="sdpa", sequence_parallel_size=job.layout.cp,
             micro_batch_size=job.layout.micro_batch, seq_length=job.training.seq_len, seq_length_is_variable=False,
