@@ -140,3 +140,29 @@ def test_an_export_whose_headroom_cannot_hold_them_is_refused():
     enough = dataclasses.replace(r, run=r.run.model_copy(update={"headroom_bytes": extra}))
     assert "ds_config.json" in deepspeed_files(enough).files
     torchrun_files(tight)  # FSDP2, as planned: nothing to refuse
+
+
+def test_memory_and_fit_take_the_engine_from_the_command_line():
+    from typer.testing import CliRunner
+
+    from ftplan.cli.app import app
+
+    runner = CliRunner()
+    args = ["memory", "--model", "qwen2.5-7b", "--gpu", "h100", "--dp", "8", "--zero", "3", "--seq-len", "4096"]
+    torch_out = runner.invoke(app, [*args, "--format", "json"])
+    ds_out = runner.invoke(app, [*args, "--engine", "deepspeed", "--format", "json"])
+    assert torch_out.exit_code == 0 and ds_out.exit_code == 0, ds_out.output
+    t, d = (__import__("json").loads(o.output) for o in (torch_out, ds_out))
+    assert d["breakdown"]["deepspeed_buffers"] > 0 == t["breakdown"]["deepspeed_buffers"]
+    assert d["device_total_bytes"] == t["device_total_bytes"] + d["breakdown"]["deepspeed_buffers"]
+    table = runner.invoke(app, [*args, "--engine", "deepspeed"]).output
+    assert "engine deepspeed" in table and "DeepSpeed ZeRO-3 partitions + reduce bucket" in table
+    bad = runner.invoke(app, [*args, "--engine", "deepspeed", "--tp", "2"])
+    assert bad.exit_code == 1 and "or engine torch" in str(bad.exception)
+    job = str(ROOT / "scenarios/jobs/llama-70b-full-fit.yaml")
+    fit = runner.invoke(app, ["fit", job, "--instance", "aws/p5.48xlarge", "--nodes", "2", "--engine", "deepspeed",
+                              "--format", "csv"])  # fmt: skip
+    assert fit.exit_code == 0, fit.output
+    header, *rows = fit.output.strip().splitlines()
+    tp = header.split(",").index("tp")
+    assert rows and {r.split(",")[tp] for r in rows} == {"1"}

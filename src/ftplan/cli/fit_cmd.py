@@ -30,7 +30,7 @@ from ftplan.fit import FitResult, fit_job, gpu_pool, instance_pool, rank
 from ftplan.importers import import_config
 from ftplan.job import resolve_job
 from ftplan.limits import MAX_BUSBW_GBS, MAX_RUN_NODES, MAX_USD_PER_HOUR
-from ftplan.memory.setup import Kernels
+from ftplan.memory.setup import Engine, Kernels
 from ftplan.report.tables import fit_table
 from ftplan.schema.job import load_job, parse_job
 
@@ -92,6 +92,9 @@ def fit(
     kernels: Kernels | None = typer.Option(
         None, "--kernels", help="eager | fused: how the training loop runs on the GPU (overrides the job's)."
     ),
+    engine: Engine | None = typer.Option(
+        None, "--engine", help="torch | deepspeed: what runs data parallelism and ZeRO (overrides the job's)."
+    ),
     format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
@@ -107,8 +110,9 @@ def fit(
         spec = load_job(job)
         if tokens is not None:
             spec = parse_job(spec.model_dump(exclude_unset=True) | {"tokens": tokens, "samples": None}, str(job))
-    if kernels is not None:
-        spec = parse_job(spec.model_dump(exclude_unset=True) | {"kernels": kernels.value}, str(job))
+    overrides = {k: v.value for k, v in (("kernels", kernels), ("engine", engine)) if v is not None}
+    if overrides:
+        spec = parse_job(spec.model_dump(exclude_unset=True) | overrides, str(job))
     resolved = resolve_job(spec, catalog, str(job))
     pools = [gpu_pool(catalog, g, gpus, gpu_price, network_gbps, host_memory_gib) for g in gpu]
     pools += [instance_pool(catalog, i, nodes, spot) for i in instance]

@@ -164,7 +164,7 @@ def memory(
         + (f" (HSDP: shard groups of {lay.shard})" if lay.replicas > 1 else "")
         + (f" cp {lay.cp} ({t.context_parallel.value})" if lay.cp > 1 else "")
         + (f" ep {lay.ep} (capacity factor {t.capacity_factor:g})" if lay.ep > 1 else "")
-        + (f" · {t.engine.value}" if t.engine is not Engine.TORCH else "")
+        + (f" · engine {t.engine.value}" if t.engine is not Engine.TORCH else "")
         + (f" · {resolved.gpu.id}" if resolved.gpu else "")
     )
     rows = [{"where": "gpu", "term": k, "bytes": v} for k, v in est.gpu_terms.items()]

@@ -205,8 +205,9 @@ def fit_table(result: Any, best: Any, by: str) -> str:
         p95 = f", p95 {t.data.p95:,}" if t.data.p95 else ""
         of = f" of {len(t.data.lengths):,} lengths" if t.data.lengths else ""
         seq += f" (mean {t.data.mean:,}{p95} tokens{of}, {'packed' if t.data.packing else 'padded'})"
+    engine = f" · engine {t.engine.value}" if t.engine.value != "torch" else ""
     title = (
-        f"{job.name} · {t.method.value} · {t.precision_label} · {seq} · global batch "
+        f"{job.name} · {t.method.value} · {t.precision_label} · {seq}{engine} · global batch "
         f"{job.global_batch} · {job.tokens / 1e9:.3g}B tokens · ranked by {by}"
     )
     rows = [
