@@ -88,6 +88,19 @@ def test_zero3_accumulates_into_its_partition(catalog, zero):
     assert d.phase_bytes[fb] == t.phase_bytes[fb] + d.gpu_terms["deepspeed_buffers"] - held
 
 
+def test_zero3_lora_saves_are_bounded_by_full_fine_tuning(catalog):
+    # DeepSpeed's ZeRO-3 linear saves every linear's input, frozen or not: counted as full fine-tuning's saves
+    lora = {"rank": 16, "target_modules": ["q_proj", "v_proj"]}
+    est = {}
+    for engine in ("torch", "deepspeed"):
+        for zero in (2, 3):
+            job = _job(catalog, method="lora", lora=lora, engine=engine, layout={"dp": 8, "zero": zero})
+            est[engine, zero] = estimate_memory(job.arch, job.training, job.layout).activation_terms["layer:main"]
+    full = _job(catalog, layout={"dp": 8, "zero": 3})
+    full_layer = estimate_memory(full.arch, full.training, full.layout).activation_terms["layer:main"]
+    assert est["deepspeed", 3] == full_layer > est["torch", 3] == est["deepspeed", 2] == est["torch", 2]
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

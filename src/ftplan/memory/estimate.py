@@ -523,12 +523,21 @@ def _saved_modules_16bit(training: Training, layout: Layout, ps: ParamSplit, tp:
     return _local(0, 0, ps.trainable_embed, tp)
 
 
-def _grads(arch: Architecture, training: Training, host: bool = False) -> tuple[act.Grads, bool, bool]:
+def _grads(
+    arch: Architecture, training: Training, host: bool = False, every_input: bool = False
+) -> tuple[act.Grads, bool, bool]:
     """What trains: the activation model's :class:`~ftplan.memory.activations.Grads`, and whether
     the token embedding and the lm_head train (full fine-tuning or LoRA ``modules_to_save``).
-    ``host``: the step runs on a CPU (dropout masks and LayerNorm statistics of the input's element size)."""
-    if training.method is Method.FULL or training.lora is None:
-        return (act.Grads(on_host=True) if host else act.FULL), True, True
+    ``host``: the step runs on a CPU (dropout masks and LayerNorm statistics of the input's element size).
+    ``every_input``: every linear saves its input, frozen or not, as DeepSpeed's ZeRO-3 linear does
+    (``LinearFunctionForZeroStage3``): counted as full fine-tuning saves, a bound (measured: see
+    ``ftplan.memory.deepspeed``)."""
+    if training.method is Method.FULL or training.lora is None or every_input:
+        full = act.Grads(on_host=True) if host else act.FULL
+        if training.method is Method.FULL or training.lora is None:
+            return full, True, True
+        _, embed, head = _grads(arch, training, host)
+        return full, embed, head
     lora = training.lora
     saved = set(lora.modules_to_save)
     embed = any(m in saved for m in _EMBEDDING_NAMES)
@@ -576,7 +585,14 @@ class _PerSequence:
 
 @lru_cache(maxsize=4096)
 def _per_sequence(
-    arch: Architecture, training: Training, r: int, t: int, recompute: Recompute, host: bool = False, cp: int = 1
+    arch: Architecture,
+    training: Training,
+    r: int,
+    t: int,
+    recompute: Recompute,
+    host: bool = False,
+    cp: int = 1,
+    every_input: bool = False,
 ) -> _PerSequence:
     """The activation model for one sequence; the layout only scales it (cached: a layout search
     asks for the same job under many data-parallel, ZeRO and micro-batch choices)."""
@@ -594,7 +610,7 @@ def _per_sequence(
     seq = {"main": s} if arch.kind is not Kind.ENCODER_DECODER else {"encoder": s, "decoder": dec_len}
     if arch.dense_layers:  # a MoE model's leading dense layers: a stack of their own, first
         seq = {"dense": s, **({"main": s} if arch.layers_of("main") else {})}
-    saves, embed_trains, lm_head_trains = _grads(arch, training, host)
+    saves, embed_trains, lm_head_trains = _grads(arch, training, host, every_input)
     # tensor parallelism shards the sequence between its matmuls (sequence parallelism): what a token saves
     # is divided by t, but for what every rank holds whole (see SequenceParallel)
     gathered = t > 1 and training.sequence_parallel is SequenceParallel.TORCH
@@ -1075,7 +1091,9 @@ def _estimate(
 
     # ---- activations -------------------------------------------------------------------------
     on_cpu = gpu_arch.lower() == "cpu"
-    pa = _per_sequence(arch, training, r, t, layout.recompute, on_cpu, layout.cp)
+    # DeepSpeed's ZeRO-3 linear saves every linear's input, a LoRA job's frozen ones too
+    ds_linear = training.engine is Engine.DEEPSPEED and z == ZeroStage.PARAMETERS
+    pa = _per_sequence(arch, training, r, t, layout.recompute, on_cpu, layout.cp, ds_linear)
     if pa.t5_eager:
         notes.append("T5 attention (relative position bias) runs eager: attention set to eager")
     if ps.frozen_unquantized:
