@@ -21,8 +21,8 @@ What DeepSpeed still holds beyond the estimate (:func:`extra_bytes`), from its s
   estimate's own); and its reduce bucket (``reduce_bucket_size`` elements of the dtype, allocated once).
 * ZeRO-3's linear saves every linear's input for backward, frozen ones too: a LoRA job saves what only the
   adapted linears would under torch's. Its saves are counted as full fine-tuning's, a bound (measured on four
-  tiny LoRA jobs, q/k/v/o or q/v adapted: saved activations 3.7% to 13.9% above the LoRA count, the peak 1.2%
-  to 3.8% under it before; +9.6% to +11.8% and +5.8% to +7.3% with the bound).
+  tiny LoRA jobs, q/k/v/o or q/v adapted: saved activations 3.7% to 13.9% above the LoRA count, the peak
+  from 3.8% under to 3.2% over it before; +9.6% to +11.8% and +5.8% to +7.3% with the bound).
 * ZeRO-1/2 (``stage_1_and_2.py``) hold the 16-bit weights whole beside the fp32 master partition, as FSDP2's
   ZeRO-2 holds its gathered weights beside their shard; their gradient partitions and reduce bucket exist
   from a step's backward to its optimizer step, where the estimate already counts gradients and a reduce
