@@ -323,7 +323,7 @@ def _deepspeed_rank(model: Any, job: ResolvedJob, device: str, steps: int, seed:
     engine, opt = deepspeed_zero.initialize(model, build.build_optimizer(job, params), job, device, rank)
     return measure_steps(job, Wrapped(engine), params, opt, device, steps, seed + rank, autocast=False,
                          sharded=job.layout.zero == ZeroStage.PARAMETERS, backward=opt.backward,
-                         engine="deepspeed")  # fmt: skip
+                         engine_states=True)  # fmt: skip
 
 
 def _write_result(tmp: str, rank: int, measured: Measurement) -> None:

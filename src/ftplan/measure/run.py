@@ -79,9 +79,8 @@ class Measurement:
     # seconds a step took on a GPU, synchronised (the median of the steps after the first, which also
     # tracks saved tensors); None on a CPU, whose steps run under the memory profiler
     step_seconds: float | None = None
-    # what ran the ZeRO stage: "torch" (DDP, ZeroRedundancyOptimizer, FSDP2) or "deepspeed" (its ZeRO engine,
-    # whose states live in its own flat buffers: ``states`` is then every byte alive as a step starts)
-    engine: str = "torch"
+    # DeepSpeed's ZeRO engine keeps weights, gradients and states in flat buffers of its own: every byte alive
+    # as a measured step starts (None: a PyTorch wrapper's, measured term by term)
     states: int | None = None
 
     def saved_layer_mean(self, stack: str) -> float:
@@ -439,7 +438,7 @@ def measure_steps(
     batch: dict[str, Any] | None = None,
     count_ops: bool = False,
     backward: Any = None,
-    engine: str = "torch",
+    engine_states: bool = False,
 ) -> Measurement:
     """Run one warm-up step and ``steps`` measured steps of ``model`` (wrapped for data parallelism or
     not) and measure them. ``autocast`` off where a sharding wrapper casts the parameters itself
@@ -448,8 +447,8 @@ def measure_steps(
     inputs where they are not the job's whole sequences (context parallelism); ``count_ops``: count the
     operations the warm-up step's first micro-step dispatches (:mod:`ftplan.measure.dispatch`); ``backward``:
     what runs a micro-step's backward, ``backward(loss, micro_step)``, where an engine runs it (DeepSpeed's),
-    else ``loss.backward()``; ``engine`` "deepspeed": the states are DeepSpeed's own buffers, measured as every
-    tensor alive as the first measured step starts (``Measurement.states``)."""
+    else ``loss.backward()``; ``engine_states``: the states are an engine's own buffers (DeepSpeed's), measured as
+    every tensor alive as the first measured step starts (``Measurement.states``)."""
     torch = build.require_torch()
     batch = job_batch(job, device, seed) if batch is None else batch
     accum = job.layout.grad_accum
@@ -493,7 +492,7 @@ def measure_steps(
     seconds: list[float] = []
     try:
         step(track=False, warm_up=True)  # warm-up: creates the optimizer states
-        held = _alive_tensors(torch) if engine == "deepspeed" else []
+        held = _alive_tensors(torch) if engine_states else []
         if device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -515,11 +514,9 @@ def measure_steps(
         tracker.close()
     m = measurement_of(torch, device, steps, (params, list(model.parameters())), sizes["gradients"], opt,
                        tracker, (peak, reserved, categories))  # fmt: skip
-    if engine == "deepspeed":
+    if engine_states:
         inputs = {t.untyped_storage().data_ptr() for t in batch.values()}
-        m = replace(
-            m, engine=engine, states=_storage_bytes(t for t in held if t.untyped_storage().data_ptr() not in inputs)
-        )
+        m = replace(m, states=_storage_bytes(t for t in held if t.untyped_storage().data_ptr() not in inputs))
     if counters:
         from ftplan.measure.dispatch import computing
 

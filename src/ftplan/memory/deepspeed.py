@@ -32,20 +32,19 @@ What DeepSpeed still holds beyond the estimate (:func:`extra_bytes`), from its s
 from __future__ import annotations
 
 from ftplan.arch import Architecture
+from ftplan.memory.params import largest_block
 from ftplan.memory.setup import Precision, ZeroStage
-
-ENGINES = ("torch", "deepspeed")  # what `ftplan measure --engine` runs a ZeRO stage with
 
 
 def block_params(arch: Architecture) -> int:
     """Parameters of the model's largest transformer block, whole (the unit of the buckets ftplan writes)."""
-    return int(max(arch.layer_matrix_params[st] + arch.layer_vector_params[st] for st in arch.block_linears))
+    return int(largest_block(arch))
 
 
-def zero_settings(arch: Architecture, zero: int) -> dict[str, int | bool]:
+def zero_settings(arch: Architecture, zero: int) -> dict[str, int]:
     """The ``zero_optimization`` settings ftplan writes for ZeRO stage ``zero`` (1-3); sizes in elements."""
     block = block_params(arch)
-    out: dict[str, int | bool] = {"reduce_bucket_size": block, "allgather_bucket_size": block}
+    out = {"reduce_bucket_size": block, "allgather_bucket_size": block}
     if zero == ZeroStage.PARAMETERS:
         out |= {
             "stage3_prefetch_bucket_size": block,
@@ -69,16 +68,10 @@ SETTING_REASONS = {
 }
 
 
-def dtype_bytes(precision: Precision) -> int:
-    """Bytes of the dtype DeepSpeed keeps the model's parameters and gradients in: 16 bits under its bf16 or
-    fp16 modes (the mixed and pure 16-bit recipes), else fp32."""
-    return 4 if precision is Precision.FP32 else 2
-
-
 def extra_bytes(arch: Architecture, trainable: int, precision: Precision, zero: int, shard: int) -> dict[str, int]:
     """Bytes per GPU DeepSpeed's ZeRO engine holds beyond the estimate, by buffer (empty where none), for a
     model of ``trainable`` trainable parameters, its states sharded over ``shard`` ranks at ZeRO stage ``zero``."""
     if zero != ZeroStage.PARAMETERS:
         return {}
-    c = dtype_bytes(precision)
+    c = precision.compute_bytes  # DeepSpeed's parameters and gradients: 16-bit under its bf16/fp16 modes, else fp32
     return {"deepspeed_partitions": 2 * c * trainable // shard, "deepspeed_reduce_bucket": c * block_params(arch)}

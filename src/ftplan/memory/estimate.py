@@ -33,7 +33,14 @@ from ftplan.memory import activations as act
 from ftplan.memory import deepspeed
 from ftplan.memory import pipeline as pl
 from ftplan.memory.overheads import Overheads, cublas_workspace_bytes, nccl_bytes
-from ftplan.memory.params import ParamSplit, lora_params, lora_targets, parameter_targets, split_params
+from ftplan.memory.params import (
+    ParamSplit,
+    largest_block,
+    lora_params,
+    lora_targets,
+    parameter_targets,
+    split_params,
+)
 from ftplan.memory.setup import (
     Attention,
     AttentionMask,
@@ -532,12 +539,9 @@ def _grads(
     ``every_input``: every linear saves its input, frozen or not, as DeepSpeed's ZeRO-3 linear does
     (``LinearFunctionForZeroStage3``): counted as full fine-tuning saves, a bound (measured: see
     ``ftplan.memory.deepspeed``)."""
-    if training.method is Method.FULL or training.lora is None or every_input:
-        full = act.Grads(on_host=True) if host else act.FULL
-        if training.method is Method.FULL or training.lora is None:
-            return full, True, True
-        _, embed, head = _grads(arch, training, host)
-        return full, embed, head
+    full = act.Grads(on_host=True) if host else act.FULL
+    if training.method is Method.FULL or training.lora is None:
+        return full, True, True
     lora = training.lora
     saved = set(lora.modules_to_save)
     embed = any(m in saved for m in _EMBEDDING_NAMES)
@@ -556,7 +560,7 @@ def _grads(
         lora_dropout=lora.dropout > 0,
         on_host=host,
     )
-    return grads, embed, head
+    return (full if every_input else grads), embed, head
 
 
 @dataclass(frozen=True, slots=True)
@@ -799,12 +803,6 @@ def _nope_flags(arch: Architecture, stack: str) -> tuple[bool, ...]:
     if not arch.nope_layers or stack not in ("main", "dense"):
         return (False,) * arch.layers_of(stack)
     return tuple(arch.nope_layers[i] for i in arch.stack_indices[stack])
-
-
-@lru_cache(maxsize=1024)
-def _largest_block(arch: Architecture, t: int) -> float:
-    """Parameters of the largest transformer block on one GPU (what ZeRO-3 gathers at a time)."""
-    return max(arch.layer_matrix_params[st] / t + arch.layer_vector_params[st] for st in arch.block_linears)
 
 
 @lru_cache(maxsize=1024)
@@ -1082,7 +1080,7 @@ def _estimate(
         # The reduced gradient shards go to the host as backward produces them (DeepSpeed ZeRO-Offload's
         # CPU gradient partition; FSDP's CPUOffload, whose gradients follow the offloaded parameters):
         # the GPU holds those of one block at a time, or of the embeddings when they train
-        per_block = _largest_block(arch, t) if training.method is Method.FULL else t_local / arch.total_layers
+        per_block = largest_block(arch, t) if training.method is Method.FULL else t_local / arch.total_layers
         embed = min(ps.trainable_embed, arch.vocab * arch.hidden) / t  # the embedding or the lm_head, in turn
         grads = rb.grad * min(t_local, max(per_block, embed))
     if layout.offload is Offload.OPTIMIZER_PARAMS:
@@ -1193,7 +1191,7 @@ def _estimate(
         recv_buffers = pipe.buffers * hidden_tok
 
     # ---- working buffers ---------------------------------------------------------------------
-    block = _largest_block(arch, t)
+    block = largest_block(arch, t)
     # tied or not, it is cast (where this GPU holds it)
     lm_head_matrix = 0 if arch.kind is Kind.ENCODER or not arch.has_head else arch.vocab * arch.hidden
     # FP8 linears cast their fp32 weight straight to float8 for each matmul and keep the weight itself

@@ -176,3 +176,10 @@ def _split(arch: Architecture, method: Method, lora_setup: LoraSetup | None) -> 
         quant_bits_per_weight=bits, trainable_factored=factored, largest_trainable=largest,
         frozen_unquantized=unquantized,
     )  # fmt: skip
+
+
+@lru_cache(maxsize=1024)
+def largest_block(arch: Architecture, tp: int = 1) -> float:
+    """Parameters of the largest transformer block on one GPU of ``tp`` tensor-parallel ranks (what ZeRO-3
+    gathers at a time, and the unit of the buckets ftplan writes to DeepSpeed configs)."""
+    return max(arch.layer_matrix_params[st] / tp + arch.layer_vector_params[st] for st in arch.block_linears)

@@ -165,7 +165,7 @@ def dist_measure_table(d: Any) -> str:
         for row, c in zip(rows, d.ranks, strict=True):
             row.insert(1, f"{c.measurement.expert_load:.3f}")
     how = f"ZeRO-{int(lay.zero)} as {zero[int(lay.zero)]}"
-    if worst.measurement.engine == "deepspeed":
+    if worst.measurement.states is not None:  # DeepSpeed's engine held them
         how = (f"ZeRO-{int(lay.zero)} as DeepSpeed's engine (the config `ftplan export --to deepspeed` writes; "
                "estimated with DeepSpeed's own buffers)")  # fmt: skip
     if lay.ep > 1:
