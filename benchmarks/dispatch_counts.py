@@ -7,16 +7,23 @@ this script's Llama rows (family bases from their own rows); the other rows show
 increments (LoRA adapters, frozen linears, eager attention) carry, and Gemma 2's how far a family the table
 does not hold is from the fallback it takes.
 
-Usage: python benchmarks/dispatch_counts.py
+With ``--optimizers`` it prints instead the bytes each PyTorch optimizer's step reads and writes a parameter
+(``ftplan.measure.dispatch.optimizer_step_bytes``), fp32 and bf16, beside the time model's
+``OPTIMIZER_BYTES``.
+
+Usage: python benchmarks/dispatch_counts.py [--optimizers]
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
+from dataclasses import replace
 
 from ftplan.catalog import load_catalog
 from ftplan.job import resolve_job
-from ftplan.measure.dispatch import layer_ops
+from ftplan.measure.dispatch import layer_ops, optimizer_step_bytes
+from ftplan.memory.setup import Optimizer, Precision
 from ftplan.report.tables import render_table
 from ftplan.schema.job import parse_job
 from ftplan.timing import dispatch
@@ -71,8 +78,29 @@ def rows(families: list[str], variants: list[str]) -> list[tuple[str, str, tuple
     return out
 
 
+# PyTorch's optimizers, which run on a CPU (bitsandbytes' do not: their bytes are derived, OPTIMIZER_BYTES)
+TORCH_OPTIMIZERS = (Optimizer.ADAMW, Optimizer.ADAMW_FUSED, Optimizer.ADAMW_FORLOOP, Optimizer.SGD, Optimizer.ADAFACTOR)
+
+
+def optimizer_rows() -> list[tuple[Optimizer, int, float, float]]:
+    """(optimizer, master bytes, measured bytes a parameter, modelled) for each PyTorch optimizer, fp32 and bf16."""
+    base = job("llama", "full, bf16-mixed")
+    out = []
+    for opt in TORCH_OPTIMIZERS:
+        for master, precision in ((4, Precision.BF16_MIXED), (2, Precision.BF16_PURE)):
+            training = replace(base.training, optimizer=opt, precision=precision)
+            measured = optimizer_step_bytes(replace(base, training=training), master)
+            out.append((opt, master, measured, dispatch.optimizer_bytes(training)))
+    return out
+
+
 def main() -> None:
     warnings.filterwarnings("ignore")
+    if "--optimizers" in sys.argv[1:]:
+        table = [[opt.value, "fp32" if master == 4 else "bf16", f"{m:.2f}", f"{e:.2f}", f"{e / m - 1:+.1%}"]
+                 for opt, master, m, e in optimizer_rows()]  # fmt: skip
+        print(render_table(["optimizer", "parameters", "measured B/param", "model", "error"], table, right={2, 3, 4}))
+        return
     table = []
     for family, variant, (mf, mb), (ef, eb) in rows(list(CONFIGS), list(VARIANTS)):
         err = (ef + eb) / (mf + mb) - 1

@@ -11,9 +11,10 @@ formula counts (``FLOP_CONVENTIONS``).
 Model dimensions come from the case, else from the catalog by the model's name (``MODEL_NAMES`` maps
 the sources' spellings to catalog ids; ``SOURCE_CONFIGS`` holds Qwen1's and Nemotron's, which the catalog
 lacks). Context-parallel cases run over ``cp`` ranks a sequence (Megatron's ring attention, the time model's
-``ring``). Out of scope, each counted by its reason: GPUs and models the catalog does not hold, offload,
-variable-length batches whose length distribution the source does not publish, a pipeline without a stated
-micro-batch, FP8 outside full training, MoE.
+``ring``). Out of scope, each counted by its reason: GPUs and models the catalog does not hold, offload
+(stated in its own field or in the sharding's description), 4-bit weights other than bitsandbytes' NF4
+(GPTQ's kernels are not the QLoRA the model costs), variable-length batches whose length distribution the
+source does not publish, a pipeline without a stated micro-batch, FP8 outside full training, MoE.
 
 Baseline: the llm-analysis formula — the job's weight-matmul FLOPs (6N full, 4N + adapters with frozen
 weights), attention counted without causal halving (``12·L·s·d_q`` a token), a full recomputation's extra
@@ -223,8 +224,11 @@ def translate(case: dict, catalog: Catalog) -> dict:
         kind = "QLoRA"
     if fp8 and kind not in ("pretrain", "full"):  # FP8 is modelled for full training
         raise OutOfScope("FP8 with frozen weights")
-    if str(par.get("offload") or "none").strip().lower() != "none":
+    # (offload stated in its own field, or within the sharding's description: "FSDP with CPU offload")
+    if str(par.get("offload") or "none").strip().lower() != "none" or "offload" in str(par.get("sharding")).lower():
         raise OutOfScope("offload")
+    if "gptq" in str(case.get("quantization") or "").lower():  # ftplan's QLoRA is bitsandbytes' NF4
+        raise OutOfScope("GPTQ-quantized weights")
     seq = _int(case.get("seq_len")) or _int((case.get("model") or {}).get("seq_len"))
     if seq is None:
         raise OutOfScope("variable-length batches")
@@ -245,7 +249,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
     frozen = kind in ("LoRA", "QLoRA")
     training = Training(
         method={"LoRA": Method.LORA, "QLoRA": Method.QLORA}.get(kind, Method.FULL),
-        precision=Precision.FP8 if fp8 else Precision.FP16_MIXED if "fp16" in prec else Precision.BF16_MIXED,
+        precision=Precision.FP8 if fp8 else Precision.FP16_MIXED if "fp16" in prec else _sixteen_bit(prec),
         seq_len=seq, lora=_lora(case) if frozen else None,
         fp8=Fp8Setup(all_gather="all-gather" in prec) if fp8 else None,
         kernels=Kernels.FUSED if case["id"].split("-", 1)[0] in FUSED_SOURCES else Kernels.EAGER,
@@ -259,6 +263,12 @@ def translate(case: dict, catalog: Catalog) -> dict:
         "measured": float(measured), "source": case["id"].split("-", 1)[0], "fp8": fp8, "kind": kind,
         "nodes": nodes, "busbw": MEASURED_BUSBW.get(case["id"].split("-", 1)[0], {}).get(nodes),
     }  # fmt: skip
+
+
+def _sixteen_bit(prec: str) -> Precision:
+    """bf16 weights without fp32 masters where the source says the model itself is bf16 (a ``torch.bfloat16``
+    model trained as such, Lightning's ``bf16-true``), else mixed precision."""
+    return Precision.BF16_PURE if "torch.bfloat16" in prec or "bf16-true" in prec else Precision.BF16_MIXED
 
 
 def _accum(case: dict, dp: int, micro_batch: int) -> int:
@@ -363,17 +373,19 @@ FIT_ROUNDS = 20  # alternations of the two fits; they settle within 1e-6 relativ
 
 def _fit_pair(chosen: list[dict], catalog: Catalog, per_op: float) -> tuple[float, float, np.ndarray]:
     """One GPU family's matmul and attention efficiencies (fractions of peak over hardware FLOPs) by least
-    squares on the relative time a token, ``t − dispatch ≈ matmul FLOPs / (peak · e_matmul) + attention FLOPs /
-    (peak · e_attention)``, the dispatch time at ``per_op`` seconds an operation; with the |relative error|
-    of each case's whole time."""
+    squares on the relative time a token, ``t − dispatch − other ≈ matmul FLOPs / (peak · e_matmul) + attention
+    FLOPs / (peak · e_attention)``, the dispatch time at ``per_op`` seconds an operation and ``other`` the
+    memory-bound time the model books apart (the optimizer step); with the |relative error| of each case's
+    whole time."""
     a, t, d = [], [], []
     for c in chosen:
         matmuls, attention = tm.job_flops(c["arch"], c["training"]).hardware(c["recompute"])
         peak = _hardware(c, catalog).peak_tflops * 1e12
-        ops = _times(c, catalog).dispatch[0] / dispatch.SECONDS_PER_OP
+        st = _times(c, catalog)
+        ops = st.dispatch[0] / dispatch.SECONDS_PER_OP
         a.append([float(matmuls) / peak, float(attention) / peak])
         t.append(1 / c["measured"])
-        d.append(ops * per_op / _tokens_per_gpu(c))
+        d.append((ops * per_op + st.other[0]) / _tokens_per_gpu(c))
     a_, t_, d_ = np.array(a), np.array(t), np.array(d)
     (x, y), *_ = np.linalg.lstsq(a_ / t_[:, None], 1 - d_ / t_, rcond=None)
     return 1 / x, 1 / y, np.abs(t_ / (a_ @ [x, y] + d_) - 1)

@@ -65,6 +65,27 @@ HW = tm.Hardware(peak_tflops=989.0, efficiency=0.5, hbm_gbs=3350.0, intra_node_g
                  gpus_per_node=8, network_gbps=None)  # fmt: skip
 
 
+def test_the_optimizer_table_is_what_pytorchs_optimizers_move(benchmark_script):
+    pytest.importorskip("torch")
+    bench = benchmark_script("dispatch_counts")
+    for opt, master, measured, modelled in bench.optimizer_rows():
+        assert modelled == pytest.approx(measured, rel=2e-3), (opt, master)
+
+
+def test_the_optimizer_step_moves_its_bytes_over_the_parameters_a_gpu_updates(catalog):
+    data = {"model": "llama-3.1-8b", "seq_len": 2048, "precision": "bf16-mixed", "kernels": "fused"}
+    job = resolve_job(parse_job(data, "j"), catalog, "j")
+    hw = tm_hardware(catalog)
+    flops = tm.job_flops(job.arch, job.training)
+    lay = [np.array([x]) for x in (8, 1, 3, 0, 0, 1, 4)]  # dp 8, ZeRO-3: an eighth of the parameters a GPU
+    times = tm.step_times(flops, job.arch, job.training, hw, *lay)
+    assert times.other[0] == pytest.approx(flops.trainable / 8 * 81.0 / (hw.hbm_gbs * 1e9), rel=1e-12)
+    offloaded = tm.step_times(flops, job.arch, job.training, hw, *lay[:3], np.array([1]), *lay[4:])
+    assert offloaded.other[0] == 0.0  # the CPU runs it (the offload term)
+    ddp = tm.step_times(flops, job.arch, job.training, hw, lay[0], lay[1], np.array([0]), *lay[3:])
+    assert ddp.other[0] == pytest.approx(8 * times.other[0], rel=1e-12)  # every replica updates every parameter
+
+
 def test_dispatch_time_in_exact_arithmetic(catalog):
     job = _job(catalog)
     # a Llama layer under LoRA on all 7 linears, autocast: forward 48 + 7·8 − 7·10/7 = 94, backward

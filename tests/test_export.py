@@ -173,9 +173,16 @@ def test_trl_peft_and_transformers_build_their_configs(plans, exported, tmp_path
     from peft import LoraConfig
     from transformers import BitsAndBytesConfig
 
+    # the quick start with its LoRA job compiled (kernels: fused), beside every bundled scenario TRL can take
+    data = yaml.safe_load((ROOT / "scenarios/quickstart.yaml").read_text())
+    next(j for j in data["jobs"] if j["id"] == "llama8b-lora")["kernels"] = "fused"
+    (tmp_path / "fused.yaml").write_text(yaml.safe_dump(data))
+    fused = (ftplan.campaign(tmp_path / "fused.yaml"), ftplan.plan(tmp_path / "fused.yaml"))
+    export_plan(*fused, "trl", tmp_path / "fused-trl")
+    plans = {**plans, "fused": fused}
     seen = set()
     here = Path.cwd()
-    for (name, fmt), d in exported.items():
+    for (name, fmt), d in [*exported.items(), (("fused", "trl"), tmp_path / "fused-trl")]:
         if fmt != "trl":
             continue
         for run_dir in sorted(p for p in d.iterdir() if p.is_dir()):

@@ -135,6 +135,8 @@ def test_receive_buffers_are_one_per_micro_batch_for_each_direction(catalog):
         ({"pp": 2}, {"method": "qlora"}, "QLoRA under pipeline parallelism"),
         ({"pp": 2}, {"method": "lora", "lora": {"modules_to_save": ["lm_head"]}}, "modules_to_save under pipeline"),
         ({"pp": 4, "pp_schedule": "interleaved-1f1b", "virtual_stages": 2}, {"grad_accum": 9}, "multiple"),
+        ({"pp": 2, "pp_schedule": "zero-bubble"}, {}, "zero-bubble schedules are not planned.*To fix: use 1f1b"),
+        ({"pp": 2, "pp_schedule": "ZBV"}, {}, "zero-bubble schedules are not planned"),
     ],
 )
 def test_pipelines_frameworks_cannot_run_are_refused_in_one_line(catalog, layout, fields, message):

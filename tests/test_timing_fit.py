@@ -55,6 +55,34 @@ def test_flops_per_token_by_method():
     assert lora.flash_recompute == attn_fwd
 
 
+def test_lora_adapter_gemms_cost_the_slower_of_their_flops_and_their_hbm_traffic():
+    arch = architecture_from_hf(TINY)
+    # q, k, v, o adapted on 2 layers: d_in + d_out = 512, 320, 320, 512 → 1,664 a layer
+    widths, adapters = 2 * 1664, 2 * 4
+    for precision, element in ((Precision.BF16_MIXED, 2), (Precision.BF16_FP32_ADAPTERS, 4)):
+        tr = Training(method=Method.LORA, seq_len=128, lora=LoraSetup(rank=8), precision=precision)
+        f = tm.job_flops(arch, tr)
+        assert f.adapter_linear == 6 * 8 * widths
+        assert f.adapter_bytes == 3 * element * (widths + 2 * 8 * adapters)
+    tr = Training(method=Method.LORA, seq_len=128, lora=LoraSetup(rank=8), attention=Attention.EAGER)
+    f = tm.job_flops(arch, tr)
+    without = dataclasses.replace(f, adapter_bytes=0.0)
+    rate, bw = HW.peak_tflops * 1e12 * HW.efficiency, HW.hbm_gbs * 1e9
+    assert f.adapter_bytes / bw > f.adapter_linear / rate  # rank 8: below the ridge point, bandwidth-bound
+    for recompute, again in ((0, 1.0), (2, 4 / 3)):
+        lay = [np.array([x]) for x in (1, 1, 0, 0, recompute, 2, 1)]
+        extra = tm.step_times(f, arch, tr, HW, *lay).compute - tm.step_times(without, arch, tr, HW, *lay).compute
+        tokens = 2 * 128
+        assert extra[0] == pytest.approx(tokens * again * (f.adapter_bytes / bw - f.adapter_linear / rate), rel=1e-12)
+    # a rank far above the ridge point (r FLOPs a byte against 250 here) is compute-bound: no extra time
+    wide = tm.job_flops(arch, dataclasses.replace(tr, lora=LoraSetup(rank=1024)))
+    lay = [np.array([x]) for x in (1, 1, 0, 0, 0, 2, 1)]
+    same = tm.step_times(dataclasses.replace(wide, adapter_bytes=0.0), arch, tr, HW, *lay).compute
+    assert tm.step_times(wide, arch, tr, HW, *lay).compute[0] == pytest.approx(same[0], rel=1e-12)
+    # full fine-tuning has no adapter path
+    assert tm.job_flops(arch, Training(seq_len=128)).adapter_bytes == 0.0
+
+
 def test_compute_time_and_data_parallel_all_reduce():
     tr = Training(seq_len=128, precision=Precision.BF16_PURE, attention=Attention.EAGER)
     flops = tm.job_flops(architecture_from_hf(TINY), tr)

@@ -49,6 +49,64 @@ def operation_counter(torch: Any) -> Any:
     return Count()
 
 
+def _nbytes(torch: Any, value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(torch, v) for v in value)
+    return 0
+
+
+def traffic_counter(torch: Any) -> Any:
+    """A dispatch mode that adds up the bytes each computing operation run under it reads and writes
+    (``.bytes``, by name): every tensor argument read once, every argument its schema marks written
+    (in-place and ``out=``) and every new output written once."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Traffic(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bytes: Counter[str] = Counter()
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            name = func.overloadpacket.__name__
+            if name in NO_KERNEL:
+                return out
+            schema = func._schema
+            values = [*args, *(kwargs.get(a.name) for a in schema.arguments[len(args) :])]
+            moved = _nbytes(torch, list(args)) + _nbytes(torch, list(kwargs.values()))
+            moved += sum(_nbytes(torch, v) for a, v in zip(schema.arguments, values, strict=False)
+                         if a.alias_info is not None and a.alias_info.is_write)  # fmt: skip
+            results = out if isinstance(out, (list, tuple)) else (out,)
+            fresh = [v for r, v in zip(schema.returns, results, strict=False) if r.alias_info is None]
+            moved += _nbytes(torch, fresh)
+            self.bytes[name] += moved
+            return out
+
+    return Traffic()
+
+
+def optimizer_step_bytes(job: ResolvedJob, master_bytes: int) -> float:
+    """Bytes a step of ``job``'s optimizer reads and writes a parameter, measured on a CPU: its second step
+    (the first creates the states) over four 512 × 1024 parameters of ``master_bytes`` bytes (4: fp32, 2:
+    bf16) with gradients of the same dtype. The optimizer runs the same operations on a GPU (``foreach`` and
+    ``fused`` included: the job's optimizer as :func:`ftplan.measure.build.optimizer_class` builds it)."""
+    torch = build.require_torch()
+    dtype = torch.float32 if master_bytes == 4 else torch.bfloat16
+    generator = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(512, 1024, generator=generator, dtype=dtype)) for _ in range(4)]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=generator, dtype=dtype)
+    opt = build.build_optimizer(job, params)
+    opt.step()
+    traffic = traffic_counter(torch)
+    with traffic:
+        opt.step()
+    return sum(traffic.bytes.values()) / sum(p.numel() for p in params)
+
+
 def computing(counter: Any) -> int:
     """Operations of ``counter`` that launch a kernel (views and metadata left out)."""
     return sum(n for op, n in counter.ops.items() if op not in NO_KERNEL)

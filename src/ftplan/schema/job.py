@@ -170,6 +170,19 @@ class LayoutSpec(BaseModel):
         "replicated across the dp / dp_shard groups); default: all dp ranks",
     )
 
+    @field_validator("pp_schedule", mode="before")
+    @classmethod
+    def _zero_bubble(cls, value: Any) -> Any:
+        name = value.strip().lower().replace("_", "-") if isinstance(value, str) else ""
+        if "zero-bubble" in name or "zerobubble" in name or name in ("zb", "zb1p", "zbv", "dualpipev", "dualpipe"):
+            raise ValueError(
+                "zero-bubble schedules are not planned: under torch 2.13's ScheduleInterleavedZeroBubble the last "
+                "stage keeps every micro-batch's saved activations past the step (benchmarks/zero_bubble_memory.py; "
+                "ZBV and DualPipeV split the backward the same way), so no memory bound holds. To fix: use 1f1b or "
+                "interleaved-1f1b"
+            )
+        return value
+
     @model_validator(mode="after")
     def _pipeline(self) -> LayoutSpec:
         interleaved = self.pp_schedule is PipelineSchedule.INTERLEAVED

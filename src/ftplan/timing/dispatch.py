@@ -41,10 +41,10 @@ from ftplan.memory.params import lora_targets
 from ftplan.memory.setup import Attention, Method, Optimizer, Precision, Training
 
 # Seconds each dispatched operation adds to a step: host dispatch and launch, fitted by least squares on the
-# relative step time of Qwen's published LoRA, QLoRA and full fine-tuning runs (Hugging Face Trainer + PEFT,
+# relative step time of Qwen's published LoRA and full fine-tuning runs (Hugging Face Trainer + PEFT,
 # eager; benchmarks/throughput_accuracy.py --fit, which also prints its error on every other source). Within
 # the 5–25 µs a PyTorch operation's host path takes (Python, autograd and dispatcher layers, the CUDA launch).
-SECONDS_PER_OP = 14.4e-6
+SECONDS_PER_OP = 13.2e-6
 
 # Operations one layer dispatches in forward and in backward, full fine-tuning with SDPA attention, by
 # precision class (benchmarks/dispatch_counts.py).
@@ -80,6 +80,28 @@ OPTIMIZER_PER_TENSOR = {
     Optimizer.ADAMW_FORLOOP: 9, Optimizer.ADAFACTOR: 17, Optimizer.ADAMW_8BIT: 2, Optimizer.PAGED_ADAMW: 2,
     Optimizer.PAGED_ADAMW_8BIT: 2,
 }  # fmt: skip
+
+
+# Bytes an optimizer step reads and writes a trainable parameter, as ``(a, b)`` for ``a × master bytes + b`` (the
+# parameter's dtype: 4 for fp32 masters, 2 for bf16-pure), at the GPU's HBM bandwidth once a step. PyTorch's
+# optimizers keep their states in the parameter's dtype and were measured on a CPU, where they run the same
+# operations (``python benchmarks/dispatch_counts.py --optimizers``; ``tests/test_dispatch.py`` holds the two
+# equal): multi-tensor AdamW's eleven passes 20.25 elements, the fused kernel's one pass 8 (its schema marks
+# the gradients written too), one tensor at a time 21, SGD with momentum 8, Adafactor 17 (its factored second
+# moment of 512 × 1024 matrices). bitsandbytes' AdamW runs one kernel a tensor (``Optimizer8bit.step``, which a
+# CPU cannot run): it reads the parameter, its gradient and the two states and writes the parameter and the
+# states, its states 1 byte an element (8-bit, blockwise) or 4 (32-bit, paged) whatever the parameter's dtype.
+OPTIMIZER_BYTES: dict[Optimizer, tuple[float, float]] = {
+    Optimizer.ADAMW: (20.25, 0.0), Optimizer.ADAMW_FUSED: (8.0, 0.0), Optimizer.ADAMW_FORLOOP: (21.0, 0.0),
+    Optimizer.SGD: (8.0, 0.0), Optimizer.ADAFACTOR: (17.03, 0.0),
+    Optimizer.ADAMW_8BIT: (3.0, 4.0), Optimizer.PAGED_ADAMW_8BIT: (3.0, 4.0), Optimizer.PAGED_ADAMW: (3.0, 16.0),
+}  # fmt: skip
+
+
+def optimizer_bytes(training: Training) -> float:
+    """Bytes the job's optimizer step moves a trainable parameter (``OPTIMIZER_BYTES``)."""
+    a, b = OPTIMIZER_BYTES[training.optimizer]
+    return a * (2 if training.precision is Precision.BF16_PURE else 4) + b
 
 
 def precision_class(precision: Precision) -> str:

@@ -9,7 +9,12 @@ FLOPs (``shared/data/time_model_notes.md`` §1):
   for ``N`` parameters in matmuls (Kaplan et al. 2020; EleutherAI "Transformer Math 101"), the
   lm_head included; MoE counts the routed experts only;
 * frozen weights (LoRA, QLoRA) need no weight gradient: ``4·N`` (NeMo books LoRA at 2/3 of full
-  fine-tuning), plus ``6·r·(d_in + d_out)`` per adapter;
+  fine-tuning), plus ``6·r·(d_in + d_out)`` per adapter; an adapter's GEMMs have an inner width of the
+  rank ``r``, so they do ``r`` FLOPs a byte they move and run at the GPU's HBM bandwidth below the
+  ridge point (the roofline, Williams et al. 2009): a token moves ``(d_in + d_out + 2r)`` elements
+  through its forward (``A`` reads the input and writes ``r``, ``B`` reads them and writes the
+  output) and twice that through its backward (the input gradient and the weight gradients of both
+  factors), each element of the adapters' dtype;
 * causal attention: ``6·L·s·d_q`` a token (Megatron-LM ``num_floating_point_operations``, causal
   halving); full recomputation repeats the forward (``+2·N + 2·L·s·d_q``), selective the
   attention core (``+2·L·s·d_q``; Korthikanti et al. 2022); SDPA/flash attention recomputes the
@@ -28,8 +33,10 @@ single-node runs (``benchmarks/throughput_accuracy.py --fit``: attention kernels
 of the matmuls' efficiency there); collectives cost ``factor · bytes / busbw``
 (nccl-tests ``PERFORMANCE.md``: all-reduce ``2(n−1)/n``, all-gather and reduce-scatter ``(n−1)/n``),
 hidden behind compute where frameworks overlap them; offload moves bytes over the GPU's host link
-and runs the optimizer on the CPU. An eager stack (``kernels: eager``) also pays every operation it dispatches
-(:mod:`ftplan.timing.dispatch`: counted per layer in real micro-steps, each at a fitted host time).
+and runs the optimizer on the CPU; on the GPU the optimizer step moves the bytes its kernels read and write
+a parameter (measured, ``timing.dispatch.OPTIMIZER_BYTES``) at HBM bandwidth, once a step. An eager stack
+(``kernels: eager``) also pays every operation it dispatches (:mod:`ftplan.timing.dispatch`: counted per layer
+in real micro-steps, each at a fitted host time).
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import numpy as np
 
 from ftplan.arch import Architecture, Kind
 from ftplan.memory.estimate import fp8_converted
-from ftplan.memory.params import split_params
+from ftplan.memory.params import lora_targets, parameter_targets, split_params
 from ftplan.memory.setup import Attention, ContextParallel, Kernels, Method, Precision, Training
 from ftplan.timing import dispatch
 
@@ -48,8 +55,8 @@ from ftplan.timing import dispatch
 # core's, over hardware FLOPs, fitted on llm-foundry's single-node H100 BF16 runs (the lower of the two
 # GPUs fitted; ``benchmarks/throughput_accuracy.py --fit``). The attention core's is kept as a ratio to
 # the matmuls', so a pool that states its own efficiency scales both.
-DEFAULT_EFFICIENCY = 0.541
-DEFAULT_ATTENTION_RATIO = 0.101 / 0.541
+DEFAULT_EFFICIENCY = 0.543
+DEFAULT_ATTENTION_RATIO = 0.100 / 0.543
 
 # NVLink/NVSwitch ring collectives reach ~370 GB/s of the 450 GB/s unidirectional line rate on
 # 8×H100 (NVIDIA/nccl-tests#212): the same protocol efficiency is applied to every intra-node link.
@@ -76,8 +83,9 @@ DDP_BUCKET_BYTES = 25 * 2**20
 # (Ren et al. 2021, "ZeRO-Offload", Table 3; 5–7× PyTorch's CPU Adam, DeepSpeed tutorial).
 CPU_ADAM_S_PER_GPARAM = 0.22
 
-# Kernel launches are their own term (``timing.dispatch``, eager stacks only); other fixed time per optimizer
-# step (clipping, scheduler, logging) is not separately measured in the team's data: the efficiency absorbs it.
+# Kernel launches are their own term (``timing.dispatch``, eager stacks only), and so is the optimizer step's
+# HBM traffic (``timing.dispatch.OPTIMIZER_BYTES``); other fixed time per optimizer step (clipping, scheduler,
+# logging) is not separately measured in the team's data: the efficiency absorbs it.
 
 # FP8 matmuls reach a smaller fraction of their peak than 16-bit ones. Per GPU the ratio comes from its
 # measured maximum achievable matmul FLOPS (catalog ``mamf_tflops``: fp8/peak ÷ bf16/peak); a GPU without
@@ -135,6 +143,8 @@ class JobFlops:
     expert_trainable: int = 0  # of ``trainable``: the routed experts'
     expert_linear: float = 0.0  # of ``linear``: the routed experts' matmuls a token (its top-k experts)
     expert_forward: float = 0.0  # of ``expert_linear``: the forward's (repeated by full recomputation)
+    adapter_linear: float = 0.0  # of ``linear``: the LoRA adapters' GEMMs a token (forward and backward)
+    adapter_bytes: float = 0.0  # bytes those GEMMs move a token (forward and backward; a third the forward's)
 
     @property
     def model(self) -> float:
@@ -170,6 +180,7 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         for st, xs in arch.block_linears.items() for x in xs if x.expert
     )  # fmt: skip
     fp8 = _fp8_costs(arch) if training.fp8_setup is not None else {}
+    adapter_linear, adapter_bytes = _adapter_path(arch, training)
     return JobFlops(
         linear=linear,
         forward=2.0 * n + attn_fwd,
@@ -186,8 +197,32 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         expert_trainable=experts if training.method is Method.FULL else 0,  # (EP refuses LoRA on experts)
         expert_linear=(6.0 if training.method is Method.FULL else 4.0) * routed,
         expert_forward=2.0 * routed,
+        adapter_linear=adapter_linear,
+        adapter_bytes=adapter_bytes,
         **fp8,
     )
+
+
+def _adapter_path(arch: Architecture, training: Training) -> tuple[float, float]:
+    """FLOPs and bytes a token's LoRA adapter GEMMs take, forward and backward (see module docstring): the
+    adapters on linears, not those PEFT folds into a MoE's expert weights (``memory.params.parameter_targets``),
+    which run no GEMM of their own a token. The adapters' elements are 4 bytes where they run in fp32
+    (``fp32``, and ``bf16-fp32-adapters``, whose input is cast up to them), else 2."""
+    if training.method is Method.FULL or training.lora is None:
+        return 0.0, 0.0
+    targets = lora_targets(arch, training.lora)
+    folded = parameter_targets(arch, targets)
+    r = training.lora.rank
+    widths = sum(
+        (x.d_in + x.d_out) * x.count * arch.layers_of(stack)
+        for stack, xs in arch.block_linears.items() for x in xs if x.name in targets and x.name not in folded
+    )  # fmt: skip
+    adapters = sum(
+        x.count * arch.layers_of(stack)
+        for stack, xs in arch.block_linears.items() for x in xs if x.name in targets and x.name not in folded
+    )  # fmt: skip
+    element = 4 if training.precision in (Precision.FP32, Precision.BF16_FP32_ADAPTERS) else 2
+    return 6.0 * r * widths, 3.0 * element * (widths + 2 * r * adapters)
 
 
 # Bytes moved a cast element: two reads of the high-precision tensor (its absolute maximum, then the
@@ -266,7 +301,7 @@ class StepTimes:
     compute: np.ndarray
     communication: np.ndarray  # exposed (not hidden behind compute)
     offload: np.ndarray  # exposed host traffic and CPU optimizer
-    other: np.ndarray  # QLoRA dequantisation
+    other: np.ndarray  # memory-bound work beside the matmuls: the optimizer step, QLoRA dequantisation
     dispatch: np.ndarray  # eager PyTorch's per-operation dispatch and launch (timing.dispatch)
 
     @property
@@ -353,6 +388,11 @@ def step_times(
     rate = hw.peak_tflops * 1e12 * hw.efficiency
     t_attention = tokens_micro * attention_flops / tp / hw.attention_rate
     t_micro = tokens_micro * matmul_flops / tp / rate + t_attention
+    if flops.adapter_bytes:  # LoRA's adapter GEMMs at the slower of their FLOPs and their HBM traffic
+        again = np.where(recompute == 2, 4 / 3, 1.0)  # (the recomputed forward runs them again)
+        t_flops = flops.adapter_linear / rate
+        t_bytes = flops.adapter_bytes / (hw.hbm_gbs * 1e9)
+        t_micro = t_micro + tokens_micro * again * (max(t_flops, t_bytes) - t_flops) / tp
     if flops.fp8_linear:
         if not hw.fp8_tflops:
             raise ValueError("precision fp8 on a GPU without FP8 tensor cores")
@@ -484,10 +524,14 @@ def step_times(
 
     # ---- QLoRA: NF4 weights dequantised to 16 bits before every use (forward, backward, and the
     # recomputed forward): read 0.5 B and write 2 B a weight through HBM (Dettmers et al. 2023).
-    other = np.zeros_like(compute)
+    # ---- the optimizer step on the GPU (not where the CPU runs it): memory-bound, the bytes it moves a
+    # parameter (timing.dispatch.OPTIMIZER_BYTES) over the parameters this GPU updates, at HBM bandwidth
+    # (every data-parallel replica updates all of them without ZeRO)
+    updated = flops.trainable / (np.where(zero >= 1, shard, 1.0) * tp * pp)
+    other = np.where(offload > 0, 0.0, updated * dispatch.optimizer_bytes(training) / (hw.hbm_gbs * 1e9))
     if training.method is Method.QLORA:
         passes = 2 + (recompute == 2)
-        other = passes * flops.frozen_matrix / (tp * pp) * 2.5 / (hw.hbm_gbs * 1e9) * accum
+        other = other + passes * flops.frozen_matrix / (tp * pp) * 2.5 / (hw.hbm_gbs * 1e9) * accum
     # ---- eager PyTorch: every operation a micro-step and the optimizer step dispatch adds its host and launch
     # time (timing.dispatch), on each pipeline slot like the compute it precedes
     if training.kernels is Kernels.EAGER:
