@@ -65,7 +65,7 @@ def test_model_states_are_exact(comparison):
         assert row.estimate == pytest.approx(row.measured, rel=1e-3, abs=1024), term
 
 
-RECORDED = read_yaml(ROOT / "tests/golden/measured_errors.yaml")
+RECORDED = read_yaml(ROOT / "tests/golden/measured_errors.yaml")  # by class of CPU kernels
 STEP = 0.002  # a term may move 0.2 percentage points from its recorded error (tests/golden/record_errors.py)
 
 
@@ -74,7 +74,12 @@ def _case(request) -> str:
 
 
 def test_each_term_holds_its_recorded_error(comparison, request):
-    recorded = RECORDED[_case(request)]
+    from ftplan.measure.build import cpu_kernels
+
+    kernels = cpu_kernels()
+    if kernels not in RECORDED:
+        pytest.skip(f"no errors recorded on {kernels} CPU kernels: python tests/golden/record_errors.py records them")
+    recorded = RECORDED[kernels][_case(request)]
     for term, before in recorded.items():
         now = comparison.row(term).rel_error or 0.0
         assert abs(now - before) <= STEP, f"{term}: {before:+.3%} → {now:+.3%}"

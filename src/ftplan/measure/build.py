@@ -273,6 +273,16 @@ def build_optimizer(job: ResolvedJob, params: list[Any], lr: float = LEARNING_RA
     return cls(params, **kwargs)
 
 
+def cpu_kernels() -> str:
+    """The class of CPU kernels a measurement on this machine runs: ATen's vector capability, and whether
+    oneDNN runs bf16 natively (``+onednn-bf16``, AVX-512 with BF16/AMX) or ATen's fallback converts through
+    fp32. The two run bf16 operations with different temporaries, so a bf16 job's measured CPU peak differs
+    between them (by up to 4% on the measured grid); fp32 jobs measure the same."""
+    torch = require_torch()
+    bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return torch.backends.cpu.get_cpu_capability().lower() + ("+onednn-bf16" if bf16 else "")
+
+
 def autocast_context(job: ResolvedJob, device: str) -> Any:
     """``torch.autocast`` for the mixed recipes, a no-op context otherwise."""
     torch = require_torch()
