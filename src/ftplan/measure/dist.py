@@ -185,6 +185,9 @@ def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps
     with tempfile.TemporaryDirectory(prefix="ftplan-measure-") as tmp:
         Path(tmp, "job.pickle").write_bytes(pickle.dumps((job, device, steps, seed)))
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(nproc)}
+        # one CPU thread a rank unless the caller says otherwise, as torchrun sets for more than one process
+        # (ranks sharing the cores with several threads each run slower, not differently)
+        env.setdefault("OMP_NUM_THREADS", "1")
         # each rank's stderr goes to a file: a pipe left unread while another rank is waited for could fill
         # and stall that rank inside a collective the others wait on
         logs = [Path(tmp, f"{rank}.err") for rank in range(nproc)]
