@@ -213,14 +213,13 @@ def _adapter_path(arch: Architecture, training: Training) -> tuple[float, float]
     targets = lora_targets(arch, training.lora)
     folded = parameter_targets(arch, targets)
     r = training.lora.rank
-    widths = sum(
-        (x.d_in + x.d_out) * x.count * arch.layers_of(stack)
-        for stack, xs in arch.block_linears.items() for x in xs if x.name in targets and x.name not in folded
-    )  # fmt: skip
-    adapters = sum(
-        x.count * arch.layers_of(stack)
-        for stack, xs in arch.block_linears.items() for x in xs if x.name in targets and x.name not in folded
-    )  # fmt: skip
+    widths = adapters = 0  # Σ (d_in + d_out) and the number of adapters, over every adapted linear of every layer
+    for stack, xs in arch.block_linears.items():
+        for x in xs:
+            if x.name in targets and x.name not in folded:
+                copies = x.count * arch.layers_of(stack)
+                widths += (x.d_in + x.d_out) * copies
+                adapters += copies
     element = 4 if training.precision in (Precision.FP32, Precision.BF16_FP32_ADAPTERS) else 2
     return 6.0 * r * widths, 3.0 * element * (widths + 2 * r * adapters)
 
