@@ -18,7 +18,11 @@ source does not publish, a pipeline without a stated micro-batch, FP8 outside fu
 
 Baseline: the llm-analysis formula — the job's weight-matmul FLOPs (6N full, 4N + adapters with frozen
 weights), attention counted without causal halving (``12·L·s·d_q`` a token), a full recomputation's extra
-forward where the case recomputes — at the GPU's peak × the catalog efficiency, with no communication.
+forward where the case recomputes — at the GPU's peak × an efficiency of its own, with no communication. The
+catalog's efficiencies are the weight matmuls' alone (the model books memory-bound work and launches apart), so
+the baseline gets the fraction of peak that suits its formula: least squares on the same llm-foundry runs the
+catalog's are fitted on, per GPU family, as a factor on the catalog's (``baseline_scales``; other GPUs take the
+H100's, as the catalog's default efficiency does).
 
 Fitted vs held out: the catalog's GPU efficiencies are fitted on llm-foundry's single-node runs and the
 per-operation dispatch time on Qwen's (``--fit``), so those two sources are the part the constants were
@@ -46,7 +50,7 @@ from ftplan.fit import Pool, hardware
 from ftplan.io import read_yaml
 from ftplan.memory.setup import Fp8Setup, Kernels, LoraSetup, Method, Precision, Training
 from ftplan.report.tables import render_table
-from ftplan.timing import dispatch
+from ftplan.timing import dispatch, traffic
 from ftplan.timing import model as tm
 
 HERE = Path(__file__).parent
@@ -126,6 +130,13 @@ FUSED_SOURCES = {"mbridge", "nemo", "nemo2407", "automodel", "torchtune", "naray
 # The source the per-operation dispatch time is fitted on (Hugging Face Trainer + PEFT, eager): its constant
 # and the catalog's efficiencies are fitted together (``--fit``), so these cases are part of the fitted part.
 DISPATCH_SOURCES = {"qwen1"}
+# Sources whose eager stack runs each norm and activation as one PyTorch kernel (reading its input and writing its
+# output once), not as the chain of elementwise operations Transformers' Python modules dispatch: llm-foundry's
+# MPT (``low_precision_layernorm``: ``F.layer_norm`` in 16 bits; the MLP's ``nn.GELU``; ALiBi inside the flash
+# attention kernel). Their memory-bound bytes are the single-kernel ones ``ftplan.timing.traffic`` derives for
+# fused stacks (the architecture the case is given, GPT-NeoX's, stands in for MPT's widths only), their launches
+# eager.
+SINGLE_KERNEL_SOURCES = {"foundry"}
 
 
 class OutOfScope(Exception):
@@ -255,8 +266,15 @@ def translate(case: dict, catalog: Catalog) -> dict:
         kernels=Kernels.FUSED if case["id"].split("-", 1)[0] in FUSED_SOURCES else Kernels.EAGER,
     )  # fmt: skip
     nodes = int(hw.get("nodes") or math.ceil(count / 8))
+    flops = tm.job_flops(arch, training)
+    if case["id"].split("-", 1)[0] in SINGLE_KERNEL_SOURCES:
+        fused = traffic.token_bytes(arch, replace(training, kernels=Kernels.FUSED))
+        layers = arch.total_layers
+        flops = replace(flops, traffic_forward=layers * fused[0], traffic_backward=layers * fused[1],
+                        traffic_head=fused[2] + fused[3])  # fmt: skip
     return {
-        "id": case["id"], "arch": arch, "training": training, "gpu": gpu, "dp": dp, "tp": tp, "pp": pp, "cp": cp,
+        "id": case["id"], "arch": arch, "training": training, "flops": flops, "gpu": gpu, "dp": dp, "tp": tp,
+        "pp": pp, "cp": cp,
         "virtual": virtual, "zero": _zero(str(par.get("sharding") or "")),
         "recompute": _recompute(str(case.get("activation_checkpointing"))),
         "micro_batch": micro_batch, "grad_accum": _accum(case, dp, micro_batch),
@@ -335,9 +353,8 @@ def _hardware(c: dict, catalog: Catalog, efficiencies: tuple[float, float] | Non
 
 def _times(c: dict, catalog: Catalog, efficiencies: tuple[float, float] | None = None) -> tm.StepTimes:
     hw = _hardware(c, catalog, efficiencies)
-    flops = tm.job_flops(c["arch"], c["training"])
     return tm.step_times(
-        flops, c["arch"], c["training"], hw, np.array([c["dp"]]), np.array([c["tp"]]), np.array([c["zero"]]),
+        c["flops"], c["arch"], c["training"], hw, np.array([c["dp"]]), np.array([c["tp"]]), np.array([c["zero"]]),
         np.array([0]), np.array([c["recompute"]]), np.array([c["micro_batch"]]), np.array([c["grad_accum"]]),
         np.array([c["pp"]]), np.array([c["virtual"]]), cp=np.array([c["cp"]]),
     )  # fmt: skip
@@ -353,16 +370,33 @@ def predict(c: dict, catalog: Catalog) -> float:
     return float(_tokens_per_gpu(c) / _times(c, catalog).total[0])
 
 
-def baseline(c: dict, catalog: Catalog) -> float:
-    """The llm-analysis baseline's tokens/s per GPU (see module docstring)."""
+def _baseline_rate(c: dict, catalog: Catalog) -> float:
+    """The baseline's tokens/s per GPU at the catalog's efficiency."""
     hw = _hardware(c, catalog)
-    f = tm.job_flops(c["arch"], c["training"])
+    f = c["flops"]
     non_causal = 2 * f.attention  # (the model counts the causal half)
     per_token = f.linear + non_causal + (f.forward + f.attention / 3 if c["recompute"] == 2 else 0.0)
     rate = hw.peak_tflops * 1e12 * hw.efficiency
     if c["fp8"]:
         rate = hw.fp8_tflops * 1e12 * hw.efficiency
     return rate / per_token
+
+
+def baseline_scales(cases: list[dict], catalog: Catalog) -> dict[str, float]:
+    """Per GPU family, the factor on the catalog's efficiency that fits the baseline to the fitted llm-foundry
+    runs by least squares on relative time (``t_baseline / t = k / x``: ``x = Σk² / Σk`` over ``k = measured /
+    rate at the catalog's efficiency``)."""
+    scales = {}
+    for family, gpus in FAMILIES.items():
+        ks = [c["measured"] / _baseline_rate(c, catalog) for c in _fitted_runs(cases, gpus)]
+        scales[family] = sum(k * k for k in ks) / sum(ks)
+    return scales
+
+
+def baseline(c: dict, catalog: Catalog, scales: dict[str, float]) -> float:
+    """The llm-analysis baseline's tokens/s per GPU (see module docstring)."""
+    family = next((f for f, gpus in FAMILIES.items() if c["gpu"] in gpus), "H100")
+    return _baseline_rate(c, catalog) * scales[family]
 
 
 # GPU families whose efficiencies are fitted (one compute die each: the A100s differ in memory only, and
@@ -379,7 +413,7 @@ def _fit_pair(chosen: list[dict], catalog: Catalog, per_op: float) -> tuple[floa
     whole time."""
     a, t, d = [], [], []
     for c in chosen:
-        matmuls, attention = tm.job_flops(c["arch"], c["training"]).hardware(c["recompute"])
+        matmuls, attention = c["flops"].hardware(c["recompute"])
         peak = _hardware(c, catalog).peak_tflops * 1e12
         st = _times(c, catalog)
         ops = st.dispatch[0] / dispatch.SECONDS_PER_OP
@@ -404,15 +438,17 @@ def _fit_per_op(chosen: list[dict], catalog: Catalog, effs: dict[str, tuple[floa
     return float(r @ b / (r @ r))
 
 
+def _fitted_runs(cases: list[dict], gpus: tuple[str, ...]) -> list[dict]:
+    """llm-foundry's single-node 16-bit runs on ``gpus``: what the efficiencies are fitted on."""
+    return [c for c in cases if c["source"] == "foundry" and c["gpu"] in gpus and not c["fp8"]
+            and c["nodes"] == 1 and c["tp"] * c["pp"] == 1]  # fmt: skip
+
+
 def fit_efficiencies(cases: list[dict], catalog: Catalog) -> tuple[dict[str, tuple[float, float, np.ndarray]], float]:
     """Each GPU family's efficiencies, fitted on llm-foundry's single-node 16-bit runs, and the seconds an
     eager operation dispatches, fitted on Qwen's fine-tuning runs: alternately, each with the other's last
     value, until both settle. Returns the pairs with the fit's |relative error| on each case, and the seconds."""
-    chosen = {
-        family: [c for c in cases if c["source"] == "foundry" and c["gpu"] in gpus and not c["fp8"]
-                 and c["nodes"] == 1 and c["tp"] * c["pp"] == 1]
-        for family, gpus in FAMILIES.items()
-    }  # fmt: skip
+    chosen = {family: _fitted_runs(cases, gpus) for family, gpus in FAMILIES.items()}
     tuned = [c for c in cases if c["source"] in DISPATCH_SOURCES]
     per_op = dispatch.SECONDS_PER_OP
     for _ in range(FIT_ROUNDS):
@@ -455,8 +491,9 @@ def main(argv: list[str]) -> None:
         fit(cases, catalog)
         return
     rows, results = [], []
+    scales = baseline_scales(cases, catalog)
     for c in cases:
-        pred, base = predict(c, catalog), baseline(c, catalog)
+        pred, base = predict(c, catalog), baseline(c, catalog, scales)
         err, berr = (pred - c["measured"]) / c["measured"], (base - c["measured"]) / c["measured"]
         results.append((c, abs(err), abs(berr)))
         gpus = str(c["dp"] * c["tp"] * c["pp"] * c["cp"])

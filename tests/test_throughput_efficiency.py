@@ -20,6 +20,9 @@ def test_the_catalogs_efficiencies_are_the_fit_on_llm_foundrys_runs(catalog, ben
             assert catalog.gpus[gpu].efficiency == pytest.approx(matmuls, abs=5e-4)
             assert catalog.gpus[gpu].attention_efficiency == pytest.approx(attention, abs=5e-4)
         assert attention < matmuls  # attention kernels run below the matmuls' efficiency
+        for gpu in gpus:  # the weight matmuls' alone: below the GPU's measured maximum achievable matmul FLOPS
+            g = catalog.gpus[gpu]
+            assert matmuls < g.mamf_tflops["bf16"] / g.tflops.bf16
         assert len(errs) >= 15 and sorted(errs)[len(errs) // 2] < 0.10  # the fit's median error on its cases
     h200, h100 = catalog.gpus["h200-sxm-141gb"], catalog.gpus["h100-sxm-80gb"]  # (the H100's compute)
     assert (h200.efficiency, h200.attention_efficiency) == (h100.efficiency, h100.attention_efficiency)

@@ -1,9 +1,11 @@
-"""Count the operations a training micro-step dispatches, for the time model's per-operation term
-(:mod:`ftplan.timing.dispatch`).
+"""Count the operations a training micro-step dispatches, and the bytes its memory-bound operations move, for
+the time model's per-operation and memory-bound terms (:mod:`ftplan.timing.dispatch`, :mod:`ftplan.timing.traffic`).
 
 Each PyTorch operation that computes is counted as it reaches the dispatcher (a ``TorchDispatchMode``):
 views and metadata queries, which launch no kernel, are not. One layer's count is the difference between
-the same job's model with ``layers + 1`` and ``layers`` layers, so the head's operations cancel.
+the same job's model with ``layers + 1`` and ``layers`` layers, so the head's operations cancel; a token's
+bytes are the difference between micro-batches of two sequence lengths, so what a micro-step moves once (the
+weights' casts, their gradients) cancels.
 """
 
 from __future__ import annotations
@@ -107,6 +109,61 @@ def optimizer_step_bytes(job: ResolvedJob, master_bytes: int) -> float:
     return sum(traffic.bytes.values()) / sum(p.numel() for p in params)
 
 
+# Operations the time model costs by their FLOPs, not their bytes: the weight matmuls and the attention kernels
+COMPUTE_BOUND = frozenset({"mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_grouped_mm"})
+
+
+def memory_bound(traffic: Any) -> int:
+    """Bytes ``traffic`` counted of operations that are neither matmuls nor attention kernels."""
+    return sum(n for op, n in traffic.bytes.items() if op not in COMPUTE_BOUND and "attention" not in op)
+
+
+def micro_step_traffic(job: ResolvedJob) -> tuple[int, int]:
+    """Bytes the memory-bound operations of a micro-step of ``job`` read and write on a CPU, (forward,
+    backward), after a warm-up micro-step (the operations a GPU runs: the same PyTorch code dispatches them)."""
+    torch = build.require_torch()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    model = build.build_model(job, "cpu", 0)
+    batch = job_batch(job, "cpu", 0)
+    cast = build.autocast_context(job, "cpu")
+    moved = (0, 0)
+    for _ in range(2):
+        model.zero_grad(set_to_none=True)
+        fwd, bwd = traffic_counter(torch), traffic_counter(torch)
+        with fwd, cast:
+            loss = model(**batch).loss
+        with bwd:
+            loss.backward()
+        moved = (memory_bound(fwd), memory_bound(bwd))
+    return moved
+
+
+def _with_layers(job: ResolvedJob, layers: int) -> ResolvedJob:
+    key = next((k for k in LAYER_KEYS if k in job.hf_config), None)
+    if key is None:
+        raise MeasureError(f"{job.name}: its config names no layer count ({', '.join(LAYER_KEYS)}).")
+    config = dict(job.hf_config, **{key: layers})
+    return replace(job, hf_config=config, arch=architecture_from_hf(config, job.name))
+
+
+def token_traffic(job: ResolvedJob) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Bytes a token moves through memory-bound operations, ((forward, backward) of one layer, (forward,
+    backward) of the head: embeddings, final norm, loss): ``job``'s model with two and three layers, each with
+    its sequence length and twice it (micro-batch 2)."""
+    s = job.training.seq_len
+    moved = {}
+    for layers in (2, 3):
+        for seq in (s, 2 * s):
+            j = _with_layers(job, layers)
+            j = replace(j, training=replace(j.training, seq_len=seq), layout=replace(j.layout, micro_batch=2))
+            moved[layers, seq] = micro_step_traffic(j)
+    tokens = 2 * s  # the tokens the longer micro-batches add
+    per = {n: tuple((moved[n, 2 * s][k] - moved[n, s][k]) / tokens for k in (0, 1)) for n in (2, 3)}
+    layer = (per[3][0] - per[2][0], per[3][1] - per[2][1])
+    head = (per[2][0] - 2 * layer[0], per[2][1] - 2 * layer[1])
+    return layer, head
+
+
 def computing(counter: Any) -> int:
     """Operations of ``counter`` that launch a kernel (views and metadata left out)."""
     return sum(n for op, n in counter.ops.items() if op not in NO_KERNEL)
@@ -136,12 +193,5 @@ def count_micro_step(job: ResolvedJob) -> tuple[int, int]:
 def layer_ops(job: ResolvedJob) -> tuple[int, int]:
     """Operations one more layer adds to a micro-step, (forward, backward): ``job``'s model with two and with
     three layers (its config's layer count replaced)."""
-    key = next((k for k in LAYER_KEYS if k in job.hf_config), None)
-    if key is None:
-        raise MeasureError(f"{job.name}: its config names no layer count ({', '.join(LAYER_KEYS)}).")
-    counts = []
-    for layers in (2, 3):
-        config = dict(job.hf_config, **{key: layers})
-        counts.append(count_micro_step(replace(job, hf_config=config, arch=architecture_from_hf(config, job.name))))
-    (f2, b2), (f3, b3) = counts
+    (f2, b2), (f3, b3) = (count_micro_step(_with_layers(job, n)) for n in (2, 3))
     return f3 - f2, b3 - b2

@@ -34,7 +34,10 @@ of the matmuls' efficiency there); collectives cost ``factor · bytes / busbw``
 (nccl-tests ``PERFORMANCE.md``: all-reduce ``2(n−1)/n``, all-gather and reduce-scatter ``(n−1)/n``),
 hidden behind compute where frameworks overlap them; offload moves bytes over the GPU's host link
 and runs the optimizer on the CPU; on the GPU the optimizer step moves the bytes its kernels read and write
-a parameter (measured, ``timing.dispatch.OPTIMIZER_BYTES``) at HBM bandwidth, once a step. An eager stack
+a parameter (measured, ``timing.dispatch.OPTIMIZER_BYTES``) at HBM bandwidth, once a step; every micro-step's
+memory-bound operations (norms, rotary embeddings, activations, residual adds, casts, the loss) move their bytes
+at HBM bandwidth too (:mod:`ftplan.timing.traffic`: measured per family for eager PyTorch, derived from the
+kernels' inputs and outputs for fused stacks). An eager stack
 (``kernels: eager``) also pays every operation it dispatches (:mod:`ftplan.timing.dispatch`: counted per layer
 in real micro-steps, each at a fitted host time).
 """
@@ -49,14 +52,15 @@ from ftplan.arch import Architecture, Kind
 from ftplan.memory.estimate import fp8_converted
 from ftplan.memory.params import lora_targets, parameter_targets, split_params
 from ftplan.memory.setup import Attention, ContextParallel, Kernels, Method, Precision, Training
-from ftplan.timing import dispatch
+from ftplan.timing import dispatch, traffic
 
 # Fractions of dense peak where the catalog has none for a GPU: the weight matmuls' and the attention
-# core's, over hardware FLOPs, fitted on llm-foundry's single-node H100 BF16 runs (the lower of the two
-# GPUs fitted; ``benchmarks/throughput_accuracy.py --fit``). The attention core's is kept as a ratio to
+# core's, over hardware FLOPs, fitted on llm-foundry's single-node H100 BF16 runs beside the memory-bound and
+# per-operation time the model books apart (the lower of the two GPUs fitted;
+# ``benchmarks/throughput_accuracy.py --fit``). The attention core's is kept as a ratio to
 # the matmuls', so a pool that states its own efficiency scales both.
-DEFAULT_EFFICIENCY = 0.543
-DEFAULT_ATTENTION_RATIO = 0.100 / 0.543
+DEFAULT_EFFICIENCY = 0.572
+DEFAULT_ATTENTION_RATIO = 0.101 / 0.572
 
 # NVLink/NVSwitch ring collectives reach ~370 GB/s of the 450 GB/s unidirectional line rate on
 # 8×H100 (NVIDIA/nccl-tests#212): the same protocol efficiency is applied to every intra-node link.
@@ -145,6 +149,9 @@ class JobFlops:
     expert_forward: float = 0.0  # of ``expert_linear``: the forward's (repeated by full recomputation)
     adapter_linear: float = 0.0  # of ``linear``: the LoRA adapters' GEMMs a token (forward and backward)
     adapter_bytes: float = 0.0  # bytes those GEMMs move a token (forward and backward; a third the forward's)
+    traffic_forward: float = 0.0  # bytes a token moves through the layers' memory-bound operations, forward
+    traffic_backward: float = 0.0  # the same, backward
+    traffic_head: float = 0.0  # the head's (embeddings, final norm, loss), forward and backward
 
     @property
     def model(self) -> float:
@@ -181,6 +188,7 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
     )  # fmt: skip
     fp8 = _fp8_costs(arch) if training.fp8_setup is not None else {}
     adapter_linear, adapter_bytes = _adapter_path(arch, training)
+    layer_fwd, layer_bwd, head_fwd, head_bwd = traffic.token_bytes(arch, training)
     return JobFlops(
         linear=linear,
         forward=2.0 * n + attn_fwd,
@@ -199,6 +207,9 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         expert_forward=2.0 * routed,
         adapter_linear=adapter_linear,
         adapter_bytes=adapter_bytes,
+        traffic_forward=arch.total_layers * layer_fwd,
+        traffic_backward=arch.total_layers * layer_bwd,
+        traffic_head=head_fwd + head_bwd,
         **fp8,
     )
 
@@ -528,6 +539,12 @@ def step_times(
     # (every data-parallel replica updates all of them without ZeRO)
     updated = flops.trainable / (np.where(zero >= 1, shard, 1.0) * tp * pp)
     other = np.where(offload > 0, 0.0, updated * dispatch.optimizer_bytes(training) / (hw.hbm_gbs * 1e9))
+    # ---- memory-bound operations of every micro-step (norms, rotary, activations, residual adds, casts, the loss;
+    # timing.traffic): their bytes at HBM bandwidth, the forward's again under full recomputation; tensor
+    # parallelism splits them (sequence parallelism the norms), a pipeline stage holds 1/pp of them and idles
+    # through its bubble as with compute
+    moved = flops.traffic_forward * np.where(recompute == 2, 2.0, 1.0) + flops.traffic_backward + flops.traffic_head
+    other = other + tokens_micro * moved / (tp * pp) / (hw.hbm_gbs * 1e9) * accum * (1 + bubble)
     if training.method is Method.QLORA:
         passes = 2 + (recompute == 2)
         other = other + passes * flops.frozen_matrix / (tp * pp) * 2.5 / (hw.hbm_gbs * 1e9) * accum

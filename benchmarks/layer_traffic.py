@@ -1,0 +1,110 @@
+"""Bytes a token moves through a layer's memory-bound operations in an eager training micro-step (norms, rotary
+embeddings, activations, residual adds, autocast's casts; not the matmuls nor the attention kernels): measured on
+tiny models of each family and fitted as a linear function of the layer's widths, the table
+:mod:`ftplan.timing.traffic` holds.
+
+For each family and precision class the script measures five width variants of the family's tiny configuration
+(the base; twice the MLP width; twice the key/value heads; twice the hidden size and heads; twice the heads at
+the same head size where the family's config takes one, so the q width is fitted apart from the hidden size), fits
+``bytes = c · (hidden, MLP width a token passes through, q width, k/v width, 1)`` on them by least squares (a
+layer's elementwise work is linear in its widths: the fit's residual is printed), and checks the fit on a sixth
+variant it was not fitted on (every width doubled, and the vocabulary). The head (embeddings, final norm, loss)
+is fitted likewise on ``(hidden, vocabulary, 1)`` over all six. Each measurement is
+``ftplan.measure.dispatch.token_traffic``: two and three layers, two sequence lengths.
+
+Usage: python benchmarks/layer_traffic.py [family ...]    (prints the table rows to paste, and the check)
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+
+from ftplan.arch import Architecture
+from ftplan.catalog import load_catalog
+from ftplan.job import resolve_job
+from ftplan.measure.dispatch import token_traffic
+from ftplan.report.tables import render_table
+from ftplan.schema.job import parse_job
+from ftplan.timing import traffic
+
+# The families measured (benchmarks/dispatch_counts.py's tiny configurations; Gemma 2, which transformers
+# builds with eager attention only, is left to the fallback: its score tensors' traffic grows with the sequence)
+FAMILIES = ("llama", "qwen2", "qwen3", "phi", "gpt_neox", "mixtral")
+PRECISIONS = {"mixed": "bf16-mixed", "pure": "bf16-pure", "fp32": "fp32"}
+# Families whose transformers config takes an explicit ``head_dim`` (the others derive it as hidden ÷ heads, so
+# their q width is the hidden size)
+HEAD_DIM = {"llama", "qwen3", "mixtral"}
+
+
+def variants(base: dict) -> list[dict]:
+    """The five fitted width variants of a tiny configuration, then the check."""
+    heads, kv = base["num_attention_heads"], base.get("num_key_value_heads")
+    if base["model_type"] in HEAD_DIM:  # (twice the heads then doubles the q width, not only the head count)
+        base = dict(base, head_dim=base.get("head_dim", base["hidden_size"] // heads))
+    out = [dict(base), dict(base, intermediate_size=2 * base["intermediate_size"])]
+    if kv is not None and 2 * kv <= heads:
+        out.append(dict(base, num_key_value_heads=2 * kv))
+    twice = {"hidden_size": 2 * base["hidden_size"], "num_attention_heads": 2 * heads}
+    if kv is not None:
+        twice["num_key_value_heads"] = 2 * kv
+    out.append(dict(base, **twice))
+    out.append(dict(base, num_attention_heads=2 * heads, **({"num_key_value_heads": 2 * kv} if kv else {})))
+    check = dict(base, **twice, intermediate_size=2 * base["intermediate_size"], vocab_size=2 * base["vocab_size"])
+    return [*out, check]
+
+
+def _job(config: dict, cls: str):
+    data = {"architecture": config, "precision": PRECISIONS[cls], "seq_len": 32, "micro_batch": 2, "dropout": False}
+    return resolve_job(parse_job(data, "traffic"), load_catalog(), "traffic")
+
+
+def measure(family: str, cls: str) -> tuple[list[Architecture], np.ndarray, np.ndarray]:
+    """The variants' architectures, their layers' (forward, backward) bytes a token and their heads'."""
+    from dispatch_counts import CONFIGS
+
+    archs, layers, heads = [], [], []
+    for config in variants(CONFIGS[family]):
+        job = _job(config, cls)
+        layer, head = token_traffic(job)
+        archs.append(job.arch)
+        layers.append(layer)
+        heads.append(head)
+    return archs, np.array(layers), np.array(heads)
+
+
+def fit(archs: list[Architecture], layers: np.ndarray, heads: np.ndarray) -> dict:
+    """Layer coefficients on the fitted variants, head coefficients on all, and their errors on the check."""
+    w = np.array([traffic.widths(a) for a in archs], dtype=float)
+    h = np.array([traffic.head_widths(a) for a in archs], dtype=float)
+    layer = np.linalg.lstsq(w[:-1], layers[:-1], rcond=None)[0]  # (5, 2)
+    head = np.linalg.lstsq(h, heads, rcond=None)[0]  # (3, 2)
+    return {
+        "layer": layer.T, "head": head.T,
+        "residual": float(np.max(np.abs(w[:-1] @ layer / layers[:-1] - 1))),
+        "check": w[-1] @ layer / layers[-1] - 1, "head_check": h @ head / heads - 1,
+    }  # fmt: skip
+
+
+def main(argv: list[str]) -> None:
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    warnings.filterwarnings("ignore")
+    families = argv or list(FAMILIES)
+    rows = []
+    for family in families:
+        for cls in PRECISIONS:
+            f = fit(*measure(family, cls))
+            fwd, bwd = (tuple(round(float(x), 2) for x in c) for c in f["layer"])
+            hf, hb = (tuple(round(float(x), 2) for x in c) for c in f["head"])
+            print(f'    "{family}": {{"{cls}": ({fwd}, {bwd})}},  # head {hf} {hb}', flush=True)
+            rows.append([family, cls, f"{f['residual']:.2%}", f"{f['check'][0]:+.2%}", f"{f['check'][1]:+.2%}",
+                         f"{np.max(np.abs(f['head_check'])):.2%}"])  # fmt: skip
+    print()
+    print(render_table(["family", "precision", "fit residual", "check forward", "check backward", "head |error|"],
+                       rows, right={2, 3, 4, 5}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

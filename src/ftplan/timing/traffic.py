@@ -1,0 +1,156 @@
+"""Memory-bound work inside a micro-step: the bytes a token moves through HBM in a layer's and the head's
+operations that are neither weight matmuls nor attention kernels (norms, rotary embeddings, the MLP's activation,
+residual adds, autocast's casts, the loss), which run at the GPU's memory bandwidth, not its FLOP rate.
+
+Eager PyTorch (``kernels: eager``) runs each operation as its own kernel, reading its inputs from HBM and writing
+its outputs back; the bytes are measured, not assumed: ``python benchmarks/layer_traffic.py`` counts what every
+operation of a tiny model's micro-step reads and writes (``ftplan.measure.dispatch.token_traffic``: one layer is
+the difference between three and two layers, one token the difference between two sequence lengths, so the
+weights' per-micro-step casts cancel), on five width variants of each family, and fits the bytes a token as a
+linear function of the layer's widths, ``EAGER[family][precision class] · widths(arch)`` (residual 0.00%: every
+operation's tensors are a width a token), checked on a sixth variant the fit did not see. Families not measured
+take the largest of the measured ones' bytes at their own widths (MoE ones Mixtral's).
+
+A fused stack (``kernels: fused``: torch.compile, Transformer Engine, Liger, Megatron-Core) runs each of those
+groups of operations as one kernel that reads its inputs once and writes its outputs once; its bytes are derived
+from those kernels' inputs and outputs (elements of the compute dtype a token):
+
+* a norm reads ``h`` and writes ``h`` forward, reads the output gradient and the input and writes the input
+  gradient backward (``2h``, ``3h``);
+* each of the two residual adds reads two ``h`` and writes one, forward and backward (the gradient's sum);
+* rotary embeddings read and write q and k (``2(q + kv)`` each way); a q/k norm (Qwen3) as a norm of q and k;
+* a gated MLP's activation (SwiGLU) reads gate and up and writes their product (``3f``), backward reads the
+  output gradient, gate and up and writes both gradients (``5f``); an ungated one ``2f`` and ``3f``;
+* the head: the final norm, the embedding lookup (and its gradient under full fine-tuning), and a fused
+  cross-entropy that reads the logits once forward and reads them and writes their gradient backward.
+"""
+
+from __future__ import annotations
+
+from ftplan.arch import Architecture, Kind
+from ftplan.memory.setup import Kernels, Method, Training
+from ftplan.timing.dispatch import precision_class
+
+Coefficients = tuple[float, float, float, float, float]
+
+# Bytes a token a layer, (forward, backward), as coefficients of ``widths`` (hidden, MLP width a token passes
+# through, q width, k/v width, 1), by family and precision class (python benchmarks/layer_traffic.py).
+EAGER: dict[str, dict[str, tuple[Coefficients, Coefficients]]] = {
+    "gpt_neox": {
+        "mixed": ((33.35, 4.02, 33.35, 33.35, 32.0), (56.35, 8.02, 56.35, 56.35, 32.0)),
+        "pure": ((14.01, 4.01, 14.01, 14.01, 16.0), (32.01, 8.01, 32.01, 32.01, 16.0)),
+        "fp32": ((28.02, 8.02, 28.02, 28.02, 32.0), (64.02, 16.02, 64.02, 64.02, 32.0)),
+    },
+    "llama": {
+        "mixed": ((106.0, 10.0, 36.0, 36.0, 304.0), (294.0, 18.0, 58.0, 58.0, 328.0)),
+        "pure": ((84.0, 10.0, 20.0, 20.0, 176.0), (222.0, 18.0, 32.0, 32.0, 200.0)),
+        "fp32": ((80.0, 20.0, 40.0, 40.0, 304.0), (252.0, 36.0, 64.0, 64.0, 328.0)),
+    },
+    "qwen2": {
+        "mixed": ((71.0, 10.17, 71.0, 37.0, 112.0), (177.0, 18.17, 177.0, 63.0, 136.0)),
+        "pure": ((52.0, 10.08, 52.0, 20.5, 80.0), (128.0, 18.08, 128.0, 36.5, 104.0)),
+        "fp32": ((60.0, 20.17, 60.0, 41.0, 112.0), (160.0, 36.17, 160.0, 73.0, 136.0)),
+    },
+    "qwen3": {
+        "mixed": ((106.0, 10.0, 84.75, 84.75, 304.0), (294.0, 18.0, 179.12, 179.13, 328.0)),
+        "pure": ((84.0, 10.0, 56.75, 56.75, 176.0), (222.0, 18.0, 129.13, 129.12, 200.0)),
+        "fp32": ((80.0, 20.0, 68.75, 68.75, 304.0), (252.0, 36.0, 161.13, 161.13, 328.0)),
+    },
+    "phi": {
+        "mixed": ((38.71, 36.03, 38.71, 38.71, 40.0), (66.04, 58.03, 66.04, 66.04, 40.0)),
+        "pure": ((16.02, 36.02, 16.02, 16.02, 20.0), (33.35, 58.02, 33.35, 33.35, 20.0)),
+        "fp32": ((32.04, 72.03, 32.04, 32.04, 40.0), (66.71, 116.03, 66.71, 66.71, 40.0)),
+    },
+    "mixtral": {
+        "mixed": ((158.0, 20.0, 36.0, 36.0, 712.0), (414.0, 52.0, 58.0, 58.0, 720.0)),
+        "pure": ((136.0, 10.0, 20.0, 20.0, 584.0), (354.0, 26.0, 32.0, 32.0, 592.0)),
+        "fp32": ((136.0, 20.0, 40.0, 40.0, 688.0), (384.0, 52.0, 64.0, 64.0, 696.0)),
+    },
+}  # fmt: skip
+# The head's bytes a token, (forward, backward), as coefficients of ``head_widths`` (hidden, vocabulary, 1)
+EAGER_HEAD: dict[str, dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]]] = {
+    "gpt_neox": {
+        "mixed": ((18.11, 18.0, 246.0), (22.0, 26.0, 24.0)),
+        "pure": ((6.14, 18.0, 274.0), (8.0, 26.0, 20.0)),
+        "fp32": ((12.11, 12.0, 246.0), (16.0, 20.0, 24.0)),
+    },
+    "llama": {
+        "mixed": ((38.0, 18.0, 822.0), (106.0, 26.0, 52.0)),
+        "pure": ((38.0, 18.0, 1014.0), (98.0, 26.0, 52.0)),
+        "fp32": ((32.0, 12.0, 822.0), (100.0, 20.0, 52.0)),
+    },
+    "qwen2": {
+        "mixed": ((38.66, 18.0, 654.0), (106.0, 26.0, 52.0)),
+        "pure": ((38.84, 18.0, 798.0), (98.0, 26.0, 52.0)),
+        "fp32": ((32.66, 12.0, 654.0), (100.0, 20.0, 52.0)),
+    },
+    "qwen3": {
+        "mixed": ((38.0, 18.0, 822.0), (106.0, 26.0, 52.0)),
+        "pure": ((38.0, 18.0, 1014.0), (98.0, 26.0, 52.0)),
+        "fp32": ((32.0, 12.0, 822.0), (100.0, 20.0, 52.0)),
+    },
+    "phi": {
+        "mixed": ((18.22, 18.0, 358.0), (22.0, 28.0, 24.0)),
+        "pure": ((6.28, 18.0, 418.0), (8.0, 28.0, 20.0)),
+        "fp32": ((12.22, 12.0, 358.0), (16.0, 24.0, 24.0)),
+    },
+    "mixtral": {
+        "mixed": ((38.0, 18.0, 822.0), (106.0, 26.0, 52.0)),
+        "pure": ((38.0, 18.0, 1014.0), (98.0, 26.0, 52.0)),
+        "fp32": ((32.0, 12.0, 822.0), (100.0, 20.0, 52.0)),
+    },
+}  # fmt: skip
+# Families whose blocks are the measured ones' with other names (the same operations)
+ALIASES = {"mistral": "llama"}
+MOE_FALLBACK = "mixtral"
+
+
+def widths(arch: Architecture) -> tuple[int, int, int, int, int]:
+    """A layer's widths a token: hidden, MLP (a MoE's routed experts' and its shared expert's), q, k/v, and 1."""
+    ffn = arch.ffn * arch.experts_per_token + arch.shared_ffn if arch.is_moe else arch.ffn
+    return arch.hidden, ffn, arch.q_dim, arch.kv_dim, 1
+
+
+def head_widths(arch: Architecture) -> tuple[int, int, int]:
+    """The head's widths a token: hidden, vocabulary, and 1."""
+    return arch.hidden, arch.vocab, 1
+
+
+def _dot(c: tuple[float, ...], w: tuple[int, ...]) -> float:
+    return sum(x * y for x, y in zip(c, w, strict=True))
+
+
+def _eager(arch: Architecture, cls: str) -> tuple[float, float, float, float]:
+    w, hw = widths(arch), head_widths(arch)
+    family = ALIASES.get(arch.model_type, arch.model_type)
+    if family in EAGER:
+        candidates = [family]
+    else:  # the largest measured, at this job's widths
+        candidates = [MOE_FALLBACK] if arch.is_moe else [f for f in EAGER if f != MOE_FALLBACK]
+    best = max(candidates, key=lambda f: _dot(EAGER[f][cls][0], w) + _dot(EAGER[f][cls][1], w))
+    (f, b), (hf, hb) = EAGER[best][cls], EAGER_HEAD[best][cls]
+    return _dot(f, w), _dot(b, w), _dot(hf, hw), _dot(hb, hw)
+
+
+def _fused(arch: Architecture, training: Training) -> tuple[float, float, float, float]:
+    h, ffn, q, kv, _ = widths(arch)
+    norms = arch.norms_per_layer
+    rotary = arch.learned_positions == 0 and arch.relative_attention_buckets == 0 and arch.kind is not Kind.ENCODER
+    qk = q + kv
+    fwd = norms * 2 * h + 2 * 3 * h + (2 * qk if rotary else 0) + (2 * qk if arch.qk_norm else 0)
+    bwd = norms * 3 * h + 2 * 3 * h + (2 * qk if rotary else 0) + (3 * qk if arch.qk_norm else 0)
+    fwd += (3 if arch.gated_mlp else 2) * ffn
+    bwd += (5 if arch.gated_mlp else 3) * ffn
+    embed = 2 * h if training.method is Method.FULL else 0  # (frozen embeddings: no gradient to scatter)
+    head_fwd = (2 * h if arch.final_norm else 0) + 2 * h + arch.vocab
+    head_bwd = (3 * h if arch.final_norm else 0) + embed + 2 * arch.vocab
+    e = training.precision.compute_bytes
+    return fwd * e, bwd * e, head_fwd * e, head_bwd * e
+
+
+def token_bytes(arch: Architecture, training: Training) -> tuple[float, float, float, float]:
+    """Bytes a token moves through memory-bound operations: (a layer's forward, its backward, the head's
+    forward, its backward), eager (measured) or fused (derived) as the job's ``kernels`` say."""
+    if training.kernels is Kernels.FUSED:
+        return _fused(arch, training)
+    return _eager(arch, precision_class(training.precision))
