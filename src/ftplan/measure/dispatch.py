@@ -121,21 +121,27 @@ def memory_bound(traffic: Any) -> int:
 def micro_step_traffic(job: ResolvedJob) -> tuple[int, int]:
     """Bytes the memory-bound operations of a micro-step of ``job`` read and write on a CPU, (forward,
     backward), after a warm-up micro-step (the operations a GPU runs: the same PyTorch code dispatches them)."""
+    return _second_micro_step(job, traffic_counter, memory_bound)
+
+
+def _second_micro_step(job: ResolvedJob, mode: Any, tally: Any) -> tuple[int, int]:
+    """``tally`` of a ``mode(torch)`` dispatch mode over the forward and over the backward of ``job``'s second
+    micro-step on a CPU (the first initialises lazily built state), each the first of its optimizer step."""
     torch = build.require_torch()
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     model = build.build_model(job, "cpu", 0)
     batch = job_batch(job, "cpu", 0)
     cast = build.autocast_context(job, "cpu")
-    moved = (0, 0)
+    result = (0, 0)
     for _ in range(2):
-        model.zero_grad(set_to_none=True)
-        fwd, bwd = traffic_counter(torch), traffic_counter(torch)
+        model.zero_grad(set_to_none=True)  # a step's first micro-step: nothing to accumulate into
+        fwd, bwd = mode(torch), mode(torch)
         with fwd, cast:
             loss = model(**batch).loss
         with bwd:
             loss.backward()
-        moved = (memory_bound(fwd), memory_bound(bwd))
-    return moved
+        result = (tally(fwd), tally(bwd))
+    return result
 
 
 def _with_layers(job: ResolvedJob, layers: int) -> ResolvedJob:
@@ -173,21 +179,7 @@ def count_micro_step(job: ResolvedJob) -> tuple[int, int]:
     """Operations the first micro-step of an optimizer step of ``job`` dispatches on a CPU, (forward,
     backward), after a warm-up micro-step: the whole model's. (Later micro-steps add one gradient accumulation a
     trainable tensor, which the time model leaves out.)"""
-    torch = build.require_torch()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    model = build.build_model(job, "cpu", 0)
-    batch = job_batch(job, "cpu", 0)
-    cast = build.autocast_context(job, "cpu")
-    counts = (0, 0)
-    for _ in range(2):  # (the first pass initialises lazily built state)
-        model.zero_grad(set_to_none=True)  # a step's first micro-step: nothing to accumulate into
-        fwd, bwd = operation_counter(torch), operation_counter(torch)
-        with fwd, cast:
-            loss = model(**batch).loss
-        with bwd:
-            loss.backward()
-        counts = (computing(fwd), computing(bwd))
-    return counts
+    return _second_micro_step(job, operation_counter, computing)
 
 
 def layer_ops(job: ResolvedJob) -> tuple[int, int]:
