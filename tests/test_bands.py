@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -86,6 +87,22 @@ def test_bands_are_monotone_in_the_confidence(kind, case, lo, hi, estimate):
         assert HeadroomPolicy(confidence=lo).required(estimate, band) <= HeadroomPolicy(confidence=hi).required(
             estimate, band
         )
+
+
+@given(
+    case=st.integers(0, 200),
+    ratios=st.lists(st.floats(0.5, 2.0), min_size=1, max_size=20),
+    edge=st.integers(0, 200),
+)
+def test_fit_probabilities_of_an_array_are_each_peaks_fit_probability(case, ratios, edge):
+    rows = BANDS.cases["memory"]
+    band = BANDS.band("memory", rows[case % len(rows)][1])
+    capacity = 80 * GIB
+    # (a peak whose need equals one case's error exactly: the case counts as fitting in both)
+    peaks = [capacity * r for r in ratios] + [capacity * (1 + band.errors[edge % band.n])]
+    assert band.fit_probabilities(np.array(peaks), capacity).tolist() == [
+        band.fit_probability(p, capacity) for p in peaks
+    ]
 
 
 def test_a_thin_regime_falls_back_to_its_parent_and_says_so():

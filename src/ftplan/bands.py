@@ -25,6 +25,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ftplan.errors import FtplanError
 from ftplan.units import GIB
 
@@ -146,6 +148,13 @@ class Band:
         """Share of the regime's cases whose error would keep a peak of ``estimate`` within ``capacity``."""
         need = estimate / capacity - 1  # fits when 1 + e ≥ estimate / capacity
         return sum(e >= need - 1e-12 for e in self.errors) / self.n
+
+    def fit_probabilities(self, estimates: np.ndarray, capacity: float) -> np.ndarray:
+        """:meth:`fit_probability` of every peak in ``estimates`` at once (the errors are sorted: the cases
+        at or above each one's need are those from its left insertion point on)."""
+        need = np.asarray(estimates, dtype=float) / capacity - 1
+        below = np.searchsorted(np.asarray(self.errors), need - 1e-12, side="left")
+        return (self.n - below) / self.n
 
     def source(self) -> str:
         """Where the band comes from, for a line of output."""

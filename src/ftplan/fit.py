@@ -312,11 +312,14 @@ def fit_job(
     frames, excluded, evaluated = [], [], 0
     cache: dict[tuple[Layout, str], MemoryEstimate] = {} if memo is None else memo
 
-    def estimate(layout: Layout, gpu_arch: str) -> MemoryEstimate:
-        """The memory model, shared by pools of the same node size and GPU architecture."""
-        key = (layout, gpu_arch)
+    def estimate(layout: Layout, gpu_arch: str, rank: int | None = None) -> MemoryEstimate:
+        """The memory model (of pipeline rank ``rank``, else of the rank needing most), shared by pools of the
+        same node size and GPU architecture."""
+        key = (layout, gpu_arch) if rank is None else (layout, f"{gpu_arch}#{rank}")
         if key not in cache:
-            cache[key] = estimate_memory(arch, tr, layout, gpu_arch=gpu_arch, overheads=job.overheads)
+            cache[key] = estimate_memory(
+                arch, tr, layout, gpu_arch=gpu_arch, overheads=job.overheads, pipeline_rank=rank
+            )
         return cache[key]
 
     closest: tuple[float, str] = (math.inf, "")
@@ -361,18 +364,8 @@ def fit_job(
                 fb11 = e11.phase_bytes["forward/backward"]
                 slope = estimate(replace(base, micro_batch=2), gpu.arch).phase_bytes["forward/backward"] - fb11
                 lines = ((fb11 - slope, slope),)
-            # kept across accumulation micro-steps (estimate.py)
-            held = e11.gpu_terms["gradients"] if gradients_held_apart(tr, zero) else 0.0
-            others = max(v for k, v in e11.phase_bytes.items() if k not in ("forward/backward", "loading"))
             fams.append(fam)
-            g_terms = e11.gpu_terms
-            # logits the loop keeps (model_output) are in every phase and grow with the micro-batch
-            kept = g_terms["logits_kept"]
-            states = sum(g_terms[k] for k in STATE_TERMS)
-            loading = e11.phase_bytes.get("loading", 0)
-            outside = e11.device_total_bytes - e11.peak_reserved_bytes
-            lines = lines + (lines[-1],) * (_LINES - len(lines))
-            scal.append((*(x for line in lines for x in line), held, others, outside, kept, states, loading))
+            scal.append(_scalars(e11, lines, tr, zero))
         # every micro-batch dividing each family's per-replica batch, as one set of arrays
         divs = [_divisors(job.global_batch // f[2]) for f in fams]
         counts = np.array([len(d) for d in divs], dtype=int)
@@ -382,14 +375,7 @@ def fit_job(
         accum = per_dp / mbs
         device = np.zeros(0)
         if fams:
-            sc = np.array(scal, dtype=float)
-            k = 2 * _LINES  # the columns after the lines: held grads, others, outside, kept logits, states, loading
-            held = (accum > 1) | (tr.zero_grad is ZeroGrad.ZEROS)  # gradients kept through forward/backward
-            fb = np.max([sc[idx, 2 * i] + mbs * sc[idx, 2 * i + 1] for i in range(_LINES)], axis=0)
-            fb += np.where(held, sc[idx, k], 0.0)
-            peak = np.maximum(fb, sc[idx, k + 1] + (mbs - 1) * sc[idx, k + 3])
-            frag = job.overheads.allocator_fraction * np.maximum(0.0, peak - sc[idx, k + 4])  # as reserved_bytes does
-            device = np.floor(np.maximum(peak + frag, sc[idx, k + 5])) + sc[idx, k + 2]
+            device = _device_rows(np.array(scal, dtype=float)[idx], mbs, accum, job)
         for fam, rows_mb, rows_device in _pipeline_rows(job, pool, piped, estimate, refused):
             idx = np.concatenate([idx, np.full(len(rows_mb), len(fams))])
             counts = np.append(counts, len(rows_mb))
@@ -403,11 +389,15 @@ def fit_job(
             excluded.append(f"{pool.name} {which[0]}{more}: {reason}")
         if not fams:
             continue
-        # each family's rows are contiguous (``starts``, ``counts``) and share its memory band
+        # each family's rows are contiguous (``starts``, ``counts``); a memory band is shared by the families
+        # of one GPU count, ZeRO stage, offload and node count (``bands``, each row's in ``row_band``)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        bands = [memory_band(job.arch, job.training, f[0], f[4], f[5], f[1]) for f in fams]
-        groups = list(zip(starts, counts, bands, strict=True))
-        required = _per_family(policy.required, device, groups)
+        band_of: dict[tuple[int, int, str, int], int] = {}
+        for f in fams:
+            band_of.setdefault((f[0], f[4], f[5], f[1]), len(band_of))
+        bands = [memory_band(job.arch, job.training, *key) for key in band_of]
+        row_band = np.array([band_of[(f[0], f[4], f[5], f[1])] for f in fams], dtype=int)[idx]
+        required = _per_band(policy.required, device, row_band, bands)
         ok = required <= gpu.memory_bytes
         evaluated += len(mbs)
         fam_ok = np.logical_or.reduceat(ok, starts)
@@ -425,12 +415,13 @@ def fit_job(
         rows["grad_accum"] = accum[ok].astype(int)
         rows["device_bytes"] = device[ok]
         rows["required_bytes"] = np.ceil(required[ok])
-        rows["band_low_bytes"] = _per_family(lambda d, b: b.interval(d)[0], device, groups)[ok]
-        rows["band_high_bytes"] = _per_family(lambda d, b: b.interval(d)[1], device, groups)[ok]
-        rows["fit_probability"] = [
-            bands[i].fit_probability(d, gpu.memory_bytes) for i, d in zip(idx[ok], device[ok], strict=True)
-        ]
-        rows["memory_band"] = [bands[i].source() for i in idx[ok]]
+        fitting, fitting_band = device[ok], row_band[ok]
+        rows["band_low_bytes"] = _per_band(lambda d, b: b.interval(d)[0], fitting, fitting_band, bands)
+        rows["band_high_bytes"] = _per_band(lambda d, b: b.interval(d)[1], fitting, fitting_band, bands)
+        rows["fit_probability"] = _per_band(
+            lambda d, b, capacity=gpu.memory_bytes: b.fit_probabilities(d, capacity), fitting, fitting_band, bands
+        )
+        rows["memory_band"] = np.array([b.source() for b in bands], dtype=object)[fitting_band].tolist()
         fitted_families = {(z, o) for z, o in zip(rows["zero"], rows["offload"], strict=True)}
         for (zero, offload), (need, where) in sorted(best_miss.items()):
             if (zero, offload) in fitted_families:
@@ -457,41 +448,113 @@ def fit_job(
     )  # fmt: skip
 
 
-def _per_family(value: Any, device: np.ndarray, groups: list[tuple[int, int, Band]]) -> np.ndarray:
-    """``value(device bytes of a family's rows, its band)`` over every row; ``groups`` holds each family's first
-    row, row count and memory band (a family's rows are contiguous)."""
-    return np.concatenate([value(device[a : a + n], b) for a, n, b in groups])
+def _scalars(
+    e: MemoryEstimate, lines: tuple[tuple[float, float], ...], training: Any, zero: int, mb: int = 1
+) -> tuple[float, ...]:
+    """What :func:`_device_rows` needs of estimate ``e`` (made at micro-batch ``mb``) to give the device bytes
+    at any micro-batch: the forward/backward ``lines``, then the gradients held across accumulation, the
+    other moments' peak (at micro-batch 1), what sits outside the allocator, the logits a loop keeps (a
+    micro-batch's), the model states and the loading moment."""
+    held = e.gpu_terms["gradients"] if gradients_held_apart(training, zero) else 0.0  # (estimate.py)
+    # logits the loop keeps (model_output) are in every moment and grow with the micro-batch
+    kept = e.gpu_terms["logits_kept"] / mb
+    others = max(v for k, v in e.phase_bytes.items() if k not in ("forward/backward", "loading")) - (mb - 1) * kept
+    states = sum(e.gpu_terms[k] for k in STATE_TERMS)
+    loading = e.phase_bytes.get("loading", 0)
+    outside = e.device_total_bytes - e.peak_reserved_bytes
+    lines = lines + (lines[-1],) * (_LINES - len(lines))
+    return (*(x for line in lines for x in line), held, others, outside, kept, states, loading)
+
+
+def _device_rows(sc: np.ndarray, mbs: np.ndarray, accum: np.ndarray, job: ResolvedJob) -> np.ndarray:
+    """Device bytes of each row (:func:`_scalars` ``sc``, micro-batch, micro-steps), as the memory model
+    sums them."""
+    k = 2 * _LINES  # the columns after the lines: held grads, others, outside, kept logits, states, loading
+    held = (accum > 1) | (job.training.zero_grad is ZeroGrad.ZEROS)  # gradients kept through forward/backward
+    fb = np.max([sc[:, 2 * i] + mbs * sc[:, 2 * i + 1] for i in range(_LINES)], axis=0)
+    fb += np.where(held, sc[:, k], 0.0)
+    peak = np.maximum(fb, sc[:, k + 1] + (mbs - 1) * sc[:, k + 3])
+    frag = job.overheads.allocator_fraction * np.maximum(0.0, peak - sc[:, k + 4])  # as reserved_bytes does
+    return np.floor(np.maximum(peak + frag, sc[:, k + 5])) + sc[:, k + 2]
+
+
+def _per_band(value: Any, values: np.ndarray, row_band: np.ndarray, bands: list[Band]) -> np.ndarray:
+    """``value(values of a band's rows, the band)`` over every row, one call a band; ``row_band`` holds each
+    row's index into ``bands``."""
+    out = np.empty(len(values), dtype=float)
+    for i, band in enumerate(bands):
+        rows = row_band == i
+        if rows.any():
+            out[rows] = value(values[rows], band)
+    return out
+
+
+def _stage_layout(fam: tuple, mb: int, per_dp: int, pool: Pool) -> Layout:
+    """The layout of pipeline family ``fam`` at micro-batch ``mb`` (``per_dp`` sequences a replica a step)."""
+    _, _, dp, tp, zero, offload, rec, pp, _, _, ep = fam
+    return Layout(
+        dp=dp, tp=tp, zero=ZeroStage(zero), offload=Offload(offload), recompute=Recompute(rec), micro_batch=mb,
+        grad_accum=per_dp // mb, gpus_per_node=pool.gpus_per_node, pp=pp, ep=ep,
+    )  # fmt: skip
 
 
 def _pipeline_rows(
     job: ResolvedJob, pool: Pool, families: list[tuple], estimate: Any, refused: dict[str, list[str]]
 ) -> list[tuple[tuple, np.ndarray, np.ndarray]]:
     """Each pipeline family's micro-batches (at least as many micro-steps as stages) and the device bytes of
-    each, estimated one by one: the micro-batches a stage holds, its receive buffers and whether gradients
-    exist while they are held all change with the number of micro-steps."""
-    out = []
+    each: the most either end rank needs (the first holds the most micro-batches in flight, the last the
+    head), as :func:`estimate_memory` takes it. Under 1F1B a rank holds the same micro-batches in flight and
+    sends as many whatever the micro-batch, and its receive buffers (one a micro-step, each a micro-batch)
+    add up to the same bytes: each end rank's peak is the lines of one estimate, as a family's is without
+    stages. The one exception is the first rank with as many micro-steps as stages, which runs every forward
+    before its first backward (no gradients yet): that micro-batch's own estimate of the first rank."""
+    out, scal, rows, accum = [], [], [], []  # (scalars, micro-batch, micro-steps) of each rank's rows
     for fam in families:
-        g, _, dp, tp, zero, offload, rec, pp, _, _, ep = fam
+        g, _, dp, tp, zero, offload, _, pp, _, _, ep = fam
         per_dp = job.global_batch // dp
         mbs = [mb for mb in _divisors(per_dp) if per_dp // mb >= pp]
-        device = []
-        for mb in mbs:
-            layout = Layout(
-                dp=dp, tp=tp, zero=ZeroStage(zero), offload=Offload(offload), recompute=Recompute(rec),
-                micro_batch=mb, grad_accum=per_dp // mb, gpus_per_node=pool.gpus_per_node, pp=pp, ep=ep,
-            )  # fmt: skip
+        if not mbs:
+            continue
+        what = f"{g} GPUs tp {tp} pp {pp}{f' ep {ep}' if ep > 1 else ''} {ZERO_NAMES[zero]}"
+        try:
+            ends = [estimate(_stage_layout(fam, mbs[0], per_dp, pool), pool.gpu.arch, r) for r in (0, pp - 1)]
+            boundary = None
+            if per_dp % pp == 0:  # (a micro-batch of per_dp / pp sequences: as many micro-steps as stages)
+                boundary = estimate(_stage_layout(fam, per_dp // pp, per_dp, pool), pool.gpu.arch, 0)
+            for est in (*ends, boundary):
+                if est is not None:
+                    _check_host(est, pool, offload)
+        except FtplanError as exc:
+            refused.setdefault(str(exc), []).append(what)
+            continue
+        if any(est.fb_lines is None for est in ends):  # (not lines in the micro-batch: row by row)
             try:
-                est = estimate(layout, pool.gpu.arch)
-                _check_host(est, pool, offload)
+                each = [estimate(_stage_layout(fam, mb, per_dp, pool), pool.gpu.arch) for mb in mbs]
+                for est in each:
+                    _check_host(est, pool, offload)
             except FtplanError as exc:
-                refused.setdefault(str(exc), []).append(
-                    f"{g} GPUs tp {tp} pp {pp}{f' ep {ep}' if ep > 1 else ''} {ZERO_NAMES[zero]}"
-                )
-                break
-            device.append(est.device_total_bytes)
-        if len(device) == len(mbs) and mbs:
-            out.append((fam, np.array(mbs, dtype=float), np.array(device, dtype=float)))
-    return out
+                refused.setdefault(str(exc), []).append(what)
+                continue
+            out.append((fam, mbs, np.array([e.device_total_bytes for e in each], dtype=float), 0))
+            continue
+        first, last = (_scalars(est, est.fb_lines, job.training, zero, mbs[0]) for est in ends)
+        regular = [mb for mb in mbs if per_dp // mb > pp]  # the first rank's rows by lines
+        scal += [first] * len(regular) + [last] * len(mbs)
+        rows += regular + mbs
+        accum += [per_dp // mb for mb in regular + mbs]
+        out.append((fam, mbs, len(regular), boundary))
+    lines = np.zeros(0)
+    if scal:
+        lines = _device_rows(np.array(scal, dtype=float), np.array(rows, dtype=float), np.array(accum, float), job)
+    done, at = [], 0
+    for fam, mbs, device, boundary in out:
+        if isinstance(device, int):  # the first rank's rows by lines, its own estimate at the end; the last's
+            first = lines[at : at + device]
+            if boundary is not None:
+                first = np.append(first, boundary.device_total_bytes)
+            device, at = np.maximum(first, lines[at + device : at + device + len(mbs)]), at + device + len(mbs)
+        done.append((fam, np.array(mbs, dtype=float), device))
+    return done
 
 
 def hardware(pool: Pool, precision: Precision, efficiency: float | None = None) -> tm.Hardware:
@@ -546,11 +609,13 @@ def _time_and_cost(
     frame["mfu"] = frame["tokens_per_s"] * model_flops / (frame["gpus"] * hw.peak_tflops * 1e12)
     frame["hours"] = steps * t.total / 3600
     # the job's duration band: the time model's errors on published runs of the same regime
-    keys = list(zip(frame["pp"], frame["nodes"], strict=True))
-    bands = {k: time_band(job.training, int(k[0]), int(k[1])) for k in set(keys)}
-    frame["hours_band_low"] = [bands[k].interval(h)[0] for k, h in zip(keys, frame["hours"], strict=True)]
-    frame["hours_band_high"] = [bands[k].interval(h)[1] for k, h in zip(keys, frame["hours"], strict=True)]
-    frame["time_band"] = [bands[k].source() for k in keys]
+    regimes, row_band = np.unique(frame[["pp", "nodes"]].to_numpy(), axis=0, return_inverse=True)
+    bands = [time_band(job.training, int(p), int(n)) for p, n in regimes]
+    row_band = row_band.reshape(-1)
+    hours = frame["hours"].to_numpy()
+    frame["hours_band_low"] = _per_band(lambda h, b: b.interval(h)[0], hours, row_band, bands)
+    frame["hours_band_high"] = _per_band(lambda h, b: b.interval(h)[1], hours, row_band, bands)
+    frame["time_band"] = np.array([b.source() for b in bands], dtype=object)[row_band].tolist()
     frame["gpu_hours"] = frame["hours"] * frame["gpus"]
     nodes_paid = np.ceil(frame["gpus"] / pool.gpus_per_node)
     if pool.usd_per_node_hour is None:

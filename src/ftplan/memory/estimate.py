@@ -643,15 +643,26 @@ def _per_sequence(
                 x.name in saves.targets for x in arch.block_linears["main"] if x.role in ATTENTION_ROLES
             )
         nope = _nope_flags(arch, stack)
-        grads = [saves.first_layer() if i < n_first and first else saves for i in range(n_layers)]
-        each = [act.layer_bytes_per_token(*args, grads[i], m, nope[i]) for i, m in enumerate(masks)]
-        if gathered:  # the column-parallel linears' gathered inputs, whole on every rank: t times a shard
-            each = [e + (t - 1) * act.gathered_bytes_per_token(arch, stack, dt, grads[i]) for i, e in enumerate(each)]
-        if ulysses:
-            each = [e + act.ulysses_bytes_per_token(arch, stack, dt, grads[i], cp) for i, e in enumerate(each)]
+        grads = (saves.first_layer() if first else saves, saves)  # a leading layer's, the others'
+        # a layer's bytes depend only on whether it leads, its mask and whether it skips rotary: each
+        # distinct kind is computed once (a model's layers are mostly alike)
+        kinds: dict[tuple[bool, int, bool], float] = {}
+        each = []
+        for i, m in enumerate(masks):
+            key = (i < n_first, m, nope[i])
+            if key not in kinds:
+                g = grads[0] if key[0] else grads[1]
+                e = act.layer_bytes_per_token(*args, g, m, nope[i])
+                if gathered:  # the column-parallel linears' gathered inputs, whole on every rank: t times a shard
+                    e = e + (t - 1) * act.gathered_bytes_per_token(arch, stack, dt, g)
+                if ulysses:
+                    e = e + act.ulysses_bytes_per_token(arch, stack, dt, g, cp)
+                kinds[key] = e
+            each.append(kinds[key])
         layer[stack] = max(each) * tokens / t  # the widest layer: the working set a recomputed step rebuilds
         mean[stack] = sum(each) / n_layers * tokens / t
-        constants[stack] = sum(act.layer_constant_bytes(arch, grads[i], stack) for i in range(n_layers)) / t
+        lead, rest = (act.layer_constant_bytes(arch, g, stack) for g in grads)
+        constants[stack] = sum(lead if i < n_first else rest for i in range(n_layers)) / t
         if arch.attn_temperature and (saves.full or saves.input_grad):
             # Llama 4's NoPE layers scale the queries by one fp32 temperature a position, which the multiply keeps
             constants[stack] += 4 * tokens * sum(nope)
