@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -290,8 +291,9 @@ _LINES = 5  # forward/backward lines a family carries (the loss, backward, a MoE
 # ZeRO-3's root group gathered again as backward begins)
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+@cache
+def _divisors(n: int) -> tuple[int, ...]:
+    return tuple(d for d in range(1, n + 1) if n % d == 0)
 
 
 def fit_job(
@@ -311,6 +313,7 @@ def fit_job(
     flops = tm.job_flops(arch, tr)
     frames, excluded, evaluated = [], [], 0
     cache: dict[tuple[Layout, str], MemoryEstimate] = {} if memo is None else memo
+    scalars: dict[int, tuple[float, ...]] = {}  # each family estimate's (by identity: the cache keeps them alive)
 
     def estimate(layout: Layout, gpu_arch: str, rank: int | None = None) -> MemoryEstimate:
         """The memory model (of pipeline rank ``rank``, else of the rank needing most), shared by pools of the
@@ -359,13 +362,15 @@ def fit_job(
                     f"{g} GPUs tp {tp}{f' ep {ep}' if ep > 1 else ''} {ZERO_NAMES[zero]} offload {offload}"
                 )
                 continue
-            lines = e11.fb_lines
-            if lines is None:  # not exactly linear in the micro-batch: measure the step from 1 to 2
-                fb11 = e11.phase_bytes["forward/backward"]
-                slope = estimate(replace(base, micro_batch=2), gpu.arch).phase_bytes["forward/backward"] - fb11
-                lines = ((fb11 - slope, slope),)
             fams.append(fam)
-            scal.append(_scalars(e11, lines, tr, zero))
+            if id(e11) not in scalars:  # (pools of one GPU architecture share the estimate: and so its scalars)
+                lines = e11.fb_lines
+                if lines is None:  # not exactly linear in the micro-batch: measure the step from 1 to 2
+                    fb11 = e11.phase_bytes["forward/backward"]
+                    slope = estimate(replace(base, micro_batch=2), gpu.arch).phase_bytes["forward/backward"] - fb11
+                    lines = ((fb11 - slope, slope),)
+                scalars[id(e11)] = _scalars(e11, lines, tr, zero)
+            scal.append(scalars[id(e11)])
         # every micro-batch dividing each family's per-replica batch, as one set of arrays
         divs = [_divisors(job.global_batch // f[2]) for f in fams]
         counts = np.array([len(d) for d in divs], dtype=int)
@@ -436,11 +441,10 @@ def fit_job(
                 closest = (short, line)
         if not ok.any():
             continue
-        frame = pd.DataFrame(rows)
         for col in ("gpus", "nodes", "dp", "tp", "zero", "pp", "dp_shard", "cp", "ep"):
-            frame[col] = frame[col].astype(int)
-        frame.insert(0, "pool", pool.name)
-        frames.append(_time_and_cost(frame, job, flops, pool, efficiency))
+            rows[col] = np.array(rows[col], dtype=int)
+        rows = {"pool": [pool.name] * len(rows["gpus"]), **rows}
+        frames.append(pd.DataFrame(_time_and_cost(rows, job, flops, pool, efficiency)))
     layouts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return FitResult(
         job=job, layouts=layouts, excluded=excluded, evaluated=evaluated, pools=list(pools), closest=closest[1],
@@ -584,48 +588,41 @@ def hardware(pool: Pool, precision: Precision, efficiency: float | None = None) 
 
 
 def _time_and_cost(
-    frame: pd.DataFrame, job: ResolvedJob, flops: tm.JobFlops, pool: Pool, efficiency: float | None
-) -> pd.DataFrame:
+    rows: dict[str, Any], job: ResolvedJob, flops: tm.JobFlops, pool: Pool, efficiency: float | None
+) -> dict[str, Any]:
+    """``rows`` (a pool's fitting layouts, column by column) with their step time, duration, bands and cost."""
     hw = hardware(pool, job.training.precision, efficiency)
+    gpus, mbs = rows["gpus"], rows["micro_batch"]
     t = tm.step_times(
-        flops, job.arch, job.training, hw,
-        frame["dp"].to_numpy(), frame["tp"].to_numpy(), frame["zero"].to_numpy(),
-        frame["offload"].map(tm.OFFLOAD).to_numpy(), frame["recompute"].map(tm.RECOMPUTE).to_numpy(),
-        frame["micro_batch"].to_numpy(), frame["grad_accum"].to_numpy(), frame["pp"].to_numpy(),
-        dp_shard=frame["dp_shard"].to_numpy(), cp=frame["cp"].to_numpy(), ep=frame["ep"].to_numpy(),
+        flops, job.arch, job.training, hw, rows["dp"], rows["tp"], rows["zero"],
+        np.array([tm.OFFLOAD[o] for o in rows["offload"]]), np.array([tm.RECOMPUTE[r] for r in rows["recompute"]]),
+        mbs, rows["grad_accum"], rows["pp"], dp_shard=rows["dp_shard"], cp=rows["cp"], ep=rows["ep"],
     )  # fmt: skip
     tokens_step = tm.step_tokens(job.training, job.global_batch)  # (data, not padding)
     steps = math.ceil(job.tokens / tokens_step)
-    frame["step_s"] = t.total
-    frame["compute_s"] = t.compute
-    frame["comm_s"] = t.communication
-    frame["offload_s"] = t.offload
-    frame["other_s"] = t.other
-    frame["dispatch_s"] = t.dispatch
-    frame["tokens_per_s"] = tokens_step / t.total
+    out = dict(rows, step_s=t.total, compute_s=t.compute, comm_s=t.communication, offload_s=t.offload,
+               other_s=t.other, dispatch_s=t.dispatch, tokens_per_s=tokens_step / t.total)  # fmt: skip
     # model FLOPs of a data token: its attention spans its own sequence (or packed document)
-    _, span = tm.sequence_lengths(job.training, frame["micro_batch"].to_numpy())
+    _, span = tm.sequence_lengths(job.training, mbs)
     model_flops = flops.linear + flops.attention * span / job.training.seq_len
-    frame["mfu"] = frame["tokens_per_s"] * model_flops / (frame["gpus"] * hw.peak_tflops * 1e12)
-    frame["hours"] = steps * t.total / 3600
+    out["mfu"] = out["tokens_per_s"] * model_flops / (gpus * hw.peak_tflops * 1e12)
+    hours = out["hours"] = steps * t.total / 3600
     # the job's duration band: the time model's errors on published runs of the same regime
-    regimes, row_band = np.unique(frame[["pp", "nodes"]].to_numpy(), axis=0, return_inverse=True)
+    regimes, row_band = np.unique(np.stack([rows["pp"], rows["nodes"]], axis=1), axis=0, return_inverse=True)
     bands = [time_band(job.training, int(p), int(n)) for p, n in regimes]
     row_band = row_band.reshape(-1)
-    hours = frame["hours"].to_numpy()
-    frame["hours_band_low"] = _per_band(lambda h, b: b.interval(h)[0], hours, row_band, bands)
-    frame["hours_band_high"] = _per_band(lambda h, b: b.interval(h)[1], hours, row_band, bands)
-    frame["time_band"] = np.array([b.source() for b in bands], dtype=object)[row_band].tolist()
-    frame["gpu_hours"] = frame["hours"] * frame["gpus"]
-    nodes_paid = np.ceil(frame["gpus"] / pool.gpus_per_node)
+    out["hours_band_low"] = _per_band(lambda h, b: b.interval(h)[0], hours, row_band, bands)
+    out["hours_band_high"] = _per_band(lambda h, b: b.interval(h)[1], hours, row_band, bands)
+    out["time_band"] = np.array([b.source() for b in bands], dtype=object)[row_band].tolist()
+    out["gpu_hours"] = hours * gpus
     if pool.usd_per_node_hour is None:
-        frame["usd"] = np.nan
+        out["usd"] = np.full(len(hours), np.nan)
     elif pool.name.startswith("gpu:"):
-        frame["usd"] = frame["gpu_hours"] * pool.usd_per_node_hour / pool.gpus_per_node
+        out["usd"] = out["gpu_hours"] * pool.usd_per_node_hour / pool.gpus_per_node
     else:  # a cloud instance is paid whole, however many of its GPUs the job uses
-        frame["usd"] = frame["hours"] * nodes_paid * pool.usd_per_node_hour
-    frame["headroom_bytes"] = pool.gpu.memory_bytes - frame["device_bytes"]
-    return frame
+        out["usd"] = hours * np.ceil(gpus / pool.gpus_per_node) * pool.usd_per_node_hour
+    out["headroom_bytes"] = pool.gpu.memory_bytes - rows["device_bytes"]
+    return out
 
 
 def rank(result: FitResult, by: str = "time", top: int = 10) -> pd.DataFrame:
