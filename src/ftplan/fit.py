@@ -301,7 +301,7 @@ def fit_job(
     pools: list[Pool],
     efficiency: float | None = None,
     policy: HeadroomPolicy | None = None,
-    memo: dict[tuple[Layout, str], MemoryEstimate] | None = None,
+    memo: dict[tuple[Layout, str, int | None], MemoryEstimate] | None = None,
 ) -> FitResult:
     """Every layout of ``job`` on ``pools`` that fits under the headroom ``policy`` (else the job's, else the
     default), with its time and cost (unsorted). ``memo`` keeps the memory estimates (by layout and GPU
@@ -312,13 +312,13 @@ def fit_job(
     arch, tr = job.arch, job.training
     flops = tm.job_flops(arch, tr)
     frames, excluded, evaluated = [], [], 0
-    cache: dict[tuple[Layout, str], MemoryEstimate] = {} if memo is None else memo
+    cache: dict[tuple[Layout, str, int | None], MemoryEstimate] = {} if memo is None else memo
     scalars: dict[int, tuple[float, ...]] = {}  # each family estimate's (by identity: the cache keeps them alive)
 
     def estimate(layout: Layout, gpu_arch: str, rank: int | None = None) -> MemoryEstimate:
         """The memory model (of pipeline rank ``rank``, else of the rank needing most), shared by pools of the
         same node size and GPU architecture."""
-        key = (layout, gpu_arch) if rank is None else (layout, f"{gpu_arch}#{rank}")
+        key = (layout, gpu_arch, rank)
         if key not in cache:
             cache[key] = estimate_memory(
                 arch, tr, layout, gpu_arch=gpu_arch, overheads=job.overheads, pipeline_rank=rank
@@ -512,53 +512,53 @@ def _pipeline_rows(
     add up to the same bytes: each end rank's peak is the lines of one estimate, as a family's is without
     stages. The one exception is the first rank with as many micro-steps as stages, which runs every forward
     before its first backward (no gradients yet): that micro-batch's own estimate of the first rank."""
-    out, scal, rows, accum = [], [], [], []  # (scalars, micro-batch, micro-steps) of each rank's rows
+    out: list[tuple[tuple, np.ndarray, np.ndarray]] = []  # (family, micro-batches, device bytes)
+    by_lines: list[tuple[int, int, MemoryEstimate | None]] = []  # (its index in out, first-rank rows, boundary)
+    scal, rows, accum = [], [], []  # each end rank's rows by lines: (scalars, micro-batch, micro-steps)
     for fam in families:
         g, _, dp, tp, zero, offload, _, pp, _, _, ep = fam
         per_dp = job.global_batch // dp
         mbs = [mb for mb in _divisors(per_dp) if per_dp // mb >= pp]
         if not mbs:
             continue
-        what = f"{g} GPUs tp {tp} pp {pp}{f' ep {ep}' if ep > 1 else ''} {ZERO_NAMES[zero]}"
         try:
             ends = [estimate(_stage_layout(fam, mbs[0], per_dp, pool), pool.gpu.arch, r) for r in (0, pp - 1)]
+            row_by_row = any(est.fb_lines is None for est in ends)  # (not lines in the micro-batch)
             boundary = None
-            if per_dp % pp == 0:  # (a micro-batch of per_dp / pp sequences: as many micro-steps as stages)
+            if per_dp % pp == 0 and not row_by_row:  # (per_dp / pp sequences: as many micro-steps as stages)
                 boundary = estimate(_stage_layout(fam, per_dp // pp, per_dp, pool), pool.gpu.arch, 0)
-            for est in (*ends, boundary):
-                if est is not None:
-                    _check_host(est, pool, offload)
-        except FtplanError as exc:
-            refused.setdefault(str(exc), []).append(what)
-            continue
-        if any(est.fb_lines is None for est in ends):  # (not lines in the micro-batch: row by row)
-            try:
+            if row_by_row:
                 each = [estimate(_stage_layout(fam, mb, per_dp, pool), pool.gpu.arch) for mb in mbs]
-                for est in each:
-                    _check_host(est, pool, offload)
-            except FtplanError as exc:
-                refused.setdefault(str(exc), []).append(what)
-                continue
-            out.append((fam, mbs, np.array([e.device_total_bytes for e in each], dtype=float), 0))
+            else:
+                each = [est for est in (*ends, boundary) if est is not None]
+            for est in each:
+                _check_host(est, pool, offload)
+        except FtplanError as exc:
+            refused.setdefault(str(exc), []).append(
+                f"{g} GPUs tp {tp} pp {pp}{f' ep {ep}' if ep > 1 else ''} {ZERO_NAMES[zero]}"
+            )
+            continue
+        if row_by_row:
+            out.append((fam, np.array(mbs, dtype=float), np.array([e.device_total_bytes for e in each], float)))
             continue
         first, last = (_scalars(est, est.fb_lines, job.training, zero, mbs[0]) for est in ends)
         regular = [mb for mb in mbs if per_dp // mb > pp]  # the first rank's rows by lines
         scal += [first] * len(regular) + [last] * len(mbs)
         rows += regular + mbs
         accum += [per_dp // mb for mb in regular + mbs]
-        out.append((fam, mbs, len(regular), boundary))
-    lines = np.zeros(0)
-    if scal:
+        by_lines.append((len(out), len(regular), boundary))
+        out.append((fam, np.array(mbs, dtype=float), np.zeros(0)))  # (its bytes below)
+    if scal:  # every family's rows by lines in one set of arrays
         lines = _device_rows(np.array(scal, dtype=float), np.array(rows, dtype=float), np.array(accum, float), job)
-    done, at = [], 0
-    for fam, mbs, device, boundary in out:
-        if isinstance(device, int):  # the first rank's rows by lines, its own estimate at the end; the last's
-            first = lines[at : at + device]
+        at = 0
+        for i, n, boundary in by_lines:
+            fam, mbs, _ = out[i]
+            first = lines[at : at + n]
             if boundary is not None:
                 first = np.append(first, boundary.device_total_bytes)
-            device, at = np.maximum(first, lines[at + device : at + device + len(mbs)]), at + device + len(mbs)
-        done.append((fam, np.array(mbs, dtype=float), device))
-    return done
+            out[i] = (fam, mbs, np.maximum(first, lines[at + n : at + n + len(mbs)]))
+            at += n + len(mbs)
+    return out
 
 
 def hardware(pool: Pool, precision: Precision, efficiency: float | None = None) -> tm.Hardware:
