@@ -48,7 +48,7 @@ from ftplan.catalog import Catalog, load_catalog
 from ftplan.errors import FtplanError
 from ftplan.fit import Pool, hardware
 from ftplan.io import read_yaml
-from ftplan.memory.setup import Fp8Setup, Kernels, LoraSetup, Method, Precision, Training
+from ftplan.memory.setup import AttentionKernel, Fp8Setup, Kernels, LoraSetup, Method, Precision, Training
 from ftplan.report.tables import render_table
 from ftplan.timing import dispatch
 from ftplan.timing import model as tm
@@ -127,6 +127,17 @@ SOURCE_CONFIGS = {
 # eager PyTorch: Transformers + PEFT (Qwen, universal-llm-trainer), Composer (llm-foundry), nanotron (the
 # Ultra-Scale Playbook) and torchtitan without compile.
 FUSED_SOURCES = {"mbridge", "nemo", "nemo2407", "automodel", "torchtune", "narayanan21", "korthikanti22", "mcore"}
+# Stacks that run attention through Transformer Engine, which prefers cuDNN's fused attention on Hopper (NeMo's
+# memory-optimisation guide): Megatron-Core, NeMo and Megatron-Bridge, and NeMo Automodel's cases that state TE's
+# DotProductAttention; every other stack runs FlashAttention-2 or SDPA's flash backend (``attention_kernel``).
+TE_ATTENTION_SOURCES = {"mbridge", "nemo", "nemo2407", "mcore"}
+
+
+def _attention_kernel(case: dict) -> AttentionKernel:
+    te = case["id"].split("-", 1)[0] in TE_ATTENTION_SOURCES or "TE DotProductAttention" in str(case.get("attention"))
+    return AttentionKernel.CUDNN if te else AttentionKernel.FLASH2
+
+
 # The source the per-operation dispatch time is fitted on (Hugging Face Trainer + PEFT, eager): its constant
 # and the catalog's efficiencies are fitted together (``--fit``), so these cases are part of the fitted part.
 DISPATCH_SOURCES = {"qwen1"}
@@ -265,6 +276,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
         seq_len=seq, lora=_lora(case) if frozen else None,
         fp8=Fp8Setup(all_gather="all-gather" in prec) if fp8 else None,
         kernels=Kernels.FUSED if case["id"].split("-", 1)[0] in FUSED_SOURCES else Kernels.EAGER,
+        attention_kernel=_attention_kernel(case),
     )  # fmt: skip
     nodes = int(hw.get("nodes") or math.ceil(count / 8))
     flops = tm.job_flops(arch, training)

@@ -584,6 +584,7 @@ def hardware(pool: Pool, precision: Precision, efficiency: float | None = None) 
         fp8_ratio=gpu.fp8_matmul_ratio or tm.DEFAULT_FP8_MATMUL_RATIO,
         nvlink_domain=gpu.nvlink_domain,
         network_busbw_gbs=pool.allreduce_busbw_gbs,
+        gpu_arch=gpu.arch,
     )
 
 

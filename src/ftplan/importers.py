@@ -276,12 +276,30 @@ def _torchtune(out: Imported, cfg: dict, base: Path, catalog: Catalog, gpus: int
     return used
 
 
+# Transformers' ``attn_implementation`` → (attention, attention_kernel): SDPA's flash backend is built on
+# FlashAttention-2 (PyTorch's SDPA docs); ``flash_attention_3`` loads FlashAttention-3
+ATTN_IMPLEMENTATIONS = {
+    "eager": ("eager", "flash2"), "sdpa": ("sdpa", "flash2"), "flash_attention_2": ("sdpa", "flash2"),
+    "flash_attention_3": ("sdpa", "flash3"),
+}  # fmt: skip
+
+
+def _attention(out: Imported, key: str, value: str) -> None:
+    """A Transformers ``attn_implementation`` as the job's attention and kernel."""
+    if value not in ATTN_IMPLEMENTATIONS:
+        raise _bad(out, key, value, f"use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+    attention, kernel = ATTN_IMPLEMENTATIONS[value]
+    out.set(key, "attention", attention)
+    if kernel != "flash2":
+        out.set(key, "attention_kernel", kernel)
+
+
 def _trl(out: Imported, cfg: dict, base: Path, catalog: Catalog) -> set[str]:
     used = {"model_name_or_path", "per_device_train_batch_size", "gradient_accumulation_steps",
             "gradient_checkpointing", "activation_checkpointing", "optim", "bf16", "fp16", "max_length",
             "max_seq_length", "packing", "deepspeed", "fsdp", "fsdp_config", "use_peft", "lora_r", "lora_alpha",
             "lora_dropout", "lora_target_modules", "load_in_4bit", "load_in_8bit", "torch_compile",
-            "use_liger_kernel"}  # fmt: skip
+            "use_liger_kernel", "attn_implementation"}  # fmt: skip
     if cfg.get("model_name_or_path"):
         out.set("model_name_or_path", "model", _model(out, "model_name_or_path", str(cfg["model_name_or_path"]),
                                                       catalog))  # fmt: skip
@@ -306,6 +324,8 @@ def _trl(out: Imported, cfg: dict, base: Path, catalog: Catalog) -> set[str]:
     _optimizer(out, "optim", str(cfg.get("optim", "adamw_torch")))
     _precision(out, "bf16", cfg.get("bf16"), cfg.get("fp16"))
     out.set("packing", "attention_mask", "none" if cfg.get("packing") else "padded")
+    if cfg.get("attn_implementation") is not None:
+        _attention(out, "attn_implementation", str(cfg["attn_implementation"]))
     _kernels(out, cfg, ["torch_compile", "use_liger_kernel"])
     if cfg.get("deepspeed"):
         _deepspeed_file(out, "deepspeed", str(cfg["deepspeed"]), base)

@@ -142,6 +142,8 @@ def main() -> None:
     job_case("nan_seq_len", "finite", seq_len=float("nan"))
     job_case("sequence_parallel_unknown", "'torch' or 'megatron'", sequence_parallel="deepspeed")
     job_case("context_parallel_unknown", "'ring' or 'ulysses'", context_parallel="all-gather")
+    job_case("attention_kernel_unknown", "'flash2', 'cudnn' or 'flash3'", attention_kernel="flash4")
+    job_case("attention_kernel_eager", "use attention: sdpa", attention="eager", attention_kernel="cudnn")
     job_case("engine_unknown", "'torch' or 'deepspeed'", engine="megatron")
     job_case("engine_deepspeed_with_tp", "or engine torch", engine="deepspeed", method="full",
              layout={"dp": 4, "tp": 2, "zero": 3})  # fmt: skip

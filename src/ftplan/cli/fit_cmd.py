@@ -30,7 +30,7 @@ from ftplan.fit import FitResult, fit_job, gpu_pool, instance_pool, rank
 from ftplan.importers import import_config
 from ftplan.job import resolve_job
 from ftplan.limits import MAX_BUSBW_GBS, MAX_RUN_NODES, MAX_USD_PER_HOUR
-from ftplan.memory.setup import Engine, Kernels
+from ftplan.memory.setup import AttentionKernel, Engine, Kernels
 from ftplan.report.tables import fit_table
 from ftplan.schema.job import load_job, parse_job
 
@@ -92,6 +92,12 @@ def fit(
     kernels: Kernels | None = typer.Option(
         None, "--kernels", help="eager | fused: how the training loop runs on the GPU (overrides the job's)."
     ),
+    attention_kernel: AttentionKernel | None = typer.Option(
+        None,
+        "--attention-kernel",
+        help="flash2 | cudnn | flash3: the flash-attention kernel (overrides the job's; the Hopper kernels run "
+        "faster on Hopper GPUs only).",
+    ),
     engine: Engine | None = typer.Option(
         None, "--engine", help="torch | deepspeed: what runs data parallelism and ZeRO (overrides the job's)."
     ),
@@ -110,7 +116,8 @@ def fit(
         spec = load_job(job)
         if tokens is not None:
             spec = parse_job(spec.model_dump(exclude_unset=True) | {"tokens": tokens, "samples": None}, str(job))
-    overrides = {k: v.value for k, v in (("kernels", kernels), ("engine", engine)) if v is not None}
+    chosen = (("kernels", kernels), ("attention_kernel", attention_kernel), ("engine", engine))
+    overrides = {k: v.value for k, v in chosen if v is not None}
     if overrides:
         spec = parse_job(spec.model_dump(exclude_unset=True) | overrides, str(job))
     resolved = resolve_job(spec, catalog, str(job))

@@ -190,6 +190,9 @@ def plan_env(r: RunExport) -> tuple[str, dict[str, str]]:
         "FTPLAN_OPTIMIZER": (lay.optimizer, "runs[].layout.optimizer"),
         "FTPLAN_PRECISION": (lay.precision, "runs[].layout.precision"),
         "FTPLAN_KERNELS": (job.kernels.value, "jobs[].kernels (fused: the planned hours assume compiled kernels)"),
+        "FTPLAN_ATTENTION_KERNEL": (
+            job.attention_kernel.value, "jobs[].attention_kernel (flash2 | cudnn | flash3: the kernel the hours assume)"
+        ),
     }  # fmt: skip
     if job.lora is not None or job.method.value != "full":
         lora = job.lora or LoraSpec()

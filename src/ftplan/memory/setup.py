@@ -182,6 +182,24 @@ class Kernels(StrEnum):
     FUSED = "fused"
 
 
+class AttentionKernel(StrEnum):
+    """Which flash-attention kernel runs the attention core (time only; ``attention: sdpa``).
+
+    * ``flash2``: FlashAttention-2, or PyTorch SDPA's flash backend, which is built on it: the kernel the
+      catalog's attention efficiencies are fitted to.
+    * ``cudnn``: cuDNN's fused flash attention, which Transformer Engine (Megatron-Core, NeMo, Megatron-Bridge)
+      prefers on Hopper and later GPUs (NeMo's memory-optimisation guide).
+    * ``flash3``: FlashAttention-3 (``flash_attn_interface``), Hopper only.
+
+    Both Hopper kernels run faster than FlashAttention-2 on Hopper GPUs by the ratio the FlashAttention-3
+    paper measured (:data:`ftplan.timing.model.ATTENTION_KERNEL_TFLOPS`); elsewhere they take its rate.
+    """
+
+    FLASH2 = "flash2"
+    CUDNN = "cudnn"
+    FLASH3 = "flash3"
+
+
 class ZeroGrad(StrEnum):
     """How the training loop clears gradients between optimizer steps."""
 
@@ -299,6 +317,7 @@ class Training:
     sequence_parallel: SequenceParallel = SequenceParallel.TORCH  # tensor parallelism's activations
     context_parallel: ContextParallel = ContextParallel.RING  # how layout.cp splits attention
     kernels: Kernels = Kernels.EAGER  # one kernel per operation, or a fused stack (time only)
+    attention_kernel: AttentionKernel = AttentionKernel.FLASH2  # the flash-attention kernel (time only)
     engine: Engine = Engine.TORCH  # what runs data parallelism and ZeRO (DeepSpeed's holds more under ZeRO-3)
 
     @property

@@ -206,6 +206,8 @@ def fit_table(result: Any, best: Any, by: str) -> str:
         of = f" of {len(t.data.lengths):,} lengths" if t.data.lengths else ""
         seq += f" (mean {t.data.mean:,}{p95} tokens{of}, {'packed' if t.data.packing else 'padded'})"
     engine = f" · engine {t.engine.value}" if t.engine.value != "torch" else ""
+    if t.attention_kernel.value != "flash2":
+        engine += f" · {t.attention_kernel.value} attention"
     title = (
         f"{job.name} · {t.method.value} · {t.precision_label} · {seq}{engine} · global batch "
         f"{job.global_batch} · {job.tokens / 1e9:.3g}B tokens · ranked by {by}"

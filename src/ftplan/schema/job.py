@@ -12,6 +12,7 @@ from ftplan.memory.pipeline import PipelineSchedule
 from ftplan.memory.setup import (
     ZERO_ALIASES,
     Attention,
+    AttentionKernel,
     AttentionMask,
     ContextParallel,
     Engine,
@@ -289,6 +290,12 @@ class JobSpec(BaseModel):
         "PEFT, TRL, Accelerate, plain DDP/FSDP; each adds its launch time) | fused (torch.compile, CUDA graphs, "
         "Megatron-Core/NeMo with Transformer Engine, Liger or Unsloth kernels)",
     )
+    attention_kernel: AttentionKernel = Field(
+        AttentionKernel.FLASH2,
+        description="the flash-attention kernel (time only): flash2 (FlashAttention-2 or PyTorch SDPA's flash "
+        "backend) | cudnn (cuDNN's fused attention: Transformer Engine's choice on Hopper, Megatron-Core, NeMo) | "
+        "flash3 (FlashAttention-3); the Hopper kernels run at FlashAttention-2's rate on other GPUs",
+    )
     engine: Engine = Field(
         Engine.TORCH,
         description="what runs data parallelism and ZeRO: torch (DDP, ZeroRedundancyOptimizer, FSDP2) | deepspeed "
@@ -339,6 +346,11 @@ class JobSpec(BaseModel):
             raise ValueError(f"an fp8 block needs precision: fp8 (the job says {self.precision.value})")
         if self.schema_version != 1:
             raise ValueError(f"schema_version {self.schema_version} is not supported (this ftplan reads 1)")
+        if self.attention is Attention.EAGER and self.attention_kernel is not AttentionKernel.FLASH2:
+            raise ValueError(
+                f"attention_kernel {self.attention_kernel.value} is a flash-attention kernel, but attention is "
+                "eager (the probabilities materialised); use attention: sdpa or drop attention_kernel"
+            )
         data = self.data
         if data is not None:
             longest = data.longest  # (a p95 is never below the mean)

@@ -51,7 +51,7 @@ import numpy as np
 from ftplan.arch import Architecture, Kind
 from ftplan.memory.estimate import fp8_converted
 from ftplan.memory.params import lora_targets, parameter_targets, split_params
-from ftplan.memory.setup import Attention, ContextParallel, Kernels, Method, Precision, Training
+from ftplan.memory.setup import Attention, AttentionKernel, ContextParallel, Kernels, Method, Precision, Training
 from ftplan.timing import dispatch, traffic
 
 # Fractions of dense peak where the catalog has none for a GPU: the weight matmuls' and the attention
@@ -97,6 +97,20 @@ CPU_ADAM_S_PER_GPARAM = 0.22
 # (ml-engineering, "Maximum Achievable Matmul FLOPS comparison table").
 DEFAULT_FP8_MATMUL_RATIO = (1402.6 / 1979) / (794.5 / 989)
 
+# Flash-attention kernels' speed on an H100 SXM5, BF16, head dimension 128, by sequence length (batch × length
+# 16k tokens): TFLOP/s of the causal forward and of the backward (Shah et al. 2024, "FlashAttention-3",
+# arXiv 2407.08608, figures 5 and 6). The catalog's attention efficiency is FlashAttention-2's (fitted on
+# llm-foundry's runs), so a Hopper kernel scales it by its speed over FlashAttention-2's at the same length,
+# forward and backward apart; other GPUs keep FlashAttention-2's rate (FlashAttention-3 runs on Hopper only, and
+# Transformer Engine prefers FlashAttention-2 before Hopper: NeMo's memory-optimisation guide).
+ATTENTION_KERNEL_LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
+ATTENTION_KERNEL_TFLOPS = {  # kernel: ((forward by length), (backward by length))
+    AttentionKernel.FLASH2: ((191, 260, 298, 319, 333, 335), (214, 260, 291, 310, 318, 322)),
+    AttentionKernel.CUDNN: ((315, 410, 484, 518, 529, 539), (305, 408, 465, 499, 518, 516)),
+    AttentionKernel.FLASH3: ((292, 423, 521, 579, 602, 616), (316, 424, 501, 542, 559, 561)),
+}
+ATTENTION_KERNEL_ARCHS = frozenset({"hopper"})  # where the measured speed-ups apply
+
 RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
 OFFLOAD = {"none": 0, "optimizer": 1, "optimizer+params": 2}
 
@@ -117,6 +131,7 @@ class Hardware:
     nvlink_domain: int | None = None  # GPUs on one NVLink domain, when more than a node's (NVL72)
     attention_efficiency: float | None = None  # the attention core's (None: efficiency × DEFAULT_ATTENTION_RATIO)
     network_busbw_gbs: float | None = None  # measured bus bandwidth across nodes (nccl-tests), when stated
+    gpu_arch: str | None = None  # the GPU's architecture (catalog ``arch``): where Hopper attention kernels run
 
     @property
     def attention_rate(self) -> float:
@@ -319,6 +334,39 @@ class StepTimes:
         return self.compute + self.communication + self.offload + self.other + self.dispatch
 
 
+def attention_kernel_speedup(kernel: AttentionKernel, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's speed over FlashAttention-2's at ``length`` tokens a sequence, (forward, backward): from
+    :data:`ATTENTION_KERNEL_TFLOPS`, linear in log2 of the length between the measured lengths and held at the
+    shortest and longest."""
+    x = np.log2(np.clip(np.asarray(length, dtype=float), 1.0, None))
+    grid = np.log2(ATTENTION_KERNEL_LENGTHS)
+    base_fwd, base_bwd = ATTENTION_KERNEL_TFLOPS[AttentionKernel.FLASH2]
+    fwd, bwd = ATTENTION_KERNEL_TFLOPS[kernel]
+    return np.interp(x, grid, fwd) / np.interp(x, grid, base_fwd), np.interp(x, grid, bwd) / np.interp(
+        x, grid, base_bwd
+    )
+
+
+def attention_kernel_factor(
+    training: Training, hw: Hardware, length: np.ndarray, recompute: np.ndarray
+) -> np.ndarray:  # fmt: skip
+    """What the attention core's time at FlashAttention-2's rate is multiplied by under the job's kernel: its
+    forward passes (one, two under recomputation) and its backward (three forward-sized parts: the two gradient
+    matmul pairs and the recomputed scores) each divided by that direction's speed-up (1 for FlashAttention-2,
+    for eager attention and off Hopper)."""
+    length, recompute = np.asarray(length, dtype=float), np.asarray(recompute, dtype=float)
+    kernel = training.attention_kernel
+    if (
+        kernel is AttentionKernel.FLASH2
+        or training.attention is Attention.EAGER
+        or hw.gpu_arch not in ATTENTION_KERNEL_ARCHS
+    ):
+        return np.ones(np.broadcast(length, recompute).shape)
+    fwd, bwd = attention_kernel_speedup(kernel, length)
+    forwards = np.where(recompute >= 1, 2.0, 1.0)
+    return (forwards / fwd + 3.0 / bwd) / (forwards + 3.0)
+
+
 def sequence_lengths(training: Training, micro_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tokens a sequence costs and the span its attention covers, per micro-batch size
     (:class:`~ftplan.memory.setup.SequenceData`): ``seq_len`` both without data lengths.
@@ -396,7 +444,10 @@ def step_times(
     routed = flops.expert_linear + np.where(recompute == 2, flops.expert_forward, 0.0)
     matmul_flops = matmul_flops + imbalance * routed
     rate = hw.peak_tflops * 1e12 * hw.efficiency
-    t_attention = tokens_micro * attention_flops / tp / hw.attention_rate
+    # the kernel's sequence: a ring's chunk (cp of them a sequence) or, under Ulysses, the whole span
+    chunk = span / np.where(training.context_parallel is ContextParallel.ULYSSES, 1.0, cp)
+    kernel = attention_kernel_factor(training, hw, chunk, recompute)
+    t_attention = tokens_micro * attention_flops / tp / hw.attention_rate * kernel
     t_micro = tokens_micro * matmul_flops / tp / rate + t_attention
     if flops.adapter_bytes:  # LoRA's adapter GEMMs at the slower of their FLOPs and their HBM traffic
         again = np.where(recompute == 2, 4 / 3, 1.0)  # (the recomputed forward runs them again)

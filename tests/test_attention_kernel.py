@@ -1,0 +1,142 @@
+"""`attention_kernel`: Hopper's flash-attention kernels (cuDNN, FlashAttention-3) against FlashAttention-2, whose
+rate the catalog's attention efficiencies are fitted to."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from ftplan.cli.app import app
+from ftplan.errors import FtplanError
+from ftplan.fit import fit_job, gpu_pool, hardware
+from ftplan.job import resolve_job
+from ftplan.memory.setup import AttentionKernel, Training
+from ftplan.schema.job import parse_job
+from ftplan.timing import model as tm
+
+CUDNN, FLASH2, FLASH3 = AttentionKernel.CUDNN, AttentionKernel.FLASH2, AttentionKernel.FLASH3
+
+
+def _job(catalog, **fields):
+    data = {"model": "llama-3.1-8b", "precision": "bf16-mixed", "seq_len": 8192, "micro_batch": 1,
+            "grad_accum": 4, "tokens": 10**8} | fields  # fmt: skip
+    return resolve_job(parse_job(data, "job"), catalog, "job")
+
+
+def _times(job, hw, recompute=0, cp=1):
+    flops = tm.job_flops(job.arch, job.training)
+    one = (np.array([x]) for x in (1, 1, 0, 0, recompute, 1, 4))
+    return tm.step_times(flops, job.arch, job.training, hw, *one, cp=np.array([cp]))
+
+
+def test_speedups_are_the_measured_speeds_over_flashattention2s_in_exact_arithmetic():
+    fwd, bwd = tm.attention_kernel_speedup(CUDNN, np.array([2048.0]))
+    assert (fwd[0], bwd[0]) == (pytest.approx(484 / 298, rel=1e-12), pytest.approx(465 / 291, rel=1e-12))
+    fwd, bwd = tm.attention_kernel_speedup(FLASH3, np.array([2**10.5]))  # halfway from 1k to 2k in log2
+    assert fwd[0] == pytest.approx((423 + 521) / (260 + 298), rel=1e-12)
+    assert bwd[0] == pytest.approx((424 + 501) / (260 + 291), rel=1e-12)
+    # held at the ends of the measured lengths
+    fwd, bwd = tm.attention_kernel_speedup(CUDNN, np.array([128.0, 262144.0]))
+    assert fwd.tolist() == [pytest.approx(315 / 191), pytest.approx(539 / 335)]
+    assert bwd.tolist() == [pytest.approx(305 / 214), pytest.approx(516 / 322)]
+    assert tm.attention_kernel_speedup(FLASH2, np.array([100.0, 5000.0, 10**6]))[1] == pytest.approx(1.0)
+
+
+def test_the_attention_core_runs_faster_by_its_passes_speedups_on_hopper_only(catalog):
+    h100 = hardware(gpu_pool(catalog, "h100-sxm-80gb", gpus=1), _job(catalog).training.precision)
+    flash2, cudnn = _job(catalog), _job(catalog, attention_kernel="cudnn")
+    for recompute, forwards in ((0, 1.0), (2, 2.0)):
+        base, fast = _times(flash2, h100, recompute), _times(cudnn, h100, recompute)
+        _, attention = tm.job_flops(flash2.arch, flash2.training).hardware(recompute)
+        t_attention = 4 * 8192 * float(attention) / h100.attention_rate  # 4 micro-steps of 8192 tokens
+        fwd, bwd = (x[0] for x in tm.attention_kernel_speedup(CUDNN, np.array([8192.0])))
+        factor = (forwards / fwd + 3 / bwd) / (forwards + 3)  # one or two forwards, a backward of three
+        assert base.compute[0] - fast.compute[0] == pytest.approx(t_attention * (1 - factor), rel=1e-9)
+        assert base.total[0] - fast.total[0] == pytest.approx(base.compute[0] - fast.compute[0], rel=1e-9)
+    a100 = hardware(gpu_pool(catalog, "a100-sxm-80gb", gpus=1), flash2.training.precision)
+    assert _times(cudnn, a100).total[0] == _times(flash2, a100).total[0]  # (FlashAttention-2's rate off Hopper)
+
+
+def test_a_ring_runs_the_kernel_on_its_chunks(catalog):
+    h100 = hardware(gpu_pool(catalog, "h100-sxm-80gb", gpus=8), _job(catalog).training.precision)
+    job = _job(catalog, seq_len=4096, attention_kernel="flash3")
+    assert (
+        tm.attention_kernel_factor(job.training, h100, np.array([4096 / 4]), np.array([0]))[0]
+        > (tm.attention_kernel_factor(job.training, h100, np.array([4096.0]), np.array([0]))[0])
+    )  # a shorter chunk: less of a speed-up
+    ring = _times(job, h100, cp=4).compute[0]
+    plain = _times(_job(catalog, seq_len=4096), h100, cp=4).compute[0]
+    _, attention = tm.job_flops(job.arch, job.training).hardware(0)
+    t_attention = 4 * 1024 * float(attention) / h100.attention_rate  # a rank's quarter of each sequence
+    factor = tm.attention_kernel_factor(job.training, h100, np.array([1024.0]), np.array([0]))[0]
+    assert plain - ring == pytest.approx(t_attention * (1 - factor), rel=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(length=st.floats(1.0, 2e6), recompute=st.sampled_from([0, 1, 2]), kernel=st.sampled_from([CUDNN, FLASH3]))
+def test_a_hopper_kernel_never_slows_attention_on_hopper(length, recompute, kernel):
+    training = Training(attention_kernel=kernel)
+    hw = tm.Hardware(peak_tflops=989.0, efficiency=0.5, hbm_gbs=3350.0, intra_node_gbs=450.0, host_link_gbs=64.0,
+                     gpus_per_node=8, network_gbps=None, gpu_arch="hopper")  # fmt: skip
+    factor = tm.attention_kernel_factor(training, hw, np.array([length]), np.array([recompute]))[0]
+    assert 1 / 1.9 < factor < 1.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(seq=st.sampled_from([512, 1024, 2048, 4096, 8192, 16384, 32768]), kernel=st.sampled_from([CUDNN, FLASH3]))
+def test_longer_sequences_never_compute_a_token_faster_under_a_hopper_kernel(catalog, seq, kernel):
+    # (the kernels' speed-ups grow with the length, far slower than attention's FLOPs a token do)
+    h100 = hardware(gpu_pool(catalog, "h100-sxm-80gb", gpus=1), _job(catalog).training.precision)
+
+    def per_token(s: int) -> float:
+        return _times(_job(catalog, seq_len=s, attention_kernel=kernel.value), h100).compute[0] / s
+
+    assert per_token(2 * seq) >= per_token(seq)
+
+
+def test_eager_attention_refuses_a_flash_kernel(catalog):
+    with pytest.raises(FtplanError, match="attention_kernel cudnn is a flash-attention kernel"):
+        _job(catalog, attention="eager", attention_kernel="cudnn")
+    with pytest.raises(FtplanError, match="attention_kernel"):
+        _job(catalog, attention_kernel="flash4")
+
+
+def test_fit_from_python_and_the_command_line(catalog, tmp_path):
+    pools = [gpu_pool(catalog, "h100-sxm-80gb", gpus=8)]
+    base = fit_job(_job(catalog), pools).layouts
+    fast = fit_job(_job(catalog, attention_kernel="cudnn"), pools).layouts
+    assert (fast["step_s"].to_numpy() < base["step_s"].to_numpy()).all()  # the same layouts, each quicker
+    path = tmp_path / "job.yaml"
+    path.write_text(json.dumps({"model": "llama-3.1-8b", "seq_len": 8192, "tokens": 10**8, "grad_accum": 4}))
+    runner = CliRunner()
+    out = runner.invoke(app, ["fit", str(path), "--gpu", "h100", "--gpus", "8", "--top", "1", "--format", "json"])
+    over = ["fit", str(path), "--gpu", "h100", "--gpus", "8", "--top", "1", "--format", "json"]
+    fast_out = runner.invoke(app, [*over, "--attention-kernel", "flash3"])
+    assert out.exit_code == 0 and fast_out.exit_code == 0, out.output + fast_out.output
+    step = json.loads(out.output)["layouts"][0]["step_s"]
+    assert json.loads(fast_out.output)["layouts"][0]["step_s"] < step
+    table = runner.invoke(app, [*over[:-2], "--attention-kernel", "cudnn"])
+    assert "· cudnn attention ·" in table.output.splitlines()[0]
+    bad = runner.invoke(app, [*over, "--attention-kernel", "flash9"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def test_trl_attn_implementation_sets_the_kernel(catalog, tmp_path):
+    from ftplan.importers import import_config
+
+    base = {"model_name_or_path": "meta-llama/Llama-3.1-8B", "max_length": 2048, "bf16": True}
+    for value, attention, kernel in (("flash_attention_3", "sdpa", "flash3"), ("sdpa", "sdpa", None),
+                                     ("eager", "eager", None)):  # fmt: skip
+        path = tmp_path / f"{value}.json"
+        path.write_text(json.dumps(base | {"attn_implementation": value}))
+        job = import_config("trl", path, catalog).job
+        assert job["attention"] == attention and job.get("attention_kernel") == kernel
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(base | {"attn_implementation": "flex_attention"}))
+    with pytest.raises(FtplanError, match="field 'attn_implementation': 'flex_attention'"):
+        import_config("trl", path, catalog)
