@@ -251,3 +251,23 @@ def test_a_failed_rank_stops_the_others_instead_of_leaving_them_in_a_collective(
     assert _wait([waiting, failing]) == 1
     assert waiting.returncode is not None and failing.returncode == 3
     assert _wait([subprocess.Popen([sys.executable, "-c", "pass"])]) is None
+
+
+def test_forked_ranks_answer_as_processes_do_and_write_their_errors_to_their_logs(tmp_path):
+    import multiprocessing
+    import time
+
+    from ftplan.measure.dist import _forked_rank, _ForkedRank, _wait
+
+    ctx = multiprocessing.get_context("forkserver")
+    procs = [ctx.Process(target=time.sleep, args=(60,)), ctx.Process(target=sys.exit, args=(3,))]
+    for p in procs:
+        p.start()
+    ranks = [_ForkedRank(p) for p in procs]
+    assert _wait(ranks) == 1
+    assert ranks[0].returncode is not None and ranks[1].returncode == 3
+    log = tmp_path / "0.err"  # a rank whose job is missing: its traceback goes to its log, not the caller's stderr
+    rank = ctx.Process(target=_forked_rank, args=(str(tmp_path), 0, {"OMP_NUM_THREADS": "1"}, str(log)))
+    rank.start()
+    assert _ForkedRank(rank).wait() == 1
+    assert log.read_text().strip().splitlines()[-1].startswith("FileNotFoundError")
