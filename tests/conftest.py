@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,11 @@ from types import ModuleType
 import pytest
 
 from ftplan.catalog import Catalog, load_catalog
+
+# One CPU thread a test process (before torch loads): pytest-xdist already runs a worker a core, and torch's
+# default, a thread a core in every worker, oversubscribes them (tests/test_measure_grid_b.py and
+# tests/test_dispatch.py on two cores: 399 s of CPU and 293 s with torch's default, 322 s and 263 s with one)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
