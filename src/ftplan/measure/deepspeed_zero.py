@@ -16,6 +16,7 @@ import contextlib
 import io
 import logging
 import os
+import sys
 from typing import Any
 
 from ftplan.errors import MeasureError
@@ -66,13 +67,15 @@ def start(what: str) -> Any:
     ``what`` names what needs it (a refusal's reason)."""
     try:
         import deepspeed
-        import deepspeed.comm.torch as ds_torch
+        import deepspeed.comm.torch  # (the module itself, which ``import … as`` would not give: see below)
     except ImportError as exc:
         raise MeasureError(f"{what} is measured with DeepSpeed ({exc}). To fix: install 'ftplan[exports]', "
                            "which brings DeepSpeed.") from None  # fmt: skip
-    # DeepSpeed compiles a shared-memory all-reduce for CPU inference when its communication starts; the
-    # collectives here are torch's, so nothing is compiled
-    ds_torch.build_shm_op = lambda: None
+    # DeepSpeed compiles a shared-memory all-reduce for CPU inference when its communication starts (a minute of
+    # two compilers on a fresh machine); the collectives here are torch's, so nothing is compiled. The module is
+    # taken from sys.modules: ``deepspeed.comm`` has an attribute ``torch``, PyTorch itself, which
+    # ``import deepspeed.comm.torch as m`` binds instead
+    sys.modules["deepspeed.comm.torch"].build_shm_op = lambda: None
     for name in ("DeepSpeed", "deepspeed"):
         logging.getLogger(name).setLevel(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()):
