@@ -3,8 +3,9 @@
 A transcript is a ```text block whose first line is ``$ ftplan …``, or a ```bash block of one ``ftplan …``
 command followed by a ```text block. A ```bash block of ``ftplan`` commands without a transcript after it runs
 first, as the README's reader would (it writes the plans later transcripts read). Commands run in a temporary
-directory beside links to the repository's ``scenarios``, ``tests`` and ``catalogs``; ``wrote FILE`` lines are
-left out, and a line ``...`` in a transcript stands for any lines. ``ftplan measure`` transcripts (real training
+directory beside links to the repository's ``scenarios``, ``tests`` and ``catalogs``; a transcript is stdout, or
+stdout and stderr together, ``wrote FILE`` lines left out and the solver's wall-clock seconds ignored; a line
+``...`` in a transcript stands for any lines. ``ftplan measure`` transcripts (real training
 steps, minutes each, and not byte-stable) are skipped unless named.
 
 Usage: python tools/readme_transcripts.py [TEXT ...]   (only the commands containing one of the TEXTs)
@@ -53,6 +54,11 @@ def matches(expected: list[str], got: list[str]) -> bool:
     return re.fullmatch(pattern, "".join(g + "\n" for g in got)) is not None
 
 
+def _steady(line: str) -> str:
+    """A line without what differs run to run: the solver's wall-clock seconds."""
+    return re.sub(r"· [0-9.]+ s ·", "· … s ·", line)
+
+
 def main(only: list[str]) -> int:
     found = blocks((ROOT / "README.md").read_text())
     stale = 0
@@ -63,9 +69,11 @@ def main(only: list[str]) -> int:
         for k, (line, lang, body) in enumerate(found):
             following = found[k + 1] if k + 1 < len(found) else None
             if lang == "text" and body and body[0].startswith("$ ftplan "):
-                cmd, expected = commands([body[0][2:]])[0], body[1:]
+                n = next(i for i, b in enumerate(body) if not b.endswith("\\"))  # (continued lines)
+                cmd, expected = commands([body[0][2:], *body[1 : n + 1]])[0], body[n + 1 :]
             elif lang == "bash" and body and all(c.startswith("ftplan ") for c in commands(body)):
-                if following and following[1] == "text" and len(commands(body)) == 1:
+                transcript = following and following[1] == "text" and not following[2][0].startswith("$ ")
+                if transcript and len(commands(body)) == 1:
                     cmd, expected, line = commands(body)[0], following[2], following[0]
                 else:  # commands a later transcript depends on
                     for c in commands(body):
@@ -78,8 +86,11 @@ def main(only: list[str]) -> int:
             if skip:
                 continue
             run = subprocess.run(cmd.replace("ftplan", ftplan, 1), shell=True, cwd=tmp, capture_output=True, text=True)
-            got = [g for g in (run.stdout + run.stderr).rstrip("\n").splitlines() if not g.startswith("wrote ")]
-            ok = matches(expected, got)
+            want = [_steady(e) for e in expected]
+            outputs = (run.stdout, run.stdout + run.stderr)  # (a transcript shows stdout, or both streams)
+            got = [[_steady(g) for g in o.rstrip("\n").splitlines() if not g.startswith("wrote ")] for o in outputs]
+            ok = matches(want, got[0]) or matches(want, got[1])
+            got = got[1]
             stale += not ok
             print(f"{'ok   ' if ok else 'STALE'} README.md:{line}: {cmd}")
             if not ok:
