@@ -242,7 +242,7 @@ def _start_ranks(tmp: str, env: dict[str, str], logs: list[Path], job: ResolvedJ
     import multiprocessing
 
     ctx = multiprocessing.get_context("forkserver")
-    adapters = job.training.method.value != "full"
+    adapters = job.training.method is not Method.FULL
     ctx.set_forkserver_preload([*RANK_PRELOAD, *(("peft",) if adapters else ())])
     procs = []
     for rank, log in enumerate(logs):
@@ -257,9 +257,10 @@ def _forked_rank(tmp: str, rank: int, env: dict[str, str], log: str) -> None:
     ``OMP_NUM_THREADS`` says (the fork server's OpenMP read the variable before the launcher set it)."""
     os.environ.clear()
     os.environ.update(env)
-    err = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    os.dup2(err, 2)
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    for fd, path, flags in ((2, log, os.O_CREAT | os.O_TRUNC), (1, os.devnull, 0)):
+        opened = os.open(path, os.O_WRONLY | flags)
+        os.dup2(opened, fd)
+        os.close(opened)
     import torch
 
     torch.set_num_threads(int(env.get("OMP_NUM_THREADS", "1")))
