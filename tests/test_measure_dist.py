@@ -268,6 +268,53 @@ def test_a_failed_rank_stops_the_others_instead_of_leaving_them_in_a_collective(
     assert _wait([subprocess.Popen([sys.executable, "-c", "pass"])]) is None
 
 
+def test_a_failed_ranks_error_is_the_exception_its_traceback_names():
+    from ftplan.measure.dist import failure_line
+
+    traceback = (
+        'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
+        "torch.distributed.DistBackendError: connection reset by peer\n"
+        "USDT:2026-12-04 04:03:54 8760:8760 SyncActivityProfilerHandler.cpp:59] profiler_stop\n"
+    )
+    assert failure_line(traceback, 1) == "torch.distributed.DistBackendError: connection reset by peer"
+    assert failure_line("Killed\n", -9) == "Killed"
+    assert failure_line("", -9) == "exit code -9"
+
+
+def test_a_collectives_memory_goes_with_its_tensor_whatever_gloo_still_holds(monkeypatch):
+    # gloo's worker thread can hold a collective's tensor after the caller's wait returns: it must hold no memory
+    import torch
+    import torch.distributed as dist
+
+    from ftplan.measure.dist import all_reduce_released
+
+    held, all_reduce = [], dist.all_reduce
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor, **kw: held.append(tensor) or all_reduce(tensor, **kw))
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        tensor = torch.arange(1000, dtype=torch.float32)
+        all_reduce_released(tensor)
+    finally:
+        dist.destroy_process_group()
+    assert tensor.untyped_storage().nbytes() == 4000 and tensor[999].item() == 999.0
+    assert len(held) == 1 and held[0].untyped_storage().nbytes() == 0
+
+
+def test_ranks_start_from_a_script_that_does_not_guard_its_main_code(tmp_path):
+    # multiprocessing runs the caller's script again in each process it starts unless ftplan keeps it from them
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import types\nfrom pathlib import Path\nfrom ftplan.measure.dist import _start_ranks, _wait\n"
+        f"logs = [Path({str(tmp_path)!r}, 'rank.err')]\n"
+        "job = types.SimpleNamespace(training=types.SimpleNamespace(method=None))\n"
+        f"procs = _start_ranks({str(tmp_path)!r}, {{'OMP_NUM_THREADS': '1'}}, logs, job)\n"
+        "print(_wait(procs), logs[0].read_text().strip().splitlines()[-1])\n"
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    # the rank ran ftplan's code, not the script: it found no job to measure
+    assert run.stdout.startswith("0 FileNotFoundError"), run.stdout + run.stderr
+
+
 def test_forked_ranks_answer_as_processes_do_and_write_their_errors_to_their_logs(tmp_path):
     import multiprocessing
     import time

@@ -38,10 +38,14 @@ import functools
 import json
 import os
 import pickle
+import re
 import socket
+import sys
 import tempfile
 import time
+import types
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -194,10 +198,8 @@ def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps
         failed = _wait(procs)
         done = all(Path(tmp, f"{rank}.json").exists() for rank in range(nproc))
         if failed is not None and not done:  # the other ranks would wait for it in a collective: they were stopped
-            err = logs[failed].read_text(errors="replace")
-            lines = [line for line in err.strip().splitlines() if line and not line.startswith(" ")]
-            code = procs[failed].returncode
-            raise MeasureError(f"rank {failed} failed: {lines[-1] if lines else f'exit code {code}'}")
+            err = logs[failed].read_text(errors="replace") if logs[failed].exists() else ""
+            raise MeasureError(f"rank {failed} failed: {failure_line(err, procs[failed].returncode)}")
         ranks = []
         for rank in range(nproc):
             measured = Measurement(**json.loads(Path(tmp, f"{rank}.json").read_text()))
@@ -207,6 +209,18 @@ def measure_distributed(job: ResolvedJob, nproc: int, device: str = "cpu", steps
                 est = estimate_for_device(replace(job, training=at), device, gpu_arch)
             ranks.append(Comparison(job, est, measured))
     return DistComparison(job, tuple(ranks))
+
+
+# a line of a traceback naming the exception: "RuntimeError: ...", "torch.distributed.DistBackendError: ..."
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b")
+
+
+def failure_line(stderr: str, code: int | None) -> str:
+    """What a failed rank's stderr says went wrong: the last exception a traceback names (the profiler's and
+    gloo's log lines may follow it), else its last unindented line, else its exit code."""
+    lines = [line for line in stderr.strip().splitlines() if line and not line[0].isspace()]
+    named = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    return (named or lines or [f"exit code {code}"])[-1]
 
 
 # What every rank imports, once, in the process the ranks are forked from (multiprocessing's fork server): each
@@ -247,9 +261,23 @@ def _start_ranks(tmp: str, env: dict[str, str], logs: list[Path], job: ResolvedJ
     procs = []
     for rank, log in enumerate(logs):
         process = ctx.Process(target=_forked_rank, args=(tmp, rank, env, str(log)))
-        process.start()
+        with _main_hidden():
+            process.start()
         procs.append(_ForkedRank(process))
     return procs
+
+
+@contextlib.contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start a process without the caller's main module: multiprocessing would run the caller's script again
+    in each rank (as ``__mp_main__``), which a script calling :func:`measure_distributed` at its top level,
+    unguarded by ``if __name__ == "__main__"``, cannot survive, and the ranks need nothing from it."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def _forked_rank(tmp: str, rank: int, env: dict[str, str], log: str) -> None:
@@ -424,7 +452,8 @@ def _in_place_collectives(torch: Any, model: Any) -> None:
     are freed when gloo's worker thread lets go of the work, some time after the call returns, so the
     ranks' peak would depend on thread timing and hold buffers NCCL never allocates. An all-reduce
     over the gathered buffer (the other ranks' slots zeroed) and over the reduce-scatter input (then
-    this rank's slot copied out) allocates nothing, and the ranks hold what FSDP2 holds on GPUs.
+    this rank's slot copied out) allocates nothing, and the ranks hold what FSDP2 holds on GPUs. Both run
+    through :func:`all_reduce_released`: synchronous (on a CPU there is no stream to overlap them with).
     """
     import torch.distributed as dist
     from torch.distributed.fsdp import FSDPModule
@@ -449,17 +478,35 @@ def _in_place_collectives(torch: Any, model: Any) -> None:
                     slot.zero_()
             if slots[me].data_ptr() != input_tensor.data_ptr():
                 slots[me].copy_(input_tensor)
-            return dist.all_reduce(output_tensor, group=group, async_op=async_op)
+            all_reduce_released(output_tensor, group)
+            return None  # (done: FSDP2 then waits on no work)
 
     class Scatter(Allocate, ReduceScatter):
         def __call__(self, output_tensor: Any, input_tensor: Any, group: Any, op: Any, async_op: bool = False) -> Any:
-            dist.all_reduce(input_tensor, op=op, group=group)  # FSDP2 frees its input after this
+            all_reduce_released(input_tensor, group, op)  # FSDP2 frees its input after this
             output_tensor.copy_(input_tensor.chunk(dist.get_world_size(group))[dist.get_rank(group)])
 
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.set_custom_all_gather(Gather())
             module.set_custom_reduce_scatter(Scatter())
+
+
+def all_reduce_released(tensor: Any, group: Any = None, op: Any = None) -> None:
+    """All-reduce ``tensor`` in place over ``group`` (``op``: sum unless given) and return once no one
+    else holds its memory.
+
+    Gloo's worker thread keeps its own reference to a collective's tensor until it lets go of the work,
+    which can be after the caller's wait has returned: on a loaded machine a gathered buffer FSDP2 has
+    dropped was then still held at the step's peak (a measured peak one parameter group over, in one CI
+    run). The collective runs on a second tensor over the same memory, which is then pointed at none:
+    whatever the worker still holds, the memory goes when the caller drops ``tensor``.
+    """
+    import torch.distributed as dist
+
+    alias = tensor.new_empty(0).set_(tensor)
+    dist.all_reduce(alias, op=dist.ReduceOp.SUM if op is None else op, group=group)
+    alias.set_()
 
 
 def _transformers_model(model: Any) -> Any:
