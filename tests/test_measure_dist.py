@@ -277,8 +277,11 @@ def test_a_failed_ranks_error_is_the_exception_its_traceback_names():
         "USDT:2026-12-04 04:03:54 8760:8760 SyncActivityProfilerHandler.cpp:59] profiler_stop\n"
     )
     assert failure_line(traceback, 1) == "torch.distributed.DistBackendError: connection reset by peer"
-    assert failure_line("Killed\n", -9) == "Killed"
-    assert failure_line("", -9) == "exit code -9"
+    log_only = "USDT:2026-12-04 04:44:41 10729:10729 SyncActivityProfilerHandler.cpp:59] profiler_stop\n"
+    assert failure_line(log_only, -9).startswith("killed by SIGKILL (the machine may have run out of memory")
+    assert failure_line(log_only, -11) == "killed by SIGSEGV"
+    assert failure_line("NCCL WARN bad\n", 1) == "NCCL WARN bad"
+    assert failure_line("", 3) == "exit code 3"
 
 
 def test_a_collectives_memory_goes_with_its_tensor_whatever_gloo_still_holds(monkeypatch):

@@ -39,6 +39,7 @@ import json
 import os
 import pickle
 import re
+import signal
 import socket
 import sys
 import tempfile
@@ -216,11 +217,22 @@ _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\
 
 
 def failure_line(stderr: str, code: int | None) -> str:
-    """What a failed rank's stderr says went wrong: the last exception a traceback names (the profiler's and
-    gloo's log lines may follow it), else its last unindented line, else its exit code."""
+    """What went wrong in a failed rank: the last exception its stderr's traceback names (the profiler's and
+    gloo's log lines may follow it), else the signal that killed it, else its last unindented line, else its
+    exit code."""
     lines = [line for line in stderr.strip().splitlines() if line and not line[0].isspace()]
     named = [line for line in lines if _EXCEPTION_LINE.match(line)]
-    return (named or lines or [f"exit code {code}"])[-1]
+    if named:
+        return named[-1]
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        if -code == signal.SIGKILL:  # what the kernel's out-of-memory killer sends
+            return f"killed by {name} (the machine may have run out of memory: measure fewer ranks at once)"
+        return f"killed by {name}"
+    return (lines or [f"exit code {code}"])[-1]
 
 
 # What every rank imports, once, in the process the ranks are forked from (multiprocessing's fork server): each
