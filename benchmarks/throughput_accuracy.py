@@ -149,6 +149,13 @@ DISPATCH_SOURCES = {"qwen1"}
 # eager. (GPT-NeoX, whose architecture stands in for MPT's widths, brings rotary embeddings MPT does not run: a
 # sixth of the derived bytes: 0.6% of these runs' step time at the median, 1.2% at most.)
 SINGLE_KERNEL_SOURCES = {"foundry"}
+# Sources whose QLoRA runs compute in fp32 beside the 4-bit layers: universal-llm-trainer loads a 4-bit model
+# with dtype float32 (``dtype`` is float32 unless the configured ``bit`` names a dtype: src/univlt/models/llama3.py;
+# ``torch_dtype`` float32 in src/models/llama3.py before it), so embeddings, norms and lm_head are fp32 and with
+# them the residual stream, attention and the loss, while only the 4-bit layers compute in bf16. Its table's model
+# memory agrees: 8.0 for Llama 3.1 8B QLoRA, as 4-bit layers (3.6 GB) beside fp32 embeddings and head (4.2 GB),
+# where bf16 ones would make 5.7 GB (docs/gpu_test.md, 9efd14b). No job states such a precision mix.
+FP32_QLORA_SOURCES = {"ult"}
 
 
 class OutOfScope(Exception):
@@ -245,6 +252,8 @@ def translate(case: dict, catalog: Catalog) -> dict:
         raise OutOfScope(f"method {method!r}")
     if ("4-bit" in prec or "nf4" in prec) and "qlora:" not in prec:  # ("QLoRA: NF4 …" names another row's)
         kind = "QLoRA"
+    if kind == "QLoRA" and case["id"].split("-", 1)[0] in FP32_QLORA_SOURCES:
+        raise OutOfScope("QLoRA computing in fp32 beside its 4-bit layers")
     if fp8 and kind not in ("pretrain", "full"):  # FP8 is modelled for full training
         raise OutOfScope("FP8 with frozen weights")
     # (offload stated in its own field, or within the sharding's description: "FSDP with CPU offload")
