@@ -52,20 +52,18 @@ def _job(catalog, data: dict):
 
 
 _RUNS: dict[str, object] = {}
-# where the ranks of DeepSpeed's cases would build torch extensions (they must build none)
+# where every case's ranks would build torch extensions (DeepSpeed's among them: they must build none)
 EXTENSIONS = Path(tempfile.mkdtemp(prefix="ftplan-torch-extensions-"))
 
 
 def _measured(catalog, case: str):
     """Each case runs once per session (two processes each)."""
     if case not in _RUNS:
-        job = _job(catalog, dict(GRID[case], engine=ENGINE[case]))
         if GRID[case].get("context_parallel") == "ulysses" or ENGINE[case] == "deepspeed":
             pytest.importorskip("deepspeed")  # (DeepSpeed's Ulysses and ZeRO: the exports extra brings it)
-            with pytest.MonkeyPatch.context() as env:
-                env.setenv("TORCH_EXTENSIONS_DIR", str(EXTENSIONS))
-                _RUNS[case] = measure_distributed(job, job.layout.gpus)
-        else:
+        job = _job(catalog, dict(GRID[case], engine=ENGINE[case]))
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("TORCH_EXTENSIONS_DIR", str(EXTENSIONS))
             _RUNS[case] = measure_distributed(job, job.layout.gpus)
     return _RUNS[case]
 
