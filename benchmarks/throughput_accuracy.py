@@ -178,8 +178,16 @@ def _gpu_id(name: str, catalog: Catalog) -> str:
         raise OutOfScope("GPU not in the catalog") from exc
 
 
-def _zero(sharding: str) -> int:
-    s = sharding.lower()
+def _zero(par: dict) -> int:
+    """The case's ZeRO stage: as stated (``zero_stage``), else 3 where it shards with FSDP over more than one
+    rank (``fsdp``: true or a degree; torchtitan's FSDP2 and Megatron-FSDP shard parameters, gradients and
+    optimizer states alike), else read from the sharding's description."""
+    if isinstance(par.get("zero_stage"), int) and not isinstance(par.get("zero_stage"), bool):
+        return int(par["zero_stage"])
+    fsdp = par.get("fsdp")
+    if fsdp is True or (isinstance(fsdp, int) and not isinstance(fsdp, bool) and fsdp > 1):
+        return 3
+    s = str(par.get("sharding") or "").lower()
     if "distributed optimizer" in s or ("zero-1" in s and "zero-1/2" not in s):
         return 1
     if "zero-1/2" in s or "zero-2" in s:
@@ -296,7 +304,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
     return {
         "id": case["id"], "arch": arch, "training": training, "flops": flops, "gpu": gpu, "dp": dp, "tp": tp,
         "pp": pp, "cp": cp,
-        "virtual": virtual, "zero": _zero(str(par.get("sharding") or "")),
+        "virtual": virtual, "zero": _zero(par),
         "recompute": _recompute(str(case.get("activation_checkpointing"))),
         "micro_batch": micro_batch, "grad_accum": _accum(case, dp, micro_batch),
         "measured": float(measured), "source": case["id"].split("-", 1)[0], "fp8": fp8, "kind": kind,

@@ -42,7 +42,7 @@ def test_flops_per_token_by_method():
     arch = architecture_from_hf(TINY)
     # matrices per layer: q 256² + k,v 2·256·64 + o 256² + MLP 3·256·704 = 704,512; lm_head 256,000
     n = 2 * 704_512 + 256_000
-    attn_fwd = 2 * 256 * 2 * 128 / 2  # causal: 2·d_q·L·s/2 per token, s = 128
+    attn_fwd = 2 * 2 * 256 * 2 * 128 / 2  # causal: QKᵀ and PV, 2 FLOPs a multiply-add, 2·2·d_q·L·s/2 per token
     full = tm.job_flops(arch, Training(seq_len=128, attention=Attention.EAGER))
     assert full.linear == 6 * n
     assert full.attention == 3 * attn_fwd
@@ -53,6 +53,27 @@ def test_flops_per_token_by_method():
     adapters = 2 * (8 * 512 * 2 + 2 * 8 * 320)
     assert lora.linear == 4 * n + 6 * adapters
     assert lora.flash_recompute == attn_fwd
+
+
+def test_attention_flops_are_what_torch_counts_for_the_attention_core_halved_by_the_causal_mask():
+    """The attention core's FLOPs a token, forward and forward + backward, against torch's own FLOP counter
+    on the matmuls of a layer's attention (QKᵀ, then the weights times V) over one unmasked sequence: a causal
+    mask skips half of them (the count the model uses, and Megatron-LM's)."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    arch = architecture_from_hf(TINY)
+    s = 128
+    q, k, v = (torch.randn(1, arch.heads, s, arch.q_dim // arch.heads, requires_grad=True) for _ in range(3))
+    with FlopCounterMode(display=False) as forward:
+        out = torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v
+    with FlopCounterMode(display=False) as backward:
+        out.sum().backward()
+    per_token = arch.layers / s / 2  # a layer each, over the sequence's tokens, half of them under the mask
+    flops = tm.job_flops(arch, Training(seq_len=s, attention=Attention.EAGER))
+    assert flops.recompute_selective == forward.get_total_flops() * per_token
+    assert flops.attention == (forward.get_total_flops() + backward.get_total_flops()) * per_token
+    assert flops.attention == 6 * arch.layers * s * arch.q_dim  # Megatron-LM's causal count
 
 
 def test_lora_adapter_gemms_cost_the_slower_of_their_flops_and_their_hbm_traffic():
@@ -139,7 +160,7 @@ def test_recomputation_never_lowers_step_time(dp, zero, mb, accum, method):
 def test_hardware_flops_split_matmuls_from_the_attention_core():
     arch = architecture_from_hf(TINY)
     f = tm.job_flops(arch, Training(seq_len=128))  # SDPA: flash attention recomputes the scores backward
-    n, attn_fwd = 2 * 704_512 + 256_000, 2 * 256 * 2 * 128 / 2
+    n, attn_fwd = 2 * 704_512 + 256_000, 2 * 2 * 256 * 2 * 128 / 2
     for recompute, matmuls, attention in (
         (0, 6 * n, 3 * attn_fwd + attn_fwd),
         (1, 6 * n, 3 * attn_fwd + attn_fwd + attn_fwd),  # selective: the attention core again

@@ -29,7 +29,7 @@ torchao's ``benchmarks/float8/float8_roofline.py``): a weight's fp32 master (4 b
 
 Time: weight matmuls at ``peak × efficiency`` per GPU and the attention core (with its recomputations) at
 ``peak × attention_efficiency``: both are fractions of peak over *hardware* FLOPs, fitted on llm-foundry's
-single-node runs (``benchmarks/throughput_accuracy.py --fit``: attention kernels run at a fifth to a third
+single-node runs (``benchmarks/throughput_accuracy.py --fit``: attention kernels run at a third to a half
 of the matmuls' efficiency there); collectives cost ``factor · bytes / busbw``
 (nccl-tests ``PERFORMANCE.md``: all-reduce ``2(n−1)/n``, all-gather and reduce-scatter ``(n−1)/n``),
 hidden behind compute where frameworks overlap them; offload moves bytes over the GPU's host link
@@ -60,7 +60,7 @@ from ftplan.timing import dispatch, traffic
 # ``benchmarks/throughput_accuracy.py --fit``). The attention core's is kept as a ratio to
 # the matmuls', so a pool that states its own efficiency scales both.
 DEFAULT_EFFICIENCY = 0.572
-DEFAULT_ATTENTION_RATIO = 0.101 / 0.572
+DEFAULT_ATTENTION_RATIO = 0.203 / 0.572
 
 # NVLink/NVSwitch ring collectives reach ~370 GB/s of the 450 GB/s unidirectional line rate on
 # 8×H100 (NVIDIA/nccl-tests#212): the same protocol efficiency is applied to every intra-node link.
@@ -191,7 +191,10 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
     n = n_matrix + lm_head
     s_enc = training.seq_len
     s_dec = training.target_len or training.seq_len
-    attn_fwd = 2.0 * arch.q_dim * (arch.layers * s_enc + arch.decoder_layers * s_dec) / 2  # causal half
+    # a token's forward through the attention core: QKᵀ and the weighted sum of V, each one multiply-add (2 FLOPs)
+    # a query element for every position it attends, half the sequence on average under a causal mask:
+    # 2 · 2 · d_q · s / 2 a layer (the fwd + bwd total 6·L·s·d_q is Megatron-LM's causal count)
+    attn_fwd = 2.0 * 2.0 * arch.q_dim * (arch.layers * s_enc + arch.decoder_layers * s_dec) / 2
     if arch.kind is Kind.ENCODER:
         attn_fwd *= 2  # bidirectional: no causal halving
     ps = split_params(arch, training)
