@@ -233,7 +233,9 @@ def fit_table(result: Any, best: Any, by: str) -> str:
     if not best.empty:
         out.append(
             "need GiB: the device memory the policy asks a GPU to hold; P(fit): the share of the memory band's "
-            "published runs whose error would still fit the card; 90% band: the hours' band."
+            "published runs whose error would still fit the card; MFU: the job's model FLOPs a second (weight matmuls "
+            "and causal attention, no recomputation) over the GPUs' dense peak in the job's 16-bit or fp32 precision; "
+            "90% band: the hours' band."
         )
         for what, col in (("memory band", "memory_band"), ("time band", "time_band")):
             out += [f"{what}: {text}" for text in dict.fromkeys(best[col])]
