@@ -79,6 +79,13 @@ def test_bad_configs_name_the_field():
         architecture_from_hf({"model_type": "lama"})
     with pytest.raises(JobError, match="hidden_size"):
         architecture_from_hf({"model_type": "mistral", "num_hidden_layers": 2})
+    # 0 is not a head count or width: refused, not read as "absent" (multi-head attention, the default width)
+    small = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "intermediate_size": 128, "vocab_size": 100}  # fmt: skip
+    for key in ("num_key_value_heads", "head_dim"):
+        with pytest.raises(JobError, match=f"'{key}' must be a positive integer, got 0"):
+            architecture_from_hf(small | {key: 0})
+    assert architecture_from_hf(small | {"num_key_value_heads": None, "head_dim": None}).kv_heads == 4
 
 
 def test_public_api():

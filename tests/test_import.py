@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import ftplan
 from ftplan.catalog import load_catalog
 from ftplan.cli.app import app, run
-from ftplan.errors import JobError
+from ftplan.errors import FtplanError, JobError
 from ftplan.export import export_plan
 from ftplan.importers import FORMATS, import_config
 from ftplan.io import read_yaml
@@ -106,6 +106,16 @@ def test_mapped_fields_are_the_configs(catalog, fmt, path):
         ("torchtune", "llama3_1-8b-lora-single-device.yaml", {"dtype": "fp16"}, "field 'dtype': 'fp16'"),
         ("trl", "sft_qwen2.5-7b_lora.json", {"optim": "adamw_anyprecision"}, "field 'optim'"),
         ("deepspeed", "zero2_fp16.json", {"train_batch_size": 65}, "field 'train_batch_size': 65"),
+        # values of the wrong kind: never truncated, coerced or left to a traceback
+        ("axolotl", "llama3-8b-lora.yml", {"sequence_len": 2048.5}, "field 'sequence_len': 2048.5"),
+        ("axolotl", "llama3-8b-lora.yml", {"micro_batch_size": True}, "field 'micro_batch_size': True"),
+        ("axolotl", "llama3-8b-lora.yml", {"gradient_accumulation_steps": "4x"}, "'4x' .* give a whole number"),
+        ("axolotl", "llama3-8b-lora.yml", {"lora_target_linear": False, "lora_target_modules": "q_proj"}, "names"),
+        ("torchtune", "llama3_1-8b-lora-single-device.yaml", {"optimizer": "adamw"}, "field 'optimizer': 'adamw'"),
+        ("trl", "sft_qwen2.5-7b_lora.json", {"fsdp": "full_shard", "fsdp_config": [1]}, "field 'fsdp_config'"),
+        ("deepspeed", "zero2_fp16.json", {"gradient_accumulation_steps": "auto"}, "'auto' is filled in at launch"),
+        ("deepspeed", "zero2_fp16.json", {"zero_optimization": {"stage": True}}, "'zero_optimization.stage': True"),
+        ("deepspeed", "zero2_fp16.json", {"fp16": True}, "field 'fp16': True .* give a mapping"),
     ],
 )
 def test_an_unknown_value_is_one_line_naming_file_field_and_fix(catalog, tmp_path, fmt, name, change, message):
@@ -116,6 +126,21 @@ def test_an_unknown_value_is_one_line_naming_file_field_and_fix(catalog, tmp_pat
         import_config(fmt, path, catalog, model="llama-3.1-8b" if fmt == "deepspeed" else None, seq_len=2048)
     text = str(exc.value)
     assert "\n" not in text and str(path) in text and "To fix:" in text
+
+
+def test_a_whole_number_written_as_a_float_is_read_as_that_number(catalog, tmp_path):
+    raw = _raw(CONFIGS / "axolotl" / "llama3-8b-lora.yml") | {"sequence_len": 4096.0, "micro_batch_size": 2.0}
+    path = tmp_path / "float.yml"
+    path.write_text(yaml.safe_dump(raw))
+    job = import_config("axolotl", path, catalog).job
+    assert (job["seq_len"], job["micro_batch"]) == (4096, 2) and isinstance(job["seq_len"], int)
+
+
+def test_a_deepspeed_json_with_a_syntax_error_is_one_line_naming_its_line(catalog, tmp_path):
+    path = tmp_path / "ds.json"
+    path.write_text('{\n  "train_micro_batch_size_per_gpu": 2,\n}')
+    with pytest.raises(FtplanError, match=r"ds\.json: not valid JSON at line 3, column 1 .*To fix"):
+        import_config("deepspeed", path, catalog, model="llama-3.1-8b", seq_len=2048)
 
 
 def test_cli_import_writes_a_job_and_lists_what_it_ignored(tmp_path, capsys):

@@ -520,11 +520,13 @@ def _decoder(cfg: dict[str, Any], where: str) -> Architecture:
     h = _positive(_req(cfg, "hidden_size", where), "hidden_size", where)
     layers = _positive(_req(cfg, "num_hidden_layers", where), "num_hidden_layers", where)
     heads = _positive(_req(cfg, "num_attention_heads", where), "num_attention_heads", where)
-    kv = cfg.get("num_key_value_heads") or heads
+    # (absent or null: multi-head attention, as transformers reads it; 0 is not a head count and is refused)
+    kv = heads if cfg.get("num_key_value_heads") is None else cfg["num_key_value_heads"]
     kv = _positive(kv, "num_key_value_heads", where)
     if heads % kv:
         raise JobError(f"{where}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv}.")
-    head_dim = _positive(cfg.get("head_dim") or _HEAD_DIM_DEFAULT.get(mt, h // heads), "head_dim", where)
+    head_dim = cfg.get("head_dim")
+    head_dim = _positive(_HEAD_DIM_DEFAULT.get(mt, h // heads) if head_dim is None else head_dim, "head_dim", where)
     ffn = _positive(_req(cfg, "intermediate_size", where), "intermediate_size", where)
     vocab = _positive(_req(cfg, "vocab_size", where), "vocab_size", where)
     tied_default = mt in (*_GEMMA, "starcoder2", "gpt2")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -15,7 +14,7 @@ from pydantic import ValidationError
 
 from ftplan.arch import Architecture, architecture_from_hf
 from ftplan.errors import CatalogError, FtplanError, did_you_mean
-from ftplan.io import describe_validation_error, read_text, read_yaml, write_text_atomic
+from ftplan.io import describe_validation_error, read_json, read_yaml, write_text_atomic
 from ftplan.schema.catalog import Gpu, Instance, ModelEntry
 from ftplan.units import GIB
 
@@ -154,10 +153,7 @@ def import_hf_config(
     An id that the bundled catalog or the user catalog already defines is refused unless ``force``:
     estimates under an existing name must not silently change.
     """
-    try:
-        config: dict[str, Any] = json.loads(read_text(Path(config_path)))
-    except json.JSONDecodeError as exc:
-        raise FtplanError(f"{config_path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    config: dict[str, Any] = read_json(Path(config_path))
     if not isinstance(config, dict):
         raise FtplanError(f"{config_path}: expected a JSON object.")
     arch = architecture_from_hf(config, str(config_path))

@@ -8,7 +8,6 @@ configs do not say (how many GPUs, the base model of a DeepSpeed config) comes f
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import yaml
 from ftplan.catalog import Catalog
 from ftplan.errors import JobError
 from ftplan.export.launchers import HF_OPTIM
-from ftplan.io import read_text, read_yaml
+from ftplan.io import read_json, read_yaml
 
 FORMATS = ("axolotl", "torchtune", "trl", "deepspeed")
 
@@ -76,6 +75,41 @@ def _bad(out: Imported, key: str, value: Any, fix: str) -> JobError:
     return JobError(f"{out.source}: field '{key}': {value!r} is not something ftplan models. To fix: {fix}")
 
 
+# DeepSpeed configs written for transformers' Trainer leave their batch fields to it ("auto"): the Trainer fills
+# them in at launch from its own arguments (transformers' DeepSpeed integration, ``HfTrainerDeepSpeedConfig``)
+AUTO_FIX = (
+    "'auto' is filled in at launch from the trainer's arguments; give the number, or import the trainer's config "
+    "(`ftplan import trl`)"
+)
+
+
+def _whole(out: Imported, key: str, value: Any) -> int:
+    """A count from a config: a whole number (2048 or 2048.0), never a boolean, a fraction or a word."""
+    if value is None:
+        raise JobError(f"{out.source}: field '{key}' is missing. To fix: give it as a whole number")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(out, key, value, AUTO_FIX if value == "auto" else "give a whole number")
+    return value
+
+
+def _block(out: Imported, key: str, value: Any) -> dict:
+    """A nested block of a config (absent: empty); anything but a mapping is one line."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _bad(out, key, value, "give a mapping of its fields")
+    return value
+
+
+def _names(out: Imported, key: str, value: Any) -> list[str]:
+    """A list of module names from a config."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _bad(out, key, value, "give a list of module names")
+    return list(value)
+
+
 def _model(out: Imported, key: str, name: str, catalog: Catalog) -> str:
     """A catalog id from a catalog id or a Hugging Face repository name."""
     if name in catalog.models:
@@ -100,13 +134,16 @@ def _deepspeed_file(out: Imported, key: str, path: str, base: Path) -> None:
     p = (base / path) if not Path(path).is_absolute() else Path(path)
     if not p.exists():
         raise JobError(f"{out.source}: field '{key}': {p} does not exist. To fix: give the DeepSpeed JSON's path")
-    _deepspeed_zero(out, json.loads(read_text(p)), f"{key} ({p.name}) ")
+    cfg = read_json(p)
+    if not isinstance(cfg, dict):
+        raise JobError(f"{p}: expected a JSON object of DeepSpeed fields. To fix: give the DeepSpeed config file")
+    _deepspeed_zero(out, cfg, f"{key} ({p.name}) ")
 
 
 def _deepspeed_zero(out: Imported, cfg: dict, prefix: str = "") -> None:
-    zero = cfg.get("zero_optimization") or {}
+    zero = _block(out, f"{prefix}zero_optimization", cfg.get("zero_optimization"))
     stage = zero.get("stage", 0)
-    if stage not in (0, 1, 2, 3):
+    if isinstance(stage, bool) or stage not in (0, 1, 2, 3):
         raise _bad(out, f"{prefix}zero_optimization.stage", stage, "use a ZeRO stage 0-3")
     out.set(f"{prefix}zero_optimization.stage", "layout.zero", int(stage))
     if stage:
@@ -116,8 +153,10 @@ def _deepspeed_zero(out: Imported, cfg: dict, prefix: str = "") -> None:
             "reduce_bucket_size, allgather_bucket_size, stage3_prefetch_bucket_size; two blocks live); DeepSpeed's "
             "defaults (5e8, 5e7, 1e9 elements) hold more"
         )
-    off_opt = (zero.get("offload_optimizer") or {}).get("device", "none")
-    off_par = (zero.get("offload_param") or {}).get("device", "none")
+    off_opt = _block(out, f"{prefix}zero_optimization.offload_optimizer", zero.get("offload_optimizer")).get(
+        "device", "none"
+    )
+    off_par = _block(out, f"{prefix}zero_optimization.offload_param", zero.get("offload_param")).get("device", "none")
     for k, v in (("offload_optimizer.device", off_opt), ("offload_param.device", off_par)):
         if v not in ("none", "cpu"):
             raise _bad(out, f"{prefix}zero_optimization.{k}", v, "use cpu or none (NVMe offload is not modelled)")
@@ -187,13 +226,16 @@ def _axolotl(out: Imported, cfg: dict, base: Path, catalog: Catalog) -> set[str]
         if cfg.get("lora_target_linear"):
             out.set("lora_target_linear", "lora.target_modules", "all-linear")
         elif cfg.get("lora_target_modules"):
-            out.set("lora_target_modules", "lora.target_modules", list(cfg["lora_target_modules"]))
+            targets = _names(out, "lora_target_modules", cfg["lora_target_modules"])
+            out.set("lora_target_modules", "lora.target_modules", targets)
         if cfg.get("lora_modules_to_save"):
-            out.set("lora_modules_to_save", "lora.modules_to_save", list(cfg["lora_modules_to_save"]))
+            saved = _names(out, "lora_modules_to_save", cfg["lora_modules_to_save"])
+            out.set("lora_modules_to_save", "lora.modules_to_save", saved)
     if cfg.get("sequence_len") is not None:
-        out.set("sequence_len", "seq_len", int(cfg["sequence_len"]))
-    out.set("micro_batch_size", "micro_batch", int(cfg.get("micro_batch_size", 1)))
-    out.set("gradient_accumulation_steps", "grad_accum", int(cfg.get("gradient_accumulation_steps", 1)))
+        out.set("sequence_len", "seq_len", _whole(out, "sequence_len", cfg["sequence_len"]))
+    out.set("micro_batch_size", "micro_batch", _whole(out, "micro_batch_size", cfg.get("micro_batch_size", 1)))
+    accum = _whole(out, "gradient_accumulation_steps", cfg.get("gradient_accumulation_steps", 1))
+    out.set("gradient_accumulation_steps", "grad_accum", accum)
     if cfg.get("gradient_checkpointing"):
         out.set("gradient_checkpointing", "layout.recompute", "full")
     _optimizer(out, "optimizer", str(cfg.get("optimizer", "adamw_torch")))
@@ -207,7 +249,7 @@ def _axolotl(out: Imported, cfg: dict, base: Path, catalog: Catalog) -> set[str]
     if cfg.get("deepspeed"):
         _deepspeed_file(out, "deepspeed", str(cfg["deepspeed"]), base)
     elif cfg.get("fsdp") or cfg.get("fsdp_config"):
-        _fsdp(out, "fsdp_config", dict(cfg.get("fsdp_config") or {}))
+        _fsdp(out, "fsdp_config", dict(_block(out, "fsdp_config", cfg.get("fsdp_config"))))
     return used
 
 
@@ -227,13 +269,13 @@ def _torchtune(out: Imported, cfg: dict, base: Path, catalog: Catalog, gpus: int
                        f"model. To fix: pass --model CATALOG_ID")  # fmt: skip
     out.set("model._component_", "model", TUNE_MODELS[name])
     out.set("model._component_ (lora_/qlora_ prefix)", "method", method)
-    m = cfg.get("model") or {}
+    m = _block(out, "model", cfg.get("model"))
     if method != "full":
         for k, j in (("lora_rank", "lora.rank"), ("lora_alpha", "lora.alpha"), ("lora_dropout", "lora.dropout")):
             if m.get(k) is not None:
                 out.set(f"model.{k}", j, m[k])
         targets = []
-        for t in m.get("lora_attn_modules") or []:
+        for t in _names(out, "model.lora_attn_modules", m.get("lora_attn_modules") or []):
             if t not in TUNE_ATTENTION:
                 raise _bad(out, "model.lora_attn_modules", t, f"use {', '.join(TUNE_ATTENTION)}")
             targets.append(TUNE_ATTENTION[t])
@@ -242,15 +284,16 @@ def _torchtune(out: Imported, cfg: dict, base: Path, catalog: Catalog, gpus: int
         if m.get("apply_lora_to_output"):
             raise _bad(out, "model.apply_lora_to_output", True, "set it false (an adapted lm_head is not modelled)")
         out.set("model.lora_attn_modules, model.apply_lora_to_mlp", "lora.target_modules", targets)
-    seq = (cfg.get("tokenizer") or {}).get("max_seq_len")
+    seq = _block(out, "tokenizer", cfg.get("tokenizer")).get("max_seq_len")
     if seq is not None:
-        out.set("tokenizer.max_seq_len", "seq_len", int(seq))
-    out.set("batch_size", "micro_batch", int(cfg.get("batch_size", 1)))
-    out.set("gradient_accumulation_steps", "grad_accum", int(cfg.get("gradient_accumulation_steps", 1)))
+        out.set("tokenizer.max_seq_len", "seq_len", _whole(out, "tokenizer.max_seq_len", seq))
+    out.set("batch_size", "micro_batch", _whole(out, "batch_size", cfg.get("batch_size", 1)))
+    accum = _whole(out, "gradient_accumulation_steps", cfg.get("gradient_accumulation_steps", 1))
+    out.set("gradient_accumulation_steps", "grad_accum", accum)
     if cfg.get("enable_activation_checkpointing"):
         out.set("enable_activation_checkpointing", "layout.recompute", "full")
     opt = _tune_component(cfg, "optimizer")
-    o = cfg.get("optimizer") or {}
+    o = _block(out, "optimizer", cfg.get("optimizer"))
     if opt == "torch.optim.AdamW":
         kernel = "adamw-fused" if o.get("fused") else "adamw-forloop" if o.get("foreach") is False else "adamw"
     elif opt in TUNE_OPTIMIZERS:
@@ -313,12 +356,16 @@ def _trl(out: Imported, cfg: dict, base: Path, catalog: Catalog) -> set[str]:
                 out.set(k, j, cfg[k])
         if cfg.get("lora_target_modules"):
             t = cfg["lora_target_modules"]
-            out.set("lora_target_modules", "lora.target_modules", t if t == "all-linear" else list(t))
-    seq = cfg.get("max_length", cfg.get("max_seq_length"))
+            targets = t if t == "all-linear" else _names(out, "lora_target_modules", t)
+            out.set("lora_target_modules", "lora.target_modules", targets)
+    seq_key = "max_length" if "max_length" in cfg else "max_seq_length"
+    seq = cfg.get(seq_key)
     if seq is not None:
-        out.set("max_length", "seq_len", int(seq))
-    out.set("per_device_train_batch_size", "micro_batch", int(cfg.get("per_device_train_batch_size", 8)))
-    out.set("gradient_accumulation_steps", "grad_accum", int(cfg.get("gradient_accumulation_steps", 1)))
+        out.set(seq_key, "seq_len", _whole(out, seq_key, seq))
+    batch = _whole(out, "per_device_train_batch_size", cfg.get("per_device_train_batch_size", 8))
+    out.set("per_device_train_batch_size", "micro_batch", batch)
+    accum = _whole(out, "gradient_accumulation_steps", cfg.get("gradient_accumulation_steps", 1))
+    out.set("gradient_accumulation_steps", "grad_accum", accum)
     if cfg.get("gradient_checkpointing") or cfg.get("activation_checkpointing"):
         out.set("gradient_checkpointing", "layout.recompute", "full")
     _optimizer(out, "optim", str(cfg.get("optim", "adamw_torch")))
@@ -331,7 +378,7 @@ def _trl(out: Imported, cfg: dict, base: Path, catalog: Catalog) -> set[str]:
         _deepspeed_file(out, "deepspeed", str(cfg["deepspeed"]), base)
     elif cfg.get("fsdp"):
         fsdp = str(cfg["fsdp"])
-        fsdp_cfg = dict(cfg.get("fsdp_config") or {})
+        fsdp_cfg = dict(_block(out, "fsdp_config", cfg.get("fsdp_config")))
         if "shard_grad_op" in fsdp:
             fsdp_cfg.setdefault("fsdp_sharding_strategy", "SHARD_GRAD_OP")
         if "offload" in fsdp:
@@ -343,20 +390,19 @@ def _trl(out: Imported, cfg: dict, base: Path, catalog: Catalog) -> set[str]:
 def _deepspeed(out: Imported, cfg: dict) -> set[str]:
     used = {"train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size",
             "zero_optimization", "bf16", "fp16"}  # fmt: skip
-    mb = cfg.get("train_micro_batch_size_per_gpu")
-    ga = cfg.get("gradient_accumulation_steps", 1)
-    if not isinstance(mb, int):
-        raise _bad(out, "train_micro_batch_size_per_gpu", mb, "give the micro-batch as a number")
+    mb = _whole(out, "train_micro_batch_size_per_gpu", cfg.get("train_micro_batch_size_per_gpu"))
+    ga = _whole(out, "gradient_accumulation_steps", cfg.get("gradient_accumulation_steps", 1))
     out.set("train_micro_batch_size_per_gpu", "micro_batch", mb)
-    out.set("gradient_accumulation_steps", "grad_accum", int(ga))
+    out.set("gradient_accumulation_steps", "grad_accum", ga)
     tb = cfg.get("train_batch_size")
-    if isinstance(tb, int):
-        if tb % (mb * int(ga)):
+    if tb is not None and tb != "auto":  # ("auto": the data-parallel GPUs come from --gpus)
+        tb = _whole(out, "train_batch_size", tb)
+        if mb < 1 or ga < 1 or tb % (mb * ga):
             raise _bad(out, "train_batch_size", tb, "make it micro-batch × accumulation × data-parallel GPUs")
-        out.set("train_batch_size", "layout.dp", tb // (mb * int(ga)))
+        out.set("train_batch_size", "layout.dp", tb // (mb * ga))
     _deepspeed_zero(out, cfg)
-    bf16 = (cfg.get("bf16") or {}).get("enabled", False)
-    fp16 = (cfg.get("fp16") or {}).get("enabled", False)
+    bf16 = _block(out, "bf16", cfg.get("bf16")).get("enabled", False)
+    fp16 = _block(out, "fp16", cfg.get("fp16")).get("enabled", False)
     _precision(out, "bf16.enabled", bf16, fp16)
     return used
 
@@ -367,7 +413,7 @@ def import_config(
     """``path``'s config as a job; ``model``, ``seq_len`` and ``gpus`` fill what the config does not say."""
     if fmt not in FORMATS:
         raise JobError(f"unknown config format {fmt!r}. To fix: use one of {', '.join(FORMATS)}")
-    cfg = json.loads(read_text(path)) if path.suffix == ".json" else read_yaml(path)
+    cfg = read_json(path) if path.suffix == ".json" else read_yaml(path)
     if not isinstance(cfg, dict):
         raise JobError(f"{path}: expected a mapping of {fmt} fields. To fix: give the {fmt} config file")
     out = Imported(source=str(path), fmt=fmt)

@@ -1,7 +1,8 @@
-"""File input and output in one place: safe YAML, one-line validation errors, atomic writes."""
+"""File input and output in one place: safe YAML and JSON, one-line validation errors, atomic writes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -98,6 +99,16 @@ def read_text(path: Path, limit: int = MAX_FILE_BYTES) -> str:
 def read_yaml(path: Path) -> Any:
     """Load a YAML (or JSON) file safely; errors name the file and line."""
     return parse_yaml(read_text(path), str(path))
+
+
+def read_json(path: Path) -> Any:
+    """Load a JSON file; a syntax error is one line naming the file, the line and the column."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise FtplanError(
+            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg}). To fix: correct it there."
+        ) from None
 
 
 def _where(loc: tuple[Any, ...], data: Any) -> str:

@@ -125,6 +125,52 @@ def main() -> None:
          "use one of")  # fmt: skip
     case("config_deepspeed_no_model.json", '{"train_micro_batch_size_per_gpu": 2}', ["import", "deepspeed", "{file}"],
          1, "pass --model")  # fmt: skip
+    # configs whose fields are of the wrong kind: one line naming the field, never a traceback or a silent truncation
+    ds_model = ["import", "deepspeed", "{file}", "--model", "llama-3.1-8b", "--seq-len", "2048"]
+    for name, text, phrase in (
+        (
+            "deepspeed_auto.json",
+            '{"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": "auto"}',
+            "'auto' is filled in at launch",
+        ),
+        (
+            "deepspeed_no_micro_batch.json",
+            '{"gradient_accumulation_steps": 4}',
+            "field 'train_micro_batch_size_per_gpu' is missing",
+        ),
+        ("deepspeed_truncated.json", '{"train_micro_batch_size_per_gpu": 2,', "not valid JSON at line 1, column 38"),
+        (
+            "deepspeed_zero_int.json",
+            '{"train_micro_batch_size_per_gpu": 2, "zero_optimization": 3}',
+            "field 'zero_optimization': 3",
+        ),
+        (
+            "deepspeed_stage_bool.json",
+            '{"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": true}}',
+            "field 'zero_optimization.stage': True",
+        ),
+        (
+            "deepspeed_offload_str.json",
+            '{"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 2, "offload_optimizer": "cpu"}}',
+            "field 'zero_optimization.offload_optimizer': 'cpu'",
+        ),
+    ):
+        case(f"config_{name}", text, ds_model, 1, phrase)
+    for name, text, phrase in (
+        ("axolotl_seq_fraction.yml", axolotl.replace("2048", "2048.5"), "field 'sequence_len': 2048.5"),
+        (
+            "axolotl_micro_batch_bool.yml",
+            axolotl.replace("micro_batch_size: 2", "micro_batch_size: true"),
+            "field 'micro_batch_size': True",
+        ),
+        ("axolotl_fsdp_config_str.yml", axolotl + "fsdp: [full_shard]\nfsdp_config: full\n", "field 'fsdp_config'"),
+        ("axolotl_targets_int.yml", axolotl + "lora_target_modules: 5\n", "field 'lora_target_modules': 5"),
+    ):
+        case(f"config_{name}", text, ["import", "axolotl", "{file}"], 1, phrase)
+    tune = "model:\n  _component_: torchtune.models.llama3_1.lora_llama3_1_8b\ntokenizer: llama3\n"
+    case("config_torchtune_tokenizer_str.yaml", tune, ["import", "torchtune", "{file}"], 1, "field 'tokenizer'")
+    case("config_trl_seq_word.yml", "model_name_or_path: Qwen/Qwen2.5-7B\nmax_seq_length: long\n",
+         ["import", "trl", "{file}"], 1, "field 'max_seq_length': 'long'")  # fmt: skip
     job_case("memory_confidence_one", "less than 1", memory_confidence=1.0)
     job_case("memory_margin_large", "not a fraction of the card", memory_margin=1.5)
     job_case("memory_margin_unit", "neither a fraction of the card nor an amount", memory_margin="6 GB per GPU")
