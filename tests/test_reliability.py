@@ -52,6 +52,7 @@ USAGE = [
     ["compare", "x.yaml", "--pareto", "-1"],
     ["compare", "x.yaml", "--spot-interruptions-per-hour", "-1"], ["budget", "x.yaml", "--capex", "0"],
     ["report", "x.yaml", "p.yaml"], ["check", "x.yaml"], ["measure", str(JOB), "--steps", "0"],
+    ["measure", str(JOB), "--device", "tpu"],
     ["catalog", "gpus", "--format", "xls"], ["catalog", "import-hf"], ["schema", "--bogus"],
 ]  # fmt: skip
 

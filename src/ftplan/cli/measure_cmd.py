@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,16 @@ from ftplan.report.tables import dist_measure_table, measure_table
 from ftplan.schema.job import load_job, parse_job
 
 
+class Device(StrEnum):
+    """Where the measured step runs."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
 def measure(
     job: Path = typer.Argument(..., help="Job YAML (as for `ftplan memory`)."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+    device: Device = typer.Option(Device.CPU, "--device", help="cpu | cuda"),
     steps: int = typer.Option(1, "--steps", help="Measured steps after one warm-up step.", callback=number(1, 1000)),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights and tokens.", callback=number(0)),
     nproc: int = typer.Option(
@@ -45,7 +53,7 @@ def measure(
         spec = parse_job(spec.model_dump(exclude_unset=True) | {"engine": engine.value}, str(job))
     resolved = resolve_job(spec, load_catalog(), str(job))
     if nproc > 1:
-        dist = measure_distributed(resolved, nproc, device=device, steps=steps, seed=seed)
+        dist = measure_distributed(resolved, nproc, device=device.value, steps=steps, seed=seed)
         ranks = [comparison_to_dict(c) for c in dist.ranks]
         for r, c in zip(ranks, dist.ranks, strict=True):
             if c.measurement.expert_load is not None:
@@ -54,7 +62,7 @@ def measure(
         rows = [{"rank": i, **term} for i, r in enumerate(ranks) for term in r["terms"]]
         emit(render(format, lambda: dist_measure_table(dist), lambda: data, lambda: rows), output)
         return
-    comparison = measure_job(resolved, device=device, steps=steps, seed=seed, count_ops=True)
+    comparison = measure_job(resolved, device=device.value, steps=steps, seed=seed, count_ops=True)
     data = comparison_to_dict(comparison)
     emit(render(format, lambda: measure_table(comparison), lambda: data, lambda: data["terms"]), output)
 
