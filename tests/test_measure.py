@@ -172,8 +172,14 @@ def test_cli_measure_json_and_errors(tmp_path):
         [sys.executable, "-m", "ftplan", "measure", str(job), "--device", "tpu"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert bad.returncode == 1
-    assert bad.stderr.strip().splitlines()[-1] == "error: --device must be cpu or cuda, got 'tpu'."
+    assert bad.returncode == 2  # (a usage error: the option takes cpu or cuda)
+    (line,) = bad.stderr.strip().splitlines()
+    assert line.startswith("error: Invalid value for '--device': Value error, 'tpu' is not one of 'cpu', 'cuda'.")
+
+
+def test_measure_from_python_refuses_an_unknown_device(catalog):
+    with pytest.raises(MeasureError, match=r"--device must be cpu or cuda, got 'tpu'"):
+        measure_job(_job(GRID[0]["job"], catalog), device="tpu")
 
 
 def test_cuda_grid_is_estimable(catalog):
