@@ -182,10 +182,10 @@ def _zero(par: dict) -> int:
     """The case's ZeRO stage: as stated (``zero_stage``), else 3 where it shards with FSDP over more than one
     rank (``fsdp``: true or a degree; torchtitan's FSDP2 and Megatron-FSDP shard parameters, gradients and
     optimizer states alike), else read from the sharding's description."""
-    if isinstance(par.get("zero_stage"), int) and not isinstance(par.get("zero_stage"), bool):
-        return int(par["zero_stage"])
-    fsdp = par.get("fsdp")
-    if fsdp is True or (isinstance(fsdp, int) and not isinstance(fsdp, bool) and fsdp > 1):
+    stage = _int(par.get("zero_stage"))
+    if stage is not None:
+        return stage
+    if par.get("fsdp") is True or (_int(par.get("fsdp")) or 0) > 1:
         return 3
     s = str(par.get("sharding") or "").lower()
     if "distributed optimizer" in s or ("zero-1" in s and "zero-1/2" not in s):
