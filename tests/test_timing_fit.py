@@ -130,6 +130,26 @@ def test_zero3_gathers_every_micro_step_and_tp_is_on_the_critical_path():
     assert tp2.communication[0] == pytest.approx(8 * (1.0 * 128 * 256 * 2 / 370e9 + (8.4 + 3.4) * 1e-6))
 
 
+def test_zero2_reduce_scatters_every_micro_steps_gradients_and_zero1_once_a_step():
+    """ZeRO-2 keeps only its shard of the gradients, so each micro-step's are reduce-scattered during its own
+    backward; ZeRO-1 keeps them whole and reduces once a step: the same at one micro-step a step, and ZeRO-2
+    pays each earlier micro-step's exposed reduce-scatter on top."""
+    tr = Training(seq_len=128, precision=Precision.BF16_PURE)
+    flops = tm.job_flops(architecture_from_hf(TINY), tr)
+    for accum in (1, 4):
+        one = _times(tr, dp=16, zero=1, grad_accum=accum)
+        two = _times(tr, dp=16, zero=2, grad_accum=accum)
+        # 16 GPUs on 2 nodes: the network's bus bandwidth (3200 Gb/s a node over its 8 GPUs × 0.848), one ring
+        # latency a FSDP group (2 layers and the root), 15/16 of the 2-byte gradients leaving each GPU
+        lat = tm.collective_latency(HW, np.array([16]), np.array([16]), "all-gather")[0]
+        t_rs = 15 / 16 * flops.trainable * 2 / (3200 / 8 * 0.848e9) + 3 * lat
+        window = one.compute[0] / accum * (1 - flops.forward / flops.model)  # a micro-step's backward
+        assert t_rs > window  # (a tiny model: the reduce-scatter outlasts the backward it overlaps)
+        extra = two.communication[0] - one.communication[0]
+        assert extra == pytest.approx((accum - 1) * (t_rs - window), rel=1e-9, abs=1e-15)
+    assert extra > 0
+
+
 def test_bus_bandwidth_is_the_network_or_what_the_pool_measured_and_latency_grows_with_the_ring():
     bw = tm.bus_bandwidth(HW, np.array([8, 16, 512]))
     assert bw[0] == pytest.approx(370.0)  # NVLink inside the node

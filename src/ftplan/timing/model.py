@@ -536,7 +536,12 @@ def step_times(
     lat_rep = np.where(replicas > 1, collective_latency(hw, replicas, replicas * on_node, "all-reduce"), 0.0)
     lat_buckets = np.ceil(g_bytes / DDP_BUCKET_BYTES) * collective_latency(hw, shard, group, "all-reduce")
     # ZeRO 0: gradient all-reduce; ZeRO 1/2: reduce-scatter + all-gather of the update (same
-    # volume, DeepSpeed 2020-03); both overlap the last micro-step's backward.
+    # volume, DeepSpeed 2020-03); both overlap the last micro-step's backward. ZeRO-2 keeps only its shard of
+    # the gradients, so it reduce-scatters every micro-step's (DeepSpeed#2252: stages 2 and 3 reduce after
+    # every backward; FSDP2 does unless told not to sync, which keeps whole gradients: ZeRO-1's memory): each
+    # earlier micro-step's reduce-scatter overlaps its own backward, the last one's with the all-gather.
+    overlap = t_micro * backward_share
+    t_rs = (frac * g_bytes + e_frac * g_exp) / bw + units * lat_ring + t_rep + units * lat_rep
     t_dp = (
         np.where(
             zero == 0,
@@ -546,7 +551,9 @@ def step_times(
         + t_rep
         + units * lat_rep
     )
-    exposed_dp = np.maximum(0.0, t_dp - t_micro * backward_share)
+    exposed_dp = np.maximum(0.0, t_dp - overlap) + np.where(
+        zero == 2, np.maximum(0.0, t_rs - overlap) * (accum - 1), 0.0
+    )
     # ZeRO 3: parameters gathered in forward and again in backward, gradients reduce-scattered,
     # every micro-step; prefetching hides them behind that micro-step's compute.
     t_z3 = (
