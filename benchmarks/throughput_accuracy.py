@@ -14,7 +14,8 @@ lacks). Context-parallel cases run over ``cp`` ranks a sequence (Megatron's ring
 ``ring``). Out of scope, each counted by its reason: GPUs and models the catalog does not hold, offload
 (stated in its own field or in the sharding's description), 4-bit weights other than bitsandbytes' NF4
 (GPTQ's kernels are not the QLoRA the model costs), variable-length batches whose length distribution the
-source does not publish, a pipeline without a stated micro-batch, FP8 outside full training, MoE.
+source does not publish, a pipeline without a stated micro-batch, FP8 outside full training, MoE, and a published
+rate that would run the job's FLOPs as configured faster than its GPU's dense peak (it counts tokens otherwise).
 
 Baseline: the llm-analysis formula — the job's weight-matmul FLOPs (6N full, 4N + adapters with frozen
 weights), attention counted without causal halving (``12·L·s·d_q`` a token), a full recomputation's extra
@@ -301,15 +302,29 @@ def translate(case: dict, catalog: Catalog) -> dict:
         fused = tm.job_flops(arch, replace(training, kernels=Kernels.FUSED))
         flops = replace(flops, traffic_forward=fused.traffic_forward, traffic_backward=fused.traffic_backward,
                         traffic_head=fused.traffic_head)  # fmt: skip
+    recompute = _recompute(str(case.get("activation_checkpointing")))
+    if _above_peak(measured, flops, recompute, catalog.gpus[gpu].tflops.model_dump(), training.precision):
+        raise OutOfScope("faster than the GPU's peak as configured")
     return {
         "id": case["id"], "arch": arch, "training": training, "flops": flops, "gpu": gpu, "dp": dp, "tp": tp,
         "pp": pp, "cp": cp,
         "virtual": virtual, "zero": _zero(par),
-        "recompute": _recompute(str(case.get("activation_checkpointing"))),
+        "recompute": recompute,
         "micro_batch": micro_batch, "grad_accum": _accum(case, dp, micro_batch),
         "measured": float(measured), "source": case["id"].split("-", 1)[0], "fp8": fp8, "kind": kind,
         "nodes": nodes, "busbw": MEASURED_BUSBW.get(case["id"].split("-", 1)[0], {}).get(nodes),
     }  # fmt: skip
+
+
+def _above_peak(
+    measured: float, flops: tm.JobFlops, recompute: int, tflops: dict[str, float | None], precision: Precision
+) -> bool:  # fmt: skip
+    """Whether the published tokens/s would run the job's hardware FLOPs a token (its matmuls and attention
+    core, recomputation as configured) faster than the GPU's dense peak (the FP8 peak for an FP8 job, all of
+    its FLOPs counted at it): a figure that counts tokens otherwise than the job as stated does."""
+    matmuls, attention = flops.hardware(recompute)
+    peak = tflops.get("fp8") if precision is Precision.FP8 else tm.peak_tflops(tflops, precision)
+    return measured * float(matmuls + attention) > float(peak or 0.0) * 1e12 > 0
 
 
 def _sixteen_bit(prec: str) -> Precision:
