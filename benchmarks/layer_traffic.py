@@ -12,7 +12,15 @@ variant it was not fitted on (every width doubled, and the vocabulary). The head
 is fitted likewise on ``(hidden, vocabulary, 1)`` over all six. Each measurement is
 ``ftplan.measure.dispatch.token_traffic``: two and three layers, two sequence lengths.
 
+Eager attention (``attention: eager``) adds the score tensors' operations, whose bytes grow with the keys a query
+attends: ``--eager-attention`` measures them on the family's tiny configuration as the difference between its
+eager and SDPA micro-steps of one layer more, at three sequence lengths (the part growing as their square,
+exactly) and two head counts (a part per head, the scaling, mask add and softmax, and a part a layer shares,
+the mask's read), the table
+``timing.traffic.EAGER_SCORES`` holds.
+
 Usage: python benchmarks/layer_traffic.py [family ...]    (prints the table rows to paste, and the check)
+       python benchmarks/layer_traffic.py --eager-attention [family]    (default llama)
 """
 
 from __future__ import annotations
@@ -88,9 +96,65 @@ def fit(archs: list[Architecture], layers: np.ndarray, heads: np.ndarray) -> dic
     }  # fmt: skip
 
 
+def score_slopes(family: str, cls: str, heads: int) -> tuple[float, float]:
+    """Bytes eager attention adds over SDPA a token a layer, per key it attends, (forward, backward): a micro-step's
+    bytes at sequence lengths ``s``, ``2s`` and ``4s`` are ``a·s² + b·s + c`` (the score tensors, what grows with
+    the tokens, what a micro-step moves once), so ``f(4s) − 3·f(2s) + 2·f(s) = 6·a·s²``, exactly; ``a`` over the
+    micro-batch's sequences and the layers is the bytes a token per key."""
+    from dataclasses import replace
+
+    from dispatch_counts import CONFIGS
+
+    from ftplan.measure.dispatch import _with_layers, micro_step_traffic
+    from ftplan.memory.setup import Attention
+
+    base = CONFIGS[family]
+    head_dim = base["hidden_size"] // base["num_attention_heads"]
+    config = dict(base, num_attention_heads=heads)
+    if family in HEAD_DIM:
+        config["head_dim"] = head_dim
+    else:
+        config["hidden_size"] = head_dim * heads
+    seq = 32
+    added = {}  # eager's bytes over SDPA's, (forward, backward), by (layers, length)
+    for layers in (2, 3):
+        for length in (seq, 2 * seq, 4 * seq):
+            job = _with_layers(_job(config, cls), layers)
+            job = replace(job, training=replace(job.training, seq_len=length))
+            eager = replace(job, training=replace(job.training, attention=Attention.EAGER))
+            (sf, sb), (ef, eb) = micro_step_traffic(job), micro_step_traffic(eager)
+            added[layers, length] = (ef - sf, eb - sb)
+    # one layer's: the third layer's (the mask the model builds once a forward cancels)
+    layer = {n: tuple(added[3, n][k] - added[2, n][k] for k in (0, 1)) for n in (seq, 2 * seq, 4 * seq)}
+    per = job.layout.micro_batch * 6 * seq**2
+    f, b = (layer[4 * seq][k] - 3 * layer[2 * seq][k] + 2 * layer[seq][k] for k in (0, 1))
+    return f / per, b / per
+
+
+def eager_scores(family: str) -> None:
+    """Print ``timing.traffic.EAGER_SCORES``' rows: per head and per layer bytes a key, forward and backward."""
+    from dispatch_counts import CONFIGS
+
+    heads = CONFIGS[family]["num_attention_heads"]  # (doubled for the per-head part)
+    rows = []
+    for cls in PRECISIONS:
+        (f1, b1), (f2, b2) = score_slopes(family, cls, heads), score_slopes(family, cls, 2 * heads)
+        per_head = ((f2 - f1) / heads, (b2 - b1) / heads)
+        shared = (f1 - heads * per_head[0], b1 - heads * per_head[1])
+        cells = ", ".join(f"{round(x, 3):g}" for x in (*per_head, *shared))
+        print(f'    "{cls}": ({cells}),', flush=True)
+        rows.append([family, cls, f"{f1:g}", f"{b1:g}", f"{f2:g}", f"{b2:g}"])
+    print()
+    head_cols = [f"{n} heads {d}" for n in (heads, 2 * heads) for d in ("forward", "backward")]
+    print(render_table(["family", "precision", *head_cols], rows, right={2, 3, 4, 5}))
+
+
 def main(argv: list[str]) -> None:
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     warnings.filterwarnings("ignore")
+    if argv[:1] == ["--eager-attention"]:
+        eager_scores(argv[1] if len(argv) > 1 else "llama")
+        return
     families = argv or list(FAMILIES)
     rows = []
     for family in families:

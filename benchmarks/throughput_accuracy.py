@@ -49,7 +49,7 @@ from ftplan.catalog import Catalog, load_catalog
 from ftplan.errors import FtplanError
 from ftplan.fit import Pool, hardware
 from ftplan.io import read_yaml
-from ftplan.memory.setup import AttentionKernel, Fp8Setup, Kernels, LoraSetup, Method, Precision, Training
+from ftplan.memory.setup import Attention, AttentionKernel, Fp8Setup, Kernels, LoraSetup, Method, Precision, Training
 from ftplan.report.tables import render_table
 from ftplan.timing import dispatch
 from ftplan.timing import model as tm
@@ -132,6 +132,15 @@ FUSED_SOURCES = {"mbridge", "nemo", "nemo2407", "automodel", "torchtune", "naray
 # memory-optimisation guide): Megatron-Core, NeMo and Megatron-Bridge, and NeMo Automodel's cases that state TE's
 # DotProductAttention; every other stack runs FlashAttention-2 or SDPA's flash backend (``attention_kernel``).
 TE_ATTENTION_SOURCES = {"mbridge", "nemo", "nemo2407", "mcore"}
+
+
+# Sources whose attention materialises its scores (``attention: eager`` on a fused stack): Megatron-LM before
+# FlashAttention (2021–22: QKᵀ and the weighted sum as batched matmuls over every query-key pair, between them its
+# fused scale-mask-softmax kernel), which Korthikanti et al. 2022 count as the 5·a·s²·b bytes of activations a
+# layer its softmax output and attention dropout store (§4.1), with Megatron-LM's default attention dropout of 0.1
+# (``--attention-dropout``, megatron/arguments.py).
+EAGER_ATTENTION_SOURCES = {"narayanan21", "korthikanti22"}
+MEGATRON_ATTENTION_DROPOUT = 0.1
 
 
 def _attention_kernel(case: dict) -> AttentionKernel:
@@ -284,6 +293,9 @@ def translate(case: dict, catalog: Catalog) -> dict:
     if arch.is_moe:
         raise OutOfScope("MoE")
     measured = _tokens_per_s(case, arch, seq, count)
+    eager = case["id"].split("-", 1)[0] in EAGER_ATTENTION_SOURCES
+    if eager:
+        arch = replace(arch, attention_dropout=MEGATRON_ATTENTION_DROPOUT)
     dp = count // (tp * pp * cp)
     # Megatron's virtual pipeline size (vp): chunks a rank holds under the interleaved schedule
     virtual = int(par.get("vp") or 1) if pp > 1 else 1
@@ -295,6 +307,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
         fp8=Fp8Setup(all_gather="all-gather" in prec) if fp8 else None,
         kernels=Kernels.FUSED if case["id"].split("-", 1)[0] in FUSED_SOURCES else Kernels.EAGER,
         attention_kernel=_attention_kernel(case),
+        attention=Attention.EAGER if eager else Attention.SDPA, dropout=True if eager else None,
     )  # fmt: skip
     nodes = int(hw.get("nodes") or math.ceil(count / 8))
     flops = tm.job_flops(arch, training)

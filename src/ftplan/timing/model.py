@@ -18,7 +18,10 @@ FLOPs (``shared/data/time_model_notes.md`` §1):
 * causal attention: ``6·L·s·d_q`` a token (Megatron-LM ``num_floating_point_operations``, causal
   halving); full recomputation repeats the forward (``+2·N + 2·L·s·d_q``), selective the
   attention core (``+2·L·s·d_q``; Korthikanti et al. 2022); SDPA/flash attention recomputes the
-  scores in its backward (``+2·L·s·d_q`` of hardware FLOPs, not counted in MFU).
+  scores in its backward (``+2·L·s·d_q`` of hardware FLOPs, not counted in MFU). Eager attention, and SDPA
+  handed a mask tensor, compute every query-key pair, the masked half too (twice the causal count in hardware
+  FLOPs, over the whole row however its documents are packed); eager attention also moves its score tensors
+  through HBM (:func:`ftplan.timing.traffic.score_bytes`).
 
 FP8 (``precision: fp8``): the converted block linears' matmuls run at the GPU's FP8 peak with the same
 efficiency as its 16-bit ones, the rest (attention, norms, lm_head) at the 16-bit peak; every float8
@@ -51,7 +54,16 @@ import numpy as np
 from ftplan.arch import Architecture, Kind
 from ftplan.memory.estimate import fp8_converted
 from ftplan.memory.params import lora_targets, parameter_targets, split_params
-from ftplan.memory.setup import Attention, AttentionKernel, ContextParallel, Kernels, Method, Precision, Training
+from ftplan.memory.setup import (
+    Attention,
+    AttentionKernel,
+    AttentionMask,
+    ContextParallel,
+    Kernels,
+    Method,
+    Precision,
+    Training,
+)
 from ftplan.timing import dispatch, traffic
 
 # Fractions of dense peak where the catalog has none for a GPU: the weight matmuls' and the attention
@@ -167,6 +179,9 @@ class JobFlops:
     traffic_forward: float = 0.0  # bytes a token moves through the layers' memory-bound operations, forward
     traffic_backward: float = 0.0  # the same, backward
     traffic_head: float = 0.0  # the head's (embeddings, final norm, loss), forward and backward
+    scores_forward: float = 0.0  # bytes eager attention's score tensors move a token per key it attends, forward
+    scores_backward: float = 0.0  # the same, backward
+    attention_square: bool = False  # the attention kernel computes every query-key pair, masked ones too
 
     @property
     def model(self) -> float:
@@ -179,7 +194,7 @@ class JobFlops:
         recompute = np.asarray(recompute, dtype=float)
         matmuls = self.linear + np.where(recompute == 2, self.recompute_full - self.recompute_selective, 0.0)
         attention = self.attention + self.flash_recompute + np.where(recompute >= 1, self.recompute_selective, 0.0)
-        return matmuls, attention
+        return matmuls, attention * (2.0 if self.attention_square else 1.0)
 
 
 def job_flops(arch: Architecture, training: Training) -> JobFlops:
@@ -207,6 +222,7 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
     fp8 = _fp8_costs(arch) if training.fp8_setup is not None else {}
     adapter_linear, adapter_bytes = _adapter_path(arch, training)
     layer_fwd, layer_bwd, head_fwd, head_bwd = traffic.token_bytes(arch, training)
+    scores_fwd, scores_bwd = traffic.score_bytes(arch, training)
     return JobFlops(
         linear=linear,
         forward=2.0 * n + attn_fwd,
@@ -228,8 +244,23 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         traffic_forward=arch.total_layers * layer_fwd,
         traffic_backward=arch.total_layers * layer_bwd,
         traffic_head=head_fwd + head_bwd,
+        scores_forward=scores_fwd,
+        scores_backward=scores_bwd,
+        attention_square=arch.kind is Kind.DECODER and square_attention(training),
         **fp8,
     )
+
+
+def square_attention(training: Training) -> bool:
+    """Whether the attention kernel computes every query-key pair of a sequence, the masked ones too: eager
+    attention (both matmuls over the whole square, the causal mask added to the scores between them), and PyTorch
+    SDPA handed a mask tensor (``attention_mask`` causal or padded), which its flash backend does not take: the
+    memory-efficient backend then runs every block of it, where a causal kernel skips the blocks above the
+    diagonal (PyTorch ``scaled_dot_product_attention``'s backend constraints). The flash-attention kernels a job
+    names (cudnn, flash3) take padding as sequence lengths and stay causal."""
+    if training.attention is Attention.EAGER:
+        return True
+    return training.attention_mask is not AttentionMask.NONE and training.attention_kernel is AttentionKernel.FLASH2
 
 
 def _adapter_path(arch: Architecture, training: Training) -> tuple[float, float]:
@@ -438,6 +469,8 @@ def step_times(
     c = training.precision.compute_bytes
     # tokens a sequence costs (its padded or packed length) and its attention span
     s, span = sequence_lengths(training, mb)
+    if flops.attention_square:  # (every query meets every key of its row: packing does not shorten it)
+        span = s
     tokens_micro = mb * s / cp  # tokens per GPU-group per micro-step (context parallelism: this rank's share)
     matmul_flops, attention_flops = flops.hardware(recompute)
     attention_flops = attention_flops * span / training.seq_len  # (JobFlops counts a seq_len span)
@@ -605,6 +638,9 @@ def step_times(
     # parallelism splits them (sequence parallelism the norms), a pipeline stage holds 1/pp of them and idles
     # through its bubble as with compute
     moved = flops.traffic_forward * np.where(recompute == 2, 2.0, 1.0) + flops.traffic_backward + flops.traffic_head
+    # eager attention's score tensors: a token's bytes per key times the keys it attends, the forward's again
+    # wherever the attention core is recomputed (selective or full)
+    moved = moved + span * (flops.scores_forward * np.where(recompute >= 1, 2.0, 1.0) + flops.scores_backward)
     other = other + tokens_micro * moved / (tp * pp) / (hw.hbm_gbs * 1e9) * accum * (1 + bubble)
     if training.method is Method.QLORA:
         passes = 2 + (recompute == 2)

@@ -25,12 +25,20 @@ from those kernels' inputs and outputs (elements of the compute dtype a token):
   output gradient, gate and up and writes both gradients (``5f``); an ungated one ``2f`` and ``3f``;
 * the head: the final norm, the embedding lookup (and its gradient under full fine-tuning), and a fused
   cross-entropy that reads the logits once forward and reads them and writes their gradient backward.
+
+Eager attention (``attention: eager``) materialises a score for every query and key of every head and moves
+them through HBM, bytes that grow with the keys a query attends (:func:`score_bytes`, a token's bytes per key):
+the two attention matmuls write and read them (forward, the scores written and the probabilities read; backward,
+the probabilities' gradient written, the probabilities and the scores' gradient read twice), and between them
+eager PyTorch's scaling, mask add and fp32 softmax (measured: ``python benchmarks/layer_traffic.py
+--eager-attention``, ``EAGER_SCORES``) or a fused stack's one softmax kernel (Megatron-LM's fused scale-mask-softmax:
+read and write forward, read the probabilities and their gradient and write the scores' backward).
 """
 
 from __future__ import annotations
 
 from ftplan.arch import Architecture, Kind
-from ftplan.memory.setup import Kernels, Method, Training
+from ftplan.memory.setup import Attention, Kernels, Method, Training
 from ftplan.timing.dispatch import precision_class
 
 Coefficients = tuple[float, float, float, float, float]
@@ -102,6 +110,17 @@ EAGER_HEAD: dict[str, dict[str, tuple[tuple[float, float, float], tuple[float, f
         "fp32": ((32.0, 12.0, 822.0), (100.0, 20.0, 52.0)),
     },
 }  # fmt: skip
+# Eager attention's score operations between its two matmuls (transformers' ``eager_attention_forward``: scaling,
+# mask add, softmax in fp32 and back), bytes a token a layer per key it attends, by precision class: (forward,
+# backward) per head, then (forward, backward) a layer shares (the mask's read). Measured on Llama's and
+# GPT-NeoX's tiny configurations alike by ``python benchmarks/layer_traffic.py --eager-attention``: exactly linear in
+# the sequence length and the heads (residual under 1e-10 bytes).
+EAGER_SCORES: dict[str, tuple[float, float, float, float]] = {
+    "mixed": (24.0, 28.0, 4.0, 0.0),
+    "pure": (28.0, 28.0, 2.0, 0.0),
+    "fp32": (24.0, 20.0, 4.0, 0.0),
+}
+
 # Families whose blocks are the measured ones' with other names (the same operations)
 ALIASES = {"mistral": "llama"}
 MOE_FALLBACK = "mixtral"
@@ -146,6 +165,28 @@ def _fused(arch: Architecture, training: Training) -> tuple[float, float, float,
     head_bwd = (3 * h if arch.final_norm else 0) + embed + 2 * arch.vocab
     e = training.precision.compute_bytes
     return fwd * e, bwd * e, head_fwd * e, head_bwd * e
+
+
+def score_bytes(arch: Architecture, training: Training) -> tuple[float, float]:
+    """Bytes a token moves through eager attention's score tensors per key it attends, summed over the layers,
+    (forward, backward); 0 under SDPA and flash kernels, which keep the scores on chip. The matmuls' share is
+    derived (two score-sized tensors forward, four backward, in the compute dtype); the softmax's is measured for
+    eager PyTorch and derived for a fused stack (2 forward, 3 backward); attention dropout adds a read and a
+    write and its one-byte mask each way."""
+    if training.attention is not Attention.EAGER:
+        return 0.0, 0.0
+    e = training.precision.compute_bytes
+    heads = arch.heads
+    fwd, bwd = 2 * e * heads, 4 * e * heads  # the two matmuls' writes and reads of the score tensors
+    if training.kernels is Kernels.FUSED:
+        fwd, bwd = fwd + 2 * e * heads, bwd + 3 * e * heads
+    else:
+        per_fwd, per_bwd, shared_fwd, shared_bwd = EAGER_SCORES[precision_class(training.precision)]
+        fwd, bwd = fwd + per_fwd * heads + shared_fwd, bwd + per_bwd * heads + shared_bwd
+    dropout = training.dropout if training.dropout is not None else arch.attention_dropout > 0
+    if dropout and arch.attention_dropout > 0:
+        fwd, bwd = fwd + (2 * e + 1) * heads, bwd + (2 * e + 1) * heads
+    return fwd * arch.total_layers, bwd * arch.total_layers
 
 
 def token_bytes(arch: Architecture, training: Training) -> tuple[float, float, float, float]:
