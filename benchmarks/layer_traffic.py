@@ -16,8 +16,7 @@ Eager attention (``attention: eager``) adds the score tensors' operations, whose
 attends: ``--eager-attention`` measures them on the family's tiny configuration as the difference between its
 eager and SDPA micro-steps of one layer more, at three sequence lengths (the part growing as their square,
 exactly) and two head counts (a part per head, the scaling, mask add and softmax, and a part a layer shares,
-the mask's read), the table
-``timing.traffic.EAGER_SCORES`` holds.
+the mask's read), the table ``timing.traffic.EAGER_SCORES`` holds.
 
 Usage: python benchmarks/layer_traffic.py [family ...]    (prints the table rows to paste, and the check)
        python benchmarks/layer_traffic.py --eager-attention [family]    (default llama)
@@ -105,7 +104,7 @@ def score_slopes(family: str, cls: str, heads: int) -> tuple[float, float]:
 
     from dispatch_counts import CONFIGS
 
-    from ftplan.measure.dispatch import _with_layers, micro_step_traffic
+    from ftplan.measure.dispatch import micro_step_traffic, with_layers
     from ftplan.memory.setup import Attention
 
     base = CONFIGS[family]
@@ -119,7 +118,7 @@ def score_slopes(family: str, cls: str, heads: int) -> tuple[float, float]:
     added = {}  # eager's bytes over SDPA's, (forward, backward), by (layers, length)
     for layers in (2, 3):
         for length in (seq, 2 * seq, 4 * seq):
-            job = _with_layers(_job(config, cls), layers)
+            job = with_layers(_job(config, cls), layers)
             job = replace(job, training=replace(job.training, seq_len=length))
             eager = replace(job, training=replace(job.training, attention=Attention.EAGER))
             (sf, sb), (ef, eb) = micro_step_traffic(job), micro_step_traffic(eager)

@@ -260,6 +260,7 @@ def _lora(case: dict) -> LoraSetup:
 
 def translate(case: dict, catalog: Catalog) -> dict:
     """The case as the time model's inputs; raises :class:`OutOfScope` with the reason."""
+    source = case["id"].split("-", 1)[0]
     hw, par = case.get("hardware") or {}, case.get("parallelism") or {}
     gpu = _gpu_id(str(hw.get("gpu", "")), catalog)
     prec = str(case.get("precision", "")).lower()
@@ -270,7 +271,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
         raise OutOfScope(f"method {method!r}")
     if ("4-bit" in prec or "nf4" in prec) and "qlora:" not in prec:  # ("QLoRA: NF4 …" names another row's)
         kind = "QLoRA"
-    if kind == "QLoRA" and case["id"].split("-", 1)[0] in FP32_QLORA_SOURCES:
+    if kind == "QLoRA" and source in FP32_QLORA_SOURCES:
         raise OutOfScope("QLoRA computing in fp32 beside its 4-bit layers")
     if fp8 and kind not in ("pretrain", "full"):  # FP8 is modelled for full training
         raise OutOfScope("FP8 with frozen weights")
@@ -293,7 +294,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
     if arch.is_moe:
         raise OutOfScope("MoE")
     measured = _tokens_per_s(case, arch, seq, count)
-    eager = case["id"].split("-", 1)[0] in EAGER_ATTENTION_SOURCES
+    eager = source in EAGER_ATTENTION_SOURCES
     if eager:
         arch = replace(arch, attention_dropout=MEGATRON_ATTENTION_DROPOUT)
     dp = count // (tp * pp * cp)
@@ -305,13 +306,13 @@ def translate(case: dict, catalog: Catalog) -> dict:
         precision=Precision.FP8 if fp8 else Precision.FP16_MIXED if "fp16" in prec else _sixteen_bit(prec),
         seq_len=seq, lora=_lora(case) if frozen else None,
         fp8=Fp8Setup(all_gather="all-gather" in prec) if fp8 else None,
-        kernels=Kernels.FUSED if case["id"].split("-", 1)[0] in FUSED_SOURCES else Kernels.EAGER,
+        kernels=Kernels.FUSED if source in FUSED_SOURCES else Kernels.EAGER,
         attention_kernel=_attention_kernel(case),
         attention=Attention.EAGER if eager else Attention.SDPA, dropout=True if eager else None,
     )  # fmt: skip
     nodes = int(hw.get("nodes") or math.ceil(count / 8))
     flops = tm.job_flops(arch, training)
-    if case["id"].split("-", 1)[0] in SINGLE_KERNEL_SOURCES:
+    if source in SINGLE_KERNEL_SOURCES:
         fused = tm.job_flops(arch, replace(training, kernels=Kernels.FUSED))
         flops = replace(flops, traffic_forward=fused.traffic_forward, traffic_backward=fused.traffic_backward,
                         traffic_head=fused.traffic_head)  # fmt: skip
@@ -324,8 +325,8 @@ def translate(case: dict, catalog: Catalog) -> dict:
         "virtual": virtual, "zero": _zero(par),
         "recompute": recompute,
         "micro_batch": micro_batch, "grad_accum": _accum(case, dp, micro_batch),
-        "measured": float(measured), "source": case["id"].split("-", 1)[0], "fp8": fp8, "kind": kind,
-        "nodes": nodes, "busbw": MEASURED_BUSBW.get(case["id"].split("-", 1)[0], {}).get(nodes),
+        "measured": float(measured), "source": source, "fp8": fp8, "kind": kind,
+        "nodes": nodes, "busbw": MEASURED_BUSBW.get(source, {}).get(nodes),
     }  # fmt: skip
 
 

@@ -144,7 +144,7 @@ def _second_micro_step(job: ResolvedJob, mode: Any, tally: Any) -> tuple[int, in
     return result
 
 
-def _with_layers(job: ResolvedJob, layers: int) -> ResolvedJob:
+def with_layers(job: ResolvedJob, layers: int) -> ResolvedJob:
     key = next((k for k in LAYER_KEYS if k in job.hf_config), None)
     if key is None:
         raise MeasureError(f"{job.name}: its config names no layer count ({', '.join(LAYER_KEYS)}).")
@@ -160,7 +160,7 @@ def token_traffic(job: ResolvedJob) -> tuple[tuple[float, float], tuple[float, f
     moved = {}
     for layers in (2, 3):
         for seq in (s, 2 * s):
-            j = _with_layers(job, layers)
+            j = with_layers(job, layers)
             j = replace(j, training=replace(j.training, seq_len=seq), layout=replace(j.layout, micro_batch=2))
             moved[layers, seq] = micro_step_traffic(j)
     tokens = 2 * s  # the tokens the longer micro-batches add
@@ -185,5 +185,5 @@ def count_micro_step(job: ResolvedJob) -> tuple[int, int]:
 def layer_ops(job: ResolvedJob) -> tuple[int, int]:
     """Operations one more layer adds to a micro-step, (forward, backward): ``job``'s model with two and with
     three layers (its config's layer count replaced)."""
-    (f2, b2), (f3, b3) = (count_micro_step(_with_layers(job, n)) for n in (2, 3))
+    (f2, b2), (f3, b3) = (count_micro_step(with_layers(job, n)) for n in (2, 3))
     return f3 - f2, b3 - b2

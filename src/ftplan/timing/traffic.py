@@ -183,8 +183,7 @@ def score_bytes(arch: Architecture, training: Training) -> tuple[float, float]:
     else:
         per_fwd, per_bwd, shared_fwd, shared_bwd = EAGER_SCORES[precision_class(training.precision)]
         fwd, bwd = fwd + per_fwd * heads + shared_fwd, bwd + per_bwd * heads + shared_bwd
-    dropout = training.dropout if training.dropout is not None else arch.attention_dropout > 0
-    if dropout and arch.attention_dropout > 0:
+    if training.dropout is not False and arch.attention_dropout > 0:  # (None: as the model's config says)
         fwd, bwd = fwd + (2 * e + 1) * heads, bwd + (2 * e + 1) * heads
     return fwd * arch.total_layers, bwd * arch.total_layers
 
