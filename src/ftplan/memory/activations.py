@@ -32,6 +32,13 @@ from ftplan.memory.setup import Attention, Loss, Recompute
 # (rather than the input) is what it saves. NewGELU ("gelu_new", T5 gated-gelu, phi) is composed
 # of elementwise ops that save x, tanh(.), 0.5·x and 1 + tanh(.).
 _ACT_SAVES = {"gelu_new": 4}
+# NewGELU under CUDA autocast, whose fp32 list holds ``pow`` (aten/src/ATen/autocast_mode.h,
+# AT_FORALL_FP32): pow keeps an fp32 copy of x, so tanh's output, 1 + tanh(.) and the GELU's output are
+# fp32; only 0.5·x stays 16-bit. Bytes an element: 3 fp32 tensors beside that one (a CPU's autocast
+# leaves pow alone: measured equal to the 16-bit count on a tiny phi). Measured with the LayerNorm rule
+# below: the H200 run's phi-lora-mixed-sdpa case (benchmarks/results/2026-12-04-nvidia-h200), whose
+# saved activations were 640.06 MiB above the 16-bit count and the two rules account for 640.0.
+_GELU_NEW_CUDA_AUTOCAST_FP32 = 3
 
 # Model types whose attention applies rotary embeddings: one cos and one sin table of
 # ``seq × rotary_dim`` in the residual dtype, computed once and shared by every layer (phi and
@@ -92,6 +99,19 @@ class Grads:
 FULL = Grads()
 
 
+def _cuda_autocast(dt: Dtypes, g: Grads) -> bool:
+    """A mixed recipe on a GPU: CUDA autocast runs the ops of its fp32 list (LayerNorm, pow, softmax) in
+    fp32 on fp32 copies of 16-bit inputs; a CPU's autocast does not for LayerNorm and pow."""
+    return dt.autocast and not g.on_host
+
+
+def _act_bytes(act: str, dt: Dtypes, g: Grads) -> tuple[int, int]:
+    """Bytes an element the activation function keeps inside itself, and its output's element size."""
+    if act == "gelu_new" and _cuda_autocast(dt, g):
+        return 4 * _GELU_NEW_CUDA_AUTOCAST_FP32 + dt.c, 4
+    return _ACT_SAVES.get(act, 1) * dt.c, dt.c
+
+
 def _mask_bytes(dt: Dtypes, g: Grads) -> int:
     """Bytes of a LoRA dropout mask per element: one on CUDA, the dropout input's element size on a
     CPU (fp32 under PEFT's adapter cast, else the compute dtype)."""
@@ -130,7 +150,9 @@ def _norm_own(arch: Architecture, dt: Dtypes, d: int, rows: int, in_bytes: int, 
     grad = grad_in or g.full
     if arch.norm == "layernorm":
         # input, mean and rstd: fp32 statistics on CUDA; a CPU keeps them in a 16-bit input's dtype
-        # (measured: the starcoder2 cases of benchmarks/measured_grid.yaml)
+        # (measured: the starcoder2 cases of benchmarks/measured_grid.yaml). CUDA autocast runs LayerNorm
+        # on an fp32 copy of a 16-bit input, which it keeps (see _GELU_NEW_CUDA_AUTOCAST_FP32)
+        in_bytes = _ln_input_bytes(dt, g, in_bytes)
         stats = 2 * in_bytes if g.on_host and in_bytes < 4 else 8
         return in_bytes * d + stats * rows if grad else 0.0
     # RMSNorm: pow keeps the fp32 upcast of the input and rsqrt one fp32 a row; what the weight's
@@ -141,6 +163,11 @@ def _norm_own(arch: Architecture, dt: Dtypes, d: int, rows: int, in_bytes: int, 
     # Llama casts first and keeps the cast.
     kept = 4 if arch.norm_style in ("gemma", "olmo") else in_bytes
     return (4 * d + 4 * rows if grad else 0) + (kept * d if g.full else 0)
+
+
+def _ln_input_bytes(dt: Dtypes, g: Grads, in_bytes: int) -> int:
+    """Element size of the input a LayerNorm keeps: autocast's fp32 copy of it on a GPU."""
+    return 4 if _cuda_autocast(dt, g) else in_bytes
 
 
 def _norm_constant(arch: Architecture, width: int, grad_in: bool) -> int:
@@ -260,7 +287,11 @@ def _mla(
         return n + 2 * c * qk + c * arch.v_dim + _probs(dt, a, kv_len, dropout, arch.softmax_upcast) + o_in
     if g.on_host and arch.head_dim != arch.v_head_dim:
         return n + 4 * (2 * qk + a * kv_len + arch.v_dim) + o_in
-    return n + 2 * c * qk + kv_b_out + 4 * a + (c * o if g.full else o_in + c * o)
+    # in 16 bits the output projection reads a copy of the attention output, which it keeps beside the kernel's own
+    # (measured on the H200 run: deepseek-v3-full-bf16pure-sdpa kept one such tensor a layer more than c·o, the
+    # fp32 case of the CPU grid none)
+    copy = c * o if g.full and c != 4 else 0.0
+    return n + 2 * c * qk + kv_b_out + 4 * a + (c * o + copy if g.full else o_in + c * o)
 
 
 def _core(
@@ -331,6 +362,21 @@ def _probs(dt: Dtypes, heads: int, kv_len: int, dropout: bool, upcast: bool = Tr
     return n
 
 
+def eager_backward_bytes(arch: Architecture, dt: Dtypes, dropout: bool, on_host: bool, kv_len: int) -> float:
+    """Bytes a query token holds above its saves while eager attention's backward runs, at its widest
+    moment: the softmax's backward, which reads the gradient of its output and writes that of its input
+    (each in the softmax's dtype, over every head and key), once the final matmul has released the
+    tensor it kept, if that is not the softmax's own output (a 16-bit cast, or dropout's output); and
+    the gradient of the values that matmul wrote, alive until the value projection's backward runs
+    (derived from autograd releasing a node's saved tensors after it runs; measured: the H200 run's
+    bert-full-mixed-dropout-eager case, whose peak was 134.5 MiB above the model's widest MLP gradient
+    and the score gradients account for 136.0, benchmarks/results/2026-12-04-nvidia-h200)."""
+    fp32 = dt.c == 4 or arch.softmax_upcast or (dt.autocast and not on_host)
+    e = 4 if fp32 else dt.c
+    released = dt.c if (fp32 and dt.c != 4) or dropout else 0
+    return (2 * e - released) * arch.heads * kv_len + dt.c * arch.q_dim
+
+
 def _mlp(
     arch: Architecture, dt: Dtypes, act: str, dropout: bool, g: Grads, input_grad: bool, blk: list[Linear] | None = None
 ) -> float:
@@ -340,7 +386,8 @@ def _mlp(
     roles = {x.role: x.name for x in blk}
     c, h = dt.c, arch.hidden
     f = next(x.d_in for x in blk if x.role == "down")
-    inner = _ACT_SAVES.get(act, 1) * c * f
+    act_bytes, act_out = _act_bytes(act, dt, g)
+    inner = act_bytes * f
     up_adapted = any(roles[r] in g.targets for r in ("gate", "up", "gate_up") if r in roles)
     down = _consumers(dt, f, [roles["down"]], g, input_grad or up_adapted)
     if arch.routing == "llama4" and "router" in roles:
@@ -387,7 +434,7 @@ def _mlp(
     if not (input_grad or g.full):  # nothing upstream trains: only adapters save
         return down
     if arch.gated_mlp:
-        saved = inner + 2 * c * f + down  # act input(s), act output and up output (the product's operands)
+        saved = inner + (act_out + c) * f + down  # act input(s), act output and up output (the product's operands)
     elif act == "relu":
         saved = c * f + (0 if g.full else down)  # relu saves its output, which is the down projection's input
     else:
@@ -522,23 +569,30 @@ def layer_bytes_per_token(
             total += probs if att is Attention.EAGER else 4 * arch.heads
     if arch.norm_placement != "pre":  # post-attention and post-feedforward norms (Gemma 2/3, OLMo 2)
         total += 2 * _norm(arch, dt, [], g, attn_trains)
-    if post:
-        total += _consumers(dt, h, mlp_in, g, attn_trains)
-        total += _mlp(arch, dt, _act_name(arch), dropout, g, attn_trains, blk)
-    elif not arch.parallel_residual:  # the MLP reads the attention block's output
-        total += _norm(arch, dt, mlp_in, g, attn_trains)
-        total += _mlp(arch, dt, _act_name(arch), dropout, g, attn_trains, blk)
-    else:
-        # Parallel residual: the MLP reads the layer input, so it needs gradients only when that
-        # input does. GPT-NeoX's second norm shares the first one's saved input; it adds its own
-        # mean and rstd and its output (saved by its consumers).
-        mlp_grad = g.full or g.input_grad
-        if arch.norms_per_layer > 1:
-            total += _norm(arch, dt, mlp_in, g) - (dt.r * h if mlp_grad else 0)
-        total += _mlp(arch, dt, _act_name(arch), dropout, g, mlp_grad, blk)
+    total += mlp_side_bytes_per_token(arch, stack, dt, dropout, g)
     if dropout and arch.hidden_dropout > 0:
         total += 2 * h  # residual dropout masks after attention and MLP
     return total
+
+
+def mlp_side_bytes_per_token(arch: Architecture, stack: str, dt: Dtypes, dropout: bool, grads: Grads = FULL) -> float:
+    """Bytes one token saves in one layer's feed-forward side: the MLP and what its input keeps (the norm
+    before it, or its consumers' copies), which backward releases before it reaches the attention."""
+    h, g = arch.hidden, grads
+    blk, _, mlp_in, attn_trains = _block_inputs(arch, stack, g)
+    if arch.norm_placement == "post":
+        return _consumers(dt, h, mlp_in, g, attn_trains) + _mlp(arch, dt, _act_name(arch), dropout, g, attn_trains, blk)
+    if not arch.parallel_residual:  # the MLP reads the attention block's output
+        return _norm(arch, dt, mlp_in, g, attn_trains) + _mlp(arch, dt, _act_name(arch), dropout, g, attn_trains, blk)
+    # Parallel residual: the MLP reads the layer input, so it needs gradients only when that
+    # input does. GPT-NeoX's second norm shares the first one's saved input; it adds its own
+    # mean and rstd and its output (saved by its consumers).
+    mlp_grad = g.full or g.input_grad
+    n = 0.0
+    if arch.norms_per_layer > 1:  # (under CUDA autocast each norm keeps its own fp32 copy of a 16-bit input)
+        shared = dt.r * h if dt.r == 4 or not _cuda_autocast(dt, g) else 0
+        n += _norm(arch, dt, mlp_in, g) - (shared if mlp_grad else 0)
+    return n + _mlp(arch, dt, _act_name(arch), dropout, g, mlp_grad, blk)
 
 
 def gathered_bytes_per_token(arch: Architecture, stack: str, dt: Dtypes, grads: Grads = FULL) -> float:

@@ -12,10 +12,18 @@ from ftplan.units import MIB
 # Not visible to torch.cuda.memory_allocated / memory_reserved.
 CUDA_CONTEXT_BYTES = 426 * MIB
 
-# cuBLAS workspace PyTorch allocates through its caching allocator: ":4096:2:16:8"
-# (2×4 MiB + 8×16 KiB) by default, 32 MiB on Hopper (aten CublasHandlePool.cpp, pytorch#89027).
+# cuBLAS workspace PyTorch allocates through its caching allocator, one per cuBLAS handle and stream:
+# ":4096:2:16:8" (2×4 MiB + 8×16 KiB) by default, 32 MiB on Hopper (aten CublasHandlePool.cpp,
+# pytorch#89027), and a separate cuBLASLt workspace of 1 MiB (CUBLASLT_WORKSPACE_SIZE's default,
+# pytorch#73328) unless TORCH_CUBLASLT_UNIFIED_WORKSPACE is set. Each thread reserves its own handle,
+# and a training step runs matmuls on two: the forward and the optimizer on the caller's thread,
+# backward on autograd's device thread. Measured: every one of the 115 tiny cases of
+# benchmarks/measured_grid.yaml on an H200 allocated 64.0-66.3 MiB (median 66.0) beyond its tensors
+# (benchmarks/results/2026-12-04-nvidia-h200), where one 32 MiB workspace had been counted.
 CUBLAS_WORKSPACE_BYTES = {"hopper": 32 * MIB}
 CUBLAS_WORKSPACE_DEFAULT_BYTES = 8 * MIB + 128 * 1024
+CUBLASLT_WORKSPACE_BYTES = 1 * MIB
+CUBLAS_THREADS = 2  # the step's own thread and autograd's device thread
 
 # NCCL buffers per communicator (outside PyTorch's allocator): 544 MiB for a 2-GPU group and
 # 688 MiB for larger groups, measured on 4×A100 NVLink with a 4 MB all-reduce (NVIDIA/nccl#964).
@@ -48,9 +56,11 @@ class Overheads:
 
 
 def cublas_workspace_bytes(arch: str) -> int:
+    """cuBLAS and cuBLASLt workspaces a training step keeps allocated on a GPU of ``arch`` (none on a CPU)."""
     if arch.lower() == "cpu":
         return 0
-    return CUBLAS_WORKSPACE_BYTES.get(arch.lower(), CUBLAS_WORKSPACE_DEFAULT_BYTES)
+    per_thread = CUBLAS_WORKSPACE_BYTES.get(arch.lower(), CUBLAS_WORKSPACE_DEFAULT_BYTES) + CUBLASLT_WORKSPACE_BYTES
+    return CUBLAS_THREADS * per_thread
 
 
 def nccl_bytes(group_size: int) -> int:
