@@ -128,6 +128,25 @@ def test_frozen_first_layer_saves_less_under_lora(catalog):
     assert c.measurement.saved_head < measure_job(_job(GRID[2]["job"], catalog)).measurement.saved_head
 
 
+def test_only_the_step_that_attributes_saves_runs_the_saved_tensor_hook(catalog, monkeypatch):
+    """The steps timed on a GPU (all after the first measured one) run without the tracker's Python hook on
+    every saved tensor, and the saves attributed are the same."""
+    import torch
+
+    real, entered = torch.autograd.graph.saved_tensors_hooks, []
+
+    def counting(*args):
+        entered.append(1)
+        return real(*args)
+
+    job = _job(dict(GRID[0]["job"], dropout=False), catalog)
+    one = measure_job(job, steps=1).measurement
+    monkeypatch.setattr(torch.autograd.graph, "saved_tensors_hooks", counting)
+    three = measure_job(job, steps=3, seed=0).measurement
+    assert len(entered) == 1  # the first measured step's first micro-step only
+    assert three.saved_by_layer == one.saved_by_layer
+
+
 def test_unmeasurable_jobs_are_refused(catalog):
     base = GRID[0]["job"]
     with pytest.raises(MeasureError, match="one process on one device"):

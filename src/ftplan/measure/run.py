@@ -467,11 +467,18 @@ def measure_steps(
         counters.append(operation_counter(torch))
         return counters[-1]
 
+    def saved_hooks() -> Any:
+        """The tracker's hook on every saved tensor, only while it tracks: a Python call a saved tensor
+        would otherwise add host time to the steps that are timed."""
+        if not tracker.active:
+            return contextlib.nullcontext()
+        return torch.autograd.graph.saved_tensors_hooks(tracker.pack, lambda t: t)
+
     def step(track: bool, warm_up: bool = False) -> None:
         for i in range(accum):
             tracker.active = track and i == 0
             tracker.region = "head"
-            with torch.autograd.graph.saved_tensors_hooks(tracker.pack, lambda t: t), cast, counted(i, warm_up):
+            with saved_hooks(), cast, counted(i, warm_up):
                 output = model(**batch)
                 loss = output.loss / accum
             if tracker.active:
