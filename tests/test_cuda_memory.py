@@ -49,6 +49,29 @@ def test_cuda_autocast_keeps_layernorm_and_gelu_new_inputs_in_fp32():
     assert layer_bytes_per_token(*pure, gpu) - layer_bytes_per_token(*pure, cpu) == 4
 
 
+def test_cuda_autocast_gives_each_layernorm_its_own_fp32_input_and_gated_gelu_an_fp32_output():
+    # GPT-NeoX's two norms read one 16-bit layer input: a CPU keeps it once (2h), each norm on a GPU keeps its
+    # own fp32 copy (4h + 4h), and both keep fp32 statistics (8 each, 2·2 on a CPU): 6h + 8 more a token
+    h, f = 512, 2048
+    neox = architecture_from_hf(dict(
+        model_type="gpt_neox", hidden_size=h, intermediate_size=f, num_hidden_layers=2, num_attention_heads=8,
+        vocab_size=1000, rotary_pct=0.25,
+    ))  # fmt: skip
+    targets = frozenset({"query_key_value"})
+    gpu = Grads(full=False, targets=targets, rank=8, adapter_cast=True)
+    cpu = Grads(full=False, targets=targets, rank=8, adapter_cast=True, on_host=True)
+    args = (neox, "main", Dtypes(c=2, r=2, autocast=True), Attention.SDPA, 64, 64, False, Recompute.NONE)
+    assert layer_bytes_per_token(*args, gpu) - layer_bytes_per_token(*args, cpu) == 6 * h + 8
+    # T5's gated-gelu under autocast (full fine-tuning, fp32 residual, RMSNorm): NewGELU's own saves (14f for 8f)
+    # and its fp32 output, which the gate product keeps (4f for 2f)
+    t5 = architecture_from_hf(dict(
+        model_type="t5", d_model=h, d_ff=f, num_layers=2, num_heads=8, d_kv=64, vocab_size=1000,
+        feed_forward_proj="gated-gelu",
+    ))  # fmt: skip
+    args = (t5, "encoder", Dtypes(c=2, r=4, autocast=True), Attention.EAGER, 64, 64, False, Recompute.NONE)
+    assert layer_bytes_per_token(*args, Grads()) - layer_bytes_per_token(*args, Grads(on_host=True)) == 8 * f
+
+
 def test_eager_attention_backward_holds_two_score_gradients_less_what_the_last_matmul_released():
     bert = architecture_from_hf(BERT)
     a, s, q = 8, 128, 256
