@@ -5,6 +5,7 @@ estimates held to the first CUDA measurements (``benchmarks/device_check.sh`` on
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,62 +30,57 @@ def test_a_step_keeps_a_cublas_and_a_cublaslt_workspace_on_each_of_its_two_threa
     assert cublas_workspace_bytes("cpu") == 0
 
 
+H, F = 512, 2048  # hidden and feed-forward widths of the tiny layers below
+
+
+def _gpu_minus_cpu(config: dict, stack: str, dt: Dtypes, grads: Grads) -> float:
+    """Bytes a token saves in a layer of ``stack`` past the first on a GPU beyond what a CPU saves."""
+    arch = architecture_from_hf(config)
+    args = (arch, stack, dt, Attention.EAGER if stack == "encoder" else Attention.SDPA, 64, 64, False, Recompute.NONE)
+    return layer_bytes_per_token(*args, grads) - layer_bytes_per_token(*args, replace(grads, on_host=True))
+
+
 def test_cuda_autocast_keeps_layernorm_and_gelu_new_inputs_in_fp32():
-    # phi, LoRA on q and v, bf16 base under autocast (h=512, f=2048), a layer past the first. On a GPU,
-    # LayerNorm keeps autocast's fp32 copy of its input (4h, not 2h; mean/rstd fp32 either way: 8, where
-    # a CPU keeps 2·2), and NewGELU keeps an fp32 copy of x, tanh's output and 1 + tanh (4f each) beside
-    # the 16-bit 0.5·x (2f), where a CPU keeps four 16-bit tensors (8f).
-    h, f = 512, 2048
-    arch = architecture_from_hf(dict(
-        model_type="phi", hidden_size=h, intermediate_size=f, num_hidden_layers=2, num_attention_heads=8,
-        vocab_size=1000, partial_rotary_factor=0.5,
-    ))  # fmt: skip
-    targets = frozenset({"q_proj", "v_proj"})
-    gpu = Grads(full=False, targets=targets, rank=8, adapter_cast=True)
-    cpu = Grads(full=False, targets=targets, rank=8, adapter_cast=True, on_host=True)
-    args = (arch, "main", Dtypes(c=2, r=2, autocast=True), Attention.SDPA, 64, 64, False, Recompute.NONE)
-    assert layer_bytes_per_token(*args, gpu) - layer_bytes_per_token(*args, cpu) == 2 * h + 4 + (14 - 8) * f
+    # phi, LoRA on q and v, bf16 base under autocast. On a GPU, LayerNorm keeps autocast's fp32 copy of its
+    # input (4h, not 2h; mean/rstd fp32 either way: 8, where a CPU keeps 2·2), and NewGELU keeps an fp32 copy
+    # of x, tanh's output and 1 + tanh (4f each) beside the 16-bit 0.5·x (2f), where a CPU keeps four 16-bit
+    # tensors (8f).
+    phi = dict(model_type="phi", hidden_size=H, intermediate_size=F, num_hidden_layers=2, num_attention_heads=8,
+               vocab_size=1000, partial_rotary_factor=0.5)  # fmt: skip
+    lora = Grads(full=False, targets=frozenset({"q_proj", "v_proj"}), rank=8, adapter_cast=True)
+    assert _gpu_minus_cpu(phi, "main", Dtypes(c=2, r=2, autocast=True), lora) == 2 * H + 4 + (14 - 8) * F
     # without autocast (bf16 pure) the GPU and the CPU keep the same tensors but LayerNorm's statistics
-    pure = (arch, "main", Dtypes(c=2, r=2), Attention.SDPA, 64, 64, False, Recompute.NONE)
-    assert layer_bytes_per_token(*pure, gpu) - layer_bytes_per_token(*pure, cpu) == 4
+    assert _gpu_minus_cpu(phi, "main", Dtypes(c=2, r=2), lora) == 4
 
 
 def test_cuda_autocast_gives_each_layernorm_its_own_fp32_input_and_gated_gelu_an_fp32_output():
     # GPT-NeoX's two norms read one 16-bit layer input: a CPU keeps it once (2h), each norm on a GPU keeps its
     # own fp32 copy (4h + 4h), and both keep fp32 statistics (8 each, 2·2 on a CPU): 6h + 8 more a token
-    h, f = 512, 2048
-    neox = architecture_from_hf(dict(
-        model_type="gpt_neox", hidden_size=h, intermediate_size=f, num_hidden_layers=2, num_attention_heads=8,
-        vocab_size=1000, rotary_pct=0.25,
-    ))  # fmt: skip
-    targets = frozenset({"query_key_value"})
-    gpu = Grads(full=False, targets=targets, rank=8, adapter_cast=True)
-    cpu = Grads(full=False, targets=targets, rank=8, adapter_cast=True, on_host=True)
-    args = (neox, "main", Dtypes(c=2, r=2, autocast=True), Attention.SDPA, 64, 64, False, Recompute.NONE)
-    assert layer_bytes_per_token(*args, gpu) - layer_bytes_per_token(*args, cpu) == 6 * h + 8
+    neox = dict(model_type="gpt_neox", hidden_size=H, intermediate_size=F, num_hidden_layers=2,
+                num_attention_heads=8, vocab_size=1000, rotary_pct=0.25)  # fmt: skip
+    lora = Grads(full=False, targets=frozenset({"query_key_value"}), rank=8, adapter_cast=True)
+    assert _gpu_minus_cpu(neox, "main", Dtypes(c=2, r=2, autocast=True), lora) == 6 * H + 8
     # T5's gated-gelu under autocast (full fine-tuning, fp32 residual, RMSNorm): NewGELU's own saves (14f for 8f)
     # and its fp32 output, which the gate product keeps (4f for 2f)
-    t5 = architecture_from_hf(dict(
-        model_type="t5", d_model=h, d_ff=f, num_layers=2, num_heads=8, d_kv=64, vocab_size=1000,
-        feed_forward_proj="gated-gelu",
-    ))  # fmt: skip
-    args = (t5, "encoder", Dtypes(c=2, r=4, autocast=True), Attention.EAGER, 64, 64, False, Recompute.NONE)
-    assert layer_bytes_per_token(*args, Grads()) - layer_bytes_per_token(*args, Grads(on_host=True)) == 8 * f
+    t5 = dict(model_type="t5", d_model=H, d_ff=F, num_layers=2, num_heads=8, d_kv=64, vocab_size=1000,
+              feed_forward_proj="gated-gelu")  # fmt: skip
+    assert _gpu_minus_cpu(t5, "encoder", Dtypes(c=2, r=4, autocast=True), Grads()) == 8 * F
 
 
 def test_eager_attention_backward_holds_two_score_gradients_less_what_the_last_matmul_released():
     bert = architecture_from_hf(BERT)
     a, s, q = 8, 128, 256
+    gpu = Grads()  # the step runs on a GPU
     # autocast: fp32 softmax, the matmul read its 16-bit cast (released): 4 + 4 - 2, and the values' gradient
     mixed = Dtypes(c=2, r=4, autocast=True)
-    assert eager_backward_bytes(bert, mixed, True, False, s) == 6 * a * s + 2 * q
-    assert eager_backward_bytes(bert, mixed, False, False, s) == 6 * a * s + 2 * q
+    assert eager_backward_bytes(bert, mixed, gpu, True, s) == 6 * a * s + 2 * q
+    assert eager_backward_bytes(bert, mixed, gpu, False, s) == 6 * a * s + 2 * q
     # fp32: with dropout the matmul read dropout's output (released); without, the softmax's own output
     fp32 = Dtypes(c=4, r=4)
-    assert eager_backward_bytes(bert, fp32, True, False, s) == 4 * a * s + 4 * q
-    assert eager_backward_bytes(bert, fp32, False, False, s) == 8 * a * s + 4 * q
+    assert eager_backward_bytes(bert, fp32, gpu, True, s) == 4 * a * s + 4 * q
+    assert eager_backward_bytes(bert, fp32, gpu, False, s) == 8 * a * s + 4 * q
     # BERT in bf16 without autocast runs its softmax in bf16
-    assert eager_backward_bytes(bert, Dtypes(c=2, r=2), False, False, s) == 4 * a * s + 2 * q
+    assert eager_backward_bytes(bert, Dtypes(c=2, r=2), gpu, False, s) == 4 * a * s + 2 * q
 
 
 def _errors(benchmark_script, table: str) -> dict[str, tuple[float, float]]:

@@ -152,7 +152,8 @@ def _norm_own(arch: Architecture, dt: Dtypes, d: int, rows: int, in_bytes: int, 
         # input, mean and rstd: fp32 statistics on CUDA; a CPU keeps them in a 16-bit input's dtype
         # (measured: the starcoder2 cases of benchmarks/measured_grid.yaml). CUDA autocast runs LayerNorm
         # on an fp32 copy of a 16-bit input, which it keeps (see _GELU_NEW_CUDA_AUTOCAST_FP32)
-        in_bytes = _ln_input_bytes(dt, g, in_bytes)
+        if _cuda_autocast(dt, g):
+            in_bytes = 4
         stats = 2 * in_bytes if g.on_host and in_bytes < 4 else 8
         return in_bytes * d + stats * rows if grad else 0.0
     # RMSNorm: pow keeps the fp32 upcast of the input and rsqrt one fp32 a row; what the weight's
@@ -163,11 +164,6 @@ def _norm_own(arch: Architecture, dt: Dtypes, d: int, rows: int, in_bytes: int, 
     # Llama casts first and keeps the cast.
     kept = 4 if arch.norm_style in ("gemma", "olmo") else in_bytes
     return (4 * d + 4 * rows if grad else 0) + (kept * d if g.full else 0)
-
-
-def _ln_input_bytes(dt: Dtypes, g: Grads, in_bytes: int) -> int:
-    """Element size of the input a LayerNorm keeps: autocast's fp32 copy of it on a GPU."""
-    return 4 if _cuda_autocast(dt, g) else in_bytes
 
 
 def _norm_constant(arch: Architecture, width: int, grad_in: bool) -> int:
@@ -362,7 +358,7 @@ def _probs(dt: Dtypes, heads: int, kv_len: int, dropout: bool, upcast: bool = Tr
     return n
 
 
-def eager_backward_bytes(arch: Architecture, dt: Dtypes, dropout: bool, on_host: bool, kv_len: int) -> float:
+def eager_backward_bytes(arch: Architecture, dt: Dtypes, g: Grads, dropout: bool, kv_len: int) -> float:
     """Bytes a query token holds above its saves while eager attention's backward runs, at its widest
     moment: the softmax's backward, which reads the gradient of its output and writes that of its input
     (each in the softmax's dtype, over every head and key), once the final matmul has released the
@@ -371,7 +367,7 @@ def eager_backward_bytes(arch: Architecture, dt: Dtypes, dropout: bool, on_host:
     (derived from autograd releasing a node's saved tensors after it runs; measured: the H200 run's
     bert-full-mixed-dropout-eager case, whose peak was 134.5 MiB above the model's widest MLP gradient
     and the score gradients account for 136.0, benchmarks/results/2026-12-04-nvidia-h200)."""
-    fp32 = dt.c == 4 or arch.softmax_upcast or (dt.autocast and not on_host)
+    fp32 = dt.c == 4 or arch.softmax_upcast or _cuda_autocast(dt, g)
     e = 4 if fp32 else dt.c
     released = dt.c if (fp32 and dt.c != 4) or dropout else 0
     return (2 * e - released) * arch.heads * kv_len + dt.c * arch.q_dim

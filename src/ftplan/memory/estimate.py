@@ -685,12 +685,13 @@ def _per_sequence(
         widest = max(widest, 2 * arch.ffn * arch.experts)
     bwd_ws = 2 * c * widest
     if attention is Attention.EAGER and recompute is not Recompute.SELECTIVE:  # the scores' gradients
-        eager_ws = act.eager_backward_bytes(arch, dt, dropout, host, max(seq.values()))
+        eager_ws = act.eager_backward_bytes(arch, dt, saves, dropout, max(seq.values()))
         if recompute is Recompute.FULL:
             # beside the recomputed layer's saves (recompute_ws), of which backward has released the
             # feed-forward side by the time it reaches the attention (measured: the CPU grid's
             # gpt-oss-lora-fp32-experts-recompute, whose peak the whole scores' gradients on top of the
-            # layer would overstate by 4.9%)
+            # layer would overstate by 4.9%). Without recomputation nothing is taken off: the H200 run's
+            # BERT case held the whole term above every layer's saves.
             eager_ws -= act.mlp_side_bytes_per_token(arch, next(iter(seq)), dt, dropout, saves)
         bwd_ws = max(bwd_ws, eager_ws)
     norm_ws = 0.0
