@@ -9,10 +9,10 @@ compared on tokens/s per GPU: as published, or a source's TFLOP/s per GPU over t
 formula counts (``FLOP_CONVENTIONS``).
 
 Model dimensions come from the case, else from the catalog by the model's name (``MODEL_NAMES`` maps
-the sources' spellings to catalog ids; ``SOURCE_CONFIGS`` holds Qwen1's and Nemotron's, which the catalog
-lacks). Context-parallel cases run over ``cp`` ranks a sequence (Megatron's ring attention, the time model's
-``ring``). Out of scope, each counted by its reason: GPUs and models the catalog does not hold, offload
-(stated in its own field or in the sharding's description), 4-bit weights other than bitsandbytes' NF4
+the sources' spellings to catalog ids; ``SOURCE_CONFIGS`` holds Qwen1's, Nemotron's and nanotron's benchmark
+models, which the catalog lacks). Context-parallel cases run over ``cp`` ranks a sequence (Megatron's ring
+attention, the time model's ``ring``). Out of scope, each counted by its reason: GPUs and models the catalog does
+not hold, offload (stated in its own field or in the sharding's description), 4-bit weights other than bitsandbytes' NF4
 (GPTQ's kernels are not the QLoRA the model costs), variable-length batches whose length distribution the
 source does not publish, a pipeline without a stated micro-batch, FP8 outside full training, MoE, and a published
 rate that would run the job's FLOPs as configured faster than its GPU's dense peak (it counts tokens otherwise).
@@ -112,7 +112,23 @@ def _nemotron(hidden: int, layers: int, heads: int, kv_heads: int, ffn: int) -> 
             "vocab_size": 256000, "tie_word_embeddings": False, "use_bias": False}  # fmt: skip
 
 
+# The Ultra-Scale Playbook's benchmark models (nanotron's scripts/scaling_benchmarks.py, e24d2483, which generated
+# its runs: ``model_configs`` as layers, width, heads, MLP width; ``NUM_KEY_VALUE_HEADS = None``, so as many key/value
+# heads as heads, which its TP-16 and TP-32 runs need; embeddings tied below an MLP width of 10,000; a vocabulary of
+# 131,072, ``VOCAB_SIZES``). The "80B" is its 70B shape with full multi-head attention. The heatmap's MFU agrees:
+# over 6N + 12·layers·width·4096 FLOPs a token its tokens/s gives N = 1.34, 3.57 and 8.85 B on every row without a
+# pipeline, these shapes' parameter counts.
+def _nanotron(layers: int, hidden: int, heads: int, ffn: int) -> dict:
+    return {"model_type": "llama", "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+            "num_key_value_heads": heads, "intermediate_size": ffn, "vocab_size": 131072,
+            "tie_word_embeddings": ffn < 10_000}  # fmt: skip
+
+
 SOURCE_CONFIGS = {
+    "nanotron benchmark 1b": _nanotron(16, 2048, 32, 8192),
+    "nanotron benchmark 3b": _nanotron(28, 3072, 32, 8192),
+    "nanotron benchmark 8b": _nanotron(32, 4096, 32, 14336),
+    "nanotron benchmark 80b": _nanotron(80, 8192, 64, 28672),
     "nemotron-22b": _nemotron(6144, 40, 48, 48, 24576),
     "nemotron-340b": _nemotron(18432, 96, 96, 8, 73728),
     "qwen-1.8b (qwen1 series)": _qwen1(2048, 24, 16, 5504, 151936),
@@ -157,8 +173,12 @@ DISPATCH_SOURCES = {"qwen1"}
 # ``F.layer_norm`` on the 16-bit input; ``MPTMLP``'s ``nn.GELU``; learned positions or ALiBi, no rotary). Their
 # memory-bound bytes are the single-kernel ones ``ftplan.timing.traffic`` derives for fused stacks, their launches
 # eager. (GPT-NeoX, whose architecture stands in for MPT's widths, brings rotary embeddings MPT does not run: a
-# sixth of the derived bytes: 0.6% of these runs' step time at the median, 1.2% at most.)
-SINGLE_KERNEL_SOURCES = {"foundry"}
+# sixth of the derived bytes: 0.6% of these runs' step time at the median, 1.2% at most.) And nanotron's Llama, which
+# the Ultra-Scale Playbook ran (src/nanotron/models/llama.py at 0e0a27ea, its benchmarks' date): ``TritonRMSNorm``,
+# one Triton kernel a norm; flash-attn's rotary kernel; bf16 weights, so no autocast casts; its SwiGLU, though, is
+# two kernels (SiLU, then the product: 2f more bytes a token forward and about 4f backward than the derived ones,
+# 0.7-2.3% of these runs' step time, not added).
+SINGLE_KERNEL_SOURCES = {"foundry", "usp"}
 # Sources whose QLoRA runs compute in fp32 beside the 4-bit layers: universal-llm-trainer loads a 4-bit model
 # with dtype float32 (``dtype`` is float32 unless the configured ``bit`` names a dtype: src/univlt/models/llama3.py;
 # ``torch_dtype`` float32 in src/models/llama3.py before it), so embeddings, norms and lm_head are fp32 and with

@@ -97,3 +97,31 @@ def test_torchtunes_cases_run_their_recipes_adapters_and_recomputation(catalog, 
         and qlora405["recompute"] == 2
         and len(qlora405["training"].lora.target_modules) == 7
     )
+
+
+def test_the_playbooks_benchmark_models_are_the_ones_its_mfu_counts(catalog, benchmark_script):
+    """The Ultra-Scale Playbook's nanotron models (``SOURCE_CONFIGS``: full multi-head attention, a 131,072-token
+    vocabulary, embeddings tied below an MLP width of 10,000) have the parameter counts its heatmap's MFU implies:
+    over 6N + 12·layers·width·4096 FLOPs a token at the H100's 989 TFLOP/s, every reported row without a pipeline
+    gives its model's N within 0.5%; and the cases run with those models."""
+    bench = benchmark_script("throughput_accuracy")
+    cases, _ = bench.load_cases(catalog)
+    shapes = {  # layers, width, MLP width, embedding tables (one where tied)
+        "1b": (16, 2048, 8192, 1), "3b": (28, 3072, 8192, 1), "8b": (32, 4096, 14336, 2), "80b": (80, 8192, 28672, 2),
+    }  # fmt: skip
+    archs = {size: bench.architecture_from_hf(bench.SOURCE_CONFIGS[f"nanotron benchmark {size}"]) for size in shapes}
+    for size, (layers, h, f, tables) in shapes.items():  # embeddings (and head), q/k/v/o, SwiGLU, two norms a layer
+        assert archs[size].total_params == tables * 131072 * h + layers * (4 * h * h + 3 * h * f + 2 * h) + h
+    checked = 0
+    for case in bench.read_yaml(bench.FILES[0]):
+        reported = (case.get("measured") or {}).get("mfu_pct_reported")
+        if not case["id"].startswith("usp-") or reported is None or (case["parallelism"].get("pp") or 1) > 1:
+            continue
+        arch = archs[case["id"].split("-")[1]]
+        per_token = reported / 100 * 989e12 / case["measured"]["tokens_per_s_per_gpu"]
+        implied = (per_token - 12 * arch.layers * arch.hidden * 4096) / 6
+        assert implied == pytest.approx(arch.total_params, rel=0.005), case["id"]
+        checked += 1
+    assert checked >= 8
+    in_scope = {c["id"]: c for c in cases if c["id"].startswith("usp-")}
+    assert len(in_scope) == 25 and in_scope["usp-3b-tpsp16"]["arch"].kv_heads == 32

@@ -131,6 +131,23 @@ def test_zero3_gathers_every_micro_step_and_tp_is_on_the_critical_path():
     assert tp2.communication[0] == pytest.approx(8 * (1.0 * 128 * 256 * 2 / 370e9 + (8.4 + 3.4) * 1e-6))
 
 
+def test_tensor_parallelism_wider_than_a_node_runs_its_collectives_over_the_network():
+    """A tensor-parallel group of 16 GPUs spans two nodes of 8: its collectives move at the network's bus bandwidth
+    (3200 Gb/s a node × 0.848), not NVLink's, and pay NCCL's ring latency across the nodes; a measured bus bandwidth
+    the pool states is used as is, and a group inside an NVLink domain that spans nodes (NVL72) stays on NVLink."""
+    tr = Training(seq_len=128, precision=Precision.BF16_PURE)
+    tp16 = _times(tr, tp=16)
+    lat = (8.4 + 14 * 3.4 + 9.6) * 1e-6
+    volume = 2 * 15 / 16 * 128 * 256 * 2  # 2(t − 1)/t of a micro-step's b·s·h, 2 bytes
+    assert tp16.communication[0] == pytest.approx(8 * (volume / (3200 / 8 * 0.848e9) + lat))
+    arch = architecture_from_hf(TINY)
+    lay = [np.array([v]) for v in (1, 16, 0, 0, 0, 1, 1)]
+    measured = tm.step_times(tm.job_flops(arch, tr), arch, tr, dataclasses.replace(HW, network_busbw_gbs=100.0), *lay)
+    assert measured.communication[0] == pytest.approx(8 * (volume / 100e9 + lat))
+    nvl = tm.step_times(tm.job_flops(arch, tr), arch, tr, dataclasses.replace(HW, nvlink_domain=72), *lay)
+    assert nvl.communication[0] == pytest.approx(8 * (volume / 370e9 + (8.4 + 15 * 3.4) * 1e-6))
+
+
 def test_zero2_reduce_scatters_every_micro_steps_gradients_and_zero1_once_a_step():
     """ZeRO-2 keeps only its shard of the gradients, so each micro-step's are reduce-scattered during its own
     backward; ZeRO-1 keeps them whole and reduces once a step: the same at one micro-step a step, and ZeRO-2

@@ -607,10 +607,11 @@ def step_times(
     comm = np.where(zero == 3, exposed_z3, exposed_dp) + p2p + t_cp + t_a2a
 
     # ---- tensor parallel (with sequence parallelism): 4 collectives of b·s·h per layer, 6 with
-    # full recomputation, on the critical path (Korthikanti et al. 2022).
+    # full recomputation, on the critical path (Korthikanti et al. 2022); over NVLink while the group stays in
+    # an NVLink domain, else at the network's bus bandwidth (a group wider than a node spans nodes)
     tp_frac = np.where(tp > 1, 2 * (tp - 1) / tp, 0.0)
     n_coll = np.where(recompute == 2, 6.0, 4.0) * arch.total_layers / pp
-    bw_tp = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY * 1e9
+    bw_tp = bus_bandwidth(hw, tp) * 1e9
     t_tp = tp_frac * (tokens_micro * arch.hidden * c) / bw_tp + collective_latency(hw, tp, tp, "all-gather")
     comm = comm + n_coll * t_tp * accum
 
