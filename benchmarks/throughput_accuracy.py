@@ -116,8 +116,8 @@ def _nemotron(hidden: int, layers: int, heads: int, kv_heads: int, ffn: int) -> 
 # its runs: ``model_configs`` as layers, width, heads, MLP width; ``NUM_KEY_VALUE_HEADS = None``, so as many key/value
 # heads as heads, which its TP-16 and TP-32 runs need; embeddings tied below an MLP width of 10,000; a vocabulary of
 # 131,072, ``VOCAB_SIZES``). The "80B" is its 70B shape with full multi-head attention. The heatmap's MFU agrees:
-# over 6N + 12·layers·width·4096 FLOPs a token its tokens/s gives N = 1.34, 3.57 and 8.85 B on every row without a
-# pipeline, these shapes' parameter counts.
+# over 6N + 12·layers·width·4096 FLOPs a token its tokens/s gives N = 1.34, 3.57, 8.85 and 80.3 B on every row without
+# a pipeline, these shapes' parameter counts within 0.5% (tests/test_throughput_efficiency.py).
 def _nanotron(layers: int, hidden: int, heads: int, ffn: int) -> dict:
     return {"model_type": "llama", "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
             "num_key_value_heads": heads, "intermediate_size": ffn, "vocab_size": 131072,

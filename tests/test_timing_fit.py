@@ -32,10 +32,10 @@ HW = tm.Hardware(peak_tflops=100.0, efficiency=0.5, hbm_gbs=1000.0, intra_node_g
                  gpus_per_node=8, network_gbps=3200.0)  # fmt: skip
 
 
-def _times(training: Training, **layout: float) -> tm.StepTimes:
+def _times(training: Training, hw: tm.Hardware = HW, **layout: float) -> tm.StepTimes:
     arch = architecture_from_hf(TINY)
     lay = {"dp": 1, "tp": 1, "zero": 0, "offload": 0, "recompute": 0, "micro_batch": 1, "grad_accum": 1} | layout
-    return tm.step_times(tm.job_flops(arch, training), arch, training, HW, *(np.array([lay[k]]) for k in lay))
+    return tm.step_times(tm.job_flops(arch, training), arch, training, hw, *(np.array([lay[k]]) for k in lay))
 
 
 def test_flops_per_token_by_method():
@@ -140,11 +140,9 @@ def test_tensor_parallelism_wider_than_a_node_runs_its_collectives_over_the_netw
     lat = (8.4 + 14 * 3.4 + 9.6) * 1e-6
     volume = 2 * 15 / 16 * 128 * 256 * 2  # 2(t − 1)/t of a micro-step's b·s·h, 2 bytes
     assert tp16.communication[0] == pytest.approx(8 * (volume / (3200 / 8 * 0.848e9) + lat))
-    arch = architecture_from_hf(TINY)
-    lay = [np.array([v]) for v in (1, 16, 0, 0, 0, 1, 1)]
-    measured = tm.step_times(tm.job_flops(arch, tr), arch, tr, dataclasses.replace(HW, network_busbw_gbs=100.0), *lay)
+    measured = _times(tr, dataclasses.replace(HW, network_busbw_gbs=100.0), tp=16)
     assert measured.communication[0] == pytest.approx(8 * (volume / 100e9 + lat))
-    nvl = tm.step_times(tm.job_flops(arch, tr), arch, tr, dataclasses.replace(HW, nvlink_domain=72), *lay)
+    nvl = _times(tr, dataclasses.replace(HW, nvlink_domain=72), tp=16)
     assert nvl.communication[0] == pytest.approx(8 * (volume / 370e9 + (8.4 + 15 * 3.4) * 1e-6))
 
 
