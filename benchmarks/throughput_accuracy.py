@@ -483,6 +483,17 @@ FAMILIES = {"A100": ("a100-sxm-80gb", "a100-sxm-40gb"), "H100": ("h100-sxm-80gb"
 FIT_ROUNDS = 20  # alternations of the two fits; they settle within 1e-6 relative in under ten
 
 
+def _gemm_fixed(c: dict, hw: tm.Hardware) -> float:
+    """Seconds a step of a run without pipeline stages spends on its weight GEMMs beyond their FLOPs
+    (``timing.model.gemm_overhead``), which the efficiency fit books apart."""
+    s, _ = tm.sequence_lengths(c["training"], np.array([c["micro_batch"]]))
+    tokens = c["micro_batch"] * s / c["cp"]
+    return (
+        float(tm.gemm_overhead(c["flops"], hw, tokens, np.array([c["tp"]]), np.array([c["recompute"]]))[0])
+        * c["grad_accum"]
+    )
+
+
 def _fit_pair(chosen: list[dict], catalog: Catalog, per_op: float) -> tuple[float, float, np.ndarray]:
     """One GPU family's matmul and attention efficiencies (fractions of peak over hardware FLOPs) by least
     squares on the relative time a token, ``t − dispatch − other ≈ matmul FLOPs / (peak · e_matmul) + attention
@@ -492,12 +503,12 @@ def _fit_pair(chosen: list[dict], catalog: Catalog, per_op: float) -> tuple[floa
     a, t, d = [], [], []
     for c in chosen:
         matmuls, attention = c["flops"].hardware(c["recompute"])
-        peak = _hardware(c, catalog).peak_tflops * 1e12
+        hw = _hardware(c, catalog)
         st = _times(c, catalog)
         ops = st.dispatch[0] / dispatch.SECONDS_PER_OP
-        a.append([float(matmuls) / peak, float(attention) / peak])
+        a.append([float(matmuls) / (hw.peak_tflops * 1e12), float(attention) / (hw.peak_tflops * 1e12)])
         t.append(1 / c["measured"])
-        d.append((ops * per_op + st.other[0]) / _tokens_per_gpu(c))
+        d.append((ops * per_op + st.other[0] + _gemm_fixed(c, hw)) / _tokens_per_gpu(c))
     a_, t_, d_ = np.array(a), np.array(t), np.array(d)
     (x, y), *_ = np.linalg.lstsq(a_ / t_[:, None], 1 - d_ / t_, rcond=None)
     return 1 / x, 1 / y, np.abs(t_ / (a_ @ [x, y] + d_) - 1)

@@ -159,6 +159,28 @@ def test_step_time_is_one_stage_of_compute_plus_the_bubble_and_the_sends(catalog
     assert more.compute[0] / 64 < four.compute[0] / 16  # a smaller bubble per micro-batch
 
 
+def test_each_tensor_parallel_rank_sends_its_share_and_a_pipeline_wider_than_a_node_sends_over_the_network(
+    catalog, h100_node
+):
+    job = _job(catalog)
+    arch, tr = job.arch, job.training
+    flops = tm.job_flops(arch, tr)
+    hw = h100_node()
+
+    def comm(dp: int, tp: int, pp: int) -> float:
+        one = (np.array([0]), np.array([0]), np.array([0]), np.array([1]), np.array([16]))
+        times = tm.step_times(flops, arch, tr, hw, np.array([dp]), np.array([tp]), *one, pp=np.array([pp]))
+        return float(times.communication[0])
+
+    # the tensor-parallel collectives of a stage's layers are a pp-th of the unpipelined ones; the rest is sends
+    # of 4096 tokens' hidden states, a tp-th of them each, each way, in 16 + 4 − 1 slots
+    sends = 2 * 4096 * arch.hidden * 2 / 2 * (16 + 4 - 1)
+    assert comm(1, 2, 4) - comm(1, 2, 1) / 4 == pytest.approx(sends / (450e9 * tm.INTRA_NODE_EFFICIENCY))
+    # two replicas of the 8-GPU pipeline fill two nodes: its stages are dp·tp = 4 ranks apart, so one boundary
+    # crosses the nodes, at a GPU's share of its node's 3,200 Gb/s
+    assert comm(2, 2, 4) - comm(2, 2, 1) / 4 == pytest.approx(sends / (3200 / 8 * 1e9 / 8))
+
+
 def test_the_layout_search_finds_pipelines_only_where_a_decoder_can_be_cut(catalog):
     job = _job(catalog, model="llama-3.1-70b", global_batch=32)
     assert pipeline_degrees(job) == (1, 2, 4, 8, 16)

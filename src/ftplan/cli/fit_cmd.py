@@ -81,7 +81,10 @@ def fit(
     by: By = typer.Option(By.TIME, "--by", help="time | cost"),
     top: int = typer.Option(10, "--top", help="How many layouts to show.", callback=AT_LEAST_ONE),
     efficiency: float | None = typer.Option(
-        None, "--efficiency", help="Override the GPUs' fraction of peak (0, 1].", callback=number(0, 1, lo_open=True)
+        None,
+        "--efficiency",
+        help="Override the fraction of peak of large GEMMs (0, 1].",
+        callback=number(0, 1, lo_open=True),
     ),
     memory_confidence: float | None = CONFIDENCE_OPTION,
     memory_margin: str | None = MARGIN_OPTION,

@@ -33,7 +33,7 @@ class Gpu(_Row):
     intra_node_link: str | None = None
     host_link_gbs: float | None = Field(None, description="host link (PCIe x16) unidirectional (GB/s)")
     efficiency: float | None = Field(
-        None, gt=0, le=1, description="weight matmuls' achieved fraction of dense peak (hardware FLOPs)"
+        None, gt=0, le=1, description="large GEMMs' achieved fraction of dense peak (hardware FLOPs; fixed costs apart)"
     )
     attention_efficiency: float | None = Field(
         None, gt=0, le=1, description="the attention core's achieved fraction of dense peak (hardware FLOPs)"

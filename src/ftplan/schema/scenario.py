@@ -84,7 +84,9 @@ class OwnedPool(_Networked):
     usd_per_node_h: Float = Field(
         0.0, ge=0, le=L.MAX_USD_PER_HOUR, description="running cost per node-hour (power, hosting), USD"
     )
-    efficiency: Float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
+    efficiency: Float | None = Field(
+        None, gt=0, le=1, description="large GEMMs' fraction of dense peak (default: catalog)"
+    )
     host_memory_gib: Float | None = Field(
         None, gt=0, le=L.MAX_HOST_MEMORY_GIB, description="RAM per node (GiB), which offloaded states must fit in"
     )
@@ -99,7 +101,9 @@ class CloudPool(_Strict):
     allreduce_busbw_gbs: Float | None = Field(
         None, gt=0, le=L.MAX_BUSBW_GBS, description="measured all-reduce bus bandwidth across nodes (GB/s, nccl-tests)"
     )
-    efficiency: Float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
+    efficiency: Float | None = Field(
+        None, gt=0, le=1, description="large GEMMs' fraction of dense peak (default: catalog)"
+    )
 
 
 class PurchasePool(_Networked):
@@ -121,7 +125,9 @@ class PurchasePool(_Networked):
         0.0, ge=0, le=L.MAX_USD_PER_HOUR, description="running cost per node-hour once bought, USD"
     )
     resale_fraction: Float = Field(0.0, ge=0, lt=1, description="share of the price recovered by reselling")
-    efficiency: Float | None = Field(None, gt=0, le=1, description="fraction of dense peak achieved (default: catalog)")
+    efficiency: Float | None = Field(
+        None, gt=0, le=1, description="large GEMMs' fraction of dense peak (default: catalog)"
+    )
     host_memory_gib: Float | None = Field(
         None, gt=0, le=L.MAX_HOST_MEMORY_GIB, description="RAM per node (GiB), which offloaded states must fit in"
     )

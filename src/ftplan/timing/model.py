@@ -30,19 +30,19 @@ torch.compile fuses them) and writes one byte an element, at the GPU's HBM bandw
 torchao's ``benchmarks/float8/float8_roofline.py``): a weight's fp32 master (4 bytes) and the gathered
 16-bit input and output gradient (2 bytes) are each cast twice a micro-step (forward and backward).
 
-Time: weight matmuls at ``peak × efficiency`` per GPU and the attention core (with its recomputations) at
-``peak × attention_efficiency``: both are fractions of peak over *hardware* FLOPs, fitted on llm-foundry's
-single-node runs (``benchmarks/throughput_accuracy.py --fit``: attention kernels run at a third to a half
-of the matmuls' efficiency there); collectives cost ``factor · bytes / busbw``
-(nccl-tests ``PERFORMANCE.md``: all-reduce ``2(n−1)/n``, all-gather and reduce-scatter ``(n−1)/n``),
-hidden behind compute where frameworks overlap them; offload moves bytes over the GPU's host link
-and runs the optimizer on the CPU; on the GPU the optimizer step moves the bytes its kernels read and write
-a parameter (measured, ``timing.dispatch.OPTIMIZER_BYTES``) at HBM bandwidth, once a step; every micro-step's
-memory-bound operations (norms, rotary embeddings, activations, residual adds, casts, the loss) move their bytes
-at HBM bandwidth too (:mod:`ftplan.timing.traffic`: measured per family for eager PyTorch, derived from the
-kernels' inputs and outputs for fused stacks). An eager stack
-(``kernels: eager``) also pays every operation it dispatches (:mod:`ftplan.timing.dispatch`: counted per layer
-in real micro-steps, each at a fitted host time).
+Time: weight matmuls at ``peak × efficiency`` per GPU and the attention core (with its recomputations) at ``peak ×
+attention_efficiency``: both are fractions of peak over *hardware* FLOPs, fitted on llm-foundry's single-node runs
+(``benchmarks/throughput_accuracy.py --fit``: attention kernels run at a third to a half of the matmuls' efficiency
+there); every weight GEMM adds its epilogue's writes, its inner loop's latency and a kernel's fixed time
+(:func:`gemm_overhead`, fitted to a measured H100 GEMM table); collectives cost ``factor · bytes / busbw``
+(nccl-tests ``PERFORMANCE.md``: all-reduce ``2(n−1)/n``, all-gather and reduce-scatter ``(n−1)/n``), hidden behind
+compute where frameworks overlap them; offload moves bytes over the GPU's host link and runs the optimizer on the
+CPU; on the GPU the optimizer step moves the bytes its kernels read and write a parameter (measured,
+``timing.dispatch.OPTIMIZER_BYTES``) at HBM bandwidth, once a step; every micro-step's memory-bound operations
+(norms, rotary embeddings, activations, residual adds, casts, the loss) move their bytes at HBM bandwidth too
+(:mod:`ftplan.timing.traffic`: measured per family for eager PyTorch, derived from the kernels' inputs and outputs
+for fused stacks). An eager stack (``kernels: eager``) also pays every operation it dispatches
+(:mod:`ftplan.timing.dispatch`: counted per layer in real micro-steps, each at a fitted host time).
 """
 
 from __future__ import annotations
@@ -67,12 +67,12 @@ from ftplan.memory.setup import (
 from ftplan.timing import dispatch, traffic
 
 # Fractions of dense peak where the catalog has none for a GPU: the weight matmuls' and the attention
-# core's, over hardware FLOPs, fitted on llm-foundry's single-node H100 BF16 runs beside the memory-bound and
-# per-operation time the model books apart (the lower of the two GPUs fitted;
+# core's, over hardware FLOPs, fitted on llm-foundry's single-node H100 BF16 runs beside the memory-bound,
+# per-GEMM (GEMM_* below) and per-operation time the model books apart (the lower of the two GPUs fitted;
 # ``benchmarks/throughput_accuracy.py --fit``). The attention core's is kept as a ratio to
 # the matmuls', so a pool that states its own efficiency scales both.
-DEFAULT_EFFICIENCY = 0.572
-DEFAULT_ATTENTION_RATIO = 0.203 / 0.572
+DEFAULT_EFFICIENCY = 0.584
+DEFAULT_ATTENTION_RATIO = 0.203 / 0.584
 
 # NVLink/NVSwitch ring collectives reach ~370 GB/s of the 450 GB/s unidirectional line rate on
 # 8×H100 (NVIDIA/nccl-tests#212): the same protocol efficiency is applied to every intra-node link.
@@ -123,6 +123,23 @@ ATTENTION_KERNEL_TFLOPS = {  # kernel: ((forward by length), (backward by length
 }
 ATTENTION_KERNEL_ARCHS = frozenset({"hopper"})  # where the measured speed-ups apply
 
+# A weight GEMM takes longer than its FLOPs at the large-shape rate: its epilogue writes every output element (of
+# the order of its two bytes at HBM bandwidth), the loop over its inner dimension has a latency one wave of tiles
+# cannot hide, and a kernel has a fixed time. An m × k by k × n GEMM takes, beside 2·m·n·k FLOPs at peak ×
+# efficiency, GEMM_OUTPUT_S · m·n + GEMM_INNER_S · k + GEMM_FIXED_S seconds: least squares on relative time over
+# OpenXLA's measured H100 table (xla/service/gpu/model/matmul_interpolator_data.h, sm_90 bf16: 375 shapes, m, n,
+# k from 256 to 4096), which the four terms fit to a median 2.5% and p90 7.2%, against 42% and 87% for FLOPs at
+# one rate fitted the same way (benchmarks/gemm_shapes.py). The per-output time scales with the GPU's HBM
+# bandwidth (the table's H100: 3,350 GB/s); the other two are the H100's on every GPU. So short micro-batches,
+# small models and narrow inner dimensions (a row-parallel shard under wide tensor parallelism) run below the
+# large-GEMM efficiency the catalog states, which is fitted beside these terms.
+GEMM_OUTPUT_S, GEMM_INNER_S, GEMM_FIXED_S = 4.10e-13, 9.09e-10, 5.53e-6
+GEMM_TABLE_HBM_GBS = 3350.0
+# Roles of the linears tensor parallelism splits by rows (their input); every other block linear and the lm_head
+# (vocabulary-parallel) are split by columns (their output), the MoE router is not split
+ROW_PARALLEL_ROLES = frozenset({"o", "down", "shared_down"})
+UNSPLIT_ROLES = frozenset({"router"})
+
 RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
 OFFLOAD = {"none": 0, "optimizer": 1, "optimizer+params": 2}
 
@@ -150,6 +167,22 @@ class Hardware:
         """FLOP/s of the attention kernels."""
         eff = self.attention_efficiency or self.efficiency * DEFAULT_ATTENTION_RATIO
         return self.peak_tflops * 1e12 * eff
+
+
+@dataclass(frozen=True, slots=True)
+class GemmShape:
+    """A weight matrix a micro-step multiplies, ``copies`` times (its layers, and its experts): ``d_in`` × ``d_out``,
+    split by tensor parallelism along ``split`` (``"row"``, ``"column"`` or ``""``), over ``rows`` of the
+    micro-step's tokens each (a routed expert: its balanced share, top-k over experts), with a weight gradient
+    where ``trained``."""
+
+    d_in: int
+    d_out: int
+    copies: int
+    split: str
+    rows: float = 1.0
+    trained: bool = True
+    expert: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +215,7 @@ class JobFlops:
     scores_forward: float = 0.0  # bytes eager attention's score tensors move a token per key it attends, forward
     scores_backward: float = 0.0  # the same, backward
     attention_square: bool = False  # the attention kernel computes every query-key pair, masked ones too
+    gemms: tuple[GemmShape, ...] = ()  # the weight GEMMs of a micro-step (their fixed costs, GEMM_* above)
 
     @property
     def model(self) -> float:
@@ -247,8 +281,56 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         scores_forward=scores_fwd,
         scores_backward=scores_bwd,
         attention_square=arch.kind is Kind.DECODER and square_attention(training),
+        gemms=_gemm_shapes(arch, training),
         **fp8,
     )
+
+
+def _gemm_shapes(arch: Architecture, training: Training) -> tuple[GemmShape, ...]:
+    """The weight GEMMs of a micro-step: every block linear of every layer and the lm_head, with a weight gradient
+    where the weights train (full fine-tuning; LoRA's adapters are :func:`_adapter_path`'s)."""
+    trained = training.method is Method.FULL
+    shapes = []
+    for stack, xs in arch.block_linears.items():
+        for x in xs:
+            split = "" if x.role in UNSPLIT_ROLES else "row" if x.role in ROW_PARALLEL_ROLES else "column"
+            rows = arch.experts_per_token / arch.experts if x.expert else 1.0
+            shapes.append(GemmShape(x.d_in, x.d_out, x.count * arch.layers_of(stack), split, rows, trained, x.expert))
+    if arch.kind is not Kind.ENCODER:
+        shapes.append(GemmShape(arch.hidden, arch.vocab, 1, "column", 1.0, trained))
+    return tuple(shapes)
+
+
+def gemm_overhead(
+    flops: JobFlops,
+    hw: Hardware,
+    tokens: np.ndarray,
+    tp: np.ndarray,
+    recompute: np.ndarray,
+    ep: np.ndarray | int = 1,
+) -> np.ndarray:
+    """Seconds a GPU's weight GEMMs take a micro-step beyond their FLOPs (GEMM_* above), for ``tokens`` a micro-step
+    on its tensor-parallel shard of each weight: the forward's (again under full recomputation), the input
+    gradient's, and the weight gradient's of trained weights, whose inner dimension is the tokens. An
+    expert-parallel rank runs its experts / ep experts on ep times their balanced share of its tokens."""
+    tokens, tp, recompute, ep = (np.asarray(x, dtype=float) for x in (tokens, tp, recompute, ep))
+    per_output = GEMM_OUTPUT_S * GEMM_TABLE_HBM_GBS / hw.hbm_gbs
+    forwards = np.where(recompute == 2, 2.0, 1.0)
+
+    def gemm(m: np.ndarray, n: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return per_output * m * n + GEMM_INNER_S * k + GEMM_FIXED_S
+
+    total = np.zeros(np.broadcast(tokens, tp, recompute, ep).shape)
+    for g in flops.gemms:
+        d_in = g.d_in / tp if g.split == "row" else np.full_like(tp, g.d_in)
+        d_out = g.d_out / tp if g.split == "column" else np.full_like(tp, g.d_out)
+        rows = tokens * g.rows * (ep if g.expert else 1.0)
+        copies = g.copies / ep if g.expert else g.copies
+        t = forwards * gemm(rows, d_out, d_in) + gemm(rows, d_in, d_out)
+        if g.trained:
+            t = t + gemm(d_in, d_out, rows)
+        total = total + copies * t
+    return total
 
 
 def square_attention(training: Training) -> bool:
@@ -485,6 +567,7 @@ def step_times(
     kernel = attention_kernel_factor(training, hw, chunk, recompute)
     t_attention = tokens_micro * attention_flops / tp / hw.attention_rate * kernel
     t_micro = tokens_micro * matmul_flops / tp / rate + t_attention
+    t_micro = t_micro + gemm_overhead(flops, hw, tokens_micro, tp, recompute, ep)
     if flops.adapter_bytes:  # LoRA's adapter GEMMs at the slower of their FLOPs and their HBM traffic
         again = np.where(recompute == 2, 4 / 3, 1.0)  # (the recomputed forward runs them again)
         t_flops = flops.adapter_linear / rate
@@ -505,8 +588,13 @@ def step_times(
     # ---- pipeline: each stage computes 1/pp of a micro-step; the schedule idles (pp − 1)/(v·m) of the ideal
     # time (its bubble, Narayanan et al. 2021 §2.2; v = 1 but interleaved); every micro-batch crosses each
     # stage boundary twice (activation forward, its gradient backward) as a point-to-point send that the
-    # receiving stage waits for, over NVLink while the stages share a node, else over the node's network
-    # share of one GPU
+    # receiving stage waits for. Each tensor-parallel rank sends its 1/tp of the boundary's hidden states:
+    # sequence parallelism keeps the residual stream split over the group (Korthikanti et al. 2022 §4.2.2), and
+    # Megatron splits it to send without it (the scatter/gather optimisation, Narayanan et al. 2021 §4.1).
+    # Stages are dp·cp·tp ranks apart (the pipeline is the outermost dimension of Megatron-Core's default rank
+    # order and of torchtitan's device mesh), so a pipeline wider than a node sends across nodes at some
+    # boundary, which every micro-batch waits for: NVLink only while the whole job shares a node, else the
+    # node's network share of one GPU
     t_micro = t_micro / pp
     bubble = np.where(pp > 1, (pp - 1) / (virtual * accum), 0.0)
     compute = t_micro * accum * (1 + bubble)
@@ -526,8 +614,8 @@ def step_times(
         kv_bytes = tokens_micro * arch.kv_dim * (2 * c + 2 * c + 2 * 4) * (cp - 1)
         t_ring = arch.total_layers / pp * kv_bytes / tp / cp_link
         t_cp = np.where(cp > 1, np.maximum(0.0, t_ring - t_attention / pp) * accum, 0.0)
-    p2p_bytes = tokens_micro * arch.hidden * c
-    link = _point_to_point(hw, tp * pp)
+    p2p_bytes = tokens_micro * arch.hidden * c / tp
+    link = _point_to_point(hw, dp * cp * tp * pp)
     # (one send each way a chunk micro-batch, on the critical path in each of the m·v + pp − 1 schedule slots)
     p2p = np.where(pp > 1, 2 * p2p_bytes / link * (accum * virtual + pp - 1), 0.0)
     backward_share = 1 - flops.forward / flops.model  # gradients are ready only during the backward
