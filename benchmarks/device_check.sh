@@ -3,7 +3,8 @@
 # peft and torchao (pip install -e ".[measure]" where a CUDA wheel is available; a case the machine
 # cannot run, such as FP8 without torchao, is skipped with its reason). Writes the tables to
 # $OUT (or benchmarks/results) with the GPU's name, then times single-GPU steps against the time model
-# (benchmarks/step_timing.py); about three minutes on an H100.
+# (benchmarks/step_timing.py) and GEMMs of every shape of the H100 table the time model's GEMM constants are
+# fitted on, in bf16 and FP8 (benchmarks/gemm_sweep.py); about four minutes on an H100.
 set -euo pipefail
 out="${OUT:-benchmarks/results}"
 mkdir -p "$out"
@@ -16,3 +17,5 @@ python3 benchmarks/measured_accuracy.py --device cuda --keep-dropout --grid benc
   | tee "$out/measured_accuracy_cuda.txt"
 python3 benchmarks/measured_accuracy.py --device cuda | tee "$out/measured_accuracy_cuda_cpu_grid.txt"
 python3 benchmarks/step_timing.py --steps 5 | tee "$out/step_timing_cuda.txt"
+python3 benchmarks/gemm_sweep.py --dtype bf16 -o "$out/gemm_bf16.yaml" | tee "$out/gemm_bf16.txt"
+python3 benchmarks/gemm_sweep.py --dtype fp8 -o "$out/gemm_fp8.yaml" | tee "$out/gemm_fp8.txt"

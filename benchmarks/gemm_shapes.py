@@ -7,11 +7,13 @@ cannot hide, and a fixed time a kernel. This script fits the four by least squar
 measured H100 table (``gemm_h100_xla.yaml``, 375 shapes), prints them beside the constants the model uses, and the
 error of both fits by output size: the four-term time and a plain FLOPs ÷ R (what a single efficiency assumes).
 
-Usage: python benchmarks/gemm_shapes.py
+Usage: python benchmarks/gemm_shapes.py [TABLE.yaml]   (another table of the same columns, such as one
+       benchmarks/gemm_sweep.py measured)
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +58,9 @@ def predict(rows: np.ndarray, rate: float, out: float, inner: float, fixed: floa
     return 2 * b * m * n * k / rate + out * b * m * n + inner * k + fixed
 
 
-def main() -> None:
-    rows = load()
+def main(argv: list[str]) -> None:
+    table = Path(argv[0]) if argv else TABLE
+    rows = load(table)
     rate, out, inner, fixed = fit(rows)
     t = seconds(rows)
     model = np.abs(predict(rows, rate, out, inner, fixed) / t - 1)
@@ -65,20 +68,22 @@ def main() -> None:
     flops = 2 * rows[:, 0] * rows[:, 1] * rows[:, 2] * rows[:, 3]
     one_rate = 1 / (np.sum(flops / t) / np.sum((flops / t) ** 2))  # least squares on relative time, as fit()
     plain = np.abs(flops / one_rate / t - 1)
-    print(f"{len(rows)} shapes of {TABLE.name}: R = {rate / 1e12:.0f} TFLOP/s, {out * 1e12:.3f} ps an output element,")
+    print(f"{len(rows)} shapes of {table.name}: R = {rate / 1e12:.4g} TFLOP/s, {out * 1e12:.3f} ps an output element,")
     used_text = f"{tm.GEMM_OUTPUT_S * 1e12:.3f} ps, {tm.GEMM_INNER_S * 1e9:.3f} ns, {tm.GEMM_FIXED_S * 1e6:.2f} µs"
     print(f"{inner * 1e9:.3f} ns a step of k, {fixed * 1e6:.2f} µs a GEMM (the model uses {used_text})\n")
     outputs = rows[:, 0] * rows[:, 1] * rows[:, 2]
     table = []
     for lo, hi, name in ((0, 2**40, "all"), *OUTPUT_BUCKETS):
         sel = (outputs >= lo) & (outputs < hi)
+        if not sel.any():
+            continue
         table.append([name, str(int(sel.sum())), f"{np.median(model[sel]):.1%}", f"{np.percentile(model[sel], 90):.1%}",
                       f"{np.median(used[sel]):.1%}", f"{np.median(plain[sel]):.1%}",
                       f"{np.percentile(plain[sel], 90):.1%}"])  # fmt: skip
     print(render_table(["outputs b·m·n", "shapes", "fit median", "fit p90", "model's constants median",
-                        f"one rate ({one_rate / 1e12:.0f} TFLOP/s) median", "one rate p90"], table,
+                        f"one rate ({one_rate / 1e12:.4g} TFLOP/s) median", "one rate p90"], table,
                        right={1, 2, 3, 4, 5, 6}))  # fmt: skip
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import subprocess
 import sys
@@ -150,6 +151,17 @@ def test_the_gemm_constants_are_the_fit_to_the_measured_table(benchmark_script):
     t = gemm_shapes.seconds(rows)
     errors = np.abs(gemm_shapes.predict(rows, rate, out, inner, fixed) / t - 1)
     assert np.median(errors) < 0.03 and np.percentile(errors, 90) < 0.08
+
+
+def test_the_gemm_sweep_times_every_shape_in_the_tables_format(benchmark_script, tmp_path):
+    # (what benchmarks/device_check.sh runs on a GPU, here on this machine's CPU with small shapes)
+    pytest.importorskip("torch")
+    sweep, shapes = benchmark_script("gemm_sweep"), benchmark_script("gemm_shapes")
+    out = tmp_path / "cpu.yaml"
+    assert sweep.main(["--device", "cpu", "--sizes", "32,64", "--batches", "1,2", "-o", str(out)]) == 0
+    rows = shapes.load(out)
+    assert {tuple(int(x) for x in r[:4]) for r in rows} == set(itertools.product((1, 2), (32, 64), (32, 64), (32, 64)))
+    assert len(rows) == 16 and (rows[:, 4] > 0).all()
 
 
 def test_compute_time_and_data_parallel_all_reduce():
