@@ -136,6 +136,25 @@ def test_weight_gemms_pay_their_outputs_their_inner_dimension_and_a_launch_in_ex
     assert len(flops.gemms) == 7 + 1  # (seven linears a layer, and the lm_head)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    tokens=st.sampled_from([64, 512, 4096, 32768]), factor=st.sampled_from([2, 4]), tp=st.sampled_from([1, 2, 4]),
+    recompute=st.sampled_from([0, 2]), method=st.sampled_from([Method.FULL, Method.LORA]),
+)  # fmt: skip
+def test_gemm_fixed_costs_grow_with_the_tokens_but_never_per_token_and_tp_never_raises_them(
+    tokens, factor, tp, recompute, method
+):
+    arch = architecture_from_hf(TINY)
+    flops = tm.job_flops(arch, Training(method=method, lora=LoraSetup() if method is Method.LORA else None))
+
+    def cost(n: float, t: int) -> float:
+        return float(tm.gemm_overhead(flops, HW, np.array([float(n)]), np.array([t]), np.array([recompute]))[0])
+
+    assert cost(tokens * factor, tp) > cost(tokens, tp)
+    assert cost(tokens * factor, tp) / (tokens * factor) <= cost(tokens, tp) / tokens
+    assert cost(tokens, tp * 2) <= cost(tokens, tp)
+
+
 def test_the_gemm_constants_are_the_fit_to_the_measured_table(benchmark_script):
     gemm_shapes = benchmark_script("gemm_shapes")
     rows = gemm_shapes.load()
