@@ -122,6 +122,27 @@ def test_step_time_adds_the_all_to_alls_and_splits_the_expert_collectives(catalo
     assert eight.communication[0] == pytest.approx(max(0.0, t_z3 - eight.compute[0]) + a2a)
 
 
+def test_a_layers_experts_run_as_one_grouped_gemm_a_projection_in_exact_arithmetic(catalog, h100_node):
+    # Qwen3-30B-A3B: 48 layers of 128 experts, top-8, gate and up 2048 → 768 and down 768 → 2048 a layer
+    job = _job(catalog)
+    arch, hw = job.arch, h100_node()
+    flops = tm.job_flops(arch, job.training)
+    experts = [g for g in flops.gemms if g.groups > 1]
+    shapes = [(2048, 768), (2048, 768), (768, 2048)]
+    assert [(g.d_in, g.d_out, g.copies, g.groups, g.rows) for g in experts] == [(k, n, 48, 128, 8) for k, n in shapes]
+    out = tm.GEMM_OUTPUT_S * tm.GEMM_TABLE_HBM_GBS / 3350.0
+
+    def gemm(m: float, n: float, k: float) -> float:
+        return out * m * n + tm.GEMM_INNER_S * k + tm.GEMM_FIXED_S
+
+    only = replace(flops, gemms=tuple(experts))
+    for ep in (1, 8):  # 4,096 tokens a micro-step: 32,768 routed rows, over 128 / ep local experts
+        rows, groups = 4096 * 8, 128 / ep
+        want = 48 * sum(gemm(rows, n, k) + gemm(rows, k, n) + gemm(groups * k, n, rows / groups) for k, n in shapes)
+        got = tm.gemm_overhead(only, hw, np.array([4096.0]), 1, 0, ep=ep)[0]
+        assert got == pytest.approx(want, rel=1e-12)
+
+
 def test_the_layout_search_splits_experts_of_moe_models_only(catalog):
     job = _job(catalog)
     assert expert_degrees(job, 16) == (1, 2, 4, 8, 16)

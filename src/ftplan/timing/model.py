@@ -171,10 +171,11 @@ class Hardware:
 
 @dataclass(frozen=True, slots=True)
 class GemmShape:
-    """A weight matrix a micro-step multiplies, ``copies`` times (its layers, and its experts): ``d_in`` × ``d_out``,
-    split by tensor parallelism along ``split`` (``"row"``, ``"column"`` or ``""``), over ``rows`` of the
-    micro-step's tokens each (a routed expert: its balanced share, top-k over experts), with a weight gradient
-    where ``trained``."""
+    """A weight matrix a micro-step multiplies, ``copies`` times (its layers): ``d_in`` × ``d_out``, split by
+    tensor parallelism along ``split`` (``"row"``, ``"column"`` or ``""``), with a weight gradient where
+    ``trained``. A MoE's routed experts are one grouped GEMM of ``groups`` matrices (transformers' default
+    ``grouped_mm`` experts backend: ``torch.nn.functional.grouped_mm`` over the tokens sorted by expert), over
+    ``rows`` rows a token (its top-k copies) shared among them."""
 
     d_in: int
     d_out: int
@@ -182,7 +183,7 @@ class GemmShape:
     split: str
     rows: float = 1.0
     trained: bool = True
-    expert: bool = False
+    groups: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,8 +295,11 @@ def _gemm_shapes(arch: Architecture, training: Training) -> tuple[GemmShape, ...
     for stack, xs in arch.block_linears.items():
         for x in xs:
             split = "" if x.role in UNSPLIT_ROLES else "row" if x.role in ROW_PARALLEL_ROLES else "column"
-            rows = arch.experts_per_token / arch.experts if x.expert else 1.0
-            shapes.append(GemmShape(x.d_in, x.d_out, x.count * arch.layers_of(stack), split, rows, trained, x.expert))
+            layers = arch.layers_of(stack)
+            if x.expert:  # (one grouped GEMM a layer for all the experts)
+                shapes.append(GemmShape(x.d_in, x.d_out, layers, split, arch.experts_per_token, trained, x.count))
+            else:
+                shapes.append(GemmShape(x.d_in, x.d_out, x.count * layers, split, 1.0, trained))
     if arch.kind is not Kind.ENCODER:
         shapes.append(GemmShape(arch.hidden, arch.vocab, 1, "column", 1.0, trained))
     return tuple(shapes)
@@ -311,8 +315,10 @@ def gemm_overhead(
 ) -> np.ndarray:
     """Seconds a GPU's weight GEMMs take a micro-step beyond their FLOPs (GEMM_* above), for ``tokens`` a micro-step
     on its tensor-parallel shard of each weight: the forward's (again under full recomputation), the input
-    gradient's, and the weight gradient's of trained weights, whose inner dimension is the tokens. An
-    expert-parallel rank runs its experts / ep experts on ep times their balanced share of its tokens."""
+    gradient's, and the weight gradient's of trained weights, whose inner dimension is the tokens. A MoE's grouped
+    GEMM runs the rank's routed rows (top-k a token; under expert parallelism its experts / ep experts receive as
+    many, on balance, from every rank) in one kernel; its weight gradient writes every local expert's gradient, each
+    over its share of the rows."""
     tokens, tp, recompute, ep = (np.asarray(x, dtype=float) for x in (tokens, tp, recompute, ep))
     per_output = GEMM_OUTPUT_S * GEMM_TABLE_HBM_GBS / hw.hbm_gbs
     forwards = np.where(recompute == 2, 2.0, 1.0)
@@ -324,12 +330,12 @@ def gemm_overhead(
     for g in flops.gemms:
         d_in = g.d_in / tp if g.split == "row" else np.full_like(tp, g.d_in)
         d_out = g.d_out / tp if g.split == "column" else np.full_like(tp, g.d_out)
-        rows = tokens * g.rows * (ep if g.expert else 1.0)
-        copies = g.copies / ep if g.expert else g.copies
+        rows = tokens * g.rows
+        groups = g.groups / ep if g.groups > 1 else 1.0
         t = forwards * gemm(rows, d_out, d_in) + gemm(rows, d_in, d_out)
         if g.trained:
-            t = t + gemm(d_in, d_out, rows)
-        total = total + copies * t
+            t = t + gemm(groups * d_in, d_out, rows / groups)
+        total = total + g.copies * t
     return total
 
 
