@@ -58,9 +58,8 @@ def predict(rows: np.ndarray, rate: float, out: float, inner: float, fixed: floa
     return 2 * b * m * n * k / rate + out * b * m * n + inner * k + fixed
 
 
-def main(argv: list[str]) -> None:
-    table = Path(argv[0]) if argv else TABLE
-    rows = load(table)
+def report(rows: np.ndarray, name: str) -> None:
+    """Print the fit to ``rows``, the constants the model uses, and both fits' errors beside one rate's."""
     rate, out, inner, fixed = fit(rows)
     t = seconds(rows)
     model = np.abs(predict(rows, rate, out, inner, fixed) / t - 1)
@@ -68,7 +67,7 @@ def main(argv: list[str]) -> None:
     flops = 2 * rows[:, 0] * rows[:, 1] * rows[:, 2] * rows[:, 3]
     one_rate = 1 / (np.sum(flops / t) / np.sum((flops / t) ** 2))  # least squares on relative time, as fit()
     plain = np.abs(flops / one_rate / t - 1)
-    print(f"{len(rows)} shapes of {table.name}: R = {rate / 1e12:.4g} TFLOP/s, {out * 1e12:.3f} ps an output element,")
+    print(f"{len(rows)} shapes of {name}: R = {rate / 1e12:.4g} TFLOP/s, {out * 1e12:.3f} ps an output element,")
     used_text = f"{tm.GEMM_OUTPUT_S * 1e12:.3f} ps, {tm.GEMM_INNER_S * 1e9:.3f} ns, {tm.GEMM_FIXED_S * 1e6:.2f} µs"
     print(f"{inner * 1e9:.3f} ns a step of k, {fixed * 1e6:.2f} µs a GEMM (the model uses {used_text})\n")
     outputs = rows[:, 0] * rows[:, 1] * rows[:, 2]
@@ -83,6 +82,11 @@ def main(argv: list[str]) -> None:
     print(render_table(["outputs b·m·n", "shapes", "fit median", "fit p90", "model's constants median",
                         f"one rate ({one_rate / 1e12:.4g} TFLOP/s) median", "one rate p90"], table,
                        right={1, 2, 3, 4, 5, 6}))  # fmt: skip
+
+
+def main(argv: list[str]) -> None:
+    table = Path(argv[0]) if argv else TABLE
+    report(load(table), table.name)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ Every shape of OpenXLA's H100 table (b batched m × k by k × n products, b in {
 4,096) is timed on the device: ``torch.bmm`` in bf16, or one ``torch._scaled_mm`` a batch in FP8 (e4m3 operands,
 bf16 output, per-tensor scales; b = 1 only, as the kernel takes no batch). Each shape runs a few warm-up calls,
 then the median of five timings of enough calls to fill about 20 ms (CUDA events; ``time.perf_counter`` on a
-CPU). The table is written with ``-o`` and the four constants of ``benchmarks/gemm_shapes.py`` fitted to it are
-printed beside the H100 table's, so a session with a GPU checks the constants the time model takes from the
-H100 on its own GPU, and in FP8, which the H100 table lacks.
+CPU). The table is written with ``-o``, and ``benchmarks/gemm_shapes.py``'s report of it printed: the four
+constants fitted to it beside the ones the time model takes from the H100 table, so a session with a GPU checks
+those on its own GPU, and in FP8, which the H100 table lacks.
 
 Usage: python benchmarks/gemm_sweep.py [--device cuda|cpu] [--dtype bf16|fp8] [--sizes 256,512,...]
        [--batches 1,2,4] [-o TABLE.yaml]
@@ -122,16 +122,8 @@ def main(argv: list[str]) -> int:
     sys.path.insert(0, str(Path(__file__).parent))
     import gemm_shapes
 
-    measured = np.array(rows, dtype=float)
-    print(f"{name} · {args.dtype} · {len(rows)} shapes")
-    if len(rows) >= 4:
-        rate, out, inner, fixed = gemm_shapes.fit(measured)
-        errors = np.abs(gemm_shapes.predict(measured, rate, out, inner, fixed) / gemm_shapes.seconds(measured) - 1)
-        h100 = gemm_shapes.fit(gemm_shapes.load())
-        for label, (r, o, i, f) in (("this device", (rate, out, inner, fixed)), ("H100 table", h100)):
-            print(f"{label:12s} R {r / 1e12:7.1f} TFLOP/s  {o * 1e12:.3f} ps an output  {i * 1e9:.3f} ns a step of k  "
-                  f"{f * 1e6:.2f} µs a GEMM")  # fmt: skip
-        print(f"fit on this device: median {np.median(errors):.1%}, p90 {np.percentile(errors, 90):.1%}")
+    if len(rows) >= 4:  # (the fit's four constants)
+        gemm_shapes.report(np.array(rows, dtype=float), f"{name} ({args.dtype})")
     return 0
 
 

@@ -504,9 +504,10 @@ def _fit_pair(chosen: list[dict], catalog: Catalog, per_op: float) -> tuple[floa
     for c in chosen:
         matmuls, attention = c["flops"].hardware(c["recompute"])
         hw = _hardware(c, catalog)
+        peak = hw.peak_tflops * 1e12
         st = _times(c, catalog)
         ops = st.dispatch[0] / dispatch.SECONDS_PER_OP
-        a.append([float(matmuls) / (hw.peak_tflops * 1e12), float(attention) / (hw.peak_tflops * 1e12)])
+        a.append([float(matmuls) / peak, float(attention) / peak])
         t.append(1 / c["measured"])
         d.append((ops * per_op + st.other[0] + _gemm_fixed(c, hw)) / _tokens_per_gpu(c))
     a_, t_, d_ = np.array(a), np.array(t), np.array(d)

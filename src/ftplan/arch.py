@@ -49,6 +49,11 @@ class Linear:
 
 # Roles of a block's attention linears (MLA's compressed q/kv projections included)
 ATTENTION_ROLES = frozenset({"q", "k", "v", "qkv", "o", "q_a", "q_b", "kv_a", "kv_b"})
+# Roles of the linears tensor parallelism splits by rows (their input: the attention output and the MLP's down
+# projections); the router is not split, and every other linear and the lm_head (vocabulary-parallel) are split by
+# columns (their output)
+ROW_PARALLEL_ROLES = frozenset({"o", "down", "shared_down"})
+UNSPLIT_ROLES = frozenset({"router"})
 
 SUPPORTED_MODEL_TYPES = (
     "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftplan.arch import Kind
+from ftplan.arch import ROW_PARALLEL_ROLES, Kind
 from ftplan.errors import MeasureError
 from ftplan.job import ResolvedJob
 from ftplan.memory import Method
 
-# the roles of a layer's linears the plan shards (column-wise: the rest row-wise)
+# the roles of a layer's linears the plan shards column-wise (row-wise: ROW_PARALLEL_ROLES)
 _COLUMN = ("q", "k", "v", "gate", "up")
-_ROW = ("o", "down")
 
 
 def check_tensor_parallel(job: ResolvedJob, nproc: int) -> None:
@@ -53,7 +52,7 @@ def check_tensor_parallel(job: ResolvedJob, nproc: int) -> None:
             "reach. To fix: measure tensor parallelism with method full."
         )
     roles = {x.role for lin in arch.block_linears.values() for x in lin}
-    if arch.kind is not Kind.DECODER or arch.experts or not roles <= {*_COLUMN, *_ROW}:
+    if arch.kind is not Kind.DECODER or arch.experts or not roles <= {*_COLUMN, *ROW_PARALLEL_ROLES}:
         raise MeasureError(
             f"--nproc's tensor-parallel plan is torchtitan's for Llama-style decoders (q/k/v/o, gate/up/down); "
             f"{arch.model_type} has {', '.join(sorted(roles))}. To fix: measure a Llama, Mistral, Qwen2 or Qwen3 model."
@@ -94,7 +93,7 @@ def parallelize(model: Any, job: ResolvedJob, device: str, mesh: Any = None) -> 
             role = names.get(leaf)
             if role in _COLUMN:
                 plan[path] = ColwiseParallel()
-            elif role in _ROW:
+            elif role in ROW_PARALLEL_ROLES:
                 plan[path] = RowwiseParallel(output_layouts=Shard(1), use_local_output=False)
             elif path in ("input_layernorm", "post_attention_layernorm"):
                 plan[path] = SequenceParallel()

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ftplan.arch import Architecture, Kind
+from ftplan.arch import ROW_PARALLEL_ROLES, UNSPLIT_ROLES, Architecture, Kind
 from ftplan.memory.estimate import fp8_converted
 from ftplan.memory.params import lora_targets, parameter_targets, split_params
 from ftplan.memory.setup import (
@@ -135,10 +135,6 @@ ATTENTION_KERNEL_ARCHS = frozenset({"hopper"})  # where the measured speed-ups a
 # large-GEMM efficiency the catalog states, which is fitted beside these terms.
 GEMM_OUTPUT_S, GEMM_INNER_S, GEMM_FIXED_S = 4.10e-13, 9.09e-10, 5.53e-6
 GEMM_TABLE_HBM_GBS = 3350.0
-# Roles of the linears tensor parallelism splits by rows (their input); every other block linear and the lm_head
-# (vocabulary-parallel) are split by columns (their output), the MoE router is not split
-ROW_PARALLEL_ROLES = frozenset({"o", "down", "shared_down"})
-UNSPLIT_ROLES = frozenset({"router"})
 
 RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
 OFFLOAD = {"none": 0, "optimizer": 1, "optimizer+params": 2}
