@@ -264,6 +264,41 @@ def test_bus_bandwidth_is_the_network_or_what_the_pool_measured_and_latency_grow
     assert tm.collective_latency(HW, np.array([1]), np.array([8]), "all-gather")[0] == 0.0
 
 
+def test_nvlink_sharp_speeds_an_all_reduce_inside_the_domain_only(catalog):
+    nvls = dataclasses.replace(HW, nvls=True)
+    groups = np.array([2, 4, 5, 6, 7, 8, 16])
+    net = 3200 / 8 * 0.848
+    # NCCL's NVLS bus bandwidth on H100s (nccl#1455, nccl-tests#212): the ring's 370 up to 4 GPUs, then 420–480
+    assert list(tm.bus_bandwidth(nvls, groups, all_reduce=True)) == pytest.approx([370, 370, 420, 440, 460, 480, net])
+    assert list(tm.bus_bandwidth(nvls, np.array([6]), all_reduce=True)) == pytest.approx([370 * 440 / 370])
+    for hw, all_reduce in ((nvls, False), (HW, True)):  # an all-gather, or switches that do not reduce: the ring
+        assert list(tm.bus_bandwidth(hw, groups, all_reduce=all_reduce)) == pytest.approx([370] * 6 + [net])
+    nvl72 = dataclasses.replace(nvls, nvlink_domain=72, network_gbps=None)
+    assert list(tm.bus_bandwidth(nvl72, np.array([64, 72]), all_reduce=True)) == pytest.approx([480, 480])
+    assert [g.id for g in catalog.gpus.values() if g.nvls] == [
+        "h200-sxm-141gb", "h100-sxm-80gb", "b200-180gb", "b300-sxm-288gb", "gb200-186gb", "gb300-288gb",
+    ]  # fmt: skip
+    assert fit_hardware(gpu_pool(catalog, "h100-sxm-80gb", 8, 1.0), Precision.BF16_MIXED).nvls
+    assert not fit_hardware(gpu_pool(catalog, "a100-sxm-80gb", 8, 1.0), Precision.BF16_MIXED).nvls
+
+
+def test_ddp_gradient_all_reduce_runs_at_the_nvls_bus_bandwidth_in_a_node():
+    arch = architecture_from_hf(TINY | {"hidden_size": 2048, "intermediate_size": 5632})
+    tr = Training(seq_len=32)
+    flops = tm.job_flops(arch, tr)
+    lay = [np.array([v]) for v in (8, 1, 0, 0, 0, 1, 1)]  # dp 8, ZeRO 0, one sequence of 32 tokens
+    ring, sharp = (tm.step_times(flops, arch, tr, hw, *lay) for hw in (HW, dataclasses.replace(HW, nvls=True)))
+    assert ring.communication[0] > sharp.communication[0] > 0  # (32 tokens: the all-reduce outlasts the backward)
+    g = 7 / 8 * flops.trainable * 4  # fp32 gradients, 7/8 of them leaving each GPU, twice (reduce, then gather)
+    saved = 2 * g * (1 / 370e9 - 1 / 480e9)
+    assert ring.communication[0] - sharp.communication[0] == pytest.approx(saved, rel=1e-9)
+    assert ring.compute[0] == sharp.compute[0]
+    for zero in (1, 2, 3):  # ZeRO 1-3 reduce-scatter and all-gather: no gain
+        lay[2] = np.array([zero])
+        a, b = (tm.step_times(flops, arch, tr, hw, *lay) for hw in (HW, dataclasses.replace(HW, nvls=True)))
+        assert a.communication[0] == b.communication[0] > 0
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     dp=st.sampled_from([1, 2, 4, 8]), zero=st.sampled_from([0, 1, 2, 3]), mb=st.integers(1, 4),

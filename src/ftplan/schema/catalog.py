@@ -43,6 +43,9 @@ class Gpu(_Row):
     nvlink_domain: int | None = Field(
         None, gt=0, description="GPUs on one NVLink domain when it spans nodes (GB200 NVL72: 72)"
     )
+    nvls: bool = Field(
+        False, description="NVLink SHARP: the NVSwitches reduce an all-reduce in the NVLink domain (NVSwitch gen 3+)"
+    )
     mamf_tflops: dict[str, float] | None = Field(
         None, description="maximum achievable matmul TFLOP/s measured per dtype (bf16, fp8)"
     )

@@ -78,6 +78,15 @@ DEFAULT_ATTENTION_RATIO = 0.203 / 0.584
 # 8×H100 (NVIDIA/nccl-tests#212): the same protocol efficiency is applied to every intra-node link.
 INTRA_NODE_EFFICIENCY = 370 / 450
 
+# Inside an NVLink domain whose NVSwitches reduce (NVLink SHARP, catalog ``nvls``), NCCL runs an all-reduce as its NVLS
+# algorithm (its default there since 2.17): 8 H100s reach a bus bandwidth of about 480 GB/s against the ring's 370
+# (NVIDIA/nccl-tests#212, NCCL's maintainer; 475 GB/s measured on 8 H200s, nccl-tests#272). The gain grows with the
+# GPUs the switch reduces over: none at 2 to 4 GPUs, 420, 440 and 460 GB/s at 5, 6 and 7 (8 H100s measured with
+# NCCL_ALGO=NVLS, NVIDIA/nccl#1455); a wider domain (NVL72) is held at 8 GPUs' gain, its own being unmeasured. An
+# all-gather or a reduce-scatter gains nothing (NVIDIA/nccl#1506: NCCL keeps the ring for them).
+NVLS_BUSBW_GBS = {5: 420.0, 6: 440.0, 7: 460.0, 8: 480.0}
+NVLS_RING_BUSBW_GBS = 370.0
+
 # Across nodes a collective's bus bandwidth is the node's network at the protocol efficiency nccl-tests
 # measured over InfiniBand: 84.8 GB/s average bus bandwidth of 100 GB/s theoretical on 3 nodes of
 # 8×A100 with 4×HDR200 each (NVIDIA/nccl-tests#119), unless the pool states its own measured bus
@@ -157,6 +166,7 @@ class Hardware:
     attention_efficiency: float | None = None  # the attention core's (None: efficiency × DEFAULT_ATTENTION_RATIO)
     network_busbw_gbs: float | None = None  # measured bus bandwidth across nodes (nccl-tests), when stated
     gpu_arch: str | None = None  # the GPU's architecture (catalog ``arch``): where Hopper attention kernels run
+    nvls: bool = False  # the NVLink domain's switches reduce all-reduces (NVLink SHARP)
 
     @property
     def attention_rate(self) -> float:
@@ -399,18 +409,28 @@ def _domain(hw: Hardware) -> int:
     return max(hw.nvlink_domain or 0, hw.gpus_per_node)
 
 
-def bus_bandwidth(hw: Hardware, group: np.ndarray) -> np.ndarray:
+def nvls_gain(group: np.ndarray) -> np.ndarray:
+    """An all-reduce's bus bandwidth under NVLink SHARP over the ring's, among ``group`` GPUs of one NVLink domain
+    (:data:`NVLS_BUSBW_GBS`: 1 up to 4 GPUs, 8 GPUs' gain above 8)."""
+    group = np.clip(np.asarray(group, dtype=float), 4, 8)
+    gbs = np.interp(group, [4, *NVLS_BUSBW_GBS], [NVLS_RING_BUSBW_GBS, *NVLS_BUSBW_GBS.values()])
+    return gbs / NVLS_RING_BUSBW_GBS
+
+
+def bus_bandwidth(hw: Hardware, group: np.ndarray, all_reduce: bool = False) -> np.ndarray:
     """Bus bandwidth (GB/s) of a collective over ``group`` GPUs packed into nodes of the pool: NVLink at
-    nccl-tests' protocol efficiency inside an NVLink domain; across domains the node's network at
+    nccl-tests' protocol efficiency inside an NVLink domain (an ``all_reduce`` there faster by
+    :func:`nvls_gain` where the switches reduce); across domains the node's network at
     ``NETWORK_EFFICIENCY``, or the pool's measured bus bandwidth, and never above NVLink. Every
     collective shares it (bus bandwidth is normalised to the link); their latencies differ,
     :func:`collective_latency`."""
     group = np.asarray(group, dtype=float)
     intra = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY
+    inside = intra * (nvls_gain(group) if all_reduce and hw.nvls else 1.0)
     if hw.network_gbps is None and hw.network_busbw_gbs is None:
-        return np.full_like(group, intra)
+        return np.broadcast_to(inside, group.shape).astype(float)
     inter = hw.network_busbw_gbs or (hw.network_gbps or 0.0) / 8 * NETWORK_EFFICIENCY
-    return np.where(np.ceil(group / _domain(hw)) > 1, min(inter, intra), intra)
+    return np.where(np.ceil(group / _domain(hw)) > 1, min(inter, intra), inside)
 
 
 def collective_latency(hw: Hardware, ranks: np.ndarray, span: np.ndarray, kind: str) -> np.ndarray:
@@ -638,6 +658,7 @@ def step_times(
     frac = np.where(shard > 1, (shard - 1) / shard, 0.0)
     group = shard * tp
     bw = bus_bandwidth(hw, group) * 1e9
+    bw_ar = bus_bandwidth(hw, group, all_reduce=True) * 1e9  # (ZeRO 0's all-reduce: NVLS inside a domain)
     on_node = np.minimum(group, max(hw.nvlink_domain or 0, hw.gpus_per_node))
     bw_rep = bus_bandwidth(hw, replicas * on_node) * 1e9 / on_node
     t_rep = np.where(replicas > 1, 2 * (replicas - 1) / replicas * g_bytes / shard / bw_rep, 0.0)
@@ -668,7 +689,7 @@ def step_times(
     t_dp = (
         np.where(
             zero == 0,
-            2 * (frac * g_bytes + e_frac * g_exp) / bw + lat_buckets,
+            2 * (frac * g_bytes + e_frac * g_exp) / bw_ar + lat_buckets,
             (frac * g_bytes + e_frac * g_exp) * (1 + c / grad_bytes) / bw + 2 * units * lat_ring,
         )
         + t_rep
