@@ -30,8 +30,9 @@ per-operation dispatch time on Qwen's (``--fit``), so those two sources are the 
 fitted on and every other source is held out; the summary prints both parts separately.
 
 Configuration as published vs inferred: a case whose source leaves part of the run to inference (the validation
-data's own grade B or confidence below high, figures recalled rather than read from the source, or a micro-batch
-or a step's accumulation the benchmark assumes because the source states neither) is grouped apart, so the
+data's own grade B or confidence below high, figures recalled rather than read from the source, a micro-batch or a
+step's accumulation the benchmark assumes because the source states neither, or a global batch that disagrees with
+dp × micro-batch × accumulation, so that one of the stated figures is wrong) is grouped apart, so the
 summary shows how much of the error sits where the configuration itself is uncertain; every target is on all
 cases.
 
@@ -312,7 +313,6 @@ def translate(case: dict, catalog: Catalog) -> dict:
     count = int(hw.get("count") or 1)
     tp, pp, cp = int(par.get("tp") or 1), int(par.get("pp") or 1), int(par.get("cp") or 1)
     micro_batch = _int(case.get("micro_batch"))
-    inferred = _inferred(case)
     if micro_batch is None:
         if pp > 1:  # (the pipeline's bubble depends on it)
             raise OutOfScope("micro-batch not stated")
@@ -353,7 +353,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
         "recompute": recompute,
         "micro_batch": micro_batch, "grad_accum": _accum(case, dp, micro_batch),
         "measured": float(measured), "source": source, "fp8": fp8, "kind": kind,
-        "nodes": nodes, "busbw": MEASURED_BUSBW.get(source, {}).get(nodes), "inferred": inferred,
+        "nodes": nodes, "busbw": MEASURED_BUSBW.get(source, {}).get(nodes), "inferred": _inferred(case, dp),
     }  # fmt: skip
 
 
@@ -374,15 +374,18 @@ def _sixteen_bit(prec: str) -> Precision:
     return Precision.BF16_PURE if "torch.bfloat16" in prec or "bf16-true" in prec else Precision.BF16_MIXED
 
 
-def _inferred(case: dict) -> bool:
-    """Whether part of the case's configuration is inferred rather than published (see module docstring)."""
+def _inferred(case: dict, dp: int) -> bool:
+    """Whether part of the case's configuration is inferred rather than published, or contradicts itself (see
+    module docstring); ``dp`` its data-parallel degree."""
     source = case.get("source") or {}
+    micro_batch, accum, gbs = (_int(case.get(k)) for k in ("micro_batch", "grad_accum", "global_batch_seqs"))
     return (
         case.get("grade") == "B"
         or case.get("confidence") in ("medium", "low")
         or "recalled" in str(source.get("verification", "") if isinstance(source, dict) else "")
-        or _int(case.get("micro_batch")) is None
-        or not (case.get("grad_accum") or case.get("global_batch_seqs"))
+        or micro_batch is None
+        or not (accum or gbs)
+        or bool(micro_batch and accum and gbs and gbs != dp * micro_batch * accum)
     )
 
 

@@ -130,19 +130,22 @@ def test_the_playbooks_benchmark_models_are_the_ones_its_mfu_counts(catalog, ben
 
 def test_cases_whose_configuration_is_partly_inferred_are_told_apart(catalog, benchmark_script):
     """A case is grouped as inferred where its validation row says so (grade B, confidence below high, figures
-    recalled) or where the benchmark assumes what the source leaves out (micro-batch, accumulation)."""
+    recalled), where the benchmark assumes what the source leaves out (micro-batch, accumulation), or where the
+    stated global batch is not dp × micro-batch × accumulation."""
     bench = benchmark_script("throughput_accuracy")
     stated = {"id": "x", "micro_batch": 2, "grad_accum": 4}
-    assert not bench._inferred(stated)
-    assert not bench._inferred(stated | {"grad_accum": None, "global_batch_seqs": 64, "grade": "A"})
+    assert not bench._inferred(stated, 8)
+    assert not bench._inferred(stated | {"grad_accum": None, "global_batch_seqs": 64, "grade": "A"}, 8)
+    assert not bench._inferred(stated | {"global_batch_seqs": 64}, 8)
     for partial in (
         {"grade": "B"}, {"confidence": "medium"}, {"source": {"verification": "values recalled from paper"}},
-        {"micro_batch": None}, {"grad_accum": None},
+        {"micro_batch": None}, {"grad_accum": None}, {"global_batch_seqs": 32},
     ):  # fmt: skip
-        assert bench._inferred(stated | partial), partial
+        assert bench._inferred(stated | partial, 8), partial
     cases, _ = bench.load_cases(catalog)
     by_id = {c["id"]: c["inferred"] for c in cases}
     assert by_id["foundry-h100-bf16-70b-s2048-g512-ls"] is False  # micro-batch 8, accumulation 1, stated
     assert by_id["nemo-longseq-llama2-7b-4k"] is True  # (no micro-batch, no global batch)
     assert by_id["ult-h100-llama318b-lora-g1"] is True  # (grade B)
+    assert by_id["automodel-h100-bf16-llama3-70b-lora"] is True  # (global batch 32 at dp 1 × 1 × 4 micro-batches)
     assert 0 < sum(by_id.values()) < len(by_id) / 2
