@@ -149,7 +149,7 @@ SOURCE_CONFIGS = {
 # bias-activation and norm kernels; Transformer Engine), NeMo Automodel (Transformer Engine attention and its
 # Triton LoRA kernel, stated per case) and torchtune (torch.compile on, per its README). Every other source runs
 # eager PyTorch: Transformers + PEFT (Qwen, universal-llm-trainer), Composer (llm-foundry), nanotron (the
-# Ultra-Scale Playbook) and torchtitan without compile.
+# Ultra-Scale Playbook) and torchtitan, but where a case states torch.compile in its precision.
 FUSED_SOURCES = {"mbridge", "nemo", "nemo2407", "automodel", "torchtune", "narayanan21", "korthikanti22", "mcore"}
 # Stacks that run attention through Transformer Engine, which prefers cuDNN's fused attention on Hopper (NeMo's
 # memory-optimisation guide): Megatron-Core, NeMo and Megatron-Bridge, and NeMo Automodel's cases that state TE's
@@ -333,7 +333,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
         precision=Precision.FP8 if fp8 else Precision.FP16_MIXED if "fp16" in prec else _sixteen_bit(prec),
         seq_len=seq, lora=_lora(case) if frozen else None,
         fp8=Fp8Setup(all_gather="all-gather" in prec) if fp8 else None,
-        kernels=Kernels.FUSED if source in FUSED_SOURCES else Kernels.EAGER,
+        kernels=Kernels.FUSED if source in FUSED_SOURCES or "compile" in prec else Kernels.EAGER,
         attention_kernel=_attention_kernel(case),
         attention=Attention.EAGER if eager else Attention.SDPA, dropout=True if eager else None,
     )  # fmt: skip
