@@ -308,7 +308,9 @@ def translate(case: dict, catalog: Catalog) -> dict:
     if "gptq" in str(case.get("quantization") or "").lower():  # ftplan's QLoRA is bitsandbytes' NF4
         raise OutOfScope("GPTQ-quantized weights")
     seq = _int(case.get("seq_len")) or _int((case.get("model") or {}).get("seq_len"))
-    if seq is None:
+    # (a row packed with documents that attend within themselves costs attention over their lengths, which a row's
+    # length alone does not give: NeMo's packed SFT)
+    if seq is None or "attention within" in str(case.get("packing") or ""):
         raise OutOfScope("variable-length batches")
     count = int(hw.get("count") or 1)
     tp, pp, cp = int(par.get("tp") or 1), int(par.get("pp") or 1), int(par.get("cp") or 1)
