@@ -92,3 +92,30 @@ def test_the_layout_search_tries_node_local_shard_groups_across_nodes(catalog):
     assert not hybrid.empty
     assert set(hybrid["zero"]) <= {2, 3} and set(hybrid["offload"]) == {"none"} and set(hybrid["pp"]) == {1}
     assert (hybrid["dp_shard"] * hybrid["tp"] == 8).all() and (hybrid["dp"] > hybrid["dp_shard"]).all()
+
+
+def test_replicate_all_reduces_inside_an_nvlink_domain_each_run_at_the_nvlink_rate(catalog):
+    """Inside an NVLink domain every GPU has its own link to the switches: the replicate all-reduces that the
+    GPUs of a shard group run at once do not share it (an 8-GPU node split into two shard groups of 4; a GB200
+    NVL72 rack's 18 trays of 4), while across nodes they share the node's network (the test above)."""
+    job = _job(catalog)
+    flops = tm.job_flops(job.arch, job.training)
+    g = flops.trainable * 4
+    units = job.arch.total_layers + 1
+    for per_node, domain, dp, shard in ((8, None, 8, 4), (4, 72, 72, 4)):  # an 8-GPU node; an NVL72 of 4-GPU trays
+        # (a GPU of 10⁶ TFLOP/s: the compute is short, the collectives exposed)
+        hw = tm.Hardware(peak_tflops=1e6, efficiency=0.4, hbm_gbs=3350.0, intra_node_gbs=450.0, host_link_gbs=64.0,
+                         gpus_per_node=per_node, network_gbps=3200.0, nvlink_domain=domain)  # fmt: skip
+        args = [np.array([v]) for v in (dp, 1, 2, 0, 0, 1, 1)]  # ZeRO-2, one micro-step
+        hybrid = tm.step_times(flops, job.arch, job.training, hw, *args, dp_shard=np.array([shard]))
+        without = tm.step_times(flops, job.arch, job.training, hw, *args, dp_shard=np.array([dp]))
+        replicas = dp // shard
+        lat = tm.collective_latency(hw, np.array([shard]), np.array([shard]), "all-gather")[0]
+        lat_rep = tm.collective_latency(hw, np.array([replicas]), np.array([replicas * shard]), "all-reduce")[0]
+        nvlink = 450e9 * tm.INTRA_NODE_EFFICIENCY
+        inside = (shard - 1) / shard * (g + g * 2 / 4) / nvlink + 2 * units * lat
+        rep = 2 * (replicas - 1) / replicas * g / shard / nvlink + units * lat_rep  # (not divided by the shard)
+        backward = hybrid.compute[0] * (1 - flops.forward / flops.model)
+        assert inside + rep > backward  # (exposed: the term is exercised)
+        assert hybrid.communication[0] == pytest.approx(inside + rep - backward, rel=1e-9)
+        assert without.communication[0] > 0
