@@ -76,4 +76,4 @@ def test_catalog_gpus_shows_the_nvlink_domain():
     res = CliRunner().invoke(app, ["catalog", "gpus", "--filter", "gb200", "--format", "json"])
     assert res.exit_code == 0, res.output
     (row,) = json.loads(res.output)
-    assert (row["gpus_per_node"], row["nvlink_domain"]) == (4, 72)
+    assert (row["gpus_per_node"], row["nvlink_domain"], row["nvls"]) == (4, 72, True)

@@ -36,7 +36,7 @@ def _show(frame: pd.DataFrame, fmt: Format, filt: str | None, output: Path | Non
 
 @app.command("gpus")
 def gpus(filter: str | None = FILTER, format: Format = FMT, output: Path | None = OUT) -> None:
-    """GPUs: memory, dense TFLOP/s, bandwidths, node and NVLink domain sizes, and purchase price."""
+    """GPUs: memory, dense TFLOP/s, bandwidths, node and NVLink domain sizes, NVLink SHARP, and purchase price."""
     cat = load_catalog()
     frame = pd.DataFrame(
         [
@@ -44,7 +44,7 @@ def gpus(filter: str | None = FILTER, format: Format = FMT, output: Path | None 
                 "id": g.id, "memory_gib": round(g.memory_mib / 1024, 1), "bf16_tflops": g.tflops.bf16,
                 "fp16_tflops": g.tflops.fp16, "fp8_tflops": g.tflops.fp8, "hbm_gbs": g.hbm_gbs,
                 "intra_node_gbs": g.intra_node_gbs, "gpus_per_node": g.max_gpus_per_node,
-                "nvlink_domain": g.nvlink_domain or g.max_gpus_per_node,
+                "nvlink_domain": g.nvlink_domain or g.max_gpus_per_node, "nvls": g.nvls,
                 "usd_per_gpu": g.purchase_usd_per_gpu, "price_date": g.purchase_date,
             }
             for g in cat.gpus.values()
