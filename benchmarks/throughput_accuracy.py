@@ -30,7 +30,8 @@ per-operation dispatch time on Qwen's (``--fit``), so those two sources are the 
 fitted on and every other source is held out; the summary prints both parts separately.
 
 Configuration as published vs inferred: a case whose source leaves part of the run to inference (the validation
-data's own grade B or confidence below high, figures recalled rather than read from the source, a micro-batch or a
+data's own grade B, confidence below high or list of inferred fields, figures recalled rather than read from the
+source, a micro-batch or a
 step's accumulation the benchmark assumes because the source states neither, or a global batch that disagrees with
 dp × micro-batch × accumulation, so that one of the stated figures is wrong) is grouped apart, so the
 summary shows how much of the error sits where the configuration itself is uncertain; every target is on all
@@ -383,6 +384,7 @@ def _inferred(case: dict, dp: int) -> bool:
     micro_batch, accum, gbs = (_int(case.get(k)) for k in ("micro_batch", "grad_accum", "global_batch_seqs"))
     return (
         case.get("grade") == "B"
+        or bool(case.get("inferred"))  # (the validation row's own list of what it inferred)
         or case.get("confidence") in ("medium", "low")
         or "recalled" in str(source.get("verification", "") if isinstance(source, dict) else "")
         or micro_batch is None

@@ -129,8 +129,8 @@ def test_the_playbooks_benchmark_models_are_the_ones_its_mfu_counts(catalog, ben
 
 
 def test_cases_whose_configuration_is_partly_inferred_are_told_apart(catalog, benchmark_script):
-    """A case is grouped as inferred where its validation row says so (grade B, confidence below high, figures
-    recalled), where the benchmark assumes what the source leaves out (micro-batch, accumulation), or where the
+    """A case is grouped as inferred where its validation row says so (grade B, confidence below high, a list of
+    inferred fields, figures recalled), where the benchmark assumes what the source leaves out (micro-batch, accumulation), or where the
     stated global batch is not dp × micro-batch × accumulation."""
     bench = benchmark_script("throughput_accuracy")
     stated = {"id": "x", "micro_batch": 2, "grad_accum": 4}
@@ -139,6 +139,7 @@ def test_cases_whose_configuration_is_partly_inferred_are_told_apart(catalog, be
     assert not bench._inferred(stated | {"global_batch_seqs": 64}, 8)
     for partial in (
         {"grade": "B"}, {"confidence": "medium"}, {"source": {"verification": "values recalled from paper"}},
+        {"inferred": ["micro_batch: the figure's maximum batch size"]},
         {"micro_batch": None}, {"grad_accum": None}, {"global_batch_seqs": 32},
     ):  # fmt: skip
         assert bench._inferred(stated | partial, 8), partial
