@@ -130,8 +130,8 @@ def test_the_playbooks_benchmark_models_are_the_ones_its_mfu_counts(catalog, ben
 
 def test_cases_whose_configuration_is_partly_inferred_are_told_apart(catalog, benchmark_script):
     """A case is grouped as inferred where its validation row says so (grade B, confidence below high, a list of
-    inferred fields, figures recalled), where the benchmark assumes what the source leaves out (micro-batch, accumulation), or where the
-    stated global batch is not dp × micro-batch × accumulation."""
+    inferred fields, figures recalled), where the benchmark assumes what the source leaves out (micro-batch,
+    accumulation), or where the stated global batch is not dp × micro-batch × accumulation."""
     bench = benchmark_script("throughput_accuracy")
     stated = {"id": "x", "micro_batch": 2, "grad_accum": 4}
     assert not bench._inferred(stated, 8)

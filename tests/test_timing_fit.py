@@ -269,12 +269,14 @@ def test_nvlink_sharp_speeds_an_all_reduce_inside_the_domain_only(catalog):
     groups = np.array([2, 4, 5, 6, 7, 8, 16])
     net = 3200 / 8 * 0.848
     # NCCL's NVLS bus bandwidth on H100s (nccl#1455, nccl-tests#212): the ring's 370 up to 4 GPUs, then 420–480
-    assert list(tm.bus_bandwidth(nvls, groups, all_reduce=True)) == pytest.approx([370, 370, 420, 440, 460, 480, net])
-    assert list(tm.bus_bandwidth(nvls, np.array([6]), all_reduce=True)) == pytest.approx([370 * 440 / 370])
-    for hw, all_reduce in ((nvls, False), (HW, True)):  # an all-gather, or switches that do not reduce: the ring
+    bw = tm.bus_bandwidth(nvls, groups, all_reduce=groups)
+    assert list(bw) == pytest.approx([370, 370, 420, 440, 460, 480, net])
+    # 4 tensor-parallel groups of 2 data-parallel ranks on a node: each all-reduce is among 2 GPUs, no gain
+    assert tm.bus_bandwidth(nvls, np.array([8]), all_reduce=np.array([2]))[0] == pytest.approx(370)
+    for hw, all_reduce in ((nvls, None), (HW, groups)):  # an all-gather, or switches that do not reduce: the ring
         assert list(tm.bus_bandwidth(hw, groups, all_reduce=all_reduce)) == pytest.approx([370] * 6 + [net])
     nvl72 = dataclasses.replace(nvls, nvlink_domain=72, network_gbps=None)
-    assert list(tm.bus_bandwidth(nvl72, np.array([64, 72]), all_reduce=True)) == pytest.approx([480, 480])
+    assert list(tm.bus_bandwidth(nvl72, np.array([64, 72]), all_reduce=np.array([64, 72]))) == pytest.approx([480] * 2)
     assert [g.id for g in catalog.gpus.values() if g.nvls] == [
         "h200-sxm-141gb", "h100-sxm-80gb", "b200-180gb", "b300-sxm-288gb", "gb200-186gb", "gb300-288gb",
     ]  # fmt: skip
@@ -297,6 +299,9 @@ def test_ddp_gradient_all_reduce_runs_at_the_nvls_bus_bandwidth_in_a_node():
         lay[2] = np.array([zero])
         a, b = (tm.step_times(flops, arch, tr, hw, *lay) for hw in (HW, dataclasses.replace(HW, nvls=True)))
         assert a.communication[0] == b.communication[0] > 0
+    lay[:3] = [np.array([2]), np.array([4]), np.array([0])]  # dp 2 × tp 4: all-reduces among 2 GPUs, no gain
+    a, b = (tm.step_times(flops, arch, tr, hw, *lay) for hw in (HW, dataclasses.replace(HW, nvls=True)))
+    assert a.communication[0] == b.communication[0]
 
 
 @settings(max_examples=40, deadline=None)

@@ -417,16 +417,16 @@ def nvls_gain(group: np.ndarray) -> np.ndarray:
     return gbs / NVLS_RING_BUSBW_GBS
 
 
-def bus_bandwidth(hw: Hardware, group: np.ndarray, all_reduce: bool = False) -> np.ndarray:
+def bus_bandwidth(hw: Hardware, group: np.ndarray, all_reduce: np.ndarray | None = None) -> np.ndarray:
     """Bus bandwidth (GB/s) of a collective over ``group`` GPUs packed into nodes of the pool: NVLink at
-    nccl-tests' protocol efficiency inside an NVLink domain (an ``all_reduce`` there faster by
-    :func:`nvls_gain` where the switches reduce); across domains the node's network at
+    nccl-tests' protocol efficiency inside an NVLink domain (an all-reduce among ``all_reduce`` of them there
+    faster by :func:`nvls_gain` where the switches reduce); across domains the node's network at
     ``NETWORK_EFFICIENCY``, or the pool's measured bus bandwidth, and never above NVLink. Every
     collective shares it (bus bandwidth is normalised to the link); their latencies differ,
     :func:`collective_latency`."""
     group = np.asarray(group, dtype=float)
     intra = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY
-    inside = intra * (nvls_gain(group) if all_reduce and hw.nvls else 1.0)
+    inside = intra * (nvls_gain(all_reduce) if all_reduce is not None and hw.nvls else np.ones_like(group))
     if hw.network_gbps is None and hw.network_busbw_gbs is None:
         return np.broadcast_to(inside, group.shape).astype(float)
     inter = hw.network_busbw_gbs or (hw.network_gbps or 0.0) / 8 * NETWORK_EFFICIENCY
@@ -659,7 +659,7 @@ def step_times(
     frac = np.where(shard > 1, (shard - 1) / shard, 0.0)
     group = shard * tp
     bw = bus_bandwidth(hw, group) * 1e9
-    bw_ar = bus_bandwidth(hw, group, all_reduce=True) * 1e9  # (ZeRO 0's all-reduce: NVLS inside a domain)
+    bw_ar = bus_bandwidth(hw, group, all_reduce=shard) * 1e9  # (ZeRO 0's all-reduce: NVLS inside a domain)
     on_node = np.minimum(group, max(hw.nvlink_domain or 0, hw.gpus_per_node))
     across = np.ceil(replicas * on_node / _domain(hw)) > 1
     bw_rep = bus_bandwidth(hw, replicas * on_node) * 1e9 / np.where(across, on_node, 1.0)
