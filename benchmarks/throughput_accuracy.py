@@ -4,7 +4,8 @@ Cases: ``throughput_public.yaml`` (pre-training and a few fine-tuning runs) and
 ``throughput_finetune_public.yaml`` (LoRA, QLoRA and full fine-tuning: Qwen's README, NeMo Automodel,
 LitGPT, universal-llm-trainer; copied from the team's validation data with its provenance). Each case
 runs with its own layout (dp, tp, pipeline stages and their interleaving, ZeRO stage, recomputation,
-micro-batch, accumulation, LoRA rank and targets) and its stack's kernels (``FUSED_SOURCES``), and is
+micro-batch, accumulation, LoRA rank and targets; a MoE's expert-parallel degree, at a capacity factor of 1 where
+the source spreads the tokens evenly over the experts) and its stack's kernels (``FUSED_SOURCES``), and is
 compared on tokens/s per GPU: as published, or a source's TFLOP/s per GPU over the FLOPs a token its own
 formula counts (``FLOP_CONVENTIONS``).
 
@@ -14,7 +15,7 @@ models, which the catalog lacks). Context-parallel cases run over ``cp`` ranks a
 attention, the time model's ``ring``). Out of scope, each counted by its reason: GPUs and models the catalog does
 not hold, offload (stated in its own field or in the sharding's description), 4-bit weights other than bitsandbytes' NF4
 (GPTQ's kernels are not the QLoRA the model costs), variable-length batches whose length distribution the
-source does not publish, a pipeline without a stated micro-batch, FP8 outside full training, MoE, and a published
+source does not publish, a pipeline without a stated micro-batch, FP8 outside full training, and a published
 rate that would run the job's FLOPs as configured faster than its GPU's dense peak (it counts tokens otherwise).
 
 Baseline: the llm-analysis formula — the job's weight-matmul FLOPs (6N full, 4N + adapters with frozen
@@ -66,9 +67,15 @@ HERE = Path(__file__).parent
 FILES = (HERE / "throughput_public.yaml", HERE / "throughput_finetune_public.yaml")
 FITTED_SOURCES = {"foundry", "qwen1"}  # the catalog's efficiencies (llm-foundry) and the dispatch time (Qwen)
 
-# Network per 8-GPU node where a case does not state it: DGX/HGX H100 8×400 Gbps NDR, DGX A100
-# 8×200 Gbps HDR (shared/data/gpus.yaml inter_node_typical).
-NETWORK = {"h100-sxm-80gb": 3200.0, "h200-sxm-141gb": 3200.0, "a100-sxm-80gb": 1600.0, "a100-sxm-40gb": 1600.0}
+# Network per node (the catalog's node: 8 GPUs, a GB200/GB300 compute tray's 4) where a case does not state it:
+# DGX/HGX H100 8×400 Gbps NDR, DGX A100 8×200 Gbps HDR (shared/data/gpus.yaml inter_node_typical); DGX B200 the
+# H100's 8×400 Gbps ConnectX-7; a GB200 tray one 400 Gbps ConnectX-7 port a GPU (ml-engineering network/README.md,
+# tools/gpus_2025.yaml), and a GB300 tray taken as the GB200's (no source states its ports; its runs of 72 GPUs or
+# fewer never leave the rack's NVLink).
+NETWORK = {
+    "h100-sxm-80gb": 3200.0, "h200-sxm-141gb": 3200.0, "a100-sxm-80gb": 1600.0, "a100-sxm-40gb": 1600.0,
+    "b200-180gb": 3200.0, "gb200-186gb": 1600.0, "gb300-288gb": 1600.0,
+}  # fmt: skip
 
 # Bus bandwidth the source measured on its own cluster, which a pool states (``allreduce_busbw_gbs``):
 # the Ultra-Scale Playbook's 8×H100 nodes, all-reduce of 256 MB by node count (its ``pp_comm_bandwidth``
@@ -92,6 +99,10 @@ MODEL_NAMES = {
     "llama2-70b": "llama-2-70b",
     "phi3-mini (3.8b)": "phi-3-mini-4k",
     "llama2-7b": "llama-2-7b",
+    "deepseekv3": "deepseek-v3",
+    "gpt oss 120b": "gpt-oss-120b",
+    "qwen3_30b_a3b": "qwen3-30b-a3b",
+    "qwen3_235b_a22b": "qwen3-235b-a22b",
 }
 
 
@@ -321,8 +332,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
             raise OutOfScope("micro-batch not stated")
         micro_batch = 1  # without a pipeline it only sets how much compute hides the gradient reduction
     arch = _architecture(case, catalog)
-    if arch.is_moe:
-        raise OutOfScope("MoE")
+    ep = int(par.get("ep") or 1) if arch.is_moe else 1
     measured = _tokens_per_s(case, arch, seq, count)
     eager = source in EAGER_ATTENTION_SOURCES
     if eager:
@@ -340,7 +350,9 @@ def translate(case: dict, catalog: Catalog) -> dict:
         attention_kernel=_attention_kernel(case),
         attention=Attention.EAGER if eager else Attention.SDPA, dropout=True if eager else None,
     )  # fmt: skip
-    nodes = int(hw.get("nodes") or math.ceil(count / 8))
+    if "force-balanced" in str(case.get("routing")):  # (tokens spread evenly: no rank waits for an overloaded one)
+        training = replace(training, capacity_factor=1.0)
+    nodes = int(hw.get("nodes") or math.ceil(count / catalog.gpus[gpu].max_gpus_per_node))
     flops = tm.job_flops(arch, training)
     if source in SINGLE_KERNEL_SOURCES:
         fused = tm.job_flops(arch, replace(training, kernels=Kernels.FUSED))
@@ -351,7 +363,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
         raise OutOfScope("faster than the GPU's peak as configured")
     return {
         "id": case["id"], "arch": arch, "training": training, "flops": flops, "gpu": gpu, "dp": dp, "tp": tp,
-        "pp": pp, "cp": cp,
+        "pp": pp, "cp": cp, "ep": ep,
         "virtual": virtual, "zero": _zero(par),
         "recompute": recompute,
         "micro_batch": micro_batch, "grad_accum": _accum(case, dp, micro_batch),
@@ -447,7 +459,7 @@ def _hardware(c: dict, catalog: Catalog, efficiencies: tuple[float, float] | Non
     """The case's hardware; ``efficiencies`` (matmuls, attention) in place of the catalog's."""
     gpu = catalog.gpus[c["gpu"]]
     network = NETWORK.get(c["gpu"], 1600.0) if c["nodes"] > 1 else None
-    pool = Pool(c["gpu"], gpu, gpus_per_node=8, max_nodes=max(c["nodes"], 1), network_gbps=network,
+    pool = Pool(c["gpu"], gpu, gpus_per_node=gpu.max_gpus_per_node, max_nodes=max(c["nodes"], 1), network_gbps=network,
                 usd_per_node_hour=None, allreduce_busbw_gbs=c["busbw"])  # fmt: skip
     hw = hardware(pool, c["training"].precision)
     if efficiencies is not None:
@@ -460,7 +472,7 @@ def _times(c: dict, catalog: Catalog, efficiencies: tuple[float, float] | None =
     return tm.step_times(
         c["flops"], c["arch"], c["training"], hw, np.array([c["dp"]]), np.array([c["tp"]]), np.array([c["zero"]]),
         np.array([0]), np.array([c["recompute"]]), np.array([c["micro_batch"]]), np.array([c["grad_accum"]]),
-        np.array([c["pp"]]), np.array([c["virtual"]]), cp=np.array([c["cp"]]),
+        np.array([c["pp"]]), np.array([c["virtual"]]), cp=np.array([c["cp"]]), ep=np.array([c["ep"]]),
     )  # fmt: skip
 
 
@@ -628,6 +640,7 @@ def main(argv: list[str]) -> None:
             "precision: FP8" if c["fp8"] else "precision: 16-bit", "pipeline: yes" if c["pp"] > 1 else "pipeline: no",
             "context parallelism: yes" if c["cp"] > 1 else "context parallelism: no",
             "configuration: inferred" if c["inferred"] else "configuration: as published",
+            "MoE: yes" if c["arch"].is_moe else "MoE: no",
         ):  # fmt: skip
             groups.setdefault(key, []).append((e, b))
         groups.setdefault("all", []).append((e, b))

@@ -150,3 +150,20 @@ def test_cases_whose_configuration_is_partly_inferred_are_told_apart(catalog, be
     assert by_id["ult-h100-llama318b-lora-g1"] is True  # (grade B)
     assert by_id["automodel-h100-bf16-llama3-70b-lora"] is True  # (global batch 32 at dp 1 × 1 × 4 micro-batches)
     assert 0 < sum(by_id.values()) < len(by_id) / 2
+
+
+def test_moe_cases_run_with_their_expert_parallelism_on_the_gpus_nodes(catalog, benchmark_script):
+    """Megatron-Bridge's gpt-oss-120b on 64 GB200s: ep 64, tokens force-balanced over the experts (capacity
+    factor 1), 16 compute trays of 4 GPUs in one NVLink domain; the dense rows keep ep 1."""
+    bench = benchmark_script("throughput_accuracy")
+    cases, _ = bench.load_cases(catalog)
+    by_id = {c["id"]: c for c in cases}
+    oss = by_id["mbridge-25.11-gb200-bf16-gpt_oss_120b-gbs1280"]
+    assert oss["arch"].is_moe and (oss["ep"], oss["dp"], oss["grad_accum"], oss["nodes"]) == (64, 64, 20, 16)
+    assert oss["training"].capacity_factor == 1.0
+    hw = bench._hardware(oss, catalog)
+    assert (hw.gpus_per_node, hw.nvlink_domain) == (4, 72)
+    dense = by_id["mbridge-25.11-gb200-fp8cs-llama3_8b-gbs128"]
+    assert not dense["arch"].is_moe and dense["ep"] == 1 and dense["nodes"] == 2
+    # at ep 1 every GPU would hold, and reduce the gradients of, all 128 experts: far slower than the run measured
+    assert bench.predict(oss | {"ep": 1}, catalog) < 0.6 * bench.predict(oss, catalog)
