@@ -4,10 +4,11 @@ Cases: ``throughput_public.yaml`` (pre-training and a few fine-tuning runs) and
 ``throughput_finetune_public.yaml`` (LoRA, QLoRA and full fine-tuning: Qwen's README, NeMo Automodel,
 LitGPT, universal-llm-trainer; copied from the team's validation data with its provenance). Each case
 runs with its own layout (dp, tp, pipeline stages and their interleaving, ZeRO stage, recomputation,
-micro-batch, accumulation, LoRA rank and targets; a MoE's expert-parallel degree, at a capacity factor of 1 where
-the source spreads the tokens evenly over the experts) and its stack's kernels (``FUSED_SOURCES``), and is
-compared on tokens/s per GPU: as published, or a source's TFLOP/s per GPU over the FLOPs a token its own
-formula counts (``FLOP_CONVENTIONS``).
+micro-batch, accumulation, LoRA rank and targets; a MoE's expert-parallel degree, at a capacity factor of 1
+where the source spreads the tokens evenly over the experts; an expert-parallel group wider than the data- and
+context-parallel ranks, which Megatron builds over tensor-parallel ranks too, is out of scope) and its stack's
+kernels (``FUSED_SOURCES``), and is compared on tokens/s per GPU: as published, or a source's TFLOP/s per GPU
+over the FLOPs a token its own formula counts (``FLOP_CONVENTIONS``).
 
 Model dimensions come from the case, else from the catalog by the model's name (``MODEL_NAMES`` maps
 the sources' spellings to catalog ids; ``SOURCE_CONFIGS`` holds Qwen1's, Nemotron's and nanotron's benchmark
@@ -333,6 +334,8 @@ def translate(case: dict, catalog: Catalog) -> dict:
         micro_batch = 1  # without a pipeline it only sets how much compute hides the gradient reduction
     arch = _architecture(case, catalog)
     ep = int(par.get("ep") or 1) if arch.is_moe else 1
+    if (count // (tp * pp)) % ep:  # (Megatron may carve experts out of tp × dp ranks; ftplan's EP shares dp × cp)
+        raise OutOfScope("expert parallelism across tensor-parallel ranks")
     measured = _tokens_per_s(case, arch, seq, count)
     eager = source in EAGER_ATTENTION_SOURCES
     if eager:
