@@ -4,7 +4,8 @@
 # cannot run, such as FP8 without torchao, is skipped with its reason). Writes the tables to
 # $OUT (or benchmarks/results) with the GPU's name, then times single-GPU steps against the time model
 # (benchmarks/step_timing.py) and GEMMs of every shape of the H100 table the time model's GEMM constants are
-# fitted on, in bf16 and FP8 (benchmarks/gemm_sweep.py); about four minutes on an H100.
+# fitted on, in bf16 and FP8, and the MoE models' grouped expert GEMMs (benchmarks/gemm_sweep.py); about five minutes
+# on an H100.
 set -euo pipefail
 out="${OUT:-benchmarks/results}"
 mkdir -p "$out"
@@ -19,3 +20,4 @@ python3 benchmarks/measured_accuracy.py --device cuda | tee "$out/measured_accur
 python3 benchmarks/step_timing.py --steps 5 | tee "$out/step_timing_cuda.txt"
 python3 benchmarks/gemm_sweep.py --dtype bf16 -o "$out/gemm_bf16.yaml" | tee "$out/gemm_bf16.txt"
 python3 benchmarks/gemm_sweep.py --dtype fp8 -o "$out/gemm_fp8.yaml" | tee "$out/gemm_fp8.txt"
+python3 benchmarks/gemm_sweep.py --grouped -o "$out/gemm_grouped.yaml" | tee "$out/gemm_grouped.txt"

@@ -9,8 +9,17 @@ CPU). The table is written with ``-o``, and ``benchmarks/gemm_shapes.py``'s repo
 constants fitted to it beside the ones the time model takes from the H100 table, so a session with a GPU checks
 those on its own GPU, and in FP8, which the H100 table lacks.
 
+With ``--grouped`` it times a MoE's routed experts instead, as the time model runs them (``timing.model``'s
+``GemmShape`` with groups: one ``torch.nn.functional.grouped_mm`` a projection, the rank's experts / ep experts
+taking the tokens' top-k rows evenly): every expert projection of the catalog's MoE models (``GROUPED_MODELS``) at
+a few micro-step sizes and expert-parallel degrees, forward only, beside what the time model gives the same GEMM on
+the device's catalog GPU (its FLOPs at peak × efficiency plus the GEMM constants) — the check of the expert GEMMs
+that the MoE rows of ``throughput_accuracy.py`` leave least certain.
+
 Usage: python benchmarks/gemm_sweep.py [--device cuda|cpu] [--dtype bf16|fp8] [--sizes 256,512,...]
        [--batches 1,2,4] [-o TABLE.yaml]
+       python benchmarks/gemm_sweep.py --grouped [--device cuda|cpu] [--gpu CATALOG_ID] [--tokens 4096,16384]
+       [--eps 1,8] [--models qwen3-30b-a3b,...] [-o TABLE.yaml]
 """
 
 from __future__ import annotations
@@ -30,6 +39,9 @@ import yaml
 from ftplan.io import write_text_atomic
 
 SIZES = (256, 512, 1024, 2048, 4096)
+GROUPED_MODELS = ("qwen3-30b-a3b", "gpt-oss-120b", "qwen3-235b-a22b", "deepseek-v3")
+GROUPED_TOKENS = (4096, 16384)  # tokens a rank routes a micro-step
+GROUPED_EPS = (1, 8)
 BATCHES = (1, 2, 4)
 TARGET_S = 0.02  # seconds of calls a timing covers
 REPEATS = 5
@@ -88,6 +100,81 @@ def measure(device: str, dtype: str, sizes: tuple[int, ...], batches: tuple[int,
     return rows
 
 
+def grouped(
+    device: str, gpu: str, models: tuple[str, ...], tokens: tuple[int, ...], eps: tuple[int, ...]
+) -> list[dict]:  # fmt: skip
+    """Every expert projection of ``models`` at ``tokens`` routed tokens and each ep: measured against the time
+    model's seconds for the same grouped GEMM on catalog GPU ``gpu`` (bf16)."""
+    import torch
+
+    from ftplan.catalog import load_catalog
+    from ftplan.fit import Pool, hardware
+    from ftplan.memory.setup import Precision, Training
+    from ftplan.timing import model as tm
+
+    catalog = load_catalog()
+    g = catalog.gpus[gpu]
+    hw = hardware(Pool(gpu, g, gpus_per_node=g.max_gpus_per_node, max_nodes=1, network_gbps=None,
+                       usd_per_node_hour=None), Precision.BF16_MIXED)  # fmt: skip
+    rate = hw.peak_tflops * 1e12 * hw.efficiency
+    per_output = tm.GEMM_OUTPUT_S * tm.GEMM_TABLE_HBM_GBS / hw.hbm_gbs
+    timed, out = _timer(device), []
+    for name in models:
+        arch = catalog.architecture(name)
+        shapes = {(x.d_in, x.d_out, x.groups, x.rows): x for x in tm.job_flops(arch, Training()).gemms if x.groups > 1}
+        for shape in shapes.values():  # (gate and up share a shape: timed once)
+            for t, ep in itertools.product(tokens, eps):
+                experts, rows = shape.groups // ep, int(t * shape.rows)
+                x = torch.randn(rows, shape.d_in, device=device, dtype=torch.bfloat16)
+                w = torch.randn(experts, shape.d_in, shape.d_out, device=device, dtype=torch.bfloat16)
+                offs = torch.linspace(rows / experts, rows, experts, device=device).round().to(torch.int32)
+                fn = lambda x=x, w=w, offs=offs: torch.nn.functional.grouped_mm(x, w, offs=offs)  # noqa: E731
+                timed(fn, 2)
+                once = max(timed(fn, 1), 1e-7)
+                calls = max(1, min(1_000, int(TARGET_S / once)))
+                seconds = statistics.median(timed(fn, calls) / calls for _ in range(REPEATS))
+                flop = 2 * rows * shape.d_in * shape.d_out
+                model = flop / rate + per_output * rows * shape.d_out + tm.GEMM_INNER_S * shape.d_in + tm.GEMM_FIXED_S
+                out.append({
+                    "model": name, "d_in": shape.d_in, "d_out": shape.d_out, "experts": experts, "tokens": t,
+                    "ep": ep, "rows_per_expert": rows // experts, "tflops": float(f"{flop / seconds / 1e12:.4g}"),
+                    "model_tflops": float(f"{flop / model / 1e12:.4g}"),
+                })  # fmt: skip
+    return out
+
+
+def _grouped_main(args: argparse.Namespace, name: str) -> int:
+    import torch
+
+    gpu = args.gpu
+    if gpu is None:
+        from ftplan.catalog import load_catalog
+        from ftplan.errors import FtplanError
+
+        try:
+            gpu = load_catalog().gpu(name.replace("NVIDIA ", "").split(" ")[0]).id
+        except FtplanError:
+            print(f"{name} is not in the GPU catalog: give --gpu, the catalog GPU the time model's column is for")
+            return 2
+    split = lambda text: tuple(x for x in text.split(",") if x)  # noqa: E731
+    rows = grouped(args.device, gpu, split(args.models), tuple(map(int, split(args.tokens))),
+                   tuple(map(int, split(args.eps))))  # fmt: skip
+    table = {
+        "source": {"ref": "benchmarks/gemm_sweep.py --grouped", "device": name, "model_gpu": gpu,
+                   "torch": str(torch.__version__), "date": datetime.date.today().isoformat()},
+        "rows": rows,
+    }  # fmt: skip
+    if args.output:
+        write_text_atomic(args.output, yaml.safe_dump(table, sort_keys=False, default_flow_style=None))
+    from ftplan.report.tables import render_table
+
+    cols = ["model", "d_in", "d_out", "experts", "tokens", "ep", "rows_per_expert", "tflops", "model_tflops"]
+    body = [[str(r[c]) for c in cols] + [f"{r['tflops'] / r['model_tflops']:.2f}"] for r in rows]
+    print(f"grouped expert GEMMs on {name}, forward, bf16; the time model's on {gpu}")
+    print(render_table([*cols, "measured / model"], body, right=set(range(1, len(cols) + 1))))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
@@ -95,6 +182,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
     parser.add_argument("-o", "--output", type=Path)
+    parser.add_argument("--grouped", action="store_true", help="time MoE expert GEMMs (see module docstring)")
+    parser.add_argument("--gpu", help="catalog GPU the time model's column is for (default: the device's)")
+    parser.add_argument("--models", default=",".join(GROUPED_MODELS))
+    parser.add_argument("--tokens", default=",".join(map(str, GROUPED_TOKENS)))
+    parser.add_argument("--eps", default=",".join(map(str, GROUPED_EPS)))
     args = parser.parse_args(argv)
     try:
         import torch
@@ -107,9 +199,14 @@ def main(argv: list[str]) -> int:
     if args.dtype == "fp8" and (args.device != "cuda" or torch.cuda.get_device_capability() < (8, 9)):
         print("FP8 GEMMs need a GPU of compute capability 8.9 or later: skipped")
         return 0
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    if args.grouped:
+        if not hasattr(torch.nn.functional, "grouped_mm"):
+            print(f"torch {torch.__version__} has no torch.nn.functional.grouped_mm: the expert GEMMs are not timed")
+            return 0
+        return _grouped_main(args, name)
     sizes = tuple(int(x) for x in args.sizes.split(","))
     batches = tuple(int(x) for x in args.batches.split(","))
-    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     rows = measure(args.device, args.dtype, sizes, batches)
     table = {
         "source": {"ref": f"benchmarks/gemm_sweep.py --dtype {args.dtype}", "device": name,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -181,6 +182,25 @@ def test_the_gemm_sweep_times_every_shape_in_the_tables_format(benchmark_script,
     rows = shapes.load(out)
     assert {tuple(int(x) for x in r[:4]) for r in rows} == set(itertools.product((1, 2), (32, 64), (32, 64), (32, 64)))
     assert len(rows) == 16 and (rows[:, 4] > 0).all()
+
+
+def test_the_grouped_sweep_times_each_expert_projection_beside_the_time_models_seconds(benchmark_script, tmp_path):
+    # (benchmarks/device_check.sh's MoE check, here on this machine's CPU with a few tokens)
+    pytest.importorskip("torch")
+    sweep = benchmark_script("gemm_sweep")
+    out = tmp_path / "grouped.yaml"
+    args = ["--grouped", "--device", "cpu", "--gpu", "h100-sxm-80gb", "--models", "qwen3-30b-a3b", "--tokens", "64",
+            "--eps", "8,16", "-o", str(out)]  # fmt: skip
+    assert sweep.main(args) == 0
+    rows = yaml.safe_load(out.read_text())["rows"]
+    # Qwen3-30B-A3B's experts (hidden 2048, 768 wide, 128 of them, top 8): gate/up and down, at ep 8 and 16
+    assert [(r["d_in"], r["d_out"], r["experts"], r["rows_per_expert"]) for r in rows] == [
+        (2048, 768, 16, 32), (2048, 768, 8, 64), (768, 2048, 16, 32), (768, 2048, 8, 64),
+    ]  # fmt: skip
+    h100 = 989.0 * 0.584  # the model's column: 2·rows·d_in·d_out over its FLOPs at peak × efficiency + GEMM_*
+    seconds = 2 * 512 * 2048 * 768 / (h100 * 1e12) + 4.10e-13 * 512 * 768 + 9.09e-10 * 2048 + 5.53e-6
+    assert rows[0]["model_tflops"] == pytest.approx(2 * 512 * 2048 * 768 / seconds / 1e12, rel=1e-3)
+    assert all(r["tflops"] > 0 for r in rows)
 
 
 def test_compute_time_and_data_parallel_all_reduce():
