@@ -68,7 +68,7 @@ def time_cases() -> list[tuple[str, tuple[str, ...], float]]:
         if c["source"] in ta.FITTED_SOURCES:
             continue
         err = ta.predict(c, catalog) / c["measured"] - 1
-        out.append((c["id"], time_regime(c["training"], c["pp"], c["nodes"]), round(err, 4)))
+        out.append((c["id"], time_regime(c["training"], c["pp"], c["nodes"], c["arch"].is_moe), round(err, 4)))
     return out
 
 

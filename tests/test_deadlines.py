@@ -25,13 +25,25 @@ def training():
     return ftplan.job(ROOT / "scenarios/jobs/llama-8b-lora-h100.yaml").training
 
 
-@given(lo=st.floats(0.01, 0.99), hi=st.floats(0.01, 0.99), pp=st.sampled_from([1, 4]), nodes=st.integers(1, 64))
-def test_durations_grow_with_the_confidence(training, lo, hi, pp, nodes):
+@given(
+    lo=st.floats(0.01, 0.99), hi=st.floats(0.01, 0.99), pp=st.sampled_from([1, 4]), nodes=st.integers(1, 64),
+    moe=st.booleans(),
+)  # fmt: skip
+def test_durations_grow_with_the_confidence(training, lo, hi, pp, nodes, moe):
     lo, hi = sorted((lo, hi))
-    assert duration_factor(training, pp, nodes, lo) <= duration_factor(training, pp, nodes, hi)
-    band = time_band(training, pp, nodes)
-    assert duration_factor(training, pp, nodes, hi) == 1 + band.error(hi)
-    assert duration_factor(training, pp, nodes, None) == 1.0
+    assert duration_factor(training, pp, nodes, lo, moe) <= duration_factor(training, pp, nodes, hi, moe)
+    band = time_band(training, pp, nodes, moe)
+    assert duration_factor(training, pp, nodes, hi, moe) == 1 + band.error(hi)
+    assert duration_factor(training, pp, nodes, None, moe) == 1.0
+
+
+def test_a_moe_jobs_band_holds_moe_runs_only_and_a_dense_jobs_none(training):
+    """The time bands' first dimension: a MoE's routed experts, all-to-alls and expert GEMMs are mechanisms a
+    dense model's published runs say nothing of, and the other way round."""
+    moe, dense = (time_band(training, 1, 8, flag) for flag in (True, False))
+    assert moe.regime[0] == "MoE" and dense.regime[0] == "dense"
+    assert moe.n >= 8 and all("gpt_oss" in c or "deepseek" in c or "qwen3_" in c for c in moe.cases)
+    assert not any("gpt_oss" in c or "deepseek" in c or "qwen3_" in c for c in dense.cases)
 
 
 def _hours(campaign) -> dict[tuple, float]:
@@ -49,7 +61,9 @@ def test_planning_at_a_confidence_stretches_each_candidate_by_its_regimes_quanti
     for key in common:
         job = plain.jobs[key[0]]
         nodes = -(-key[2] // next(p for p in plain.pools if p.id == key[1]).gpus_per_node)
-        assert after[key] == pytest.approx(before[key] * duration_factor(job.training, key[4], nodes, 0.9), rel=1e-9)
+        assert after[key] == pytest.approx(
+            before[key] * duration_factor(job.training, key[4], nodes, 0.9, job.arch.is_moe), rel=1e-9
+        )
 
 
 def test_the_chance_deadlines_hold_is_reproducible_and_verified(tmp_path):

@@ -14,6 +14,7 @@ from ftplan.fit import expert_degrees, fit_job, instance_pool
 from ftplan.job import resolve_job
 from ftplan.memory import ZeroStage, estimate_memory
 from ftplan.schema.job import parse_job
+from ftplan.timing import dispatch
 from ftplan.timing import model as tm
 
 STATES = ("weights_trainable", "weights_frozen", "gradients", "optimizer_states")
@@ -186,3 +187,19 @@ def test_the_verifier_recomputes_an_expert_parallel_run_as_the_search_states_it(
     assert not [p for p in run_problems if "memory" in p or "headroom" in p or "h recomputed" in p or "valid" in p]
     run["layout"]["ep"] = 1  # the same run stated without its experts split: the verifier sees the difference
     assert any("memory" in p for p in verify_plan(campaign, Plan.model_validate(plan)))
+
+
+def test_without_zero_a_gpu_steps_the_optimizer_over_its_own_experts_only(catalog, h100_node):
+    """Under expert parallelism without ZeRO a GPU holds, and updates, the router, attention and the rest whole
+    but only experts / ep of the routed experts; with ZeRO the states are sharded to trainable / shard either way."""
+    job = _job(catalog)
+    arch, tr = job.arch, job.training
+    flops = tm.job_flops(arch, tr)
+    hw = h100_node()
+    per_param = dispatch.optimizer_bytes(tr) / (hw.hbm_gbs * 1e9)
+    for zero, held in ((0, flops.trainable - flops.expert_trainable * 7 / 8), (1, flops.trainable / 8)):
+        args = [np.array([v]) for v in (8, 1, zero, 0, 0, 1, 1)]
+        one, eight = (tm.step_times(flops, arch, tr, hw, *args, ep=np.array([e])) for e in (1, 8))
+        whole = flops.trainable if zero == 0 else flops.trainable / 8
+        assert one.other[0] - eight.other[0] == pytest.approx((whole - held) * per_param, rel=1e-9, abs=1e-12)
+    assert flops.expert_trainable > 0.9 * flops.trainable  # (Qwen3-30B-A3B: nearly all of it is experts)

@@ -11,7 +11,9 @@ every validation case with its regime and its signed error, ``estimate / measure
   ``estimate · (1 + e)``, so its P-quantile is ``estimate · (1 + eₚ)``.
 
 A regime is a prefix of a fixed chain of dimensions (memory: method → sharding → offload → precision →
-loss → sequence length → nodes → model family). An estimate takes the deepest prefix of its own chain that
+loss → sequence length → nodes → model family; time: dense or MoE → method → precision → pipeline → sequence
+length → nodes, a MoE's routed experts, all-to-alls and expert GEMMs being mechanisms a dense model's runs say
+nothing of). An estimate takes the deepest prefix of its own chain that
 holds at least :data:`MIN_CASES` cases, and says when the next, narrower one held too few. Quantiles are
 the empirical distribution's (the inverted CDF, no interpolation), so the P-quantile of a regime of fewer
 than 1 / (1 − P) cases is its worst case.
@@ -39,7 +41,7 @@ LEVELS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)  # quantiles the da
 BAND_COVERAGE = 0.9  # the band printed beside an estimate: its 5% and 95% quantiles
 
 MEMORY_DIMS = ("method", "sharding", "offload", "precision", "loss", "seq", "nodes", "family")
-TIME_DIMS = ("method", "precision", "pipeline", "seq", "nodes")
+TIME_DIMS = ("model", "method", "precision", "pipeline", "seq", "nodes")
 
 # Sequence-length and node-count buckets (shared with benchmarks/throughput_accuracy.py)
 SEQ_BUCKETS = ((1024, "≤ 1k"), (2048, "2k"), (8192, "4k–8k"), (16384, "16k"), (math.inf, "≥ 32k"))
@@ -86,9 +88,10 @@ def layout_memory_regime(
     )
 
 
-def time_regime(training: Training, pp: int, nodes: int) -> tuple[str, ...]:
-    """A job's (or published run's) time regime, one value per :data:`TIME_DIMS`."""
+def time_regime(training: Training, pp: int, nodes: int, moe: bool) -> tuple[str, ...]:
+    """A job's (or published run's) time regime, one value per :data:`TIME_DIMS` (``moe``: a MoE model's)."""
     return (
+        "MoE" if moe else "dense",
         _method(training),
         "FP8" if training.precision.value == "fp8" else "16-bit",
         "pipeline" if pp > 1 else "no pipeline",
@@ -240,9 +243,9 @@ def memory_band(arch: Architecture, training: Training, gpus: int, zero: int, of
     return load_bands().band("memory", layout_memory_regime(arch, training, gpus, zero, offload, nodes))
 
 
-def time_band(training: Training, pp: int, nodes: int) -> Band:
-    """The error band of a run's duration."""
-    return load_bands().band("time", time_regime(training, pp, nodes))
+def time_band(training: Training, pp: int, nodes: int, moe: bool) -> Band:
+    """The error band of a run's duration (``moe``: a MoE model's)."""
+    return load_bands().band("time", time_regime(training, pp, nodes, moe))
 
 
 # ---- the headroom policy ----------------------------------------------------------------------------

@@ -207,7 +207,9 @@ def _duration_factors(campaign: Campaign, job: ResolvedJob, frame: pd.DataFrame)
     if campaign.time_confidence is None:
         return np.ones(len(frame))
     keys = list(zip(frame["pp"].astype(int), frame["nodes"].astype(int), strict=True))
-    factor = {k: duration_factor(job.training, k[0], k[1], campaign.time_confidence) for k in set(keys)}
+    factor = {
+        k: duration_factor(job.training, k[0], k[1], campaign.time_confidence, job.arch.is_moe) for k in set(keys)
+    }
     return np.array([factor[k] for k in keys], dtype=float)
 
 

@@ -611,7 +611,7 @@ def _time_and_cost(
     hours = out["hours"] = steps * t.total / 3600
     # the job's duration band: the time model's errors on published runs of the same regime
     regimes, row_band = np.unique(np.stack([rows["pp"], rows["nodes"]], axis=1), axis=0, return_inverse=True)
-    bands = [time_band(job.training, int(p), int(n)) for p, n in regimes]
+    bands = [time_band(job.training, int(p), int(n), job.arch.is_moe) for p, n in regimes]
     row_band = row_band.reshape(-1)
     out["hours_band_low"] = _per_band(lambda h, b: b.interval(h)[0], hours, row_band, bands)
     out["hours_band_high"] = _per_band(lambda h, b: b.interval(h)[1], hours, row_band, bands)

@@ -49,7 +49,7 @@ def time_margin_of(campaign: Campaign, r: RunExport) -> float:
     """The share of planned hours a scheduler's limit adds by default: the time model's error on published runs
     of the run's regime at :data:`TIME_LEVEL` (never below zero)."""
     job = campaign.jobs[r.job.id]
-    return max(0.0, time_band(job.training, r.layout.pp, r.num_nodes).error(TIME_LEVEL))
+    return max(0.0, time_band(job.training, r.layout.pp, r.num_nodes, job.arch.is_moe).error(TIME_LEVEL))
 
 
 def _sources(r: RunExport, files: Files) -> str:

@@ -27,11 +27,12 @@ if TYPE_CHECKING:
 DRAWS = 2000  # Monte Carlo draws; the chance's standard error is at most 1.1 points
 
 
-def duration_factor(training: Training, pp: int, nodes: int, confidence: float | None) -> float:
-    """What an estimated duration is multiplied by to plan at ``confidence`` (1 without one)."""
+def duration_factor(training: Training, pp: int, nodes: int, confidence: float | None, moe: bool) -> float:
+    """What an estimated duration is multiplied by to plan at ``confidence`` (1 without one; ``moe``: a MoE
+    model's job)."""
     if confidence is None:
         return 1.0
-    return time_band(training, pp, nodes).value(1.0, confidence)
+    return time_band(training, pp, nodes, moe).value(1.0, confidence)
 
 
 @dataclass(frozen=True)
@@ -62,13 +63,13 @@ def deadline_odds(campaign: Campaign, runs: list[PlanRun], confidence: float | N
     for r in ordered:
         job = by_id[r.run].job
         nodes = len(r.nodes)
-        band = time_band(job.training, r.layout.pp, nodes)
+        band = time_band(job.training, r.layout.pp, nodes, job.arch.is_moe)
         key = band.regime  # (runs that share a band share its bias)
         if key not in regimes:
             regimes[key] = np.asarray(band.errors)[rng.integers(0, band.n, size=draws)]
         # the model's hours (spot's restarts included, as planned), without the planning quantile; a part that
         # ran (a re-plan's fact) took what it took
-        planned = r.hours / duration_factor(job.training, r.layout.pp, nodes, confidence)
+        planned = r.hours / duration_factor(job.training, r.layout.pp, nodes, confidence, job.arch.is_moe)
         duration = planned * (1 + regimes[key]) if r.state == "planned" else np.full(draws, r.end_h - r.start_h)
         start = np.full(draws, r.start_h)
         for dep in by_id[r.run].depends_on:

@@ -744,8 +744,11 @@ def step_times(
     # recomputed forward): read 0.5 B and write 2 B a weight through HBM (Dettmers et al. 2023).
     # ---- the optimizer step on the GPU (not where the CPU runs it): memory-bound, the bytes it moves a
     # parameter (timing.dispatch.OPTIMIZER_BYTES) over the parameters this GPU updates, at HBM bandwidth
-    # (every data-parallel replica updates all of them without ZeRO)
-    updated = flops.trainable / (np.where(zero >= 1, shard, 1.0) * tp * pp)
+    # (every data-parallel replica updates all of them without ZeRO; under expert parallelism a GPU holds, and
+    # updates, its experts / ep of the routed experts only, which ZeRO then shards over the shard / ep ranks holding
+    # them, a trainable / shard share again)
+    held = flops.trainable - flops.expert_trainable * (1 - 1 / ep)
+    updated = np.where(zero >= 1, flops.trainable / shard, held) / (tp * pp)
     other = np.where(offload > 0, 0.0, updated * dispatch.optimizer_bytes(training) / (hw.hbm_gbs * 1e9))
     # ---- memory-bound operations of every micro-step (norms, rotary, activations, residual adds, casts, the loss;
     # timing.traffic): their bytes at HBM bandwidth, the forward's again under full recomputation; tensor
