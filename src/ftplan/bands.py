@@ -13,10 +13,10 @@ every validation case with its regime and its signed error, ``estimate / measure
 A regime is a prefix of a fixed chain of dimensions (memory: method → sharding → offload → precision →
 loss → sequence length → nodes → model family; time: dense or MoE → method → precision → pipeline → sequence
 length → nodes, a MoE's routed experts, all-to-alls and expert GEMMs being mechanisms a dense model's runs say
-nothing of). An estimate takes the deepest prefix of its own chain that
-holds at least :data:`MIN_CASES` cases, and says when the next, narrower one held too few. Quantiles are
-the empirical distribution's (the inverted CDF, no interpolation), so the P-quantile of a regime of fewer
-than 1 / (1 − P) cases is its worst case.
+nothing of). An estimate takes the deepest prefix of its own chain that holds at least :data:`MIN_CASES`
+cases, and says when the next, narrower one held too few. Quantiles are the empirical distribution's (the
+inverted CDF, no interpolation), so the P-quantile of a regime of fewer than 1 / (1 − P) cases is its worst
+case.
 """
 
 from __future__ import annotations
