@@ -132,13 +132,13 @@ NETWORK_GBPS = {
 }
 
 
-# Maximum achievable matmul TFLOP/s, bf16 and fp8 (ml-engineering @744d01e, compute/accelerator/README.md,
-# "Maximum Achievable Matmul FLOPS comparison table"; its note: H200 is the same as H100 in bf16). The
-# time model runs FP8 matmuls at the fraction of the 16-bit efficiency these imply (timing/model.py).
 # GPUs whose NVLink domain has third-generation (or later) NVSwitches, which reduce all-reduce traffic in
 # the switch (NVLink SHARP; NCCL's NVLS algorithm since 2.17, on H100-class systems and later: NVIDIA/nccl#807).
 NVLS = {"h100-sxm-80gb", "h200-sxm-141gb", "b200-180gb", "b300-sxm-288gb", "gb200-186gb", "gb300-288gb"}
 
+# Maximum achievable matmul TFLOP/s, bf16 and fp8 (ml-engineering @744d01e, compute/accelerator/README.md,
+# "Maximum Achievable Matmul FLOPS comparison table"; its note: H200 is the same as H100 in bf16). The
+# time model runs FP8 matmuls at the fraction of the 16-bit efficiency these imply (timing/model.py).
 MAMF = {
     "a100-sxm-80gb": {"bf16": 271.2}, "a100-sxm-40gb": {"bf16": 271.2}, "a100-pcie-80gb": {"bf16": 252.9},
     "a100-pcie-40gb": {"bf16": 252.9}, "h100-sxm-80gb": {"bf16": 794.5, "fp8": 1402.6},
