@@ -117,7 +117,6 @@ def grouped(
     hw = hardware(Pool(gpu, g, gpus_per_node=g.max_gpus_per_node, max_nodes=1, network_gbps=None,
                        usd_per_node_hour=None), Precision.BF16_MIXED)  # fmt: skip
     rate = hw.peak_tflops * 1e12 * hw.efficiency
-    per_output = tm.GEMM_OUTPUT_S * tm.GEMM_TABLE_HBM_GBS / hw.hbm_gbs
     timed, out = _timer(device), []
     for name in models:
         arch = catalog.architecture(name)
@@ -134,7 +133,7 @@ def grouped(
                 calls = max(1, min(1_000, int(TARGET_S / once)))
                 seconds = statistics.median(timed(fn, calls) / calls for _ in range(REPEATS))
                 flop = 2 * rows * shape.d_in * shape.d_out
-                model = flop / rate + per_output * rows * shape.d_out + tm.GEMM_INNER_S * shape.d_in + tm.GEMM_FIXED_S
+                model = flop / rate + tm.gemm_fixed_seconds(hw, rows, shape.d_out, shape.d_in)
                 out.append({
                     "model": name, "d_in": shape.d_in, "d_out": shape.d_out, "experts": experts, "tokens": t,
                     "ep": ep, "rows_per_expert": rows // experts, "tflops": float(f"{flop / seconds / 1e12:.4g}"),

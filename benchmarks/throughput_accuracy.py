@@ -33,11 +33,10 @@ fitted on and every other source is held out; the summary prints both parts sepa
 
 Configuration as published vs inferred: a case whose source leaves part of the run to inference (the validation
 data's own grade B, confidence below high or list of inferred fields, figures recalled rather than read from the
-source, a micro-batch or a
-step's accumulation the benchmark assumes because the source states neither, or a global batch that disagrees with
-dp × micro-batch × accumulation, so that one of the stated figures is wrong) is grouped apart, so the
-summary shows how much of the error sits where the configuration itself is uncertain; every target is on all
-cases.
+source, a micro-batch or a step's accumulation the benchmark assumes because the source states neither, or a global
+batch that disagrees with dp × micro-batch × accumulation, so that one of the stated figures is wrong) is grouped
+apart, so the summary shows how much of the error sits where the configuration itself is uncertain; every target
+is on all cases.
 
 Usage: python benchmarks/throughput_accuracy.py [--cases] [--fit]
 """

@@ -349,9 +349,8 @@ def run_hours(run: Run, r: PlanRun, pool: PoolSpec, confidence: float | None) ->
     step_tokens = tm.step_tokens(job.training, job.global_batch)
     steps = math.ceil(job.tokens / step_tokens)
     hours = steps * float(t.total[0]) / 3600 * pool.time_factor
-    hours *= duration_factor(
-        job.training, lay.pp, len(r.nodes), confidence, job.arch.is_moe
-    )  # the plan's quantile of durations
+    # the plan's quantile of durations
+    hours *= duration_factor(job.training, lay.pp, len(r.nodes), confidence, job.arch.is_moe)
     return hours, step_tokens / float(t.total[0])
 
 

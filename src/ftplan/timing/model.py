@@ -311,6 +311,12 @@ def _gemm_shapes(arch: Architecture, training: Training) -> tuple[GemmShape, ...
     return tuple(shapes)
 
 
+def gemm_fixed_seconds(hw: Hardware, m: np.ndarray, n: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Seconds an m × k by k × n GEMM takes beyond its FLOPs (GEMM_* above): its ``m·n`` outputs' epilogue, at the
+    GPU's HBM bandwidth, its inner loop's ``k`` steps and a kernel's fixed time."""
+    return GEMM_OUTPUT_S * GEMM_TABLE_HBM_GBS / hw.hbm_gbs * m * n + GEMM_INNER_S * k + GEMM_FIXED_S
+
+
 def gemm_overhead(
     flops: JobFlops,
     hw: Hardware,
@@ -326,21 +332,16 @@ def gemm_overhead(
     many, on balance, from every rank) in one kernel; its weight gradient writes every local expert's gradient, each
     over its share of the rows."""
     tokens, tp, recompute, ep = (np.asarray(x, dtype=float) for x in (tokens, tp, recompute, ep))
-    per_output = GEMM_OUTPUT_S * GEMM_TABLE_HBM_GBS / hw.hbm_gbs
     forwards = np.where(recompute == 2, 2.0, 1.0)
-
-    def gemm(m: np.ndarray, n: np.ndarray, k: np.ndarray) -> np.ndarray:
-        return per_output * m * n + GEMM_INNER_S * k + GEMM_FIXED_S
-
     total = np.zeros(np.broadcast(tokens, tp, recompute, ep).shape)
     for g in flops.gemms:
         d_in = g.d_in / tp if g.split == "row" else np.full_like(tp, g.d_in)
         d_out = g.d_out / tp if g.split == "column" else np.full_like(tp, g.d_out)
         rows = tokens * g.rows
         groups = g.groups / ep if g.groups > 1 else 1.0
-        t = forwards * gemm(rows, d_out, d_in) + gemm(rows, d_in, d_out)
+        t = forwards * gemm_fixed_seconds(hw, rows, d_out, d_in) + gemm_fixed_seconds(hw, rows, d_in, d_out)
         if g.trained:
-            t = t + gemm(groups * d_in, d_out, rows / groups)
+            t = t + gemm_fixed_seconds(hw, groups * d_in, d_out, rows / groups)
         total = total + g.copies * t
     return total
 
