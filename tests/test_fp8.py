@@ -18,6 +18,7 @@ from ftplan.errors import JobError
 from ftplan.fit import fit_job, gpu_pool
 from ftplan.job import resolve_job
 from ftplan.memory import (
+    Engine,
     Fp8Recipe,
     Fp8Setup,
     Layout,
@@ -106,12 +107,12 @@ def test_time_model_runs_converted_matmuls_at_the_fp8_peak():
     flops = tm.job_flops(arch, FP8)
     assert flops.fp8_linear == 6 * 2 * LAYER
     # casts a token: forward the input, backward the output gradient twice and the input again,
-    # each 2 reads of 2 bytes + 1 written; weights: fp32 masters cast twice, 2·4 + 1 bytes
+    # each 2 reads of 2 bytes + 1 written; weights: cast twice (below)
     d_in = 256 * 3 + 256 + 256 * 2 + 704  # q, k, v and gate, up read h; o reads q; down reads ffn
     d_out = 256 + 64 * 2 + 256 + 704 * 2 + 256
     assert flops.fp8_cast_token == 2 * (2 * d_in + 2 * d_out) * 5
     assert flops.fp8_forward_token == 2 * d_in * 5
-    assert flops.fp8_cast_weights == 2 * 2 * LAYER * 9
+    assert flops.fp8_weights == 2 * LAYER
     hw = tm.Hardware(peak_tflops=100.0, efficiency=0.5, hbm_gbs=1000.0, intra_node_gbs=450.0, host_link_gbs=32.0,
                      gpus_per_node=8, network_gbps=None, fp8_tflops=200.0)  # fmt: skip
     one = [np.array([v]) for v in (1, 1, 0, 0, 0, 4, 1)]
@@ -120,10 +121,34 @@ def test_time_model_runs_converted_matmuls_at_the_fp8_peak():
     tokens = 4 * 128
     fp8_rate = 200e12 * 0.5 * hw.fp8_ratio
     expected = t16 + tokens * flops.fp8_linear * (1 / fp8_rate - 1 / 50e12)
-    expected += (tokens * flops.fp8_cast_token + flops.fp8_cast_weights) / 1000e9
+    # without ZeRO the weights are fp32 parameters under autocast: 2 casts of 2·4 + 1 bytes
+    expected += (tokens * flops.fp8_cast_token + 2 * 2 * LAYER * 9) / 1000e9
     assert t8 == pytest.approx(expected)
     with pytest.raises(ValueError, match="without FP8 tensor cores"):
         tm.step_times(flops, arch, FP8, replace(hw, fp8_tflops=None), *one)
+
+
+def test_fp8_weight_casts_read_the_weights_the_matmul_finds():
+    arch = architecture_from_hf(TINY)
+    flops = tm.job_flops(arch, FP8)
+    weights = 2 * LAYER
+    shard, none, full = (np.array([v]) for v in (8, 0, 2))
+
+    def cast(training: Training, stage: int, recompute: np.ndarray = none) -> float:
+        return float(tm.fp8_weight_cast_bytes(flops, training, np.array([stage]), shard, recompute)[0])
+
+    # fp32 parameters under autocast (DDP, ZeroRedundancyOptimizer): 2 reads of 4 bytes + 1 written, twice
+    assert cast(FP8, 0) == cast(FP8, 1) == weights * 9 * 2
+    # FSDP2's 16-bit compute copies (ZeRO-2's whole parameters, ZeRO-3's gathered ones), DeepSpeed's 16-bit
+    # parameters at every stage: 2 reads of 2 bytes + 1 written
+    assert cast(FP8, 2) == cast(FP8, 3) == weights * 5 * 2
+    assert cast(replace(FP8, engine=Engine.DEEPSPEED), 1) == weights * 5 * 2
+    # a recomputed forward casts them a third time
+    assert cast(FP8, 3, full) == weights * 5 * 3
+    # FP8 all-gather: each GPU casts its fp32 shard before the gather, ZeRO-3 only
+    ag = replace(FP8, fp8=Fp8Setup(all_gather=True))
+    assert cast(ag, 3) == pytest.approx(weights * 9 / 8 * 2)
+    assert cast(ag, 2) == cast(FP8, 2)
 
 
 def test_fp8_speeds_up_large_linears_and_not_small_ones():

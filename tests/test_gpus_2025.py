@@ -38,6 +38,13 @@ def test_fp8_matmul_ratio_comes_from_measured_matmul_flops(catalog):
     ratios = [g.fp8_matmul_ratio for g in catalog.gpus.values() if g.fp8_matmul_ratio]
     assert min(ratios) == h100.fp8_matmul_ratio and max(ratios) < 1
     assert catalog.gpus["a100-sxm-80gb"].fp8_matmul_ratio is None  # no FP8
+    # a GB300's GPUs are B300s: the B300's measured fractions of peak at the GB300's peaks, so its ratio
+    gb300, b300 = catalog.gpus["gb300-288gb"], catalog.gpus["b300-sxm-288gb"]
+    assert gb300.fp8_matmul_ratio == pytest.approx(b300.fp8_matmul_ratio, rel=1e-4)
+    assert gb300.mamf_tflops["bf16"] / gb300.tflops.bf16 == pytest.approx(1769.0 / 2250, rel=1e-4)
+    # the one chip measured in both packages (B200, GB200) agrees to 1%, what carrying a ratio over assumes
+    b200, gb200 = catalog.gpus["b200-180gb"], catalog.gpus["gb200-186gb"]
+    assert gb200.fp8_matmul_ratio == pytest.approx(b200.fp8_matmul_ratio, rel=0.01)
 
 
 def test_an_nvl72_rack_runs_across_trays_over_nvlink(catalog):

@@ -100,11 +100,20 @@ def _price_per_gpu(entry: dict) -> tuple[float | None, str | None, str | None]:
 # Medians of the llm-foundry BF16 FSDP benchmark tables (shared/data/time_model_notes.md §3):
 # A100 1-30B on 8-128 GPUs, seq 2k-8k: 54.5%; H100 1-70B on 8-512 GPUs: 41%. H200 has the H100's
 # compute (same notes, §1.4). Other GPUs have no published fine-tuning MFU in the team's data.
+# Matmul and attention efficiencies (fractions of peak over hardware FLOPs), as ``benchmarks/throughput_accuracy.py
+# --fit`` prints them: fitted on llm-foundry's single-node runs; an H200 takes the H100's.
+_FITTED = (
+    "fitted on llm-foundry's {runs} over hardware FLOPs, beside the memory-bound operations, the GEMMs' per-shape"
+    " time (timing.model GEMM_*) and eager PyTorch's per-operation time the model books apart"
+    " (benchmarks/throughput_accuracy.py --fit)"
+)
+_A100 = (0.713, 0.374, _FITTED.format(runs="36 single-node A100 (40 and 80 GB) BF16 runs"))
+_H100 = (0.584, 0.203, _FITTED.format(runs="17 single-node H100 BF16 runs"))
 EFFICIENCY = {
-    "a100-sxm-80gb": (0.545, "llm-foundry A100 BF16 FSDP median MFU (time_model_notes §3)"),
-    "a100-sxm-40gb": (0.545, "llm-foundry A100 BF16 FSDP median MFU (time_model_notes §3)"),
-    "h100-sxm-80gb": (0.41, "llm-foundry H100 BF16 FSDP median MFU (time_model_notes §3)"),
-    "h200-sxm-141gb": (0.41, "H100 median (llm-foundry); H200 has the H100's compute (time_model_notes §1.4)"),
+    "a100-sxm-80gb": _A100,
+    "a100-sxm-40gb": _A100,
+    "h100-sxm-80gb": _H100,
+    "h200-sxm-141gb": (*_H100[:2], f"the H100's, {_H100[2]}; H200 has the H100's compute (time_model_notes \u00a71.4)"),
 }
 
 # Scale-out network per node (Gbps) of the instance types the source data names
@@ -147,12 +156,25 @@ MAMF = {
     "mi300x-192gb": {"bf16": 668.4}, "mi325x-256gb": {"bf16": 784.9}, "mi355x-288gb": {"bf16": 1565.0},
     "gaudi2-96gb": {"fp8": 826.5}, "gaudi3-128gb": {"bf16": 1243.0, "fp8": 1289.5},
 }
+# GPUs with no MAMF measurement of their own whose chip the table measured in another package: a GB300's GPUs
+# are B300s (tools/gpus_2025.yaml), so it takes the B300's measured fractions of peak at its own peaks. The one
+# chip the table measures in both packages, B200 and GB200, gives FP8-to-bf16 ratios within 1% (0.984, 0.992).
+SAME_CHIP = {"gb300-288gb": "b300-sxm-288gb"}
+
+
+def _mamf(gid: str, tflops: dict, peaks: dict[str, dict]) -> dict[str, float] | None:
+    """The GPU's measured MAMF, or its chip's (``SAME_CHIP``) scaled from that GPU's peaks to its own."""
+    if gid in MAMF or gid not in SAME_CHIP:
+        return MAMF.get(gid)
+    chip = SAME_CHIP[gid]
+    return {k: round(v * tflops[k] / peaks[chip][k], 1) for k, v in MAMF[chip].items()}
 
 
 def build_gpus(src: Path) -> dict:
     data = yaml.safe_load((src / "gpus.yaml").read_text())
     added = yaml.safe_load(Path(__file__).with_name("gpus_2025.yaml").read_text())["gpus"]
     out = []
+    peaks = {GPU_IDS[g["id"]]: g["tflops"] for g in data["gpus"] + added}
     for g in data["gpus"] + added:
         gid = GPU_IDS[g["id"]]
         reported = g.get("memory_mib_reported")
@@ -179,13 +201,14 @@ def build_gpus(src: Path) -> dict:
             "hbm_gbs": g.get("hbm_bw_gbs"),
             "intra_node_gbs": intra.get("bw_gbs_unidir"),
             "intra_node_link": intra.get("type"),
-            "efficiency": EFFICIENCY.get(gid, (None, None))[0],
-            "efficiency_source": EFFICIENCY.get(gid, (None, None))[1],
+            "efficiency": EFFICIENCY.get(gid, (None,))[0],
+            **({"attention_efficiency": EFFICIENCY[gid][1]} if gid in EFFICIENCY else {}),
+            "efficiency_source": EFFICIENCY.get(gid, (None, None, None))[2],
             "host_link_gbs": HOST_LINK_GBS.get(arch.lower(), 31.5),
             "max_gpus_per_node": node_gpus,
             "nvlink_domain": g.get("nvlink_domain"),
-            "nvls": gid in NVLS,
-            "mamf_tflops": MAMF.get(gid),
+            **({"nvls": True} if gid in NVLS else {}),
+            "mamf_tflops": _mamf(gid, g["tflops"], peaks),
             "bf16": tf.get("bf16") is not None,
             "purchase_usd_per_gpu": usd,
             "purchase_date": date,

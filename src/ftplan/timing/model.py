@@ -27,8 +27,10 @@ FP8 (``precision: fp8``): the converted block linears' matmuls run at the GPU's 
 efficiency as its 16-bit ones, the rest (attention, norms, lm_head) at the 16-bit peak; every float8
 cast reads its high-precision tensor twice (the absolute maximum, then the scaled cast, fused as
 torch.compile fuses them) and writes one byte an element, at the GPU's HBM bandwidth (the roofline of
-torchao's ``benchmarks/float8/float8_roofline.py``): a weight's fp32 master (4 bytes) and the gathered
-16-bit input and output gradient (2 bytes) are each cast twice a micro-step (forward and backward).
+torchao's ``benchmarks/float8/float8_roofline.py``): the 16-bit input and output gradient (2 bytes), and each
+weight as the matmul finds it, fp32 under autocast (4 bytes) or a 16-bit compute copy under ZeRO-2/3 or
+DeepSpeed (2 bytes), are each cast twice a micro-step (forward and backward); with FP8 all-gather each GPU
+casts only its fp32 shard, before the gather (:func:`fp8_weight_cast_bytes`).
 
 Time: weight matmuls at ``peak × efficiency`` per GPU and the attention core (with its recomputations) at ``peak ×
 attention_efficiency``: both are fractions of peak over *hardware* FLOPs, fitted on llm-foundry's single-node runs
@@ -59,6 +61,7 @@ from ftplan.memory.setup import (
     AttentionKernel,
     AttentionMask,
     ContextParallel,
+    Engine,
     Kernels,
     Method,
     Precision,
@@ -207,9 +210,8 @@ class JobFlops:
     flash_recompute: float = 0.0  # SDPA/flash backward recomputes the attention scores
     fp8_linear: float = 0.0  # of ``linear``: the FLOPs of the block linears that run in FP8
     fp8_cast_token: float = 0.0  # bytes of float8 casts a token (inputs and output gradients)
-    fp8_cast_weights: float = 0.0  # bytes of float8 casts of the weights, per micro-step
     fp8_forward_token: float = 0.0  # of ``fp8_cast_token``: the forward's (repeated by full recomputation)
-    fp8_forward_weights: float = 0.0  # of ``fp8_cast_weights``: the forward's
+    fp8_weights: float = 0.0  # the converted linears' weights (every layer's), each cast twice a micro-step
     expert_weights: int = 0  # of ``weights``: the routed experts' (expert parallelism splits them)
     expert_trainable: int = 0  # of ``trainable``: the routed experts'
     expert_linear: float = 0.0  # of ``linear``: the routed experts' matmuls a token (its top-k experts)
@@ -380,7 +382,9 @@ def _adapter_path(arch: Architecture, training: Training) -> tuple[float, float]
 
 
 # Bytes moved a cast element: two reads of the high-precision tensor (its absolute maximum, then the
-# scaled cast) and one float8 byte written; 16-bit activations and gradients, fp32 master weights.
+# scaled cast) and one float8 byte written; 16-bit activations and gradients, and weights as the matmul
+# finds them: 16-bit compute copies (FSDP2's gathered or unsharded parameters under ZeRO-2/3, DeepSpeed's
+# 16-bit parameters), else fp32 parameters under autocast (memory.estimate's precision recipe)
 _CAST_16BIT = 2 * 2 + 1
 _CAST_FP32 = 2 * 4 + 1
 
@@ -395,14 +399,27 @@ def _fp8_costs(arch: Architecture) -> dict[str, float]:
         # and for the weight's gradient), the weight and the input again
         forward_token += x.d_in * _CAST_16BIT * layers
         token += (2 * x.d_in + 2 * x.d_out) * _CAST_16BIT * layers
-        weights += 2 * x.weight_params * _CAST_FP32 * layers
+        weights += x.weight_params * layers
     return {
         "fp8_linear": fp8_flops,
         "fp8_cast_token": token,
-        "fp8_cast_weights": weights,
         "fp8_forward_token": forward_token,
-        "fp8_forward_weights": weights / 2,
+        "fp8_weights": weights,
     }
+
+
+def fp8_weight_cast_bytes(
+    flops: JobFlops, training: Training, zero: np.ndarray, shard: np.ndarray, recompute: np.ndarray
+) -> np.ndarray:
+    """Bytes a micro-step's float8 casts of the weights move on one GPU (before tensor parallelism's split): each
+    converted weight cast in forward and again in backward (and in a recomputed forward), from the dtype the
+    matmul finds it in (:data:`_CAST_16BIT`, :data:`_CAST_FP32`). With FP8 all-gather under ZeRO-3
+    (``Fp8Setup.all_gather``) FSDP casts each GPU's fp32 shard before gathering it, so a GPU casts its 1/shard."""
+    fp8 = training.fp8_setup
+    per = np.where((zero >= 2) | (training.engine is Engine.DEEPSPEED), _CAST_16BIT, _CAST_FP32)
+    if fp8 is not None and fp8.all_gather:
+        per = np.where(zero == 3, _CAST_FP32 / shard, per)
+    return flops.fp8_weights * per * np.where(recompute == 2, 3.0, 2.0)
 
 
 def _domain(hw: Hardware) -> int:
@@ -602,11 +619,10 @@ def step_times(
         full = recompute == 2  # the recomputed forward runs its linears (a third of their FLOPs) again
         fp8_flops = flops.fp8_linear * np.where(full, 4 / 3, 1.0)
         fp8_rate = hw.fp8_tflops * 1e12 * hw.efficiency * hw.fp8_ratio
-        casts = (
-            tokens_micro * (flops.fp8_cast_token + np.where(full, flops.fp8_forward_token, 0.0))
-            + flops.fp8_cast_weights
-            + np.where(full, flops.fp8_forward_weights, 0.0)
-        )
+        shard = np.where(dp_shard > 0, dp_shard, dp) * cp
+        casts = tokens_micro * (
+            flops.fp8_cast_token + np.where(full, flops.fp8_forward_token, 0.0)
+        ) + fp8_weight_cast_bytes(flops, training, zero, shard, recompute)
         t_micro = t_micro + tokens_micro * fp8_flops * (1 / fp8_rate - 1 / rate) / tp + casts / tp / (hw.hbm_gbs * 1e9)
     # ---- pipeline: each stage computes 1/pp of a micro-step; the schedule idles (pp − 1)/(v·m) of the ideal
     # time (its bubble, Narayanan et al. 2021 §2.2; v = 1 but interleaved); every micro-batch crosses each
