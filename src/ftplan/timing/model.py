@@ -28,8 +28,8 @@ efficiency as its 16-bit ones, the rest (attention, norms, lm_head) at the 16-bi
 cast reads its high-precision tensor twice (the absolute maximum, then the scaled cast, fused as
 torch.compile fuses them) and writes one byte an element, at the GPU's HBM bandwidth (the roofline of
 torchao's ``benchmarks/float8/float8_roofline.py``): the 16-bit input and output gradient (2 bytes), and each
-weight as the matmul finds it, fp32 under autocast (4 bytes) or a 16-bit compute copy under ZeRO-2/3 or
-DeepSpeed (2 bytes), are each cast twice a micro-step (forward and backward); with FP8 all-gather each GPU
+weight as the matmul finds it, fp32 under autocast (4 bytes) or FSDP2's 16-bit compute copy under ZeRO-2/3
+(2 bytes), are each cast twice a micro-step (forward and backward); with FP8 all-gather each GPU
 casts only its fp32 shard, before the gather (:func:`fp8_weight_cast_bytes`).
 
 Time: weight matmuls at ``peak × efficiency`` per GPU and the attention core (with its recomputations) at ``peak ×
@@ -61,7 +61,6 @@ from ftplan.memory.setup import (
     AttentionKernel,
     AttentionMask,
     ContextParallel,
-    Engine,
     Kernels,
     Method,
     Precision,
@@ -383,8 +382,8 @@ def _adapter_path(arch: Architecture, training: Training) -> tuple[float, float]
 
 # Bytes moved a cast element: two reads of the high-precision tensor (its absolute maximum, then the
 # scaled cast) and one float8 byte written; 16-bit activations and gradients, and weights as the matmul
-# finds them: 16-bit compute copies (FSDP2's gathered or unsharded parameters under ZeRO-2/3, DeepSpeed's
-# 16-bit parameters), else fp32 parameters under autocast (memory.estimate's precision recipe)
+# finds them: FSDP2's 16-bit compute copies (its gathered or unsharded parameters under ZeRO-2/3), else fp32
+# parameters under autocast (memory.estimate's precision recipe; DeepSpeed refuses fp8)
 _CAST_16BIT = 2 * 2 + 1
 _CAST_FP32 = 2 * 4 + 1
 
@@ -416,7 +415,7 @@ def fp8_weight_cast_bytes(
     matmul finds it in (:data:`_CAST_16BIT`, :data:`_CAST_FP32`). With FP8 all-gather under ZeRO-3
     (``Fp8Setup.all_gather``) FSDP casts each GPU's fp32 shard before gathering it, so a GPU casts its 1/shard."""
     fp8 = training.fp8_setup
-    per = np.where((zero >= 2) | (training.engine is Engine.DEEPSPEED), _CAST_16BIT, _CAST_FP32)
+    per = np.where(zero >= 2, _CAST_16BIT, _CAST_FP32)
     if fp8 is not None and fp8.all_gather:
         per = np.where(zero == 3, _CAST_FP32 / shard, per)
     return flops.fp8_weights * per * np.where(recompute == 2, 3.0, 2.0)
