@@ -4,8 +4,9 @@
 # cannot run, such as FP8 without torchao, is skipped with its reason). Writes the tables to
 # $OUT (or benchmarks/results) with the GPU's name, then times single-GPU steps against the time model
 # (benchmarks/step_timing.py) and GEMMs of every shape of the H100 table the time model's GEMM constants are
-# fitted on, in bf16 and FP8, and the MoE models' grouped expert GEMMs (benchmarks/gemm_sweep.py); about five minutes
-# on an H100.
+# fitted on, in bf16 and FP8, the MoE models' grouped expert GEMMs (benchmarks/gemm_sweep.py), and the attention
+# kernels it has (SDPA's flash and cuDNN backends, FlashAttention-2/3 where installed) by sequence length, forward and
+# backward, beside the time model's rate for each (benchmarks/attention_sweep.py); about six minutes on an H100.
 set -euo pipefail
 out="${OUT:-benchmarks/results}"
 mkdir -p "$out"
@@ -21,3 +22,4 @@ python3 benchmarks/step_timing.py --steps 5 | tee "$out/step_timing_cuda.txt"
 python3 benchmarks/gemm_sweep.py --dtype bf16 -o "$out/gemm_bf16.yaml" | tee "$out/gemm_bf16.txt"
 python3 benchmarks/gemm_sweep.py --dtype fp8 -o "$out/gemm_fp8.yaml" | tee "$out/gemm_fp8.txt"
 python3 benchmarks/gemm_sweep.py --grouped -o "$out/gemm_grouped.yaml" | tee "$out/gemm_grouped.txt"
+python3 benchmarks/attention_sweep.py -o "$out/attention.yaml" | tee "$out/attention.txt"

@@ -203,6 +203,37 @@ def test_the_grouped_sweep_times_each_expert_projection_beside_the_time_models_s
     assert all(r["tflops"] > 0 for r in rows)
 
 
+def test_the_attention_sweep_times_each_kernel_beside_the_time_models_rate(benchmark_script, tmp_path):
+    # (benchmarks/device_check.sh's attention check, here on this machine's CPU with short sequences)
+    pytest.importorskip("torch")
+    sweep = benchmark_script("attention_sweep")
+    out = tmp_path / "attention.yaml"
+    args = ["--device", "cpu", "--gpu", "h100-sxm-80gb", "--kernels", "flash2,fa3-package", "--lengths", "64,128",
+            "--tokens", "256", "--heads", "2", "--head-dim", "32", "-o", str(out)]  # fmt: skip
+    assert sweep.main(args) == 0
+    table = yaml.safe_load(out.read_text())
+    rows = table["rows"]
+    assert [(r["kernel"], r["length"], r["batch"]) for r in rows] == [("flash2", 64, 4), ("flash2", 128, 2)]
+    assert all(r["fwd_tflops"] > 0 and r["bwd_tflops"] > 0 for r in rows)
+    assert "fa3-package" in table["not_run"]  # (FlashAttention-3 is not installed here)
+    # the papers' convention: 4·b·h·s²·d forward, halved by the causal mask; backward 2.5 times that
+    assert sweep.flops(2, 16, 1024, 128) == (4 * 2 * 16 * 1024**2 * 128 / 2, 2.5 * 4 * 2 * 16 * 1024**2 * 128 / 2)
+    # FlashAttention-2 on an H100: the fitted attention rate forward, 2.5/3 of it backward (the model's backward is
+    # three forward-sized parts); the H100 table's shortest length below it
+    h100 = 989.0 * 0.203
+    assert (rows[0]["model_fwd"], rows[0]["model_bwd"]) == (pytest.approx(h100, rel=1e-3),
+                                                            pytest.approx(h100 * 2.5 / 3, rel=1e-3))  # fmt: skip
+    assert (rows[0]["table_fwd"], rows[0]["table_bwd"]) == (191, 214)
+    # cuDNN on an H100 at 2,048 tokens: the FlashAttention-3 paper's speed-up over FlashAttention-2 each way
+    table_h100, fwd, bwd = sweep.model_rates("h100-sxm-80gb", "cudnn", 2048)
+    assert table_h100 == (484, 465)
+    assert (fwd, bwd) == (pytest.approx(h100 * 484 / 298), pytest.approx(h100 * 465 / 291 * 2.5 / 3))
+    # off Hopper no speed-up and no table: a B200's cuDNN at its peak-scaled FlashAttention-2 rate
+    table_b200, fwd, bwd = sweep.model_rates("b200-180gb", "cudnn", 2048)
+    assert table_b200 is None
+    assert (fwd, bwd) == (pytest.approx(2250 * 0.203), pytest.approx(2250 * 0.203 * 2.5 / 3))
+
+
 def test_compute_time_and_data_parallel_all_reduce():
     tr = Training(seq_len=128, precision=Precision.BF16_PURE, attention=Attention.EAGER)
     flops = tm.job_flops(architecture_from_hf(TINY), tr)
