@@ -234,6 +234,32 @@ def test_the_attention_sweep_times_each_kernel_beside_the_time_models_rate(bench
     assert (fwd, bwd) == (pytest.approx(2250 * 0.203), pytest.approx(2250 * 0.203 * 2.5 / 3))
 
 
+def test_the_fp8_cast_sweep_times_each_converted_weight_beside_the_roofline(benchmark_script, tmp_path):
+    # (benchmarks/device_check.sh's cast check, here on this machine's CPU, eager, with a few tokens)
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch, "float8_e4m3fn"):
+        pytest.skip("no float8 dtype in this torch")
+    sweep = benchmark_script("fp8_cast_sweep")
+    out = tmp_path / "casts.yaml"
+    args = ["--device", "cpu", "--gpu", "h100-sxm-80gb", "--models", "qwen2.5-0.5b", "--tokens", "16", "--eager",
+            "-o", str(out)]  # fmt: skip
+    assert sweep.main(args) == 0
+    rows = yaml.safe_load(out.read_text())["rows"]
+    # Qwen2.5-0.5B's converted linears (hidden 896, k/v 128 wide, ffn 4864): each distinct weight from bf16 and
+    # fp32, each distinct input from bf16
+    assert {(r["what"], r["rows"], r["cols"], r["from"]) for r in rows} == {
+        ("weight", 896, 896, "bf16"), ("weight", 896, 896, "fp32"), ("weight", 128, 896, "bf16"),
+        ("weight", 128, 896, "fp32"), ("weight", 4864, 896, "bf16"), ("weight", 4864, 896, "fp32"),
+        ("weight", 896, 4864, "bf16"), ("weight", 896, 4864, "fp32"), ("input", 16, 896, "bf16"),
+        ("input", 16, 4864, "bf16"),
+    }  # fmt: skip
+    assert all(r["us"] > 0 for r in rows)
+    # the model's roofline on an H100 (3,350 GB/s): two reads of the source and a byte written an element
+    square = {r["from"]: r["model_us"] for r in rows if (r["what"], r["rows"], r["cols"]) == ("weight", 896, 896)}
+    assert square["bf16"] == pytest.approx(896 * 896 * 5 / 3350e9 * 1e6, rel=1e-3)
+    assert square["fp32"] == pytest.approx(896 * 896 * 9 / 3350e9 * 1e6, rel=1e-3)
+
+
 def test_compute_time_and_data_parallel_all_reduce():
     tr = Training(seq_len=128, precision=Precision.BF16_PURE, attention=Attention.EAGER)
     flops = tm.job_flops(architecture_from_hf(TINY), tr)
