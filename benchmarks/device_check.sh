@@ -3,12 +3,12 @@
 # peft and torchao (pip install -e ".[measure]" where a CUDA wheel is available; a case the machine
 # cannot run, such as FP8 without torchao, is skipped with its reason). Writes the tables to
 # $OUT (or benchmarks/results) with the GPU's name, then times single-GPU steps against the time model
-# (benchmarks/step_timing.py) and GEMMs of every shape of the H100 table the time model's GEMM constants are
-# fitted on, in bf16 and FP8, the MoE models' grouped expert GEMMs (benchmarks/gemm_sweep.py), and the attention
-# kernels it has (SDPA's flash and cuDNN backends, FlashAttention-2/3 where installed) by sequence length, forward and
-# backward, beside the time model's rate for each (benchmarks/attention_sweep.py), and float8 casts of the dense
-# models' converted weights and inputs beside the time model's roofline for them (benchmarks/fp8_cast_sweep.py);
-# about seven minutes on an H100.
+# (benchmarks/step_timing.py); GEMMs of every shape of the H100 table the time model's GEMM constants are
+# fitted on, in bf16 and FP8 (precise and fast accumulation), and the MoE models' grouped expert GEMMs
+# (benchmarks/gemm_sweep.py); the attention kernels it has (SDPA's flash and cuDNN backends, FlashAttention-2/3
+# where installed) by sequence length, forward and backward, beside the time model's rate for each
+# (benchmarks/attention_sweep.py); and float8 casts of the dense models' converted weights and inputs beside the
+# time model's roofline for them (benchmarks/fp8_cast_sweep.py). About eight minutes on an H100.
 set -euo pipefail
 out="${OUT:-benchmarks/results}"
 mkdir -p "$out"
@@ -23,6 +23,7 @@ python3 benchmarks/measured_accuracy.py --device cuda | tee "$out/measured_accur
 python3 benchmarks/step_timing.py --steps 5 | tee "$out/step_timing_cuda.txt"
 python3 benchmarks/gemm_sweep.py --dtype bf16 -o "$out/gemm_bf16.yaml" | tee "$out/gemm_bf16.txt"
 python3 benchmarks/gemm_sweep.py --dtype fp8 -o "$out/gemm_fp8.yaml" | tee "$out/gemm_fp8.txt"
+python3 benchmarks/gemm_sweep.py --dtype fp8-fast -o "$out/gemm_fp8_fast.yaml" | tee "$out/gemm_fp8_fast.txt"
 python3 benchmarks/gemm_sweep.py --grouped -o "$out/gemm_grouped.yaml" | tee "$out/gemm_grouped.txt"
 python3 benchmarks/attention_sweep.py -o "$out/attention.yaml" | tee "$out/attention.txt"
 python3 benchmarks/fp8_cast_sweep.py -o "$out/fp8_casts.yaml" | tee "$out/fp8_casts.txt"

@@ -3,7 +3,9 @@ GEMM constants fitted to it (run by ``benchmarks/device_check.sh``).
 
 Every shape of OpenXLA's H100 table (b batched m × k by k × n products, b in {1, 2, 4}, m, n, k from 256 to
 4,096) is timed on the device: ``torch.bmm`` in bf16, or one ``torch._scaled_mm`` a batch in FP8 (e4m3 operands,
-bf16 output, per-tensor scales; b = 1 only, as the kernel takes no batch). Each shape runs a few warm-up calls,
+bf16 output, per-tensor scales; b = 1 only, as the kernel takes no batch), with cuBLAS's precise accumulation as
+the MAMF table measured it or, with ``--dtype fp8-fast``, its fast accumulation, which torchao's forward GEMM and
+Transformer Engine's run (``use_fast_accum``). Each shape runs a few warm-up calls,
 then the median of five timings of enough calls to fill about 20 ms (CUDA events; ``time.perf_counter`` on a
 CPU). The table is written with ``-o``, and ``benchmarks/gemm_shapes.py``'s report of it printed: the four
 constants fitted to it beside the ones the time model takes from the H100 table, so a session with a GPU checks
@@ -16,7 +18,7 @@ a few micro-step sizes and expert-parallel degrees, forward only, beside what th
 the device's catalog GPU (its FLOPs at peak × efficiency plus the GEMM constants) — the check of the expert GEMMs
 that the MoE rows of ``throughput_accuracy.py`` leave least certain.
 
-Usage: python benchmarks/gemm_sweep.py [--device cuda|cpu] [--dtype bf16|fp8] [--sizes 256,512,...]
+Usage: python benchmarks/gemm_sweep.py [--device cuda|cpu] [--dtype bf16|fp8|fp8-fast] [--sizes 256,512,...]
        [--batches 1,2,4] [-o TABLE.yaml]
        python benchmarks/gemm_sweep.py --grouped [--device cuda|cpu] [--gpu CATALOG_ID] [--tokens 4096,16384]
        [--eps 1,8] [--models qwen3-30b-a3b,...] [-o TABLE.yaml]
@@ -76,11 +78,12 @@ def _timer(device: str) -> Callable[[Callable[[], object], int], float]:
 def _gemm(device: str, dtype: str, b: int, m: int, n: int, k: int) -> Callable[[], object]:
     import torch
 
-    if dtype == "fp8":
+    if dtype in ("fp8", "fp8-fast"):
         a = torch.randn(m, k, device=device).to(torch.float8_e4m3fn)
         w = torch.randn(n, k, device=device).to(torch.float8_e4m3fn).t()  # (column-major, as the kernel needs)
         one = torch.ones((), device=device)
-        return lambda: torch._scaled_mm(a, w, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+        fast = dtype == "fp8-fast"
+        return lambda: torch._scaled_mm(a, w, scale_a=one, scale_b=one, out_dtype=torch.bfloat16, use_fast_accum=fast)
     a = torch.randn(b, m, k, device=device, dtype=torch.bfloat16)
     w = torch.randn(b, k, n, device=device, dtype=torch.bfloat16)
     return lambda: torch.bmm(a, w)
@@ -177,7 +180,7 @@ def _grouped_main(args: argparse.Namespace, name: str) -> int:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
-    parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp8"))
+    parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp8", "fp8-fast"))
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)))
     parser.add_argument("-o", "--output", type=Path)
@@ -195,7 +198,7 @@ def main(argv: list[str]) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: GEMMs are timed on a GPU (--device cpu times this machine's CPU)")
         return 0
-    if args.dtype == "fp8" and (args.device != "cuda" or torch.cuda.get_device_capability() < (8, 9)):
+    if args.dtype != "bf16" and (args.device != "cuda" or torch.cuda.get_device_capability() < (8, 9)):
         print("FP8 GEMMs need a GPU of compute capability 8.9 or later: skipped")
         return 0
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
