@@ -191,25 +191,17 @@ def main(argv: list[str]) -> int:
     if unknown:
         print(f"--kernels: unknown kernel {unknown[0]}. To fix: choose from {', '.join(KERNELS)}", file=sys.stderr)
         return 2
-    try:
-        import torch
-    except ImportError:
-        print("torch is not installed (pip install -e '.[measure]'): nothing to time")
-        return 0
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("no CUDA device: attention kernels are timed on a GPU (--device cpu times this machine's CPU)")
-        return 0
-    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    gpu = args.gpu
-    if gpu is None:
-        from ftplan.catalog import load_catalog
-        from ftplan.errors import FtplanError
+    sys.path.insert(0, str(Path(__file__).parent))
+    import gemm_sweep
 
-        try:
-            gpu = load_catalog().gpu(name.replace("NVIDIA ", "").split(" ")[0]).id
-        except FtplanError:
-            print(f"{name} is not in the GPU catalog: give --gpu, the catalog GPU the model's columns are for")
-            return 2
+    name = gemm_sweep.device_name(args.device, "attention kernels")
+    if name is None:
+        return 0
+    import torch
+
+    gpu = gemm_sweep.catalog_gpu(name, args.gpu)
+    if gpu is None:
+        return 2
     rows, unavailable = sweep(args.device, gpu, split(args.kernels), tuple(map(int, split(args.lengths))),
                               args.tokens, args.heads, args.head_dim)  # fmt: skip
     cudnn = torch.backends.cudnn.version() if args.device == "cuda" else None

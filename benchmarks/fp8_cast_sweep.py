@@ -103,28 +103,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--eager", action="store_true", help="the cast's operations one by one, not compiled")
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args(argv)
-    try:
-        import torch
-    except ImportError:
-        print("torch is not installed (pip install -e '.[measure]'): nothing to time")
+    sys.path.insert(0, str(Path(__file__).parent))
+    import gemm_sweep
+
+    name = gemm_sweep.device_name(args.device, "casts")
+    if name is None:
         return 0
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("no CUDA device: casts are timed on a GPU (--device cpu times this machine's CPU)")
-        return 0
+    import torch
+
     if not hasattr(torch, "float8_e4m3fn"):
         print(f"torch {torch.__version__} has no float8_e4m3fn: nothing to time")
         return 0
-    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    gpu = args.gpu
+    gpu = gemm_sweep.catalog_gpu(name, args.gpu)
     if gpu is None:
-        from ftplan.catalog import load_catalog
-        from ftplan.errors import FtplanError
-
-        try:
-            gpu = load_catalog().gpu(name.replace("NVIDIA ", "").split(" ")[0]).id
-        except FtplanError:
-            print(f"{name} is not in the GPU catalog: give --gpu, the catalog GPU the model's column is for")
-            return 2
+        return 2
     models = tuple(x for x in args.models.split(",") if x)
     rows = sweep(args.device, gpu, models, args.tokens, compiled=not args.eager)
     table = {

@@ -75,6 +75,34 @@ def _timer(device: str) -> Callable[[Callable[[], object], int], float]:
     return timed_cpu
 
 
+def device_name(device: str, what: str) -> str | None:
+    """The device's name, or None after saying why nothing is timed here (no torch, no CUDA device)."""
+    try:
+        import torch
+    except ImportError:
+        print("torch is not installed (pip install -e '.[measure]'): nothing to time")
+        return None
+    if device == "cuda" and not torch.cuda.is_available():
+        print(f"no CUDA device: {what} are timed on a GPU (--device cpu times this machine's CPU)")
+        return None
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+
+def catalog_gpu(name: str, given: str | None) -> str | None:
+    """The catalog GPU the time model's columns are for: ``given``, else the device's by its name; None after
+    saying the device is not in the catalog."""
+    if given is not None:
+        return given
+    from ftplan.catalog import load_catalog
+    from ftplan.errors import FtplanError
+
+    try:
+        return load_catalog().gpu(name.replace("NVIDIA ", "").split(" ")[0]).id
+    except FtplanError:
+        print(f"{name} is not in the GPU catalog: give --gpu, the catalog GPU the time model's columns are for")
+        return None
+
+
 def _gemm(device: str, dtype: str, b: int, m: int, n: int, k: int) -> Callable[[], object]:
     import torch
 
@@ -148,16 +176,9 @@ def grouped(
 def _grouped_main(args: argparse.Namespace, name: str) -> int:
     import torch
 
-    gpu = args.gpu
+    gpu = catalog_gpu(name, args.gpu)
     if gpu is None:
-        from ftplan.catalog import load_catalog
-        from ftplan.errors import FtplanError
-
-        try:
-            gpu = load_catalog().gpu(name.replace("NVIDIA ", "").split(" ")[0]).id
-        except FtplanError:
-            print(f"{name} is not in the GPU catalog: give --gpu, the catalog GPU the time model's column is for")
-            return 2
+        return 2
     split = lambda text: tuple(x for x in text.split(",") if x)  # noqa: E731
     rows = grouped(args.device, gpu, split(args.models), tuple(map(int, split(args.tokens))),
                    tuple(map(int, split(args.eps))))  # fmt: skip
@@ -190,18 +211,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tokens", default=",".join(map(str, GROUPED_TOKENS)))
     parser.add_argument("--eps", default=",".join(map(str, GROUPED_EPS)))
     args = parser.parse_args(argv)
-    try:
-        import torch
-    except ImportError:
-        print("torch is not installed (pip install -e '.[measure]'): nothing to time")
+    name = device_name(args.device, "GEMMs")
+    if name is None:
         return 0
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("no CUDA device: GEMMs are timed on a GPU (--device cpu times this machine's CPU)")
-        return 0
+    import torch
+
     if args.dtype != "bf16" and (args.device != "cuda" or torch.cuda.get_device_capability() < (8, 9)):
         print("FP8 GEMMs need a GPU of compute capability 8.9 or later: skipped")
         return 0
-    name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     if args.grouped:
         if not hasattr(torch.nn.functional, "grouped_mm"):
             print(f"torch {torch.__version__} has no torch.nn.functional.grouped_mm: the expert GEMMs are not timed")
