@@ -188,7 +188,9 @@ class AttentionKernel(StrEnum):
     * ``flash2``: FlashAttention-2, or PyTorch SDPA's flash backend, which is built on it: the kernel the
       catalog's attention efficiencies are fitted to.
     * ``cudnn``: cuDNN's fused flash attention, which Transformer Engine (Megatron-Core, NeMo, Megatron-Bridge)
-      prefers on Hopper and later GPUs (NeMo's memory-optimisation guide).
+      prefers on Hopper and later GPUs (NeMo's memory-optimisation guide), and so does PyTorch's SDPA on Hopper
+      and B200-class GPUs once its cuDNN is newer than 9.15 (``check_prefer_cudnn_attention``, PyTorch's
+      ``sdp_utils.cpp``; CUDA 13 wheels).
     * ``flash3``: FlashAttention-3 (``flash_attn_interface``), Hopper only.
 
     Both Hopper kernels run faster than FlashAttention-2 on Hopper GPUs by the ratio the FlashAttention-3
