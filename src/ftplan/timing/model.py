@@ -522,6 +522,26 @@ def attention_kernel_factor(
     return (forwards / fwd + 3.0 / bwd) / (forwards + 3.0)
 
 
+def attention_kernel_note(training: Training, gpu_arch: str) -> str | None:
+    """What the output says where the attention core's rate is least sure: flash attention on a Blackwell GPU, where
+    no measurement stands behind the model's rate (FlashAttention-2's fitted rate scaled with the peak, whichever
+    kernel the job states). FlashAttention-2's kernels, written for Ampere, run on a B200 at about an H100's speed
+    (head dimension 128, forward, 245-362 TFLOP/s from 512 to 16k tokens: meta-pytorch/tritonbench#171; head
+    dimension 64, 308-381 forward and 243-334 backward: Dao-AILab/flash-attention#1589), while Blackwell's own
+    kernels, cuDNN's (which PyTorch's SDPA prefers there once its cuDNN is newer than 9.15: its
+    ``check_prefer_cudnn_attention``) and FlashAttention-4, run at 1,000-1,400 (flash-attention#2605, #2280), 1.3-1.8
+    times the model's rate on a B200 at the same realised fraction of their measured speed."""
+    if training.attention is Attention.EAGER or gpu_arch != "blackwell":
+        return None
+    return (
+        f"attention on {gpu_arch}: the model runs the attention core at FlashAttention-2's fitted rate scaled with the "
+        "GPU's peak, whatever attention_kernel says; FlashAttention-2's own kernels run here at about an H100's "
+        "speed (under half that rate) and cuDNN's, which PyTorch's SDPA picks here once its cuDNN is newer than "
+        "9.15, at 1.3-1.8 times it, so the attention share of the step is uncertain by about 2× either way "
+        "(benchmarks/attention_sweep.py measures it on a GPU)"
+    )
+
+
 def sequence_lengths(training: Training, micro_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tokens a sequence costs and the span its attention covers, per micro-batch size
     (:class:`~ftplan.memory.setup.SequenceData`): ``seq_len`` both without data lengths.
