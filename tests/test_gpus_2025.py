@@ -3,6 +3,8 @@ racks whose 72 GPUs share one NVLink domain across 4-GPU trays."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -106,3 +108,7 @@ def test_fit_says_how_unsure_attention_on_blackwell_is(tmp_path):
     assert all(res.exit_code == 0 for res in outputs.values()), {g: r.output for g, r in outputs.items()}
     assert "attention on blackwell: " in outputs["b200"].output
     assert "attention on" not in outputs["h100"].output
+    # and `--format json` carries it for a program
+    res = CliRunner().invoke(app, ["fit", str(job), "--gpu", "b200", "--gpus", "8", "--top", "1", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert [n.split(":")[0] for n in json.loads(res.output)["notes"]] == ["attention on blackwell"]

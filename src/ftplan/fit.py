@@ -172,6 +172,13 @@ class FitResult:
     closest: str = ""  # the family that came closest to fitting, when none fits
     policy: HeadroomPolicy = field(default_factory=HeadroomPolicy)  # the headroom every layout kept
 
+    @property
+    def time_notes(self) -> list[str]:
+        """Where the model is least sure of the layouts' time, a line each: the attention core's rate on a GPU
+        where no measurement stands behind it (:func:`ftplan.timing.model.attention_kernel_note`)."""
+        arches = dict.fromkeys(pool.gpu.arch for pool in self.pools)
+        return [note for a in arches if (note := tm.attention_kernel_note(self.job.training, a))]
+
 
 _FAMILY_COLUMNS = ("gpus", "nodes", "dp", "tp", "zero", "offload", "recompute", "pp", "dp_shard", "cp", "ep")
 

@@ -150,6 +150,7 @@ def fit(
         "fitting": len(result.layouts),
         "layouts": records,
         "excluded": result.excluded,
+        "notes": result.time_notes if records else [],  # (where the model is least sure of the layouts' time)
     }
     rows = pd.DataFrame(records, columns=COLUMNS)
     emit(render(format, lambda: fit_table(result, best, by.value), lambda: payload, lambda: rows), output)

@@ -8,7 +8,6 @@ from typing import Any
 from ftplan.bands import MemoryVerdict
 from ftplan.memory import Kernels, MemoryEstimate
 from ftplan.timing.dispatch import SECONDS_PER_OP
-from ftplan.timing.model import attention_kernel_note
 from ftplan.units import GIB
 
 TERM_LABELS = {
@@ -247,9 +246,8 @@ def fit_table(result: Any, best: Any, by: str) -> str:
                 "PyTorch's per-operation dispatch (kernels: eager); larger micro-batches spread it over more tokens, "
                 "and a compiled or fused stack (kernels: fused) launches a fraction of the kernels."
             )
-    if not best.empty:  # where the attention's rate is least sure (timing.model.attention_kernel_note)
-        arches = dict.fromkeys(pool.gpu.arch for pool in result.pools)
-        out += [note for a in arches if (note := attention_kernel_note(t, a))]
+    if not best.empty:
+        out += result.time_notes
     for pool in result.pools:
         out.append(f"pool {pool.name}: {pool.hardware_note}; {pool.price_note or 'no price'}")
     if result.excluded:
