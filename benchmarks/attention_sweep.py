@@ -59,14 +59,13 @@ def model_rates(gpu: str, kernel: str, length: int) -> tuple[float | None, float
     backward TFLOP/s) for ``kernel`` at ``length`` on catalog GPU ``gpu``, in the papers' convention."""
     import numpy as np
 
-    from ftplan.catalog import load_catalog
-    from ftplan.fit import Pool, hardware
-    from ftplan.memory.setup import AttentionKernel, Precision
+    sys.path.insert(0, str(Path(__file__).parent))
+    import gemm_sweep
+
+    from ftplan.memory.setup import AttentionKernel
     from ftplan.timing import model as tm
 
-    g = load_catalog().gpus[gpu]
-    hw = hardware(Pool(gpu, g, gpus_per_node=g.max_gpus_per_node, max_nodes=1, network_gbps=None,
-                       usd_per_node_hour=None), Precision.BF16_MIXED)  # fmt: skip
+    hw = gemm_sweep.catalog_hardware(gpu)
     k = AttentionKernel(kernel)
     grid, x = np.log2(tm.ATTENTION_KERNEL_LENGTHS), np.log2(length)
     fwd_table, bwd_table = (float(np.interp(x, grid, v)) for v in tm.ATTENTION_KERNEL_TFLOPS[k])

@@ -74,9 +74,7 @@ def sweep(device: str, gpu: str, models: tuple[str, ...], tokens: int, compiled:
     sys.path.insert(0, str(Path(__file__).parent))
     import gemm_sweep
 
-    from ftplan.catalog import load_catalog
-
-    hbm = float(load_catalog().gpus[gpu].hbm_gbs)
+    hbm = gemm_sweep.catalog_hardware(gpu).hbm_gbs
     timed, cast, rows = gemm_sweep._timer(device), _cast(compiled), []
     for model, what, r, c in shapes(models, tokens):
         dtypes = (("bf16", torch.bfloat16, 2), ("fp32", torch.float32, 4)) if what == "weight" else (

@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import itertools
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -103,6 +105,19 @@ def catalog_gpu(name: str, given: str | None) -> str | None:
         return None
 
 
+@functools.cache
+def catalog_hardware(gpu: str) -> Any:
+    """One node of catalog GPU ``gpu`` as the time model sees it in bf16 (``timing.model.Hardware``), the model's
+    columns of this script and of ``attention_sweep.py`` and ``fp8_cast_sweep.py``."""
+    from ftplan.catalog import load_catalog
+    from ftplan.fit import Pool, hardware
+    from ftplan.memory.setup import Precision
+
+    g = load_catalog().gpus[gpu]
+    pool = Pool(gpu, g, gpus_per_node=g.max_gpus_per_node, max_nodes=1, network_gbps=None, usd_per_node_hour=None)
+    return hardware(pool, Precision.BF16_MIXED)
+
+
 def _gemm(device: str, dtype: str, b: int, m: int, n: int, k: int) -> Callable[[], object]:
     import torch
 
@@ -139,14 +154,11 @@ def grouped(
     import torch
 
     from ftplan.catalog import load_catalog
-    from ftplan.fit import Pool, hardware
-    from ftplan.memory.setup import Precision, Training
+    from ftplan.memory.setup import Training
     from ftplan.timing import model as tm
 
     catalog = load_catalog()
-    g = catalog.gpus[gpu]
-    hw = hardware(Pool(gpu, g, gpus_per_node=g.max_gpus_per_node, max_nodes=1, network_gbps=None,
-                       usd_per_node_hour=None), Precision.BF16_MIXED)  # fmt: skip
+    hw = catalog_hardware(gpu)
     rate = hw.peak_tflops * 1e12 * hw.efficiency
     timed, out = _timer(device), []
     for name in models:

@@ -632,13 +632,13 @@ def step_times(
         t_flops = flops.adapter_linear / rate
         t_bytes = flops.adapter_bytes / (hw.hbm_gbs * 1e9)
         t_micro = t_micro + tokens_micro * again * (max(t_flops, t_bytes) - t_flops) / tp
+    shard = np.where(dp_shard > 0, dp_shard, dp) * cp  # (context-parallel ranks hold the same weights)
     if flops.fp8_linear:
         if not hw.fp8_tflops:
             raise ValueError("precision fp8 on a GPU without FP8 tensor cores")
         full = recompute == 2  # the recomputed forward runs its linears (a third of their FLOPs) again
         fp8_flops = flops.fp8_linear * np.where(full, 4 / 3, 1.0)
         fp8_rate = hw.fp8_tflops * 1e12 * hw.efficiency * hw.fp8_ratio
-        shard = np.where(dp_shard > 0, dp_shard, dp) * cp
         casts = tokens_micro * (
             flops.fp8_cast_token + np.where(full, flops.fp8_forward_token, 0.0)
         ) + fp8_weight_cast_bytes(flops, training, zero, shard, recompute)
@@ -690,7 +690,6 @@ def step_times(
     # replicate all-reduce at once: across nodes, over the node's network, each gets its share of a whole-node
     # all-reduce's bus bandwidth over as many nodes as groups; inside an NVLink domain (replicas on one node, or
     # the trays of an NVL72) every GPU has its own link to the switches, so each runs at the whole NVLink rate
-    shard = np.where(dp_shard > 0, dp_shard, dp) * cp  # (context-parallel ranks hold the same weights)
     replicas = dp * cp / shard
     frac = np.where(shard > 1, (shard - 1) / shard, 0.0)
     group = shard * tp
