@@ -47,8 +47,8 @@ HEADER = """\
 # memory: the graded published runs of benchmarks/memory_cases.yaml (benchmarks/memory_accuracy.py): the
 #   peak each run allocated, reserved or took from its GPU against ftplan's estimate of the same statistic.
 # time: the held-out cases of benchmarks/throughput_public.yaml and throughput_finetune_public.yaml
-#   (benchmarks/throughput_accuracy.py), tokens/s per GPU; llm-foundry's runs are left out because the
-#   catalog's GPU efficiencies were fitted on them.
+#   (benchmarks/throughput_accuracy.py), tokens/s per GPU; llm-foundry's and Qwen's runs are left out because the
+#   catalog's GPU efficiencies and the per-operation dispatch time were fitted on them.
 # A regime is a prefix of the dimensions listed; an estimate uses the deepest prefix of its own regime with
 # at least min_cases cases. Quantiles are empirical (inverted CDF): p01 of fewer than 100 cases is the lowest.
 """

@@ -10,6 +10,11 @@ context-parallel ranks, which Megatron builds over tensor-parallel ranks too, is
 kernels (``FUSED_SOURCES``), and is compared on tokens/s per GPU: as published, or a source's TFLOP/s per GPU
 over the FLOPs a token its own formula counts (``FLOP_CONVENTIONS``).
 
+A source that republishes a configuration release after release (Megatron-Bridge's performance summary: the same
+system, model, precision, layout and batch) is held at the newest release that publishes it, once: the software a
+plan made today runs, and no configuration counted twice. Only rows in precisions the model expresses are copied
+(not MXFP8 or NVFP4).
+
 Model dimensions come from the case, else from the catalog by the model's name (``MODEL_NAMES`` maps
 the sources' spellings to catalog ids; ``SOURCE_CONFIGS`` holds Qwen1's, Nemotron's and nanotron's benchmark
 models, which the catalog lacks). Context-parallel cases run over ``cp`` ranks a sequence (Megatron's ring
@@ -71,10 +76,11 @@ FITTED_SOURCES = {"foundry", "qwen1"}  # the catalog's efficiencies (llm-foundry
 # DGX/HGX H100 8×400 Gbps NDR, DGX A100 8×200 Gbps HDR (shared/data/gpus.yaml inter_node_typical); DGX B200 the
 # H100's 8×400 Gbps ConnectX-7; a GB200 tray one 400 Gbps ConnectX-7 port a GPU (ml-engineering network/README.md,
 # tools/gpus_2025.yaml), and a GB300 tray taken as the GB200's (no source states its ports; its runs of 72 GPUs or
-# fewer never leave the rack's NVLink).
+# fewer never leave the rack's NVLink); a B300 node 6,400 Gbps (AWS p6-b300's 16 × 400 Gbps, shared/data/gpus.yaml
+# inter_node_reference_gbps_per_node: the one B300 node the reference data describe).
 NETWORK = {
     "h100-sxm-80gb": 3200.0, "h200-sxm-141gb": 3200.0, "a100-sxm-80gb": 1600.0, "a100-sxm-40gb": 1600.0,
-    "b200-180gb": 3200.0, "gb200-186gb": 1600.0, "gb300-288gb": 1600.0,
+    "b200-180gb": 3200.0, "b300-sxm-288gb": 6400.0, "gb200-186gb": 1600.0, "gb300-288gb": 1600.0,
 }  # fmt: skip
 
 # Bus bandwidth the source measured on its own cluster, which a pool states (``allreduce_busbw_gbs``):

@@ -57,13 +57,14 @@ class ScenarioJob(JobSpec):
         return self
 
 
+_BUSBW_DESCRIPTION = "measured all-reduce bus bandwidth across nodes (GB/s, nccl-tests, all of each node's GPUs)"
+
+
 class _Networked(_Strict):
     """A pool whose nodes the scenario describes: their network, and what nccl-tests measured over it."""
 
     network_gbps: Float | None = Field(None, gt=0, description="network per node (Gbps); empty: jobs stay in a node")
-    allreduce_busbw_gbs: Float | None = Field(
-        None, gt=0, le=L.MAX_BUSBW_GBS, description="measured all-reduce bus bandwidth across nodes (GB/s, nccl-tests)"
-    )
+    allreduce_busbw_gbs: Float | None = Field(None, gt=0, le=L.MAX_BUSBW_GBS, description=_BUSBW_DESCRIPTION)
 
     @model_validator(mode="after")
     def _measured_over_a_network(self) -> _Networked:
@@ -98,9 +99,7 @@ class CloudPool(_Strict):
     instance: str = Field(description="catalog instance CLOUD/TYPE")
     pricing: Literal["on-demand", "spot"] = "on-demand"
     quota_nodes: Int = Field(gt=0, le=L.MAX_POOL_NODES, description="most instances running at once")
-    allreduce_busbw_gbs: Float | None = Field(
-        None, gt=0, le=L.MAX_BUSBW_GBS, description="measured all-reduce bus bandwidth across nodes (GB/s, nccl-tests)"
-    )
+    allreduce_busbw_gbs: Float | None = Field(None, gt=0, le=L.MAX_BUSBW_GBS, description=_BUSBW_DESCRIPTION)
     efficiency: Float | None = Field(
         None, gt=0, le=1, description="large GEMMs' fraction of dense peak (default: catalog)"
     )

@@ -37,8 +37,9 @@ attention_efficiency``: both are fractions of peak over *hardware* FLOPs, fitted
 (``benchmarks/throughput_accuracy.py --fit``: attention kernels run at a third to a half of the matmuls' efficiency
 there); every weight GEMM adds its epilogue's writes, its inner loop's latency and a kernel's fixed time
 (:func:`gemm_overhead`, fitted to a measured H100 GEMM table); collectives cost ``factor · bytes / busbw``
-(nccl-tests ``PERFORMANCE.md``: all-reduce ``2(n−1)/n``, all-gather and reduce-scatter ``(n−1)/n``), hidden behind
-compute where frameworks overlap them; offload moves bytes over the GPU's host link and runs the optimizer on the
+(nccl-tests ``PERFORMANCE.md``: all-reduce ``2(n−1)/n``, all-gather and reduce-scatter ``(n−1)/n``), a node's
+network shared by the collectives its GPUs run at once (:func:`network_share`), hidden behind compute where
+frameworks overlap them; offload moves bytes over the GPU's host link and runs the optimizer on the
 CPU; on the GPU the optimizer step moves the bytes its kernels read and write a parameter (measured,
 ``timing.dispatch.OPTIMIZER_BYTES``) at HBM bandwidth, once a step; every micro-step's memory-bound operations
 (norms, rotary embeddings, activations, residual adds, casts, the loss) move their bytes at HBM bandwidth too
@@ -450,6 +451,22 @@ def bus_bandwidth(hw: Hardware, group: np.ndarray, all_reduce: np.ndarray | None
     return np.where(np.ceil(group / _domain(hw)) > 1, min(inter, intra), inside)
 
 
+def network_share(hw: Hardware, span: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """How many collectives share one node's network when ``groups`` process groups, each laid over ``span``
+    consecutive GPUs and strided through them, run at once: the node's GPUs belong to ``min(groups, GPUs a node)``
+    different groups (one a tensor-parallel rank for data parallelism, one a tensor- and expert-parallel rank for
+    the experts' data parallelism), and every one of them crosses the node's network when its group spans NVLink
+    domains. A ring's traffic through the node's network is the same whether one group of all its GPUs or ``k``
+    groups of ``1/k`` of them move the bytes (each group's ring crosses the node once, with its own share), so each
+    gets ``1/k`` of the bus bandwidth a whole-node collective reaches (:func:`bus_bandwidth`, nccl-tests'
+    measurement; a pool's measured one likewise). 1 inside an NVLink domain, where every GPU has its own links to
+    the switches, and on a pool without a network."""
+    span, groups = np.asarray(span, dtype=float), np.asarray(groups, dtype=float)
+    if hw.network_gbps is None and hw.network_busbw_gbs is None:
+        return np.ones(np.broadcast(span, groups).shape)
+    return np.where(np.ceil(span / _domain(hw)) > 1, np.minimum(groups, hw.gpus_per_node), 1.0)
+
+
 def collective_latency(hw: Hardware, ranks: np.ndarray, span: np.ndarray, kind: str) -> np.ndarray:
     """Seconds of latency of one collective among ``ranks`` GPUs laid over ``span`` consecutive GPUs
     (NCCL's model, see RING_BASE_US): ring steps over NVLink and across nodes; an all-reduce across
@@ -689,18 +706,24 @@ def step_times(
     # all-reduced across the dp / dp_shard groups (torch FSDP2's 2-D mesh). Every GPU of a node runs its own
     # replicate all-reduce at once: across nodes, over the node's network, each gets its share of a whole-node
     # all-reduce's bus bandwidth over as many nodes as groups; inside an NVLink domain (replicas on one node, or
-    # the trays of an NVL72) every GPU has its own link to the switches, so each runs at the whole NVLink rate
+    # the trays of an NVL72) every GPU has its own link to the switches, so each runs at the whole NVLink rate.
+    # The shard group's collectives likewise: each tensor-parallel rank runs its own, at once, so across nodes
+    # each gets its share of the node's network (network_share)
     replicas = dp * cp / shard
     frac = np.where(shard > 1, (shard - 1) / shard, 0.0)
     group = shard * tp
-    bw = bus_bandwidth(hw, group) * 1e9
-    bw_ar = bus_bandwidth(hw, group, all_reduce=shard) * 1e9  # (ZeRO 0's all-reduce: NVLS inside a domain)
+    share = network_share(hw, group, tp)
+    bw = bus_bandwidth(hw, group) * 1e9 / share
+    bw_ar = bus_bandwidth(hw, group, all_reduce=shard) * 1e9 / share  # (ZeRO 0's all-reduce: NVLS inside a domain)
     on_node = np.minimum(group, max(hw.nvlink_domain or 0, hw.gpus_per_node))
     across = np.ceil(replicas * on_node / _domain(hw)) > 1
     bw_rep = bus_bandwidth(hw, replicas * on_node) * 1e9 / np.where(across, on_node, 1.0)
     t_rep = np.where(replicas > 1, 2 * (replicas - 1) / replicas * g_bytes / shard / bw_rep, 0.0)
     # Expert parallelism: a GPU holds 1/ep of the routed experts, whose collectives run over the shard/ep
-    # ranks holding the same experts (transformers' and torchtitan's efsdp group)
+    # ranks holding the same experts (transformers' and torchtitan's efsdp group, Megatron's expert-data-parallel
+    # one): a node's GPUs are in as many of those groups as tensor- and expert-parallel ranks it holds, all
+    # reducing at once, so across nodes each gets that share of the node's network (e_share, relative to the
+    # dense groups' share the expert bytes are divided by below)
     if flops.expert_weights:
         g_exp = np.where(ep > 1, g_bytes * flops.expert_trainable / max(flops.trainable, 1), 0.0)
         w_exp = np.where(ep > 1, w_bytes * flops.expert_weights / flops.weights, 0.0)
@@ -708,8 +731,11 @@ def step_times(
         e_shard = shard / ep
         e_frac = np.where(e_shard > 1, (e_shard - 1) / e_shard, 0.0)
         g_exp, w_exp = g_exp / ep, w_exp / ep
+        e_share = network_share(hw, group, tp * ep) / share
     else:
         g_exp = w_exp = e_frac = np.zeros_like(shard)
+        e_share = np.ones_like(shard)
+    e_cost = e_frac * e_share  # the experts' bytes that move, at their share of the node's network
     # Latency: FSDP gathers and reduces one group at a time (a layer, and the root's embeddings and
     # head), DDP one 25 MiB bucket at a time; HSDP's replicas all-reduce each group's shard
     units = arch.total_layers / pp + 1
@@ -722,12 +748,12 @@ def step_times(
     # every backward; FSDP2 does unless told not to sync, which keeps whole gradients: ZeRO-1's memory): each
     # earlier micro-step's reduce-scatter overlaps its own backward, the last one's with the all-gather.
     overlap = t_micro * backward_share
-    t_rs = (frac * g_bytes + e_frac * g_exp) / bw + units * lat_ring + t_rep + units * lat_rep
+    t_rs = (frac * g_bytes + e_cost * g_exp) / bw + units * lat_ring + t_rep + units * lat_rep
     t_dp = (
         np.where(
             zero == 0,
-            2 * (frac * g_bytes + e_frac * g_exp) / bw_ar + lat_buckets,
-            (frac * g_bytes + e_frac * g_exp) * (1 + c / grad_bytes) / bw + 2 * units * lat_ring,
+            2 * (frac * g_bytes + e_cost * g_exp) / bw_ar + lat_buckets,
+            (frac * g_bytes + e_cost * g_exp) * (1 + c / grad_bytes) / bw + 2 * units * lat_ring,
         )
         + t_rep
         + units * lat_rep
@@ -738,7 +764,7 @@ def step_times(
     # ZeRO 3: parameters gathered in forward and again in backward, gradients reduce-scattered,
     # every micro-step; prefetching hides them behind that micro-step's compute.
     t_z3 = (
-        (frac * (2 * w_bytes + g_bytes) + e_frac * (2 * w_exp + g_exp)) / bw
+        (frac * (2 * w_bytes + g_bytes) + e_cost * (2 * w_exp + g_exp)) / bw
         + 3 * units * lat_ring
         + t_rep
         + units * lat_rep
