@@ -92,6 +92,11 @@ MEASURED_BUSBW = {"usp": {1: None, 2: 362.0, 4: 160.0, 8: 99.6, 16: 84.7, 32: 64
 # Llama 3.3 70B has Llama 3.1 70B's architecture (meta-llama model cards).
 MODEL_NAMES = {
     "meta-llama/llama-3.1-8b": "llama-3.1-8b",
+    "meta-llama/llama-3.1-70b": "llama-3.1-70b",
+    "qwen/qwen3-30b-a3b": "qwen3-30b-a3b",
+    "openai/gpt-oss-20b": "gpt-oss-20b",
+    "openai/gpt-oss-120b": "gpt-oss-120b",
+    "deepseek-ai/deepseek-v3": "deepseek-v3",
     "meta-llama/llama-3.3-70b-instruct": "llama-3.1-70b",
     "qwen/qwen2.5-7b": "qwen2.5-7b",
     "qwen/qwen2.5-32b-instruct": "qwen2.5-32b",

@@ -149,6 +149,9 @@ def test_cases_whose_configuration_is_partly_inferred_are_told_apart(catalog, be
     assert by_id["nemo-longseq-llama2-7b-4k"] is True  # (no micro-batch, no global batch)
     assert by_id["ult-h100-llama318b-lora-g1"] is True  # (grade B)
     assert by_id["automodel-h100-bf16-llama3-70b-lora"] is True  # (global batch 32 at dp 1 × 1 × 4 micro-batches)
+    # NeMo Automodel's gpt-oss rows run the expert parallelism of their benchmark config, which the table omits
+    assert by_id["automodel-h100-bf16-gpt-oss-120b-g64"] is True
+    assert by_id["automodel-h100-bf16-qwen3-30b-a3b-g8"] is False
     assert 0 < sum(by_id.values()) < len(by_id) / 2
 
 
