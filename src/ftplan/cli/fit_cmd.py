@@ -67,7 +67,7 @@ def fit(
     busbw_gbs: float | None = typer.Option(
         None,
         "--busbw-gbs",
-        help="Measured all-reduce bus bandwidth across nodes (GB/s, nccl-tests) for every pool.",
+        help="All-reduce bus bandwidth across nodes (GB/s), nccl-tests over all of each node's GPUs, every pool.",
         callback=number(0, MAX_BUSBW_GBS, lo_open=True),
     ),
     host_memory_gib: float | None = typer.Option(
