@@ -703,21 +703,18 @@ def step_times(
     if fp8 is not None and fp8.all_gather:  # converted weights gathered in float8: one byte each
         w_bytes -= flops.fp8_linear / 6 / tp
     # HSDP: the ZeRO collectives run inside a shard group of dp_shard ranks, then the gradient shards are
-    # all-reduced across the dp / dp_shard groups (torch FSDP2's 2-D mesh). Every GPU of a node runs its own
-    # replicate all-reduce at once: across nodes, over the node's network, each gets its share of a whole-node
-    # all-reduce's bus bandwidth over as many nodes as groups; inside an NVLink domain (replicas on one node, or
-    # the trays of an NVL72) every GPU has its own link to the switches, so each runs at the whole NVLink rate.
-    # The shard group's collectives likewise: each tensor-parallel rank runs its own, at once, so across nodes
-    # each gets its share of the node's network (network_share)
+    # all-reduced across the dp / dp_shard groups (torch FSDP2's 2-D mesh). Every GPU of a shard group runs its own
+    # replicate all-reduce at once, and the shard group's collectives run one a tensor-parallel rank at once: across
+    # nodes each gets its share of the node's network (network_share); inside an NVLink domain (replicas on one
+    # node, or the trays of an NVL72) every GPU has its own link to the switches, so each runs at the NVLink rate
     replicas = dp * cp / shard
     frac = np.where(shard > 1, (shard - 1) / shard, 0.0)
     group = shard * tp
     share = network_share(hw, group, tp)
     bw = bus_bandwidth(hw, group) * 1e9 / share
     bw_ar = bus_bandwidth(hw, group, all_reduce=shard) * 1e9 / share  # (ZeRO 0's all-reduce: NVLS inside a domain)
-    on_node = np.minimum(group, max(hw.nvlink_domain or 0, hw.gpus_per_node))
-    across = np.ceil(replicas * on_node / _domain(hw)) > 1
-    bw_rep = bus_bandwidth(hw, replicas * on_node) * 1e9 / np.where(across, on_node, 1.0)
+    on_node = np.minimum(group, _domain(hw))
+    bw_rep = bus_bandwidth(hw, replicas * on_node) * 1e9 / network_share(hw, replicas * on_node, on_node)
     t_rep = np.where(replicas > 1, 2 * (replicas - 1) / replicas * g_bytes / shard / bw_rep, 0.0)
     # Expert parallelism: a GPU holds 1/ep of the routed experts, whose collectives run over the shard/ep
     # ranks holding the same experts (transformers' and torchtitan's efsdp group, Megatron's expert-data-parallel
