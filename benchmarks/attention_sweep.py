@@ -70,8 +70,8 @@ def model_rates(gpu: str, kernel: str, length: int) -> tuple[float | None, float
     grid, x = np.log2(tm.ATTENTION_KERNEL_LENGTHS), np.log2(length)
     fwd_table, bwd_table = (float(np.interp(x, grid, v)) for v in tm.ATTENTION_KERNEL_TFLOPS[k])
     hopper = hw.gpu_arch in tm.ATTENTION_KERNEL_ARCHS
-    # each direction's speed-up over FlashAttention-2's rate, where the model applies one (on Hopper)
-    fwd_up, bwd_up = tm.attention_kernel_speedup(k, np.array(float(length))) if hopper else (1.0, 1.0)
+    # each direction's speed-up over the rate the attention efficiency stands for (on Hopper and Blackwell)
+    fwd_up, bwd_up = tm.attention_kernel_speedup(k, np.array(float(length)), hw.gpu_arch, hw.gpu_id)
     rate = hw.attention_rate / 1e12
     return (fwd_table, bwd_table) if hopper else None, rate * float(fwd_up), rate * float(bwd_up) * BACKWARD_PARTS
 

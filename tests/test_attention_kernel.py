@@ -1,5 +1,5 @@
 """`attention_kernel`: Hopper's flash-attention kernels (cuDNN, FlashAttention-3) against FlashAttention-2, whose
-rate the catalog's attention efficiencies are fitted to."""
+rate the catalog's attention efficiencies are fitted to, and the kernels' measured speeds on Blackwell."""
 
 from __future__ import annotations
 
@@ -98,6 +98,63 @@ def test_longer_sequences_never_compute_a_token_faster_under_a_hopper_kernel(cat
         mb = 65536 // s
         job = _job(catalog, seq_len=s, attention_kernel=kernel.value)
         return _times(job, h100, micro_batch=mb).compute[0] / (s * mb)
+
+    assert per_token(2 * seq) >= per_token(seq)
+
+
+def _blackwell(gpu_id: str | None) -> tm.Hardware:
+    return tm.Hardware(peak_tflops=2500.0, efficiency=0.5, hbm_gbs=8000.0, intra_node_gbs=900.0, host_link_gbs=63.0,
+                       gpus_per_node=4, network_gbps=None, gpu_arch="blackwell", gpu_id=gpu_id)  # fmt: skip
+
+
+def test_blackwell_speedups_are_the_measured_fractions_of_peak_in_exact_arithmetic():
+    # cuDNN on a GB300 at 8k: Hopper's speed-up over FlashAttention-2 times the B300 die's fraction of peak over
+    # the H200's, one runner's measurements
+    length = np.array([8192.0])
+    fwd, bwd = tm.attention_kernel_speedup(CUDNN, length, "blackwell", "gb300-288gb")
+    assert fwd[0] == pytest.approx(529 / 333 * (1856 / 2500) / (644 / 989), rel=1e-12)
+    assert bwd[0] == pytest.approx(518 / 318 * (1435 / 2500) / (541 / 989), rel=1e-12)
+    # a B200 takes the GB200's die, and so does a Blackwell GPU the tables do not name
+    b200 = tm.attention_kernel_speedup(CUDNN, length, "blackwell", "b200-180gb")
+    assert b200[0][0] == pytest.approx(529 / 333 * (1574 / 2500) / (644 / 989), rel=1e-12)
+    assert tm.attention_kernel_speedup(CUDNN, length, "blackwell", "rtx-pro-6000")[0][0] == b200[0][0]
+    # FlashAttention-2 at its B200 speed over its H100 speed, per unit of peak; FlashAttention-3 (Hopper only) alike
+    for kernel in (FLASH2, FLASH3):
+        fwd, bwd = tm.attention_kernel_speedup(kernel, np.array([4096.0]), "blackwell", "gb200-186gb")
+        assert (fwd[0], bwd[0]) == (pytest.approx(343 / 319 * 989 / 2250), pytest.approx(273 / 310 * 989 / 2250))
+    # off Hopper and Blackwell: the fitted rate itself
+    assert tm.attention_kernel_speedup(CUDNN, length, "ampere")[0][0] == 1.0
+
+
+def test_on_blackwell_cudnn_runs_faster_and_flashattention2_slower_than_the_fitted_rate():
+    for gpu_id in ("b200-180gb", "gb300-288gb"):
+        hw = _blackwell(gpu_id)
+        for length in (4096.0, 8192.0, 32768.0):
+            at = np.array([length])
+            cudnn = tm.attention_kernel_factor(Training(attention_kernel=CUDNN), hw, at, np.array([0]))[0]
+            flash2 = tm.attention_kernel_factor(Training(), hw, at, np.array([0]))[0]
+            assert cudnn < 1.0 < flash2  # (a factor on time: below 1 is faster)
+    # the B300 die's cuDNN beats the B200 die's at every length measured
+    for length in (2048.0, 8192.0, 32768.0):
+        args = (Training(attention_kernel=CUDNN),)
+        b300 = tm.attention_kernel_factor(*args, _blackwell("b300-sxm-288gb"), np.array([length]), np.array([0]))[0]
+        b200 = tm.attention_kernel_factor(*args, _blackwell("gb200-186gb"), np.array([length]), np.array([0]))[0]
+        assert b300 < b200
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seq=st.sampled_from([512, 1024, 2048, 4096, 8192, 16384, 32768]),
+    kernel=st.sampled_from([CUDNN, FLASH2]),
+    gpu=st.sampled_from(["b200-180gb", "gb300-288gb"]),
+)
+def test_longer_sequences_never_compute_a_token_faster_on_blackwell(catalog, seq, kernel, gpu):
+    hw = hardware(gpu_pool(catalog, gpu, gpus=1), _job(catalog).training.precision)
+
+    def per_token(s: int) -> float:
+        mb = 65536 // s
+        job = _job(catalog, seq_len=s, attention_kernel=kernel.value)
+        return _times(job, hw, micro_batch=mb).compute[0] / (s * mb)
 
     assert per_token(2 * seq) >= per_token(seq)
 

@@ -88,19 +88,25 @@ def test_catalog_gpus_shows_the_nvlink_domain():
     assert (row["gpus_per_node"], row["nvlink_domain"], row["nvls"]) == (4, 72, True)
 
 
-def test_fit_says_how_unsure_attention_on_blackwell_is(tmp_path):
+def test_fit_says_where_a_named_attention_kernel_cannot_run(tmp_path):
     from typer.testing import CliRunner
 
     from ftplan.cli.app import app
-    from ftplan.memory.setup import Attention, Training
+    from ftplan.memory.setup import Attention, AttentionKernel, Training
 
-    # the library: flash attention on Blackwell only (no measured rate there); eager attention is costed as matmuls
-    assert tm.attention_kernel_note(Training(), "blackwell").startswith("attention on blackwell: ")
-    assert tm.attention_kernel_note(Training(), "hopper") is None
+    # the library: FlashAttention-3 named on Blackwell, where it does not run; the other kernels have measured rates
+    flash3 = Training(attention_kernel=AttentionKernel.FLASH3)
+    assert tm.attention_kernel_note(flash3, "blackwell").startswith("attention on blackwell: FlashAttention-3 runs")
+    assert tm.attention_kernel_note(flash3, "hopper") is None
+    assert tm.attention_kernel_note(Training(), "blackwell") is None
+    assert tm.attention_kernel_note(Training(attention_kernel=AttentionKernel.CUDNN), "blackwell") is None
     assert tm.attention_kernel_note(Training(attention=Attention.EAGER), "blackwell") is None
     # the CLI: `ftplan fit` prints it for a B200 pool and not for an H100 one
     job = tmp_path / "job.yaml"
-    job.write_text("model: llama-3.1-8b\nmethod: lora\nseq_len: 8192\nglobal_batch: 16\ntokens: 10000000\n")
+    job.write_text(
+        "model: llama-3.1-8b\nmethod: lora\nseq_len: 8192\nglobal_batch: 16\ntokens: 10000000\n"
+        "attention_kernel: flash3\n"
+    )
     outputs = {
         gpu: CliRunner().invoke(app, ["fit", str(job), "--gpu", gpu, "--gpus", "8", "--top", "1"])
         for gpu in ("b200", "h100")

@@ -3,6 +3,8 @@ the experts' data parallelism beside expert parallelism, across nodes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,40 @@ def test_the_experts_collectives_share_the_node_among_its_expert_parallel_ranks(
     assert one.communication[0] == pytest.approx(
         inside - one.compute[0] * (1 - flops.forward / flops.model) + a2a, rel=1e-9
     )
+
+
+def test_an_all_to_all_moves_its_node_peers_bytes_over_nvlink_beside_the_others_over_the_network():
+    """An all-to-all's sends go to every peer at once: those to the GPU's NVLink domain over NVLink, the rest over
+    its share of the node's network, side by side; the slower of the two is its time (exact arithmetic)."""
+    hw = _fast()  # 8 GPUs a node, 3,200 Gbps a node: 50 GB/s a GPU across nodes
+    nvlink, net = 450e9 * tm.INTRA_NODE_EFFICIENCY, 3200 / 8 * 1e9 / 8
+    sent = 1e9
+    # 16 members over two nodes: 7 of the 15 peers on the node, 8 beyond it (the network is the slower)
+    assert tm.all_to_all_seconds(hw, sent, 16, 1) == pytest.approx(sent * 8 / 15 / net, rel=1e-12)
+    # a stride of 2 (a tensor-parallel rank's group): 4 members a node, 12 of the 15 peers beyond it
+    assert tm.all_to_all_seconds(hw, sent, 16, 2) == pytest.approx(sent * 12 / 15 / net, rel=1e-12)
+    # a group inside one node: everything over NVLink
+    assert tm.all_to_all_seconds(hw, sent, 8, 1) == pytest.approx(sent / nvlink, rel=1e-12)
+    # a stride of a node or more: every peer beyond it
+    assert tm.all_to_all_seconds(hw, sent, 4, 8) == pytest.approx(sent / net, rel=1e-12)
+    # a fast network: the NVLink share is the slower
+    wide = replace(hw, network_gbps=8 * 8 * 3000.0)
+    assert tm.all_to_all_seconds(wide, sent, 16, 1) == pytest.approx(sent * 7 / 15 / nvlink, rel=1e-12)
+    # an NVL72 of 4-GPU trays: 64 members on one domain move everything over NVLink
+    assert tm.all_to_all_seconds(_fast(4, 72), sent, 64, 1) == pytest.approx(sent / nvlink, rel=1e-12)
+
+
+def test_expert_parallelism_over_two_nodes_sends_only_the_other_nodes_share_over_the_network(catalog, monkeypatch):
+    """16-way expert parallelism over two nodes: each MoE layer's four all-to-alls add the 8/15 of their bytes
+    bound for the other node at the GPU's network share to the step, not all of them (exact arithmetic)."""
+    job = _job(catalog, "qwen3-30b-a3b")
+    arch, tr = job.arch, job.training
+    flops = tm.job_flops(arch, tr)
+    hw = _fast()
+    args = [np.array([v]) for v in (16, 1, 0, 0, 0, 1, 1)]
+    with_a2a = tm.step_times(flops, arch, tr, hw, *args, ep=np.array([16])).communication[0]
+    monkeypatch.setattr(tm, "all_to_all_seconds", lambda hw, sent, members, stride: np.zeros_like(sent))
+    without = tm.step_times(flops, arch, tr, hw, *args, ep=np.array([16])).communication[0]
+    sent = 4096 * 8 * arch.hidden * 2 * 15 / 16  # a micro-step's tokens × top-8 × hidden in bf16, 15/16 sent
+    expected = 4 * arch.layers_of("main") * sent * 8 / 15 / (3200 / 8 * 1e9 / 8)
+    assert with_a2a - without == pytest.approx(expected, rel=1e-9)

@@ -230,10 +230,15 @@ def test_the_attention_sweep_times_each_kernel_beside_the_time_models_rate(bench
     table_h100, fwd, bwd = sweep.model_rates("h100-sxm-80gb", "cudnn", 2048)
     assert table_h100 == (484, 465)
     assert (fwd, bwd) == (pytest.approx(h100 * 484 / 298), pytest.approx(h100 * 465 / 291 * 2.5 / 3))
-    # off Hopper no speed-up and no table: a B200's cuDNN at its peak-scaled FlashAttention-2 rate
+    # on Blackwell no H100 table: a B200's cuDNN at the Hopper speed-up times its die's fraction of peak over an H200's
     table_b200, fwd, bwd = sweep.model_rates("b200-180gb", "cudnn", 2048)
     assert table_b200 is None
-    assert (fwd, bwd) == (pytest.approx(2250 * 0.203), pytest.approx(2250 * 0.203 * 2.5 / 3))
+    b200 = 2250 * 0.203
+    assert (fwd, bwd) == (pytest.approx(b200 * 484 / 298 * (1097 / 2500) / (484 / 989)),
+                          pytest.approx(b200 * 465 / 291 * (885 / 2500) / (370 / 989) * 2.5 / 3))  # fmt: skip
+    # off Hopper and Blackwell: FlashAttention-2's fitted rate scaled with the peak, whatever the kernel
+    table_a100, fwd, _ = sweep.model_rates("a100-sxm-80gb", "cudnn", 2048)
+    assert table_a100 is None and fwd == pytest.approx(312 * 0.374)
 
 
 def test_the_fp8_cast_sweep_times_each_converted_weight_beside_the_roofline(benchmark_script, tmp_path):

@@ -592,6 +592,7 @@ def hardware(pool: Pool, precision: Precision, efficiency: float | None = None) 
         nvlink_domain=gpu.nvlink_domain,
         network_busbw_gbs=pool.allreduce_busbw_gbs,
         gpu_arch=gpu.arch,
+        gpu_id=gpu.id,
         nvls=gpu.nvls,
     )
 

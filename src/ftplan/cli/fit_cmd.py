@@ -98,8 +98,8 @@ def fit(
     attention_kernel: AttentionKernel | None = typer.Option(
         None,
         "--attention-kernel",
-        help="flash2 | cudnn | flash3: the flash-attention kernel (overrides the job's; the Hopper kernels run "
-        "faster on Hopper GPUs only).",
+        help="flash2 | cudnn | flash3: the flash-attention kernel (overrides the job's; each at its measured "
+        "speed on Hopper and Blackwell GPUs, FlashAttention-2's elsewhere).",
     ),
     engine: Engine | None = typer.Option(
         None, "--engine", help="torch | deepspeed: what runs data parallelism and ZeRO (overrides the job's)."

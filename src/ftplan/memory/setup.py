@@ -194,7 +194,9 @@ class AttentionKernel(StrEnum):
     * ``flash3``: FlashAttention-3 (``flash_attn_interface``), Hopper only.
 
     Both Hopper kernels run faster than FlashAttention-2 on Hopper GPUs by the ratio the FlashAttention-3
-    paper measured (:data:`ftplan.timing.model.ATTENTION_KERNEL_TFLOPS`); elsewhere they take its rate.
+    paper measured (:data:`ftplan.timing.model.ATTENTION_KERNEL_TFLOPS`). On Blackwell each kernel runs at its
+    measured speed there (:data:`ftplan.timing.model.CUDNN_SWEEP`, ``FLASH2_BLACKWELL_TFLOPS``; ``flash3``, which
+    does not run there, at FlashAttention-2's); other GPUs take FlashAttention-2's fitted rate.
     """
 
     FLASH2 = "flash2"

@@ -121,19 +121,44 @@ CPU_ADAM_S_PER_GPARAM = 0.22
 # (ml-engineering, "Maximum Achievable Matmul FLOPS comparison table").
 DEFAULT_FP8_MATMUL_RATIO = (1402.6 / 1979) / (794.5 / 989)
 
+HOPPER_BF16_PEAK = 989.0  # an H100 SXM's dense bf16 TFLOP/s (the catalog's), the peak the kernel tables below ran at
+
 # Flash-attention kernels' speed on an H100 SXM5, BF16, head dimension 128, by sequence length (batch × length
 # 16k tokens): TFLOP/s of the causal forward and of the backward (Shah et al. 2024, "FlashAttention-3",
 # arXiv 2407.08608, figures 5 and 6). The catalog's attention efficiency is FlashAttention-2's (fitted on
 # llm-foundry's runs), so a Hopper kernel scales it by its speed over FlashAttention-2's at the same length,
-# forward and backward apart; other GPUs keep FlashAttention-2's rate (FlashAttention-3 runs on Hopper only, and
-# Transformer Engine prefers FlashAttention-2 before Hopper: NeMo's memory-optimisation guide).
+# forward and backward apart; Blackwell GPUs take the measurements below, other GPUs FlashAttention-2's rate
+# (FlashAttention-3 runs on Hopper only, and Transformer Engine prefers FlashAttention-2 before Hopper: NeMo's
+# memory-optimisation guide).
 ATTENTION_KERNEL_LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
 ATTENTION_KERNEL_TFLOPS = {  # kernel: ((forward by length), (backward by length))
     AttentionKernel.FLASH2: ((191, 260, 298, 319, 333, 335), (214, 260, 291, 310, 318, 322)),
     AttentionKernel.CUDNN: ((315, 410, 484, 518, 529, 539), (305, 408, 465, 499, 518, 516)),
     AttentionKernel.FLASH3: ((292, 423, 521, 579, 602, 616), (316, 424, 501, 542, 559, 561)),
 }
-ATTENTION_KERNEL_ARCHS = frozenset({"hopper"})  # where the measured speed-ups apply
+ATTENTION_KERNEL_ARCHS = frozenset({"hopper"})  # where the FlashAttention-3 paper's speed-ups apply
+
+# On Blackwell the kernels do not keep Hopper's fraction of peak, and no longer in the same way. FlashAttention-2's
+# kernels (Ampere's mma.sync instructions) run on a B200 at about an H100's speed: TFLOP/s forward and backward at
+# ATTENTION_KERNEL_LENGTHS, flash_attn 2.7.4 on a B200 (dense bf16 peak 2,250), batch 1, 128 query and 8 key-value
+# heads of 128, causal (NVIDIA/cudnn-frontend benchmark/sdpa_benchmark_training/artifacts/
+# sdpa_bf16_benchmark_results_NVIDIA_B200.csv at bb37575d103b). FlashAttention-3 runs on Hopper only and takes them too.
+FLASH2_BLACKWELL_PEAK = 2250.0
+FLASH2_BLACKWELL_TFLOPS = ((64, 154, 254, 343, 400, 425), (81, 105, 199, 273, 318, 337))
+# cuDNN's fused attention keeps about Hopper's fraction of peak on a B200 die and gains on a B300 die (Blackwell
+# Ultra's doubled exponential throughput): one runner's TFLOP/s forward and backward by length on an H200 (cuDNN
+# 9.19) and on a GB200 and a GB300 (cuDNN 9.22), Llama 3.1 preset (64 query and 8 key-value heads of 128), causal,
+# bf16 (NVIDIA/cudnn-frontend benchmark/sdpa_benchmark_training/results/h200_919_only_cudnn/llama3.1_20260227_034703.csv
+# and results/llama3.1/{gb200,gb300}/llama3.1_20260424_*.csv at 3929da2). A Blackwell GPU's cuDNN runs at the
+# Hopper speed-up above times its die's fraction of peak over the H200's at the same length; a B200 or GB200 takes
+# the GB200's, a B300 or GB300 the GB300's, another Blackwell GPU the lower (the GB200's).
+CUDNN_SWEEP_LENGTHS = (2048, 4096, 8192, 16384, 32768)
+CUDNN_SWEEP = {  # die: (the measured GPU's dense bf16 peak, forward TFLOP/s by length, backward TFLOP/s by length)
+    "hopper": (989.0, (484, 591, 644, 673, 688), (370, 474, 541, 579, 581)),
+    "b200": (2500.0, (1097, 1408, 1574, 1708, 1622), (885, 1148, 1332, 1328, 1226)),
+    "b300": (2500.0, (1373, 1703, 1856, 1915, 1953), (967, 1248, 1435, 1507, 1490)),
+}
+BLACKWELL_DIES = {"b200-180gb": "b200", "gb200-186gb": "b200", "b300-sxm-288gb": "b300", "gb300-288gb": "b300"}
 
 # A weight GEMM takes longer than its FLOPs at the large-shape rate: its epilogue writes every output element (of
 # the order of its two bytes at HBM bandwidth), the loop over its inner dimension has a latency one wave of tiles
@@ -169,6 +194,7 @@ class Hardware:
     attention_efficiency: float | None = None  # the attention core's (None: efficiency × DEFAULT_ATTENTION_RATIO)
     network_busbw_gbs: float | None = None  # measured bus bandwidth across nodes (nccl-tests), when stated
     gpu_arch: str | None = None  # the GPU's architecture (catalog ``arch``): where Hopper attention kernels run
+    gpu_id: str | None = None  # the catalog's GPU (a Blackwell GPU's attention kernels run at its die's speed)
     nvls: bool = False  # the NVLink domain's switches reduce all-reduces (NVLink SHARP)
 
     @property
@@ -491,6 +517,21 @@ def _point_to_point(hw: Hardware, span: np.ndarray) -> np.ndarray:
     return np.where(span <= max(hw.nvlink_domain or 0, hw.gpus_per_node), intra, cross)
 
 
+def all_to_all_seconds(hw: Hardware, sent: np.ndarray, members: np.ndarray, stride: np.ndarray) -> np.ndarray:
+    """Seconds of one all-to-all in which each GPU sends ``sent`` bytes, spread evenly over the other ``members``
+    of its group, whose ranks lie ``stride`` GPUs apart. NCCL runs an all-to-all as one group of sends and
+    receives to every peer at once (its user guide's all-to-all example; DeepEP's dispatch likewise drives
+    NVLink and RDMA together), so the bytes for peers inside the GPU's NVLink domain move over NVLink while
+    those for the other domains' move over the GPU's share of the node's network, side by side: the slower
+    of the two is the time. A group inside one domain moves everything over NVLink."""
+    sent, members, stride = (np.asarray(x, dtype=float) for x in (sent, members, stride))
+    intra = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY * 1e9
+    cross = max((hw.network_gbps or 0) / 8 * 1e9 / hw.gpus_per_node, 1e-9)
+    local = np.clip(np.floor(_domain(hw) / np.maximum(stride, 1.0)), 1.0, members)  # members on a domain
+    remote = np.where(members > 1, (members - local) / np.maximum(members - 1, 1.0), 0.0)
+    return np.maximum(sent * (1 - remote) / intra, sent * remote / cross)
+
+
 @dataclass(frozen=True)
 class StepTimes:
     """Seconds per optimizer step, split into parts, for arrays of layouts."""
@@ -506,56 +547,76 @@ class StepTimes:
         return self.compute + self.communication + self.offload + self.other + self.dispatch
 
 
-def attention_kernel_speedup(kernel: AttentionKernel, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The kernel's speed over FlashAttention-2's at ``length`` tokens a sequence, (forward, backward): from
-    :data:`ATTENTION_KERNEL_TFLOPS`, linear in log2 of the length between the measured lengths and held at the
-    shortest and longest."""
+def _log_interp(length: np.ndarray, lengths: tuple[int, ...], values: tuple[float, ...]) -> np.ndarray:
+    """``values`` measured at ``lengths``, linear in log2 of the length between them and held beyond them."""
     x = np.log2(np.clip(np.asarray(length, dtype=float), 1.0, None))
-    grid = np.log2(ATTENTION_KERNEL_LENGTHS)
+    return np.interp(x, np.log2(lengths), values)
+
+
+def attention_kernel_speedup(
+    kernel: AttentionKernel, length: np.ndarray, gpu_arch: str | None = "hopper", gpu_id: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's speed over the rate the model's attention efficiency stands for (FlashAttention-2's fraction of
+    peak on Hopper) at ``length`` tokens a sequence, (forward, backward). On Hopper: :data:`ATTENTION_KERNEL_TFLOPS`
+    over FlashAttention-2's. On Blackwell (:data:`FLASH2_BLACKWELL_TFLOPS`, :data:`CUDNN_SWEEP`): FlashAttention-2
+    (and FlashAttention-3, which does not run there) at its measured fraction of a B200's peak over its fraction of
+    an H100's; cuDNN at its Hopper speed-up times its die's fraction of peak over an H200's. 1 on other GPUs."""
+    ones = np.ones(np.shape(length))
+    if gpu_arch == "hopper":
+        base_fwd, base_bwd = ATTENTION_KERNEL_TFLOPS[AttentionKernel.FLASH2]
+        fwd, bwd = ATTENTION_KERNEL_TFLOPS[kernel]
+        lengths = ATTENTION_KERNEL_LENGTHS
+        return (
+            _log_interp(length, lengths, fwd) / _log_interp(length, lengths, base_fwd),
+            _log_interp(length, lengths, bwd) / _log_interp(length, lengths, base_bwd),
+        )
+    if gpu_arch != "blackwell":
+        return ones, ones
+    if kernel is AttentionKernel.CUDNN:
+        hopper_fwd, hopper_bwd = attention_kernel_speedup(kernel, length)
+        h_peak, h_fwd, h_bwd = CUDNN_SWEEP["hopper"]
+        peak, d_fwd, d_bwd = CUDNN_SWEEP[BLACKWELL_DIES.get(gpu_id or "", "b200")]
+        lengths = CUDNN_SWEEP_LENGTHS
+        return (
+            hopper_fwd * (_log_interp(length, lengths, d_fwd) / peak) / (_log_interp(length, lengths, h_fwd) / h_peak),
+            hopper_bwd * (_log_interp(length, lengths, d_bwd) / peak) / (_log_interp(length, lengths, h_bwd) / h_peak),
+        )
     base_fwd, base_bwd = ATTENTION_KERNEL_TFLOPS[AttentionKernel.FLASH2]
-    fwd, bwd = ATTENTION_KERNEL_TFLOPS[kernel]
-    return np.interp(x, grid, fwd) / np.interp(x, grid, base_fwd), np.interp(x, grid, bwd) / np.interp(
-        x, grid, base_bwd
+    b_fwd, b_bwd = FLASH2_BLACKWELL_TFLOPS
+    lengths, ratio = ATTENTION_KERNEL_LENGTHS, HOPPER_BF16_PEAK / FLASH2_BLACKWELL_PEAK
+    return (
+        _log_interp(length, lengths, b_fwd) / _log_interp(length, lengths, base_fwd) * ratio,
+        _log_interp(length, lengths, b_bwd) / _log_interp(length, lengths, base_bwd) * ratio,
     )
 
 
 def attention_kernel_factor(
     training: Training, hw: Hardware, length: np.ndarray, recompute: np.ndarray
 ) -> np.ndarray:  # fmt: skip
-    """What the attention core's time at FlashAttention-2's rate is multiplied by under the job's kernel: its
-    forward passes (one, two under recomputation) and its backward (three forward-sized parts: the two gradient
-    matmul pairs and the recomputed scores) each divided by that direction's speed-up (1 for FlashAttention-2,
-    for eager attention and off Hopper)."""
+    """What the attention core's time at the rate the attention efficiency stands for is multiplied by under the
+    job's kernel on the pool's GPU (:func:`attention_kernel_speedup`): its forward passes (one, two under
+    recomputation) and its backward (three forward-sized parts: the two gradient matmul pairs and the recomputed
+    scores) each divided by that direction's speed-up; 1 for eager attention, whose matmuls the efficiency costs."""
     length, recompute = np.asarray(length, dtype=float), np.asarray(recompute, dtype=float)
-    kernel = training.attention_kernel
-    if (
-        kernel is AttentionKernel.FLASH2
-        or training.attention is Attention.EAGER
-        or hw.gpu_arch not in ATTENTION_KERNEL_ARCHS
-    ):
-        return np.ones(np.broadcast(length, recompute).shape)
-    fwd, bwd = attention_kernel_speedup(kernel, length)
+    shape = np.broadcast(length, recompute).shape
+    if training.attention is Attention.EAGER or hw.gpu_arch not in ("hopper", "blackwell"):
+        return np.ones(shape)
+    fwd, bwd = attention_kernel_speedup(training.attention_kernel, length, hw.gpu_arch, hw.gpu_id)
     forwards = np.where(recompute >= 1, 2.0, 1.0)
-    return (forwards / fwd + 3.0 / bwd) / (forwards + 3.0)
+    return np.broadcast_to((forwards / fwd + 3.0 / bwd) / (forwards + 3.0), shape)
 
 
 def attention_kernel_note(training: Training, gpu_arch: str) -> str | None:
-    """What the output says where the attention core's rate is least sure: flash attention on a Blackwell GPU, where
-    no measurement stands behind the model's rate (FlashAttention-2's fitted rate scaled with the peak, whichever
-    kernel the job states). FlashAttention-2's kernels, written for Ampere, run on a B200 at about an H100's speed
-    (head dimension 128, forward, 245-362 TFLOP/s from 512 to 16k tokens: meta-pytorch/tritonbench#171; head
-    dimension 64, 308-381 forward and 243-334 backward: Dao-AILab/flash-attention#1589), while Blackwell's own
-    kernels, cuDNN's (which PyTorch's SDPA prefers there once its cuDNN is newer than 9.15: its
-    ``check_prefer_cudnn_attention``) and FlashAttention-4, run at 1,000-1,400 (flash-attention#2605, #2280), 1.3-1.8
-    times the model's rate on a B200 at the same realised fraction of their measured speed."""
+    """What the output says where the attention core's rate is least sure: FlashAttention-3 named on a Blackwell GPU,
+    where it does not run (the model takes FlashAttention-2's measured rate there)."""
     if training.attention is Attention.EAGER or gpu_arch != "blackwell":
         return None
+    if training.attention_kernel is not AttentionKernel.FLASH3:
+        return None
     return (
-        f"attention on {gpu_arch}: the model runs the attention core at FlashAttention-2's fitted rate scaled with the "
-        "GPU's peak, whatever attention_kernel says; FlashAttention-2's own kernels run here at about an H100's "
-        "speed (under half that rate) and cuDNN's, which PyTorch's SDPA picks here once its cuDNN is newer than "
-        "9.15, at 1.3-1.8 times it, so the attention share of the step is uncertain by about 2× either way "
-        "(benchmarks/attention_sweep.py measures it on a GPU)"
+        f"attention on {gpu_arch}: FlashAttention-3 runs on Hopper GPUs only; the model costs the attention core at "
+        "FlashAttention-2's measured speed here (about an H100's), and cuDNN's (attention_kernel: cudnn) runs 2-4 "
+        "times faster at 4k-32k tokens"
     )
 
 
@@ -684,7 +745,7 @@ def step_times(
         kv = arch.kv_dim * np.maximum(1.0, cp / arch.kv_heads)
         a2a_cp = tokens_micro * c * (2 * arch.q_dim + 2 * kv) * np.where(cp > 1, (cp - 1) / cp, 0.0)
         passes = np.where(recompute == 2, 3.0, 2.0)
-        t_cp = arch.total_layers / pp * passes * a2a_cp / tp / cp_link * accum
+        t_cp = arch.total_layers / pp * passes * all_to_all_seconds(hw, a2a_cp / tp, cp, tp) * accum
     else:
         kv_bytes = tokens_micro * arch.kv_dim * (2 * c + 2 * c + 2 * 4) * (cp - 1)
         t_ring = arch.total_layers / pp * kv_bytes / tp / cp_link
@@ -774,7 +835,7 @@ def step_times(
     moe_layers = arch.layers_of("main") if arch.is_moe else 0
     a2a = tokens_micro * arch.experts_per_token * arch.hidden * c * np.where(ep > 1, (ep - 1) / ep, 0.0)
     n_a2a = np.where(recompute == 2, 6.0, 4.0) * moe_layers / pp
-    t_a2a = n_a2a * a2a / _point_to_point(hw, ep * tp * cp) * accum
+    t_a2a = n_a2a * all_to_all_seconds(hw, a2a, ep, tp * cp) * accum
     comm = np.where(zero == 3, exposed_z3, exposed_dp) + p2p + t_cp + t_a2a
 
     # ---- tensor parallel (with sequence parallelism): 4 collectives of b·s·h per layer, 6 with
