@@ -128,3 +128,22 @@ def test_expert_parallelism_over_two_nodes_sends_only_the_other_nodes_share_over
     sent = 4096 * 8 * arch.hidden * 2 * 15 / 16  # a micro-step's tokens × top-8 × hidden in bf16, 15/16 sent
     expected = 4 * arch.layers_of("main") * sent * 8 / 15 / (3200 / 8 * 1e9 / 8)
     assert with_a2a - without == pytest.approx(expected, rel=1e-9)
+
+
+def test_ulysses_over_two_nodes_sends_only_the_other_nodes_share_over_the_network(catalog, monkeypatch):
+    """DeepSpeed-Ulysses at cp 16 over two nodes: its four all-to-alls a layer each way add the 8/15 of their bytes
+    bound for the other node at the GPU's network share (exact arithmetic)."""
+    data = {"model": "llama-3.1-8b", "method": "full", "seq_len": 65536, "context_parallel": "ulysses", "gpu": "h100",
+            "tokens": 10**8, "global_batch": 16}  # fmt: skip
+    job = resolve_job(parse_job(data, "job"), catalog, "job")
+    arch, tr = job.arch, job.training
+    flops = tm.job_flops(arch, tr)
+    hw = _fast()
+    args = [np.array([v]) for v in (1, 1, 0, 0, 0, 1, 1)]
+    with_a2a = tm.step_times(flops, arch, tr, hw, *args, cp=np.array([16])).communication[0]
+    monkeypatch.setattr(tm, "all_to_all_seconds", lambda hw, sent, members, stride: np.zeros_like(sent))
+    without = tm.step_times(flops, arch, tr, hw, *args, cp=np.array([16])).communication[0]
+    kv = arch.kv_dim * 2  # (16 ranks over 8 key-value heads: each repeated twice)
+    sent = 65536 / 16 * 2 * (2 * arch.q_dim + 2 * kv) * 15 / 16
+    expected = arch.total_layers * 2 * sent * 8 / 15 / (3200 / 8 * 1e9 / 8)
+    assert with_a2a - without == pytest.approx(expected, rel=1e-9)

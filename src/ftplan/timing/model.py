@@ -250,6 +250,9 @@ class JobFlops:
     scores_forward: float = 0.0  # bytes eager attention's score tensors move a token per key it attends, forward
     scores_backward: float = 0.0  # the same, backward
     attention_square: bool = False  # the attention kernel computes every query-key pair, masked ones too
+    windowed_share: float = 0.0  # of ``attention``: the sliding-window (or chunked) layers' share
+    window: int = 0  # the keys a sliding-window layer attends to (a chunked layer's chunk)
+    chunked: bool = False  # the windowed layers attend within fixed chunks (Llama 4), not a sliding window
     gemms: tuple[GemmShape, ...] = ()  # the weight GEMMs of a micro-step (their fixed costs, GEMM_* above)
 
     @property
@@ -317,8 +320,59 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         scores_backward=scores_bwd,
         attention_square=arch.kind is Kind.DECODER and square_attention(training),
         gemms=_gemm_shapes(arch, training),
+        **_windowed(arch),
         **fp8,
     )
+
+
+def _windowed(arch: Architecture) -> dict[str, float | int | bool]:
+    """The sliding-window (or Llama 4's chunked) layers' share of a decoder's attention FLOPs, their window and
+    whether it is a chunk (:class:`JobFlops`); none elsewhere."""
+    if arch.kind is not Kind.DECODER or not arch.sliding_window or not arch.sliding_layers:
+        return {}
+    return {
+        "windowed_share": sum(arch.sliding_layers) / len(arch.sliding_layers),
+        "window": arch.sliding_window,
+        "chunked": arch.model_type == "llama4",
+    }
+
+
+def windowed_keys(span: np.ndarray, window: int, chunked: bool) -> np.ndarray:
+    """Keys a query attends to on average in a sequence of ``span`` tokens under a sliding window of ``window``
+    keys, or within chunks of ``window`` tokens, in the causal count's convention (``span / 2`` without a
+    window): a sliding window's ``Σ min(i, w) / s ≈ w − w² / 2s`` once the sequence passes it; chunks' ``(q·c² +
+    r²) / 2s`` for ``q`` whole chunks of ``c`` and ``r`` tokens after them."""
+    span = np.asarray(span, dtype=float)
+    w = float(window)
+    if chunked:
+        whole = np.floor(span / w)
+        rest = span - whole * w
+        return (whole * w * w + rest * rest) / (2 * np.maximum(span, 1.0))
+    return np.where(span > w, w - w * w / (2 * np.maximum(span, 1.0)), span / 2)
+
+
+def windowed_attention(
+    training: Training, hw: Hardware, flops: JobFlops, span: np.ndarray, length: np.ndarray, recompute: np.ndarray
+) -> np.ndarray:  # fmt: skip
+    """What the attention core's time at ``span`` tokens (the causal count, under the kernel at ``length``) is
+    multiplied by where some layers attend through a sliding window or within chunks. A flash kernel given the
+    window (Transformer Engine's cuDNN attention, FlashAttention-3) skips the blocks outside it: those layers cost
+    :func:`windowed_keys` over ``span / 2`` keys a query, at the kernel's speed at the window's length. PyTorch's
+    SDPA (``attention_kernel: flash2``) gets an explicit mask for them once the sequence reaches the window, as
+    transformers builds it (the memory model keeps it too), and its memory-efficient kernel then computes every
+    block: twice the causal count. Eager attention and a job's own mask already cost every pair
+    (``attention_square``)."""
+    kernel = attention_kernel_factor(training, hw, length, recompute)
+    if not flops.windowed_share or flops.attention_square or training.attention is Attention.EAGER:
+        return kernel
+    span = np.asarray(span, dtype=float)
+    if training.attention_kernel is AttentionKernel.FLASH2:
+        windowed = np.where(span >= flops.window, 2.0, 1.0) * kernel
+    else:
+        keys = windowed_keys(span, flops.window, flops.chunked)
+        short = attention_kernel_factor(training, hw, np.minimum(length, flops.window), recompute)
+        windowed = keys / np.maximum(span / 2, 1e-9) * short
+    return (1 - flops.windowed_share) * kernel + flops.windowed_share * windowed
 
 
 def _gemm_shapes(arch: Architecture, training: Training) -> tuple[GemmShape, ...]:
@@ -701,7 +755,7 @@ def step_times(
     rate = hw.peak_tflops * 1e12 * hw.efficiency
     # the kernel's sequence: a ring's chunk (cp of them a sequence) or, under Ulysses, the whole span
     chunk = span / np.where(training.context_parallel is ContextParallel.ULYSSES, 1.0, cp)
-    kernel = attention_kernel_factor(training, hw, chunk, recompute)
+    kernel = windowed_attention(training, hw, flops, span, chunk, recompute)
     t_attention = tokens_micro * attention_flops / tp / hw.attention_rate * kernel
     t_micro = tokens_micro * matmul_flops / tp / rate + t_attention
     t_micro = t_micro + gemm_overhead(flops, hw, tokens_micro, tp, recompute, ep)
