@@ -94,11 +94,13 @@ def test_fit_says_where_a_named_attention_kernel_cannot_run(tmp_path):
     from ftplan.cli.app import app
     from ftplan.memory.setup import Attention, AttentionKernel, Training
 
-    # the library: FlashAttention-3 named on Blackwell, where it does not run; the other kernels have measured rates
+    # the library: FlashAttention-3 named on Blackwell, where it does not run, and FlashAttention-2, which runs there at
+    # an H100's speed while cuDNN's is the kernel PyTorch's SDPA and Transformer Engine pick; nothing for cuDNN
     flash3 = Training(attention_kernel=AttentionKernel.FLASH3)
     assert tm.attention_kernel_note(flash3, "blackwell").startswith("attention on blackwell: FlashAttention-3 runs")
     assert tm.attention_kernel_note(flash3, "hopper") is None
-    assert tm.attention_kernel_note(Training(), "blackwell") is None
+    assert "state attention_kernel: cudnn" in tm.attention_kernel_note(Training(), "blackwell")
+    assert tm.attention_kernel_note(Training(), "hopper") is None
     assert tm.attention_kernel_note(Training(attention_kernel=AttentionKernel.CUDNN), "blackwell") is None
     assert tm.attention_kernel_note(Training(attention=Attention.EAGER), "blackwell") is None
     # the CLI: `ftplan fit` prints it for a B200 pool and not for an H100 one

@@ -114,20 +114,30 @@ def test_an_all_to_all_moves_its_node_peers_bytes_over_nvlink_beside_the_others_
     assert tm.all_to_all_seconds(_fast(4, 72), sent, 64, 1) == pytest.approx(sent / nvlink, rel=1e-12)
 
 
+def _all_to_all_share(job, monkeypatch, **parallel) -> float:
+    """Seconds the step's all-to-alls add to its communication: the step as modelled less the same step with
+    ``all_to_all_seconds`` returning nothing (one data-parallel GPU group of one micro-step of one sequence)."""
+    arch, tr = job.arch, job.training
+    flops, hw = tm.job_flops(arch, tr), _fast()
+    args = [np.array([v]) for v in (parallel.pop("dp", 1), 1, 0, 0, 0, 1, 1)]
+    extra = {k: np.array([v]) for k, v in parallel.items()}
+    with_a2a = tm.step_times(flops, arch, tr, hw, *args, **extra).communication[0]
+    with monkeypatch.context() as m:
+        m.setattr(tm, "all_to_all_seconds", lambda hw, sent, members, stride: np.zeros_like(sent))
+        without = tm.step_times(flops, arch, tr, hw, *args, **extra).communication[0]
+    return with_a2a - without
+
+
+NET_GPU = 3200 / 8 * 1e9 / 8  # _fast()'s network share of a GPU, bytes/s
+
+
 def test_expert_parallelism_over_two_nodes_sends_only_the_other_nodes_share_over_the_network(catalog, monkeypatch):
     """16-way expert parallelism over two nodes: each MoE layer's four all-to-alls add the 8/15 of their bytes
     bound for the other node at the GPU's network share to the step, not all of them (exact arithmetic)."""
     job = _job(catalog, "qwen3-30b-a3b")
-    arch, tr = job.arch, job.training
-    flops = tm.job_flops(arch, tr)
-    hw = _fast()
-    args = [np.array([v]) for v in (16, 1, 0, 0, 0, 1, 1)]
-    with_a2a = tm.step_times(flops, arch, tr, hw, *args, ep=np.array([16])).communication[0]
-    monkeypatch.setattr(tm, "all_to_all_seconds", lambda hw, sent, members, stride: np.zeros_like(sent))
-    without = tm.step_times(flops, arch, tr, hw, *args, ep=np.array([16])).communication[0]
-    sent = 4096 * 8 * arch.hidden * 2 * 15 / 16  # a micro-step's tokens × top-8 × hidden in bf16, 15/16 sent
-    expected = 4 * arch.layers_of("main") * sent * 8 / 15 / (3200 / 8 * 1e9 / 8)
-    assert with_a2a - without == pytest.approx(expected, rel=1e-9)
+    sent = 4096 * 8 * job.arch.hidden * 2 * 15 / 16  # a micro-step's tokens × top-8 × hidden in bf16, 15/16 sent
+    expected = 4 * job.arch.layers_of("main") * sent * 8 / 15 / NET_GPU
+    assert _all_to_all_share(job, monkeypatch, dp=16, ep=16) == pytest.approx(expected, rel=1e-9)
 
 
 def test_ulysses_over_two_nodes_sends_only_the_other_nodes_share_over_the_network(catalog, monkeypatch):
@@ -136,14 +146,8 @@ def test_ulysses_over_two_nodes_sends_only_the_other_nodes_share_over_the_networ
     data = {"model": "llama-3.1-8b", "method": "full", "seq_len": 65536, "context_parallel": "ulysses", "gpu": "h100",
             "tokens": 10**8, "global_batch": 16}  # fmt: skip
     job = resolve_job(parse_job(data, "job"), catalog, "job")
-    arch, tr = job.arch, job.training
-    flops = tm.job_flops(arch, tr)
-    hw = _fast()
-    args = [np.array([v]) for v in (1, 1, 0, 0, 0, 1, 1)]
-    with_a2a = tm.step_times(flops, arch, tr, hw, *args, cp=np.array([16])).communication[0]
-    monkeypatch.setattr(tm, "all_to_all_seconds", lambda hw, sent, members, stride: np.zeros_like(sent))
-    without = tm.step_times(flops, arch, tr, hw, *args, cp=np.array([16])).communication[0]
+    arch = job.arch
     kv = arch.kv_dim * 2  # (16 ranks over 8 key-value heads: each repeated twice)
     sent = 65536 / 16 * 2 * (2 * arch.q_dim + 2 * kv) * 15 / 16
-    expected = arch.total_layers * 2 * sent * 8 / 15 / (3200 / 8 * 1e9 / 8)
-    assert with_a2a - without == pytest.approx(expected, rel=1e-9)
+    expected = arch.total_layers * 2 * sent * 8 / 15 / NET_GPU
+    assert _all_to_all_share(job, monkeypatch, cp=16) == pytest.approx(expected, rel=1e-9)

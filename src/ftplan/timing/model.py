@@ -661,17 +661,27 @@ def attention_kernel_factor(
 
 
 def attention_kernel_note(training: Training, gpu_arch: str) -> str | None:
-    """What the output says where the attention core's rate is least sure: FlashAttention-3 named on a Blackwell GPU,
-    where it does not run (the model takes FlashAttention-2's measured rate there)."""
+    """What the output says where the job's attention kernel is not the one a Blackwell GPU runs best: FlashAttention-2
+    (``flash2``, the default), whose kernels run there at about an H100's speed while cuDNN's, which PyTorch's SDPA
+    picks there once its cuDNN is newer than 9.15 and Transformer Engine always runs, is 2.7-4 times faster at 2k-32k
+    tokens (:data:`CUDNN_SWEEP`, :data:`FLASH2_BLACKWELL_TFLOPS`); FlashAttention-3, which does not run there (the
+    model takes FlashAttention-2's speed for it). None elsewhere, for ``cudnn`` and for eager attention."""
     if training.attention is Attention.EAGER or gpu_arch != "blackwell":
         return None
-    if training.attention_kernel is not AttentionKernel.FLASH3:
-        return None
-    return (
-        f"attention on {gpu_arch}: FlashAttention-3 runs on Hopper GPUs only; the model costs the attention core at "
-        "FlashAttention-2's measured speed here (about an H100's), and cuDNN's (attention_kernel: cudnn) runs 2-4 "
-        "times faster at 4k-32k tokens"
-    )
+    if training.attention_kernel is AttentionKernel.FLASH3:
+        return (
+            f"attention on {gpu_arch}: FlashAttention-3 runs on Hopper GPUs only; the model costs the attention core "
+            "at FlashAttention-2's measured speed here (about an H100's), and cuDNN's (attention_kernel: cudnn) runs "
+            "2.7-4 times faster at 2k-32k tokens"
+        )
+    if training.attention_kernel is AttentionKernel.FLASH2:
+        return (
+            f"attention on {gpu_arch}: attention_kernel flash2 (FlashAttention-2, SDPA's flash backend) runs here at "
+            "about an H100's speed, as the model costs it; PyTorch's SDPA runs cuDNN's kernel here once its cuDNN is "
+            "newer than 9.15 (CUDA 13 wheels) and Transformer Engine always does, 2.7-4 times faster at 2k-32k tokens: "
+            "state attention_kernel: cudnn (or --attention-kernel cudnn) for such a stack"
+        )
+    return None
 
 
 def sequence_lengths(training: Training, micro_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
