@@ -96,3 +96,31 @@ def test_longer_sequences_never_compute_a_token_faster_through_windowed_layers(c
         )
 
     assert per_token(2 * seq) >= per_token(seq)
+
+
+def test_fit_says_where_windowed_layers_run_through_sdpas_mask(catalog, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from ftplan.cli.app import app
+
+    # the library: Gemma 2 9B at 8k under SDPA (the default flash2) is told; under cuDNN, below its window, or with
+    # eager attention (every pair anyway) it is not; a model without windows never is
+    note = tm.windowed_note(_job(catalog, "gemma-2-9b", 8192).arch, _job(catalog, "gemma-2-9b", 8192).training)
+    assert note.startswith("windowed attention: 21 of 42 layers attend through a 4096-token window")
+    for model, seq, fields in (("gemma-2-9b", 8192, {"attention_kernel": "cudnn"}), ("gemma-2-9b", 2048, {}),
+                               ("gemma-2-9b", 8192, {"attention": "eager"}), ("llama-3.1-8b", 8192, {})):  # fmt: skip
+        job = _job(catalog, model, seq, **fields)
+        assert tm.windowed_note(job.arch, job.training) is None, (model, seq, fields)
+    # the CLI: `ftplan fit` prints it, and `--format json` carries it
+    path = tmp_path / "job.yaml"
+    path.write_text("model: gemma-2-9b\nmethod: lora\nseq_len: 8192\nglobal_batch: 32\ntokens: 100000000\n")
+    res = CliRunner().invoke(app, ["fit", str(path), "--gpu", "h100", "--gpus", "8", "--top", "1"])
+    assert res.exit_code == 0, res.output
+    assert "windowed attention: 21 of 42 layers" in res.output
+    args = ["fit", str(path), "--gpu", "h100", "--gpus", "8", "--top", "1", "--format", "json"]
+    res = CliRunner().invoke(app, args)
+    assert [n.split(":")[0] for n in json.loads(res.output)["notes"]] == ["windowed attention"]
+    res = CliRunner().invoke(app, [*args, "--attention-kernel", "cudnn"])
+    assert json.loads(res.output)["notes"] == []

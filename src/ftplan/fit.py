@@ -174,10 +174,13 @@ class FitResult:
 
     @property
     def time_notes(self) -> list[str]:
-        """Where the model is least sure of the layouts' time, a line each: the attention core's rate on a GPU
-        where no measurement stands behind it (:func:`ftplan.timing.model.attention_kernel_note`)."""
+        """What the layouts' time rests on that the job may run otherwise, a line each: an attention kernel a GPU
+        does not run best (:func:`ftplan.timing.model.attention_kernel_note`), sliding-window layers under SDPA's mask
+        (:func:`ftplan.timing.model.windowed_note`)."""
         arches = dict.fromkeys(pool.gpu.arch for pool in self.pools)
-        return [note for a in arches if (note := tm.attention_kernel_note(self.job.training, a))]
+        notes = [note for a in arches if (note := tm.attention_kernel_note(self.job.training, a))]
+        window = tm.windowed_note(self.job.arch, self.job.training)
+        return notes + ([window] if window else [])
 
 
 _FAMILY_COLUMNS = ("gpus", "nodes", "dp", "tp", "zero", "offload", "recompute", "pp", "dp_shard", "cp", "ep")

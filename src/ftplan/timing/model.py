@@ -684,6 +684,33 @@ def attention_kernel_note(training: Training, gpu_arch: str) -> str | None:
     return None
 
 
+def windowed_note(arch: Architecture, training: Training) -> str | None:
+    """What the output says where a job's sliding-window (or chunked) layers run through SDPA's explicit mask
+    (:func:`windowed_attention`): every pair of theirs computed, twice the causal count, where a kernel given the
+    window would skip beyond it. None where no layer has a window, the sequence stays within it, or the kernel
+    takes the window (or eager attention and a job's own mask cost every pair anyway)."""
+    flops = _windowed(arch)
+    if (
+        not flops
+        or training.seq_len < arch.sliding_window
+        or training.attention is Attention.EAGER
+        or training.attention_kernel is not AttentionKernel.FLASH2
+        or square_attention(training)
+    ):
+        return None
+    kind = (
+        f"within {arch.sliding_window}-token chunks"
+        if flops["chunked"]
+        else f"through a {arch.sliding_window}-token window"
+    )
+    return (
+        f"windowed attention: {sum(arch.sliding_layers)} of {len(arch.sliding_layers)} layers attend {kind}; under "
+        "SDPA transformers hands them an explicit mask, and the memory-efficient kernel computes every pair of theirs "
+        "(twice the causal count), as the model costs it; a kernel given the window skips beyond it (Transformer "
+        "Engine's cuDNN attention: attention_kernel cudnn; FlashAttention-3: flash3)"
+    )
+
+
 def sequence_lengths(training: Training, micro_batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tokens a sequence costs and the span its attention covers, per micro-batch size
     (:class:`~ftplan.memory.setup.SequenceData`): ``seq_len`` both without data lengths.
