@@ -3,21 +3,21 @@
 
 The time model runs the attention core at its GPU's fitted FlashAttention-2 rate (catalog ``attention_efficiency``)
 and, on Hopper, a kernel (``attention_kernel: cudnn | flash3``) faster by the ratio the FlashAttention-3 paper
-measured on an H100 at each length (``timing.model.ATTENTION_KERNEL_TFLOPS``); elsewhere every kernel takes
-FlashAttention-2's rate scaled with the GPU's peak. Both are checked here: each kernel this machine has, causal, in
-bf16, at the paper's shapes (16k tokens a call: batch × length, 16 heads of 128), forward and backward timed apart
-(CUDA events; ``time.perf_counter`` on a CPU; the median of five timings of enough calls to fill about 20 ms), in the
-paper's FLOP convention (forward 4·b·h·s²·d halved by the causal mask, backward 2.5 times that). Kernels: PyTorch
-SDPA's flash backend (``flash2``), its cuDNN backend (``cudnn``) and its memory-efficient one (no model column), and
-``flash_attn`` (FlashAttention-2) and ``flash_attn_interface`` (FlashAttention-3) where installed; a kernel that
-cannot run says why.
+measured on an H100 at each length (``timing.model.ATTENTION_KERNEL_TFLOPS``); on Blackwell each kernel at its speed
+measured there (``CUDNN_SWEEP``, ``FLASH2_BLACKWELL_TFLOPS``: NVIDIA's cudnn-frontend benchmark); elsewhere every
+kernel takes FlashAttention-2's rate scaled with the GPU's peak. All are checked here: each kernel this machine has,
+causal, in bf16, at the paper's shapes (16k tokens a call: batch × length, 16 heads of 128), forward and backward
+timed apart (CUDA events; ``time.perf_counter`` on a CPU; the median of five timings of enough calls to fill about 20
+ms), in the paper's FLOP convention (forward 4·b·h·s²·d halved by the causal mask, backward 2.5 times that). Kernels:
+PyTorch SDPA's flash backend (``flash2``), its cuDNN backend (``cudnn``) and its memory-efficient one (no model
+column), and ``flash_attn`` (FlashAttention-2) and ``flash_attn_interface`` (FlashAttention-3) where installed; a
+kernel that cannot run says why.
 
 Columns beside the measurement: ``table``, the H100 figure the model's ratios come from (Hopper kernels only), and
 ``model``, the rate the time model runs the kernel at on the device's catalog GPU, in the same convention (its
 backward counts three forward-sized parts where the paper counts 2.5, so its backward rate is 2.5/3 of its
-internal one). ``measured / model`` is what the model's fitted rate leaves out on this GPU: a session with a
-Blackwell GPU shows whether FlashAttention-2 (which runs its Ampere kernels there) or cuDNN is the one the model's
-peak-scaled rate misjudges.
+internal one). ``measured / model`` is what the model's rate leaves out on this GPU: on a Blackwell GPU, how far
+the cudnn-frontend figures the model takes (another runner's, a GB200's and a B200's) carry over to this machine.
 
 Usage: python benchmarks/attention_sweep.py [--device cuda|cpu] [--gpu CATALOG_ID] [--lengths 512,...]
        [--tokens 16384] [--heads 16] [--head-dim 128] [--kernels flash2,cudnn,...] [-o TABLE.yaml]
