@@ -921,8 +921,9 @@ def step_times(
     exposed_z3 = np.maximum(0.0, t_z3 - t_micro) * accum
     # Every MoE layer sends each routed copy of a token to its expert's GPU and back, in forward and in
     # backward (and in the recomputed forward): all-to-alls of tokens × top-k × hidden, (ep − 1)/ep of it
-    # leaving the GPU, over NVLink inside a node, else the GPU's share of the network; transformers' EP
-    # waits for them (it reads the split sizes back to the host), so they are exposed
+    # leaving the GPU, the peers on its NVLink domain over NVLink beside the others over its share of the network
+    # (all_to_all_seconds); transformers' EP waits for them (it reads the split sizes back to the host), so they
+    # are exposed
     moe_layers = arch.layers_of("main") if arch.is_moe else 0
     a2a = tokens_micro * arch.experts_per_token * arch.hidden * c * np.where(ep > 1, (ep - 1) / ep, 0.0)
     n_a2a = np.where(recompute == 2, 6.0, 4.0) * moe_layers / pp
