@@ -154,7 +154,7 @@ FLASH2_BLACKWELL_TFLOPS = ((64, 154, 254, 343, 400, 425), (81, 105, 199, 273, 31
 # the GB200's, a B300 or GB300 the GB300's, another Blackwell GPU the lower (the GB200's).
 CUDNN_SWEEP_LENGTHS = (2048, 4096, 8192, 16384, 32768)
 CUDNN_SWEEP = {  # die: (the measured GPU's dense bf16 peak, forward TFLOP/s by length, backward TFLOP/s by length)
-    "hopper": (989.0, (484, 591, 644, 673, 688), (370, 474, 541, 579, 581)),
+    "hopper": (HOPPER_BF16_PEAK, (484, 591, 644, 673, 688), (370, 474, 541, 579, 581)),
     "b200": (2500.0, (1097, 1408, 1574, 1708, 1622), (885, 1148, 1332, 1328, 1226)),
     "b300": (2500.0, (1373, 1703, 1856, 1915, 1953), (967, 1248, 1435, 1507, 1490)),
 }
@@ -363,7 +363,7 @@ def windowed_attention(
     block: twice the causal count. Eager attention and a job's own mask already cost every pair
     (``attention_square``)."""
     kernel = attention_kernel_factor(training, hw, length, recompute)
-    if not flops.windowed_share or flops.attention_square or training.attention is Attention.EAGER:
+    if not flops.windowed_share or flops.attention_square:  # (eager attention's is square)
         return kernel
     span = np.asarray(span, dtype=float)
     if training.attention_kernel is AttentionKernel.FLASH2:
@@ -563,12 +563,19 @@ def collective_latency(hw: Hardware, ranks: np.ndarray, span: np.ndarray, kind: 
     return np.where(ranks > 1, ring * 1e-6, 0.0)
 
 
+def _gpu_links(hw: Hardware) -> tuple[float, float]:
+    """Bytes/s a GPU sends point to point: over NVLink at nccl-tests' protocol efficiency, and over its share of the
+    node's network (1e-9 on a pool without one)."""
+    return hw.intra_node_gbs * INTRA_NODE_EFFICIENCY * 1e9, max(
+        (hw.network_gbps or 0) / 8 * 1e9 / hw.gpus_per_node, 1e-9
+    )
+
+
 def _point_to_point(hw: Hardware, span: np.ndarray) -> np.ndarray:
     """Bytes/s of one GPU's sends to a neighbour among ``span`` consecutive GPUs: NVLink while they share a
     node (or an NVLink domain), else the GPU's share of the node's network."""
-    intra = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY * 1e9
-    cross = max((hw.network_gbps or 0) / 8 * 1e9 / hw.gpus_per_node, 1e-9)
-    return np.where(span <= max(hw.nvlink_domain or 0, hw.gpus_per_node), intra, cross)
+    intra, cross = _gpu_links(hw)
+    return np.where(span <= _domain(hw), intra, cross)
 
 
 def all_to_all_seconds(hw: Hardware, sent: np.ndarray, members: np.ndarray, stride: np.ndarray) -> np.ndarray:
@@ -579,8 +586,7 @@ def all_to_all_seconds(hw: Hardware, sent: np.ndarray, members: np.ndarray, stri
     those for the other domains' move over the GPU's share of the node's network, side by side: the slower
     of the two is the time. A group inside one domain moves everything over NVLink."""
     sent, members, stride = (np.asarray(x, dtype=float) for x in (sent, members, stride))
-    intra = hw.intra_node_gbs * INTRA_NODE_EFFICIENCY * 1e9
-    cross = max((hw.network_gbps or 0) / 8 * 1e9 / hw.gpus_per_node, 1e-9)
+    intra, cross = _gpu_links(hw)
     local = np.clip(np.floor(_domain(hw) / np.maximum(stride, 1.0)), 1.0, members)  # members on a domain
     remote = np.where(members > 1, (members - local) / np.maximum(members - 1, 1.0), 0.0)
     return np.maximum(sent * (1 - remote) / intra, sent * remote / cross)
@@ -693,9 +699,8 @@ def windowed_note(arch: Architecture, training: Training) -> str | None:
     if (
         not flops
         or training.seq_len < arch.sliding_window
-        or training.attention is Attention.EAGER
         or training.attention_kernel is not AttentionKernel.FLASH2
-        or square_attention(training)
+        or square_attention(training)  # (eager attention, a job's own mask: every pair anyway)
     ):
         return None
     kind = (
