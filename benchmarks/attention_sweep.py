@@ -2,10 +2,11 @@
 ``benchmarks/device_check.sh``).
 
 The time model runs the attention core at its GPU's fitted FlashAttention-2 rate (catalog ``attention_efficiency``)
-and, on Hopper, a kernel (``attention_kernel: cudnn | flash3``) faster by the ratio the FlashAttention-3 paper
-measured on an H100 at each length (``timing.model.ATTENTION_KERNEL_TFLOPS``); on Blackwell each kernel at its speed
-measured there (``CUDNN_SWEEP``, ``FLASH2_BLACKWELL_TFLOPS``: NVIDIA's cudnn-frontend benchmark); elsewhere every
-kernel takes FlashAttention-2's rate scaled with the GPU's peak. All are checked here: each kernel this machine has,
+and, on Hopper, a kernel faster by its measured speed over FlashAttention-2's at each length: ``flash3`` by the
+FlashAttention-3 paper's H100 figures (``timing.model.ATTENTION_KERNEL_TFLOPS``), ``cudnn`` by NVIDIA's
+cudnn-frontend sweep on an H200 (``CUDNN_SWEEP``); on Blackwell each kernel at its speed measured there
+(``CUDNN_SWEEP``, ``FLASH2_BLACKWELL_TFLOPS``); elsewhere every kernel takes FlashAttention-2's rate scaled with the
+GPU's peak. All are checked here: each kernel this machine has,
 causal, in bf16, at the paper's shapes (16k tokens a call: batch × length, 16 heads of 128), forward and backward
 timed apart (CUDA events; ``time.perf_counter`` on a CPU; the median of five timings of enough calls to fill about 20
 ms), in the paper's FLOP convention (forward 4·b·h·s²·d halved by the causal mask, backward 2.5 times that). Kernels:
@@ -13,7 +14,7 @@ PyTorch SDPA's flash backend (``flash2``), its cuDNN backend (``cudnn``) and its
 column), and ``flash_attn`` (FlashAttention-2) and ``flash_attn_interface`` (FlashAttention-3) where installed; a
 kernel that cannot run says why.
 
-Columns beside the measurement: ``table``, the H100 figure the model's ratios come from (Hopper kernels only), and
+Columns beside the measurement: ``table``, the Hopper figure the model's ratios come from (Hopper kernels only), and
 ``model``, the rate the time model runs the kernel at on the device's catalog GPU, in the same convention (its
 backward counts three forward-sized parts where the paper counts 2.5, so its backward rate is 2.5/3 of its
 internal one). ``measured / model`` is what the model's rate leaves out on this GPU: on a Blackwell GPU, how far
@@ -55,7 +56,7 @@ def flops(batch: int, heads: int, length: int, head_dim: int) -> tuple[float, fl
 
 
 def model_rates(gpu: str, kernel: str, length: int) -> tuple[float | None, float, float]:
-    """(the H100 table's forward and backward TFLOP/s for a Hopper kernel or None, the time model's forward and
+    """(the Hopper table's forward and backward TFLOP/s for a Hopper kernel or None, the time model's forward and
     backward TFLOP/s) for ``kernel`` at ``length`` on catalog GPU ``gpu``, in the papers' convention."""
     import numpy as np
 
@@ -68,7 +69,10 @@ def model_rates(gpu: str, kernel: str, length: int) -> tuple[float | None, float
     hw = gemm_sweep.catalog_hardware(gpu)
     k = AttentionKernel(kernel)
     grid, x = np.log2(tm.ATTENTION_KERNEL_LENGTHS), np.log2(length)
-    fwd_table, bwd_table = (float(np.interp(x, grid, v)) for v in tm.ATTENTION_KERNEL_TFLOPS[k])
+    if k is AttentionKernel.CUDNN:  # (the H200 sweep: an H100's compute)
+        fwd_table, bwd_table = (float(f) * tm.HOPPER_BF16_PEAK for f in tm.cudnn_fraction(np.array(length), "hopper"))
+    else:
+        fwd_table, bwd_table = (float(np.interp(x, grid, v)) for v in tm.ATTENTION_KERNEL_TFLOPS[k])
     hopper = hw.gpu_arch in tm.ATTENTION_KERNEL_ARCHS
     # each direction's speed-up over the rate the attention efficiency stands for (on Hopper and Blackwell)
     fwd_up, bwd_up = tm.attention_kernel_speedup(k, np.array(float(length)), hw.gpu_arch, hw.gpu_id)

@@ -35,16 +35,40 @@ def _times(job, hw, recompute=0, cp=1, micro_batch=1):
 
 
 def test_speedups_are_the_measured_speeds_over_flashattention2s_in_exact_arithmetic():
-    fwd, bwd = tm.attention_kernel_speedup(CUDNN, np.array([2048.0]))
-    assert (fwd[0], bwd[0]) == (pytest.approx(484 / 298, rel=1e-12), pytest.approx(465 / 291, rel=1e-12))
+    # cuDNN on Hopper: the H200 sweep (an H100's compute) over FlashAttention-2's H100 figures
+    fwd, bwd = tm.attention_kernel_speedup(CUDNN, np.array([2048.0, 8192.0]))
+    assert fwd.tolist() == [pytest.approx(484 / 298, rel=1e-12), pytest.approx(644 / 333, rel=1e-12)]
+    assert bwd.tolist() == [pytest.approx(370 / 291, rel=1e-12), pytest.approx(541 / 318, rel=1e-12)]
+    # below the sweep's 2,048 tokens, the paper's cuDNN curve scaled to meet it there
+    fwd, bwd = tm.attention_kernel_speedup(CUDNN, np.array([1024.0]))
+    assert (fwd[0], bwd[0]) == (pytest.approx(410 * 484 / 484 / 260), pytest.approx(408 * 370 / 465 / 260))
+    # beyond the sweep's 32k, its 32k figures over FlashAttention-2's 16k ones, both held
+    fwd, bwd = tm.attention_kernel_speedup(CUDNN, np.array([262144.0]))
+    assert (fwd[0], bwd[0]) == (pytest.approx(688 / 335), pytest.approx(581 / 322))
     fwd, bwd = tm.attention_kernel_speedup(FLASH3, np.array([2**10.5]))  # halfway from 1k to 2k in log2
     assert fwd[0] == pytest.approx((423 + 521) / (260 + 298), rel=1e-12)
     assert bwd[0] == pytest.approx((424 + 501) / (260 + 291), rel=1e-12)
     # held at the ends of the measured lengths
-    fwd, bwd = tm.attention_kernel_speedup(CUDNN, np.array([128.0, 262144.0]))
-    assert fwd.tolist() == [pytest.approx(315 / 191), pytest.approx(539 / 335)]
-    assert bwd.tolist() == [pytest.approx(305 / 214), pytest.approx(516 / 322)]
+    fwd, bwd = tm.attention_kernel_speedup(FLASH3, np.array([128.0, 262144.0]))
+    assert fwd.tolist() == [pytest.approx(292 / 191), pytest.approx(616 / 335)]
+    assert bwd.tolist() == [pytest.approx(316 / 214), pytest.approx(561 / 322)]
     assert tm.attention_kernel_speedup(FLASH2, np.array([100.0, 5000.0, 10**6]))[1] == pytest.approx(1.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(die=st.sampled_from(["hopper", "b200", "b300"]), length=st.floats(256.0, 2e6))
+def test_cudnns_curve_joins_the_sweep_at_its_shortest_length_and_never_falls_with_length(die, length):
+    first = float(tm.CUDNN_SWEEP_LENGTHS[0])
+    below = tm.cudnn_fraction(np.array([first * (1 - 1e-9)]), die)
+    at = tm.cudnn_fraction(np.array([first]), die)
+    for b, a in zip(below, at, strict=True):
+        assert b[0] == pytest.approx(a[0], rel=1e-6)  # (continuous where the paper's curve meets the sweep)
+    peak, fwd, bwd = tm.CUDNN_SWEEP[die]
+    assert (at[0][0], at[1][0]) == (pytest.approx(fwd[0] / peak), pytest.approx(bwd[0] / peak))
+    # up to the sweep's 16k every die runs cuDNN's forward no slower on longer sequences
+    if length <= 8192:
+        shorter, longer = tm.cudnn_fraction(np.array([length, 2 * length]), die)[0]
+        assert longer >= shorter
 
 
 def test_the_attention_core_runs_faster_by_its_passes_speedups_on_hopper_only(catalog):
@@ -108,15 +132,14 @@ def _blackwell(gpu_id: str | None) -> tm.Hardware:
 
 
 def test_blackwell_speedups_are_the_measured_fractions_of_peak_in_exact_arithmetic():
-    # cuDNN on a GB300 at 8k: Hopper's speed-up over FlashAttention-2 times the B300 die's fraction of peak over
-    # the H200's, one runner's measurements
+    # cuDNN on a GB300 at 8k: the B300 die's fraction of peak over FlashAttention-2's on an H100
     length = np.array([8192.0])
     fwd, bwd = tm.attention_kernel_speedup(CUDNN, length, "blackwell", "gb300-288gb")
-    assert fwd[0] == pytest.approx(529 / 333 * (1856 / 2500) / (644 / 989), rel=1e-12)
-    assert bwd[0] == pytest.approx(518 / 318 * (1435 / 2500) / (541 / 989), rel=1e-12)
+    assert fwd[0] == pytest.approx((1856 / 2500) / (333 / 989), rel=1e-12)
+    assert bwd[0] == pytest.approx((1435 / 2500) / (318 / 989), rel=1e-12)
     # a B200 takes the GB200's die, and so does a Blackwell GPU the tables do not name
     b200 = tm.attention_kernel_speedup(CUDNN, length, "blackwell", "b200-180gb")
-    assert b200[0][0] == pytest.approx(529 / 333 * (1574 / 2500) / (644 / 989), rel=1e-12)
+    assert b200[0][0] == pytest.approx((1574 / 2500) / (333 / 989), rel=1e-12)
     assert tm.attention_kernel_speedup(CUDNN, length, "blackwell", "rtx-pro-6000")[0][0] == b200[0][0]
     # FlashAttention-2 at its B200 speed over its H100 speed, per unit of peak; FlashAttention-3 (Hopper only) alike
     for kernel in (FLASH2, FLASH3):
@@ -200,3 +223,16 @@ def test_trl_attn_implementation_sets_the_kernel(catalog, tmp_path):
     path.write_text(json.dumps(base | {"attn_implementation": "flex_attention"}))
     with pytest.raises(FtplanError, match="field 'attn_implementation': 'flex_attention'"):
         import_config("trl", path, catalog)
+
+
+def test_the_blackwell_note_states_cudnns_measured_lead_over_flashattention2():
+    lengths, none = np.array([2048.0, 4096.0, 8192.0, 16384.0, 32768.0]), np.zeros(5)
+    leads: list[float] = []
+    for gpu_id in ("b200-180gb", "gb300-288gb"):
+        cudnn = tm.attention_kernel_factor(Training(attention_kernel=CUDNN), _blackwell(gpu_id), lengths, none)
+        flash2 = tm.attention_kernel_factor(Training(), _blackwell(gpu_id), lengths, none)
+        leads += (flash2 / cudnn).tolist()  # (time factors: the attention core's time under flash2 over cudnn's)
+    assert (round(min(leads), 1), round(max(leads), 1)) == (3.3, 4.5)
+    for kernel in (FLASH2, FLASH3):
+        note = tm.attention_kernel_note(Training(attention_kernel=kernel), "blackwell")
+        assert "3.3-4.5 times faster at 2k-32k" in note

@@ -40,6 +40,22 @@ def test_context_parallel_cases_are_laid_out_over_cp_ranks(catalog, benchmark_sc
     assert bench._tokens_per_gpu(c) == c["micro_batch"] * c["grad_accum"] * 32768 / 4
 
 
+def test_nemos_long_sequence_rows_run_their_published_batches(catalog, benchmark_script):
+    bench = benchmark_script("throughput_accuracy")
+    cases, _ = bench.load_cases(catalog)
+    by_id = {c["id"]: c for c in cases}
+    c = by_id["nemo-longseq-llama2-7b-4k"]  # 4 GPUs, global batch 1,024 sequences of 4k: 256 micro-steps
+    assert (c["dp"], c["micro_batch"], c["grad_accum"]) == (4, 1, 256)
+    # the B200 table's rows run on tp·pp·dp·cp GPUs: 1M tokens over 4 × 16 ranks a sequence, 4 sequences a step
+    b = by_id["nemo-longseq-llama3-8b-b200-1024k"]
+    assert (b["tp"], b["cp"], b["dp"], b["grad_accum"], b["nodes"]) == (4, 16, 4, 1, 32)
+    assert b["training"].attention_kernel.value == "cudnn" and b["fp8"]
+    # NeMo's model TFLOP/s over its own llama formula (non-causal attention): 1,608 at 1M tokens
+    per_token = bench.FLOP_CONVENTIONS["nemo"](32, 4096, 2**20, 128256, b["arch"])
+    assert b["measured"] == pytest.approx(1608e12 / per_token, rel=1e-12)
+    assert sum(cid.startswith("nemo-longseq-llama3-8b-b200-") for cid in by_id) == 8
+
+
 def test_nemos_flop_formula_is_megatron_cores_for_a_gated_mlp(catalog, benchmark_script):
     bench = benchmark_script("throughput_accuracy")
     for model in ("llama-2-7b", "llama-3.1-70b"):

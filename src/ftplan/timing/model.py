@@ -126,10 +126,11 @@ HOPPER_BF16_PEAK = 989.0  # an H100 SXM's dense bf16 TFLOP/s (the catalog's), th
 # Flash-attention kernels' speed on an H100 SXM5, BF16, head dimension 128, by sequence length (batch × length
 # 16k tokens): TFLOP/s of the causal forward and of the backward (Shah et al. 2024, "FlashAttention-3",
 # arXiv 2407.08608, figures 5 and 6). The catalog's attention efficiency is FlashAttention-2's (fitted on
-# llm-foundry's runs), so a Hopper kernel scales it by its speed over FlashAttention-2's at the same length,
-# forward and backward apart; Blackwell GPUs take the measurements below, other GPUs FlashAttention-2's rate
-# (FlashAttention-3 runs on Hopper only, and Transformer Engine prefers FlashAttention-2 before Hopper: NeMo's
-# memory-optimisation guide).
+# llm-foundry's runs), so a faster kernel scales it by its speed over FlashAttention-2's at the same length, forward
+# and backward apart: FlashAttention-3 on Hopper by these figures; cuDNN on Hopper and Blackwell by the newer sweep
+# below (this table's cuDNN row gives only its shape below the sweep's shortest length); FlashAttention-2 on
+# Blackwell by its measurement there; other GPUs FlashAttention-2's rate (FlashAttention-3 runs on Hopper only, and
+# Transformer Engine prefers FlashAttention-2 before Hopper: NeMo's memory-optimisation guide).
 ATTENTION_KERNEL_LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
 ATTENTION_KERNEL_TFLOPS = {  # kernel: ((forward by length), (backward by length))
     AttentionKernel.FLASH2: ((191, 260, 298, 319, 333, 335), (214, 260, 291, 310, 318, 322)),
@@ -145,13 +146,14 @@ ATTENTION_KERNEL_ARCHS = frozenset({"hopper"})  # where the FlashAttention-3 pap
 # sdpa_bf16_benchmark_results_NVIDIA_B200.csv at bb37575d103b). FlashAttention-3 runs on Hopper only and takes them too.
 FLASH2_BLACKWELL_PEAK = 2250.0
 FLASH2_BLACKWELL_TFLOPS = ((64, 154, 254, 343, 400, 425), (81, 105, 199, 273, 318, 337))
-# cuDNN's fused attention keeps about Hopper's fraction of peak on a B200 die and gains on a B300 die (Blackwell
-# Ultra's doubled exponential throughput): one runner's TFLOP/s forward and backward by length on an H200 (cuDNN
-# 9.19) and on a GB200 and a GB300 (cuDNN 9.22), Llama 3.1 preset (64 query and 8 key-value heads of 128), causal,
-# bf16 (NVIDIA/cudnn-frontend benchmark/sdpa_benchmark_training/results/h200_919_only_cudnn/llama3.1_20260227_034703.csv
-# and results/llama3.1/{gb200,gb300}/llama3.1_20260424_*.csv at 3929da2). A Blackwell GPU's cuDNN runs at the
-# Hopper speed-up above times its die's fraction of peak over the H200's at the same length; a B200 or GB200 takes
-# the GB200's, a B300 or GB300 the GB300's, another Blackwell GPU the lower (the GB200's).
+# cuDNN's fused attention, one runner's TFLOP/s forward and backward by length on an H200 (cuDNN 9.19) and on a
+# GB200 and a GB300 (cuDNN 9.22), Llama 3.1 preset (batch 1, 64 query and 8 key-value heads of 128), causal, bf16
+# (NVIDIA/cudnn-frontend benchmark/sdpa_benchmark_training/results/h200_919_only_cudnn/llama3.1_20260227_034703.csv
+# and results/llama3.1/{gb200,gb300}/llama3.1_20260424_*.csv at 3929da2): the cuDNN a stack runs today, on every die
+# from the same runner. cuDNN runs at its die's fraction of peak over FlashAttention-2's on an H100 (an H200 has the
+# H100's compute); a B200 or GB200 takes the GB200's die, a B300 or GB300 the GB300's (Blackwell Ultra's doubled
+# exponential throughput), another Blackwell GPU the lower (the GB200's). Below 2,048 tokens, the FlashAttention-3
+# paper's cuDNN curve scaled to meet the sweep at 2,048 (``cudnn_fraction``).
 CUDNN_SWEEP_LENGTHS = (2048, 4096, 8192, 16384, 32768)
 CUDNN_SWEEP = {  # die: (the measured GPU's dense bf16 peak, forward TFLOP/s by length, backward TFLOP/s by length)
     "hopper": (HOPPER_BF16_PEAK, (484, 591, 644, 673, 688), (370, 474, 541, 579, 581)),
@@ -613,37 +615,49 @@ def _log_interp(length: np.ndarray, lengths: tuple[int, ...], values: tuple[floa
     return np.interp(x, np.log2(lengths), values)
 
 
+def cudnn_fraction(length: np.ndarray, die: str) -> tuple[np.ndarray, np.ndarray]:
+    """cuDNN's fused attention on ``die`` (:data:`CUDNN_SWEEP`) at ``length`` tokens a sequence, as fractions of the
+    die's dense bf16 peak, (forward, backward); below the sweep's shortest length, the FlashAttention-3 paper's
+    cuDNN curve (:data:`ATTENTION_KERNEL_TFLOPS`) scaled to meet the sweep there."""
+    peak, fwd, bwd = CUDNN_SWEEP[die]
+    first, lengths = CUDNN_SWEEP_LENGTHS[0], ATTENTION_KERNEL_LENGTHS
+    short = np.asarray(length, dtype=float) < first
+    out = []
+    for sweep, paper in zip((fwd, bwd), ATTENTION_KERNEL_TFLOPS[AttentionKernel.CUDNN], strict=True):
+        below = _log_interp(length, lengths, paper) * sweep[0] / _log_interp(np.array(first), lengths, paper)
+        out.append(np.where(short, below, _log_interp(length, CUDNN_SWEEP_LENGTHS, sweep)) / peak)
+    return out[0], out[1]
+
+
 def attention_kernel_speedup(
     kernel: AttentionKernel, length: np.ndarray, gpu_arch: str | None = "hopper", gpu_id: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's speed over the rate the model's attention efficiency stands for (FlashAttention-2's fraction of
-    peak on Hopper) at ``length`` tokens a sequence, (forward, backward). On Hopper: :data:`ATTENTION_KERNEL_TFLOPS`
-    over FlashAttention-2's. On Blackwell (:data:`FLASH2_BLACKWELL_TFLOPS`, :data:`CUDNN_SWEEP`): FlashAttention-2
-    (and FlashAttention-3, which does not run there) at its measured fraction of a B200's peak over its fraction of
-    an H100's; cuDNN at its Hopper speed-up times its die's fraction of peak over an H200's. 1 on other GPUs."""
+    peak on Hopper) at ``length`` tokens a sequence, (forward, backward). cuDNN on Hopper and Blackwell: its die's
+    fraction of peak (:data:`CUDNN_SWEEP`, one runner's) over FlashAttention-2's on an H100. FlashAttention-3 on
+    Hopper: :data:`ATTENTION_KERNEL_TFLOPS` over FlashAttention-2's. FlashAttention-2 on Blackwell (and
+    FlashAttention-3, which does not run there): its measured fraction of a B200's peak over its fraction of an
+    H100's (:data:`FLASH2_BLACKWELL_TFLOPS`). 1 on other GPUs."""
     ones = np.ones(np.shape(length))
+    if gpu_arch not in ("hopper", "blackwell"):
+        return ones, ones
+    base_fwd, base_bwd = ATTENTION_KERNEL_TFLOPS[AttentionKernel.FLASH2]
+    lengths = ATTENTION_KERNEL_LENGTHS
+    if kernel is AttentionKernel.CUDNN:
+        die = "hopper" if gpu_arch == "hopper" else BLACKWELL_DIES.get(gpu_id or "", "b200")
+        fwd, bwd = cudnn_fraction(length, die)
+        return (
+            fwd / (_log_interp(length, lengths, base_fwd) / HOPPER_BF16_PEAK),
+            bwd / (_log_interp(length, lengths, base_bwd) / HOPPER_BF16_PEAK),
+        )
     if gpu_arch == "hopper":
-        base_fwd, base_bwd = ATTENTION_KERNEL_TFLOPS[AttentionKernel.FLASH2]
         fwd, bwd = ATTENTION_KERNEL_TFLOPS[kernel]
-        lengths = ATTENTION_KERNEL_LENGTHS
         return (
             _log_interp(length, lengths, fwd) / _log_interp(length, lengths, base_fwd),
             _log_interp(length, lengths, bwd) / _log_interp(length, lengths, base_bwd),
         )
-    if gpu_arch != "blackwell":
-        return ones, ones
-    if kernel is AttentionKernel.CUDNN:
-        hopper_fwd, hopper_bwd = attention_kernel_speedup(kernel, length)
-        h_peak, h_fwd, h_bwd = CUDNN_SWEEP["hopper"]
-        peak, d_fwd, d_bwd = CUDNN_SWEEP[BLACKWELL_DIES.get(gpu_id or "", "b200")]
-        lengths = CUDNN_SWEEP_LENGTHS
-        return (
-            hopper_fwd * (_log_interp(length, lengths, d_fwd) / peak) / (_log_interp(length, lengths, h_fwd) / h_peak),
-            hopper_bwd * (_log_interp(length, lengths, d_bwd) / peak) / (_log_interp(length, lengths, h_bwd) / h_peak),
-        )
-    base_fwd, base_bwd = ATTENTION_KERNEL_TFLOPS[AttentionKernel.FLASH2]
     b_fwd, b_bwd = FLASH2_BLACKWELL_TFLOPS
-    lengths, ratio = ATTENTION_KERNEL_LENGTHS, HOPPER_BF16_PEAK / FLASH2_BLACKWELL_PEAK
+    ratio = HOPPER_BF16_PEAK / FLASH2_BLACKWELL_PEAK
     return (
         _log_interp(length, lengths, b_fwd) / _log_interp(length, lengths, base_fwd) * ratio,
         _log_interp(length, lengths, b_bwd) / _log_interp(length, lengths, base_bwd) * ratio,
@@ -669,7 +683,7 @@ def attention_kernel_factor(
 def attention_kernel_note(training: Training, gpu_arch: str) -> str | None:
     """What the output says where the job's attention kernel is not the one a Blackwell GPU runs best: FlashAttention-2
     (``flash2``, the default), whose kernels run there at about an H100's speed while cuDNN's, which PyTorch's SDPA
-    picks there once its cuDNN is newer than 9.15 and Transformer Engine always runs, is 2.7-4 times faster at 2k-32k
+    picks there once its cuDNN is newer than 9.15 and Transformer Engine always runs, is 3.3-4.5 times faster at 2k-32k
     tokens (:data:`CUDNN_SWEEP`, :data:`FLASH2_BLACKWELL_TFLOPS`); FlashAttention-3, which does not run there (the
     model takes FlashAttention-2's speed for it). None elsewhere, for ``cudnn`` and for eager attention."""
     if training.attention is Attention.EAGER or gpu_arch != "blackwell":
@@ -678,14 +692,14 @@ def attention_kernel_note(training: Training, gpu_arch: str) -> str | None:
         return (
             f"attention on {gpu_arch}: FlashAttention-3 runs on Hopper GPUs only; the model costs the attention core "
             "at FlashAttention-2's measured speed here (about an H100's), and cuDNN's (attention_kernel: cudnn) runs "
-            "2.7-4 times faster at 2k-32k tokens"
+            "3.3-4.5 times faster at 2k-32k tokens"
         )
     if training.attention_kernel is AttentionKernel.FLASH2:
         return (
             f"attention on {gpu_arch}: attention_kernel flash2 (FlashAttention-2, SDPA's flash backend) runs here at "
             "about an H100's speed, as the model costs it; PyTorch's SDPA runs cuDNN's kernel here once its cuDNN is "
-            "newer than 9.15 (CUDA 13 wheels) and Transformer Engine always does, 2.7-4 times faster at 2k-32k tokens: "
-            "state attention_kernel: cudnn (or --attention-kernel cudnn) for such a stack"
+            "newer than 9.15 (CUDA 13 wheels) and Transformer Engine always does, 3.3-4.5 times faster at 2k-32k "
+            "tokens: state attention_kernel: cudnn (or --attention-kernel cudnn) for such a stack"
         )
     return None
 
