@@ -225,14 +225,17 @@ def test_trl_attn_implementation_sets_the_kernel(catalog, tmp_path):
         import_config("trl", path, catalog)
 
 
-def test_the_blackwell_note_states_cudnns_measured_lead_over_flashattention2():
+def test_the_notes_state_cudnns_measured_lead_over_flashattention2():
     lengths, none = np.array([2048.0, 4096.0, 8192.0, 16384.0, 32768.0]), np.zeros(5)
-    leads: list[float] = []
-    for gpu_id in ("b200-180gb", "gb300-288gb"):
-        cudnn = tm.attention_kernel_factor(Training(attention_kernel=CUDNN), _blackwell(gpu_id), lengths, none)
-        flash2 = tm.attention_kernel_factor(Training(), _blackwell(gpu_id), lengths, none)
-        leads += (flash2 / cudnn).tolist()  # (time factors: the attention core's time under flash2 over cudnn's)
-    assert (round(min(leads), 1), round(max(leads), 1)) == (3.3, 4.5)
-    for kernel in (FLASH2, FLASH3):
-        note = tm.attention_kernel_note(Training(attention_kernel=kernel), "blackwell")
-        assert "3.3-4.5 times faster at 2k-32k" in note
+    hopper = tm.Hardware(peak_tflops=989.0, efficiency=0.5, hbm_gbs=3350.0, intra_node_gbs=450.0, host_link_gbs=64.0,
+                         gpus_per_node=8, network_gbps=None, gpu_arch="hopper")  # fmt: skip
+    blackwell = [_blackwell("b200-180gb"), _blackwell("gb300-288gb")]
+    for arch, pools, lead in (("hopper", [hopper], "1.3-1.9"), ("blackwell", blackwell, "3.3-4.5")):
+        leads: list[float] = []
+        for hw in pools:
+            cudnn = tm.attention_kernel_factor(Training(attention_kernel=CUDNN), hw, lengths, none)
+            flash2 = tm.attention_kernel_factor(Training(), hw, lengths, none)
+            leads += (flash2 / cudnn).tolist()  # (time factors: the attention core's time under flash2 over cudnn's)
+        assert f"{min(leads):.1f}-{max(leads):.1f}" == lead
+        assert f"{lead} times faster at 2k-32k" in tm.attention_kernel_note(Training(), arch)
+    assert "3.3-4.5 times faster at 2k-32k" in tm.attention_kernel_note(Training(attention_kernel=FLASH3), "blackwell")

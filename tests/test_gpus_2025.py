@@ -100,7 +100,9 @@ def test_fit_says_where_a_named_attention_kernel_cannot_run(tmp_path):
     assert tm.attention_kernel_note(flash3, "blackwell").startswith("attention on blackwell: FlashAttention-3 runs")
     assert tm.attention_kernel_note(flash3, "hopper") is None
     assert "state attention_kernel: cudnn" in tm.attention_kernel_note(Training(), "blackwell")
-    assert tm.attention_kernel_note(Training(), "hopper") is None
+    # on Hopper FlashAttention-2 is the fitted rate, and cuDNN, which PyTorch's SDPA picks there too, is faster
+    assert "1.3-1.9 times faster" in tm.attention_kernel_note(Training(), "hopper")
+    assert tm.attention_kernel_note(Training(), "ampere") is None
     assert tm.attention_kernel_note(Training(attention_kernel=AttentionKernel.CUDNN), "blackwell") is None
     assert tm.attention_kernel_note(Training(attention=Attention.EAGER), "blackwell") is None
     # the CLI: `ftplan fit` prints it for a B200 pool and not for an H100 one

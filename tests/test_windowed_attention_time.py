@@ -121,6 +121,6 @@ def test_fit_says_where_windowed_layers_run_through_sdpas_mask(catalog, tmp_path
     assert "windowed attention: 21 of 42 layers" in res.output
     args = ["fit", str(path), "--gpu", "h100", "--gpus", "8", "--top", "1", "--format", "json"]
     res = CliRunner().invoke(app, args)
-    assert [n.split(":")[0] for n in json.loads(res.output)["notes"]] == ["windowed attention"]
+    assert [n.split(":")[0] for n in json.loads(res.output)["notes"]] == ["attention on hopper", "windowed attention"]
     res = CliRunner().invoke(app, [*args, "--attention-kernel", "cudnn"])
     assert json.loads(res.output)["notes"] == []

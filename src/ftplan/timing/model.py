@@ -681,25 +681,35 @@ def attention_kernel_factor(
 
 
 def attention_kernel_note(training: Training, gpu_arch: str) -> str | None:
-    """What the output says where the job's attention kernel is not the one a Blackwell GPU runs best: FlashAttention-2
-    (``flash2``, the default), whose kernels run there at about an H100's speed while cuDNN's, which PyTorch's SDPA
-    picks there once its cuDNN is newer than 9.15 and Transformer Engine always runs, is 3.3-4.5 times faster at 2k-32k
-    tokens (:data:`CUDNN_SWEEP`, :data:`FLASH2_BLACKWELL_TFLOPS`); FlashAttention-3, which does not run there (the
-    model takes FlashAttention-2's speed for it). None elsewhere, for ``cudnn`` and for eager attention."""
-    if training.attention is Attention.EAGER or gpu_arch != "blackwell":
+    """What the output says where the job's attention kernel is not the one a Hopper or Blackwell GPU runs best:
+    FlashAttention-2 (``flash2``, the default) while cuDNN's, which PyTorch's SDPA picks on both once its cuDNN is
+    newer than 9.15 and Transformer Engine always runs, is faster at 2k-32k tokens (:data:`CUDNN_SWEEP`): 1.3-1.9
+    times on Hopper, 3.3-4.5 times on Blackwell, where FlashAttention-2's kernels run at about an H100's speed
+    (:data:`FLASH2_BLACKWELL_TFLOPS`); FlashAttention-3 named on Blackwell, where it does not run (the model takes
+    FlashAttention-2's speed for it). The advice to state ``cudnn`` excepts a stack that hands SDPA a mask tensor,
+    whose every pair any backend computes (``square_attention``). None elsewhere, for ``cudnn``, for ``flash3`` on
+    Hopper and for eager attention."""
+    if training.attention is Attention.EAGER or gpu_arch not in ("hopper", "blackwell"):
         return None
-    if training.attention_kernel is AttentionKernel.FLASH3:
+    lead = "1.3-1.9" if gpu_arch == "hopper" else "3.3-4.5"
+    if training.attention_kernel is AttentionKernel.FLASH3 and gpu_arch == "blackwell":
         return (
             f"attention on {gpu_arch}: FlashAttention-3 runs on Hopper GPUs only; the model costs the attention core "
             "at FlashAttention-2's measured speed here (about an H100's), and cuDNN's (attention_kernel: cudnn) runs "
-            "3.3-4.5 times faster at 2k-32k tokens"
+            f"{lead} times faster at 2k-32k tokens"
         )
     if training.attention_kernel is AttentionKernel.FLASH2:
+        speed = (
+            "the rate the model is fitted to"
+            if gpu_arch == "hopper"
+            else "about an H100's speed, as the model costs it"
+        )
         return (
             f"attention on {gpu_arch}: attention_kernel flash2 (FlashAttention-2, SDPA's flash backend) runs here at "
-            "about an H100's speed, as the model costs it; PyTorch's SDPA runs cuDNN's kernel here once its cuDNN is "
-            "newer than 9.15 (CUDA 13 wheels) and Transformer Engine always does, 3.3-4.5 times faster at 2k-32k "
-            "tokens: state attention_kernel: cudnn (or --attention-kernel cudnn) for such a stack"
+            f"{speed}; PyTorch's SDPA runs cuDNN's kernel here once its cuDNN is newer than 9.15 (CUDA 13 wheels) and "
+            f"Transformer Engine always does, {lead} times faster at 2k-32k tokens: state attention_kernel: cudnn (or "
+            "--attention-kernel cudnn) for such a stack, unless it hands SDPA a mask tensor (padded batches, windowed "
+            "layers), which any kernel then computes in full"
         )
     return None
 
