@@ -56,6 +56,19 @@ def test_nemos_long_sequence_rows_run_their_published_batches(catalog, benchmark
     assert sum(cid.startswith("nemo-longseq-llama3-8b-b200-") for cid in by_id) == 8
 
 
+def test_megatron_stacks_take_their_micro_steps_from_the_global_batch(catalog, benchmark_script):
+    bench = benchmark_script("throughput_accuracy")
+    cases, _ = bench.load_cases(catalog)
+    by_id = {c["id"]: c for c in cases}
+    c = by_id["mbridge-25.11-h100-bf16-gpt_oss_120b-gbs512"]  # its table's accumulation column says 2
+    assert (c["dp"], c["pp"], c["micro_batch"], c["grad_accum"]) == (16, 4, 4, 8)  # 512 / (4 × 16)
+    assert by_id["mbridge-25.11-gb300-bf16-qwen3_235b_a22b-gbs8192"]["grad_accum"] == 64  # (the column: 32)
+    # elsewhere a stated accumulation stands (NeMo Automodel's 70B LoRA row: 4 stated beside a global batch of 32)
+    assert by_id["automodel-h100-bf16-llama3-70b-lora"]["grad_accum"] == 4
+    # both Megatron-Bridge rows still count as contradicting themselves
+    assert by_id["mbridge-25.11-h100-bf16-gpt_oss_120b-gbs512"]["inferred"] is True
+
+
 def test_nemos_flop_formula_is_megatron_cores_for_a_gated_mlp(catalog, benchmark_script):
     bench = benchmark_script("throughput_accuracy")
     for model in ("llama-2-7b", "llama-3.1-70b"):
