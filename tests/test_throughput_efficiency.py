@@ -56,6 +56,20 @@ def test_nemos_long_sequence_rows_run_their_published_batches(catalog, benchmark
     assert sum(cid.startswith("nemo-longseq-llama3-8b-b200-") for cid in by_id) == 8
 
 
+def test_the_benchmark_prints_the_held_out_part_on_its_own(benchmark_script, capsys):
+    bench = benchmark_script("throughput_accuracy")
+    bench.main([])
+    out = capsys.readouterr().out
+    first, held = out.split("held out only (")
+    row = next(line for line in first.splitlines() if line.startswith("part: held out"))
+    cases = int(row.split()[3])
+    assert held.startswith(f"{cases} cases, every source no constant was fitted on")
+    # the held-out table's "all" row is the first table's "part: held out" row, and it holds no fitted source
+    all_row = next(line for line in held.splitlines() if line.startswith("all "))
+    assert all_row.split()[1:] == row.split()[3:]
+    assert not any(line.startswith(("source: foundry", "source: qwen1", "part: fitted")) for line in held.splitlines())
+
+
 def test_megatron_stacks_take_their_micro_steps_from_the_global_batch(catalog, benchmark_script):
     bench = benchmark_script("throughput_accuracy")
     cases, _ = bench.load_cases(catalog)
