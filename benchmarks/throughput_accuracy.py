@@ -380,7 +380,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
         "pp": pp, "cp": cp, "ep": ep,
         "virtual": virtual, "zero": _zero(par),
         "recompute": recompute,
-        "micro_batch": micro_batch, "grad_accum": _accum(case, dp, micro_batch),
+        "micro_batch": micro_batch, "grad_accum": _accum(case, source, dp, micro_batch),
         "measured": float(measured), "source": source, "fp8": fp8, "kind": kind,
         "nodes": nodes, "busbw": MEASURED_BUSBW.get(source, {}).get(nodes), "inferred": _inferred(case, dp),
     }  # fmt: skip
@@ -419,20 +419,20 @@ def _inferred(case: dict, dp: int) -> bool:
     )
 
 
-# Stacks on Megatron-Core, which takes the global and micro-batch sizes and derives the micro-steps a step from them
-# (``ConstantNumMicroBatchesCalculator``, megatron/core/num_microbatches_calculator.py: the global batch over the
-# micro-batch times the data-parallel size, which leaves tensor, pipeline and context parallelism out): their stated
-# global batch sets the accumulation, whatever a table's own column says: two rows of Megatron-Bridge's 25.11 table
-# with a pipeline state another (gpt-oss-120b on H100: 2 where 512 / (4 × 16) is 8; Qwen3-235B-A22B on GB300: 32
-# where 8,192 / (2 × 64) is 64), which would leave its 4 stages idle 150% and 9% of a step, not 38% and 0.4%.
-GLOBAL_BATCH_SOURCES = {"mbridge", "nemo", "nemo2407", "mcore"}
+# Stacks on Megatron-LM or Megatron-Core, which take the global and micro-batch sizes and derive the micro-steps a step
+# from them (``ConstantNumMicroBatchesCalculator``, megatron/core/num_microbatches_calculator.py: the global batch over
+# the micro-batch times the data-parallel size, which leaves tensor, pipeline and context parallelism out): their
+# stated global batch sets the accumulation, whatever a table's own column says: two rows of Megatron-Bridge's 25.11
+# table with a pipeline state another (gpt-oss-120b on H100: 2 where 512 / (4 × 16) is 8; Qwen3-235B-A22B on GB300:
+# 32 where 8,192 / (2 × 64) is 64), which would leave their 4 stages idle 150% and 0.8% of a step, not 38% and 0.4%.
+GLOBAL_BATCH_SOURCES = {"mbridge", "nemo", "nemo2407", "mcore", "narayanan21", "korthikanti22"}
 
 
-def _accum(case: dict, dp: int, micro_batch: int) -> int:
+def _accum(case: dict, source: str, dp: int, micro_batch: int) -> int:
     """Micro-steps a step: as stated, else the global batch over dp micro-batches (1 without either); the global
-    batch first where the stack derives the micro-steps from it (``GLOBAL_BATCH_SOURCES``)."""
+    batch first where the ``source``'s stack derives the micro-steps from it (``GLOBAL_BATCH_SOURCES``)."""
     gbs = case.get("global_batch_seqs")
-    if case.get("grad_accum") and not (gbs and case["id"].split("-", 1)[0] in GLOBAL_BATCH_SOURCES):
+    if case.get("grad_accum") and not (gbs and source in GLOBAL_BATCH_SOURCES):
         return int(case["grad_accum"])
     return max(1, int(gbs) // (dp * micro_batch)) if gbs else 1
 

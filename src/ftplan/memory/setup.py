@@ -193,10 +193,11 @@ class AttentionKernel(StrEnum):
       ``sdp_utils.cpp``; CUDA 13 wheels).
     * ``flash3``: FlashAttention-3 (``flash_attn_interface``), Hopper only.
 
-    Both Hopper kernels run faster than FlashAttention-2 on Hopper GPUs by the ratio the FlashAttention-3
-    paper measured (:data:`ftplan.timing.model.ATTENTION_KERNEL_TFLOPS`). On Blackwell each kernel runs at its
-    measured speed there (:data:`ftplan.timing.model.CUDNN_SWEEP`, ``FLASH2_BLACKWELL_TFLOPS``; ``flash3``, which
-    does not run there, at FlashAttention-2's); other GPUs take FlashAttention-2's fitted rate.
+    Both run faster than FlashAttention-2 on Hopper GPUs: ``flash3`` by the ratio the FlashAttention-3 paper
+    measured (:data:`ftplan.timing.model.ATTENTION_KERNEL_TFLOPS`), ``cudnn`` at its measured fraction of peak
+    (:data:`ftplan.timing.model.CUDNN_SWEEP`). On Blackwell each kernel runs at its measured speed there
+    (``CUDNN_SWEEP``, ``FLASH2_BLACKWELL_TFLOPS``; ``flash3``, which does not run there, at FlashAttention-2's);
+    other GPUs take FlashAttention-2's fitted rate.
     """
 
     FLASH2 = "flash2"

@@ -137,7 +137,7 @@ ATTENTION_KERNEL_TFLOPS = {  # kernel: ((forward by length), (backward by length
     AttentionKernel.CUDNN: ((315, 410, 484, 518, 529, 539), (305, 408, 465, 499, 518, 516)),
     AttentionKernel.FLASH3: ((292, 423, 521, 579, 602, 616), (316, 424, 501, 542, 559, 561)),
 }
-ATTENTION_KERNEL_ARCHS = frozenset({"hopper"})  # where the FlashAttention-3 paper's speed-ups apply
+ATTENTION_KERNEL_ARCHS = frozenset({"hopper"})  # where a Hopper table (this one, or cuDNN's H200 sweep) applies
 
 # On Blackwell the kernels do not keep Hopper's fraction of peak, and no longer in the same way. FlashAttention-2's
 # kernels (Ampere's mma.sync instructions) run on a B200 at about an H100's speed: TFLOP/s forward and backward at
