@@ -18,12 +18,21 @@ eager and SDPA micro-steps of one layer more, at three sequence lengths (the par
 exactly) and two head counts (a part per head, the scaling, mask add and softmax, and a part a layer shares,
 the mask's read), the table ``timing.traffic.EAGER_SCORES`` holds.
 
+LoRA (``--lora``) adds PEFT's operations around each adapter (the input's cast and dropout, the output's scaling,
+sum and cast back, and their gradients). For each adapters' class and with and without dropout the script
+measures a LoRA layer of the family's tiny configuration with five sets of adapted linears and fits ``bytes = c ·
+(adapted input widths, adapted output widths, 1)``: the first two are ``timing.traffic.ADAPTER``'s row, the third
+the layer under them, which it prints beside what the model takes for that layer (a bf16 model's table less the
+frozen norms' weight gradients, ``traffic.frozen_norm_bytes``).
+
 Usage: python benchmarks/layer_traffic.py [family ...]    (prints the table rows to paste, and the check)
        python benchmarks/layer_traffic.py --eager-attention [family]    (default llama)
+       python benchmarks/layer_traffic.py --lora [family ...]    (default llama qwen3 gpt_neox)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import warnings
 
@@ -33,6 +42,7 @@ from ftplan.arch import Architecture
 from ftplan.catalog import load_catalog
 from ftplan.job import resolve_job
 from ftplan.measure.dispatch import token_traffic
+from ftplan.memory.setup import Method, Precision
 from ftplan.report.tables import render_table
 from ftplan.schema.job import parse_job
 from ftplan.timing import traffic
@@ -148,11 +158,67 @@ def eager_scores(family: str) -> None:
     print(render_table(["family", "precision", *head_cols], rows, right={2, 3, 4, 5}))
 
 
+# Adapted linears of each family's tiny configuration, five sets whose input and output widths solve the fit
+LORA_TARGETS = {
+    "llama": [["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], ["q_proj", "v_proj"],
+              ["gate_proj", "up_proj", "down_proj"], ["o_proj", "down_proj"], ["k_proj"]],
+    "gpt_neox": [["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"], ["query_key_value"],
+                 ["dense_h_to_4h", "dense_4h_to_h"], ["dense", "dense_4h_to_h"], ["dense_h_to_4h"]],
+}  # fmt: skip
+LORA_TARGETS["qwen3"] = LORA_TARGETS["llama"]
+# The adapters' classes (timing.dispatch.adapter_class) and the precision that gives each
+LORA_PRECISIONS = {"pure": "bf16-pure", "fp32-adapters": "bf16-fp32-adapters", "mixed": "bf16-mixed", "fp32": "fp32"}
+
+
+def lora_fit(family: str, precision: str, dropout: float) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """Coefficients of (adapted input widths, output widths, 1) on a LoRA layer's (forward, backward) bytes a
+    token (3 × 2), the fit's largest relative residual, and the model's (forward, backward) for the layer
+    without adapters."""
+    from dispatch_counts import CONFIGS
+
+    rows, measured = [], []
+    for targets in LORA_TARGETS[family]:
+        lora = {"rank": 8, "dropout": dropout, "target_modules": targets}
+        data = {"architecture": CONFIGS[family], "precision": precision, "seq_len": 32, "micro_batch": 2,
+                "dropout": False, "method": "lora", "lora": lora}  # fmt: skip
+        job = resolve_job(parse_job(data, "traffic"), load_catalog(), "traffic")
+        rows.append([*traffic.adapted_widths(job.arch, job.training), 1])
+        measured.append(token_traffic(job)[0])
+    x, y = np.array(rows, dtype=float), np.array(measured)
+    coef = np.linalg.lstsq(x, y, rcond=None)[0]
+    residual = float(np.max(np.abs(x @ coef - y) / y))
+    bare = dataclasses.replace(job.training, method=Method.FULL, lora=None)
+    fwd, bwd, _, _ = traffic.token_bytes(job.arch, dataclasses.replace(bare, precision=Precision.BF16_PURE)
+                                         if job.training.precision.mixed else bare)  # fmt: skip
+    layers = job.arch.total_layers  # (adapted_widths sums every layer's: a layer's is a share of them)
+    under = (fwd, bwd - traffic.frozen_norm_bytes(job.arch, job.training))
+    return coef * np.array([[layers], [layers], [1]]), residual, under
+
+
+def lora_table(families: list[str]) -> None:
+    """Print ``timing.traffic.ADAPTER``'s rows as each family measures them, and the layer under the adapters."""
+    rows = []
+    for family in families:
+        for cls, precision in LORA_PRECISIONS.items():
+            for dropout in (0.0, 0.05):
+                coef, residual, (mf, mb) = lora_fit(family, precision, dropout)
+                (fi, bi), (fo, bo), (lf, lb) = (tuple(round(float(v), 3) for v in c) for c in coef)
+                print(f'    {family} "{cls}" dropout {dropout > 0}: (({fi:g}, {fo:g}), ({bi:g}, {bo:g}))', flush=True)
+                rows.append([family, cls, "yes" if dropout else "no", f"{residual:.2%}", f"{lf:g}", f"{mf:g}",
+                             f"{lb:g}", f"{mb:g}"])  # fmt: skip
+    print()
+    print(render_table(["family", "adapters", "dropout", "fit residual", "layer forward", "model", "layer backward",
+                        "model"], rows, right={3, 4, 5, 6, 7}))  # fmt: skip
+
+
 def main(argv: list[str]) -> None:
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     warnings.filterwarnings("ignore")
     if argv[:1] == ["--eager-attention"]:
         eager_scores(argv[1] if len(argv) > 1 else "llama")
+        return
+    if argv[:1] == ["--lora"]:
+        lora_table(argv[1:] or list(LORA_TARGETS))
         return
     families = argv or list(FAMILIES)
     rows = []

@@ -64,7 +64,17 @@ from ftplan.catalog import Catalog, load_catalog
 from ftplan.errors import FtplanError
 from ftplan.fit import Pool, hardware
 from ftplan.io import read_yaml
-from ftplan.memory.setup import Attention, AttentionKernel, Fp8Setup, Kernels, LoraSetup, Method, Precision, Training
+from ftplan.memory.setup import (
+    Attention,
+    AttentionKernel,
+    AttentionMask,
+    Fp8Setup,
+    Kernels,
+    LoraSetup,
+    Method,
+    Precision,
+    Training,
+)
 from ftplan.report.tables import render_table
 from ftplan.timing import dispatch
 from ftplan.timing import model as tm
@@ -110,6 +120,7 @@ MODEL_NAMES = {
     "llama2-13b": "llama-2-13b",
     "llama2-70b": "llama-2-70b",
     "phi3-mini (3.8b)": "phi-3-mini-4k",
+    "gemma 7b": "gemma-7b",
     "llama2-7b": "llama-2-7b",
     "deepseekv3": "deepseek-v3",
     "gpt oss 120b": "gpt-oss-120b",
@@ -217,6 +228,24 @@ SINGLE_KERNEL_SOURCES = {"foundry", "usp"}
 # memory agrees: 8.0 for Llama 3.1 8B QLoRA, as 4-bit layers (3.6 GB) beside fp32 embeddings and head (4.2 GB),
 # where bf16 ones would make 5.7 GB (docs/gpu_test.md, 9efd14b). No job states such a precision mix.
 FP32_QLORA_SOURCES = {"ult"}
+# Sources whose LoRA adapters are fp32 over a bf16 model without autocast (precision ``bf16-fp32-adapters``):
+# universal-llm-trainer loads the model in bf16 (``bit: bfloat16``, ``amp_training: False`` in its configs) and
+# wraps it with PEFT's ``get_peft_model``, whose ``autocast_adapter_dtype`` (True by default since PEFT 0.12; its
+# docker/requirements.txt pins peft 0.17.0) keeps the adapters fp32, so PEFT casts each adapter's input up and its
+# output back (ljm565/universal-llm-trainer src/utils/peft_utils.py at 9efd14b).
+FP32_ADAPTER_SOURCES = {"ult"}
+# Sources whose LoRA adapters are in the model's 16-bit dtype (timed as ``bf16-pure``: under autocast over bf16
+# weights and adapters no operation casts): PEFT before 0.12 moved new adapters to the base weight's dtype
+# (``LoraLayer.update_layer`` in peft v0.6.2, src/peft/tuners/lora/layer.py) and 0.12.0 (2024-07-24) first kept
+# them fp32 (``autocast_adapter_dtype``); Qwen's README table, over a bf16 model (finetune.py), last changed on
+# 2024-06-20 (QwenLM/Qwen 712d922e).
+MODEL_DTYPE_ADAPTER_SOURCES = {"qwen1"}
+# Sources whose batches reach the model with a padding mask: universal-llm-trainer pads every sample to
+# ``max_length`` and hands the model its attention mask (src/data_collection/qa_dataset.py ``_pad`` and
+# ``__getitem__`` at 9efd14b); its GPU test (``--gpu_test``, the published table's runs) replaces the tokens and
+# labels with random ones but keeps that mask (src/trainer/trainer.py), so SDPA runs the masked, every-pair kernel
+# over the full 8,192 tokens.
+PADDED_MASK_SOURCES = {"ult"}
 
 
 class OutOfScope(Exception):
@@ -299,13 +328,16 @@ def _architecture(case: dict, catalog: Catalog) -> Architecture:
 
 
 def _lora(case: dict) -> LoraSetup:
+    """The case's adapters: rank, targets and dropout as it states them (PEFT's default dropout, 0, where not)."""
     lora = case.get("lora") or {}
     targets = lora.get("target_modules")
     names = tuple(targets) if isinstance(targets, list) else ()
     known = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    dropout = lora.get("dropout")
     return LoraSetup(
         rank=int(lora.get("rank") or 16),
         target_modules=names if names and set(names) <= known else ("all-linear",),
+        dropout=float(dropout) if isinstance(dropout, (int, float)) else 0.0,
     )
 
 
@@ -355,9 +387,15 @@ def translate(case: dict, catalog: Catalog) -> dict:
     # Megatron's virtual pipeline size (vp): chunks a rank holds under the interleaved schedule
     virtual = int(par.get("vp") or 1) if pp > 1 else 1
     frozen = kind in ("LoRA", "QLoRA")
+    precision = Precision.FP8 if fp8 else Precision.FP16_MIXED if "fp16" in prec else _sixteen_bit(prec)
+    if kind == "LoRA" and source in FP32_ADAPTER_SOURCES:
+        precision = Precision.BF16_FP32_ADAPTERS
+    elif kind == "LoRA" and source in MODEL_DTYPE_ADAPTER_SOURCES and precision is Precision.BF16_MIXED:
+        precision = Precision.BF16_PURE
     training = Training(
         method={"LoRA": Method.LORA, "QLoRA": Method.QLORA}.get(kind, Method.FULL),
-        precision=Precision.FP8 if fp8 else Precision.FP16_MIXED if "fp16" in prec else _sixteen_bit(prec),
+        precision=precision,
+        attention_mask=AttentionMask.PADDED if source in PADDED_MASK_SOURCES else AttentionMask.NONE,
         seq_len=seq, lora=_lora(case) if frozen else None,
         fp8=Fp8Setup(all_gather="all-gather" in prec) if fp8 else None,
         kernels=Kernels.FUSED if source in FUSED_SOURCES or "compile" in prec else Kernels.EAGER,

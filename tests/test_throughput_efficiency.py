@@ -144,6 +144,32 @@ def test_torchtunes_cases_run_their_recipes_adapters_and_recomputation(catalog, 
     )
 
 
+def test_lora_cases_run_their_stacks_adapters_dtype_dropout_and_mask(catalog, benchmark_script):
+    """Each LoRA case takes the dropout it states; universal-llm-trainer's runs fp32 adapters over its bf16 model
+    (PEFT 0.17's default) and hand SDPA its padding mask, full fine-tuning too; Qwen's, published before PEFT 0.12,
+    bf16 adapters; and the time model books PEFT's operations around each adapter for them."""
+    from ftplan.memory.setup import AttentionMask, Precision
+
+    bench = benchmark_script("throughput_accuracy")
+    cases, _ = bench.load_cases(catalog)
+    by_id = {c["id"]: c for c in cases}
+    ult = by_id["ult-h100-llama318b-lora-g1"]["training"]
+    assert ult.precision is Precision.BF16_FP32_ADAPTERS and ult.lora.dropout == 0.05
+    assert ult.attention_mask is AttentionMask.PADDED
+    assert by_id["ult-h100-llama318b-full-g1"]["training"].attention_mask is AttentionMask.PADDED
+    assert by_id["ult-h100-gemma7b-lora-g1"]["arch"].model_type == "gemma"  # (Gemma 7B, in the catalog)
+    qwen = by_id["qwen1-7b-lora-1x1-s2048"]["training"]
+    assert qwen.precision is Precision.BF16_PURE and qwen.lora.dropout == 0.05
+    assert by_id["qwen1-7b-full-1x2-s1024"]["training"].precision is Precision.BF16_MIXED
+    automodel = by_id["automodel-h100-8b-lora-g1"]["training"]
+    assert automodel.lora.dropout == 0.1 and automodel.attention_mask is AttentionMask.NONE
+    assert by_id["torchtune-70b-lora-a100-80gbx8"]["training"].lora.dropout == 0.0  # (its row states none)
+    assert (
+        by_id["ult-h100-llama318b-lora-g1"]["flops"].traffic_forward
+        > 4 * by_id["ult-h100-llama318b-full-g1"]["flops"].traffic_forward
+    )
+
+
 def test_the_playbooks_benchmark_models_are_the_ones_its_mfu_counts(catalog, benchmark_script):
     """The Ultra-Scale Playbook's nanotron models (``SOURCE_CONFIGS``: full multi-head attention, a 131,072-token
     vocabulary, embeddings tied below an MLP width of 10,000) have the parameter counts its heatmap's MFU implies:

@@ -118,3 +118,79 @@ def test_fused_stacks_never_move_more_and_recomputation_never_moves_less(catalog
 
     assert other(eager, 2, tp) >= other(eager, recompute, tp)  # recomputation runs the forward's bytes again
     assert other(eager, recompute, 2 * tp) <= other(eager, recompute, tp)  # tensor parallelism splits them
+
+
+@pytest.mark.parametrize(
+    ("precision", "dropout", "targets"),
+    [("bf16-mixed", 0.05, "all-linear"), ("bf16-fp32-adapters", 0.1, ["q_proj", "v_proj", "down_proj"]),
+     ("bf16-pure", 0.0, ["gate_proj", "up_proj"]), ("fp32", 0.05, "all-linear")],
+)  # fmt: skip
+def test_a_lora_layer_moves_what_peft_moves_at_widths_the_table_was_not_fitted_on(catalog, precision, dropout, targets):
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from ftplan.measure.dispatch import token_traffic
+
+    data = {"architecture": LLAMA, "precision": precision, "seq_len": 32, "micro_batch": 2, "dropout": False,
+            "method": "lora", "lora": {"rank": 4, "dropout": dropout, "target_modules": targets}}  # fmt: skip
+    job = resolve_job(parse_job(data, "lora"), catalog, "lora")
+    (lf, lb), _ = token_traffic(job)
+    fwd, bwd, _, _ = traffic.token_bytes(job.arch, job.training)
+    around_fwd, around_bwd = traffic.adapter_bytes(job.arch, job.training)
+    layers = job.arch.total_layers
+    assert fwd + around_fwd / layers == pytest.approx(lf, rel=1e-9)
+    assert bwd + around_bwd / layers == pytest.approx(lb, rel=1e-9)
+
+
+def test_peft_operations_around_the_adapters_in_exact_arithmetic(catalog):
+    arch = catalog.architecture("llama-3.1-8b", "test")
+    h, f, kv, layers = 4096, 14336, 1024, 32
+    d_in, d_out = 6 * h + f, 2 * h + 2 * kv + 2 * f + h  # q k v o gate up take h; down f; out q o down h, k v kv
+    lora = LoraSetup(rank=16, target_modules=("all-linear",), dropout=0.05)
+    tr = Training(seq_len=2048, method=Method.LORA, lora=lora, precision=Precision.BF16_FP32_ADAPTERS)
+    assert traffic.adapted_widths(arch, tr) == (layers * d_in, layers * d_out)
+    # eager, fp32 adapters with dropout: the measured coefficients
+    assert traffic.adapter_bytes(arch, tr) == (layers * (34 * d_in + 24 * d_out), layers * (24 * d_in + 20 * d_out))
+    # fused: the input read (2) and written fp32 (4) with its mask byte; the base's and the adapter's outputs read
+    # (2 + 4) and their sum written (2); backward the output gradient read (2) and written fp32 (4), the input
+    # gradients read (4 + 2) with the mask and their sum written (2)
+    fused = dataclasses.replace(tr, kernels=Kernels.FUSED)
+    assert traffic.adapter_bytes(arch, fused) == (layers * (7 * d_in + 8 * d_out), layers * (9 * d_in + 6 * d_out))
+    # q and v only, bf16 adapters, no dropout: the scaling and the sum forward (10 a width out), the scaling's
+    # gradient (4) and the input gradients' sum (6) backward
+    qv = Training(seq_len=2048, method=Method.LORA, lora=LoraSetup(rank=8, target_modules=("q_proj", "v_proj")),
+                  precision=Precision.BF16_PURE)  # fmt: skip
+    assert traffic.adapter_bytes(arch, qv) == (layers * 10 * (h + kv), layers * (6 * 2 * h + 4 * (h + kv)))
+    assert traffic.adapter_bytes(arch, Training(seq_len=2048)) == (0.0, 0.0)  # full fine-tuning: no adapters
+    # the frozen base: a bf16 model's layer less the norms' weight gradients (two RMSNorms, 4 elements a width)
+    mixed = Training(seq_len=2048, method=Method.LORA, lora=lora)
+    (cf, cb), w = traffic.EAGER["llama"]["pure"], (h, f, h, kv, 1)
+    fwd, bwd, _, _ = traffic.token_bytes(arch, mixed)
+    assert fwd == sum(c * x for c, x in zip(cf, w, strict=True))
+    assert bwd == sum(c * x for c, x in zip(cb, w, strict=True)) - 4 * 2 * 2 * h
+    # and the step moves them: job_flops adds PEFT's bytes to the layers'
+    flops = tm.job_flops(arch, mixed)
+    around = traffic.adapter_bytes(arch, mixed)
+    assert (flops.traffic_forward, flops.traffic_backward) == (layers * fwd + around[0], layers * bwd + around[1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    model=st.sampled_from(["llama-3.2-1b", "qwen2.5-7b", "qwen3-8b", "gemma-2-9b", "mistral-7b-v0.3"]),
+    precision=st.sampled_from([Precision.BF16_MIXED, Precision.BF16_PURE, Precision.BF16_FP32_ADAPTERS,
+                               Precision.FP32, Precision.FP16_MIXED]),
+    targets=st.sampled_from([("all-linear",), ("q_proj", "v_proj"), ("q_proj", "k_proj", "v_proj", "o_proj")]),
+    dropout=st.sampled_from([0.0, 0.05]), method=st.sampled_from([Method.LORA, Method.QLORA]),
+)  # fmt: skip
+def test_adapters_dropout_and_eager_kernels_never_move_less(catalog, model, precision, targets, dropout, method):
+    arch = catalog.architecture(model, "test")
+    tr = Training(seq_len=1024, method=method, precision=precision,
+                  lora=LoraSetup(rank=16, target_modules=targets, dropout=dropout))  # fmt: skip
+    eager = traffic.adapter_bytes(arch, tr)
+    assert min(eager) >= 0
+    fused = traffic.adapter_bytes(arch, dataclasses.replace(tr, kernels=Kernels.FUSED))
+    assert fused[0] <= eager[0] and fused[1] <= eager[1]
+    if dropout == 0.0:
+        wet = dataclasses.replace(tr, lora=dataclasses.replace(tr.lora, dropout=0.1))
+        assert all(a >= b for a, b in zip(traffic.adapter_bytes(arch, wet), eager, strict=True))
+    wider = dataclasses.replace(tr, lora=dataclasses.replace(tr.lora, target_modules=("all-linear",)))
+    assert sum(traffic.adapter_bytes(arch, wider)) >= sum(eager)

@@ -15,10 +15,10 @@ every operation that computes (views and metadata excluded), and prints them bes
 
 * a family's block, full fine-tuning, SDPA attention (``BASE``), by precision class: ``mixed`` (autocast
   casts each weight and input), ``pure`` (16-bit weights), ``fp32``;
-* LoRA adds per adapted linear ``ADAPTER`` operations (two matmuls, the scaling, the sum, and under autocast
-  the adapters' casts), and every frozen linear saves ``FROZEN`` (its weight gradient; under autocast its
-  cast, frozen weights being stored 16-bit): measured on Llama with all seven linears adapted and with q and
-  v only;
+* LoRA adds per adapted linear ``ADAPTER`` operations (two matmuls, the scaling, the sum, and the casts where
+  the adapters are fp32; the dropout where it runs), and every frozen linear saves ``FROZEN`` (its weight
+  gradient; under autocast its cast, frozen weights being stored 16-bit): measured on Llama with all seven
+  linears adapted and with q and v only;
 * eager attention adds ``EAGER_ATTENTION`` (the score matmul, mask, softmax and dropout as operations of
   their own), and full recomputation runs the forward's operations again in backward;
 * QLoRA dequantises each frozen linear before each use: one more kernel a pass (bitsandbytes'
@@ -44,7 +44,7 @@ from ftplan.memory.setup import Attention, Method, Optimizer, Precision, Trainin
 # relative step time of Qwen's published LoRA and full fine-tuning runs (Hugging Face Trainer + PEFT,
 # eager; benchmarks/throughput_accuracy.py --fit, which also prints its error on every other source). Within
 # the 5–25 µs a PyTorch operation's host path takes (Python, autograd and dispatcher layers, the CUDA launch).
-SECONDS_PER_OP = 9.8e-6
+SECONDS_PER_OP = 10.0e-6
 
 # Operations one layer dispatches in forward and in backward, full fine-tuning with SDPA attention, by
 # precision class (benchmarks/dispatch_counts.py).
@@ -61,9 +61,16 @@ BASE: dict[str, dict[str, tuple[int, int]]] = {
 }
 DENSE_FALLBACK, MOE_FALLBACK = "gemma2", "mixtral"
 
-# Per adapted linear (forward, backward), and saved per frozen linear (forward, backward); measured on Llama
-# (7 linears adapted, then q and v only: the two solve for both), as fractions of its seven linears.
-ADAPTER = {"mixed": (8.0, 10.0), "pure": (4.0, 6.0), "fp32": (4.0, 6.0)}
+# Per adapted linear (forward, backward), by the adapters' class (:func:`adapter_class`) and whether adapter
+# dropout runs (its kernel each way), and saved per frozen linear (forward, backward); measured on Llama (7
+# linears adapted, then q and v only: the two solve for both; one adapter more: benchmarks/dispatch_counts.py
+# variants), as fractions of its seven linears.
+ADAPTER: dict[str, dict[bool, tuple[float, float]]] = {
+    "mixed": {False: (8.0, 10.0), True: (11.0, 11.0)},
+    "pure": {False: (4.0, 6.0), True: (7.0, 7.0)},
+    "fp32-adapters": {False: (6.0, 9.0), True: (9.0, 10.0)},
+    "fp32": {False: (4.0, 6.0), True: (7.0, 7.0)},
+}
 FROZEN = {"mixed": (10 / 7, 27 / 7), "pure": (0.0, 11 / 7), "fp32": (0.0, 11 / 7)}
 EAGER_ATTENTION = (9, 11)
 HEAD = (34, 24)  # embeddings, final norm, lm_head and loss (the most of the families measured)
@@ -111,6 +118,15 @@ def precision_class(precision: Precision) -> str:
     return "pure" if precision in (Precision.BF16_PURE, Precision.BF16_FP32_ADAPTERS) else "mixed"
 
 
+def adapter_class(precision: Precision) -> str:
+    """The class of PEFT's operations around a LoRA adapter: ``mixed`` (fp32 adapters under autocast, PEFT's
+    default ``autocast_adapter_dtype``), ``pure`` (bf16 adapters over a bf16 model), ``fp32-adapters`` (fp32
+    adapters over a bf16 model without autocast: the input cast up, the output cast back) or ``fp32``."""
+    if precision is Precision.BF16_FP32_ADAPTERS:
+        return "fp32-adapters"
+    return precision_class(precision)
+
+
 def _base(arch: Architecture) -> dict[str, tuple[int, int]]:
     if arch.model_type in BASE:
         return BASE[arch.model_type]
@@ -127,8 +143,9 @@ def layer_ops(arch: Architecture, training: Training) -> tuple[float, float]:
         linears = [x for xs in arch.block_linears.values() for x in xs]
         frozen = len(linears)
         adapted = len({x.name for x in linears} & lora_targets(arch, training.lora))
-        fwd += adapted * ADAPTER[cls][0] - frozen * FROZEN[cls][0]
-        bwd += adapted * ADAPTER[cls][1] - frozen * FROZEN[cls][1]
+        fwd_ops, bwd_ops = ADAPTER[adapter_class(training.precision)][training.lora.dropout > 0]
+        fwd += adapted * fwd_ops - frozen * FROZEN[cls][0]
+        bwd += adapted * bwd_ops - frozen * FROZEN[cls][1]
         if training.method is Method.QLORA:  # one dequantisation a frozen linear and pass
             fwd, bwd = fwd + frozen, bwd + frozen
     return fwd, bwd

@@ -296,6 +296,7 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
     fp8 = _fp8_costs(arch) if training.fp8_setup is not None else {}
     adapter_linear, adapter_bytes = _adapter_path(arch, training)
     layer_fwd, layer_bwd, head_fwd, head_bwd = traffic.token_bytes(arch, training)
+    around_fwd, around_bwd = traffic.adapter_bytes(arch, training)  # (PEFT's operations around the adapters)
     scores_fwd, scores_bwd = traffic.score_bytes(arch, training)
     return JobFlops(
         linear=linear,
@@ -315,8 +316,8 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         expert_forward=2.0 * routed,
         adapter_linear=adapter_linear,
         adapter_bytes=adapter_bytes,
-        traffic_forward=arch.total_layers * layer_fwd,
-        traffic_backward=arch.total_layers * layer_bwd,
+        traffic_forward=arch.total_layers * layer_fwd + around_fwd,
+        traffic_backward=arch.total_layers * layer_bwd + around_bwd,
         traffic_head=head_fwd + head_bwd,
         scores_forward=scores_fwd,
         scores_backward=scores_bwd,

@@ -10,8 +10,15 @@ weights' per-micro-step casts cancel), on five width variants of each family, an
 linear function of the layer's widths, ``EAGER[family][precision class] · widths(arch)`` (every operation's tensors
 are a width a token: the fit's residual is at most 0.26%), checked on a sixth variant the fit did not see. Families
 not measured take the largest of the measured ones' bytes at their own widths (MoE ones Mixtral's). The table is
-full fine-tuning's; LoRA and QLoRA jobs take it as it is (their adapters' GEMMs are costed apart, in
-``timing.model``; the adapters' own scaling and sum are not counted).
+full fine-tuning's. A LoRA or QLoRA job's frozen base runs in 16 bits under a mixed recipe (the memory model's
+base, unless ``lora.base_fp32``), so its layers take the table of bf16 weights (``pure``: measured, a LoRA layer
+under autocast over a bf16 base moves exactly what a bf16 model's layer moves forward), less the weight
+gradients of the frozen norms (:func:`frozen_norm_bytes`, derived); and each adapted linear adds PEFT's operations
+around its adapter (:func:`adapter_bytes`): the input's cast to the adapters' dtype and its dropout, the scaling
+of the adapter's output, its sum with the base output and the cast back, and their gradients. Their bytes are
+measured the same way (``python benchmarks/layer_traffic.py --lora``): exactly linear in the adapted linears'
+input and output widths and the same on every family (``ADAPTER``). The adapters' two GEMMs are costed apart, in
+``timing.model``.
 
 A fused stack (``kernels: fused``: torch.compile, Transformer Engine, Liger, Megatron-Core) runs each of those
 groups of operations as one kernel that reads its inputs once and writes its outputs once; its bytes are derived
@@ -26,6 +33,12 @@ from those kernels' inputs and outputs (elements of the compute dtype a token):
 * the head: the final norm, the embedding lookup (and its gradient under full fine-tuning), and a fused
   cross-entropy that reads the logits once forward and reads them and writes their gradient backward.
 
+A fused stack runs each side of an adapter's chain as one kernel (derived): forward, one reading the input and
+writing the adapter's input (and a dropout mask byte; none without dropout where the adapter takes the input as
+it is, or where autocast hands it the 16-bit input), and one reading the base output and the adapter's and
+writing their sum; backward, one reading the output gradient and writing the adapter's, and one reading the
+adapter's input gradient (and the mask) and the base's and writing their sum.
+
 Eager attention (``attention: eager``) materialises a score for every query and key of every head and moves
 them through HBM, bytes that grow with the keys a query attends (:func:`score_bytes`, a token's bytes per key):
 the two attention matmuls write and read them (forward, the scores written and the probabilities read; backward,
@@ -38,8 +51,9 @@ read and write forward, read the probabilities and their gradient and write the 
 from __future__ import annotations
 
 from ftplan.arch import Architecture, Kind
-from ftplan.memory.setup import Attention, Kernels, Method, Training
-from ftplan.timing.dispatch import precision_class
+from ftplan.memory.params import lora_targets, parameter_targets
+from ftplan.memory.setup import Attention, Kernels, Method, Precision, Training
+from ftplan.timing.dispatch import adapter_class, precision_class
 
 Coefficients = tuple[float, float, float, float, float]
 
@@ -121,6 +135,18 @@ EAGER_SCORES: dict[str, tuple[float, float, float, float]] = {
     "fp32": (24.0, 20.0, 4.0, 0.0),
 }
 
+# PEFT's operations around a LoRA adapter (not its two matmuls), bytes a token as coefficients of the adapted
+# linears' (input width, output width), ((forward), (backward)), by the adapters' class (``dispatch.adapter_class``)
+# and whether adapter dropout runs (python benchmarks/layer_traffic.py --lora: Llama, Qwen3 and GPT-NeoX alike,
+# residual 0). E.g. fp32 adapters over a bf16 model without dropout: the input cast up (2 read, 4 written), then
+# the output's scaling (4, 4), its sum with the 16-bit base output (2 + 4, 4) and the cast back (4, 2).
+ADAPTER: dict[str, dict[bool, tuple[tuple[float, float], tuple[float, float]]]] = {
+    "pure": {False: ((0.0, 10.0), (6.0, 4.0)), True: ((14.0, 10.0), (12.0, 4.0))},
+    "fp32-adapters": {False: ((6.0, 24.0), (12.0, 20.0)), True: ((34.0, 24.0), (24.0, 20.0))},
+    "mixed": {False: ((12.0, 10.0), (18.0, 4.0)), True: ((40.0, 10.0), (30.0, 4.0))},
+    "fp32": {False: ((0.0, 20.0), (12.0, 8.0)), True: ((28.0, 20.0), (24.0, 8.0))},
+}
+
 # Families whose blocks are the measured ones' with other names (the same operations)
 ALIASES = {"mistral": "llama"}
 MOE_FALLBACK = "mixtral"
@@ -139,6 +165,65 @@ def head_widths(arch: Architecture) -> tuple[int, int, int]:
 
 def _dot(c: tuple[float, ...], w: tuple[int, ...]) -> float:
     return sum(x * y for x, y in zip(c, w, strict=True))
+
+
+def adapted_widths(arch: Architecture, training: Training) -> tuple[int, int]:
+    """Input and output widths a token passes through the LoRA adapters of a whole model, summed over every
+    adapted linear of every layer: the adapters on linears, not those PEFT folds into a MoE's expert weights
+    (``memory.params.parameter_targets``), which run no operation of their own a token. (0, 0) for full
+    fine-tuning."""
+    if training.method is Method.FULL or training.lora is None:
+        return 0, 0
+    targets = lora_targets(arch, training.lora)
+    folded = parameter_targets(arch, targets)
+    d_in = d_out = 0
+    for stack, xs in arch.block_linears.items():
+        for x in xs:
+            if x.name in targets and x.name not in folded:
+                d_in += x.d_in * x.count * arch.layers_of(stack)
+                d_out += x.d_out * x.count * arch.layers_of(stack)
+    return d_in, d_out
+
+
+def adapter_bytes(arch: Architecture, training: Training) -> tuple[float, float]:
+    """Bytes a token moves through PEFT's operations around the LoRA adapters of the whole model, (forward,
+    backward): measured for eager PyTorch (``ADAPTER``), derived for a fused stack (module docstring). QLoRA takes
+    LoRA's: PEFT's 4-bit layer clones the base output and casts the adapter's back before the sum, the same bytes
+    forward and fewer backward (peft ``tuners/lora/bnb.py``)."""
+    d_in, d_out = adapted_widths(arch, training)
+    if not d_in:
+        return 0.0, 0.0
+    assert training.lora is not None
+    cls, dropout = adapter_class(training.precision), training.lora.dropout > 0
+    if training.kernels is Kernels.EAGER:
+        (fi, fo), (bi, bo) = ADAPTER[cls][dropout]
+        return fi * d_in + fo * d_out, bi * d_in + bo * d_out
+    e = training.precision.compute_bytes
+    cast = cls == "fp32-adapters"  # (under autocast the adapters' matmuls take and give 16-bit tensors)
+    a = 4 if cast else e  # the adapters' input and output element
+    forward_in = e + a + 1 if dropout else (e + a if cast else 0)
+    backward_in = a + (1 if dropout else 0) + 2 * e
+    return forward_in * d_in + (2 * e + a) * d_out, backward_in * d_in + (e + a) * d_out
+
+
+def frozen_norm_bytes(arch: Architecture, training: Training) -> float:
+    """Bytes a token a layer's backward does not move where the norms are frozen (LoRA, QLoRA): each norm weight's
+    gradient, the output gradient and the normalised input read, their product written and read back for the sum
+    (four elements of the compute dtype a width: measured exactly so for RMSNorm, Llama's and Qwen3's q/k norms
+    included; a LayerNorm's bias gradient, not counted, reads the output gradient once more)."""
+    if training.method is Method.FULL:
+        return 0.0
+    qk = arch.q_dim + arch.kv_dim if arch.qk_norm in ("head", "full") else 0  # (a token's q and k, every head)
+    return 4.0 * training.precision.compute_bytes * (arch.norms_per_layer * arch.hidden + qk)
+
+
+def _base_class(training: Training) -> str:
+    """The precision class a job's layers run in: a LoRA or QLoRA job's 16-bit base under a mixed recipe runs
+    as a bf16 model's (its activations 16-bit from the embedding on), unless ``lora.base_fp32``."""
+    frozen = training.method is not Method.FULL and training.lora is not None
+    if frozen and training.precision.mixed and not training.lora.base_fp32:
+        return precision_class(Precision.BF16_PURE)
+    return precision_class(training.precision)
 
 
 def _eager(arch: Architecture, cls: str) -> tuple[float, float, float, float]:
@@ -193,4 +278,5 @@ def token_bytes(arch: Architecture, training: Training) -> tuple[float, float, f
     forward, its backward), eager (measured) or fused (derived) as the job's ``kernels`` say."""
     if training.kernels is Kernels.FUSED:
         return _fused(arch, training)
-    return _eager(arch, precision_class(training.precision))
+    fwd, bwd, head_fwd, head_bwd = _eager(arch, _base_class(training))
+    return fwd, bwd - frozen_norm_bytes(arch, training), head_fwd, head_bwd
