@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import math
 import re
+import signal
 import statistics
 import sys
 from dataclasses import replace
@@ -738,4 +739,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # (piped into head: stop quietly, as a shell tool does)
     main(sys.argv[1:])
