@@ -194,3 +194,30 @@ def test_adapters_dropout_and_eager_kernels_never_move_less(catalog, model, prec
         assert all(a >= b for a, b in zip(traffic.adapter_bytes(arch, wet), eager, strict=True))
     wider = dataclasses.replace(tr, lora=dataclasses.replace(tr.lora, target_modules=("all-linear",)))
     assert sum(traffic.adapter_bytes(arch, wider)) >= sum(eager)
+
+
+def _lora_fit(catalog, **lora):
+    from ftplan.fit import fit_job, gpu_pool
+
+    adapters = {"rank": 16, "target_modules": "all-linear"} | lora
+    data = {"model": "llama-3.1-8b", "method": "lora", "precision": "bf16-mixed", "seq_len": 4096, "micro_batch": 2,
+            "tokens": 10**8, "global_batch": 64, "lora": adapters}  # fmt: skip
+    job = resolve_job(parse_job(data, "lora"), catalog, "lora")
+    return fit_job(job, [gpu_pool(catalog, "h100-sxm-80gb", 8)])
+
+
+def test_fit_names_the_adapters_share_of_the_step_and_what_dropout_adds(catalog):
+    import re
+
+    wet = _lora_fit(catalog, dropout=0.05).adapter_note()
+    dry = _lora_fit(catalog).adapter_note()
+    assert wet is not None and dry is not None and "lora.dropout 0" in wet and "dropout 0" not in dry
+    with_dropout, saved = (int(x) for x in re.findall(r"(\d+)%", wet))
+    without = int(re.findall(r"(\d+)%", dry)[0])
+    assert with_dropout > without >= 5 and 0 < saved < with_dropout
+    assert wet in _lora_fit(catalog, dropout=0.05).time_notes
+    # one small adapter: below the share the output names
+    assert _lora_fit(catalog, target_modules=["q_proj"], rank=8).adapter_note() is None
+    full = _lora_fit(catalog)
+    full.job = dataclasses.replace(full.job, training=dataclasses.replace(full.job.training, method=Method.FULL))
+    assert full.adapter_note() is None  # (no adapters)

@@ -123,4 +123,5 @@ def test_fit_says_where_windowed_layers_run_through_sdpas_mask(catalog, tmp_path
     res = CliRunner().invoke(app, args)
     assert [n.split(":")[0] for n in json.loads(res.output)["notes"]] == ["attention on hopper", "windowed attention"]
     res = CliRunner().invoke(app, [*args, "--attention-kernel", "cudnn"])
-    assert json.loads(res.output)["notes"] == []
+    notes = json.loads(res.output)["notes"]  # (the LoRA adapters' own note may stand: not about attention)
+    assert not [n for n in notes if n.startswith(("attention", "windowed"))], notes

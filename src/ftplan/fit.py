@@ -30,6 +30,7 @@ from ftplan.memory.estimate import STATE_TERMS, gradients_held_apart
 from ftplan.memory.setup import Method, Precision, ZeroGrad
 from ftplan.schema.catalog import Gpu
 from ftplan.timing import model as tm
+from ftplan.timing import traffic
 from ftplan.units import GIB
 
 ZERO_NAMES = {0: "ZeRO-0", 1: "ZeRO-1", 2: "ZeRO-2", 3: "ZeRO-3"}
@@ -160,6 +161,11 @@ def gpu_counts(
     return sorted(c for c in counts if limit is None or c <= limit)
 
 
+# The share of the fastest layout's step from which the output names the LoRA adapters' own operations (below it
+# they are one memory-bound cost among others)
+ADAPTER_NOTE_SHARE = 0.05
+
+
 @dataclass
 class FitResult:
     """Ranked layouts that fit, and why the other families did not."""
@@ -171,16 +177,59 @@ class FitResult:
     pools: list[Pool] = field(default_factory=list)
     closest: str = ""  # the family that came closest to fitting, when none fits
     policy: HeadroomPolicy = field(default_factory=HeadroomPolicy)  # the headroom every layout kept
+    efficiency: float | None = None  # the matmul efficiency the layouts were timed at, where the call set one
 
     @property
     def time_notes(self) -> list[str]:
         """What the layouts' time rests on that the job may run otherwise, a line each: an attention kernel a GPU
         does not run best (:func:`ftplan.timing.model.attention_kernel_note`), sliding-window layers under SDPA's mask
-        (:func:`ftplan.timing.model.windowed_note`)."""
+        (:func:`ftplan.timing.model.windowed_note`), PEFT's operations around LoRA adapters where they take a
+        sizeable share of the fastest layout's step (:meth:`adapter_note`)."""
         arches = dict.fromkeys(pool.gpu.arch for pool in self.pools)
         notes = [note for a in arches if (note := tm.attention_kernel_note(self.job.training, a))]
         window = tm.windowed_note(self.job.arch, self.job.training)
-        return notes + ([window] if window else [])
+        adapters = self.adapter_note()
+        return notes + ([window] if window else []) + ([adapters] if adapters else [])
+
+    def adapter_note(self) -> str | None:
+        """The share of the fastest layout's step that PEFT's operations around the LoRA adapters take (their
+        input's cast and dropout, their output's scaling, sum and cast back: ``timing.traffic.adapter_bytes``), and
+        the share without adapter dropout where it runs; None below :data:`ADAPTER_NOTE_SHARE` or without
+        adapters."""
+        tr = self.job.training
+        if self.layouts.empty or not any(traffic.adapter_bytes(self.job.arch, tr)):
+            return None
+        best = self.layouts.sort_values(["hours", "pool"], kind="mergesort").iloc[0]
+        pool = next(p for p in self.pools if p.name == best["pool"])
+        hw = hardware(pool, tr.precision, self.efficiency)
+
+        def step(training: Any, bare: bool = False) -> float:
+            f = tm.job_flops(self.job.arch, training)
+            if bare:  # (the layers' own traffic: what the adapters' chain adds taken away)
+                around = traffic.adapter_bytes(self.job.arch, training)
+                f = replace(f, traffic_forward=f.traffic_forward - around[0],
+                            traffic_backward=f.traffic_backward - around[1])  # fmt: skip
+            lay = [np.array([best[k]]) for k in ("dp", "tp", "zero")]
+            t = tm.step_times(
+                f, self.job.arch, training, hw, *lay, np.array([tm.OFFLOAD[best["offload"]]]),
+                np.array([tm.RECOMPUTE[best["recompute"]]]), np.array([best["micro_batch"]]),
+                np.array([best["grad_accum"]]), np.array([best["pp"]]), dp_shard=np.array([best["dp_shard"]]),
+                cp=np.array([best["cp"]]), ep=np.array([best["ep"]]),
+            )  # fmt: skip
+            return float(t.total[0])
+
+        whole = step(tr)
+        share = 1 - step(tr, bare=True) / whole
+        if share < ADAPTER_NOTE_SHARE:
+            return None
+        lead = (
+            f"LoRA adapters: PEFT's operations around them (casts, scaling and sums, dropout where it runs) take "
+            f"{share:.0%} of the fastest layout's step on {best['pool']}"
+        )
+        if tr.lora is None or tr.lora.dropout <= 0:
+            return lead
+        dry = replace(tr, lora=replace(tr.lora, dropout=0.0))
+        return f"{lead}; without adapter dropout (lora.dropout 0) the step would take {1 - step(dry) / whole:.0%} less"
 
 
 _FAMILY_COLUMNS = ("gpus", "nodes", "dp", "tp", "zero", "offload", "recompute", "pp", "dp_shard", "cp", "ep")
@@ -458,7 +507,7 @@ def fit_job(
     layouts = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return FitResult(
         job=job, layouts=layouts, excluded=excluded, evaluated=evaluated, pools=list(pools), closest=closest[1],
-        policy=policy,
+        policy=policy, efficiency=efficiency,
     )  # fmt: skip
 
 
