@@ -196,6 +196,29 @@ def test_cli_measure_json_and_errors(tmp_path):
     assert line.startswith("error: Invalid value for '--device': Value error, 'tpu' is not one of 'cpu', 'cuda'.")
 
 
+def test_cli_measure_counts_the_memory_bound_bytes_beside_the_time_model(tmp_path):
+    """`--traffic`: a LoRA layer's bytes a token (fp32 adapters with dropout over a bf16 model, the chain PEFT runs
+    around each adapter) equal the time model's, measured on a CPU; and it is one process's count."""
+    job = tmp_path / "job.yaml"
+    job.write_text(json.dumps({
+        "architecture": {"model_type": "llama", "hidden_size": 192, "intermediate_size": 512, "num_attention_heads": 6,
+                         "num_key_value_heads": 2, "num_hidden_layers": 2, "vocab_size": 900},
+        "method": "lora", "precision": "bf16-fp32-adapters", "seq_len": 32, "micro_batch": 2, "dropout": False,
+        "lora": {"rank": 4, "dropout": 0.1, "target_modules": ["q_proj", "v_proj", "down_proj"]},
+    }))  # fmt: skip
+    cmd = [sys.executable, "-m", "ftplan", "measure", str(job), "--traffic"]
+    res = subprocess.run([*cmd, "--format", "json"], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    moved = json.loads(res.stdout)["traffic"]
+    assert moved["model_layer_forward"] == pytest.approx(moved["layer_forward"], rel=1e-9)
+    assert moved["model_layer_backward"] == pytest.approx(moved["layer_backward"], rel=1e-9)
+    assert moved["model_head"] >= moved["head"]  # (full fine-tuning's head: frozen embeddings move less)
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert "bytes a token moves through memory-bound operations: a layer forward" in res.stdout
+    bad = subprocess.run([*cmd, "--nproc", "2"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "drop --nproc, or drop --traffic" in bad.stderr
+
+
 def test_measure_from_python_refuses_an_unknown_device(catalog):
     with pytest.raises(MeasureError, match=r"--device must be cpu or cuda, got 'tpu'"):
         measure_job(_job(GRID[0]["job"], catalog), device="tpu")

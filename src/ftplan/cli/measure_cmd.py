@@ -41,6 +41,13 @@ def measure(
         "ZeroRedundancyOptimizer, FSDP2) | deepspeed (DeepSpeed's ZeRO engine, with the config `ftplan export --to "
         "deepspeed` writes).",
     ),
+    traffic: bool = typer.Option(
+        False,
+        "--traffic",
+        help="Also count the bytes a token moves through a layer's and the head's memory-bound operations (norms, "
+        "activations, casts, LoRA's adapter chain) beside the time model's (on the CPU: the model with 2 and 3 "
+        "layers at two lengths).",
+    ),
     format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
@@ -52,6 +59,9 @@ def measure(
     if engine is not None:
         spec = parse_job(spec.model_dump(exclude_unset=True) | {"engine": engine.value}, str(job))
     resolved = resolve_job(spec, load_catalog(), str(job))
+    if nproc > 1 and traffic:
+        raise typer.BadParameter("counts one process's operations. To fix: drop --nproc, or drop --traffic.",
+                                 param_hint="--traffic")  # fmt: skip
     if nproc > 1:
         dist = measure_distributed(resolved, nproc, device=device.value, steps=steps, seed=seed)
         ranks = [comparison_to_dict(c) for c in dist.ranks]
@@ -62,7 +72,8 @@ def measure(
         rows = [{"rank": i, **term} for i, r in enumerate(ranks) for term in r["terms"]]
         emit(render(format, lambda: dist_measure_table(dist), lambda: data, lambda: rows), output)
         return
-    comparison = measure_job(resolved, device=device.value, steps=steps, seed=seed, count_ops=True)
+    comparison = measure_job(resolved, device=device.value, steps=steps, seed=seed, count_ops=True,
+                             count_traffic=traffic)  # fmt: skip
     data = comparison_to_dict(comparison)
     emit(render(format, lambda: measure_table(comparison), lambda: data, lambda: data["terms"]), output)
 
@@ -86,6 +97,7 @@ def comparison_to_dict(c: Any) -> dict[str, Any]:
         "saved_by_layer": m.saved_by_layer,
         "peak_categories": m.peak_categories,
         **({"ops": _ops(c)} if m.ops is not None else {}),
+        **({"traffic": _traffic(c)} if getattr(c, "traffic", None) is not None else {}),
         **({"time": _time(c)} if m.step_seconds is not None else {}),
     }
 
@@ -94,6 +106,13 @@ def _ops(c: Any) -> dict[str, Any]:
     """Operations a micro-step dispatched, beside the time model's count."""
     (f, b), (mf, mb) = c.measurement.ops, c.model_ops
     return {"forward": f, "backward": b, "model_forward": mf, "model_backward": mb}
+
+
+def _traffic(c: Any) -> dict[str, Any]:
+    """Bytes a token moved through memory-bound operations, beside the time model's."""
+    ((lf, lb), (hf, hb)), ((mf, mb), (mhf, mhb)) = c.traffic, c.model_traffic
+    return {"layer_forward": lf, "layer_backward": lb, "head": hf + hb,
+            "model_layer_forward": mf, "model_layer_backward": mb, "model_head": mhf + mhb}  # fmt: skip
 
 
 def _time(c: Any) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from ftplan.memory import (
     ZeroGrad,
     estimate_memory,
 )
-from ftplan.timing import dispatch
+from ftplan.timing import dispatch, traffic
 from ftplan.timing.model import OFFLOAD, RECOMPUTE, StepTimes, job_flops, step_times
 from ftplan.units import GIB
 
@@ -116,6 +116,20 @@ class Comparison:
     # accumulation, recomputation and kernels)
     model_gpu: str | None = None
     model_step: StepTimes | None = None
+    # bytes a token moves through memory-bound operations, measured: ((a layer's forward, backward), (the head's
+    # forward, backward)), where the call asked for them (``measure.dispatch.token_traffic``)
+    traffic: tuple[tuple[float, float], tuple[float, float]] | None = None
+
+    @property
+    def model_traffic(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """The time model's bytes a token for the same, ((a layer's forward, backward), (the head's forward,
+        backward)): a layer's table bytes and its share of PEFT's operations around the adapters
+        (:func:`ftplan.timing.traffic.adapter_bytes`, over every layer alike)."""
+        arch, tr = self.job.arch, self.job.training
+        fwd, bwd, head_fwd, head_bwd = traffic.token_bytes(arch, tr)
+        around_fwd, around_bwd = traffic.adapter_bytes(arch, tr)
+        layers = arch.total_layers
+        return (fwd + around_fwd / layers, bwd + around_bwd / layers), (head_fwd, head_bwd)
 
     @property
     def model_ops(self) -> tuple[float, float]:
@@ -353,11 +367,19 @@ def _tensor_bytes(tensors: Any) -> int:
 
 
 def measure_job(
-    job: ResolvedJob, device: str = "cpu", steps: int = 1, seed: int = 0, count_ops: bool = False
+    job: ResolvedJob,
+    device: str = "cpu",
+    steps: int = 1,
+    seed: int = 0,
+    count_ops: bool = False,
+    count_traffic: bool = False,
 ) -> Comparison:
     """Build the job's model, run warm-up plus ``steps`` measured steps, compare with the estimate; with
-    ``count_ops``, count the operations a micro-step dispatches too (the time model's per-operation term). On
-    a GPU the steps are timed and set beside the time model's step on that GPU, where the catalog has it."""
+    ``count_ops``, count the operations a micro-step dispatches too (the time model's per-operation term); with
+    ``count_traffic``, the bytes a token moves through a layer's and the head's memory-bound operations (the time
+    model's memory-bound term: the job's model with 2 and 3 layers at two sequence lengths, counted on the CPU, which
+    runs the same operations). On a GPU the steps are timed and set beside the time model's step on that GPU, where
+    the catalog has it."""
     if device not in ("cpu", "cuda"):
         raise MeasureError(f"--device must be cpu or cuda, got {device!r}.")
     if steps < 1:
@@ -392,10 +414,15 @@ def measure_job(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = build.build_optimizer(job, params)
     measurement = measure_steps(job, model, params, opt, device, steps, seed, count_ops=count_ops)
+    moved = None
+    if count_traffic:
+        from ftplan.measure.dispatch import token_traffic  # (it runs micro-steps with this module's batch)
+
+        moved = token_traffic(job)
     if device != "cuda":
-        return Comparison(job, est, measurement)
+        return Comparison(job, est, measurement, traffic=moved)
     gpu = catalog_gpu(torch.cuda.get_device_name())
-    return Comparison(job, est, measurement, gpu, model_step_times(job, gpu) if gpu else None)
+    return Comparison(job, est, measurement, gpu, model_step_times(job, gpu) if gpu else None, traffic=moved)
 
 
 def catalog_gpu(device_name: str) -> str | None:

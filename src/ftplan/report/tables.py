@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ftplan.bands import MemoryVerdict
-from ftplan.memory import Kernels, MemoryEstimate
+from ftplan.memory import Kernels, MemoryEstimate, Method
 from ftplan.timing.dispatch import SECONDS_PER_OP
 from ftplan.units import GIB
 
@@ -133,6 +133,19 @@ def measure_table(c: Any) -> str:
         out.append(
             f"operations a micro-step dispatches: forward {f:,} (time model {mf:,.0f}), backward {b:,} "
             f"(time model {mb:,.0f}); {cost}"
+        )
+    if c.traffic is not None:
+        ((lf, lb), (hf, hb)), ((mf, mb), (mhf, mhb)) = c.traffic, c.model_traffic
+        frozen = t.method is not Method.FULL and t.kernels is Kernels.EAGER
+        head = (
+            f"the head, less what frozen embeddings spare the first layer's backward, {hf + hb:,.0f} (time model "
+            f"{mhf + mhb:,.0f}: full fine-tuning's head, an upper bound)"
+            if frozen
+            else f"the head (embeddings, final norm, loss) {hf + hb:,.0f} (time model {mhf + mhb:,.0f})"
+        )
+        out.append(
+            f"bytes a token moves through memory-bound operations: a layer forward {lf:,.0f} (time model {mf:,.0f}), "
+            f"backward {lb:,.0f} (time model {mb:,.0f}); {head}"
         )
     if m.step_seconds is not None:
         step = f"step time: {m.step_seconds:.4f} s measured"
