@@ -219,6 +219,16 @@ def test_cli_measure_counts_the_memory_bound_bytes_beside_the_time_model(tmp_pat
     assert bad.returncode == 2 and "drop --nproc, or drop --traffic" in bad.stderr
 
 
+def test_traffic_refuses_an_encoder_decoder(catalog):
+    """An encoder-decoder has two stacks of layers; a layer's bytes are one stack's 3 layers less its 2."""
+    data = {"architecture": {"model_type": "t5", "d_model": 64, "d_ff": 128, "num_heads": 4, "d_kv": 16,
+                             "num_layers": 2, "num_decoder_layers": 2, "vocab_size": 300},
+            "precision": "fp32", "seq_len": 16, "micro_batch": 2}  # fmt: skip
+    job = resolve_job(parse_job(data, "t5"), catalog, "t5")
+    with pytest.raises(MeasureError, match=r"encoder-decoder has two\. To fix: measure without --traffic"):
+        measure_job(job, count_traffic=True)
+
+
 def test_measure_from_python_refuses_an_unknown_device(catalog):
     with pytest.raises(MeasureError, match=r"--device must be cpu or cuda, got 'tpu'"):
         measure_job(_job(GRID[0]["job"], catalog), device="tpu")

@@ -388,6 +388,11 @@ def measure_job(
         raise MeasureError(f"engine {job.training.engine.value} shards over ranks. To fix: measure with --nproc "
                            "2 or more, or set engine torch.")  # fmt: skip
     build.check_measurable(job, device)
+    if count_traffic and job.arch.kind is Kind.ENCODER_DECODER:
+        raise MeasureError(
+            "--traffic counts one stack's layers (a layer is the difference between 3 and 2 of them); an "
+            "encoder-decoder has two. To fix: measure without --traffic."
+        )
     torch = build.require_torch()
     gpu_arch = ""
     if device == "cuda":
