@@ -182,7 +182,7 @@ def lora_fit(family: str, precision: str, dropout: float) -> tuple[np.ndarray, f
         data = {"architecture": CONFIGS[family], "precision": precision, "seq_len": 32, "micro_batch": 2,
                 "dropout": False, "method": "lora", "lora": lora}  # fmt: skip
         job = resolve_job(parse_job(data, "traffic"), load_catalog(), "traffic")
-        rows.append([*traffic.adapted_widths(job.arch, job.training), 1])
+        rows.append([*traffic.adapted_widths(job.arch, job.training)[:2], 1])
         measured.append(token_traffic(job)[0])
     x, y = np.array(rows, dtype=float), np.array(measured)
     coef = np.linalg.lstsq(x, y, rcond=None)[0]

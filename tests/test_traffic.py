@@ -147,7 +147,7 @@ def test_peft_operations_around_the_adapters_in_exact_arithmetic(catalog):
     d_in, d_out = 6 * h + f, 2 * h + 2 * kv + 2 * f + h  # q k v o gate up take h; down f; out q o down h, k v kv
     lora = LoraSetup(rank=16, target_modules=("all-linear",), dropout=0.05)
     tr = Training(seq_len=2048, method=Method.LORA, lora=lora, precision=Precision.BF16_FP32_ADAPTERS)
-    assert traffic.adapted_widths(arch, tr) == (layers * d_in, layers * d_out)
+    assert traffic.adapted_widths(arch, tr) == (layers * d_in, layers * d_out, layers * 7)
     # eager, fp32 adapters with dropout: the measured coefficients
     assert traffic.adapter_bytes(arch, tr) == (layers * (34 * d_in + 24 * d_out), layers * (24 * d_in + 20 * d_out))
     # fused: the input read (2) and written fp32 (4) with its mask byte; the base's and the adapter's outputs read

@@ -199,24 +199,19 @@ class FitResult:
         tr = self.job.training
         if self.layouts.empty or not any(traffic.adapter_bytes(self.job.arch, tr)):
             return None
-        best = self.layouts.sort_values(["hours", "pool"], kind="mergesort").iloc[0]
-        pool = next(p for p in self.pools if p.name == best["pool"])
-        hw = hardware(pool, tr.precision, self.efficiency)
+        best = self.layouts.sort_values(["hours", "pool"], kind="mergesort").iloc[:1]
+        pool = next(p for p in self.pools if p.name == best["pool"].iloc[0])
+        row = {col: best[col].to_numpy() for col in best.columns}
 
         def step(training: Any, bare: bool = False) -> float:
+            """The best layout's step, as ``fit_job`` times it, for ``training``; ``bare``: without the chain."""
             f = tm.job_flops(self.job.arch, training)
             if bare:  # (the layers' own traffic: what the adapters' chain adds taken away)
                 around = traffic.adapter_bytes(self.job.arch, training)
                 f = replace(f, traffic_forward=f.traffic_forward - around[0],
                             traffic_backward=f.traffic_backward - around[1])  # fmt: skip
-            lay = [np.array([best[k]]) for k in ("dp", "tp", "zero")]
-            t = tm.step_times(
-                f, self.job.arch, training, hw, *lay, np.array([tm.OFFLOAD[best["offload"]]]),
-                np.array([tm.RECOMPUTE[best["recompute"]]]), np.array([best["micro_batch"]]),
-                np.array([best["grad_accum"]]), np.array([best["pp"]]), dp_shard=np.array([best["dp_shard"]]),
-                cp=np.array([best["cp"]]), ep=np.array([best["ep"]]),
-            )  # fmt: skip
-            return float(t.total[0])
+            job = replace(self.job, training=training)
+            return float(_time_and_cost(row, job, f, pool, self.efficiency)["step_s"][0])
 
         whole = step(tr)
         share = 1 - step(tr, bare=True) / whole
@@ -224,7 +219,7 @@ class FitResult:
             return None
         lead = (
             f"LoRA adapters: PEFT's operations around them (casts, scaling and sums, dropout where it runs) take "
-            f"{share:.0%} of the fastest layout's step on {best['pool']}"
+            f"{share:.0%} of the fastest layout's step on {pool.name}"
         )
         if tr.lora is None or tr.lora.dropout <= 0:
             return lead

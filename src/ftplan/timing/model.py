@@ -56,7 +56,7 @@ import numpy as np
 
 from ftplan.arch import ROW_PARALLEL_ROLES, UNSPLIT_ROLES, Architecture, Kind
 from ftplan.memory.estimate import fp8_converted
-from ftplan.memory.params import lora_targets, parameter_targets, split_params
+from ftplan.memory.params import split_params
 from ftplan.memory.setup import (
     Attention,
     AttentionKernel,
@@ -448,18 +448,11 @@ def _adapter_path(arch: Architecture, training: Training) -> tuple[float, float]
     adapters on linears, not those PEFT folds into a MoE's expert weights (``memory.params.parameter_targets``),
     which run no GEMM of their own a token. The adapters' elements are 4 bytes where they run in fp32
     (``fp32``, and ``bf16-fp32-adapters``, whose input is cast up to them), else 2."""
-    if training.method is Method.FULL or training.lora is None:
+    d_in, d_out, adapters = traffic.adapted_widths(arch, training)
+    if not adapters:
         return 0.0, 0.0
-    targets = lora_targets(arch, training.lora)
-    folded = parameter_targets(arch, targets)
-    r = training.lora.rank
-    widths = adapters = 0  # Σ (d_in + d_out) and the number of adapters, over every adapted linear of every layer
-    for stack, xs in arch.block_linears.items():
-        for x in xs:
-            if x.name in targets and x.name not in folded:
-                copies = x.count * arch.layers_of(stack)
-                widths += (x.d_in + x.d_out) * copies
-                adapters += copies
+    assert training.lora is not None
+    r, widths = training.lora.rank, d_in + d_out
     element = 4 if training.precision in (Precision.FP32, Precision.BF16_FP32_ADAPTERS) else 2
     return 6.0 * r * widths, 3.0 * element * (widths + 2 * r * adapters)
 

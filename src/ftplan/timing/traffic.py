@@ -167,22 +167,22 @@ def _dot(c: tuple[float, ...], w: tuple[int, ...]) -> float:
     return sum(x * y for x, y in zip(c, w, strict=True))
 
 
-def adapted_widths(arch: Architecture, training: Training) -> tuple[int, int]:
+def adapted_widths(arch: Architecture, training: Training) -> tuple[int, int, int]:
     """Input and output widths a token passes through the LoRA adapters of a whole model, summed over every
-    adapted linear of every layer: the adapters on linears, not those PEFT folds into a MoE's expert weights
-    (``memory.params.parameter_targets``), which run no operation of their own a token. (0, 0) for full
-    fine-tuning."""
+    adapted linear of every layer, and the number of those adapters: the adapters on linears, not those PEFT folds
+    into a MoE's expert weights (``memory.params.parameter_targets``), which run no GEMM or operation of their own
+    a token. (0, 0, 0) for full fine-tuning."""
     if training.method is Method.FULL or training.lora is None:
-        return 0, 0
+        return 0, 0, 0
     targets = lora_targets(arch, training.lora)
     folded = parameter_targets(arch, targets)
-    d_in = d_out = 0
+    d_in = d_out = adapters = 0
     for stack, xs in arch.block_linears.items():
         for x in xs:
             if x.name in targets and x.name not in folded:
-                d_in += x.d_in * x.count * arch.layers_of(stack)
-                d_out += x.d_out * x.count * arch.layers_of(stack)
-    return d_in, d_out
+                copies = x.count * arch.layers_of(stack)
+                d_in, d_out, adapters = d_in + x.d_in * copies, d_out + x.d_out * copies, adapters + copies
+    return d_in, d_out, adapters
 
 
 def adapter_bytes(arch: Architecture, training: Training) -> tuple[float, float]:
@@ -190,7 +190,7 @@ def adapter_bytes(arch: Architecture, training: Training) -> tuple[float, float]
     backward): measured for eager PyTorch (``ADAPTER``), derived for a fused stack (module docstring). QLoRA takes
     LoRA's: PEFT's 4-bit layer clones the base output and casts the adapter's back before the sum, the same bytes
     forward and fewer backward (peft ``tuners/lora/bnb.py``)."""
-    d_in, d_out = adapted_widths(arch, training)
+    d_in, d_out, _ = adapted_widths(arch, training)
     if not d_in:
         return 0.0, 0.0
     assert training.lora is not None
