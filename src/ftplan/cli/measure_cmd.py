@@ -97,7 +97,7 @@ def comparison_to_dict(c: Any) -> dict[str, Any]:
         "saved_by_layer": m.saved_by_layer,
         "peak_categories": m.peak_categories,
         **({"ops": _ops(c)} if m.ops is not None else {}),
-        **({"traffic": _traffic(c)} if getattr(c, "traffic", None) is not None else {}),
+        **({"traffic": _traffic(c)} if c.traffic is not None else {}),
         **({"time": _time(c)} if m.step_seconds is not None else {}),
     }
 
