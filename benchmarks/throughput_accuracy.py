@@ -140,6 +140,10 @@ NEMO_GPT3_VOCAB = 51200
 # (QwenLM/Qwen): layers, heads and width from the Qwen technical report (arXiv 2309.16609, Table 1) and
 # tech_memo.md; untied embeddings; SwiGLU halves of each checkpoint's config.json ``intermediate_size``
 # (which counts both: 11008, 22016, 27392, 49152); vocabularies of 151,936 (1.8B, 7B) and 152,064 (14B, 72B).
+# Its attention projects q, k and v with one linear, ``c_attn`` (h → 3h, with a bias), and ``c_proj`` back; its MLP
+# is ``w1`` (up), ``w2`` (gate, through SiLU) and ``c_proj`` (modeling_qwen.py's QWenAttention and QWenMLP): five
+# linears a layer, so LoRA on all of them (its finetune.py targets c_attn, c_proj, w1, w2) runs five adapters, one
+# where a Llama's q, k and v run three (QWEN1_LINEARS, applied over the Llama reading of the configuration).
 def _qwen1(hidden: int, layers: int, heads: int, ffn: int, vocab: int) -> dict:
     return {"model_type": "llama", "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
             "num_key_value_heads": heads, "intermediate_size": ffn, "vocab_size": vocab,
@@ -166,6 +170,14 @@ def _nanotron(layers: int, hidden: int, heads: int, ffn: int) -> dict:
             "num_key_value_heads": heads, "intermediate_size": ffn, "vocab_size": 131072,
             "tie_word_embeddings": ffn < 10_000}  # fmt: skip
 
+
+QWEN1_LINEARS = {
+    "fused_qkv": True,
+    "qkv_bias": True,
+    "names": dict(qkv="c_attn", o="c_proj", gate="w2", up="w1", down="c_proj", router="gate"),
+}
+SOURCE_LINEARS = {name: QWEN1_LINEARS for name in ("qwen-1.8b (qwen1 series)", "qwen-7b (qwen1 series)",
+                                                   "qwen-14b (qwen1 series)", "qwen-72b (qwen1 series)")}  # fmt: skip
 
 SOURCE_CONFIGS = {
     "nanotron benchmark 1b": _nanotron(16, 2048, 32, 8192),
@@ -323,8 +335,10 @@ def _architecture(case: dict, catalog: Catalog) -> Architecture:
         key = MODEL_NAMES.get(name.strip().lower())
         if key:
             return catalog.architecture(key)
-        if name.strip().lower() in SOURCE_CONFIGS:
-            return architecture_from_hf(SOURCE_CONFIGS[name.strip().lower()], case["id"])
+        stand_in = name.strip().lower()
+        if stand_in in SOURCE_CONFIGS:
+            arch = architecture_from_hf(SOURCE_CONFIGS[stand_in], case["id"])
+            return replace(arch, **SOURCE_LINEARS.get(stand_in, {}))
     raise OutOfScope("model not in the catalog")
 
 

@@ -44,7 +44,7 @@ from ftplan.memory.setup import Attention, Method, Optimizer, Precision, Trainin
 # relative step time of Qwen's published LoRA and full fine-tuning runs (Hugging Face Trainer + PEFT,
 # eager; benchmarks/throughput_accuracy.py --fit, which also prints its error on every other source). Within
 # the 5–25 µs a PyTorch operation's host path takes (Python, autograd and dispatcher layers, the CUDA launch).
-SECONDS_PER_OP = 10.0e-6
+SECONDS_PER_OP = 13.5e-6
 
 # Operations one layer dispatches in forward and in backward, full fine-tuning with SDPA attention, by
 # precision class (benchmarks/dispatch_counts.py).

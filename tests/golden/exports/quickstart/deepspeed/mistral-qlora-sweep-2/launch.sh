@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # DeepSpeed launcher for run mistral-qlora-sweep#2 (job mistral-qlora-sweep) on p4de: 8 GPUs, nodes p4de-i1
-# planned: starts at 0.00 h, 3.04 h of training (runs[].start_h, runs[].hours)
+# planned: starts at 0.00 h, 3.06 h of training (runs[].start_h, runs[].hours)
 # PYTORCH_CUDA_ALLOC_CONF is left unset: the memory model's allocator overhead is the default caching
 # allocator's (src/ftplan/memory/overheads.py).
 set -euo pipefail
