@@ -4,7 +4,9 @@ from the data in the repository)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -288,3 +290,38 @@ def test_expert_gradients_across_nodes_share_each_nodes_network(catalog, benchma
         assert (by_id[case_id]["ep"], by_id[case_id]["dp"], by_id[case_id]["nodes"]) == (8, 64, 8)
         assert shared[case_id] == pytest.approx(1.0, abs=0.2)
         assert whole[case_id] > 1.5
+
+
+def test_the_readmes_accuracy_table_is_what_the_benchmark_prints(benchmark_script, capsys):
+    """The README's time-model accuracy table (cases, model median and p90, baseline median by group) equals
+    ``python benchmarks/throughput_accuracy.py``'s output, to the README's rounding, and the fine-tuning row's
+    held-out median is the held-out table's."""
+    bench = benchmark_script("throughput_accuracy")
+    bench.main([])
+    out = capsys.readouterr().out
+    whole, held = out.split("held out only")
+    printed = {}
+    for table, prefix in ((whole, ""), (held, "held out: ")):
+        for line in table.splitlines():
+            cells = re.split(r"\s{2,}", line.strip())
+            if len(cells) == 7 and cells[2].endswith("%"):
+                printed[prefix + cells[0]] = (int(cells[1]), *(float(x.rstrip("%")) for x in cells[2:5]))
+    groups = {  # the README's row label, its group in the benchmark's table
+        "all": "all", "fitted on": "part: fitted", "held out": "part: held out",
+        "fine-tuning": "fine-tuning (full, LoRA, QLoRA)", "≥ 32k tokens": "seq: ≥ 32k", "FP8": "precision: FP8",
+        "MoE": "MoE: yes",
+    }  # fmt: skip
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("| cases | model median | model p90 | baseline median |")
+    rows = readme[start:].split("\n\n", 1)[0].splitlines()[2:]
+    assert len(rows) == len(groups)
+    for row in rows:
+        label, *figures = (c.strip().strip("*") for c in row.strip("|").split("|"))
+        name = next(g for r, g in groups.items() if label.startswith(r))
+        counts = re.findall(r"(\d+)(?: runs)?[,;)]", label)  # (the fitted row counts its two sources apart)
+        assert sum(int(n) for n in counts) == printed[name][0], label
+        for text, value in zip(figures, printed[name][1:], strict=True):
+            assert float(text.rstrip("%")) == pytest.approx(value, abs=0.5 if "." not in text else 0.05), label
+        if name.startswith("fine-tuning"):
+            n, median = re.search(r"held out (\d+): ([0-9.]+)%", label).groups()
+            assert (int(n), float(median)) == printed["held out: " + name][:2], label
