@@ -32,7 +32,6 @@ Usage: python benchmarks/layer_traffic.py [family ...]    (prints the table rows
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import warnings
 
@@ -42,7 +41,6 @@ from ftplan.arch import Architecture
 from ftplan.catalog import load_catalog
 from ftplan.job import resolve_job
 from ftplan.measure.dispatch import token_traffic
-from ftplan.memory.setup import Method, Precision
 from ftplan.report.tables import render_table
 from ftplan.schema.job import parse_job
 from ftplan.timing import traffic
@@ -187,12 +185,9 @@ def lora_fit(family: str, precision: str, dropout: float) -> tuple[np.ndarray, f
     x, y = np.array(rows, dtype=float), np.array(measured)
     coef = np.linalg.lstsq(x, y, rcond=None)[0]
     residual = float(np.max(np.abs(x @ coef - y) / y))
-    bare = dataclasses.replace(job.training, method=Method.FULL, lora=None)
-    fwd, bwd, _, _ = traffic.token_bytes(job.arch, dataclasses.replace(bare, precision=Precision.BF16_PURE)
-                                         if job.training.precision.mixed else bare)  # fmt: skip
+    fwd, bwd, _, _ = traffic.token_bytes(job.arch, job.training)  # (a LoRA layer's own: bf16 base, frozen norms)
     layers = job.arch.total_layers  # (adapted_widths sums every layer's: a layer's is a share of them)
-    under = (fwd, bwd - traffic.frozen_norm_bytes(job.arch, job.training))
-    return coef * np.array([[layers], [layers], [1]]), residual, under
+    return coef * np.array([[layers], [layers], [1]]), residual, (fwd, bwd)
 
 
 def lora_table(families: list[str]) -> None:

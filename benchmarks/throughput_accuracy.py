@@ -171,14 +171,6 @@ def _nanotron(layers: int, hidden: int, heads: int, ffn: int) -> dict:
             "tie_word_embeddings": ffn < 10_000}  # fmt: skip
 
 
-QWEN1_LINEARS = {
-    "fused_qkv": True,
-    "qkv_bias": True,
-    "names": dict(qkv="c_attn", o="c_proj", gate="w2", up="w1", down="c_proj", router="gate"),
-}
-SOURCE_LINEARS = {name: QWEN1_LINEARS for name in ("qwen-1.8b (qwen1 series)", "qwen-7b (qwen1 series)",
-                                                   "qwen-14b (qwen1 series)", "qwen-72b (qwen1 series)")}  # fmt: skip
-
 SOURCE_CONFIGS = {
     "nanotron benchmark 1b": _nanotron(16, 2048, 32, 8192),
     "nanotron benchmark 3b": _nanotron(28, 3072, 32, 8192),
@@ -191,6 +183,12 @@ SOURCE_CONFIGS = {
     "qwen-14b (qwen1 series)": _qwen1(5120, 40, 40, 13696, 152064),
     "qwen-72b (qwen1 series)": _qwen1(8192, 80, 64, 24576, 152064),
 }  # fmt: skip
+QWEN1_LINEARS = {
+    "fused_qkv": True,
+    "qkv_bias": True,
+    "names": dict(qkv="c_attn", o="c_proj", gate="w2", up="w1", down="c_proj", router="gate"),
+}
+SOURCE_LINEARS = {name: QWEN1_LINEARS for name in SOURCE_CONFIGS if name.endswith("(qwen1 series)")}
 
 
 # Sources whose stacks run fused kernels (``kernels: fused``): Megatron-LM/Megatron-Core and NeMo (fused softmax,

@@ -178,6 +178,7 @@ def test_qwen1_cases_run_qwen1s_five_linears_a_layer(catalog, benchmark_script):
     """Qwen1's stand-in has its linears (modeling_qwen.py): one ``c_attn`` for q, k and v with a bias, ``c_proj``,
     and the MLP's ``w1``, ``w2`` and ``c_proj``; LoRA on all of them runs five adapters a layer, not a Llama's seven,
     over the same widths out and two hidden widths fewer in."""
+    from ftplan.memory.setup import Method
     from ftplan.timing import traffic
 
     bench = benchmark_script("throughput_accuracy")
@@ -194,6 +195,12 @@ def test_qwen1_cases_run_qwen1s_five_linears_a_layer(catalog, benchmark_script):
     llama = replace(arch, fused_qkv=False, qkv_bias=False, names=bench.architecture_from_hf(bench.SOURCE_CONFIGS[
         "qwen-7b (qwen1 series)"]).names)  # fmt: skip
     assert traffic.adapted_widths(llama, training) == (d_in + 2 * h * layers, d_out, 7 * layers)
+    # dispatched operations: five adapters a layer, c_proj's two among them (bf16 adapters with dropout)
+    fwd, bwd = dispatch.layer_ops(arch, training)
+    base_fwd, base_bwd = dispatch.layer_ops(arch, replace(training, method=Method.FULL, lora=None))
+    (add_fwd, add_bwd), (frozen_fwd, frozen_bwd) = dispatch.ADAPTER["pure"][True], dispatch.FROZEN["pure"]
+    assert (fwd, bwd) == pytest.approx((base_fwd + 5 * (add_fwd - frozen_fwd), base_bwd + 5 * (add_bwd - frozen_bwd)))
+    assert dispatch.trainable_tensors(arch, training) == 2 * 5 * layers
 
 
 def test_the_playbooks_benchmark_models_are_the_ones_its_mfu_counts(catalog, benchmark_script):

@@ -107,8 +107,8 @@ _FITTED = (
     " time (timing.model GEMM_*) and eager PyTorch's per-operation time the model books apart"
     " (benchmarks/throughput_accuracy.py --fit)"
 )
-_A100 = (0.718, 0.374, _FITTED.format(runs="36 single-node A100 (40 and 80 GB) BF16 runs"))
-_H100 = (0.591, 0.203, _FITTED.format(runs="17 single-node H100 BF16 runs"))
+_A100 = (0.716, 0.374, _FITTED.format(runs="36 single-node A100 (40 and 80 GB) BF16 runs"))
+_H100 = (0.589, 0.203, _FITTED.format(runs="17 single-node H100 BF16 runs"))
 EFFICIENCY = {
     "a100-sxm-80gb": _A100,
     "a100-sxm-40gb": _A100,

@@ -74,8 +74,8 @@ from ftplan.timing import dispatch, traffic
 # per-GEMM (GEMM_* below) and per-operation time the model books apart (the lower of the two GPUs fitted;
 # ``benchmarks/throughput_accuracy.py --fit``). The attention core's is kept as a ratio to
 # the matmuls', so a pool that states its own efficiency scales both.
-DEFAULT_EFFICIENCY = 0.591
-DEFAULT_ATTENTION_RATIO = 0.203 / 0.591
+DEFAULT_EFFICIENCY = 0.589
+DEFAULT_ATTENTION_RATIO = 0.203 / 0.589
 
 # NVLink/NVSwitch ring collectives reach ~370 GB/s of the 450 GB/s unidirectional line rate on
 # 8×H100 (NVIDIA/nccl-tests#212): the same protocol efficiency is applied to every intra-node link.

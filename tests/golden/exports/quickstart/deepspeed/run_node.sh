@@ -12,7 +12,7 @@ case "$NODE" in
     sleep $(( T0 + 0 - $(date +%s) > 0 ? T0 + 0 - $(date +%s) : 0 ))
     NODE_RANK=0 bash "$HERE/llama8b-lora/launch.sh"
     touch "$DONE/llama8b-lora"
-    sleep $(( T0 + 13740 - $(date +%s) > 0 ? T0 + 13740 - $(date +%s) : 0 ))
+    sleep $(( T0 + 13560 - $(date +%s) > 0 ? T0 + 13560 - $(date +%s) : 0 ))
     NODE_RANK=0 bash "$HERE/qwen7b-full/launch.sh"
     touch "$DONE/qwen7b-full"
     ;;

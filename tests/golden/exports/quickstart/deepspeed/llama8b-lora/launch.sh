@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # DeepSpeed launcher for run llama8b-lora (job llama8b-lora) on lab-h100: 8 GPUs, nodes lab-h100-node0
-# planned: starts at 0.00 h, 3.81 h of training (runs[].start_h, runs[].hours)
+# planned: starts at 0.00 h, 3.76 h of training (runs[].start_h, runs[].hours)
 # PYTORCH_CUDA_ALLOC_CONF is left unset: the memory model's allocator overhead is the default caching
 # allocator's (src/ftplan/memory/overheads.py).
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # DeepSpeed launcher for run qwen7b-full (job qwen7b-full) on lab-h100: 8 GPUs, nodes lab-h100-node0
-# planned: starts at 3.82 h, 2.10 h of training (runs[].start_h, runs[].hours)
+# planned: starts at 3.77 h, 2.08 h of training (runs[].start_h, runs[].hours)
 # PYTORCH_CUDA_ALLOC_CONF is left unset: the memory model's allocator overhead is the default caching
 # allocator's (src/ftplan/memory/overheads.py).
 set -euo pipefail
