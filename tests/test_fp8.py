@@ -20,6 +20,7 @@ from ftplan.job import resolve_job
 from ftplan.memory import (
     Fp8Recipe,
     Fp8Setup,
+    Kernels,
     Layout,
     Method,
     Precision,
@@ -125,6 +126,21 @@ def test_time_model_runs_converted_matmuls_at_the_fp8_peak():
     assert t8 == pytest.approx(expected)
     with pytest.raises(ValueError, match="without FP8 tensor cores"):
         tm.step_times(flops, arch, FP8, replace(hw, fp8_tflops=None), *one)
+
+
+def test_a_compiled_stack_casts_an_input_its_linears_share_once():
+    arch = architecture_from_hf(TINY)
+    eager = tm.job_flops(arch, FP8)
+    fused = tm.job_flops(arch, replace(FP8, kernels=Kernels.FUSED))
+    # compiled: q, k and v read h once, gate and up read h once; o and down read their own inputs
+    d_in = 256 + 256 + 256 + 704
+    d_out = 256 + 64 * 2 + 256 + 704 * 2 + 256
+    assert fused.fp8_cast_token == 2 * (2 * d_in + 2 * d_out) * 5
+    assert fused.fp8_forward_token == 2 * d_in * 5
+    # three casts of h fewer in forward and three in backward (q, k and v: two; gate and up: one), 2 layers
+    assert eager.fp8_cast_token - fused.fp8_cast_token == 2 * (2 * 3 * 256) * 5
+    # the FLOPs and the weights' casts are the same
+    assert (fused.fp8_linear, fused.fp8_weights) == (eager.fp8_linear, eager.fp8_weights)
 
 
 def test_fp8_weight_casts_read_the_weights_the_matmul_finds():

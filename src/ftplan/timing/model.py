@@ -30,7 +30,8 @@ torch.compile fuses them) and writes one byte an element, at the GPU's HBM bandw
 torchao's ``benchmarks/float8/float8_roofline.py``): the 16-bit input and output gradient (2 bytes), and each
 weight as the matmul finds it, fp32 under autocast (4 bytes) or FSDP2's 16-bit compute copy under ZeRO-2/3
 (2 bytes), are each cast twice a micro-step (forward and backward); with FP8 all-gather each GPU
-casts only its fp32 shard, before the gather (:func:`fp8_weight_cast_bytes`).
+casts only its fp32 shard, before the gather (:func:`fp8_weight_cast_bytes`). A compiled stack casts an input
+that several linears read (q, k and v; gate and up) once (:data:`_SHARED_INPUT`).
 
 Time: weight matmuls at ``peak × efficiency`` per GPU and the attention core (with its recomputations) at ``peak ×
 attention_efficiency``: both are fractions of peak over *hardware* FLOPs, fitted on llm-foundry's single-node runs
@@ -293,7 +294,7 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         x.weight_params // x.count * arch.experts_per_token * arch.layers_of(st)
         for st, xs in arch.block_linears.items() for x in xs if x.expert
     )  # fmt: skip
-    fp8 = _fp8_costs(arch) if training.fp8_setup is not None else {}
+    fp8 = _fp8_costs(arch, training.kernels is Kernels.FUSED) if training.fp8_setup is not None else {}
     adapter_linear, adapter_bytes = _adapter_path(arch, training)
     layer_fwd, layer_bwd, head_fwd, head_bwd = traffic.token_bytes(arch, training)
     around_fwd, around_bwd = traffic.adapter_bytes(arch, training)  # (PEFT's operations around the adapters)
@@ -465,16 +466,36 @@ _CAST_16BIT = 2 * 2 + 1
 _CAST_FP32 = 2 * 4 + 1
 
 
-def _fp8_costs(arch: Architecture) -> dict[str, float]:
-    """FP8 FLOPs a token and cast traffic of the linears torchao converts (``memory.fp8_converted``)."""
+# Linears that read one tensor, by role: the attention's projections of the normed hidden state (q, k and v, or
+# MLA's q_a and kv_a) and the MLP's (gate and up, a shared expert's). Where a block reads it into several
+# linears, a compiled stack casts it once: torch.compile's partitioner merges identical operations on the same
+# tensor across the joint forward-backward graph (``fx_graph_cse`` in ``min_cut_rematerialization_partition``,
+# torch/_functorch/partitioners.py, on by default: ``functorch.config.cse``), and torchao's casts of one input
+# by the same recipe are identical; Transformer Engine fuses such linears into one (its QKV projection,
+# ``LayerNormMLP``'s first linear). An eager stack casts it in each linear. (A cross-attention's q reads the
+# decoder's state, its k and v the encoder's output.)
+_SHARED_INPUT = {
+    "q": "attention", "k": "attention", "v": "attention", "qkv": "attention", "q_a": "attention",
+    "kv_a": "attention", "gate": "mlp", "up": "mlp", "gate_up": "mlp", "shared_gate": "shared", "shared_up": "shared",
+}  # fmt: skip
+
+
+def _fp8_costs(arch: Architecture, fused: bool) -> dict[str, float]:
+    """FP8 FLOPs a token and cast traffic of the linears torchao converts (``memory.fp8_converted``); ``fused``:
+    a compiled stack, which casts an input several linears read once (:data:`_SHARED_INPUT`)."""
     fp8_flops = token = forward_token = weights = 0.0
+    cast: set[tuple[str, str]] = set()  # (stack, input) already cast
     for stack, x in fp8_converted(arch):
         layers = arch.layers_of(stack)
         fp8_flops += 6.0 * x.weight_params * layers
+        shared = _SHARED_INPUT.get(x.role) if fused and not (stack == "cross" and x.role == "q") else None
+        d_in = 0 if shared and (stack, shared) in cast else x.d_in
+        if shared:
+            cast.add((stack, shared))
         # forward: the input and the weight; backward: the output gradient twice (for the input's
         # and for the weight's gradient), the weight and the input again
-        forward_token += x.d_in * _CAST_16BIT * layers
-        token += (2 * x.d_in + 2 * x.d_out) * _CAST_16BIT * layers
+        forward_token += d_in * _CAST_16BIT * layers
+        token += (2 * d_in + 2 * x.d_out) * _CAST_16BIT * layers
         weights += x.weight_params * layers
     return {
         "fp8_linear": fp8_flops,
