@@ -212,6 +212,21 @@ EAGER_ATTENTION_SOURCES = {"narayanan21", "korthikanti22"}
 MEGATRON_ATTENTION_DROPOUT = 0.1
 
 
+def _tp_overlap(case: dict, source: str) -> bool:
+    """Whether the case's stack overlaps tensor parallelism's collectives with its matmuls (``tp_overlap``): where
+    the case says so (its ``parallelism.tp_overlap``, or Megatron's ``--tp-comm-overlap`` among its
+    ``comm_overlap`` flags), and Megatron-Bridge's Llama runs, whose performance configs turn it on wherever tensor
+    parallelism is (userbuffers over Transformer Engine: ``scripts/performance/configs/llama3/llama3_llm_pretrain.py``
+    and ``llama31`` at 556c8e1c9, 2025-12; ``src/megatron/bridge/perf_recipes/llama/*/llama3.py`` and
+    ``llama31.py`` at 067f987df)."""
+    par = case.get("parallelism") or {}
+    if par.get("tp_overlap") is not None:
+        return bool(par["tp_overlap"])
+    if "--tp-comm-overlap" in str(par.get("comm_overlap") or ""):
+        return True
+    return source == "mbridge" and "llama" in str((case.get("model") or {}).get("name", "")).lower()
+
+
 def _attention_kernel(case: dict) -> AttentionKernel:
     te = case["id"].split("-", 1)[0] in TE_ATTENTION_SOURCES or "TE DotProductAttention" in str(case.get("attention"))
     return AttentionKernel.CUDNN if te else AttentionKernel.FLASH2
@@ -412,7 +427,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
         seq_len=seq, lora=_lora(case) if frozen else None,
         fp8=Fp8Setup(all_gather="all-gather" in prec) if fp8 else None,
         kernels=Kernels.FUSED if source in FUSED_SOURCES or "compile" in prec else Kernels.EAGER,
-        attention_kernel=_attention_kernel(case),
+        attention_kernel=_attention_kernel(case), tp_overlap=tp > 1 and _tp_overlap(case, source),
         attention=Attention.EAGER if eager else Attention.SDPA, dropout=True if eager else None,
     )  # fmt: skip
     if "force-balanced" in str(case.get("routing")):  # (tokens spread evenly: no rank waits for an overloaded one)

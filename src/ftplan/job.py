@@ -81,7 +81,7 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         loss=spec.loss, dropout=spec.dropout, zero_grad=spec.zero_grad, model_output=spec.model_output, lora=lora,
         capacity_factor=spec.capacity_factor, sequence_parallel=spec.sequence_parallel,
         context_parallel=spec.context_parallel, kernels=spec.kernels, engine=spec.engine,
-        attention_kernel=spec.attention_kernel,
+        attention_kernel=spec.attention_kernel, tp_overlap=spec.tp_overlap,
         data=spec.data.sequence_data() if spec.data else None,
         fp8=Fp8Setup(recipe=spec.fp8.recipe, all_gather=spec.fp8.all_gather) if spec.fp8 else None,
     )  # fmt: skip

@@ -190,6 +190,8 @@ def main() -> None:
     job_case("context_parallel_unknown", "'ring' or 'ulysses'", context_parallel="all-gather")
     job_case("attention_kernel_unknown", "'flash2', 'cudnn' or 'flash3'", attention_kernel="flash4")
     job_case("attention_kernel_eager", "use attention: sdpa", attention="eager", attention_kernel="cudnn")
+    job_case("tp_overlap_eager", "set kernels: fused or drop tp_overlap", tp_overlap=True)
+    job_case("tp_overlap_not_bool", "tp_overlap", tp_overlap="sometimes")
     job_case("engine_unknown", "'torch' or 'deepspeed'", engine="megatron")
     job_case("engine_deepspeed_with_tp", "or engine torch", engine="deepspeed", method="full",
              layout={"dp": 4, "tp": 2, "zero": 3})  # fmt: skip

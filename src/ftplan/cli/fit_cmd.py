@@ -104,6 +104,12 @@ def fit(
     engine: Engine | None = typer.Option(
         None, "--engine", help="torch | deepspeed: what runs data parallelism and ZeRO (overrides the job's)."
     ),
+    tp_overlap: bool | None = typer.Option(
+        None,
+        "--tp-overlap/--no-tp-overlap",
+        help="Tensor parallelism's collectives overlapped with their matmuls (async TP, Megatron's "
+        "--tp-comm-overlap; needs kernels fused; overrides the job's).",
+    ),
     format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
@@ -120,7 +126,9 @@ def fit(
         if tokens is not None:
             spec = parse_job(spec.model_dump(exclude_unset=True) | {"tokens": tokens, "samples": None}, str(job))
     chosen = (("kernels", kernels), ("attention_kernel", attention_kernel), ("engine", engine))
-    overrides = {k: v.value for k, v in chosen if v is not None}
+    overrides: dict[str, object] = {k: v.value for k, v in chosen if v is not None}
+    if tp_overlap is not None:
+        overrides["tp_overlap"] = tp_overlap
     if overrides:
         spec = parse_job(spec.model_dump(exclude_unset=True) | overrides, str(job))
     resolved = resolve_job(spec, catalog, str(job))

@@ -193,6 +193,11 @@ def plan_env(r: RunExport) -> tuple[str, dict[str, str]]:
         "FTPLAN_ATTENTION_KERNEL": (
             job.attention_kernel.value, "jobs[].attention_kernel (flash2 | cudnn | flash3: the kernel the hours assume)"
         ),
+        "FTPLAN_TP_OVERLAP": (
+            int(job.tp_overlap),
+            "jobs[].tp_overlap (1: the hours assume tensor parallelism's collectives overlapped: torchtitan's "
+            "parallelism.enable_async_tensor_parallel, Megatron's --tp-comm-overlap)",
+        ),
     }  # fmt: skip
     if job.lora is not None or job.method.value != "full":
         lora = job.lora or LoraSpec()

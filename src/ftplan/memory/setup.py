@@ -323,6 +323,7 @@ class Training:
     context_parallel: ContextParallel = ContextParallel.RING  # how layout.cp splits attention
     kernels: Kernels = Kernels.EAGER  # one kernel per operation, or a fused stack (time only)
     attention_kernel: AttentionKernel = AttentionKernel.FLASH2  # the flash-attention kernel (time only)
+    tp_overlap: bool = False  # tensor-parallel collectives overlapped with the matmuls beside them (time only)
     engine: Engine = Engine.TORCH  # what runs data parallelism and ZeRO (DeepSpeed's holds more under ZeRO-3)
 
     @property

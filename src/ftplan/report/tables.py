@@ -221,6 +221,8 @@ def fit_table(result: Any, best: Any, by: str) -> str:
     engine = f" · engine {t.engine.value}" if t.engine.value != "torch" else ""
     if t.attention_kernel.value != "flash2":
         engine += f" · {t.attention_kernel.value} attention"
+    if t.tp_overlap:
+        engine += " · TP collectives overlapped"
     title = (
         f"{job.name} · {t.method.value} · {t.precision_label} · {seq}{engine} · global batch "
         f"{job.global_batch} · {job.tokens / 1e9:.3g}B tokens · ranked by {by}"

@@ -296,6 +296,12 @@ class JobSpec(BaseModel):
         "backend) | cudnn (cuDNN's fused attention: Transformer Engine's choice on Hopper, Megatron-Core, NeMo) | "
         "flash3 (FlashAttention-3); the Hopper kernels run at FlashAttention-2's rate on other GPUs",
     )
+    tp_overlap: Bool = Field(
+        False,
+        description="tensor parallelism's collectives overlapped with the matmuls beside them (time only): "
+        "torchtitan's and NeMo Automodel's enable_async_tensor_parallel, Megatron-Core's --tp-comm-overlap; "
+        "needs kernels: fused (the first two run it under torch.compile, Megatron-Core over Transformer Engine)",
+    )
     engine: Engine = Field(
         Engine.TORCH,
         description="what runs data parallelism and ZeRO: torch (DDP, ZeroRedundancyOptimizer, FSDP2) | deepspeed "
@@ -350,6 +356,12 @@ class JobSpec(BaseModel):
             raise ValueError(
                 f"attention_kernel {self.attention_kernel.value} is a flash-attention kernel, but attention is "
                 "eager (the probabilities materialised); use attention: sdpa or drop attention_kernel"
+            )
+        if self.tp_overlap and self.kernels is not Kernels.FUSED:
+            raise ValueError(
+                "tp_overlap needs kernels: fused (torchtitan's and NeMo Automodel's async tensor parallelism run "
+                "under torch.compile, Megatron-Core's --tp-comm-overlap over Transformer Engine); set kernels: "
+                "fused or drop tp_overlap"
             )
         data = self.data
         if data is not None:

@@ -40,8 +40,9 @@ there); every weight GEMM adds its epilogue's writes, its inner loop's latency a
 (:func:`gemm_overhead`, fitted to a measured H100 GEMM table); collectives cost ``factor · bytes / busbw``
 (nccl-tests ``PERFORMANCE.md``: all-reduce ``2(n−1)/n``, all-gather and reduce-scatter ``(n−1)/n``), a node's
 network shared by the collectives its GPUs run at once (:func:`network_share`), hidden behind compute where
-frameworks overlap them; offload moves bytes over the GPU's host link and runs the optimizer on the
-CPU; on the GPU the optimizer step moves the bytes its kernels read and write a parameter (measured,
+frameworks overlap them (tensor parallelism's where the job says its stack does: :func:`tp_overlap_seconds`);
+offload moves bytes over the GPU's host link and runs the optimizer on the CPU; on the GPU the optimizer step
+moves the bytes its kernels read and write a parameter (measured,
 ``timing.dispatch.OPTIMIZER_BYTES``) at HBM bandwidth, once a step; every micro-step's memory-bound operations
 (norms, rotary embeddings, activations, residual adds, casts, the loss) move their bytes at HBM bandwidth too
 (:mod:`ftplan.timing.traffic`: measured per family for eager PyTorch, derived from the kernels' inputs and outputs
@@ -257,6 +258,7 @@ class JobFlops:
     window: int = 0  # the keys a sliding-window layer attends to (a chunked layer's chunk)
     chunked: bool = False  # the windowed layers attend within fixed chunks (Llama 4), not a sliding window
     gemms: tuple[GemmShape, ...] = ()  # the weight GEMMs of a micro-step (their fixed costs, GEMM_* above)
+    tp_pairs: tuple[float, ...] = ()  # a layer's forward FLOPs a token beside each TP collective (:func:`tp_pairs`)
 
     @property
     def model(self) -> float:
@@ -324,9 +326,46 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         scores_backward=scores_bwd,
         attention_square=arch.kind is Kind.DECODER and square_attention(training),
         gemms=_gemm_shapes(arch, training),
+        tp_pairs=tp_pairs(arch),
         **_windowed(arch),
         **fp8,
     )
+
+
+# The linears beside each of a layer's four tensor-parallel collectives under sequence parallelism (Korthikanti et
+# al. 2022 §4.2.2): the all-gather before the attention's column-parallel input projections, the reduce-scatter
+# after its row-parallel output projection, and the MLP's likewise; backward runs the mirror collective beside the
+# same linears' gradient matmuls. A MoE's routed experts stay out (expert parallelism moves their tokens), so their
+# layers' MLP collectives find only a shared expert's matmuls, if any, to hide behind.
+_TP_PAIRS = (
+    frozenset({"q", "k", "v", "qkv", "q_a", "q_b", "kv_a", "kv_b"}),
+    frozenset({"o"}),
+    frozenset({"gate", "up", "gate_up", "shared_gate", "shared_up"}),
+    frozenset({"down", "shared_down"}),
+)
+
+
+def tp_pairs(arch: Architecture) -> tuple[float, ...]:
+    """Forward FLOPs a token of a layer's linears beside each tensor-parallel collective (:data:`_TP_PAIRS`), on
+    average over the layers of every stack (before tensor parallelism splits them)."""
+    flops = [0.0] * len(_TP_PAIRS)
+    for stack, linears in arch.block_linears.items():
+        for x in linears:
+            for i, roles in enumerate(_TP_PAIRS):
+                if x.role in roles and not x.expert:
+                    flops[i] += 2.0 * x.weight_params * arch.layers_of(stack)
+    return tuple(f / max(arch.total_layers, 1) for f in flops)
+
+
+def overlapped_collective(comm: np.ndarray, compute: np.ndarray, chunks: np.ndarray) -> np.ndarray:
+    """Seconds a collective of ``comm`` seconds adds beside a matmul of ``compute`` seconds when both are split
+    into ``chunks`` and pipelined, each chunk's transfer beside another chunk's matmul (PyTorch's micro-pipelined
+    ``fused_all_gather_matmul`` and ``fused_matmul_reduce_scatter``, which torchtitan's async tensor parallelism
+    and NeMo Automodel's run, split by the group's ranks; Megatron-Core's userbuffers overlap over Transformer
+    Engine likewise): the pipeline takes the longer of the two plus one chunk of the shorter, so what the
+    collective adds is what it exceeds the matmul by plus that chunk."""
+    comm, compute = np.asarray(comm, dtype=float), np.asarray(compute, dtype=float)
+    return np.maximum(0.0, comm - compute) + np.minimum(comm, compute) / np.maximum(chunks, 1.0)
 
 
 def _windowed(arch: Architecture) -> dict[str, float | int | bool]:
@@ -353,6 +392,30 @@ def windowed_keys(span: np.ndarray, window: int, chunked: bool) -> np.ndarray:
         rest = span - whole * w
         return (whole * w * w + rest * rest) / (2 * np.maximum(span, 1.0))
     return np.where(span > w, w - w * w / (2 * np.maximum(span, 1.0)), span / 2)
+
+
+def tp_overlap_seconds(
+    flops: JobFlops, training: Training, hw: Hardware, t_tp: np.ndarray, tokens: np.ndarray, tp: np.ndarray,
+    recompute: np.ndarray,
+) -> np.ndarray:  # fmt: skip
+    """A layer's tensor-parallel collectives, in seconds a micro-step, where the stack overlaps each with the
+    matmuls beside it (``Training.tp_overlap``: torchtitan's and NeMo Automodel's async tensor parallelism,
+    Megatron-Core's ``--tp-comm-overlap``). Each of the layer's four all-gathers or reduce-scatters (half of
+    ``t_tp``, an all-reduce's traffic) meets the linears beside it (:data:`_TP_PAIRS`) in forward, their gradient
+    matmuls in backward (input and weight gradients; the input's alone for a frozen base) and the recomputed
+    forward's under full recomputation, split over the group's ranks and pipelined
+    (:func:`overlapped_collective`); FP8 jobs' linears at the FP8 rate."""
+    rate = hw.peak_tflops * 1e12 * hw.efficiency
+    if flops.fp8_linear and hw.fp8_tflops:
+        rate = hw.fp8_tflops * 1e12 * hw.efficiency * hw.fp8_ratio
+    backward = 2.0 if training.method is Method.FULL else 1.0
+    half = t_tp / 2
+    total = np.zeros(np.broadcast(half, tokens, tp, recompute).shape)
+    for f in flops.tp_pairs:
+        matmul = tokens * f / tp / rate
+        total = total + overlapped_collective(half, matmul, tp) + overlapped_collective(half, backward * matmul, tp)
+        total = total + np.where(recompute == 2, overlapped_collective(half, matmul, tp), 0.0)
+    return total
 
 
 def windowed_attention(
@@ -981,7 +1044,11 @@ def step_times(
     n_coll = np.where(recompute == 2, 6.0, 4.0) * arch.total_layers / pp
     bw_tp = bus_bandwidth(hw, tp) * 1e9
     t_tp = tp_frac * (tokens_micro * arch.hidden * c) / bw_tp + collective_latency(hw, tp, tp, "all-gather")
-    comm = comm + n_coll * t_tp * accum
+    if training.tp_overlap and flops.tp_pairs:
+        t_tp_step = tp_overlap_seconds(flops, training, hw, t_tp, tokens_micro, tp, recompute) * arch.total_layers / pp
+    else:
+        t_tp_step = n_coll * t_tp
+    comm = comm + t_tp_step * accum
 
     # ---- offload: PCIe traffic per step (≈4Ψ/n optimizer, ≈6Ψ/n with parameters; ZeRO-Offload,
     # ZeRO-Infinity) and CPU Adam over this node's shards, overlapping nothing in the worst case.
