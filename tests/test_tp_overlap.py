@@ -103,6 +103,7 @@ def test_overlap_never_slows_a_step_nor_hides_more_than_the_collectives(tp, reco
 def _job(catalog, **fields):
     data = {"model": "llama-3.1-70b", "precision": "bf16-mixed", "seq_len": 4096, "micro_batch": 1,
             "grad_accum": 4, "tokens": 10**8, "kernels": "fused", "layout": {"tp": 8}} | fields  # fmt: skip
+    data = {k: v for k, v in data.items() if v is not None}  # (None: left to the search)
     return resolve_job(parse_job(data, "job.yaml"), catalog, "job.yaml")
 
 
@@ -148,3 +149,24 @@ def test_the_published_runs_that_overlap_it():
     assert {"mcore-r08-weak-7.1B", "mcore-r08-weak-16B", "automodel-h100-70b-lora-g8"} <= on
     assert all(c["tp"] > 1 for c in cases if c["id"] in on)
     assert not any(c["id"].startswith(("usp-", "nemo-", "automodel-h100-32b")) for c in cases if c["id"] in on)
+
+
+def test_fit_says_what_overlapping_would_save_a_fused_stack(catalog):
+    from ftplan.fit import fit_job, gpu_pool
+
+    pools = [gpu_pool(catalog, "h100-sxm-80gb", gpus=16, network_gbps=3200)]
+    searched = {"layout": {}, "micro_batch": None, "grad_accum": None, "global_batch": 64}
+    plain = fit_job(_job(catalog, **searched), pools)
+    overlapped = fit_job(_job(catalog, **searched, tp_overlap=True), pools).layouts
+    wide = plain.layouts[plain.layouts["tp"] > 1].sort_values(["hours", "pool"], kind="mergesort").iloc[0]
+    cols = ["tp", "pp", "zero", "offload", "recompute", "micro_batch", "grad_accum", "gpus"]
+    same = overlapped.merge(wide[cols].to_frame().T.astype(overlapped[cols].dtypes), on=cols)
+    saved = 1 - same["step_s"].iloc[0] / wide["step_s"]
+    note = next(n for n in plain.time_notes if n.startswith("tensor parallelism:"))
+    assert f"the fastest tp {wide['tp']} layout" in note and f"takes {saved:.0%} off its step" in note
+    assert saved >= 0.05
+    # said once the job states it, and never for an eager stack, which runs no async tensor parallelism
+    stated = fit_job(_job(catalog, **searched, tp_overlap=True), pools)
+    assert not any(n.startswith("tensor parallelism:") for n in stated.time_notes)
+    eager = fit_job(_job(catalog, **searched, kernels="eager"), pools)
+    assert not any(n.startswith("tensor parallelism:") for n in eager.time_notes)

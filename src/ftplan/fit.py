@@ -27,7 +27,7 @@ from ftplan.job import ResolvedJob
 from ftplan.limits import MAX_RUN_NODES
 from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, ZeroStage, check_layout, estimate_memory
 from ftplan.memory.estimate import STATE_TERMS, gradients_held_apart
-from ftplan.memory.setup import Method, Precision, ZeroGrad
+from ftplan.memory.setup import Kernels, Method, Precision, ZeroGrad
 from ftplan.schema.catalog import Gpu
 from ftplan.timing import model as tm
 from ftplan.timing import traffic
@@ -164,6 +164,9 @@ def gpu_counts(
 # The share of the fastest layout's step from which the output names the LoRA adapters' own operations (below it
 # they are one memory-bound cost among others)
 ADAPTER_NOTE_SHARE = 0.05
+# The share of the fastest tensor-parallel layout's step from which the output says what overlapping its collectives
+# would save (``tp_overlap``)
+TP_NOTE_SHARE = 0.05
 
 
 @dataclass
@@ -184,12 +187,47 @@ class FitResult:
         """What the layouts' time rests on that the job may run otherwise, a line each: an attention kernel a GPU
         does not run best (:func:`ftplan.timing.model.attention_kernel_note`), sliding-window layers under SDPA's mask
         (:func:`ftplan.timing.model.windowed_note`), PEFT's operations around LoRA adapters where they take a
-        sizeable share of the fastest layout's step (:meth:`adapter_note`)."""
+        sizeable share of the fastest layout's step (:meth:`adapter_note`), tensor-parallel collectives a fused
+        stack could overlap (:meth:`tp_note`)."""
         arches = dict.fromkeys(pool.gpu.arch for pool in self.pools)
         notes = [note for a in arches if (note := tm.attention_kernel_note(self.job.training, a))]
         window = tm.windowed_note(self.job.arch, self.job.training)
-        adapters = self.adapter_note()
-        return notes + ([window] if window else []) + ([adapters] if adapters else [])
+        adapters, overlap = self.adapter_note(), self.tp_note()
+        return notes + [n for n in (window, adapters, overlap) if n]
+
+    def _best(self, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], Pool]:
+        """The quickest of ``rows`` (by hours, then pool) as ``_time_and_cost`` takes a layout, and its pool."""
+        best = rows.sort_values(["hours", "pool"], kind="mergesort").iloc[:1]
+        pool = next(p for p in self.pools if p.name == best["pool"].iloc[0])
+        return {col: best[col].to_numpy() for col in best.columns}, pool
+
+    def _step(self, row: dict[str, np.ndarray], pool: Pool, training: Any, flops: Any = None) -> float:
+        """A layout's step, as ``fit_job`` times it, under ``training`` (and ``flops``, where given)."""
+        f = flops if flops is not None else tm.job_flops(self.job.arch, training)
+        job = replace(self.job, training=training)
+        return float(_time_and_cost(row, job, f, pool, self.efficiency)["step_s"][0])
+
+    def tp_note(self) -> str | None:
+        """What overlapping tensor parallelism's collectives with their matmuls (``tp_overlap``) would save on the
+        fastest tensor-parallel layout, for a fused stack that does not say it does; None below
+        :data:`TP_NOTE_SHARE`, without tensor-parallel layouts, or for an eager stack (whose frameworks run async
+        tensor parallelism under torch.compile only)."""
+        tr = self.job.training
+        if tr.tp_overlap or tr.kernels is not Kernels.FUSED or self.layouts.empty:
+            return None
+        wide = self.layouts[self.layouts["tp"] > 1]
+        if wide.empty:
+            return None
+        row, pool = self._best(wide)
+        whole = self._step(row, pool, tr)
+        saved = 1 - self._step(row, pool, replace(tr, tp_overlap=True)) / whole
+        if saved < TP_NOTE_SHARE:
+            return None
+        return (
+            f"tensor parallelism: the fastest tp {int(row['tp'][0])} layout on {pool.name} waits for its collectives; "
+            "a stack that overlaps them with their matmuls (torchtitan's or NeMo Automodel's async tensor parallelism, "
+            f"Megatron-Core's --tp-comm-overlap) takes {saved:.0%} off its step: state tp_overlap: true (--tp-overlap)"
+        )
 
     def adapter_note(self) -> str | None:
         """The share of the fastest layout's step that PEFT's operations around the LoRA adapters take (their
@@ -199,9 +237,7 @@ class FitResult:
         tr = self.job.training
         if self.layouts.empty or not any(traffic.adapter_bytes(self.job.arch, tr)):
             return None
-        best = self.layouts.sort_values(["hours", "pool"], kind="mergesort").iloc[:1]
-        pool = next(p for p in self.pools if p.name == best["pool"].iloc[0])
-        row = {col: best[col].to_numpy() for col in best.columns}
+        row, pool = self._best(self.layouts)
 
         def step(training: Any, bare: bool = False) -> float:
             """The best layout's step, as ``fit_job`` times it, for ``training``; ``bare``: without the chain."""
@@ -210,8 +246,7 @@ class FitResult:
                 around = traffic.adapter_bytes(self.job.arch, training)
                 f = replace(f, traffic_forward=f.traffic_forward - around[0],
                             traffic_backward=f.traffic_backward - around[1])  # fmt: skip
-            job = replace(self.job, training=training)
-            return float(_time_and_cost(row, job, f, pool, self.efficiency)["step_s"][0])
+            return self._step(row, pool, training, f)
 
         whole = step(tr)
         share = 1 - step(tr, bare=True) / whole
