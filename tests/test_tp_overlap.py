@@ -143,10 +143,13 @@ def test_the_published_runs_that_overlap_it():
     catalog = ta.load_catalog()
     cases, _ = ta.load_cases(catalog)
     on = {c["id"] for c in cases if c["training"].tp_overlap}
-    # Megatron-Bridge's Llama runs with tensor parallelism, Megatron-Core's that state --tp-comm-overlap, and the
-    # two NeMo Automodel LoRA rows whose configs turn async tensor parallelism on
+    # Megatron-Bridge's Llama runs with tensor parallelism, Megatron-Core's that state --tp-comm-overlap, the two
+    # NeMo Automodel LoRA rows whose configs turn async tensor parallelism on and NeMo 24.07's GPT3 20B and
+    # Nemotron 22B (its launcher's configs; its Nemotron 340B's left it off)
     assert "mbridge-26.06-h100-fp8cs-llama3.1_405b-gbs1536" in on
     assert {"mcore-r08-weak-7.1B", "mcore-r08-weak-16B", "automodel-h100-70b-lora-g8"} <= on
+    assert {"nemo2407-h100-fp8-gpt3-20b-g64", "nemo2407-h100-fp8-nemotron-22b-g64"} <= on
+    assert "nemo2407-h100-fp8-nemotron-340b-g128" not in on
     assert all(c["tp"] > 1 for c in cases if c["id"] in on)
     assert not any(c["id"].startswith(("usp-", "nemo-", "automodel-h100-32b")) for c in cases if c["id"] in on)
 
