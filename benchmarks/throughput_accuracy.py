@@ -227,6 +227,16 @@ def _tp_overlap(case: dict, source: str) -> bool:
     return source == "mbridge" and "llama" in str((case.get("model") or {}).get("name", "")).lower()
 
 
+def _param_gather_overlap(case: dict, source: str) -> bool:
+    """Whether the case's stack hides ZeRO-1's all-gather of the updated parameters in the next step's forward
+    (``param_gather_overlap``): Megatron's ``--overlap-param-gather`` among its ``comm_overlap`` flags, and NeMo's
+    2024 FP8 table, whose release configs run Apex's ``distributed_fused_adam`` with ``overlap_param_sync: true``
+    (NVIDIA/NeMo-Framework-Launcher ``launcher_scripts/conf/training`` at 6a76374e, 2024-07-31)."""
+    if "--overlap-param-gather" in str((case.get("parallelism") or {}).get("comm_overlap") or ""):
+        return True
+    return source == "nemo2407"
+
+
 def _attention_kernel(case: dict) -> AttentionKernel:
     te = case["id"].split("-", 1)[0] in TE_ATTENTION_SOURCES or "TE DotProductAttention" in str(case.get("attention"))
     return AttentionKernel.CUDNN if te else AttentionKernel.FLASH2
@@ -428,6 +438,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
         fp8=Fp8Setup(all_gather="all-gather" in prec) if fp8 else None,
         kernels=Kernels.FUSED if source in FUSED_SOURCES or "compile" in prec else Kernels.EAGER,
         attention_kernel=_attention_kernel(case), tp_overlap=tp > 1 and _tp_overlap(case, source),
+        param_gather_overlap=_param_gather_overlap(case, source),
         attention=Attention.EAGER if eager else Attention.SDPA, dropout=True if eager else None,
     )  # fmt: skip
     if "force-balanced" in str(case.get("routing")):  # (tokens spread evenly: no rank waits for an overloaded one)

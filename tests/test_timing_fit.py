@@ -21,7 +21,7 @@ from ftplan.fit import fit_job, gpu_pool, instance_pool, rank
 from ftplan.fit import hardware as fit_hardware
 from ftplan.job import resolve_job
 from ftplan.memory import Layout, Training, ZeroStage, estimate_memory
-from ftplan.memory.setup import Attention, LoraSetup, Method, Precision
+from ftplan.memory.setup import Attention, Engine, LoraSetup, Method, Precision
 from ftplan.schema.job import parse_job
 from ftplan.timing import model as tm
 
@@ -312,24 +312,33 @@ def test_tensor_parallelism_wider_than_a_node_runs_its_collectives_over_the_netw
     assert nvl.communication[0] == pytest.approx(8 * (volume / 370e9 + (8.4 + 15 * 3.4) * 1e-6))
 
 
-def test_zero2_reduce_scatters_every_micro_steps_gradients_and_zero1_once_a_step():
+def test_zero2_reduce_scatters_every_micro_step_and_gathers_in_the_next_forward_zero1_after_its_step():
     """ZeRO-2 keeps only its shard of the gradients, so each micro-step's are reduce-scattered during its own
-    backward; ZeRO-1 keeps them whole and reduces once a step: the same at one micro-step a step, and ZeRO-2
-    pays each earlier micro-step's exposed reduce-scatter on top."""
+    backward, and FSDP2 gathers the updated shards as the next forward reaches them; ZeRO-1 keeps them whole,
+    reduces once a step and gathers the update after its optimizer step (ZeroRedundancyOptimizer), where it waits,
+    unless the stack hides it in the next forward (``param_gather_overlap``: Megatron's --overlap-param-gather).
+    DeepSpeed's ZeRO-2 gathers at the end of its step."""
     tr = Training(seq_len=128, precision=Precision.BF16_PURE)
     flops = tm.job_flops(architecture_from_hf(TINY), tr)
     for accum in (1, 4):
         one = _times(tr, dp=16, zero=1, grad_accum=accum)
         two = _times(tr, dp=16, zero=2, grad_accum=accum)
         # 16 GPUs on 2 nodes: the network's bus bandwidth (3200 Gb/s a node over its 8 GPUs × 0.848), one ring
-        # latency a FSDP group (2 layers and the root), 15/16 of the 2-byte gradients leaving each GPU
+        # latency a FSDP group (2 layers and the root), 15/16 of the 2-byte gradients leaving each GPU, and as
+        # many bytes of the 2-byte update coming back
         lat = tm.collective_latency(HW, np.array([16]), np.array([16]), "all-gather")[0]
         t_rs = 15 / 16 * flops.trainable * 2 / (3200 / 8 * 0.848e9) + 3 * lat
-        window = one.compute[0] / accum * (1 - flops.forward / flops.model)  # a micro-step's backward
-        assert t_rs > window  # (a tiny model: the reduce-scatter outlasts the backward it overlaps)
-        extra = two.communication[0] - one.communication[0]
-        assert extra == pytest.approx((accum - 1) * (t_rs - window), rel=1e-9, abs=1e-15)
-    assert extra > 0
+        t_ag = t_rs
+        micro = one.compute[0] / accum
+        backward = micro * (1 - flops.forward / flops.model)
+        forward = micro - backward
+        assert t_rs > backward > forward  # (a tiny model: the collectives outlast the compute they overlap)
+        assert one.communication[0] == pytest.approx(t_rs - backward + t_ag, rel=1e-9)
+        assert two.communication[0] == pytest.approx(accum * (t_rs - backward) + t_ag - forward, rel=1e-9)
+        hidden = _times(dataclasses.replace(tr, param_gather_overlap=True), dp=16, zero=1, grad_accum=accum)
+        assert hidden.communication[0] == pytest.approx(t_rs - backward + t_ag - forward, rel=1e-9)
+        deepspeed = _times(dataclasses.replace(tr, engine=Engine.DEEPSPEED), dp=16, zero=2, grad_accum=accum)
+        assert deepspeed.communication[0] == pytest.approx(accum * (t_rs - backward) + t_ag, rel=1e-9)
 
 
 def test_bus_bandwidth_is_the_network_or_what_the_pool_measured_and_latency_grows_with_the_ring():

@@ -1,5 +1,7 @@
 """`tp_overlap`: tensor parallelism's collectives pipelined with the matmuls beside them (torchtitan's and NeMo
-Automodel's async tensor parallelism, Megatron-Core's --tp-comm-overlap)."""
+Automodel's async tensor parallelism, Megatron-Core's --tp-comm-overlap); `param_gather_overlap`: ZeRO-1's all-gather
+of the update hidden in the next forward (Megatron-Core's --overlap-param-gather). Their exact arithmetic beside
+the other data-parallel terms: tests/test_timing_fit.py."""
 
 from __future__ import annotations
 
@@ -122,7 +124,8 @@ def test_fit_from_the_command_line(tmp_path):
     fast = json.loads(runner.invoke(app, [*over, "--tp-overlap"]).output)["layouts"]
 
     def key(r):
-        return tuple(r[k] for k in ("tp", "pp", "zero", "offload", "recompute", "micro_batch", "grad_accum"))
+        return tuple(r[k] for k in ("tp", "pp", "cp", "ep", "zero", "dp_shard", "offload", "recompute", "micro_batch",
+                                    "grad_accum", "gpus"))  # fmt: skip
 
     by = {key(r): r["step_s"] for r in plain}
     wide = [r for r in fast if r["tp"] > 1 and key(r) in by]
@@ -173,3 +176,44 @@ def test_fit_says_what_overlapping_would_save_a_fused_stack(catalog):
     assert not any(n.startswith("tensor parallelism:") for n in stated.time_notes)
     eager = fit_job(_job(catalog, **searched, kernels="eager"), pools)
     assert not any(n.startswith("tensor parallelism:") for n in eager.time_notes)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dp=st.sampled_from([2, 8, 16, 64]),
+    zero=st.sampled_from([0, 1, 2, 3]),
+    accum=st.integers(1, 8),
+    mb=st.integers(1, 8),
+)
+def test_hiding_the_parameter_gather_never_slows_a_step_and_touches_zero1_alone(dp, zero, accum, mb):
+    arch = architecture_from_hf(TINY)
+    hw = replace(HW, network_gbps=3200.0)
+    flops = tm.job_flops(arch, FUSED)
+    args = [np.array([x]) for x in (dp, 1, zero, 0, 0, mb, accum)]
+    plain = tm.step_times(flops, arch, FUSED, hw, *args)
+    hidden = tm.step_times(flops, arch, replace(FUSED, param_gather_overlap=True), hw, *args)
+    assert hidden.total[0] <= plain.total[0]
+    if zero != 1:  # (ZeRO-0 gathers nothing, FSDP2's ZeRO-2 gathers in the forward anyway, ZeRO-3 every micro-step)
+        assert hidden.total[0] == plain.total[0]
+
+
+def test_deepspeed_refuses_the_parameter_gather_overlap_and_fit_takes_it(catalog, tmp_path):
+    with pytest.raises(FtplanError, match="DeepSpeed's ZeRO engine all-gathers the updated parameters"):
+        _job(catalog, engine="deepspeed", param_gather_overlap=True, kernels="eager", layout={"dp": 8, "zero": 1})
+    path = tmp_path / "job.yaml"
+    path.write_text(json.dumps({"model": "llama-3.1-8b", "seq_len": 4096, "tokens": 10**8, "global_batch": 64}))
+    runner = CliRunner()
+    over = ["fit", str(path), "--gpu", "h100", "--gpus", "16", "--network-gbps", "400", "--top", "300"]
+    plain = json.loads(runner.invoke(app, [*over, "--format", "json"]).output)["layouts"]
+    fast = json.loads(runner.invoke(app, [*over, "--format", "json", "--param-gather-overlap"]).output)["layouts"]
+
+    def key(r):
+        return tuple(r[k] for k in ("tp", "pp", "cp", "ep", "zero", "dp_shard", "offload", "recompute", "micro_batch",
+                                    "grad_accum", "gpus"))  # fmt: skip
+
+    by = {key(r): r["step_s"] for r in plain}
+    zero1 = [r for r in fast if r["zero"] == 1 and r["gpus"] == 16 and key(r) in by]
+    assert zero1 and any(r["step_s"] < by[key(r)] for r in zero1)
+    assert all(r["step_s"] == by[key(r)] for r in fast if r["zero"] != 1 and key(r) in by)
+    table = runner.invoke(app, [*over, "--param-gather-overlap"])
+    assert "· parameter gather overlapped ·" in table.output.splitlines()[0]

@@ -82,6 +82,7 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         capacity_factor=spec.capacity_factor, sequence_parallel=spec.sequence_parallel,
         context_parallel=spec.context_parallel, kernels=spec.kernels, engine=spec.engine,
         attention_kernel=spec.attention_kernel, tp_overlap=spec.tp_overlap,
+        param_gather_overlap=spec.param_gather_overlap,
         data=spec.data.sequence_data() if spec.data else None,
         fp8=Fp8Setup(recipe=spec.fp8.recipe, all_gather=spec.fp8.all_gather) if spec.fp8 else None,
     )  # fmt: skip

@@ -192,6 +192,8 @@ def main() -> None:
     job_case("attention_kernel_eager", "use attention: sdpa", attention="eager", attention_kernel="cudnn")
     job_case("tp_overlap_eager", "set kernels: fused or drop tp_overlap", tp_overlap=True)
     job_case("tp_overlap_not_bool", "tp_overlap", tp_overlap="sometimes")
+    job_case("param_gather_overlap_deepspeed", "drop param_gather_overlap or set engine: torch", engine="deepspeed",
+             method="full", param_gather_overlap=True, layout={"dp": 4, "zero": 1})  # fmt: skip
     job_case("engine_unknown", "'torch' or 'deepspeed'", engine="megatron")
     job_case("engine_deepspeed_with_tp", "or engine torch", engine="deepspeed", method="full",
              layout={"dp": 4, "tp": 2, "zero": 3})  # fmt: skip

@@ -110,6 +110,12 @@ def fit(
         help="Tensor parallelism's collectives overlapped with their matmuls (async TP, Megatron's "
         "--tp-comm-overlap; needs kernels fused; overrides the job's).",
     ),
+    param_gather_overlap: bool | None = typer.Option(
+        None,
+        "--param-gather-overlap/--no-param-gather-overlap",
+        help="ZeRO-1's all-gather of the update hidden in the next forward (Megatron's --overlap-param-gather, "
+        "NeMo's overlap_param_sync; overrides the job's).",
+    ),
     format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
@@ -127,8 +133,9 @@ def fit(
             spec = parse_job(spec.model_dump(exclude_unset=True) | {"tokens": tokens, "samples": None}, str(job))
     chosen = (("kernels", kernels), ("attention_kernel", attention_kernel), ("engine", engine))
     overrides: dict[str, object] = {k: v.value for k, v in chosen if v is not None}
-    if tp_overlap is not None:
-        overrides["tp_overlap"] = tp_overlap
+    for name, flag in (("tp_overlap", tp_overlap), ("param_gather_overlap", param_gather_overlap)):
+        if flag is not None:
+            overrides[name] = flag
     if overrides:
         spec = parse_job(spec.model_dump(exclude_unset=True) | overrides, str(job))
     resolved = resolve_job(spec, catalog, str(job))

@@ -198,6 +198,11 @@ def plan_env(r: RunExport) -> tuple[str, dict[str, str]]:
             "jobs[].tp_overlap (1: the hours assume tensor parallelism's collectives overlapped: torchtitan's "
             "parallelism.enable_async_tensor_parallel, Megatron's --tp-comm-overlap)",
         ),
+        "FTPLAN_PARAM_GATHER_OVERLAP": (
+            int(job.param_gather_overlap),
+            "jobs[].param_gather_overlap (1: the hours assume ZeRO-1's all-gather hidden in the next forward: "
+            "Megatron's --overlap-param-gather)",
+        ),
     }  # fmt: skip
     if job.lora is not None or job.method.value != "full":
         lora = job.lora or LoraSpec()

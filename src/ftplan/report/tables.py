@@ -223,6 +223,8 @@ def fit_table(result: Any, best: Any, by: str) -> str:
         engine += f" · {t.attention_kernel.value} attention"
     if t.tp_overlap:
         engine += " · TP collectives overlapped"
+    if t.param_gather_overlap:
+        engine += " · parameter gather overlapped"
     title = (
         f"{job.name} · {t.method.value} · {t.precision_label} · {seq}{engine} · global batch "
         f"{job.global_batch} · {job.tokens / 1e9:.3g}B tokens · ranked by {by}"

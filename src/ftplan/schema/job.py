@@ -302,6 +302,13 @@ class JobSpec(BaseModel):
         "torchtitan's and NeMo Automodel's enable_async_tensor_parallel, Megatron-Core's --tp-comm-overlap; "
         "needs kernels: fused (the first two run it under torch.compile, Megatron-Core over Transformer Engine)",
     )
+    param_gather_overlap: Bool = Field(
+        False,
+        description="ZeRO-1: the updated parameters' all-gather hidden in the next step's forward (time only): "
+        "Megatron-Core's --overlap-param-gather (its distributed optimizer), NeMo's overlap_param_sync; "
+        "PyTorch's ZeroRedundancyOptimizer and DeepSpeed gather after the step, and FSDP2's ZeRO-2 gathers in "
+        "the forward anyway",
+    )
     engine: Engine = Field(
         Engine.TORCH,
         description="what runs data parallelism and ZeRO: torch (DDP, ZeroRedundancyOptimizer, FSDP2) | deepspeed "
@@ -356,6 +363,12 @@ class JobSpec(BaseModel):
             raise ValueError(
                 f"attention_kernel {self.attention_kernel.value} is a flash-attention kernel, but attention is "
                 "eager (the probabilities materialised); use attention: sdpa or drop attention_kernel"
+            )
+        if self.param_gather_overlap and self.engine is Engine.DEEPSPEED:
+            raise ValueError(
+                "param_gather_overlap is Megatron-Core's and NeMo's distributed optimizer; DeepSpeed's ZeRO engine "
+                "all-gathers the updated parameters at the end of its step. To fix: drop param_gather_overlap or "
+                "set engine: torch"
             )
         if self.tp_overlap and self.kernels is not Kernels.FUSED:
             raise ValueError(

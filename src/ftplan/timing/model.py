@@ -64,6 +64,7 @@ from ftplan.memory.setup import (
     AttentionKernel,
     AttentionMask,
     ContextParallel,
+    Engine,
     Kernels,
     Method,
     Precision,
@@ -998,24 +999,25 @@ def step_times(
     lat_ring = collective_latency(hw, shard, group, "all-gather")
     lat_rep = np.where(replicas > 1, collective_latency(hw, replicas, replicas * on_node, "all-reduce"), 0.0)
     lat_buckets = np.ceil(g_bytes / DDP_BUCKET_BYTES) * collective_latency(hw, shard, group, "all-reduce")
-    # ZeRO 0: gradient all-reduce; ZeRO 1/2: reduce-scatter + all-gather of the update (same
-    # volume, DeepSpeed 2020-03); both overlap the last micro-step's backward. ZeRO-2 keeps only its shard of
-    # the gradients, so it reduce-scatters every micro-step's (DeepSpeed#2252: stages 2 and 3 reduce after
-    # every backward; FSDP2 does unless told not to sync, which keeps whole gradients: ZeRO-1's memory): each
-    # earlier micro-step's reduce-scatter overlaps its own backward, the last one's with the all-gather.
+    # ZeRO 0: gradient all-reduce, overlapping the last micro-step's backward; ZeRO 1/2: a reduce-scatter of the
+    # gradients, overlapping it too, then the updated parameters' all-gather (the 16-bit copy; same volume as the
+    # gradients in their dtype, DeepSpeed 2020-03). That all-gather follows the optimizer step, so it waits
+    # (ZeroRedundancyOptimizer's and DeepSpeed's step end with it) unless the next step's forward hides it: FSDP2's
+    # ZeRO-2 gathers each group's updated shard as its forward reaches it, prefetched, and so do stacks that say so
+    # (``param_gather_overlap``: Megatron-Core's --overlap-param-gather, NeMo's overlap_param_sync). ZeRO-2 keeps
+    # only its shard of the gradients, so it reduce-scatters every micro-step's (DeepSpeed#2252: stages 2 and 3
+    # reduce after every backward; FSDP2 does unless told not to sync, which keeps whole gradients: ZeRO-1's
+    # memory): each overlaps its own micro-step's backward.
     overlap = t_micro * backward_share
     t_rs = (frac * g_bytes + e_cost * g_exp) / bw + units * lat_ring + t_rep + units * lat_rep
-    t_dp = (
-        np.where(
-            zero == 0,
-            2 * (frac * g_bytes + e_cost * g_exp) / bw_ar + lat_buckets,
-            (frac * g_bytes + e_cost * g_exp) * (1 + c / grad_bytes) / bw + 2 * units * lat_ring,
-        )
-        + t_rep
-        + units * lat_rep
-    )
-    exposed_dp = np.maximum(0.0, t_dp - overlap) + np.where(
-        zero == 2, np.maximum(0.0, t_rs - overlap) * (accum - 1), 0.0
+    t_ag = (frac * g_bytes + e_cost * g_exp) * (c / grad_bytes) / bw + units * lat_ring
+    t_ar = 2 * (frac * g_bytes + e_cost * g_exp) / bw_ar + lat_buckets + t_rep + units * lat_rep
+    gathered_ahead = training.param_gather_overlap | ((zero == 2) & (training.engine is Engine.TORCH))
+    ag_exposed = np.where(gathered_ahead, np.maximum(0.0, t_ag - t_micro * (1 - backward_share)), t_ag)
+    exposed_dp = np.where(
+        zero == 0,
+        np.maximum(0.0, t_ar - overlap),
+        np.maximum(0.0, t_rs - overlap) * np.where(zero == 2, accum, 1.0) + ag_exposed,
     )
     # ZeRO 3: parameters gathered in forward and again in backward, gradients reduce-scattered,
     # every micro-step; prefetching hides them behind that micro-step's compute.
