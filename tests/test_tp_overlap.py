@@ -32,7 +32,6 @@ TINY = {
 HW = tm.Hardware(peak_tflops=100.0, efficiency=0.5, hbm_gbs=1000.0, intra_node_gbs=100.0, host_link_gbs=32.0,
                  gpus_per_node=8, network_gbps=None)  # fmt: skip
 FUSED = Training(seq_len=512, precision=Precision.BF16_MIXED, kernels=Kernels.FUSED)
-OVERLAP = replace(FUSED, tp_overlap=True)
 
 
 def _step(training: Training, tp: int, recompute: int = 0, mb: int = 4, accum: int = 2) -> tm.StepTimes:

@@ -324,7 +324,7 @@ class Training:
     kernels: Kernels = Kernels.EAGER  # one kernel per operation, or a fused stack (time only)
     attention_kernel: AttentionKernel = AttentionKernel.FLASH2  # the flash-attention kernel (time only)
     tp_overlap: bool = False  # tensor-parallel collectives overlapped with the matmuls beside them (time only)
-    param_gather_overlap: bool = False  # ZeRO-1/2's all-gather of the update hidden in the next forward (time only)
+    param_gather_overlap: bool = False  # ZeRO-1's all-gather of the update hidden in the next forward (time only)
     engine: Engine = Engine.TORCH  # what runs data parallelism and ZeRO (DeepSpeed's holds more under ZeRO-3)
 
     @property
