@@ -73,12 +73,12 @@ def test_the_replicate_all_reduce_is_each_gpus_share_of_the_nodes_network(catalo
     t_micro = hybrid.compute[0] / 2
     backward = t_micro * (1 - flops.forward / flops.model)
     # ZeRO-2 keeps only its gradient shard: each of the 2 micro-steps reduce-scatters its gradients (and
-    # all-reduces the shards across the replicas) under its own backward; the 16-bit update is gathered
-    # under the next forward (FSDP2)
+    # all-reduces the shards across the replicas) under its own backward, and gathers the 16-bit parameters
+    # under its forward (FSDP2 reshards after each backward)
     each = 7 / 8 * g / (450e9 * tm.INTRA_NODE_EFFICIENCY) + units * lat + across
     gather = 7 / 8 * g * 2 / 4 / (450e9 * tm.INTRA_NODE_EFFICIENCY) + units * lat
     assert each > backward  # (exposed here: the term is exercised)
-    expected = 2 * (each - backward) + max(0.0, gather - (t_micro - backward))
+    expected = 2 * (each - backward) + 2 * max(0.0, gather - (t_micro - backward))
     assert hybrid.communication[0] == pytest.approx(expected)
     # ZeRO-2's gradients cross the network as often either way; ZeRO-3's gathers stay on NVLink under HSDP
     z3 = (*args[:2], np.array([3]), *args[3:])

@@ -1003,17 +1003,19 @@ def step_times(
     # gradients, overlapping it too, then the updated parameters' all-gather (the 16-bit copy; same volume as the
     # gradients in their dtype, DeepSpeed 2020-03). That all-gather follows the optimizer step, so it waits
     # (ZeroRedundancyOptimizer's and DeepSpeed's step end with it) unless the next step's forward hides it: FSDP2's
-    # ZeRO-2 gathers each group's updated shard as its forward reaches it, prefetched, and so do stacks that say so
-    # (``param_gather_overlap``: Megatron-Core's --overlap-param-gather, NeMo's overlap_param_sync). ZeRO-2 keeps
-    # only its shard of the gradients, so it reduce-scatters every micro-step's (DeepSpeed#2252: stages 2 and 3
-    # reduce after every backward; FSDP2 does unless told not to sync, which keeps whole gradients: ZeRO-1's
-    # memory): each overlaps its own micro-step's backward.
+    # ZeRO-2 gathers each group's shard as its forward reaches it, prefetched, every micro-step (it reshards after
+    # backward unless told not to: ``FSDPModule.set_reshard_after_backward``), and stacks that say so gather the
+    # update under the next forward once (``param_gather_overlap``: Megatron-Core's --overlap-param-gather, NeMo's
+    # overlap_param_sync). ZeRO-2 keeps only its shard of the gradients, so it reduce-scatters every micro-step's
+    # (DeepSpeed#2252: stages 2 and 3 reduce after every backward; FSDP2 does unless told not to sync, which keeps
+    # whole gradients: ZeRO-1's memory): each overlaps its own micro-step's backward.
     overlap = t_micro * backward_share
     t_rs = (frac * g_bytes + e_cost * g_exp) / bw + units * lat_ring + t_rep + units * lat_rep
     t_ag = (frac * g_bytes + e_cost * g_exp) * (c / grad_bytes) / bw + units * lat_ring
     t_ar = 2 * (frac * g_bytes + e_cost * g_exp) / bw_ar + lat_buckets + t_rep + units * lat_rep
-    gathered_ahead = training.param_gather_overlap | ((zero == 2) & (training.engine is Engine.TORCH))
-    ag_exposed = np.where(gathered_ahead, np.maximum(0.0, t_ag - t_micro * (1 - backward_share)), t_ag)
+    fsdp2 = (zero == 2) & (training.engine is Engine.TORCH)
+    under_forward = np.maximum(0.0, t_ag - t_micro * (1 - backward_share)) * np.where(fsdp2, accum, 1.0)
+    ag_exposed = np.where(fsdp2 | training.param_gather_overlap, under_forward, t_ag)
     exposed_dp = np.where(
         zero == 0,
         np.maximum(0.0, t_ar - overlap),
