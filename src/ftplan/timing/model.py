@@ -396,7 +396,7 @@ def windowed_keys(span: np.ndarray, window: int, chunked: bool) -> np.ndarray:
 
 
 def tp_overlap_seconds(
-    flops: JobFlops, training: Training, hw: Hardware, t_tp: np.ndarray, tokens: np.ndarray, tp: np.ndarray,
+    flops: JobFlops, training: Training, rate: float, t_tp: np.ndarray, tokens: np.ndarray, tp: np.ndarray,
     recompute: np.ndarray,
 ) -> np.ndarray:  # fmt: skip
     """A layer's tensor-parallel collectives, in seconds a micro-step, where the stack overlaps each with the
@@ -405,10 +405,8 @@ def tp_overlap_seconds(
     ``t_tp``, an all-reduce's traffic) meets the linears beside it (:data:`_TP_PAIRS`) in forward, their gradient
     matmuls in backward (input and weight gradients; the input's alone for a frozen base) and the recomputed
     forward's under full recomputation, split over the group's ranks and pipelined
-    (:func:`overlapped_collective`); FP8 jobs' linears at the FP8 rate."""
-    rate = hw.peak_tflops * 1e12 * hw.efficiency
-    if flops.fp8_linear and hw.fp8_tflops:
-        rate = hw.fp8_tflops * 1e12 * hw.efficiency * hw.fp8_ratio
+    (:func:`overlapped_collective`); the linears at ``rate`` FLOP/s (:func:`step_times`': FP8 jobs' at the FP8
+    one)."""
     backward = 2.0 if training.method is Method.FULL else 1.0
     half = t_tp / 2
     total = np.zeros(np.broadcast(half, tokens, tp, recompute).shape)
@@ -1049,7 +1047,9 @@ def step_times(
     bw_tp = bus_bandwidth(hw, tp) * 1e9
     t_tp = tp_frac * (tokens_micro * arch.hidden * c) / bw_tp + collective_latency(hw, tp, tp, "all-gather")
     if training.tp_overlap and flops.tp_pairs:
-        t_tp_step = tp_overlap_seconds(flops, training, hw, t_tp, tokens_micro, tp, recompute) * arch.total_layers / pp
+        linear_rate = fp8_rate if flops.fp8_linear else rate
+        t_tp_step = tp_overlap_seconds(flops, training, linear_rate, t_tp, tokens_micro, tp, recompute)
+        t_tp_step = t_tp_step * arch.total_layers / pp
     else:
         t_tp_step = n_coll * t_tp
     comm = comm + t_tp_step * accum
