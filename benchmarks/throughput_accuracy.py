@@ -69,6 +69,7 @@ from ftplan.memory.setup import (
     Attention,
     AttentionKernel,
     AttentionMask,
+    ExpertDispatch,
     Fp8Setup,
     Kernels,
     LoraSetup,
@@ -201,6 +202,12 @@ FUSED_SOURCES = {"mbridge", "nemo", "nemo2407", "automodel", "torchtune", "naray
 # memory-optimisation guide): Megatron-Core, NeMo and Megatron-Bridge, and NeMo Automodel's cases that state TE's
 # DotProductAttention; every other stack runs FlashAttention-2 or SDPA's flash backend (``attention_kernel``).
 TE_ATTENTION_SOURCES = {"mbridge", "nemo", "nemo2407", "mcore"}
+# Stacks whose FP8 linears cast each weight once a step and keep the float8 copies for the step's micro-batches
+# (``fp8.weight_cache``): Transformer Engine's linears cache them when told which micro-batch is a step's first
+# (``is_first_microbatch``, transformer_engine/pytorch/module/linear.py), which Megatron-Core's pipeline schedules
+# do for every model it runs (``forward_step``: ``model.set_is_first_microbatch()``), NeMo's and Megatron-Bridge's
+# included.
+FP8_WEIGHT_CACHE_SOURCES = {"mbridge", "nemo", "nemo2407", "mcore"}
 
 
 # Sources whose attention materialises its scores (``attention: eager`` on a fused stack): Megatron-LM before
@@ -238,8 +245,17 @@ def _param_gather_overlap(case: dict, source: str) -> bool:
 
 
 def _attention_kernel(case: dict) -> AttentionKernel:
+    """cuDNN's where the stack runs Transformer Engine's attention; FlexAttention where the case's kernels name it
+    (NeMo Automodel's ``FlexAttn``); else FlashAttention-2 (or SDPA's flash backend)."""
     te = case["id"].split("-", 1)[0] in TE_ATTENTION_SOURCES or "TE DotProductAttention" in str(case.get("attention"))
-    return AttentionKernel.CUDNN if te else AttentionKernel.FLASH2
+    if te:
+        return AttentionKernel.CUDNN
+    return AttentionKernel.FLEX if "FlexAttn" in _kernels(case) else AttentionKernel.FLASH2
+
+
+def _kernels(case: dict) -> str:
+    """The kernels a case's framework states (NeMo Automodel's rows: ``TE + DeepEP + FlexAttn``)."""
+    return str((case.get("framework") or {}).get("kernels") or "")
 
 
 # The source the per-operation dispatch time is fitted on (Hugging Face Trainer + PEFT, eager): its constant
@@ -435,10 +451,11 @@ def translate(case: dict, catalog: Catalog) -> dict:
         precision=precision,
         attention_mask=AttentionMask.PADDED if source in PADDED_MASK_SOURCES else AttentionMask.NONE,
         seq_len=seq, lora=_lora(case) if frozen else None,
-        fp8=Fp8Setup(all_gather="all-gather" in prec) if fp8 else None,
+        fp8=Fp8Setup(all_gather="all-gather" in prec, weight_cache=source in FP8_WEIGHT_CACHE_SOURCES) if fp8 else None,
         kernels=Kernels.FUSED if source in FUSED_SOURCES or "compile" in prec else Kernels.EAGER,
         attention_kernel=_attention_kernel(case), tp_overlap=tp > 1 and _tp_overlap(case, source),
         param_gather_overlap=_param_gather_overlap(case, source),
+        expert_dispatch=ExpertDispatch.DEEPEP if "DeepEP" in _kernels(case) else ExpertDispatch.ALLTOALL,
         attention=Attention.EAGER if eager else Attention.SDPA, dropout=True if eager else None,
     )  # fmt: skip
     if "force-balanced" in str(case.get("routing")):  # (tokens spread evenly: no rank waits for an overloaded one)

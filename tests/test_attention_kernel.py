@@ -19,7 +19,7 @@ from ftplan.memory.setup import AttentionKernel, Training
 from ftplan.schema.job import parse_job
 from ftplan.timing import model as tm
 
-CUDNN, FLASH2, FLASH3 = AttentionKernel.CUDNN, AttentionKernel.FLASH2, AttentionKernel.FLASH3
+CUDNN, FLASH2, FLASH3, FLEX = (AttentionKernel(k) for k in ("cudnn", "flash2", "flash3", "flex"))
 
 
 def _job(catalog, **fields):
@@ -214,15 +214,32 @@ def test_trl_attn_implementation_sets_the_kernel(catalog, tmp_path):
 
     base = {"model_name_or_path": "meta-llama/Llama-3.1-8B", "max_length": 2048, "bf16": True}
     for value, attention, kernel in (("flash_attention_3", "sdpa", "flash3"), ("sdpa", "sdpa", None),
-                                     ("eager", "eager", None)):  # fmt: skip
+                                     ("eager", "eager", None), ("flex_attention", "sdpa", "flex")):  # fmt: skip
         path = tmp_path / f"{value}.json"
         path.write_text(json.dumps(base | {"attn_implementation": value}))
         job = import_config("trl", path, catalog).job
         assert job["attention"] == attention and job.get("attention_kernel") == kernel
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps(base | {"attn_implementation": "flex_attention"}))
-    with pytest.raises(FtplanError, match="field 'attn_implementation': 'flex_attention'"):
+    path.write_text(json.dumps(base | {"attn_implementation": "paged_attention"}))
+    with pytest.raises(FtplanError, match="field 'attn_implementation': 'paged_attention'"):
         import_config("trl", path, catalog)
+
+
+@pytest.mark.parametrize("arch,gpu_id", [("hopper", None), ("blackwell", "gb200-186gb"), ("ampere", None)])
+def test_flexattention_runs_at_its_measured_share_of_flashattention2s_speed(arch, gpu_id):
+    lengths = np.array([512.0, 4096.0, 65536.0])
+    fwd, bwd = tm.attention_kernel_speedup(FLEX, lengths, arch, gpu_id)
+    base_fwd, base_bwd = tm.attention_kernel_speedup(FLASH2, lengths, arch, gpu_id)
+    assert fwd.tolist() == pytest.approx((0.90 * base_fwd).tolist(), rel=1e-12)
+    assert bwd.tolist() == pytest.approx((0.85 * base_bwd).tolist(), rel=1e-12)
+    # on every GPU, FlashAttention-2's fitted rate too: an A100's attention core takes (1/0.9 + 3/0.85) / 4 as long
+    hw = tm.Hardware(peak_tflops=312.0, efficiency=0.5, hbm_gbs=2039.0, intra_node_gbs=300.0, host_link_gbs=32.0,
+                     gpus_per_node=8, network_gbps=None, gpu_arch=arch, gpu_id=gpu_id)  # fmt: skip
+    factor = tm.attention_kernel_factor(Training(attention_kernel=FLEX), hw, lengths, np.array([0]))
+    flash2 = tm.attention_kernel_factor(Training(), hw, lengths, np.array([0]))
+    expected = (1 / (0.9 * base_fwd) + 3 / (0.85 * base_bwd)) / 4
+    assert factor.tolist() == pytest.approx(expected.tolist(), rel=1e-12)
+    assert (factor > flash2).all()
 
 
 def test_the_notes_state_cudnns_measured_lead_over_flashattention2():

@@ -427,3 +427,21 @@ def test_random_plans_export_their_planned_values(tmp_path_factory, model, metho
             if fmt == "trl":
                 sft = json.loads((run_dir / "sft_config.json").read_text())
                 assert sft["per_device_train_batch_size"] * sft["gradient_accumulation_steps"] * lay.dp == batch
+
+
+def test_an_fp8_runs_plan_env_states_its_fp8_setup(tmp_path):
+    """An FP8 job's runs tell the training script the recipe, the FP8 gather and the weight cache the plan's hours
+    and memory assume; other runs carry no FP8 lines."""
+    fp8 = {"id": "f", "model": "llama-3.2-1b", "method": "full", "precision": "fp8", "seq_len": 2048,
+           "global_batch": 16, "tokens": 20_000_000, "fp8": {"weight_cache": True}}  # fmt: skip
+    bf16 = {"id": "b", "model": "llama-3.2-1b", "method": "full", "seq_len": 2048, "global_batch": 16,
+            "tokens": 20_000_000}  # fmt: skip
+    pool = {"id": "lab", "kind": "owned", "gpu": "h100-sxm-80gb", "nodes": 1, "usd_per_node_h": 10.0}
+    scenario = {"name": "fp8", "jobs": [fp8, bf16], "pools": [pool], "solver": {"time_limit_s": 5}}
+    campaign, plan = ftplan.campaign(scenario), ftplan.plan(scenario)
+    export_plan(campaign, plan, "torchrun", tmp_path)
+    envs = {r.job: (tmp_path / r.run.replace("#", "-") / "plan.env").read_text() for r in plan.runs}
+    lines = [line.split("  #")[0] for line in envs["f"].splitlines() if "FTPLAN_FP8_" in line]
+    assert lines == ["export FTPLAN_FP8_RECIPE=tensorwise", "export FTPLAN_FP8_ALL_GATHER=0",
+                     "export FTPLAN_FP8_WEIGHT_CACHE=1"]  # fmt: skip
+    assert "FTPLAN_FP8_" not in envs["b"]

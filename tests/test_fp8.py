@@ -164,6 +164,40 @@ def test_fp8_weight_casts_read_the_weights_the_matmul_finds():
     assert cast(ag, 2) == cast(FP8, 2)
 
 
+def test_a_weight_cache_casts_each_weight_once_a_step_below_zero_2():
+    arch = architecture_from_hf(TINY)
+    cached = replace(FP8, fp8=Fp8Setup(weight_cache=True))
+    flops = tm.job_flops(arch, cached)
+    weights, shard = 2 * LAYER, np.array([8])
+
+    def cast(training: Training, stage: int, recompute: int = 0, accum: int = 1) -> float:
+        return float(tm.fp8_weight_cast_bytes(flops, training, np.array([stage]), shard, np.array([recompute]),
+                                              np.array([accum]))[0])  # fmt: skip
+
+    # the first micro-step reads each fp32 weight twice (absolute maximum, scaled cast) and writes a row-wise and a
+    # column-wise float8 copy; the step's other micro-steps, its backward passes and recomputed forwards reuse them
+    assert cast(cached, 0) == cast(cached, 1) == weights * (2 * 4 + 2)
+    assert cast(cached, 1, accum=8) == weights * (2 * 4 + 2) / 8
+    assert cast(cached, 0, recompute=2, accum=4) == weights * (2 * 4 + 2) / 4
+    # under FSDP2 (ZeRO-2 and ZeRO-3) Transformer Engine keeps no cache: every use casts, as without one
+    for stage in (2, 3):
+        assert cast(cached, stage, accum=8) == cast(FP8, stage, accum=8) == weights * 5 * 2
+
+
+def test_a_weight_cache_holds_two_float8_copies_of_each_converted_weight():
+    arch = architecture_from_hf(TINY)
+    cached = replace(FP8, fp8=Fp8Setup(weight_cache=True))
+    for tp in (1, 2):
+        plain = estimate_memory(arch, FP8, Layout(tp=tp))
+        held = estimate_memory(arch, cached, Layout(tp=tp))
+        assert held.gpu_terms["fp8_weight_cache"] == 2 * 2 * LAYER / tp  # row-wise + column-wise, every layer
+        assert held.peak_allocated_bytes - plain.peak_allocated_bytes == 2 * 2 * LAYER / tp
+        assert any("derived from Transformer Engine's code, not measured" in n for n in held.notes)
+    sharded = estimate_memory(arch, cached, Layout(dp=2, zero=ZeroStage.PARAMETERS))
+    assert sharded.gpu_terms["fp8_weight_cache"] == 0
+    assert any("no cache at ZeRO-2/3" in n for n in sharded.notes)
+
+
 def test_fp8_speeds_up_large_linears_and_not_small_ones():
     catalog = load_catalog()
     h100 = catalog.gpus["h100-sxm-80gb"]
@@ -213,6 +247,9 @@ def test_job_files_refuse_fp8_mistakes(catalog):
         resolve_job(parse_job(dict(base, precision="fp8", gpu="a100-sxm-80gb"), "job.yaml"), catalog)
     job = resolve_job(parse_job(dict(base, precision="fp8", fp8={"recipe": "rowwise"}), "job.yaml"), catalog)
     assert job.training.fp8_setup == Fp8Setup(Fp8Recipe.ROWWISE, all_gather=False)
+    job = resolve_job(parse_job(dict(base, precision="fp8", fp8={"weight_cache": True}), "job.yaml"), catalog)
+    assert job.training.fp8_setup == Fp8Setup(weight_cache=True)
+    assert job.training.precision_label == "fp8 tensorwise + cached FP8 weights"
 
 
 def test_fit_leaves_out_pools_without_fp8(catalog):
@@ -246,3 +283,34 @@ def test_cli_memory_fp8_flags_and_title(tmp_path):
     bad = subprocess.run([*cmd[:-2], "--fp8-all-gather"], capture_output=True, text=True, check=False)
     assert bad.returncode == 1
     assert "needs recipe tensorwise" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_cli_fp8_weight_cache_in_memory_and_fit():
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "ftplan", "memory", "--model", "llama-3.1-8b", "--seq-len", "2048", "--gpu", "h100",
+           "--precision", "fp8", "--fp8-weight-cache", "--format", "json"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=root)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    arch = architecture_from_hf(load_catalog().models["llama-3.1-8b"].config)
+    converted = sum(n * arch.layers_of(st) for st, n in fp8_linears(arch).items())
+    assert out["breakdown"]["fp8_weight_cache"] == 2 * converted
+    fit = [sys.executable, "-m", "ftplan", "fit", "scenarios/jobs/llama-70b-fp8-fit.yaml", "--gpu", "h100",
+           "--gpus", "64", "--network-gbps", "3200", "--top", "1000"]  # fmt: skip
+    runs = ([*fit, "--format", "json"], [*fit, "--fp8-weight-cache", "--format", "json"])
+    plain, cached = (subprocess.run(c, capture_output=True, text=True, check=False, cwd=root) for c in runs)
+    assert plain.returncode == cached.returncode == 0, cached.stderr
+    key = ("zero", "dp", "tp", "pp", "cp", "dp_shard", "offload", "recompute", "micro_batch", "grad_accum")
+    rows = [{tuple(r[k] for k in key): r for r in json.loads(res.stdout)["layouts"]} for res in (plain, cached)]
+    both = rows[0].keys() & rows[1].keys()
+    assert {k[0] for k in both} == {0, 1, 2, 3}
+    for k in both:  # cached: the weights' casts once a step below ZeRO-2, every use at ZeRO-2/3
+        if k[0] <= 1:
+            assert rows[1][k]["compute_s"] < rows[0][k]["compute_s"]
+        else:
+            assert rows[1][k]["compute_s"] == rows[0][k]["compute_s"]
+    # the cached copies take memory: fewer layouts below ZeRO-2 fit
+    assert sum(k[0] <= 1 for k in rows[1]) < sum(k[0] <= 1 for k in rows[0])
+    header = subprocess.run([*fit[:-2], "--top", "1", "--fp8-weight-cache"], capture_output=True, text=True,
+                            check=False, cwd=root).stdout.splitlines()[0]  # fmt: skip
+    assert " · fp8 tensorwise + FP8 all-gather + cached FP8 weights · " in header

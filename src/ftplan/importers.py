@@ -320,10 +320,11 @@ def _torchtune(out: Imported, cfg: dict, base: Path, catalog: Catalog, gpus: int
 
 
 # Transformers' ``attn_implementation`` → (attention, attention_kernel): SDPA's flash backend is built on
-# FlashAttention-2 (PyTorch's SDPA docs); ``flash_attention_3`` loads FlashAttention-3
+# FlashAttention-2 (PyTorch's SDPA docs); ``flash_attention_3`` loads FlashAttention-3, ``flex_attention`` PyTorch's
+# FlexAttention
 ATTN_IMPLEMENTATIONS = {
     "eager": ("eager", "flash2"), "sdpa": ("sdpa", "flash2"), "flash_attention_2": ("sdpa", "flash2"),
-    "flash_attention_3": ("sdpa", "flash3"),
+    "flash_attention_3": ("sdpa", "flash3"), "flex_attention": ("sdpa", "flex"),
 }  # fmt: skip
 
 

@@ -80,11 +80,12 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         target_len=spec.target_len or 0, attention=spec.attention, attention_mask=spec.attention_mask,
         loss=spec.loss, dropout=spec.dropout, zero_grad=spec.zero_grad, model_output=spec.model_output, lora=lora,
         capacity_factor=spec.capacity_factor, sequence_parallel=spec.sequence_parallel,
-        context_parallel=spec.context_parallel, kernels=spec.kernels, engine=spec.engine,
+        context_parallel=spec.context_parallel, expert_dispatch=spec.expert_dispatch, kernels=spec.kernels,
+        engine=spec.engine,
         attention_kernel=spec.attention_kernel, tp_overlap=spec.tp_overlap,
         param_gather_overlap=spec.param_gather_overlap,
         data=spec.data.sequence_data() if spec.data else None,
-        fp8=Fp8Setup(recipe=spec.fp8.recipe, all_gather=spec.fp8.all_gather) if spec.fp8 else None,
+        fp8=Fp8Setup(spec.fp8.recipe, spec.fp8.all_gather, spec.fp8.weight_cache) if spec.fp8 else None,
     )  # fmt: skip
     per_node = spec.gpus_per_node or (gpu.max_gpus_per_node if gpu else 8)
     lay = spec.layout

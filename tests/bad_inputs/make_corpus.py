@@ -188,8 +188,10 @@ def main() -> None:
     job_case("nan_seq_len", "finite", seq_len=float("nan"))
     job_case("sequence_parallel_unknown", "'torch' or 'megatron'", sequence_parallel="deepspeed")
     job_case("context_parallel_unknown", "'ring' or 'ulysses'", context_parallel="all-gather")
-    job_case("attention_kernel_unknown", "'flash2', 'cudnn' or 'flash3'", attention_kernel="flash4")
+    job_case("attention_kernel_unknown", "'flash2', 'cudnn', 'flash3' or 'flex'", attention_kernel="flash4")
     job_case("attention_kernel_eager", "use attention: sdpa", attention="eager", attention_kernel="cudnn")
+    job_case("expert_dispatch_unknown", "'alltoall' or 'deepep'", expert_dispatch="nvshmem")
+    job_case("fp8_weight_cache_not_fp8", "an fp8 block needs precision: fp8", fp8={"weight_cache": True})
     job_case("tp_overlap_eager", "set kernels: fused or drop tp_overlap", tp_overlap=True)
     job_case("tp_overlap_not_bool", "tp_overlap", tp_overlap="sometimes")
     job_case("param_gather_overlap_deepspeed", "drop param_gather_overlap or set engine: torch", engine="deepspeed",

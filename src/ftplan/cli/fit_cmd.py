@@ -30,7 +30,7 @@ from ftplan.fit import FitResult, fit_job, gpu_pool, instance_pool, rank
 from ftplan.importers import import_config
 from ftplan.job import resolve_job
 from ftplan.limits import MAX_BUSBW_GBS, MAX_RUN_NODES, MAX_USD_PER_HOUR
-from ftplan.memory.setup import AttentionKernel, Engine, Kernels
+from ftplan.memory.setup import AttentionKernel, Engine, ExpertDispatch, Kernels
 from ftplan.report.tables import fit_table
 from ftplan.schema.job import load_job, parse_job
 
@@ -98,11 +98,17 @@ def fit(
     attention_kernel: AttentionKernel | None = typer.Option(
         None,
         "--attention-kernel",
-        help="flash2 | cudnn | flash3: the flash-attention kernel (overrides the job's; each at its measured "
-        "speed on Hopper and Blackwell GPUs, FlashAttention-2's elsewhere).",
+        help="flash2 | cudnn | flash3 | flex: the flash-attention kernel (overrides the job's; each at its measured "
+        "speed on Hopper and Blackwell GPUs, FlashAttention-2's elsewhere; flex at 90%/85% of FlashAttention-2's).",
     ),
     engine: Engine | None = typer.Option(
         None, "--engine", help="torch | deepspeed: what runs data parallelism and ZeRO (overrides the job's)."
+    ),
+    expert_dispatch: ExpertDispatch | None = typer.Option(
+        None,
+        "--expert-dispatch",
+        help="alltoall | deepep: how expert parallelism moves tokens (deepep: DeepEP, a token once to each GPU and "
+        "node holding its experts; overrides the job's).",
     ),
     tp_overlap: bool | None = typer.Option(
         None,
@@ -115,6 +121,12 @@ def fit(
         "--param-gather-overlap/--no-param-gather-overlap",
         help="ZeRO-1's all-gather of the update hidden in the next forward (Megatron's --overlap-param-gather, "
         "NeMo's overlap_param_sync; overrides the job's).",
+    ),
+    fp8_weight_cache: bool | None = typer.Option(
+        None,
+        "--fp8-weight-cache/--no-fp8-weight-cache",
+        help="precision fp8: weights cast to FP8 once a step and cached for its micro-batches below ZeRO-2 "
+        "(Transformer Engine under Megatron-Core or NeMo; overrides the job's).",
     ),
     format: Format = typer.Option(Format.TABLE, "--format", help=FORMAT_HELP),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
@@ -131,11 +143,18 @@ def fit(
         spec = load_job(job)
         if tokens is not None:
             spec = parse_job(spec.model_dump(exclude_unset=True) | {"tokens": tokens, "samples": None}, str(job))
-    chosen = (("kernels", kernels), ("attention_kernel", attention_kernel), ("engine", engine))
+    chosen = (
+        ("kernels", kernels), ("attention_kernel", attention_kernel), ("engine", engine),
+        ("expert_dispatch", expert_dispatch),
+    )  # fmt: skip
     overrides: dict[str, object] = {k: v.value for k, v in chosen if v is not None}
     for name, flag in (("tp_overlap", tp_overlap), ("param_gather_overlap", param_gather_overlap)):
         if flag is not None:
             overrides[name] = flag
+    if fp8_weight_cache is not None:
+        overrides["fp8"] = (spec.fp8.model_dump(exclude_unset=True) if spec.fp8 else {}) | {
+            "weight_cache": fp8_weight_cache
+        }
     if overrides:
         spec = parse_job(spec.model_dump(exclude_unset=True) | overrides, str(job))
     resolved = resolve_job(spec, catalog, str(job))

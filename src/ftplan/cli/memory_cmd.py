@@ -84,9 +84,17 @@ def memory(
     context_parallel: str | None = typer.Option(
         None, "--context-parallel", help="cp > 1: ring (torch's ring attention) | ulysses (DeepSpeed-Ulysses)"
     ),
+    expert_dispatch: str | None = typer.Option(
+        None, "--expert-dispatch", help="ep > 1: alltoall | deepep (DeepEP, whose buffers sit outside PyTorch)"
+    ),
     fp8_recipe: str | None = typer.Option(None, "--fp8-recipe", help="precision fp8: tensorwise | rowwise"),
     fp8_all_gather: bool | None = typer.Option(
         None, "--fp8-all-gather/--no-fp8-all-gather", help="precision fp8, zero 3: gather weight shards in FP8."
+    ),
+    fp8_weight_cache: bool | None = typer.Option(
+        None,
+        "--fp8-weight-cache/--no-fp8-weight-cache",
+        help="precision fp8, zero 0-1: weights cast once a step and cached (Transformer Engine under Megatron).",
     ),
     lora_rank: int | None = typer.Option(None, "--lora-rank", help="LoRA rank."),
     lora_targets: str | None = typer.Option(None, "--lora-targets", help="Comma-separated modules or all-linear."),
@@ -119,6 +127,7 @@ def memory(
         precision=precision, optimizer=optimizer, attention=attention, attention_mask=attention_mask, loss=loss,
         model_output=model_output, gpus_per_node=gpus_per_node, capacity_factor=capacity_factor,
         sequence_parallel=sequence_parallel, context_parallel=context_parallel, engine=engine,
+        expert_dispatch=expert_dispatch,
     )  # fmt: skip
     for key, value in flags.items():
         if value is not None:
@@ -135,13 +144,9 @@ def memory(
             layout[key] = value
     if layout:
         data["layout"] = layout
-    if fp8_recipe is not None or fp8_all_gather is not None:
-        fp8 = dict(data.get("fp8") or {})
-        if fp8_recipe is not None:
-            fp8["recipe"] = fp8_recipe
-        if fp8_all_gather is not None:
-            fp8["all_gather"] = fp8_all_gather
-        data["fp8"] = fp8
+    fp8_flags = {"recipe": fp8_recipe, "all_gather": fp8_all_gather, "weight_cache": fp8_weight_cache}
+    if any(v is not None for v in fp8_flags.values()):
+        data["fp8"] = dict(data.get("fp8") or {}) | {k: v for k, v in fp8_flags.items() if v is not None}
     if lora_rank is not None or lora_targets is not None:
         lora = dict(data.get("lora") or {})
         if lora_rank is not None:

@@ -18,7 +18,7 @@ from ftplan.errors import FtplanError
 from ftplan.export.runs import MASTER_PORT, RunExport
 from ftplan.memory.deepspeed import SETTING_REASONS, extra_bytes, zero_settings
 from ftplan.memory.setup import Engine, Kernels, Precision
-from ftplan.schema.job import LoraSpec
+from ftplan.schema.job import Fp8Spec, LoraSpec
 from ftplan.units import GIB
 
 # TrainingArguments.optim for each optimizer kernel (transformers' OptimizerNames). adamw-forloop has none:
@@ -191,7 +191,8 @@ def plan_env(r: RunExport) -> tuple[str, dict[str, str]]:
         "FTPLAN_PRECISION": (lay.precision, "runs[].layout.precision"),
         "FTPLAN_KERNELS": (job.kernels.value, "jobs[].kernels (fused: the planned hours assume compiled kernels)"),
         "FTPLAN_ATTENTION_KERNEL": (
-            job.attention_kernel.value, "jobs[].attention_kernel (flash2 | cudnn | flash3: the kernel the hours assume)"
+            job.attention_kernel.value,
+            "jobs[].attention_kernel (flash2 | cudnn | flash3 | flex: the kernel the hours assume)",
         ),
         "FTPLAN_TP_OVERLAP": (
             int(job.tp_overlap),
@@ -204,6 +205,22 @@ def plan_env(r: RunExport) -> tuple[str, dict[str, str]]:
             "Megatron's --overlap-param-gather)",
         ),
     }  # fmt: skip
+    if lay.ep > 1:
+        values["FTPLAN_EXPERT_DISPATCH"] = (
+            job.expert_dispatch.value,
+            "jobs[].expert_dispatch (alltoall | deepep: how the hours and memory assume experts get their tokens)",
+        )
+    if lay.precision == "fp8":
+        fp8 = job.fp8 or Fp8Spec()
+        values |= {
+            "FTPLAN_FP8_RECIPE": (fp8.recipe.value, "jobs[].fp8.recipe"),
+            "FTPLAN_FP8_ALL_GATHER": (int(fp8.all_gather), "jobs[].fp8.all_gather (1: ZeRO-3 gathers weights in FP8)"),
+            "FTPLAN_FP8_WEIGHT_CACHE": (
+                int(fp8.weight_cache),
+                "jobs[].fp8.weight_cache (1: the hours and memory assume weights cast once a step and cached: "
+                "Transformer Engine given is_first_microbatch, as Megatron-Core passes it)",
+            ),
+        }
     if job.lora is not None or job.method.value != "full":
         lora = job.lora or LoraSpec()
         values |= {

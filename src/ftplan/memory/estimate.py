@@ -32,6 +32,7 @@ from ftplan.errors import JobError
 from ftplan.memory import activations as act
 from ftplan.memory import deepspeed
 from ftplan.memory import pipeline as pl
+from ftplan.memory.deepep import deepep_buffer_bytes
 from ftplan.memory.overheads import Overheads, cublas_workspace_bytes, nccl_bytes
 from ftplan.memory.params import (
     ParamSplit,
@@ -46,6 +47,7 @@ from ftplan.memory.setup import (
     AttentionMask,
     ContextParallel,
     Engine,
+    ExpertDispatch,
     Fp8Recipe,
     Fp8Setup,
     Layout,
@@ -121,6 +123,7 @@ STATE_TERMS = (
     "ddp_gradient_buckets",
     "pipeline_recv_buffers",
     "deepspeed_buffers",
+    "fp8_weight_cache",
 )
 # The terms each moment of a step holds (forward/backward adds the held gradients and the larger
 # of the loss peak and the backward working set).
@@ -1239,6 +1242,23 @@ def _estimate(
             )
             cast_copies = 2.0 * max(_local(0, 0, (head_casts if fp32_base else 1) * lm_head_matrix, t), cast_block)
     cast_copies += folded_copies * folded_layers  # the folded MoE adapters' factor copies
+    fp8_cache = 0.0
+    if fp8 is not None and fp8.weight_cache:
+        if z <= ZeroStage.OPTIMIZER:
+            # Transformer Engine's cached float8 weights: a row-wise and a column-wise copy of every converted
+            # weight (one byte an element each: Hopper's FP8 GEMMs take both operands row-major, so the backward
+            # needs the transpose), kept in the module's workspace from the first micro-batch on (linear.py,
+            # quantize_weight; derived from the code: Transformer Engine needs CUDA, and no GPU run has measured it)
+            fp8_cache = 2.0 * fp8_params / t
+            notes.append(
+                f"fp8.weight_cache: {fp8_cache / GIB:.2f} GiB of cached float8 weights (a row-wise and a column-wise "
+                "copy of each converted weight), derived from Transformer Engine's code, not measured"
+            )
+        else:
+            notes.append(
+                "fp8.weight_cache: no cache at ZeRO-2/3 (Transformer Engine keeps none under FSDP2): every use "
+                "casts the weight"
+            )
     router_copy = arch.routing == "sigmoid" and c != 4 and not training.precision.mixed
     if router_copy and (saves.full or saves.input_grad):
         # DeepSeek-V3's router multiplies in fp32: without autocast (which casts it back to 16 bits) each MoE
@@ -1362,6 +1382,7 @@ def _estimate(
         "cublas_workspace": cublas,
         "ddp_gradient_buckets": ddp_buckets,
         "pipeline_recv_buffers": recv_buffers,
+        "fp8_weight_cache": fp8_cache,
         "logits_kept": logits_kept,
         "load_unsharded_weights": max(0.0, load_bytes - w_train - w_frozen),
     }
@@ -1371,7 +1392,7 @@ def _estimate(
         whole_ps = ps if whole is arch else split_params(whole, training)
         ds = sum(deepspeed.extra_bytes(whole, whole_ps.trainable, training.precision, z, n).values())
     gpu_terms["deepspeed_buffers"] = ds
-    persistent = w_train + w_frozen + opt_states + cublas + ddp_buckets + recv_buffers + ds  # allocated once
+    persistent = w_train + w_frozen + opt_states + cublas + ddp_buckets + recv_buffers + ds + fp8_cache  # once
     states = persistent + logits_kept  # at every moment (see _PHASE_TERMS)
     phases = {
         "forward/backward": states + activations + cast_copies + root_gathered + dequant + grads_held + act_phase_extra,
@@ -1397,15 +1418,24 @@ def _estimate(
             nccl += nccl_bytes(layout.ep) + nccl_bytes(layout.expert_shard)
         if pipe is not None:  # a pipeline rank's sends and receives: a 2-rank communicator a neighbour stage
             nccl += nccl_bytes(2) * (2 if layout.virtual_stages > 1 else 1)
-    device_total = reserved + overheads.cuda_context_bytes + nccl
+    deepep = 0
+    if training.expert_dispatch is ExpertDispatch.DEEPEP and arch.is_moe and layout.ep > 1:
+        nvl, rdma = deepep_buffer_bytes(arch.hidden, layout.ep, c)
+        deepep = nvl + rdma
+        notes.append(
+            f"expert_dispatch deepep: {deepep / GIB:.2f} GiB of DeepEP buffers outside PyTorch (NVLink {nvl / GIB:.2f}"
+            f", RDMA {rdma / GIB:.2f}: its recommended configs' size hints), derived from DeepEP's code, not measured"
+        )
+    device_total = reserved + overheads.cuda_context_bytes + nccl + deepep
 
     gpu_terms.update(
         allocator_cache=reserved - peak_alloc,
         cuda_context=overheads.cuda_context_bytes,
         nccl_buffers=nccl,
+        deepep_buffers=deepep,
         optimizer_paged=paged,
     )
-    at_peak = set(_PHASE_TERMS[phase]) | {"allocator_cache", "cuda_context", "nccl_buffers"}
+    at_peak = set(_PHASE_TERMS[phase]) | {"allocator_cache", "cuda_context", "nccl_buffers", "deepep_buffers"}
     if phase == "forward/backward":
         in_bwd = loss_peak + loss_const < in_backward + folded_ws + reduce_buffer
         at_peak |= {"backward_workspace", "grad_reduce_buffer"} if in_bwd else {"logits_loss"}

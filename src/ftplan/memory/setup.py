@@ -155,6 +155,21 @@ class ContextParallel(StrEnum):
     ULYSSES = "ulysses"
 
 
+class ExpertDispatch(StrEnum):
+    """How expert parallelism (``layout.ep`` > 1) moves a MoE layer's tokens to their experts' GPUs and back.
+
+    * ``alltoall``: every routed copy of a token (top-k a token) goes to its expert's GPU in one all-to-all
+      (transformers' and torchtitan's expert parallelism, Megatron-Core's ``alltoall`` dispatcher).
+    * ``deepep``: DeepEP's dispatch and combine (Megatron-Core's ``flex`` dispatcher, NeMo Automodel): a token goes
+      once to each GPU of its NVLink domain that holds any of its experts, and once over the network to each other
+      domain that does, whose GPU forwards it over NVLink (DeepEP's README; DeepSeek-V3's report, §3.2.2). Its
+      buffers are allocated outside PyTorch (``memory.estimate.deepep_buffer_bytes``).
+    """
+
+    ALLTOALL = "alltoall"
+    DEEPEP = "deepep"
+
+
 class Engine(StrEnum):
     """What runs the layout's data parallelism and ZeRO sharding.
 
@@ -192,17 +207,21 @@ class AttentionKernel(StrEnum):
       and B200-class GPUs once its cuDNN is newer than 9.15 (``check_prefer_cudnn_attention``, PyTorch's
       ``sdp_utils.cpp``; CUDA 13 wheels).
     * ``flash3``: FlashAttention-3 (``flash_attn_interface``), Hopper only.
+    * ``flex``: PyTorch's FlexAttention (transformers' ``flex_attention``), a Triton kernel compiled for the
+      job's mask: it skips the blocks a causal, sliding-window, chunked or document mask leaves out, at 90% of
+      FlashAttention-2's speed forward and 85% backward (PyTorch's FlexAttention announcement, 2024-08-07).
 
-    Both run faster than FlashAttention-2 on Hopper GPUs: ``flash3`` by the ratio the FlashAttention-3 paper
-    measured (:data:`ftplan.timing.model.ATTENTION_KERNEL_TFLOPS`), ``cudnn`` at its measured fraction of peak
-    (:data:`ftplan.timing.model.CUDNN_SWEEP`). On Blackwell each kernel runs at its measured speed there
-    (``CUDNN_SWEEP``, ``FLASH2_BLACKWELL_TFLOPS``; ``flash3``, which does not run there, at FlashAttention-2's);
-    other GPUs take FlashAttention-2's fitted rate.
+    ``cudnn`` and ``flash3`` run faster than FlashAttention-2 on Hopper GPUs: ``flash3`` by the ratio the
+    FlashAttention-3 paper measured (:data:`ftplan.timing.model.ATTENTION_KERNEL_TFLOPS`), ``cudnn`` at its measured
+    fraction of peak (:data:`ftplan.timing.model.CUDNN_SWEEP`). On Blackwell each kernel runs at its measured speed
+    there (``CUDNN_SWEEP``, ``FLASH2_BLACKWELL_TFLOPS``; ``flash3``, which does not run there, at FlashAttention-2's);
+    other GPUs take FlashAttention-2's fitted rate; ``flex`` everywhere that rate's 90% and 85%.
     """
 
     FLASH2 = "flash2"
     CUDNN = "cudnn"
     FLASH3 = "flash3"
+    FLEX = "flex"
 
 
 class ZeroGrad(StrEnum):
@@ -292,10 +311,18 @@ class Fp8Setup:
     With ``all_gather`` (``enable_fsdp_float8_all_gather``, tensorwise only) FSDP casts each shard to
     float8 before the all-gather: gathered weights take 1 byte a parameter, not 2. It changes nothing
     below ZeRO-3, where no weight is gathered.
+
+    With ``weight_cache`` the stack casts each converted weight once an optimizer step, on its first
+    micro-batch, into a row-wise and a column-wise (transposed) float8 copy that every later forward and
+    backward of the step uses: Transformer Engine's linears given ``is_first_microbatch`` (``linear.py``,
+    ``quantize_weight`` with a cached workspace), which Megatron-Core's pipeline schedules pass
+    (``set_is_first_microbatch``). The copies stay allocated (the module's workspace). TE keeps no cache
+    under FSDP2 (``is_fsdp2``), so it changes nothing at ZeRO-2 and ZeRO-3.
     """
 
     recipe: Fp8Recipe = Fp8Recipe.TENSORWISE
     all_gather: bool = False
+    weight_cache: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +348,7 @@ class Training:
     data: SequenceData | None = None  # None: every sequence is seq_len tokens
     sequence_parallel: SequenceParallel = SequenceParallel.TORCH  # tensor parallelism's activations
     context_parallel: ContextParallel = ContextParallel.RING  # how layout.cp splits attention
+    expert_dispatch: ExpertDispatch = ExpertDispatch.ALLTOALL  # how layout.ep moves tokens to their experts
     kernels: Kernels = Kernels.EAGER  # one kernel per operation, or a fused stack (time only)
     attention_kernel: AttentionKernel = AttentionKernel.FLASH2  # the flash-attention kernel (time only)
     tp_overlap: bool = False  # tensor-parallel collectives overlapped with the matmuls beside them (time only)
@@ -344,7 +372,8 @@ class Training:
         fp8 = self.fp8_setup
         if fp8 is None:
             return self.precision.value
-        return f"fp8 {fp8.recipe.value}" + (" + FP8 all-gather" if fp8.all_gather else "")
+        label = f"fp8 {fp8.recipe.value}" + (" + FP8 all-gather" if fp8.all_gather else "")
+        return label + (" + cached FP8 weights" if fp8.weight_cache else "")
 
 
 @dataclass(frozen=True, slots=True)

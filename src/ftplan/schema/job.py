@@ -16,6 +16,7 @@ from ftplan.memory.setup import (
     AttentionMask,
     ContextParallel,
     Engine,
+    ExpertDispatch,
     Fp8Recipe,
     Kernels,
     Loss,
@@ -126,6 +127,11 @@ class Fp8Spec(BaseModel):
     )
     all_gather: Bool = Field(
         False, description="zero 3: cast weight shards to FP8 before FSDP gathers them (tensorwise only)"
+    )
+    weight_cache: Bool = Field(
+        False,
+        description="zero 0-1: cast each weight to FP8 once a step and keep the copies for every micro-batch "
+        "(Transformer Engine under Megatron-Core or NeMo); 2 bytes a converted weight held",
     )
 
     @field_validator("recipe", mode="before")
@@ -284,6 +290,12 @@ class JobSpec(BaseModel):
         description="how context parallelism (layout.cp > 1) splits attention: ring (torch's ring attention, "
         "torchtitan) | ulysses (DeepSpeed-Ulysses all-to-alls over heads, DeepSpeed's Arctic Long Sequence Training)",
     )
+    expert_dispatch: ExpertDispatch = Field(
+        ExpertDispatch.ALLTOALL,
+        description="how expert parallelism (layout.ep > 1) moves tokens: alltoall (every routed copy to its "
+        "expert's GPU: transformers, torchtitan, Megatron's alltoall dispatcher) | deepep (DeepEP: a token once to "
+        "each GPU and node holding its experts: Megatron's flex dispatcher, NeMo Automodel)",
+    )
     kernels: Kernels = Field(
         Kernels.EAGER,
         description="how the training loop runs on the GPU: eager (one kernel per PyTorch operation: Transformers, "
@@ -294,7 +306,8 @@ class JobSpec(BaseModel):
         AttentionKernel.FLASH2,
         description="the flash-attention kernel (time only): flash2 (FlashAttention-2 or PyTorch SDPA's flash "
         "backend) | cudnn (cuDNN's fused attention: Transformer Engine's choice on Hopper, Megatron-Core, NeMo) | "
-        "flash3 (FlashAttention-3); the Hopper kernels run at FlashAttention-2's rate on other GPUs",
+        "flash3 (FlashAttention-3) | flex (PyTorch FlexAttention: skips masked-out blocks, 90%/85% of "
+        "FlashAttention-2's speed); the Hopper kernels run at FlashAttention-2's rate on other GPUs",
     )
     tp_overlap: Bool = Field(
         False,

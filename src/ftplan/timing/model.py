@@ -30,7 +30,8 @@ torch.compile fuses them) and writes one byte an element, at the GPU's HBM bandw
 torchao's ``benchmarks/float8/float8_roofline.py``): the 16-bit input and output gradient (2 bytes), and each
 weight as the matmul finds it, fp32 under autocast (4 bytes) or FSDP2's 16-bit compute copy under ZeRO-2/3
 (2 bytes), are each cast twice a micro-step (forward and backward); with FP8 all-gather each GPU
-casts only its fp32 shard, before the gather (:func:`fp8_weight_cast_bytes`). A compiled stack casts an input
+casts only its fp32 shard, before the gather; with a weight cache (Transformer Engine under Megatron-Core) each
+weight once a step, into two float8 copies (:func:`fp8_weight_cast_bytes`). A compiled stack casts an input
 that several linears read (q, k and v; gate and up) once (:data:`_SHARED_INPUT`).
 
 Time: weight matmuls at ``peak × efficiency`` per GPU and the attention core (with its recomputations) at ``peak ×
@@ -65,6 +66,7 @@ from ftplan.memory.setup import (
     AttentionMask,
     ContextParallel,
     Engine,
+    ExpertDispatch,
     Kernels,
     Method,
     Precision,
@@ -141,6 +143,11 @@ ATTENTION_KERNEL_TFLOPS = {  # kernel: ((forward by length), (backward by length
     AttentionKernel.FLASH3: ((292, 423, 521, 579, 602, 616), (316, 424, 501, 542, 559, 561)),
 }
 ATTENTION_KERNEL_ARCHS = frozenset({"hopper"})  # where a Hopper table (this one, or cuDNN's H200 sweep) applies
+
+# PyTorch's FlexAttention runs causal attention at 90% of FlashAttention-2's speed forward and 85% backward (A100,
+# PyTorch's FlexAttention announcement of 2024-08-07, "Performance"; its backward recomputes more than
+# FlashAttention-2's): its speed on every GPU is FlashAttention-2's there times these.
+FLEX_OVER_FLASH2 = (0.90, 0.85)
 
 # On Blackwell the kernels do not keep Hopper's fraction of peak, and no longer in the same way. FlashAttention-2's
 # kernels (Ampere's mma.sync instructions) run on a B200 at about an H100's speed: TFLOP/s forward and backward at
@@ -568,17 +575,29 @@ def _fp8_costs(arch: Architecture, fused: bool) -> dict[str, float]:
 
 
 def fp8_weight_cast_bytes(
-    flops: JobFlops, training: Training, zero: np.ndarray, shard: np.ndarray, recompute: np.ndarray
+    flops: JobFlops,
+    training: Training,
+    zero: np.ndarray,
+    shard: np.ndarray,
+    recompute: np.ndarray,
+    grad_accum: np.ndarray | int = 1,
 ) -> np.ndarray:
     """Bytes a micro-step's float8 casts of the weights move on one GPU (before tensor parallelism's split): each
     converted weight cast in forward and again in backward (and in a recomputed forward), from the dtype the
     matmul finds it in (:data:`_CAST_16BIT`, :data:`_CAST_FP32`). With FP8 all-gather under ZeRO-3
-    (``Fp8Setup.all_gather``) FSDP casts each GPU's fp32 shard before gathering it, so a GPU casts its 1/shard."""
+    (``Fp8Setup.all_gather``) FSDP casts each GPU's fp32 shard before gathering it, so a GPU casts its 1/shard.
+    With a weight cache (``Fp8Setup.weight_cache``) below ZeRO-2 each weight is cast once a step, on the first of
+    ``grad_accum`` micro-steps: read twice (its absolute maximum, then the scaled cast) and written as a row-wise
+    and a column-wise float8 copy, one byte each; the other micro-steps, backward passes and recomputed forwards
+    take the copies."""
     fp8 = training.fp8_setup
     per = np.where(zero >= 2, _CAST_16BIT, _CAST_FP32)
     if fp8 is not None and fp8.all_gather:
         per = np.where(zero == 3, _CAST_FP32 / shard, per)
-    return flops.fp8_weights * per * np.where(recompute == 2, 3.0, 2.0)
+    per = per * np.where(recompute == 2, 3.0, 2.0)
+    if fp8 is not None and fp8.weight_cache:  # (below ZeRO-2 the weight is fp32 under autocast)
+        per = np.where(zero <= 1, (_CAST_FP32 + 1) / np.asarray(grad_accum, dtype=float), per)
+    return flops.fp8_weights * per
 
 
 def _domain(hw: Hardware) -> int:
@@ -671,6 +690,38 @@ def all_to_all_seconds(hw: Hardware, sent: np.ndarray, members: np.ndarray, stri
     return np.maximum(sent * (1 - remote) / intra, sent * remote / cross)
 
 
+def _misses(experts: int, held: np.ndarray, top_k: int) -> np.ndarray:
+    """The chance that none of a token's ``top_k`` experts, drawn evenly from ``experts`` (router balanced), is among
+    ``held`` of them: C(experts − held, top_k) / C(experts, top_k)."""
+    held = np.asarray(held, dtype=float)
+    miss = np.ones_like(held)
+    for i in range(top_k):
+        miss = miss * np.clip((experts - held - i) / (experts - i), 0.0, None)
+    return miss
+
+
+def deepep_seconds(
+    hw: Hardware, token_bytes: np.ndarray, experts: int, top_k: int, members: np.ndarray, stride: np.ndarray
+) -> np.ndarray:  # fmt: skip
+    """Seconds of one DeepEP dispatch (or combine) in which each GPU sends its tokens of ``token_bytes`` to the
+    ``members`` of its expert-parallel group (ranks ``stride`` GPUs apart, ``experts / members`` experts each):
+    a token goes once to each other GPU of its NVLink domain that holds any of its ``top_k`` experts, and once over
+    the network to each other domain that does, to the GPU of the same local rank, which forwards it over NVLink to
+    the ones there that hold them (DeepEP's README: dispatch and combine kernels that forward from NVLink to RDMA;
+    DeepSeek-V3's report, §3.2.2). Per GPU, on balance: ``(local − 1)·p_gpu·domains`` copies a token over NVLink
+    (its own and the forwarded ones) beside ``(domains − 1)·p_domain`` over its share of the network, side by side
+    as :func:`all_to_all_seconds` moves them."""
+    token_bytes, members, stride = (np.asarray(x, dtype=float) for x in (token_bytes, members, stride))
+    intra, cross = _gpu_links(hw)
+    local = np.clip(np.floor(_domain(hw) / np.maximum(stride, 1.0)), 1.0, members)  # members on a domain
+    domains = members / local
+    per_gpu = experts / members
+    p_gpu, p_domain = 1 - _misses(experts, per_gpu, top_k), 1 - _misses(experts, per_gpu * local, top_k)
+    nvlink = token_bytes * (local - 1) * p_gpu * domains / intra
+    network = token_bytes * (domains - 1) * p_domain / cross
+    return np.where(members > 1, np.maximum(nvlink, network), 0.0)
+
+
 @dataclass(frozen=True)
 class StepTimes:
     """Seconds per optimizer step, split into parts, for arrays of layouts."""
@@ -714,8 +765,12 @@ def attention_kernel_speedup(
     fraction of peak (:data:`CUDNN_SWEEP`, one runner's) over FlashAttention-2's on an H100. FlashAttention-3 on
     Hopper: :data:`ATTENTION_KERNEL_TFLOPS` over FlashAttention-2's. FlashAttention-2 on Blackwell (and
     FlashAttention-3, which does not run there): its measured fraction of a B200's peak over its fraction of an
-    H100's (:data:`FLASH2_BLACKWELL_TFLOPS`). 1 on other GPUs."""
+    H100's (:data:`FLASH2_BLACKWELL_TFLOPS`). 1 on other GPUs. FlexAttention: FlashAttention-2's on the same GPU
+    times :data:`FLEX_OVER_FLASH2`."""
     ones = np.ones(np.shape(length))
+    if kernel is AttentionKernel.FLEX:
+        fwd, bwd = attention_kernel_speedup(AttentionKernel.FLASH2, length, gpu_arch, gpu_id)
+        return fwd * FLEX_OVER_FLASH2[0], bwd * FLEX_OVER_FLASH2[1]
     if gpu_arch not in ("hopper", "blackwell"):
         return ones, ones
     base_fwd, base_bwd = ATTENTION_KERNEL_TFLOPS[AttentionKernel.FLASH2]
@@ -750,7 +805,8 @@ def attention_kernel_factor(
     scores) each divided by that direction's speed-up; 1 for eager attention, whose matmuls the efficiency costs."""
     length, recompute = np.asarray(length, dtype=float), np.asarray(recompute, dtype=float)
     shape = np.broadcast(length, recompute).shape
-    if training.attention is Attention.EAGER or hw.gpu_arch not in ("hopper", "blackwell"):
+    measured = hw.gpu_arch in ("hopper", "blackwell") or training.attention_kernel is AttentionKernel.FLEX
+    if training.attention is Attention.EAGER or not measured:
         return np.ones(shape)
     fwd, bwd = attention_kernel_speedup(training.attention_kernel, length, hw.gpu_arch, hw.gpu_id)
     forwards = np.where(recompute >= 1, 2.0, 1.0)
@@ -813,7 +869,7 @@ def windowed_note(arch: Architecture, training: Training) -> str | None:
         f"windowed attention: {sum(arch.sliding_layers)} of {len(arch.sliding_layers)} layers attend {kind}; under "
         "SDPA transformers hands them an explicit mask, and the memory-efficient kernel computes every pair of theirs "
         "(twice the causal count), as the model costs it; a kernel given the window skips beyond it (Transformer "
-        "Engine's cuDNN attention: attention_kernel cudnn; FlashAttention-3: flash3)"
+        "Engine's cuDNN attention: attention_kernel cudnn; FlashAttention-3: flash3; FlexAttention: flex)"
     )
 
 
@@ -916,7 +972,7 @@ def step_times(
         fp8_rate = hw.fp8_tflops * 1e12 * hw.efficiency * hw.fp8_ratio
         casts = tokens_micro * (
             flops.fp8_cast_token + np.where(full, flops.fp8_forward_token, 0.0)
-        ) + fp8_weight_cast_bytes(flops, training, zero, shard, recompute)
+        ) + fp8_weight_cast_bytes(flops, training, zero, shard, recompute, accum)
         t_micro = t_micro + tokens_micro * fp8_flops * (1 / fp8_rate - 1 / rate) / tp + casts / tp / (hw.hbm_gbs * 1e9)
     # ---- pipeline: each stage computes 1/pp of a micro-step; the schedule idles (pp − 1)/(v·m) of the ideal
     # time (its bubble, Narayanan et al. 2021 §2.2; v = 1 but interleaved); every micro-batch crosses each
@@ -1032,11 +1088,15 @@ def step_times(
     # backward (and in the recomputed forward): all-to-alls of tokens × top-k × hidden, (ep − 1)/ep of it
     # leaving the GPU, the peers on its NVLink domain over NVLink beside the others over its share of the network
     # (all_to_all_seconds); transformers' EP waits for them (it reads the split sizes back to the host), so they
-    # are exposed
+    # are exposed. DeepEP sends a token once to each GPU and domain that holds its experts (deepep_seconds)
     moe_layers = arch.layers_of("main") if arch.is_moe else 0
-    a2a = tokens_micro * arch.experts_per_token * arch.hidden * c * np.where(ep > 1, (ep - 1) / ep, 0.0)
     n_a2a = np.where(recompute == 2, 6.0, 4.0) * moe_layers / pp
-    t_a2a = n_a2a * all_to_all_seconds(hw, a2a, ep, tp * cp) * accum
+    if training.expert_dispatch is ExpertDispatch.DEEPEP and arch.is_moe:
+        one = deepep_seconds(hw, tokens_micro * arch.hidden * c, arch.experts, arch.experts_per_token, ep, tp * cp)
+    else:
+        a2a = tokens_micro * arch.experts_per_token * arch.hidden * c * np.where(ep > 1, (ep - 1) / ep, 0.0)
+        one = all_to_all_seconds(hw, a2a, ep, tp * cp)
+    t_a2a = n_a2a * one * accum
     comm = np.where(zero == 3, exposed_z3, exposed_dp) + p2p + t_cp + t_a2a
 
     # ---- tensor parallel (with sequence parallelism): 4 collectives of b·s·h per layer, 6 with
