@@ -136,6 +136,23 @@ def test_a_whole_number_written_as_a_float_is_read_as_that_number(catalog, tmp_p
     assert (job["seq_len"], job["micro_batch"]) == (4096, 2) and isinstance(job["seq_len"], int)
 
 
+def test_axolotls_flex_attention_keys_set_the_kernel(catalog, tmp_path):
+    """Axolotl names FlexAttention with its older boolean or with Transformers' ``attn_implementation``; an unpacked
+    batch stays padded (FlexAttention takes the padding as a block mask, which the kernel says)."""
+    base = _raw(CONFIGS / "axolotl" / "llama3-8b-lora.yml") | {"sample_packing": False, "flash_attention": False}
+    for change, kernel, mask in (({"flex_attention": True}, "flex", "padded"),
+                                 ({"attn_implementation": "flex_attention"}, "flex", "padded"),
+                                 ({"attn_implementation": "flash_attention_3"}, "flash3", "none"),
+                                 ({}, None, "padded")):  # fmt: skip
+        path = tmp_path / "axolotl.yml"
+        path.write_text(yaml.safe_dump(base | change))
+        job = import_config("axolotl", path, catalog).job
+        assert (job.get("attention_kernel"), job["attention_mask"], job["attention"]) == (kernel, mask, "sdpa")
+    path.write_text(yaml.safe_dump(base | {"attn_implementation": "paged"}))
+    with pytest.raises(JobError, match="field 'attn_implementation': 'paged'"):
+        import_config("axolotl", path, catalog)
+
+
 def test_a_deepspeed_json_with_a_syntax_error_is_one_line_naming_its_line(catalog, tmp_path):
     path = tmp_path / "ds.json"
     path.write_text('{\n  "train_micro_batch_size_per_gpu": 2,\n}')

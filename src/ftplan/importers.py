@@ -205,8 +205,8 @@ def _axolotl(out: Imported, cfg: dict, base: Path, catalog: Catalog) -> set[str]
     used = {"base_model", "adapter", "load_in_4bit", "load_in_8bit", "lora_r", "lora_alpha", "lora_dropout",
             "lora_target_modules", "lora_target_linear", "lora_modules_to_save", "sequence_len", "micro_batch_size",
             "gradient_accumulation_steps", "gradient_checkpointing", "optimizer", "bf16", "fp16", "sample_packing",
-            "flash_attention", "sdp_attention", "eager_attention", "deepspeed", "fsdp", "fsdp_config",
-            "torch_compile"}  # fmt: skip
+            "flash_attention", "sdp_attention", "eager_attention", "flex_attention", "attn_implementation",
+            "deepspeed", "fsdp", "fsdp_config", "torch_compile"}  # fmt: skip
     liger = sorted(k for k in cfg if k.startswith("liger_") and cfg[k])
     used |= set(liger)
     if "base_model" not in cfg:
@@ -242,8 +242,15 @@ def _axolotl(out: Imported, cfg: dict, base: Path, catalog: Catalog) -> set[str]
     _precision(out, "bf16", cfg.get("bf16"), cfg.get("fp16"))
     eager = bool(cfg.get("eager_attention"))
     out.set("flash_attention / sdp_attention / eager_attention", "attention", "eager" if eager else "sdpa")
-    # unpacked batches are padded; SDPA then takes an explicit mask, flash attention none
-    padded = not cfg.get("sample_packing") and not cfg.get("flash_attention")
+    # FlexAttention: the older boolean, or Transformers' name in attn_implementation (newer releases)
+    if cfg.get("attn_implementation") is not None:
+        _attention(out, "attn_implementation", str(cfg["attn_implementation"]))
+    elif cfg.get("flex_attention"):
+        out.set("flex_attention", "attention_kernel", "flex")
+    flash = cfg.get("flash_attention") or cfg.get("attn_implementation") in ("flash_attention_2", "flash_attention_3")
+    # unpacked batches are padded; SDPA then takes an explicit mask, flash attention none (FlexAttention a block
+    # mask, which the job's kernel says)
+    padded = not cfg.get("sample_packing") and not flash
     out.set("sample_packing / flash_attention", "attention_mask", "padded" if padded else "none")
     _kernels(out, cfg, ["torch_compile", *liger])
     if cfg.get("deepspeed"):
