@@ -236,12 +236,24 @@ def _tp_overlap(case: dict, source: str) -> bool:
 
 def _param_gather_overlap(case: dict, source: str) -> bool:
     """Whether the case's stack hides ZeRO-1's all-gather of the updated parameters in the next step's forward
-    (``param_gather_overlap``): Megatron's ``--overlap-param-gather`` among its ``comm_overlap`` flags, and NeMo's
+    (``param_gather_overlap``): Megatron's ``--overlap-param-gather`` among its ``comm_overlap`` flags, NeMo's
     2024 FP8 table, whose release configs run Apex's ``distributed_fused_adam`` with ``overlap_param_sync: true``
-    (NVIDIA/NeMo-Framework-Launcher ``launcher_scripts/conf/training`` at 6a76374e, 2024-07-31)."""
+    (NVIDIA/NeMo-Framework-Launcher ``launcher_scripts/conf/training`` at 6a76374e, 2024-07-31), and
+    Megatron-Bridge's runs (:func:`_distributed_optimizer`), whose communication-overlap config turns on
+    ``overlap_param_gather`` wherever data parallelism is (``_get_optimizer_overlap_cfgs`` in
+    ``src/megatron/bridge/training/comm_overlap.py`` at 067f987df)."""
     if "--overlap-param-gather" in str((case.get("parallelism") or {}).get("comm_overlap") or ""):
         return True
-    return source == "nemo2407"
+    return source == "nemo2407" or _distributed_optimizer(case, source)
+
+
+def _distributed_optimizer(case: dict, source: str) -> bool:
+    """Megatron-Bridge's runs without Megatron-FSDP shard the optimizer over data parallelism (ZeRO-1): its
+    pre-training recipes set ``use_distributed_optimizer=True`` (``src/megatron/bridge/recipes/common.py`` at
+    067f987df), which its performance recipes keep."""
+    par = case.get("parallelism") or {}
+    dp = int(par.get("dp") or 1)
+    return source == "mbridge" and _zero(par) == 0 and dp > 1
 
 
 def _attention_kernel(case: dict) -> AttentionKernel:
@@ -472,7 +484,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
     return {
         "id": case["id"], "arch": arch, "training": training, "flops": flops, "gpu": gpu, "dp": dp, "tp": tp,
         "pp": pp, "cp": cp, "ep": ep,
-        "virtual": virtual, "zero": _zero(par),
+        "virtual": virtual, "zero": 1 if _distributed_optimizer(case, source) else _zero(par),
         "recompute": recompute,
         "micro_batch": micro_batch, "grad_accum": _accum(case, source, dp, micro_batch),
         "measured": float(measured), "source": source, "fp8": fp8, "kind": kind,
