@@ -134,3 +134,21 @@ def test_the_job_file_and_the_command_line(catalog, tmp_path):
             assert rows[1][k]["comm_s"] < rows[0][k]["comm_s"]
         else:
             assert rows[1][k]["comm_s"] == rows[0][k]["comm_s"]
+
+
+def test_fit_says_what_deepep_would_take_off_the_fastest_expert_parallel_layout(catalog):
+    from ftplan.fit import fit_job, instance_pool
+
+    pools = [instance_pool(catalog, "aws/p5.48xlarge", nodes=2)]
+    result = fit_job(_job(catalog), pools)
+    split = result.layouts[result.layouts["ep"] > 1]
+    row, pool = result._best(split)
+    deepep = replace(result.job.training, expert_dispatch=ExpertDispatch.DEEPEP)
+    saved = 1 - result._step(row, pool, deepep) / result._step(row, pool, result.job.training)
+    note = result.dispatch_note()
+    assert saved >= 0.05 and note is not None and note in result.time_notes
+    ep = int(row["ep"][0])
+    assert f"ep {ep} layout on {pool.name}" in note and f"takes {saved:.0%} off its step" in note
+    assert f"{sum(deepep_buffer_bytes(2048, ep, 2)) / 2**30:.2f} GiB of buffers" in note
+    assert fit_job(_job(catalog, expert_dispatch="deepep"), pools).dispatch_note() is None
+    assert fit_job(_job(catalog, model="llama-3.1-8b"), pools).dispatch_note() is None

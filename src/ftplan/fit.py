@@ -26,8 +26,9 @@ from ftplan.errors import CatalogError, FtplanError, JobError
 from ftplan.job import ResolvedJob
 from ftplan.limits import MAX_RUN_NODES
 from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, ZeroStage, check_layout, estimate_memory
+from ftplan.memory.deepep import deepep_buffer_bytes
 from ftplan.memory.estimate import STATE_TERMS, gradients_held_apart
-from ftplan.memory.setup import Kernels, Method, Precision, ZeroGrad
+from ftplan.memory.setup import ExpertDispatch, Kernels, Method, Precision, ZeroGrad
 from ftplan.schema.catalog import Gpu
 from ftplan.timing import model as tm
 from ftplan.timing import traffic
@@ -167,6 +168,9 @@ ADAPTER_NOTE_SHARE = 0.05
 # The share of the fastest tensor-parallel layout's step from which the output says what overlapping its collectives
 # would save (``tp_overlap``)
 TP_NOTE_SHARE = 0.05
+# The share of the fastest expert-parallel layout's step from which the output says what DeepEP's dispatch would save
+# (``expert_dispatch``)
+DISPATCH_NOTE_SHARE = 0.05
 
 
 @dataclass
@@ -188,12 +192,12 @@ class FitResult:
         does not run best (:func:`ftplan.timing.model.attention_kernel_note`), sliding-window layers under SDPA's mask
         (:func:`ftplan.timing.model.windowed_note`), PEFT's operations around LoRA adapters where they take a
         sizeable share of the fastest layout's step (:meth:`adapter_note`), tensor-parallel collectives a fused
-        stack could overlap (:meth:`tp_note`)."""
+        stack could overlap (:meth:`tp_note`), all-to-alls DeepEP would shorten (:meth:`dispatch_note`)."""
         arches = dict.fromkeys(pool.gpu.arch for pool in self.pools)
         notes = [note for a in arches if (note := tm.attention_kernel_note(self.job.training, a))]
         window = tm.windowed_note(self.job.arch, self.job.training)
-        adapters, overlap = self.adapter_note(), self.tp_note()
-        return notes + [n for n in (window, adapters, overlap) if n]
+        adapters, overlap, dispatch = self.adapter_note(), self.tp_note(), self.dispatch_note()
+        return notes + [n for n in (window, adapters, overlap, dispatch) if n]
 
     def _best(self, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], Pool]:
         """The quickest of ``rows`` (by hours, then pool) as ``_time_and_cost`` takes a layout, and its pool."""
@@ -227,6 +231,30 @@ class FitResult:
             f"tensor parallelism: the fastest tp {int(row['tp'][0])} layout on {pool.name} waits for its collectives; "
             "a stack that overlaps them with their matmuls (torchtitan's or NeMo Automodel's async tensor parallelism, "
             f"Megatron-Core's --tp-comm-overlap) takes {saved:.0%} off its step: state tp_overlap: true (--tp-overlap)"
+        )
+
+    def dispatch_note(self) -> str | None:
+        """What DeepEP's dispatch (``expert_dispatch: deepep``) would save on the fastest expert-parallel layout of a
+        job whose all-to-alls send every routed copy, and the buffers it would add; None below
+        :data:`DISPATCH_NOTE_SHARE` or without expert-parallel layouts."""
+        tr = self.job.training
+        if tr.expert_dispatch is ExpertDispatch.DEEPEP or self.layouts.empty:
+            return None
+        split = self.layouts[self.layouts["ep"] > 1]
+        if split.empty:
+            return None
+        row, pool = self._best(split)
+        deepep = replace(tr, expert_dispatch=ExpertDispatch.DEEPEP)
+        saved = 1 - self._step(row, pool, deepep) / self._step(row, pool, tr)
+        if saved < DISPATCH_NOTE_SHARE:
+            return None
+        ep = int(row["ep"][0])
+        buffers = sum(deepep_buffer_bytes(self.job.arch.hidden, ep, tr.precision.compute_bytes))
+        return (
+            f"expert parallelism: the fastest ep {ep} layout on {pool.name} sends every routed copy of a token in its "
+            "all-to-alls; DeepEP (Megatron-Core's flex dispatcher, NeMo Automodel), which sends a token once to each "
+            f"GPU and node holding its experts, takes {saved:.0%} off its step and holds {buffers / GIB:.2f} GiB of "
+            "buffers a GPU: state expert_dispatch: deepep (--expert-dispatch deepep)"
         )
 
     def adapter_note(self) -> str | None:
