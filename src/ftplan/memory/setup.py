@@ -163,7 +163,7 @@ class ExpertDispatch(StrEnum):
     * ``deepep``: DeepEP's dispatch and combine (Megatron-Core's ``flex`` dispatcher, NeMo Automodel): a token goes
       once to each GPU of its NVLink domain that holds any of its experts, and once over the network to each other
       domain that does, whose GPU forwards it over NVLink (DeepEP's README; DeepSeek-V3's report, §3.2.2). Its
-      buffers are allocated outside PyTorch (``memory.estimate.deepep_buffer_bytes``).
+      buffers are allocated outside PyTorch (``memory.deepep.deepep_buffer_bytes``).
     """
 
     ALLTOALL = "alltoall"
