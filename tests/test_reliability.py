@@ -276,6 +276,55 @@ def test_ctrl_c_before_the_first_plan_exits_130(command, tmp_path):
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted"
 
 
+def test_an_interrupted_run_exits_130_whatever_its_teardown_does():
+    """After Ctrl-C the console entry point leaves with 130 at once: a teardown that would end the process by
+    SIGINT (here an exit handler that sends it) never runs."""
+    child = (
+        "import atexit, os, signal\n"
+        "import ftplan.cli.app as app\n"
+        "atexit.register(lambda: (signal.signal(signal.SIGINT, signal.SIG_DFL), os.kill(os.getpid(), signal.SIGINT)))\n"
+        "app.run = lambda args=None: app.INTERRUPTED_EXIT\n"
+        "print('partial output', flush=False)\n"
+        "app.main()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    assert proc.returncode == 130 and proc.stdout == "partial output\n", proc.stderr
+    ok = subprocess.run([sys.executable, "-c", child.replace("INTERRUPTED_EXIT", "USAGE_EXIT")], cwd=ROOT,
+                        capture_output=True, text=True, timeout=60,
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    assert ok.returncode == -signal.SIGINT  # (any other exit runs the teardown, as Python does: here, to its death)
+
+
+def test_every_search_leaves_ctrl_c_to_the_campaigns_handler(catalog, monkeypatch):
+    """CP-SAT's own SIGINT handler would take a Ctrl-C during a search (stopping that search only, where the
+    campaign's handler stops the whole solve) and, in OR-Tools' SigintHandler, set SIGINT to its default when
+    done: every CpSolver ftplan runs, the large-neighbourhood steps' too, switches it off."""
+    from ortools.sat.python import cp_model
+
+    from ftplan.solver import lns
+    from ftplan.solver.model import build_model
+    from ftplan.solver.solve import _best_greedy, _greedy_objective
+
+    made = []
+    real = cp_model.CpSolver
+
+    def spy() -> cp_model.CpSolver:
+        solver = real()
+        made.append(solver)
+        return solver
+
+    monkeypatch.setattr(cp_model, "CpSolver", spy)
+    data = yaml.safe_load((ROOT / "scenarios/quickstart.yaml").read_text())
+    camp = resolve_scenario(Scenario.model_validate(data), catalog, "quickstart")
+    table = build_candidates(camp)
+    solve_campaign(camp, table)
+    m = build_model(camp, table)
+    start = _best_greedy(m, camp, "cost")
+    lns.improve(m, start, round(_greedy_objective(m, start, "cost")), "cost", budget=0.5, seed=0, stop_at=0, wall=1)
+    assert len(made) >= 2 and all(not s.parameters.catch_sigint_signal for s in made)
+
+
 # ---- 17. the second objective's own status and gap are in the plan ----
 def test_second_objective_is_reported(catalog):
     data = {"jobs": [SMALL | {"id": "a", "tokens": 10**8}],

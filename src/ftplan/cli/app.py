@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 bad input or an impossible request (an ``FtplanError``)
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -114,5 +115,13 @@ def run(args: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    """Console entry point."""
-    sys.exit(run())
+    """Console entry point. An interrupted run (Ctrl-C, handled by :func:`run`) leaves with 130 at once, its output
+    flushed, without the interpreter's teardown: a CI run saw an interrupted ``ftplan plan`` print "interrupted"
+    and still end by SIGINT instead of 130, from somewhere in that teardown (the solver's threads, signal handlers
+    and C extensions unwind there); nothing of it is needed once the run has stopped."""
+    code = run()
+    if code == INTERRUPTED_EXIT:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(INTERRUPTED_EXIT)
+    sys.exit(code)

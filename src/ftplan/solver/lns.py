@@ -78,6 +78,7 @@ def improve(
         solver.parameters.max_time_in_seconds = max(0.05, wall - (time.monotonic() - began))
         solver.parameters.num_workers = 1
         solver.parameters.random_seed = seed + steps
+        solver.parameters.catch_sigint_signal = False  # (the campaign's _Interrupts stops it, as every other search)
         if attach is not None:
             attach(solver)
         status = solver.solve(sub)
