@@ -234,7 +234,7 @@ def _tp_overlap(case: dict, source: str) -> bool:
     return source == "mbridge" and "llama" in str((case.get("model") or {}).get("name", "")).lower()
 
 
-def _param_gather_overlap(case: dict, source: str) -> bool:
+def _param_gather_overlap(case: dict, source: str, dp: int) -> bool:
     """Whether the case's stack hides ZeRO-1's all-gather of the updated parameters in the next step's forward
     (``param_gather_overlap``): Megatron's ``--overlap-param-gather`` among its ``comm_overlap`` flags, NeMo's
     2024 FP8 table, whose release configs run Apex's ``distributed_fused_adam`` with ``overlap_param_sync: true``
@@ -244,16 +244,14 @@ def _param_gather_overlap(case: dict, source: str) -> bool:
     ``src/megatron/bridge/training/comm_overlap.py`` at 067f987df)."""
     if "--overlap-param-gather" in str((case.get("parallelism") or {}).get("comm_overlap") or ""):
         return True
-    return source == "nemo2407" or _distributed_optimizer(case, source)
+    return source == "nemo2407" or _distributed_optimizer(case, source, dp)
 
 
-def _distributed_optimizer(case: dict, source: str) -> bool:
-    """Megatron-Bridge's runs without Megatron-FSDP shard the optimizer over data parallelism (ZeRO-1): its
-    pre-training recipes set ``use_distributed_optimizer=True`` (``src/megatron/bridge/recipes/common.py`` at
-    067f987df), which its performance recipes keep."""
-    par = case.get("parallelism") or {}
-    dp = int(par.get("dp") or 1)
-    return source == "mbridge" and _zero(par) == 0 and dp > 1
+def _distributed_optimizer(case: dict, source: str, dp: int) -> bool:
+    """Megatron-Bridge's runs without Megatron-FSDP shard the optimizer over their ``dp`` data-parallel ranks
+    (ZeRO-1): its pre-training recipes set ``use_distributed_optimizer=True`` (``src/megatron/bridge/recipes/common.py``
+    at 067f987df), which its performance recipes keep."""
+    return source == "mbridge" and _zero(case.get("parallelism") or {}) == 0 and dp > 1
 
 
 def _attention_kernel(case: dict) -> AttentionKernel:
@@ -466,7 +464,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
         fp8=Fp8Setup(all_gather="all-gather" in prec, weight_cache=source in FP8_WEIGHT_CACHE_SOURCES) if fp8 else None,
         kernels=Kernels.FUSED if source in FUSED_SOURCES or "compile" in prec else Kernels.EAGER,
         attention_kernel=_attention_kernel(case), tp_overlap=tp > 1 and _tp_overlap(case, source),
-        param_gather_overlap=_param_gather_overlap(case, source),
+        param_gather_overlap=_param_gather_overlap(case, source, dp),
         expert_dispatch=ExpertDispatch.DEEPEP if "DeepEP" in _kernels(case) else ExpertDispatch.ALLTOALL,
         attention=Attention.EAGER if eager else Attention.SDPA, dropout=True if eager else None,
     )  # fmt: skip
@@ -484,7 +482,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
     return {
         "id": case["id"], "arch": arch, "training": training, "flops": flops, "gpu": gpu, "dp": dp, "tp": tp,
         "pp": pp, "cp": cp, "ep": ep,
-        "virtual": virtual, "zero": 1 if _distributed_optimizer(case, source) else _zero(par),
+        "virtual": virtual, "zero": 1 if _distributed_optimizer(case, source, dp) else _zero(par),
         "recompute": recompute,
         "micro_batch": micro_batch, "grad_accum": _accum(case, source, dp, micro_batch),
         "measured": float(measured), "source": source, "fp8": fp8, "kind": kind,

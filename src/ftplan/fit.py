@@ -211,22 +211,26 @@ class FitResult:
         job = replace(self.job, training=training)
         return float(_time_and_cost(row, job, f, pool, self.efficiency)["step_s"][0])
 
+    def _saving(self, degree: str, training: Any) -> tuple[float, dict[str, np.ndarray], Pool] | None:
+        """What ``training`` would take off the step of the fastest layout with ``degree`` above 1 (a share of the
+        job's own step), that layout and its pool; None without such a layout."""
+        rows = self.layouts[self.layouts[degree] > 1] if not self.layouts.empty else self.layouts
+        if rows.empty:
+            return None
+        row, pool = self._best(rows)
+        return 1 - self._step(row, pool, training) / self._step(row, pool, self.job.training), row, pool
+
     def tp_note(self) -> str | None:
         """What overlapping tensor parallelism's collectives with their matmuls (``tp_overlap``) would save on the
         fastest tensor-parallel layout, for a fused stack that does not say it does; None below
         :data:`TP_NOTE_SHARE`, without tensor-parallel layouts, or for an eager stack (whose frameworks run async
         tensor parallelism under torch.compile only)."""
         tr = self.job.training
-        if tr.tp_overlap or tr.kernels is not Kernels.FUSED or self.layouts.empty:
+        eager = tr.kernels is not Kernels.FUSED
+        found = None if tr.tp_overlap or eager else self._saving("tp", replace(tr, tp_overlap=True))
+        if found is None or found[0] < TP_NOTE_SHARE:
             return None
-        wide = self.layouts[self.layouts["tp"] > 1]
-        if wide.empty:
-            return None
-        row, pool = self._best(wide)
-        whole = self._step(row, pool, tr)
-        saved = 1 - self._step(row, pool, replace(tr, tp_overlap=True)) / whole
-        if saved < TP_NOTE_SHARE:
-            return None
+        saved, row, pool = found
         return (
             f"tensor parallelism: the fastest tp {int(row['tp'][0])} layout on {pool.name} waits for its collectives; "
             "a stack that overlaps them with their matmuls (torchtitan's or NeMo Automodel's async tensor parallelism, "
@@ -238,16 +242,11 @@ class FitResult:
         job whose all-to-alls send every routed copy, and the buffers it would add; None below
         :data:`DISPATCH_NOTE_SHARE` or without expert-parallel layouts."""
         tr = self.job.training
-        if tr.expert_dispatch is ExpertDispatch.DEEPEP or self.layouts.empty:
-            return None
-        split = self.layouts[self.layouts["ep"] > 1]
-        if split.empty:
-            return None
-        row, pool = self._best(split)
         deepep = replace(tr, expert_dispatch=ExpertDispatch.DEEPEP)
-        saved = 1 - self._step(row, pool, deepep) / self._step(row, pool, tr)
-        if saved < DISPATCH_NOTE_SHARE:
+        found = None if tr.expert_dispatch is ExpertDispatch.DEEPEP else self._saving("ep", deepep)
+        if found is None or found[0] < DISPATCH_NOTE_SHARE:
             return None
+        saved, row, pool = found
         ep = int(row["ep"][0])
         buffers = sum(deepep_buffer_bytes(self.job.arch.hidden, ep, tr.precision.compute_bytes))
         return (

@@ -533,6 +533,9 @@ def _adapter_path(arch: Architecture, training: Training) -> tuple[float, float]
 # parameters under autocast (memory.estimate's precision recipe; DeepSpeed refuses fp8)
 _CAST_16BIT = 2 * 2 + 1
 _CAST_FP32 = 2 * 4 + 1
+# A weight cached once a step (``Fp8Setup.weight_cache``): its fp32 read twice, a row-wise and a column-wise byte
+# written
+_CACHE_FP32 = 2 * 4 + 2
 
 
 # Linears that read one tensor, by role: the attention's projections of the normed hidden state (q, k and v, or
@@ -596,7 +599,7 @@ def fp8_weight_cast_bytes(
         per = np.where(zero == 3, _CAST_FP32 / shard, per)
     per = per * np.where(recompute == 2, 3.0, 2.0)
     if fp8 is not None and fp8.weight_cache:  # (below ZeRO-2 the weight is fp32 under autocast)
-        per = np.where(zero <= 1, (_CAST_FP32 + 1) / np.asarray(grad_accum, dtype=float), per)
+        per = np.where(zero <= 1, _CACHE_FP32 / np.asarray(grad_accum, dtype=float), per)
     return flops.fp8_weights * per
 
 
