@@ -65,6 +65,7 @@ from ftplan.catalog import Catalog, load_catalog
 from ftplan.errors import FtplanError
 from ftplan.fit import Pool, hardware
 from ftplan.io import read_yaml
+from ftplan.memory.pipeline import PipelineSplit
 from ftplan.memory.setup import (
     Attention,
     AttentionKernel,
@@ -252,6 +253,32 @@ def _distributed_optimizer(case: dict, source: str, dp: int) -> bool:
     (ZeRO-1): its pre-training recipes set ``use_distributed_optimizer=True`` (``src/megatron/bridge/recipes/common.py``
     at 067f987df), which its performance recipes keep."""
     return source == "mbridge" and _zero(case.get("parallelism") or {}) == 0 and dp > 1
+
+
+# How each source's stack cuts a pipeline's layers (``pipeline_split``; ftplan.memory.pipeline): nanotron, which
+# the Ultra-Scale Playbook ran, balances its stages by each block's cost, the head's counted beside the layers'
+# (``get_block_compute_costs`` in src/nanotron/models/llama.py, the cumulative-cost cut in models/base.py at
+# 0e0a27ea): ``weighted`` is the nearer of the two cuts ftplan knows (nanotron's moves the head's whole cost, up to
+# four layers of a 1B model's, off the last stage; weighted moves one). Megatron-Bridge's recipes by model, at
+# 067f987df: Llama 3.1 405B and Qwen3-235B-A22B turn on ``account_for_embedding_in_pipeline_split`` and
+# ``account_for_loss_in_pipeline_split`` (src/megatron/bridge/recipes/llama/h100/llama3.py
+# ``llama31_405b_pretrain_256gpu_h100_bf16_config``, recipes/qwen/h100/qwen3_moe.py
+# ``qwen3_235b_a22b_pretrain_256gpu_h100_bf16_config``), DeepSeek-V3 and Llama 3 70B in FP8 state layouts
+# that give the first and last chunk fewer layers (perf_recipes/deepseek/*/deepseek_v3.py, "Et|(tt|)*30mL";
+# perf_recipes/llama/h100/llama3.py, "Et*2|(t*2|)*34,t*3|(t*2|)*3,tL"); the others keep GPTModelProvider's
+# default, both flags off (models/gpt_provider.py; gpt-oss's recipe states it: recipes/gpt_oss/h100/gpt_oss.py),
+# an even cut, as NeMo's 2024 Megatron-Core and NeMo Automodel (``generate_hf_model_fqn_per_model_part`` in
+# nemo_automodel/components/distributed/pipelining/functional.py at its mirror's HEAD: the layers alone) do.
+WEIGHTED_SPLIT_SOURCES = {"usp"}
+WEIGHTED_SPLIT_MODELS = {"mbridge": ("405b", "235b", "deepseek", "70b")}
+
+
+def _pipeline_split(case: dict, source: str) -> PipelineSplit:
+    """How the case's stack cuts its pipeline's layers (:data:`WEIGHTED_SPLIT_SOURCES`)."""
+    name = (str((case.get("model") or {}).get("name", "")) + " " + case["id"]).lower()
+    models = WEIGHTED_SPLIT_MODELS.get(source, ())
+    weighted = source in WEIGHTED_SPLIT_SOURCES or any(m in name for m in models)
+    return PipelineSplit.WEIGHTED if weighted else PipelineSplit.EVEN
 
 
 def _attention_kernel(case: dict) -> AttentionKernel:
@@ -467,6 +494,7 @@ def translate(case: dict, catalog: Catalog) -> dict:
         param_gather_overlap=_param_gather_overlap(case, source, dp),
         expert_dispatch=ExpertDispatch.DEEPEP if "DeepEP" in _kernels(case) else ExpertDispatch.ALLTOALL,
         attention=Attention.EAGER if eager else Attention.SDPA, dropout=True if eager else None,
+        pipeline_split=_pipeline_split(case, source),
     )  # fmt: skip
     if "force-balanced" in str(case.get("routing")):  # (tokens spread evenly: no rank waits for an overloaded one)
         training = replace(training, capacity_factor=1.0)

@@ -95,6 +95,8 @@ def test_every_planned_value_reaches_the_launch_files(plans, exported):
                 assert env["FTPLAN_GRAD_ACCUM"] == str(lay.grad_accum)
                 assert env["FTPLAN_ZERO"] == str(lay.zero)
                 assert (env["FTPLAN_TP"], env["FTPLAN_PP"]) == (str(lay.tp), str(lay.pp))
+                # how the hours cut a pipeline's layers, where there is one
+                assert ("FTPLAN_PIPELINE_SPLIT" in env) == (lay.pp > 1)
             if (run_dir / "ds_config.json").exists():
                 ds = json.loads((run_dir / "ds_config.json").read_text())
                 assert ds["train_micro_batch_size_per_gpu"] == lay.micro_batch

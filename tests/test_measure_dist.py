@@ -118,6 +118,19 @@ def test_pipeline_ranks_hold_their_stage_and_the_first_holds_the_most_micro_batc
     assert first.estimate.gpu_terms["pipeline_recv_buffers"] == 4 * 4 * arch.hidden * 2 * 64
 
 
+def test_a_weighted_pipeline_cut_makes_the_second_rank_the_heaviest_and_the_estimate_is_it(catalog):
+    # 6 layers over 3 stages, weighted: 2, 3 and 1 layers (the embeddings and the head a layer each). The second
+    # rank, with the most layers and two receive buffers a micro-batch, needs the most, as its estimate says
+    dist = _measured(catalog, "llama-full-fp32-pp3-weighted")
+    assert dist.worst is dist.ranks[1]
+    job = dist.job
+    layer = job.arch.pipeline_stage((1, 2)).total_params - job.arch.pipeline_stage((1,)).total_params
+    assert dist.ranks[1].measurement.weights_trainable == 4 * 3 * layer  # (fp32: its 3 layers, no embeddings)
+    peaks = [c.estimate.peak_allocated_bytes for c in dist.ranks]
+    assert peaks[1] > max(peaks[0], peaks[2])
+    assert abs(dist.ranks[1].row("peak allocated").rel_error) <= 0.03
+
+
 def test_hsdp_ranks_hold_what_a_shard_group_of_that_size_holds(catalog):
     hsdp = _measured(catalog, "llama-full-fp32-hsdp-2x2")
     assert hsdp.job.layout.shard == 2 and hsdp.job.layout.replicas == 2

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from ftplan.errors import JobError
 from ftplan.fit import fit_job, gpu_pool, instance_pool, pipeline_degrees
 from ftplan.job import resolve_job
 from ftplan.memory import Layout, PipelineSchedule, Recompute, ZeroStage, estimate_memory
-from ftplan.memory.pipeline import bubble_fraction, chunk_layers, in_flight, rank_chunks
+from ftplan.memory.pipeline import PipelineSplit, bubble_fraction, chunk_layers, in_flight, rank_chunks, rank_layers
 from ftplan.schema.job import parse_job
 from ftplan.timing import model as tm
 
 ONE_F_ONE_B, GPIPE, INTERLEAVED = PipelineSchedule.ONE_F_ONE_B, PipelineSchedule.GPIPE, PipelineSchedule.INTERLEAVED
+EVEN, WEIGHTED = PipelineSplit.EVEN, PipelineSplit.WEIGHTED
 
 
 def test_layers_are_cut_as_evenly_as_possible_earlier_chunks_taking_the_rest():
@@ -25,6 +30,28 @@ def test_layers_are_cut_as_evenly_as_possible_earlier_chunks_taking_the_rest():
     assert chunk_layers(126, 8) == [16] * 6 + [15] * 2
     assert chunk_layers(32, 4, 2) == [4] * 8
     assert rank_chunks(1, 4, 2) == [1, 5]
+
+
+def test_a_weighted_cut_counts_the_embeddings_and_the_head_as_a_layer_each():
+    # torchtitan's generate_llm_fqn_per_model_part with first/last_stage_less_layers 1: the layers plus two, cut
+    # evenly (earlier stages taking the rest), then one fewer on the first stage and on the last
+    assert chunk_layers(32, 4, 1, WEIGHTED) == [8, 9, 8, 7]
+    assert chunk_layers(126, 8, 8, WEIGHTED) == [1] + [2] * 62 + [1]  # Megatron's 405B: (126 + 2) / 64 chunks
+    assert chunk_layers(36, 4, 1, WEIGHTED) == [9, 10, 9, 8]
+    assert chunk_layers(32, 1, 1, WEIGHTED) == [32]  # one stage holds everything
+    assert chunk_layers(32, 4, 2, WEIGHTED) == [4, 5, 4, 4, 4, 4, 4, 3]
+    assert rank_layers(32, 4, 2, WEIGHTED) == [8, 9, 8, 7]  # (rank r holds chunks r and r + 4)
+    assert min(chunk_layers(4, 4, 1, WEIGHTED)) == 0  # (refused by the estimate: every chunk needs a layer)
+
+
+@settings(max_examples=200, deadline=None)
+@given(layers=st.integers(1, 130), pp=st.integers(1, 16), v=st.integers(1, 4), split=st.sampled_from(PipelineSplit))
+def test_the_time_models_stage_layers_are_the_memory_models_cut(layers, pp, v, split):
+    v = v if pp > 1 else 1
+    assert sum(chunk_layers(layers, pp, v, split)) == layers
+    ranks = rank_layers(layers, pp, v, split)
+    first, middle, last = tm.stage_layers(layers, np.array([pp]), np.array([v]), split)
+    assert (first[0], middle[0], last[0]) == (ranks[0], max(ranks[1:-1], default=0), ranks[-1])
 
 
 def test_micro_batches_in_flight_are_torchs_warmup_counts():
@@ -126,12 +153,36 @@ def test_receive_buffers_are_one_per_micro_batch_for_each_direction(catalog):
     assert estimate_memory(arch, job.training, replace(lay, pp=1)).gpu_terms["pipeline_recv_buffers"] == 0
 
 
+def test_a_weighted_cut_moves_a_layer_off_the_first_and_last_ranks_memory(catalog):
+    even = _job(catalog, layout={"pp": 4}, grad_accum=8)
+    weighted = _job(catalog, layout={"pp": 4}, grad_accum=8, pipeline_split="weighted")
+    assert even.layout == weighted.layout and even.training.pipeline_split is EVEN
+
+    def rank(job, r):
+        return estimate_memory(job.arch, job.training, job.layout, pipeline_rank=r)
+
+    # 32 layers: 8 a rank even; 8, 9, 8, 7 weighted (layers 0–7, 8–16, 17–24, 25–31)
+    assert rank(even, 0).notes[0].startswith("pipeline rank 0 of 4 (1f1b): layers 0–7,")
+    assert rank(weighted, 1).notes[0].startswith("pipeline rank 1 of 4 (1f1b): layers 8–16,")
+    assert rank(weighted, 3).notes[0].startswith("pipeline rank 3 of 4 (1f1b): layers 25–31,")
+    # the last rank holds one layer fewer: its weights are one layer's smaller
+    stage = even.arch.pipeline_stage
+    layer = stage(tuple(range(8))).total_params - stage(tuple(range(7))).total_params
+    drop = rank(even, 3).gpu_terms["weights_trainable"] - rank(weighted, 3).gpu_terms["weights_trainable"]
+    assert drop == layer * 4  # (fp32 weights under bf16 mixed precision)
+
+
 @pytest.mark.parametrize(
     ("layout", "fields", "message"),
     [
         ({"pp": 2, "pp_schedule": "interleaved-1f1b"}, {}, "virtual_stages ≥ 2"),
         ({"pp": 2, "virtual_stages": 2}, {}, "needs pp_schedule interleaved-1f1b"),
         ({"pp": 64}, {}, "every chunk needs a layer"),
+        (
+            {"pp": 16, "pp_schedule": "interleaved-1f1b", "virtual_stages": 2},
+            {"pipeline_split": "weighted"},
+            "first and last chunk each take one layer fewer",
+        ),
         ({"pp": 2}, {"method": "qlora"}, "QLoRA under pipeline parallelism"),
         ({"pp": 2}, {"method": "lora", "lora": {"modules_to_save": ["lm_head"]}}, "modules_to_save under pipeline"),
         ({"pp": 4, "pp_schedule": "interleaved-1f1b", "virtual_stages": 2}, {"grad_accum": 9}, "multiple"),
@@ -152,11 +203,50 @@ def test_step_time_is_one_stage_of_compute_plus_the_bubble_and_the_sends(catalog
     args = (np.array([1]), np.array([1]), np.array([0]), np.array([0]), np.array([0]), np.array([1]))
     one = tm.step_times(flops, arch, tr, hw, *args, np.array([16]))
     four = tm.step_times(flops, arch, tr, hw, *args, np.array([16]), pp=np.array([4]))
-    assert four.compute[0] == pytest.approx(one.compute[0] / 4 * (1 + 3 / 16))
+    # the last of 4 ranks holds 8 of the 32 layers and the LM head (6·V·h FLOPs a token of 4,096): the slowest
+    micro = one.compute[0] / 16
+    head = 4096 * 6 * arch.vocab * arch.hidden / (989e12 * 0.4)
+    assert flops.head_linear == 6 * arch.vocab * arch.hidden
+    assert four.compute[0] == pytest.approx(((micro - head) / 4 + head) * 16 * (1 + 3 / 16))
+    # its memory-bound work likewise: a quarter of the layers' bytes and all of the head's
+    moved = 4096 * flops.traffic_head / 3350e9
+    layers_moved = 4096 * (flops.traffic_forward + flops.traffic_backward) / 3350e9
+    # (the optimizer step, once a step, is what remains at 16 micro-batches and at 1)
+    other16 = four.other[0] - (layers_moved / 4 + moved) * 16 * (1 + 3 / 16)
+    other1 = tm.step_times(flops, arch, tr, hw, *args, np.array([1]), pp=np.array([4])).other[0]
+    assert other16 == pytest.approx(other1 - (layers_moved / 4 + moved) * (1 + 3 / 1))
     sends = 2 * 4096 * arch.hidden * 2 / (450e9 * tm.INTRA_NODE_EFFICIENCY) * (16 + 4 - 1)
     assert four.communication[0] == pytest.approx(sends)
     more = tm.step_times(flops, arch, tr, hw, *args, np.array([64]), pp=np.array([4]))
     assert more.compute[0] / 64 < four.compute[0] / 16  # a smaller bubble per micro-batch
+
+
+def test_a_weighted_cut_shortens_the_heads_stage_and_the_slowest_rank_sets_the_step(catalog, h100_node):
+    job = _job(catalog)
+    arch, tr = job.arch, job.training
+    hw = h100_node()
+    args = (np.array([1]), np.array([1]), np.array([0]), np.array([0]), np.array([0]), np.array([1]))
+
+    def compute(split: PipelineSplit, pp: int) -> float:
+        t = replace(tr, pipeline_split=split)
+        times = tm.step_times(tm.job_flops(arch, t), arch, t, hw, *args, np.array([16]), pp=np.array([pp]))
+        return float(times.compute[0])
+
+    flops = tm.job_flops(arch, tr)
+    micro = tm.step_times(flops, arch, tr, hw, *args, np.array([16])).compute[0] / 16
+    head = 4096 * flops.head_linear / (989e12 * 0.4)
+    per_layer = (micro - head) / 32
+    head_moved = 4096 * flops.traffic_head / 3350e9
+    layer_moved = 4096 * (flops.traffic_forward + flops.traffic_backward) / 3350e9 / 32
+    # even, 8 layers a rank: the last (8 layers and the head) is the slowest
+    assert compute(EVEN, 4) == pytest.approx((8 * per_layer + head) * 16 * (1 + 3 / 16))
+    # weighted, 8, 9, 8 and 7 layers: the head weighs less than two of Llama 3.1 8B's layers at 4,096 tokens, so
+    # the second rank's 9 layers are now the slowest
+    assert 7 * (per_layer + layer_moved) + head + head_moved < 9 * (per_layer + layer_moved)
+    assert compute(WEIGHTED, 4) == pytest.approx(9 * per_layer * 16 * (1 + 3 / 16))
+    assert compute(WEIGHTED, 4) < compute(EVEN, 4)
+    # one stage: the split changes nothing
+    assert compute(WEIGHTED, 1) == compute(EVEN, 1)
 
 
 def test_each_tensor_parallel_rank_sends_its_share_and_a_pipeline_wider_than_a_node_sends_over_the_network(
@@ -223,3 +313,47 @@ def test_every_pipeline_row_is_the_memory_models_own(catalog, fields):
                         ep=row.ep)  # fmt: skip
         est = estimate_memory(job.arch, job.training, layout, gpu_arch=pool.gpu.arch, overheads=job.overheads)
         assert row.device_bytes == pytest.approx(est.device_total_bytes, abs=2), row
+
+
+def test_the_split_from_the_command_line(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    memory = [sys.executable, "-m", "ftplan", "memory", "--model", "llama-3.1-8b", "--seq-len", "4096", "--gpu",
+              "h100", "--pp", "4", "--grad-accum", "8"]  # fmt: skip
+    for split in ("even", "weighted"):
+        res = subprocess.run([*memory, "--pipeline-split", split], capture_output=True, text=True, check=False,
+                             cwd=root)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        assert f"pp 4 1f1b ({split} split)" in res.stdout
+    bad = subprocess.run([*memory, "--pipeline-split", "by-cost"], capture_output=True, text=True, check=False,
+                         cwd=root)  # fmt: skip
+    assert bad.returncode == 1 and "pipeline_split" in bad.stderr and "Traceback" not in bad.stderr
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"model": "llama-3.1-70b", "seq_len": 4096, "tokens": 10**8, "global_batch": 32}))
+    fit = [sys.executable, "-m", "ftplan", "fit", str(job), "--instance", "aws/p5.48xlarge", "--nodes", "4", "--top",
+           "2000", "--format", "json"]  # fmt: skip
+    rows = []
+    for extra in ([], ["--pipeline-split", "weighted"]):
+        out = subprocess.run([*fit, *extra], capture_output=True, text=True, check=False, cwd=root)
+        assert out.returncode == 0, out.stderr
+        rows.append({(r["gpus"], r["dp"], r["tp"], r["pp"], r["zero"], r["recompute"], r["micro_batch"],
+                      r["grad_accum"]): r for r in json.loads(out.stdout)["layouts"]})  # fmt: skip
+    both = rows[0].keys() & rows[1].keys()
+    assert any(k[3] > 1 for k in both)
+    for k in both:  # one stage is untouched; 80 layers over 2 cut 40 and 40 either way; deeper pipelines move
+        same = rows[1][k]["compute_s"] == rows[0][k]["compute_s"]
+        assert same == (k[3] <= 2), k
+
+
+@settings(max_examples=25, deadline=None)
+@given(pp=st.integers(2, 8), rounds=st.sampled_from([1, 2, 8, 32]), split=st.sampled_from(PipelineSplit),
+       v=st.sampled_from([1, 2]))  # fmt: skip
+def test_the_estimate_is_the_heaviest_rank_of_all(catalog, pp, rounds, split, v):
+    """No rank needs more than the estimate: the middle ranks hold two receive buffers a micro-batch and, under a
+    weighted cut, the second may hold more layers than the first."""
+    schedule = {"pp_schedule": "interleaved-1f1b", "virtual_stages": v} if v > 1 else {}
+    m = pp * rounds
+    assume(min(chunk_layers(24, pp, v, split)) >= 1)  # (Qwen2.5-0.5B's 24 layers; else refused, as tested above)
+    job = _job(catalog, model="qwen2.5-0.5b", layout={"pp": pp, **schedule}, grad_accum=m, pipeline_split=split.value,
+               global_batch=m)  # fmt: skip
+    every = [estimate_memory(job.arch, job.training, job.layout, pipeline_rank=r).device_total_bytes for r in range(pp)]
+    assert estimate_memory(job.arch, job.training, job.layout).device_total_bytes == max(every)

@@ -28,6 +28,7 @@ from ftplan.limits import MAX_RUN_NODES
 from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, ZeroStage, check_layout, estimate_memory
 from ftplan.memory.deepep import deepep_buffer_bytes
 from ftplan.memory.estimate import STATE_TERMS, gradients_held_apart
+from ftplan.memory.pipeline import heaviest_ranks
 from ftplan.memory.setup import ExpertDispatch, Kernels, Method, Precision, ZeroGrad
 from ftplan.schema.catalog import Gpu
 from ftplan.timing import model as tm
@@ -622,14 +623,16 @@ def _pipeline_rows(
     job: ResolvedJob, pool: Pool, families: list[tuple], estimate: Any, refused: dict[str, list[str]]
 ) -> list[tuple[tuple, np.ndarray, np.ndarray]]:
     """Each pipeline family's micro-batches (at least as many micro-steps as stages) and the device bytes of
-    each: the most either end rank needs (the first holds the most micro-batches in flight, the last the
-    head), as :func:`estimate_memory` takes it. Under 1F1B a rank holds the same micro-batches in flight and
+    each: the most any rank needs (the first holds the most micro-batches in flight, the second the most
+    receive buffers, the last the head: :func:`ftplan.memory.pipeline.heaviest_ranks`), as
+    :func:`estimate_memory` takes it. Under 1F1B a rank holds the same micro-batches in flight and
     sends as many whatever the micro-batch, and its receive buffers (one a micro-step, each a micro-batch)
     add up to the same bytes: each end rank's peak is the lines of one estimate, as a family's is without
     stages. The one exception is the first rank with as many micro-steps as stages, which runs every forward
     before its first backward (no gradients yet): that micro-batch's own estimate of the first rank."""
     out: list[tuple[tuple, np.ndarray, np.ndarray]] = []  # (family, micro-batches, device bytes)
-    by_lines: list[tuple[int, int, MemoryEstimate | None]] = []  # (its index in out, first-rank rows, boundary)
+    # (its index in out, first-rank rows, later ranks, boundary)
+    by_lines: list[tuple[int, int, int, MemoryEstimate | None]] = []
     scal, rows, accum = [], [], []  # each end rank's rows by lines: (scalars, micro-batch, micro-steps)
     for fam in families:
         g, _, dp, tp, zero, offload, _, pp, _, _, ep = fam
@@ -638,7 +641,8 @@ def _pipeline_rows(
         if not mbs:
             continue
         try:
-            ends = [estimate(_stage_layout(fam, mbs[0], per_dp, pool), pool.gpu.arch, r) for r in (0, pp - 1)]
+            ranks = heaviest_ranks(pp)
+            ends = [estimate(_stage_layout(fam, mbs[0], per_dp, pool), pool.gpu.arch, r) for r in ranks]
             row_by_row = any(est.fb_lines is None for est in ends)  # (not lines in the micro-batch)
             boundary = None
             if per_dp % pp == 0 and not row_by_row:  # (per_dp / pp sequences: as many micro-steps as stages)
@@ -657,23 +661,26 @@ def _pipeline_rows(
         if row_by_row:
             out.append((fam, np.array(mbs, dtype=float), np.array([e.device_total_bytes for e in each], float)))
             continue
-        first, last = (_scalars(est, est.fb_lines, job.training, zero, mbs[0]) for est in ends)
+        first, *later = (_scalars(est, est.fb_lines, job.training, zero, mbs[0]) for est in ends)
         regular = [mb for mb in mbs if per_dp // mb > pp]  # the first rank's rows by lines
-        scal += [first] * len(regular) + [last] * len(mbs)
-        rows += regular + mbs
-        accum += [per_dp // mb for mb in regular + mbs]
-        by_lines.append((len(out), len(regular), boundary))
+        scal += [first] * len(regular)
+        for other in later:  # (the second and the last rank: by lines at every micro-batch)
+            scal += [other] * len(mbs)
+        rows += regular + mbs * len(later)
+        accum += [per_dp // mb for mb in regular + mbs * len(later)]
+        by_lines.append((len(out), len(regular), len(later), boundary))
         out.append((fam, np.array(mbs, dtype=float), np.zeros(0)))  # (its bytes below)
     if scal:  # every family's rows by lines in one set of arrays
         lines = _device_rows(np.array(scal, dtype=float), np.array(rows, dtype=float), np.array(accum, float), job)
         at = 0
-        for i, n, boundary in by_lines:
+        for i, n, k, boundary in by_lines:
             fam, mbs, _ = out[i]
             first = lines[at : at + n]
             if boundary is not None:
                 first = np.append(first, boundary.device_total_bytes)
-            out[i] = (fam, mbs, np.maximum(first, lines[at + n : at + n + len(mbs)]))
-            at += n + len(mbs)
+            later = lines[at + n : at + n + k * len(mbs)].reshape(k, len(mbs)).max(axis=0)
+            out[i] = (fam, mbs, np.maximum(first, later))
+            at += n + k * len(mbs)
     return out
 
 

@@ -81,7 +81,7 @@ def resolve_job(spec: JobSpec, catalog: Catalog, source: str = "job") -> Resolve
         loss=spec.loss, dropout=spec.dropout, zero_grad=spec.zero_grad, model_output=spec.model_output, lora=lora,
         capacity_factor=spec.capacity_factor, sequence_parallel=spec.sequence_parallel,
         context_parallel=spec.context_parallel, expert_dispatch=spec.expert_dispatch, kernels=spec.kernels,
-        engine=spec.engine,
+        engine=spec.engine, pipeline_split=spec.pipeline_split,
         attention_kernel=spec.attention_kernel, tp_overlap=spec.tp_overlap,
         param_gather_overlap=spec.param_gather_overlap,
         data=spec.data.sequence_data() if spec.data else None,

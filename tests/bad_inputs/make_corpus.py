@@ -191,6 +191,10 @@ def main() -> None:
     job_case("attention_kernel_unknown", "'flash2', 'cudnn', 'flash3' or 'flex'", attention_kernel="flash4")
     job_case("attention_kernel_eager", "use attention: sdpa", attention="eager", attention_kernel="cudnn")
     job_case("expert_dispatch_unknown", "'alltoall' or 'deepep'", expert_dispatch="nvshmem")
+    job_case("pipeline_split_unknown", "'even' or 'weighted'", pipeline_split="by-cost")
+    job_case("pipeline_split_empty_chunk", "the first and last chunk each take one layer fewer",
+             pipeline_split="weighted", method="full", layout={"pp": 16, "pp_schedule": "interleaved-1f1b",
+                                                                "virtual_stages": 2})  # fmt: skip
     job_case("fp8_weight_cache_not_fp8", "an fp8 block needs precision: fp8", fp8={"weight_cache": True})
     job_case("tp_overlap_eager", "set kernels: fused or drop tp_overlap", tp_overlap=True)
     job_case("tp_overlap_not_bool", "tp_overlap", tp_overlap="sometimes")

@@ -30,6 +30,7 @@ from ftplan.fit import FitResult, fit_job, gpu_pool, instance_pool, rank
 from ftplan.importers import import_config
 from ftplan.job import resolve_job
 from ftplan.limits import MAX_BUSBW_GBS, MAX_RUN_NODES, MAX_USD_PER_HOUR
+from ftplan.memory.pipeline import PipelineSplit
 from ftplan.memory.setup import AttentionKernel, Engine, ExpertDispatch, Kernels
 from ftplan.report.tables import fit_table
 from ftplan.schema.job import load_job, parse_job
@@ -110,6 +111,12 @@ def fit(
         help="alltoall | deepep: how expert parallelism moves tokens (deepep: DeepEP, a token once to each GPU and "
         "node holding its experts; overrides the job's).",
     ),
+    pipeline_split: PipelineSplit | None = typer.Option(
+        None,
+        "--pipeline-split",
+        help="even | weighted: how pipeline layouts cut the layers (weighted: the embeddings and the head count as a "
+        "layer each, torchtitan's default; overrides the job's).",
+    ),
     tp_overlap: bool | None = typer.Option(
         None,
         "--tp-overlap/--no-tp-overlap",
@@ -145,7 +152,7 @@ def fit(
             spec = parse_job(spec.model_dump(exclude_unset=True) | {"tokens": tokens, "samples": None}, str(job))
     chosen = (
         ("kernels", kernels), ("attention_kernel", attention_kernel), ("engine", engine),
-        ("expert_dispatch", expert_dispatch),
+        ("expert_dispatch", expert_dispatch), ("pipeline_split", pipeline_split),
     )  # fmt: skip
     overrides: dict[str, object] = {k: v.value for k, v in chosen if v is not None}
     for name, flag in (("tp_overlap", tp_overlap), ("param_gather_overlap", param_gather_overlap)):

@@ -87,6 +87,9 @@ def memory(
     expert_dispatch: str | None = typer.Option(
         None, "--expert-dispatch", help="ep > 1: alltoall | deepep (DeepEP, whose buffers sit outside PyTorch)"
     ),
+    pipeline_split: str | None = typer.Option(
+        None, "--pipeline-split", help="pp > 1: even | weighted (embeddings and head count as a layer each)"
+    ),
     fp8_recipe: str | None = typer.Option(None, "--fp8-recipe", help="precision fp8: tensorwise | rowwise"),
     fp8_all_gather: bool | None = typer.Option(
         None, "--fp8-all-gather/--no-fp8-all-gather", help="precision fp8, zero 3: gather weight shards in FP8."
@@ -127,7 +130,7 @@ def memory(
         precision=precision, optimizer=optimizer, attention=attention, attention_mask=attention_mask, loss=loss,
         model_output=model_output, gpus_per_node=gpus_per_node, capacity_factor=capacity_factor,
         sequence_parallel=sequence_parallel, context_parallel=context_parallel, engine=engine,
-        expert_dispatch=expert_dispatch,
+        expert_dispatch=expert_dispatch, pipeline_split=pipeline_split,
     )  # fmt: skip
     for key, value in flags.items():
         if value is not None:
@@ -165,7 +168,7 @@ def memory(
         + (f" ({t.sequence_parallel.value} sequence parallelism)" if lay.tp > 1 else "")
         + f" zero {int(lay.zero)} "
         f"offload {lay.offload.value} recompute {lay.recompute.value}"
-        + (f" pp {lay.pp} {lay.pp_schedule.value}" if lay.pp > 1 else "")
+        + (f" pp {lay.pp} {lay.pp_schedule.value} ({t.pipeline_split.value} split)" if lay.pp > 1 else "")
         + (f" (HSDP: shard groups of {lay.shard})" if lay.replicas > 1 else "")
         + (f" cp {lay.cp} ({t.context_parallel.value})" if lay.cp > 1 else "")
         + (f" ep {lay.ep} (capacity factor {t.capacity_factor:g})" if lay.ep > 1 else "")

@@ -205,6 +205,13 @@ def plan_env(r: RunExport) -> tuple[str, dict[str, str]]:
             "Megatron's --overlap-param-gather)",
         ),
     }  # fmt: skip
+    if lay.pp > 1:
+        values["FTPLAN_PIPELINE_SPLIT"] = (
+            job.pipeline_split.value,
+            "jobs[].pipeline_split (even | weighted: how the hours and memory assume the layers are cut into stages; "
+            "weighted: torchtitan's pipeline_parallel_first/last_stage_less_layers 1, Megatron's "
+            "account_for_embedding/loss_in_pipeline_split)",
+        )
     if lay.ep > 1:
         values["FTPLAN_EXPERT_DISPATCH"] = (
             job.expert_dispatch.value,

@@ -58,7 +58,7 @@ def check_pipeline(job: ResolvedJob) -> None:
             f"interleaved-1f1b runs micro-batches in rounds of pp: grad_accum {lay.grad_accum} is not a multiple "
             f"of pp {lay.pp}. To fix: use a multiple."
         )
-    if min(chunk_layers(arch.layers, lay.pp, lay.virtual_stages)) < 1:
+    if min(chunk_layers(arch.layers, lay.pp, lay.virtual_stages, tr.pipeline_split)) < 1:
         raise MeasureError(
             f"{arch.layers} layers cannot fill pp × virtual_stages = {lay.pp * lay.virtual_stages} chunks. "
             "To fix: use fewer stages or a model with more layers."
@@ -75,7 +75,7 @@ def measure_pipeline_rank(job: ResolvedJob, one_rank: ResolvedJob, device: str, 
     dev = f"cuda:{rank}" if device == "cuda" else "cpu"
     model = build.build_model(one_rank, dev, seed)
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    sizes = chunk_layers(job.arch.layers, lay.pp, lay.virtual_stages)
+    sizes = chunk_layers(job.arch.layers, lay.pp, lay.virtual_stages, job.training.pipeline_split)
     starts = [0, *accumulate(sizes)]
     n_chunks = len(sizes)
     mine = rank_chunks(rank, lay.pp, lay.virtual_stages)

@@ -2,7 +2,7 @@
 
 from ftplan.memory.estimate import MemoryEstimate, check_layout, estimate_memory, fp8_linears
 from ftplan.memory.overheads import Overheads
-from ftplan.memory.pipeline import PipelineSchedule
+from ftplan.memory.pipeline import PipelineSchedule, PipelineSplit
 from ftplan.memory.setup import (
     Attention,
     AttentionMask,
@@ -46,6 +46,7 @@ __all__ = [
     "Optimizer",
     "Overheads",
     "PipelineSchedule",
+    "PipelineSplit",
     "Precision",
     "Recompute",
     "SequenceParallel",

@@ -290,10 +290,12 @@ def _check_pipeline(arch: Architecture, training: Training, layout: Layout) -> N
         raise JobError(
             f"layout.pp {p} on a {arch.kind.value} model: pipeline stages are modelled for decoders. To fix: use pp 1."
         )
-    if p * v > arch.layers:
+    split = training.pipeline_split
+    if min(pl.chunk_layers(arch.layers, p, v, split)) < 1:
+        weighted = " (pipeline_split weighted: the first and last chunk each take one layer fewer)"
         raise JobError(
             f"layout.pp {p} × virtual_stages {v} = {p * v} chunks for {arch.layers} layers: every chunk needs a "
-            "layer. To fix: use fewer stages."
+            f"layer{weighted if split is pl.PipelineSplit.WEIGHTED else ''}. To fix: use fewer stages."
         )
     if training.method is Method.QLORA:
         raise JobError("QLoRA under pipeline parallelism is not modelled. To fix: use pp 1 (with ZeRO-3 or FSDP).")
@@ -924,17 +926,19 @@ def estimate_memory(
     """Estimate the per-GPU peak and per-node host memory of one training step.
 
     Under pipeline parallelism each rank holds its own layers and micro-batches: the estimate is of rank
-    ``pipeline_rank``, or, without one, of the rank that needs the most (the first, with the embeddings
-    and the most micro-batches in flight, or the last, with the lm_head and the loss)."""
+    ``pipeline_rank``, or, without one, of the rank that needs the most: the first (the embeddings and the most
+    micro-batches in flight), the last (the lm_head and the loss), or the second, which holds the most of every
+    middle rank's: layers (earlier chunks take the remainder; under a weighted split more than the first's), micro-
+    batches in flight, and receive buffers (two a micro-batch, the first rank's one)."""
     check_layout(arch, training, layout)
     if layout.cp > 1:  # each rank holds its share of every sequence's tokens (see _ring_workspace)
         training = replace(training, seq_len=training.seq_len // layout.cp)
     if layout.pp == 1:
         return _estimate(arch, training, layout, gpu_memory_bytes, gpu_arch, overheads)
     p, v = layout.pp, layout.virtual_stages
-    sizes = pl.chunk_layers(arch.layers, p, v)
+    sizes = pl.chunk_layers(arch.layers, p, v, training.pipeline_split)
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
-    ranks = (0, p - 1) if pipeline_rank is None else (pipeline_rank,)
+    ranks = pl.heaviest_ranks(p) if pipeline_rank is None else (pipeline_rank,)
     ests = []
     for rank in ranks:
         chunks = pl.rank_chunks(rank, p, v)

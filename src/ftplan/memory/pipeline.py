@@ -1,10 +1,16 @@
 """Pipeline parallelism: how a schedule splits the layers and how many micro-batches a stage holds.
 
 The layers are cut into ``pp × v`` chunks (``v`` = ``virtual_stages``, 1 except for the interleaved
-schedule) of as equal a size as possible, earlier chunks taking the remainder (torchtitan's
-``generate_llm_fqn_per_model_part`` and ``numpy.array_split`` cut alike); rank ``r`` holds chunks
-``r, r + pp, r + 2·pp, …``. The first chunk holds the embeddings, the last the final norm, lm_head
-and loss.
+schedule); rank ``r`` holds chunks ``r, r + pp, r + 2·pp, …``. The first chunk holds the embeddings, the
+last the final norm, lm_head and loss. How the layers are cut is the stack's (:class:`PipelineSplit`):
+
+* ``even``: the layers alone, in chunks of as equal a size as possible, earlier chunks taking the
+  remainder (``numpy.array_split``; Megatron-Core's default, which needs them to divide evenly, with
+  ``account_for_embedding_in_pipeline_split`` and ``account_for_loss_in_pipeline_split`` off);
+* ``weighted``: the embeddings and the head count as one layer each: the layers plus two are cut so, and
+  the first and the last chunk each take one layer fewer (torchtitan's ``generate_llm_fqn_per_model_part``
+  with ``pipeline_parallel_first_stage_less_layers`` and ``..._last_stage_less_layers`` at their default
+  1; Megatron-Core with both ``account_for_*`` flags on).
 
 A stage keeps the saved activations of every micro-batch it has run forward but not yet backward.
 What that is at most, per schedule (``torch.distributed.pipelining.schedules``):
@@ -33,16 +39,43 @@ class PipelineSchedule(StrEnum):
     INTERLEAVED = "interleaved-1f1b"
 
 
-def chunk_layers(layers: int, pp: int, virtual: int = 1) -> list[int]:
-    """Layers of each of the ``pp × virtual`` chunks, in model order (earlier chunks take the remainder)."""
+class PipelineSplit(StrEnum):
+    """How a stack cuts the layers into pipeline chunks (see module docstring)."""
+
+    EVEN = "even"
+    WEIGHTED = "weighted"
+
+
+def chunk_layers(layers: int, pp: int, virtual: int = 1, split: PipelineSplit = PipelineSplit.EVEN) -> list[int]:
+    """Layers of each of the ``pp × virtual`` chunks, in model order (earlier chunks take the remainder; see
+    module docstring). A chunk may come out empty (or below), which :func:`ftplan.memory.estimate` refuses."""
     n = pp * virtual
-    base, extra = divmod(layers, n)
-    return [base + (1 if i < extra else 0) for i in range(n)]
+    if n == 1:
+        return [layers]
+    weighted = split is PipelineSplit.WEIGHTED
+    base, extra = divmod(layers + (2 if weighted else 0), n)
+    sizes = [base + (1 if i < extra else 0) for i in range(n)]
+    if weighted:
+        sizes[0] -= 1
+        sizes[-1] -= 1
+    return sizes
+
+
+def rank_layers(layers: int, pp: int, virtual: int = 1, split: PipelineSplit = PipelineSplit.EVEN) -> list[int]:
+    """Layers each pipeline rank holds (the sum of its chunks')."""
+    sizes = chunk_layers(layers, pp, virtual, split)
+    return [sum(sizes[c] for c in rank_chunks(r, pp, virtual)) for r in range(pp)]
 
 
 def rank_chunks(rank: int, pp: int, virtual: int = 1) -> list[int]:
     """The chunks rank ``rank`` holds: ``rank``, ``rank + pp``, …"""
     return [rank + k * pp for k in range(virtual)]
+
+
+def heaviest_ranks(pp: int) -> tuple[int, ...]:
+    """The ranks one of which needs the most memory: the first, the second (the fullest middle rank: the most
+    layers, micro-batches in flight and receive buffers of any rank between the ends) and the last."""
+    return tuple(dict.fromkeys((0, 1 if pp > 2 else 0, pp - 1)))
 
 
 def in_flight(schedule: PipelineSchedule, pp: int, virtual: int, micro_batches: int, rank: int) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
-from ftplan.memory.pipeline import PipelineSchedule
+from ftplan.memory.pipeline import PipelineSchedule, PipelineSplit
 
 
 class Method(StrEnum):
@@ -354,6 +354,7 @@ class Training:
     tp_overlap: bool = False  # tensor-parallel collectives overlapped with the matmuls beside them (time only)
     param_gather_overlap: bool = False  # ZeRO-1's all-gather of the update hidden in the next forward (time only)
     engine: Engine = Engine.TORCH  # what runs data parallelism and ZeRO (DeepSpeed's holds more under ZeRO-3)
+    pipeline_split: PipelineSplit = PipelineSplit.EVEN  # how layout.pp cuts the layers (memory.pipeline)
 
     @property
     def data_tokens(self) -> int:

@@ -191,6 +191,7 @@ def dist_measure_table(d: Any) -> str:
         how += f", each sequence over {lay.cp} ranks (DeepSpeed-Ulysses)"
     if lay.pp > 1:
         chunks = f", {lay.virtual_stages} chunks a rank" if lay.virtual_stages > 1 else ""
+        chunks += ", weighted split" if d.job.training.pipeline_split.value == "weighted" else ""
         how = f"{lay.pp} pipeline stages, {lay.pp_schedule.value}{chunks}, {lay.grad_accum} micro-batches a step"
     if lay.tp > 1:
         fsdp = f", {zero[int(lay.zero)]} over {lay.dp} data-parallel ranks (a (dp, tp) mesh)" if lay.dp > 1 else ""
@@ -227,6 +228,8 @@ def fit_table(result: Any, best: Any, by: str) -> str:
         engine += " · TP collectives overlapped"
     if t.param_gather_overlap:
         engine += " · parameter gather overlapped"
+    if t.pipeline_split.value != "even":
+        engine += f" · {t.pipeline_split.value} pipeline split"
     title = (
         f"{job.name} · {t.method.value} · {t.precision_label} · {seq}{engine} · global batch "
         f"{job.global_batch} · {job.tokens / 1e9:.3g}B tokens · ranked by {by}"

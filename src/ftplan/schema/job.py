@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ftplan import limits as L
-from ftplan.memory.pipeline import PipelineSchedule
+from ftplan.memory.pipeline import PipelineSchedule, PipelineSplit
 from ftplan.memory.setup import (
     ZERO_ALIASES,
     Attention,
@@ -327,6 +327,13 @@ class JobSpec(BaseModel):
         description="what runs data parallelism and ZeRO: torch (DDP, ZeroRedundancyOptimizer, FSDP2) | deepspeed "
         "(DeepSpeed's ZeRO engine, as `ftplan export --to deepspeed` configures it: under ZeRO-3 it holds 16-bit "
         "parameter and gradient partitions and a reduce bucket more)",
+    )
+    pipeline_split: PipelineSplit = Field(
+        PipelineSplit.EVEN,
+        description="how pipeline parallelism (layout.pp > 1) cuts the layers into stages: even (the layers alone, "
+        "the embeddings with the first stage, the LM head and loss with the last: Megatron-Core's default) | "
+        "weighted (the embeddings and the head count as a layer each, so the first and last stage take one layer "
+        "fewer: torchtitan's default, Megatron-Core's account_for_embedding/loss_in_pipeline_split)",
     )
     capacity_factor: Float = Field(
         1.25, ge=1, le=64,

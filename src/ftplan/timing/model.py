@@ -60,6 +60,7 @@ import numpy as np
 from ftplan.arch import ROW_PARALLEL_ROLES, UNSPLIT_ROLES, Architecture, Kind
 from ftplan.memory.estimate import fp8_converted
 from ftplan.memory.params import split_params
+from ftplan.memory.pipeline import PipelineSplit
 from ftplan.memory.setup import (
     Attention,
     AttentionKernel,
@@ -255,6 +256,7 @@ class JobFlops:
     expert_linear: float = 0.0  # of ``linear``: the routed experts' matmuls a token (its top-k experts)
     expert_forward: float = 0.0  # of ``expert_linear``: the forward's (repeated by full recomputation)
     adapter_linear: float = 0.0  # of ``linear``: the LoRA adapters' GEMMs a token (forward and backward)
+    head_linear: float = 0.0  # of ``linear``: the LM head's matmuls a token (the last pipeline stage's)
     adapter_bytes: float = 0.0  # bytes those GEMMs move a token (forward and backward; a third the forward's)
     traffic_forward: float = 0.0  # bytes a token moves through the layers' memory-bound operations, forward
     traffic_backward: float = 0.0  # the same, backward
@@ -327,6 +329,7 @@ def job_flops(arch: Architecture, training: Training) -> JobFlops:
         expert_forward=2.0 * routed,
         adapter_linear=adapter_linear,
         adapter_bytes=adapter_bytes,
+        head_linear=(6.0 if training.method is Method.FULL else 4.0) * lm_head,
         traffic_forward=arch.total_layers * layer_fwd + around_fwd,
         traffic_backward=arch.total_layers * layer_bwd + around_bwd,
         traffic_head=head_fwd + head_bwd,
@@ -917,6 +920,29 @@ def step_tokens(training: Training, global_batch: int) -> int:
     return global_batch * training.data_tokens
 
 
+def stage_layers(
+    layers: int, pp: np.ndarray | int, virtual: np.ndarray | int, split: PipelineSplit
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Layers the first pipeline rank, the fullest middle rank (0 without one) and the last rank hold under
+    ``split`` (:func:`ftplan.memory.pipeline.rank_layers` in closed form, over arrays): chunk ``i`` of
+    ``n = pp·virtual`` takes ``⌊e/n⌋`` layers, one more while ``i < e mod n``, where ``e`` is the layers (plus
+    two, weighted, whose first and last chunk then give one back); rank ``r`` holds chunks ``r + k·pp``. All
+    ``layers`` on one rank."""
+    pp, v = (np.asarray(x, dtype=float) for x in (pp, virtual))
+    n = pp * v
+    less = 1.0 if split is PipelineSplit.WEIGHTED else 0.0
+    base, extra = np.divmod(layers + 2 * less, n)
+
+    def held(rank: np.ndarray | float) -> np.ndarray:  # the rank's chunks that take one more
+        return np.clip(np.ceil((extra - rank) / pp), 0.0, v)
+
+    one = pp <= 1
+    first = np.where(one, layers, v * base + held(0.0) - less)
+    middle = np.where(pp > 2, v * base + held(1.0), 0.0)
+    last = np.where(one, layers, v * base + held(pp - 1) - less)
+    return first, middle, last
+
+
 def step_times(
     flops: JobFlops,
     arch: Architecture,
@@ -987,7 +1013,26 @@ def step_times(
     # order and of torchtitan's device mesh), so a pipeline wider than a node sends across nodes at some
     # boundary, which every micro-batch waits for: NVLink only while the whole job shares a node, else the
     # node's network share of one GPU
-    t_micro = t_micro / pp
+    # A rank's share of a micro-step is its layers' (the stack's split: memory.pipeline, whose cut the memory
+    # model holds each rank to), and the last rank's adds the head: the LM head's matmuls and the memory-bound
+    # final norm and loss (traffic.token_bytes' head part). Every schedule slot waits for the slowest rank,
+    # which sets the step (Narayanan et al. 2021 §2.2 count the bubble in its micro-batch time): the last rank
+    # of an even cut where the head outweighs a layer's share, wherever the vocabulary is large against a
+    # stage's layers (201k words on 9 of gpt-oss-120b's layers: a third more than the other ranks).
+    moved = flops.traffic_forward * np.where(recompute == 2, 2.0, 1.0) + flops.traffic_backward
+    # eager attention's score tensors: a token's bytes per key times the keys it attends, the forward's again
+    # wherever the attention core is recomputed (selective or full)
+    moved = moved + span * (flops.scores_forward * np.where(recompute >= 1, 2.0, 1.0) + flops.scores_backward)
+    hbm = hw.hbm_gbs * 1e9
+    t_moved, t_head_moved = tokens_micro * moved / tp / hbm, tokens_micro * flops.traffic_head / tp / hbm
+    t_head = np.minimum(tokens_micro * flops.head_linear / tp / rate, t_micro)
+    first, middle, last = stage_layers(arch.layers, pp, virtual, training.pipeline_split)
+    per_layer = (t_micro - t_head + t_moved) / arch.layers
+    head_gates = last * per_layer + t_head + t_head_moved >= np.maximum(first, middle) * per_layer
+    share = np.where(head_gates, last, np.maximum(first, middle)) / arch.layers
+    staged = pp > 1
+    t_micro = np.where(staged, (t_micro - t_head) * share + np.where(head_gates, t_head, 0.0), t_micro)
+    t_moved = np.where(staged, t_moved * share + np.where(head_gates, t_head_moved, 0.0), t_moved + t_head_moved)
     bubble = np.where(pp > 1, (pp - 1) / (virtual * accum), 0.0)
     compute = t_micro * accum * (1 + bubble)
     # ---- context parallelism (torch's ring attention, all-gather rotation): every attention layer gathers
@@ -1141,13 +1186,9 @@ def step_times(
     other = np.where(offload > 0, 0.0, updated * dispatch.optimizer_bytes(training) / (hw.hbm_gbs * 1e9))
     # ---- memory-bound operations of every micro-step (norms, rotary, activations, residual adds, casts, the loss;
     # timing.traffic): their bytes at HBM bandwidth, the forward's again under full recomputation; tensor
-    # parallelism splits them (sequence parallelism the norms), a pipeline stage holds 1/pp of them and idles
-    # through its bubble as with compute
-    moved = flops.traffic_forward * np.where(recompute == 2, 2.0, 1.0) + flops.traffic_backward + flops.traffic_head
-    # eager attention's score tensors: a token's bytes per key times the keys it attends, the forward's again
-    # wherever the attention core is recomputed (selective or full)
-    moved = moved + span * (flops.scores_forward * np.where(recompute >= 1, 2.0, 1.0) + flops.scores_backward)
-    other = other + tokens_micro * moved / (tp * pp) / (hw.hbm_gbs * 1e9) * accum * (1 + bubble)
+    # parallelism splits them (sequence parallelism the norms), the slowest pipeline rank holds its share of them
+    # (t_moved, above) and idles through its bubble as with compute
+    other = other + t_moved * accum * (1 + bubble)
     if training.method is Method.QLORA:
         passes = 2 + (recompute == 2)
         other = other + passes * flops.frozen_matrix / (tp * pp) * 2.5 / (hw.hbm_gbs * 1e9) * accum
