@@ -357,3 +357,20 @@ def test_the_estimate_is_the_heaviest_rank_of_all(catalog, pp, rounds, split, v)
                global_batch=m)  # fmt: skip
     every = [estimate_memory(job.arch, job.training, job.layout, pipeline_rank=r).device_total_bytes for r in range(pp)]
     assert estimate_memory(job.arch, job.training, job.layout).device_total_bytes == max(every)
+
+
+def test_fit_says_what_a_weighted_cut_would_take_off_the_fastest_pipeline(catalog):
+    pools = [instance_pool(catalog, "aws/p5.48xlarge", nodes=8)]
+    result = fit_job(_job(catalog, model="gpt-oss-120b", global_batch=256), pools)
+    piped = result.layouts[result.layouts["pp"] > 1]
+    row, pool = result._best(piped)
+    weighted = replace(result.job.training, pipeline_split=WEIGHTED)
+    saved = 1 - result._step(row, pool, weighted) / result._step(row, pool, result.job.training)
+    note = result.split_note()
+    # gpt-oss-120b's 201k-word head beside 9 of its 36 layers on the last of 4 stages
+    assert saved >= 0.05 and note is not None and note in result.time_notes
+    assert f"pp {int(row['pp'][0])} layout on {pool.name}" in note and f"takes {saved:.0%} off its step" in note
+    assert fit_job(_job(catalog, model="gpt-oss-120b", global_batch=256, pipeline_split="weighted"),
+                   pools).split_note() is None  # fmt: skip
+    one_node = [instance_pool(catalog, "aws/p5.48xlarge", nodes=1)]  # (no pipelines inside a node)
+    assert fit_job(_job(catalog, model="gpt-oss-120b", global_batch=256), one_node).split_note() is None

@@ -28,7 +28,7 @@ from ftplan.limits import MAX_RUN_NODES
 from ftplan.memory import Layout, MemoryEstimate, Offload, Recompute, ZeroStage, check_layout, estimate_memory
 from ftplan.memory.deepep import deepep_buffer_bytes
 from ftplan.memory.estimate import STATE_TERMS, gradients_held_apart
-from ftplan.memory.pipeline import heaviest_ranks
+from ftplan.memory.pipeline import PipelineSplit, heaviest_ranks
 from ftplan.memory.setup import ExpertDispatch, Kernels, Method, Precision, ZeroGrad
 from ftplan.schema.catalog import Gpu
 from ftplan.timing import model as tm
@@ -172,6 +172,9 @@ TP_NOTE_SHARE = 0.05
 # The share of the fastest expert-parallel layout's step from which the output says what DeepEP's dispatch would save
 # (``expert_dispatch``)
 DISPATCH_NOTE_SHARE = 0.05
+# The share of the fastest pipeline layout's step from which the output says what a weighted layer cut would save
+# (``pipeline_split``)
+SPLIT_NOTE_SHARE = 0.05
 
 
 @dataclass
@@ -193,12 +196,13 @@ class FitResult:
         does not run best (:func:`ftplan.timing.model.attention_kernel_note`), sliding-window layers under SDPA's mask
         (:func:`ftplan.timing.model.windowed_note`), PEFT's operations around LoRA adapters where they take a
         sizeable share of the fastest layout's step (:meth:`adapter_note`), tensor-parallel collectives a fused
-        stack could overlap (:meth:`tp_note`), all-to-alls DeepEP would shorten (:meth:`dispatch_note`)."""
+        stack could overlap (:meth:`tp_note`), all-to-alls DeepEP would shorten (:meth:`dispatch_note`), a pipeline
+        whose head's stage a weighted cut would lighten (:meth:`split_note`)."""
         arches = dict.fromkeys(pool.gpu.arch for pool in self.pools)
         notes = [note for a in arches if (note := tm.attention_kernel_note(self.job.training, a))]
         window = tm.windowed_note(self.job.arch, self.job.training)
         adapters, overlap, dispatch = self.adapter_note(), self.tp_note(), self.dispatch_note()
-        return notes + [n for n in (window, adapters, overlap, dispatch) if n]
+        return notes + [n for n in (window, adapters, overlap, dispatch, self.split_note()) if n]
 
     def _best(self, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], Pool]:
         """The quickest of ``rows`` (by hours, then pool) as ``_time_and_cost`` takes a layout, and its pool."""
@@ -255,6 +259,26 @@ class FitResult:
             "all-to-alls; DeepEP (Megatron-Core's flex dispatcher, NeMo Automodel), which sends a token once to each "
             f"GPU and node holding its experts, takes {saved:.0%} off its step and holds {buffers / GIB:.2f} GiB of "
             "buffers a GPU: state expert_dispatch: deepep (--expert-dispatch deepep)"
+        )
+
+    def split_note(self) -> str | None:
+        """What cutting the layers ``weighted`` (the embeddings and the head a layer each) would save on the fastest
+        pipeline layout of a job cut ``even``, whose last stage holds the LM head beside a full share of layers; None
+        below :data:`SPLIT_NOTE_SHARE` or without pipeline layouts. The cut moves layers between ranks, so the note
+        asks for the memory to be checked under it."""
+        tr = self.job.training
+        weighted = replace(tr, pipeline_split=PipelineSplit.WEIGHTED)
+        found = None if tr.pipeline_split is PipelineSplit.WEIGHTED else self._saving("pp", weighted)
+        if found is None or found[0] < SPLIT_NOTE_SHARE:
+            return None
+        saved, row, pool = found
+        pp = int(row["pp"][0])
+        return (
+            f"pipeline: the fastest pp {pp} layout on {pool.name} waits for its last stage, which holds the LM head "
+            "beside an even share of the layers; cutting them weighted (the embeddings and the head a layer each: "
+            "torchtitan's default, Megatron-Core's account_for_embedding/loss_in_pipeline_split) takes "
+            f"{saved:.0%} off its step: state pipeline_split: weighted (--pipeline-split weighted), whose ranking "
+            "also checks each rank's memory under that cut"
         )
 
     def adapter_note(self) -> str | None:
