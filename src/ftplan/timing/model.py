@@ -1003,8 +1003,8 @@ def step_times(
             flops.fp8_cast_token + np.where(full, flops.fp8_forward_token, 0.0)
         ) + fp8_weight_cast_bytes(flops, training, zero, shard, recompute, accum)
         t_micro = t_micro + tokens_micro * fp8_flops * (1 / fp8_rate - 1 / rate) / tp + casts / tp / (hw.hbm_gbs * 1e9)
-    # ---- pipeline: each stage computes 1/pp of a micro-step; the schedule idles (pp − 1)/(v·m) of the ideal
-    # time (its bubble, Narayanan et al. 2021 §2.2; v = 1 but interleaved); every micro-batch crosses each
+    # ---- pipeline: each stage computes its share of a micro-step (below); the schedule idles (pp − 1)/(v·m) of
+    # the ideal time (its bubble, Narayanan et al. 2021 §2.2; v = 1 but interleaved); every micro-batch crosses each
     # stage boundary twice (activation forward, its gradient backward) as a point-to-point send that the
     # receiving stage waits for. Each tensor-parallel rank sends its 1/tp of the boundary's hidden states:
     # sequence parallelism keeps the residual stream split over the group (Korthikanti et al. 2022 §4.2.2), and
@@ -1031,6 +1031,7 @@ def step_times(
     head_gates = last * per_layer + t_head + t_head_moved >= np.maximum(first, middle) * per_layer
     share = np.where(head_gates, last, np.maximum(first, middle)) / arch.layers
     staged = pp > 1
+    on_rank = np.where(staged, share * arch.layers, arch.total_layers)  # the slowest rank's layers: its collectives'
     t_micro = np.where(staged, (t_micro - t_head) * share + np.where(head_gates, t_head, 0.0), t_micro)
     t_moved = np.where(staged, t_moved * share + np.where(head_gates, t_head_moved, 0.0), t_moved + t_head_moved)
     bubble = np.where(pp > 1, (pp - 1) / (virtual * accum), 0.0)
@@ -1046,11 +1047,11 @@ def step_times(
         kv = arch.kv_dim * np.maximum(1.0, cp / arch.kv_heads)
         a2a_cp = tokens_micro * c * (2 * arch.q_dim + 2 * kv) * np.where(cp > 1, (cp - 1) / cp, 0.0)
         passes = np.where(recompute == 2, 3.0, 2.0)
-        t_cp = arch.total_layers / pp * passes * all_to_all_seconds(hw, a2a_cp / tp, cp, tp) * accum
+        t_cp = on_rank * passes * all_to_all_seconds(hw, a2a_cp / tp, cp, tp) * accum
     else:
         kv_bytes = tokens_micro * arch.kv_dim * (2 * c + 2 * c + 2 * 4) * (cp - 1)
-        t_ring = arch.total_layers / pp * kv_bytes / tp / cp_link
-        t_cp = np.where(cp > 1, np.maximum(0.0, t_ring - t_attention / pp) * accum, 0.0)
+        t_ring = on_rank * kv_bytes / tp / cp_link
+        t_cp = np.where(cp > 1, np.maximum(0.0, t_ring - t_attention * on_rank / arch.total_layers) * accum, 0.0)
     p2p_bytes = tokens_micro * arch.hidden * c / tp
     link = _point_to_point(hw, dp * cp * tp * pp)
     # (one send each way a chunk micro-batch, on the critical path in each of the m·v + pp − 1 schedule slots)
@@ -1138,7 +1139,7 @@ def step_times(
     # (all_to_all_seconds); transformers' EP waits for them (it reads the split sizes back to the host), so they
     # are exposed. DeepEP sends a token once to each GPU and domain that holds its experts (deepep_seconds)
     moe_layers = arch.layers_of("main") if arch.is_moe else 0
-    n_a2a = np.where(recompute == 2, 6.0, 4.0) * moe_layers / pp
+    n_a2a = np.where(recompute == 2, 6.0, 4.0) * moe_layers * on_rank / arch.total_layers
     if training.expert_dispatch is ExpertDispatch.DEEPEP and arch.is_moe:
         one = deepep_seconds(hw, tokens_micro * arch.hidden * c, arch.experts, arch.experts_per_token, ep, tp * cp)
     else:
@@ -1151,13 +1152,13 @@ def step_times(
     # full recomputation, on the critical path (Korthikanti et al. 2022); over NVLink while the group stays in
     # an NVLink domain, else at the network's bus bandwidth (a group wider than a node spans nodes)
     tp_frac = np.where(tp > 1, 2 * (tp - 1) / tp, 0.0)
-    n_coll = np.where(recompute == 2, 6.0, 4.0) * arch.total_layers / pp
+    n_coll = np.where(recompute == 2, 6.0, 4.0) * on_rank
     bw_tp = bus_bandwidth(hw, tp) * 1e9
     t_tp = tp_frac * (tokens_micro * arch.hidden * c) / bw_tp + collective_latency(hw, tp, tp, "all-gather")
     if training.tp_overlap and flops.tp_pairs:
         linear_rate = fp8_rate if flops.fp8_linear else rate
         t_tp_step = tp_overlap_seconds(flops, training, linear_rate, t_tp, tokens_micro, tp, recompute)
-        t_tp_step = t_tp_step * arch.total_layers / pp
+        t_tp_step = t_tp_step * on_rank
     else:
         t_tp_step = n_coll * t_tp
     comm = comm + t_tp_step * accum
