@@ -225,6 +225,14 @@ class FitResult:
         row, pool = self._best(rows)
         return 1 - self._step(row, pool, training) / self._step(row, pool, self.job.training), row, pool
 
+    def _worth_noting(
+        self, degree: str, training: Any, share: float
+    ) -> tuple[float, dict[str, np.ndarray], Pool] | None:
+        """:meth:`_saving` under ``training`` where the job does not already train so and it saves ``share`` or
+        more of the step; None otherwise."""
+        found = None if training == self.job.training else self._saving(degree, training)
+        return None if found is None or found[0] < share else found
+
     def tp_note(self) -> str | None:
         """What overlapping tensor parallelism's collectives with their matmuls (``tp_overlap``) would save on the
         fastest tensor-parallel layout, for a fused stack that does not say it does; None below
@@ -232,8 +240,8 @@ class FitResult:
         tensor parallelism under torch.compile only)."""
         tr = self.job.training
         eager = tr.kernels is not Kernels.FUSED
-        found = None if tr.tp_overlap or eager else self._saving("tp", replace(tr, tp_overlap=True))
-        if found is None or found[0] < TP_NOTE_SHARE:
+        found = None if eager else self._worth_noting("tp", replace(tr, tp_overlap=True), TP_NOTE_SHARE)
+        if found is None:
             return None
         saved, row, pool = found
         return (
@@ -247,9 +255,8 @@ class FitResult:
         job whose all-to-alls send every routed copy, and the buffers it would add; None below
         :data:`DISPATCH_NOTE_SHARE` or without expert-parallel layouts."""
         tr = self.job.training
-        deepep = replace(tr, expert_dispatch=ExpertDispatch.DEEPEP)
-        found = None if tr.expert_dispatch is ExpertDispatch.DEEPEP else self._saving("ep", deepep)
-        if found is None or found[0] < DISPATCH_NOTE_SHARE:
+        found = self._worth_noting("ep", replace(tr, expert_dispatch=ExpertDispatch.DEEPEP), DISPATCH_NOTE_SHARE)
+        if found is None:
             return None
         saved, row, pool = found
         ep = int(row["ep"][0])
@@ -266,10 +273,9 @@ class FitResult:
         pipeline layout of a job cut ``even``, whose last stage holds the LM head beside a full share of layers; None
         below :data:`SPLIT_NOTE_SHARE` or without pipeline layouts. The cut moves layers between ranks, so the note
         asks for the memory to be checked under it."""
-        tr = self.job.training
-        weighted = replace(tr, pipeline_split=PipelineSplit.WEIGHTED)
-        found = None if tr.pipeline_split is PipelineSplit.WEIGHTED else self._saving("pp", weighted)
-        if found is None or found[0] < SPLIT_NOTE_SHARE:
+        weighted = replace(self.job.training, pipeline_split=PipelineSplit.WEIGHTED)
+        found = self._worth_noting("pp", weighted, SPLIT_NOTE_SHARE)
+        if found is None:
             return None
         saved, row, pool = found
         pp = int(row["pp"][0])

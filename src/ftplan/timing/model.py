@@ -256,8 +256,8 @@ class JobFlops:
     expert_linear: float = 0.0  # of ``linear``: the routed experts' matmuls a token (its top-k experts)
     expert_forward: float = 0.0  # of ``expert_linear``: the forward's (repeated by full recomputation)
     adapter_linear: float = 0.0  # of ``linear``: the LoRA adapters' GEMMs a token (forward and backward)
-    head_linear: float = 0.0  # of ``linear``: the LM head's matmuls a token (the last pipeline stage's)
     adapter_bytes: float = 0.0  # bytes those GEMMs move a token (forward and backward; a third the forward's)
+    head_linear: float = 0.0  # of ``linear``: the LM head's matmuls a token (the last pipeline stage's)
     traffic_forward: float = 0.0  # bytes a token moves through the layers' memory-bound operations, forward
     traffic_backward: float = 0.0  # the same, backward
     traffic_head: float = 0.0  # the head's (embeddings, final norm, loss), forward and backward
