@@ -14,6 +14,7 @@ Usage: python tools/readme_transcripts.py [TEXT ...]   (only the commands contai
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -65,7 +66,7 @@ def main(only: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="ftplan-readme-") as tmp:
         for name in ("scenarios", "tests", "catalogs"):
             Path(tmp, name).symlink_to(ROOT / name)
-        ftplan = shutil.which("ftplan") or "ftplan"
+        ftplan = shutil.which("ftplan") or f"{shlex.quote(sys.executable)} -m ftplan"  # (not on PATH: this Python's)
         for k, (line, lang, body) in enumerate(found):
             following = found[k + 1] if k + 1 < len(found) else None
             if lang == "text" and body and body[0].startswith("$ ftplan "):
