@@ -263,14 +263,14 @@ def _distributed_optimizer(case: dict, source: str, dp: int) -> bool:
 # 067f987df: Llama 3.1 405B and Qwen3-235B-A22B turn on ``account_for_embedding_in_pipeline_split`` and
 # ``account_for_loss_in_pipeline_split`` (src/megatron/bridge/recipes/llama/h100/llama3.py
 # ``llama31_405b_pretrain_256gpu_h100_bf16_config``, recipes/qwen/h100/qwen3_moe.py
-# ``qwen3_235b_a22b_pretrain_256gpu_h100_bf16_config``), DeepSeek-V3 and Llama 3 70B in FP8 state layouts
+# ``qwen3_235b_a22b_pretrain_256gpu_h100_bf16_config``), DeepSeek-V3 and Llama 3 70B in FP8 on H100 state layouts
 # that give the first and last chunk fewer layers (perf_recipes/deepseek/*/deepseek_v3.py, "Et|(tt|)*30mL";
 # perf_recipes/llama/h100/llama3.py, "Et*2|(t*2|)*34,t*3|(t*2|)*3,tL"); the others keep GPTModelProvider's
 # default, both flags off (models/gpt_provider.py; gpt-oss's recipe states it: recipes/gpt_oss/h100/gpt_oss.py),
 # an even cut, as NeMo's 2024 Megatron-Core and NeMo Automodel (``generate_hf_model_fqn_per_model_part`` in
 # nemo_automodel/components/distributed/pipelining/functional.py at its mirror's HEAD: the layers alone) do.
 WEIGHTED_SPLIT_SOURCES = {"usp"}
-WEIGHTED_SPLIT_MODELS = {"mbridge": ("405b", "235b", "deepseek", "70b")}
+WEIGHTED_SPLIT_MODELS = {"mbridge": ("405b", "235b", "deepseek", "h100-fp8cs-llama3_70b")}
 
 
 def _pipeline_split(case: dict, source: str) -> PipelineSplit:

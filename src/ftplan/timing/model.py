@@ -60,7 +60,7 @@ import numpy as np
 from ftplan.arch import ROW_PARALLEL_ROLES, UNSPLIT_ROLES, Architecture, Kind
 from ftplan.memory.estimate import fp8_converted
 from ftplan.memory.params import split_params
-from ftplan.memory.pipeline import PipelineSplit
+from ftplan.memory.pipeline import PipelineSplit, rank_layers
 from ftplan.memory.setup import (
     Attention,
     AttentionKernel,
@@ -924,23 +924,22 @@ def stage_layers(
     layers: int, pp: np.ndarray | int, virtual: np.ndarray | int, split: PipelineSplit
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Layers the first pipeline rank, the fullest middle rank (0 without one) and the last rank hold under
-    ``split`` (:func:`ftplan.memory.pipeline.rank_layers` in closed form, over arrays): chunk ``i`` of
-    ``n = pp·virtual`` takes ``⌊e/n⌋`` layers, one more while ``i < e mod n``, where ``e`` is the layers (plus
-    two, weighted, whose first and last chunk then give one back); rank ``r`` holds chunks ``r + k·pp``. All
-    ``layers`` on one rank."""
-    pp, v = (np.asarray(x, dtype=float) for x in (pp, virtual))
-    n = pp * v
-    less = 1.0 if split is PipelineSplit.WEIGHTED else 0.0
-    base, extra = np.divmod(layers + 2 * less, n)
-
-    def held(rank: np.ndarray | float) -> np.ndarray:  # the rank's chunks that take one more
-        return np.clip(np.ceil((extra - rank) / pp), 0.0, v)
-
-    one = pp <= 1
-    first = np.where(one, layers, v * base + held(0.0) - less)
-    middle = np.where(pp > 2, v * base + held(1.0), 0.0)
-    last = np.where(one, layers, v * base + held(pp - 1) - less)
+    ``split``, for arrays of layouts: the memory model's cut (:func:`ftplan.memory.pipeline.rank_layers`), once for
+    each distinct (pp, virtual); all ``layers`` on one rank."""
+    pp, v = np.broadcast_arrays(np.asarray(pp, dtype=int), np.asarray(virtual, dtype=int))
+    pairs, where = np.unique(np.stack([pp.ravel(), v.ravel()], axis=1), axis=0, return_inverse=True)
+    ends = np.array([_rank_ends(layers, int(p), int(c), split) for p, c in pairs], dtype=float).reshape(-1, 3)
+    picked = ends[np.ravel(where)]
+    first, middle, last = (picked[:, k].reshape(pp.shape) for k in range(3))
     return first, middle, last
+
+
+def _rank_ends(layers: int, pp: int, virtual: int, split: PipelineSplit) -> tuple[int, int, int]:
+    """(first, fullest middle, last) rank's layers of one pipeline layout (see :func:`stage_layers`)."""
+    if pp <= 1:
+        return layers, 0, layers
+    ranks = rank_layers(layers, pp, virtual, split)
+    return ranks[0], max(ranks[1:-1], default=0), ranks[-1]
 
 
 def step_times(
